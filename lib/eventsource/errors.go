@@ -1,0 +1,96 @@
+package eventsource
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+)
+
+// Sentinel errors. Match them with errors.Is; the typed errors below match
+// the sentinel of their kind and carry the details.
+var (
+	// ErrConcurrencyConflict: an append's expected version did not match the
+	// stream. Nothing was committed. Reload and retry the command.
+	ErrConcurrencyConflict = errors.New("eventsource: concurrency conflict")
+	// ErrAggregateNotFound: no events and no snapshot exist for the aggregate.
+	ErrAggregateNotFound = errors.New("eventsource: aggregate not found")
+	// ErrUnknownEventType: a stored or raised event's type is not registered.
+	ErrUnknownEventType = errors.New("eventsource: unknown event type")
+	// ErrDecode: stored bytes (an event payload or snapshot state) could not
+	// be decoded.
+	ErrDecode = errors.New("eventsource: decode failed")
+	// ErrInvalidOption: a constructor was given an invalid option.
+	ErrInvalidOption = errors.New("eventsource: invalid option")
+	// ErrClosed: the repository was closed.
+	ErrClosed = errors.New("eventsource: repository closed")
+	// ErrInvalidArgument: a method was called with an argument it cannot
+	// accept (a nil aggregate, a negative version, an empty type name, ...).
+	ErrInvalidArgument = errors.New("eventsource: invalid argument")
+	// ErrCorruptStream: a stream read back with a gap or a version out of
+	// order. It points at a broken store, never at a caller mistake.
+	ErrCorruptStream = errors.New("eventsource: corrupt event stream")
+)
+
+// ConflictError is the typed form of [ErrConcurrencyConflict]. Stores return
+// it from Append; the repository passes it through Save.
+type ConflictError struct {
+	AggregateType string
+	AggregateID   uuid.UUID
+	// Expected is the version the caller expected the stream to be at
+	// (0 for "must not exist").
+	Expected int64
+	// Actual is the stream's version when the append was refused.
+	Actual int64
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("eventsource: concurrency conflict on %s %s: expected version %d, stream is at %d",
+		e.AggregateType, e.AggregateID, e.Expected, e.Actual)
+}
+
+// Is makes errors.Is(err, ErrConcurrencyConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConcurrencyConflict }
+
+// UnknownEventTypeError is the typed form of [ErrUnknownEventType].
+type UnknownEventTypeError struct {
+	// Type is the event type name that has no registration.
+	Type string
+}
+
+func (e *UnknownEventTypeError) Error() string {
+	return fmt.Sprintf("eventsource: unknown event type %q: register it with eventsource.Register", e.Type)
+}
+
+// Is makes errors.Is(err, ErrUnknownEventType) true.
+func (e *UnknownEventTypeError) Is(target error) bool { return target == ErrUnknownEventType }
+
+// DecodeError is the typed form of [ErrDecode].
+type DecodeError struct {
+	// What names what failed to decode, e.g. "event MoneyDeposited v7 of Account 3f…".
+	What string
+	Err  error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("eventsource: decode %s: %v", e.What, e.Err)
+}
+
+// Unwrap returns the codec's error.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrDecode) true.
+func (e *DecodeError) Is(target error) bool { return target == ErrDecode }
+
+func asDecodeError(err error, target **DecodeError) bool { return errors.As(err, target) }
+
+// IsPermanent reports whether err can never succeed on retry: an unknown
+// event type, undecodable data, a corrupt stream or an invalid argument.
+// Everything else (I/O, timeouts, conflicts) may succeed later. The
+// snapshotter uses it to choose between retrying a notice and terminating it.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrUnknownEventType) ||
+		errors.Is(err, ErrDecode) ||
+		errors.Is(err, ErrCorruptStream) ||
+		errors.Is(err, ErrInvalidArgument)
+}

@@ -1,0 +1,253 @@
+package eventsource
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/evsnap/evsnap/internal/policy"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// SnapshotMode says when a repository takes snapshots.
+type SnapshotMode string
+
+const (
+	// ModeSync writes the snapshot before Save returns (the default when a
+	// snapshot store is configured). Simple and predictable; adds the
+	// snapshot write to the latency of the saves that take one.
+	ModeSync SnapshotMode = "sync"
+	// ModeBackground captures the state when Save runs and writes it from a
+	// bounded pool of goroutines; Save does not wait. Use
+	// [Repository.AwaitPendingSnapshots] in tests.
+	ModeBackground SnapshotMode = "background"
+	// ModeManual never snapshots on Save; only [Repository.CreateSnapshot]
+	// does. The threshold and milestones are ignored.
+	ModeManual SnapshotMode = "manual"
+	// ModeExternal leaves snapshots to another process: after each
+	// successful append the repository hands an [Appended] notice to the
+	// [AppendNotifier] given with [WithAppendNotifier] (for example
+	// natsnotice's JetStream publisher), and the snapshotter worker
+	// decides and writes. Loads still use the snapshot store when one is
+	// given.
+	ModeExternal SnapshotMode = "external"
+)
+
+// ParseSnapshotMode parses a mode name as used in flags and env vars.
+func ParseSnapshotMode(s string) (SnapshotMode, error) {
+	switch m := SnapshotMode(strings.ToLower(strings.TrimSpace(s))); m {
+	case ModeSync, ModeBackground, ModeManual, ModeExternal:
+		return m, nil
+	}
+	return "", fmt.Errorf("%w: unknown snapshot mode %q (want sync, background, manual or external)", ErrInvalidOption, s)
+}
+
+// Defaults for repository options.
+const (
+	// DefaultSnapshotThreshold is the threshold used when a snapshot store
+	// is configured without a threshold or milestones: the tutorial's
+	// "reasonable default".
+	DefaultSnapshotThreshold = 100
+	// DefaultBackgroundWorkers is how many goroutines write background
+	// snapshots.
+	DefaultBackgroundWorkers = 2
+	// DefaultBackgroundQueue is how many background snapshots may wait to
+	// be written before new ones are dropped (and counted).
+	DefaultBackgroundQueue = 1024
+)
+
+// Option configures a [Repository]. Options validate their arguments; an
+// invalid option makes [NewRepository] fail with an error matching
+// [ErrInvalidOption], before anything is written.
+type Option func(*config) error
+
+type config struct {
+	snapshots      SnapshotStore
+	mode           SnapshotMode
+	modeSet        bool
+	threshold      int64
+	thresholdSet   bool
+	milestones     []string
+	bgWorkers      int
+	bgQueue        int
+	notifier       AppendNotifier
+	logger         *slog.Logger
+	tracerProvider trace.TracerProvider
+	meterProvider  metric.MeterProvider
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}
+
+// WithSnapshotStore enables snapshots, stored in s.
+func WithSnapshotStore(s SnapshotStore) Option {
+	return func(c *config) error {
+		if s == nil {
+			return invalid("WithSnapshotStore(nil)")
+		}
+		c.snapshots = s
+		return nil
+	}
+}
+
+// WithSnapshotThreshold takes a snapshot when the aggregate is at least n
+// events past its last stored snapshot. n must be at least 1.
+func WithSnapshotThreshold(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("snapshot threshold must be at least 1, got %d", n)
+		}
+		c.threshold = int64(n)
+		c.thresholdSet = true
+		return nil
+	}
+}
+
+// WithSnapshotMilestones takes a snapshot whenever a save appends an event
+// of one of these types (for example OrderShipped). It combines with a
+// threshold: a snapshot is taken when either says so.
+func WithSnapshotMilestones(eventTypes ...string) Option {
+	return func(c *config) error {
+		if len(eventTypes) == 0 {
+			return invalid("WithSnapshotMilestones needs at least one event type")
+		}
+		if _, err := policy.NewMilestones(eventTypes...); err != nil {
+			return invalid("%v", err)
+		}
+		c.milestones = append(c.milestones, eventTypes...)
+		return nil
+	}
+}
+
+// WithSnapshotMode sets when snapshots are taken; see [SnapshotMode].
+func WithSnapshotMode(m SnapshotMode) Option {
+	return func(c *config) error {
+		if _, err := ParseSnapshotMode(string(m)); err != nil || string(m) != strings.ToLower(strings.TrimSpace(string(m))) {
+			return invalid("unknown snapshot mode %q (want sync, background, manual or external)", string(m))
+		}
+		c.mode = m
+		c.modeSet = true
+		return nil
+	}
+}
+
+// WithBackgroundWorkers sets how many goroutines write snapshots in
+// [ModeBackground] (default [DefaultBackgroundWorkers]) and how many may be
+// queued before further ones are dropped (default [DefaultBackgroundQueue]).
+// Dropped snapshots are logged and counted; the events are committed and the
+// next due save snapshots again.
+func WithBackgroundWorkers(workers, queue int) Option {
+	return func(c *config) error {
+		if workers < 1 {
+			return invalid("background workers must be at least 1, got %d", workers)
+		}
+		if queue < 1 {
+			return invalid("background queue must be at least 1, got %d", queue)
+		}
+		c.bgWorkers, c.bgQueue = workers, queue
+		return nil
+	}
+}
+
+// WithAppendNotifier sets the notifier that [ModeExternal] hands each
+// committed append to.
+func WithAppendNotifier(n AppendNotifier) Option {
+	return func(c *config) error {
+		if n == nil {
+			return invalid("WithAppendNotifier(nil)")
+		}
+		c.notifier = n
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return invalid("WithLogger(nil)")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithTracerProvider sets the OpenTelemetry tracer provider (default: the
+// global one, a no-op unless the program installs an SDK).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) error {
+		if tp == nil {
+			return invalid("WithTracerProvider(nil)")
+		}
+		c.tracerProvider = tp
+		return nil
+	}
+}
+
+// WithMeterProvider sets the OpenTelemetry meter provider (default: the
+// global one, a no-op unless the program installs an SDK).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) error {
+		if mp == nil {
+			return invalid("WithMeterProvider(nil)")
+		}
+		c.meterProvider = mp
+		return nil
+	}
+}
+
+// resolve applies defaults and checks the combination of options.
+func (c *config) resolve() (policy.Policy, error) {
+	if !c.modeSet {
+		switch {
+		case c.notifier != nil:
+			c.mode = ModeExternal
+		case c.snapshots != nil:
+			c.mode = ModeSync
+		}
+	}
+	switch c.mode {
+	case ModeSync, ModeBackground, ModeManual:
+		if c.snapshots == nil {
+			return nil, invalid("snapshot mode %q needs a snapshot store: add WithSnapshotStore", c.mode)
+		}
+	case ModeExternal:
+		if c.notifier == nil {
+			return nil, invalid("snapshot mode %q needs an append notifier: add WithAppendNotifier (natsnotice.NewPublisher)", c.mode)
+		}
+	case "":
+		if c.thresholdSet || len(c.milestones) > 0 {
+			return nil, invalid("a snapshot threshold or milestones need a snapshot store: add WithSnapshotStore")
+		}
+	}
+	if c.notifier != nil && c.mode != ModeExternal {
+		return nil, invalid("WithAppendNotifier is only used by snapshot mode %q, not %q", ModeExternal, c.mode)
+	}
+	if c.bgWorkers == 0 {
+		c.bgWorkers, c.bgQueue = DefaultBackgroundWorkers, DefaultBackgroundQueue
+	}
+	if c.mode == ModeManual || c.mode == ModeExternal || c.mode == "" {
+		return policy.Never{}, nil
+	}
+	var ps policy.AnyOf
+	if c.thresholdSet || len(c.milestones) == 0 {
+		n := c.threshold
+		if !c.thresholdSet {
+			n = DefaultSnapshotThreshold
+		}
+		ps = append(ps, policy.Threshold(n))
+	}
+	if len(c.milestones) > 0 {
+		m, err := policy.NewMilestones(c.milestones...)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		ps = append(ps, m)
+	}
+	if len(ps) == 1 {
+		return ps[0], nil
+	}
+	return ps, nil
+}

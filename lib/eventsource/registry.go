@@ -1,0 +1,199 @@
+package eventsource
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"sync"
+)
+
+// Codec encodes events and snapshot state. Its output must be JSON: the SQL
+// backends store payloads and state as JSON, and other processes (the
+// snapshotter worker) decode them. Implementations must be safe for
+// concurrent use.
+type Codec interface {
+	Marshal(v any) ([]byte, error)
+	Unmarshal(data []byte, v any) error
+}
+
+// JSONCodec is the default Codec, backed by encoding/json.
+type JSONCodec struct{}
+
+// Marshal implements Codec.
+func (JSONCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Unmarshal implements Codec.
+func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// Registry maps stable event type names to Go types and decodes stored
+// payloads. Create one with [NewRegistry] and fill it with [Register]; there
+// is no global registry, so which events exist never depends on imports.
+// A Registry is safe for concurrent use.
+type Registry struct {
+	codec Codec
+
+	mu    sync.RWMutex
+	types map[string]registration
+}
+
+type registration struct {
+	goType reflect.Type
+	decode func(codec Codec, data []byte) (Event, error)
+}
+
+// RegistryOption configures a Registry.
+type RegistryOption func(*Registry)
+
+// WithCodec makes the registry encode and decode with c instead of
+// [JSONCodec]. Every process that shares a store must use compatible codecs.
+func WithCodec(c Codec) RegistryOption {
+	return func(r *Registry) {
+		if c != nil {
+			r.codec = c
+		}
+	}
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(opts ...RegistryOption) *Registry {
+	r := &Registry{codec: JSONCodec{}, types: make(map[string]registration)}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Register adds the event type E to r under the name E's EventType method
+// returns. Decoded events are values of type E, so aggregates can apply them
+// with a type switch. Registering a second Go type under a name already taken
+// is an error; registering the same type twice is not.
+func Register[E Event](r *Registry) error {
+	var zero E
+	goType := reflect.TypeFor[E]()
+	name := safeEventType(zero)
+	if name == "" {
+		return fmt.Errorf("eventsource: register %v: EventType() of the zero value must return a non-empty, constant name", goType)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if prev, ok := r.types[name]; ok {
+		if prev.goType == goType {
+			return nil
+		}
+		return fmt.Errorf("eventsource: register %v: event type %q is already registered to %v", goType, name, prev.goType)
+	}
+	r.types[name] = registration{
+		goType: goType,
+		decode: func(codec Codec, data []byte) (Event, error) {
+			var e E
+			if err := codec.Unmarshal(data, &e); err != nil {
+				return nil, err
+			}
+			return e, nil
+		},
+	}
+	return nil
+}
+
+// MustRegister is like [Register] but panics on error. It is meant for
+// program setup, where a clash is a programming error.
+func MustRegister[E Event](r *Registry) {
+	if err := Register[E](r); err != nil {
+		panic(err)
+	}
+}
+
+// safeEventType calls EventType on a zero value, turning a nil-pointer panic
+// (a pointer receiver that reads fields) into an empty name.
+func safeEventType(e Event) (name string) {
+	defer func() {
+		if recover() != nil {
+			name = ""
+		}
+	}()
+	if e == nil {
+		return ""
+	}
+	return e.EventType()
+}
+
+// Codec returns the codec r encodes and decodes with.
+func (r *Registry) Codec() Codec { return r.codec }
+
+// Types returns the registered event type names, sorted.
+func (r *Registry) Types() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.types))
+	for n := range r.types {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Has reports whether an event type of that name is registered.
+func (r *Registry) Has(eventType string) bool {
+	r.mu.RLock()
+	_, ok := r.types[eventType]
+	r.mu.RUnlock()
+	return ok
+}
+
+// Encode returns e's payload. The event's type must be registered, so that
+// everything written can be read back.
+func (r *Registry) Encode(e Event) ([]byte, error) {
+	if e == nil {
+		return nil, fmt.Errorf("eventsource: encode: nil event")
+	}
+	name := e.EventType()
+	r.mu.RLock()
+	reg, ok := r.types[name]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, &UnknownEventTypeError{Type: name}
+	}
+	if got := reflect.TypeOf(e); got != reg.goType {
+		return nil, fmt.Errorf("eventsource: encode %q: value of type %v, but the name is registered to %v", name, got, reg.goType)
+	}
+	data, err := r.codec.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("eventsource: encode %q: %w", name, err)
+	}
+	return data, nil
+}
+
+// Decode turns a stored payload back into the registered Go type. An
+// unregistered name gives an [*UnknownEventTypeError]; a payload that does not
+// decode gives a [*DecodeError] naming the event type.
+func (r *Registry) Decode(eventType string, payload []byte) (Event, error) {
+	r.mu.RLock()
+	reg, ok := r.types[eventType]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, &UnknownEventTypeError{Type: eventType}
+	}
+	e, err := reg.decode(r.codec, payload)
+	if err != nil {
+		return nil, &DecodeError{What: "event " + eventType, Err: err}
+	}
+	return e, nil
+}
+
+// DecodeRecorded returns rec's decoded event: rec.Event when the store
+// provided it, otherwise the decoded payload.
+func (r *Registry) DecodeRecorded(rec *RecordedEvent) (Event, error) {
+	if rec.Event != nil {
+		return rec.Event, nil
+	}
+	e, err := r.Decode(rec.Type, rec.Payload)
+	if err != nil {
+		var de *DecodeError
+		if asDecodeError(err, &de) {
+			de.What = fmt.Sprintf("event %s v%d of %s %s", rec.Type, rec.Version, rec.AggregateType, rec.AggregateID)
+		}
+		return nil, err
+	}
+	return e, nil
+}

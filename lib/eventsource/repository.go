@@ -1,0 +1,615 @@
+package eventsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/policy"
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// AggregatePtr is the constraint tying an aggregate struct T to its pointer
+// type, which implements [Aggregate]. Type inference fills it in:
+// NewRepository[Account](...) gives a *Repository[Account, *Account].
+type AggregatePtr[T any] interface {
+	*T
+	Aggregate
+}
+
+// Repository loads and saves aggregates of one type. Create it with
+// [NewRepository]. It is safe for concurrent use; the aggregates it returns
+// are not.
+type Repository[T any, PT AggregatePtr[T]] struct {
+	typ           string
+	schemaVersion int
+
+	events    EventStore
+	snapshots SnapshotStore
+	reg       *Registry
+	codec     Codec
+	mode      SnapshotMode
+	policy    policy.Policy
+	notifier  AppendNotifier
+	tel       *telemetry
+	bg        *backgroundWriter
+
+	closeOnce sync.Once
+	mu        sync.RWMutex
+	closed    bool
+}
+
+// NewRepository returns a repository for aggregates of type T stored in
+// events, with event types decoded by reg. It does no I/O. Options configure
+// snapshots; invalid options and invalid combinations (a threshold below 1,
+// a mode that needs a store without one, an unknown mode) are reported here
+// as errors matching [ErrInvalidOption], never after events are committed.
+func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, opts ...Option) (*Repository[T, PT], error) {
+	if events == nil {
+		return nil, invalid("nil event store")
+	}
+	if reg == nil {
+		return nil, invalid("nil registry")
+	}
+	probe := PT(new(T))
+	typ, sv := probe.AggregateType(), probe.SchemaVersion()
+	if typ == "" {
+		return nil, invalid("%T.AggregateType() returned an empty name", probe)
+	}
+	if sv < 1 {
+		return nil, invalid("%T.SchemaVersion() returned %d; schema versions start at 1", probe, sv)
+	}
+	c := &config{}
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid("nil option")
+		}
+		if err := o(c); err != nil {
+			return nil, fmt.Errorf("new repository for %s: %w", typ, err)
+		}
+	}
+	pol, err := c.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("new repository for %s: %w", typ, err)
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	if c.tracerProvider == nil {
+		c.tracerProvider = otel.GetTracerProvider()
+	}
+	if c.meterProvider == nil {
+		c.meterProvider = otel.GetMeterProvider()
+	}
+	c.logger = c.logger.With(LogKeyAggregateType, typ)
+	tel, err := newTelemetry(c)
+	if err != nil {
+		return nil, fmt.Errorf("new repository for %s: metrics: %w", typ, err)
+	}
+	r := &Repository[T, PT]{
+		typ:           typ,
+		schemaVersion: sv,
+		events:        events,
+		snapshots:     c.snapshots,
+		reg:           reg,
+		codec:         reg.Codec(),
+		mode:          c.mode,
+		policy:        pol,
+		notifier:      c.notifier,
+		tel:           tel,
+	}
+	if c.mode == ModeBackground {
+		r.bg = newBackgroundWriter(c.snapshots, tel, typ, c.bgWorkers, c.bgQueue)
+	}
+	return r, nil
+}
+
+// AggregateType returns the type name of the aggregates r handles.
+func (r *Repository[T, PT]) AggregateType() string { return r.typ }
+
+// Mode returns the snapshot mode, or "" when snapshots are off.
+func (r *Repository[T, PT]) Mode() SnapshotMode { return r.mode }
+
+// New returns a new, empty aggregate with the given id. It does no I/O; the
+// aggregate exists in the store once a Save appends its first events.
+func (r *Repository[T, PT]) New(id uuid.UUID) PT {
+	a := PT(new(T))
+	a.rootCore().id = id
+	return a
+}
+
+// Load returns the aggregate with the given id at its latest version: from
+// its snapshot plus the events after it when a usable snapshot exists,
+// otherwise by replaying every event. A snapshot of another schema version,
+// one whose state does not decode, or a snapshot store error makes Load log
+// a warning, count a fallback and replay; a snapshot never makes Load fail.
+// An id with no events and no snapshot gives [ErrAggregateNotFound].
+func (r *Repository[T, PT]) Load(ctx context.Context, id uuid.UUID) (PT, error) {
+	start := time.Now()
+	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Load", trace.WithAttributes(
+		AttrAggregateType.String(r.typ), AttrAggregateID.String(id.String())))
+	defer span.End()
+
+	a, err := r.load(ctx, id)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return nil, err
+	}
+	c := a.rootCore()
+	span.SetAttributes(AttrVersion.Int64(c.version), AttrEventsReplayed.Int64(c.replayed), AttrSnapshotUsed.Bool(c.fromSnapshot))
+	attrs := metric.WithAttributes(AttrAggregateType.String(r.typ), AttrSnapshotUsed.Bool(c.fromSnapshot))
+	r.tel.loadDuration.Record(ctx, time.Since(start).Seconds(), attrs)
+	r.tel.eventsReplayed.Add(ctx, c.replayed, attrs)
+	return a, nil
+}
+
+func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) {
+	if err := ValidateStream(r.typ, id); err != nil {
+		return nil, err
+	}
+	a := r.New(id)
+	c := a.rootCore()
+	if r.snapshots != nil {
+		r.restoreSnapshot(ctx, a)
+	}
+	if err := replay(ctx, r.events, r.reg, a, c.version); err != nil {
+		return nil, err
+	}
+	if c.version == 0 {
+		return nil, fmt.Errorf("load %s %s: %w", r.typ, id, ErrAggregateNotFound)
+	}
+	return a, nil
+}
+
+// restoreSnapshot restores a from its snapshot when a usable one exists.
+// Every failure is a logged, counted fallback to full replay.
+func (r *Repository[T, PT]) restoreSnapshot(ctx context.Context, a PT) {
+	c := a.rootCore()
+	sctx, span := r.tel.tracer.Start(ctx, "eventsource.GetSnapshot")
+	snap, err := r.snapshots.GetSnapshot(sctx, r.typ, c.id)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+	log := r.tel.logger
+	switch {
+	case err != nil:
+		log.WarnContext(ctx, "snapshot store failed; replaying all events",
+			LogKeyAggregateID, c.id, LogKeyReason, FallbackStoreError, LogKeyError, err)
+		r.tel.fallback(ctx, r.typ, FallbackStoreError)
+		return
+	case snap == nil:
+		return
+	case snap.SchemaVersion != r.schemaVersion:
+		log.WarnContext(ctx, "snapshot schema version differs from the aggregate's; replaying all events",
+			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeySchemaVersion, snap.SchemaVersion,
+			"want_schema_version", r.schemaVersion, LogKeyReason, FallbackSchemaMismatch)
+		r.tel.fallback(ctx, r.typ, FallbackSchemaMismatch)
+		return
+	case snap.Version < 1:
+		log.WarnContext(ctx, "snapshot has an invalid version; replaying all events",
+			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackDecodeError)
+		r.tel.fallback(ctx, r.typ, FallbackDecodeError)
+		return
+	}
+	if err := a.restoreState(r.codec, snap.State); err != nil {
+		a.resetState()
+		log.WarnContext(ctx, "snapshot state does not decode; replaying all events",
+			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackDecodeError, LogKeyError, err)
+		r.tel.fallback(ctx, r.typ, FallbackDecodeError)
+		return
+	}
+	c.version = snap.Version
+	c.snapshotVersion = snap.Version
+	c.fromSnapshot = true
+}
+
+// replay applies the events of a's stream after version `after`, checking
+// that versions are contiguous.
+func replay(ctx context.Context, events EventStore, reg *Registry, a Aggregate, after int64) error {
+	c := a.rootCore()
+	for rec, err := range events.ReadEvents(ctx, a.AggregateType(), c.id, after) {
+		if err != nil {
+			return fmt.Errorf("load %s %s: read events after v%d: %w", a.AggregateType(), c.id, after, err)
+		}
+		if rec.Version != c.version+1 {
+			return fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
+		}
+		e, err := reg.DecodeRecorded(&rec)
+		if err != nil {
+			return fmt.Errorf("load %s %s: %w", a.AggregateType(), c.id, err)
+		}
+		a.applyEvent(e)
+		c.replayed++
+	}
+	return nil
+}
+
+// Save appends the aggregate's raised events with an optimistic
+// concurrency check against the version it was loaded at. If another save
+// got there first, Save returns a *ConflictError (errors.Is
+// ErrConcurrencyConflict) and commits nothing; reload and retry. With no
+// raised events Save does nothing.
+//
+// After the append, depending on the mode, Save writes a snapshot (sync),
+// queues one (background) or notifies (external). Failures there are
+// logged and counted and never returned: the events are committed.
+func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
+	if a == nil {
+		return fmt.Errorf("save %s: %w: nil aggregate", r.typ, ErrInvalidArgument)
+	}
+	c := a.rootCore()
+	if len(c.pending) == 0 {
+		return nil
+	}
+	r.mu.RLock()
+	closed := r.closed
+	r.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("save %s %s: %w", r.typ, c.id, ErrClosed)
+	}
+	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Save", trace.WithAttributes(
+		AttrAggregateType.String(r.typ), AttrAggregateID.String(c.id.String()),
+		AttrEventsAppended.Int(len(c.pending))))
+	defer span.End()
+
+	res, types, err := r.append(ctx, a)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
+	span.SetAttributes(AttrVersion.Int64(res.LastVersion))
+
+	switch r.mode {
+	case ModeSync, ModeBackground:
+		in := policy.Input{AggregateType: r.typ, HeadVersion: c.version, SnapshotVersion: c.snapshotVersion, Appended: types}
+		if r.policy.Due(in) {
+			r.snapshotAfterSave(ctx, a)
+		}
+	case ModeExternal:
+		err := r.notifier.Notify(ctx, Appended{
+			AggregateType: r.typ, AggregateID: c.id,
+			FirstVersion: res.FirstVersion, LastVersion: res.LastVersion,
+			EventTypes: types, CommittedAt: res.CommittedAt,
+		})
+		if err != nil {
+			r.tel.logger.WarnContext(ctx, "append notice not sent; the snapshotter's sweep will catch up",
+				LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyError, err)
+			r.tel.failure(ctx, r.typ, r.mode, FailureNotify)
+		}
+	}
+	return nil
+}
+
+func (r *Repository[T, PT]) append(ctx context.Context, a PT) (AppendResult, []string, error) {
+	c := a.rootCore()
+	expected := c.version - int64(len(c.pending))
+	md := MetadataFromContext(ctx)
+	batch := make([]NewEvent, len(c.pending))
+	types := make([]string, len(c.pending))
+	for i, p := range c.pending {
+		payload, err := r.reg.Encode(p.event)
+		if err != nil {
+			return AppendResult{}, nil, fmt.Errorf("save %s %s: %w", r.typ, c.id, err)
+		}
+		types[i] = p.event.EventType()
+		batch[i] = NewEvent{
+			ID: p.id, Type: types[i], Payload: payload, Event: p.event,
+			Metadata: md.Clone(), OccurredAt: p.occurredAt,
+		}
+	}
+	res, err := r.events.Append(ctx, r.typ, c.id, ExpectedVersion(expected), batch)
+	if err != nil {
+		return AppendResult{}, nil, fmt.Errorf("save %s %s: %w", r.typ, c.id, err)
+	}
+	if res.LastVersion != c.version {
+		// The store assigned versions other than the ones the aggregate
+		// counted: a broken store. The events are committed, so report it
+		// loudly rather than pretend.
+		return res, nil, fmt.Errorf("save %s %s: %w: store committed v%d-v%d, aggregate expected v%d-v%d",
+			r.typ, c.id, ErrCorruptStream, res.FirstVersion, res.LastVersion, expected+1, c.version)
+	}
+	c.pending = c.pending[:0]
+	return res, types, nil
+}
+
+// snapshotAfterSave takes the snapshot a due policy asked for. It never
+// returns an error: the save already succeeded.
+func (r *Repository[T, PT]) snapshotAfterSave(ctx context.Context, a PT) {
+	c := a.rootCore()
+	snap, err := r.buildSnapshot(a)
+	if err != nil {
+		r.tel.logger.ErrorContext(ctx, "snapshot not taken: state does not encode",
+			LogKeyAggregateID, c.id, LogKeyVersion, c.version, LogKeyMode, r.mode, LogKeyError, err)
+		r.tel.failure(ctx, r.typ, r.mode, FailureEncode)
+		return
+	}
+	switch r.mode {
+	case ModeSync:
+		if _, err := r.writeSnapshot(ctx, snap); err != nil {
+			r.tel.logger.WarnContext(ctx, "snapshot not stored after a committed save",
+				LogKeyAggregateID, c.id, LogKeyVersion, c.version, LogKeyMode, r.mode, LogKeyError, err)
+			r.tel.failure(ctx, r.typ, r.mode, FailureStore)
+			return
+		}
+		c.snapshotVersion = snap.Version
+	case ModeBackground:
+		if r.bg.enqueue(ctx, snap) {
+			c.snapshotVersion = snap.Version
+		}
+	}
+}
+
+// buildSnapshot captures a's state now, as bytes: nothing a caller does to
+// the aggregate later can leak into it. The encoded state must decode back
+// into the state type, so a snapshot that cannot be read is never stored.
+func (r *Repository[T, PT]) buildSnapshot(a PT) (Snapshot, error) {
+	c := a.rootCore()
+	state, err := a.exportState(r.codec)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("encode state of %s %s v%d: %w", r.typ, c.id, c.version, err)
+	}
+	if len(state) == 0 {
+		return Snapshot{}, fmt.Errorf("encode state of %s %s v%d: codec returned no bytes", r.typ, c.id, c.version)
+	}
+	if err := PT(new(T)).restoreState(r.codec, state); err != nil {
+		return Snapshot{}, fmt.Errorf("encoded state of %s %s v%d does not decode back: %w", r.typ, c.id, c.version, err)
+	}
+	return Snapshot{
+		AggregateID:   c.id,
+		AggregateType: r.typ,
+		Version:       c.version,
+		SchemaVersion: r.schemaVersion,
+		State:         state,
+		CreatedAt:     nowMicro(),
+	}, nil
+}
+
+func (r *Repository[T, PT]) writeSnapshot(ctx context.Context, s Snapshot) (bool, error) {
+	return saveSnapshotTraced(ctx, r.tel, r.snapshots, r.mode, s)
+}
+
+func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore, mode SnapshotMode, s Snapshot) (bool, error) {
+	ctx, span := tel.tracer.Start(ctx, "eventsource.SaveSnapshot", trace.WithAttributes(
+		AttrAggregateType.String(s.AggregateType), AttrAggregateID.String(s.AggregateID.String()),
+		AttrVersion.Int64(s.Version), AttrMode.String(string(mode))))
+	defer span.End()
+	stored, err := store.SaveSnapshot(ctx, s)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return false, err
+	}
+	attrs := metric.WithAttributes(AttrAggregateType.String(s.AggregateType), AttrMode.String(string(mode)))
+	if stored {
+		tel.snapshotsWritten.Add(ctx, 1, attrs)
+	} else {
+		tel.snapshotsSkipped.Add(ctx, 1, attrs)
+	}
+	span.SetAttributes(attribute.Bool("evsnap.snapshot.stored", stored))
+	return stored, nil
+}
+
+// CreateSnapshot snapshots the aggregate at its current, saved version, in
+// any mode (it is how ModeManual snapshots), and returns the snapshot. An
+// aggregate with unsaved events is refused: a snapshot must never contain
+// events that are not committed. If the store already holds a newer
+// snapshot it keeps it; CreateSnapshot still returns the one it built.
+// Unlike snapshots taken by Save, its errors are returned.
+func (r *Repository[T, PT]) CreateSnapshot(ctx context.Context, a PT) (*Snapshot, error) {
+	if a == nil {
+		return nil, fmt.Errorf("create snapshot of %s: %w: nil aggregate", r.typ, ErrInvalidArgument)
+	}
+	c := a.rootCore()
+	ctx, span := r.tel.tracer.Start(ctx, "eventsource.CreateSnapshot", trace.WithAttributes(
+		AttrAggregateType.String(r.typ), AttrAggregateID.String(c.id.String()), AttrVersion.Int64(c.version)))
+	defer span.End()
+	fail := func(err error) (*Snapshot, error) {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return nil, err
+	}
+	switch {
+	case r.snapshots == nil:
+		return fail(fmt.Errorf("create snapshot of %s %s: %w: the repository has no snapshot store (WithSnapshotStore)", r.typ, c.id, ErrInvalidArgument))
+	case len(c.pending) > 0:
+		return fail(fmt.Errorf("create snapshot of %s %s: %w: %d unsaved events; save first", r.typ, c.id, ErrInvalidArgument, len(c.pending)))
+	case c.version == 0:
+		return fail(fmt.Errorf("create snapshot of %s %s: %w: the aggregate has no events", r.typ, c.id, ErrInvalidArgument))
+	}
+	snap, err := r.buildSnapshot(a)
+	if err != nil {
+		return fail(fmt.Errorf("create snapshot: %w", err))
+	}
+	if _, err := r.writeSnapshot(ctx, snap); err != nil {
+		return fail(fmt.Errorf("create snapshot of %s %s v%d: %w", r.typ, c.id, c.version, err))
+	}
+	c.snapshotVersion = snap.Version
+	return &snap, nil
+}
+
+// Exists reports whether the aggregate has any stored events.
+func (r *Repository[T, PT]) Exists(ctx context.Context, id uuid.UUID) (bool, error) {
+	if err := ValidateStream(r.typ, id); err != nil {
+		return false, err
+	}
+	v, err := r.events.StreamVersion(ctx, r.typ, id)
+	if err != nil {
+		return false, fmt.Errorf("exists %s %s: %w", r.typ, id, err)
+	}
+	return v > 0, nil
+}
+
+// AwaitPendingSnapshots waits until every background snapshot queued so far
+// (and any queued while it waits) is written or has failed, and returns how
+// many were pending when it was called. It returns ctx's error if ctx ends
+// first. In modes other than ModeBackground it returns 0 at once.
+func (r *Repository[T, PT]) AwaitPendingSnapshots(ctx context.Context) (int, error) {
+	if r.bg == nil {
+		return 0, nil
+	}
+	return r.bg.await(ctx)
+}
+
+// Close stops the repository: later saves fail with [ErrClosed], and
+// queued background snapshots are written until ctx ends, after which the
+// ones still in flight are cancelled. Close waits for every goroutine the
+// repository started and is idempotent. It does not close the stores, which
+// the caller owns.
+func (r *Repository[T, PT]) Close(ctx context.Context) error {
+	var err error
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+		if r.bg != nil {
+			err = r.bg.close(ctx)
+		}
+	})
+	return err
+}
+
+// backgroundWriter writes snapshots from a bounded pool of goroutines.
+type backgroundWriter struct {
+	store SnapshotStore
+	tel   *telemetry
+	typ   string
+	jobs  chan bgJob
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	pending int
+	idle    chan struct{} // closed while pending == 0
+}
+
+type bgJob struct {
+	snap Snapshot
+	link trace.Link
+}
+
+func newBackgroundWriter(store SnapshotStore, tel *telemetry, typ string, workers, queue int) *backgroundWriter {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &backgroundWriter{
+		store: store, tel: tel, typ: typ,
+		jobs: make(chan bgJob, queue),
+		ctx:  ctx, cancel: cancel,
+		idle: make(chan struct{}),
+	}
+	close(w.idle)
+	w.wg.Add(workers)
+	for range workers {
+		go w.run()
+	}
+	return w
+}
+
+// enqueue queues s without blocking and reports whether it was queued.
+func (w *backgroundWriter) enqueue(ctx context.Context, s Snapshot) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	reason := ""
+	if w.closed {
+		reason = FailureRepoClosed
+	} else {
+		select {
+		case w.jobs <- bgJob{snap: s, link: trace.LinkFromContext(ctx)}:
+			if w.pending == 0 {
+				w.idle = make(chan struct{})
+			}
+			w.pending++
+			return true
+		default:
+			reason = FailureQueueFull
+		}
+	}
+	w.tel.logger.WarnContext(ctx, "background snapshot dropped; the next due save takes one",
+		LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyReason, reason)
+	w.tel.failure(ctx, w.typ, ModeBackground, reason)
+	return false
+}
+
+func (w *backgroundWriter) run() {
+	defer w.wg.Done()
+	for job := range w.jobs {
+		w.write(job)
+		w.mu.Lock()
+		w.pending--
+		if w.pending == 0 {
+			close(w.idle)
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *backgroundWriter) write(job bgJob) {
+	ctx, span := w.tel.tracer.Start(w.ctx, "eventsource.BackgroundSnapshot", trace.WithLinks(job.link))
+	defer span.End()
+	s := job.snap
+	if _, err := saveSnapshotTraced(ctx, w.tel, w.store, ModeBackground, s); err != nil {
+		reason := FailureStore
+		if errors.Is(err, context.Canceled) && w.ctx.Err() != nil {
+			reason = FailureRepoClosed
+		}
+		w.tel.logger.WarnContext(ctx, "background snapshot not stored after a committed save",
+			LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyError, err)
+		w.tel.failure(ctx, w.typ, ModeBackground, reason)
+	}
+}
+
+func (w *backgroundWriter) await(ctx context.Context) (int, error) {
+	w.mu.Lock()
+	n, idle := w.pending, w.idle
+	w.mu.Unlock()
+	for {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return n, fmt.Errorf("await pending snapshots: %w", ctx.Err())
+		}
+		// More may have been queued since; wait for the newest idle point.
+		w.mu.Lock()
+		next, pending := w.idle, w.pending
+		w.mu.Unlock()
+		if pending == 0 {
+			return n, nil
+		}
+		idle = next
+	}
+}
+
+func (w *backgroundWriter) close(ctx context.Context) error {
+	w.mu.Lock()
+	w.closed = true
+	close(w.jobs)
+	w.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		w.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		w.cancel()
+		return nil
+	case <-ctx.Done():
+		w.cancel() // abort writes in flight; the snapshots are optional
+		<-done
+		return fmt.Errorf("close %s repository: background snapshots cancelled: %w", w.typ, ctx.Err())
+	}
+}

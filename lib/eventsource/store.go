@@ -1,0 +1,200 @@
+package eventsource
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ExpectedVersion is the stream version an append expects. A non-negative
+// value N means "the stream is at exactly version N"; 0 therefore means the
+// stream must not exist yet. [AnyVersion] skips the check.
+type ExpectedVersion int64
+
+const (
+	// AnyVersion appends whatever the stream's version is.
+	AnyVersion ExpectedVersion = -1
+	// NoStream appends only if the stream has no events yet.
+	NoStream ExpectedVersion = 0
+)
+
+// AppendResult describes a committed append.
+type AppendResult struct {
+	// FirstVersion and LastVersion are the versions the appended events
+	// received (LastVersion-FirstVersion+1 events).
+	FirstVersion int64
+	LastVersion  int64
+	// CommittedAt is when the store committed the append (UTC).
+	CommittedAt time.Time
+}
+
+// EventStore is an append-only store of event streams, one stream per
+// aggregate (type + id). Implementations must be safe for concurrent use by
+// many goroutines (and, for shared databases, many processes).
+//
+// Run [github.com/evsnap/evsnap/lib/storetest.TestEventStore] against every
+// implementation.
+type EventStore interface {
+	// Append atomically appends events to the stream of aggregate typ/id,
+	// giving them versions expected+1, expected+2, ... (or head+1, ... for
+	// AnyVersion). If the stream is not at the expected version, Append
+	// commits nothing and returns a *ConflictError (matching
+	// ErrConcurrencyConflict) with the expected and actual versions; two
+	// concurrent appends at one version therefore have exactly one winner.
+	// An empty events slice, an empty typ, a nil id or an expected version
+	// below -1 is an error matching ErrInvalidArgument.
+	Append(ctx context.Context, typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) (AppendResult, error)
+
+	// ReadEvents streams the events of aggregate typ/id with a version
+	// greater than after, in version order. It must not hold the whole
+	// stream in memory: a store reads lazily (rows, cursor, slice window) as
+	// the caller iterates, and releases its resources when the caller stops
+	// early. A missing stream yields nothing. An error is yielded once, as
+	// the last pair. The cost of reading must depend on the number of events
+	// after `after`, not on the length of the stream.
+	ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[RecordedEvent, error]
+
+	// StreamVersion returns the version of the stream's last event, or 0
+	// when the stream does not exist.
+	StreamVersion(ctx context.Context, typ string, id uuid.UUID) (int64, error)
+}
+
+// Snapshot is a point-in-time capture of an aggregate's state. One snapshot
+// is kept per aggregate; a newer one replaces it.
+type Snapshot struct {
+	AggregateID   uuid.UUID
+	AggregateType string
+	// Version is the aggregate version the state reflects.
+	Version int64
+	// SchemaVersion is the aggregate's declared state schema version when
+	// the snapshot was taken. Loads ignore snapshots of another schema.
+	SchemaVersion int
+	// State is the encoded state (JSON).
+	State []byte
+	// CreatedAt is when the snapshot was taken (UTC, microsecond precision).
+	CreatedAt time.Time
+}
+
+// Validate reports what is wrong with s, if anything, as an error matching
+// ErrInvalidArgument. Stores call it before writing.
+func (s *Snapshot) Validate() error {
+	switch {
+	case s == nil:
+		return fmt.Errorf("%w: nil snapshot", ErrInvalidArgument)
+	case s.AggregateType == "":
+		return fmt.Errorf("%w: snapshot of %s has an empty aggregate type", ErrInvalidArgument, s.AggregateID)
+	case s.AggregateID == uuid.Nil:
+		return fmt.Errorf("%w: snapshot of %s has a nil aggregate id", ErrInvalidArgument, s.AggregateType)
+	case s.Version < 1:
+		return fmt.Errorf("%w: snapshot of %s %s has version %d; versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
+	case s.SchemaVersion < 1:
+		return fmt.Errorf("%w: snapshot of %s %s has schema version %d; schema versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.SchemaVersion)
+	case len(s.State) == 0:
+		return fmt.Errorf("%w: snapshot of %s %s has empty state", ErrInvalidArgument, s.AggregateType, s.AggregateID)
+	}
+	return nil
+}
+
+// Supersedes reports whether a snapshot s may replace stored: the store-side
+// rule that keeps snapshots from ever moving backwards. s replaces stored
+// unless it has a lower version or an older schema version. (An equal
+// version and schema rewrites the row, so a corrupt snapshot can be
+// repaired in place.)
+func (s *Snapshot) Supersedes(stored *Snapshot) bool {
+	return stored == nil || (s.Version >= stored.Version && s.SchemaVersion >= stored.SchemaVersion)
+}
+
+// SnapshotStore keeps the latest snapshot of each aggregate. Implementations
+// must be safe for concurrent use by many goroutines and processes.
+//
+// Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotStore] against
+// every implementation.
+type SnapshotStore interface {
+	// SaveSnapshot upserts s unless the stored snapshot of the same
+	// aggregate has a higher version or a newer schema version (see
+	// [Snapshot.Supersedes]); then it is a no-op. The check and the write
+	// are atomic, so racing writers never move a snapshot backwards.
+	// stored reports whether s was written. An invalid snapshot is an error
+	// matching ErrInvalidArgument.
+	SaveSnapshot(ctx context.Context, s Snapshot) (stored bool, err error)
+
+	// GetSnapshot returns the snapshot of aggregate typ/id, or nil and no
+	// error when there is none.
+	GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*Snapshot, error)
+
+	// DeleteSnapshot removes the snapshot of typ/id and reports whether one
+	// existed.
+	DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (bool, error)
+
+	// SnapshotExists reports whether a snapshot of typ/id exists.
+	SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (bool, error)
+
+	// DeleteSnapshotsByType removes the snapshots of every aggregate of typ
+	// and returns how many it removed. When schemaVersionBelow is positive
+	// only snapshots with a schema version below it are removed (the cleanup
+	// after a schema migration); 0 removes all of the type. A negative
+	// value is an error matching ErrInvalidArgument.
+	DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error)
+}
+
+// ValidateStream checks the arguments every store method takes, as an error
+// matching ErrInvalidArgument. Stores call it first.
+func ValidateStream(typ string, id uuid.UUID) error {
+	if typ == "" {
+		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
+	}
+	if id == uuid.Nil {
+		return fmt.Errorf("%w: nil aggregate id for %s", ErrInvalidArgument, typ)
+	}
+	return nil
+}
+
+// ValidateAppend checks Append's arguments, as an error matching
+// ErrInvalidArgument. Stores call it first.
+func ValidateAppend(typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) error {
+	if err := ValidateStream(typ, id); err != nil {
+		return err
+	}
+	if expected < AnyVersion {
+		return fmt.Errorf("%w: expected version %d for %s %s; use a version >= 0 or AnyVersion", ErrInvalidArgument, expected, typ, id)
+	}
+	if len(events) == 0 {
+		return fmt.Errorf("%w: append to %s %s with no events", ErrInvalidArgument, typ, id)
+	}
+	for i := range events {
+		e := &events[i]
+		if e.Type == "" {
+			return fmt.Errorf("%w: event %d of append to %s %s has an empty type", ErrInvalidArgument, i, typ, id)
+		}
+		if e.ID == uuid.Nil {
+			return fmt.Errorf("%w: event %d (%s) of append to %s %s has a nil id", ErrInvalidArgument, i, e.Type, typ, id)
+		}
+		if len(e.Payload) == 0 {
+			return fmt.Errorf("%w: event %d (%s) of append to %s %s has an empty payload", ErrInvalidArgument, i, e.Type, typ, id)
+		}
+	}
+	return nil
+}
+
+// ErrorSeq returns a sequence that yields only err. Stores use it to report
+// invalid arguments from ReadEvents.
+func ErrorSeq(err error) iter.Seq2[RecordedEvent, error] {
+	return func(yield func(RecordedEvent, error) bool) {
+		yield(RecordedEvent{}, err)
+	}
+}
+
+// ValidateDeleteByType checks DeleteSnapshotsByType's arguments, as an error
+// matching ErrInvalidArgument. Stores call it first.
+func ValidateDeleteByType(typ string, schemaVersionBelow int) error {
+	if typ == "" {
+		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
+	}
+	if schemaVersionBelow < 0 {
+		return fmt.Errorf("%w: schema version below %d for %s; use 0 for every schema version", ErrInvalidArgument, schemaVersionBelow, typ)
+	}
+	return nil
+}

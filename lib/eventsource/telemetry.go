@@ -1,0 +1,110 @@
+package eventsource
+
+import (
+	"context"
+	"log/slog"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// InstrumentationName is the OpenTelemetry instrumentation scope of this
+// package's spans and metrics.
+const InstrumentationName = "github.com/evsnap/evsnap/lib/eventsource"
+
+// Log keys used by this package, constant so logs can be queried.
+const (
+	LogKeyAggregateType = "aggregate_type"
+	LogKeyAggregateID   = "aggregate_id"
+	LogKeyVersion       = "version"
+	LogKeySnapshotVer   = "snapshot_version"
+	LogKeySchemaVersion = "schema_version"
+	LogKeyMode          = "mode"
+	LogKeyReason        = "reason"
+	LogKeyError         = "error"
+)
+
+// Span attribute keys.
+const (
+	AttrAggregateType  = attribute.Key("evsnap.aggregate.type")
+	AttrAggregateID    = attribute.Key("evsnap.aggregate.id")
+	AttrVersion        = attribute.Key("evsnap.aggregate.version")
+	AttrEventsReplayed = attribute.Key("evsnap.load.events_replayed")
+	AttrSnapshotUsed   = attribute.Key("evsnap.load.snapshot_used")
+	AttrEventsAppended = attribute.Key("evsnap.save.events_appended")
+	AttrMode           = attribute.Key("evsnap.snapshot.mode")
+	AttrReason         = attribute.Key("evsnap.reason")
+)
+
+// Reasons a load ignored a snapshot (the "reason" attribute of the
+// evsnap.snapshot.fallbacks metric).
+const (
+	FallbackSchemaMismatch = "schema_mismatch"
+	FallbackDecodeError    = "decode_error"
+	FallbackStoreError     = "store_error"
+)
+
+// Reasons a snapshot was not written after a successful save (the "reason"
+// attribute of evsnap.snapshot.failures).
+const (
+	FailureEncode     = "encode"
+	FailureStore      = "store"
+	FailureQueueFull  = "queue_full"
+	FailureNotify     = "notify"
+	FailureRepoClosed = "closed"
+)
+
+type telemetry struct {
+	tracer trace.Tracer
+	logger *slog.Logger
+
+	loadDuration     metric.Float64Histogram
+	eventsReplayed   metric.Int64Counter
+	snapshotsWritten metric.Int64Counter
+	snapshotsSkipped metric.Int64Counter
+	fallbacks        metric.Int64Counter
+	failures         metric.Int64Counter
+}
+
+func newTelemetry(c *config) (*telemetry, error) {
+	t := &telemetry{
+		tracer: c.tracerProvider.Tracer(InstrumentationName),
+		logger: c.logger,
+	}
+	m := c.meterProvider.Meter(InstrumentationName)
+	var err error
+	if t.loadDuration, err = m.Float64Histogram("evsnap.load.duration",
+		metric.WithUnit("s"), metric.WithDescription("Time to load an aggregate (snapshot + replay).")); err != nil {
+		return nil, err
+	}
+	if t.eventsReplayed, err = m.Int64Counter("evsnap.load.events_replayed",
+		metric.WithUnit("{event}"), metric.WithDescription("Events applied while loading aggregates.")); err != nil {
+		return nil, err
+	}
+	if t.snapshotsWritten, err = m.Int64Counter("evsnap.snapshots.written",
+		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots the store accepted.")); err != nil {
+		return nil, err
+	}
+	if t.snapshotsSkipped, err = m.Int64Counter("evsnap.snapshots.superseded",
+		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshot writes that were no-ops because the store held a newer one.")); err != nil {
+		return nil, err
+	}
+	if t.fallbacks, err = m.Int64Counter("evsnap.snapshot.fallbacks",
+		metric.WithUnit("{load}"), metric.WithDescription("Loads that ignored a snapshot and replayed every event, by reason.")); err != nil {
+		return nil, err
+	}
+	if t.failures, err = m.Int64Counter("evsnap.snapshot.failures",
+		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots or notices not written after a committed save, by reason.")); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *telemetry) fallback(ctx context.Context, typ string, reason string) {
+	t.fallbacks.Add(ctx, 1, metric.WithAttributes(AttrAggregateType.String(typ), AttrReason.String(reason)))
+}
+
+func (t *telemetry) failure(ctx context.Context, typ string, mode SnapshotMode, reason string) {
+	t.failures.Add(ctx, 1, metric.WithAttributes(AttrAggregateType.String(typ), AttrMode.String(string(mode)), AttrReason.String(reason)))
+}

@@ -1,0 +1,298 @@
+// Package memstore holds events and snapshots in memory: for tests,
+// development and examples. Data is lost when the process exits and is not
+// shared between processes.
+//
+// The event store keeps each stream as a slice indexed by version, so
+// reading the events after version V costs O(events after V), never a copy
+// of the whole stream: snapshot loads stay flat as streams grow. It hands
+// back the decoded events it was given, so loads skip decoding.
+package memstore
+
+import (
+	"context"
+	"iter"
+	"sync"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
+)
+
+type streamKey struct {
+	typ string
+	id  uuid.UUID
+}
+
+// EventStore is an in-memory [eventsource.EventStore], safe for concurrent
+// use. The zero value is not usable; call [NewEventStore].
+type EventStore struct {
+	mu      sync.RWMutex
+	streams map[streamKey][]eventsource.RecordedEvent
+	ids     map[uuid.UUID]struct{}
+	count   int
+}
+
+var _ eventsource.EventStore = (*EventStore)(nil)
+
+// NewEventStore returns an empty event store.
+func NewEventStore() *EventStore {
+	s := &EventStore{}
+	s.reset()
+	return s
+}
+
+func (s *EventStore) reset() {
+	s.streams = make(map[streamKey][]eventsource.RecordedEvent)
+	s.ids = make(map[uuid.UUID]struct{})
+	s.count = 0
+}
+
+// Append implements [eventsource.EventStore].
+func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (eventsource.AppendResult, error) {
+	if err := eventsource.ValidateAppend(typ, id, expected, events); err != nil {
+		return eventsource.AppendResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return eventsource.AppendResult{}, err
+	}
+	key := streamKey{typ, id}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stream := s.streams[key]
+	head := int64(len(stream))
+	if expected != eventsource.AnyVersion && int64(expected) != head {
+		return eventsource.AppendResult{}, &eventsource.ConflictError{
+			AggregateType: typ, AggregateID: id, Expected: int64(expected), Actual: head,
+		}
+	}
+	seen := make(map[uuid.UUID]struct{}, len(events))
+	for i := range events {
+		eid := events[i].ID
+		_, dup := s.ids[eid]
+		_, dupInBatch := seen[eid]
+		if dup || dupInBatch {
+			return eventsource.AppendResult{}, &DuplicateEventIDError{ID: eid}
+		}
+		seen[eid] = struct{}{}
+	}
+	for i := range events {
+		e := &events[i]
+		stream = append(stream, eventsource.RecordedEvent{
+			ID:            e.ID,
+			AggregateType: typ,
+			AggregateID:   id,
+			Version:       head + int64(i) + 1,
+			Type:          e.Type,
+			Payload:       append([]byte(nil), e.Payload...),
+			Event:         e.Event,
+			Metadata:      e.Metadata.Clone(),
+			OccurredAt:    e.OccurredAt.UTC().Truncate(time.Microsecond),
+		})
+		s.ids[e.ID] = struct{}{}
+	}
+	s.streams[key] = stream
+	s.count += len(events)
+	return eventsource.AppendResult{
+		FirstVersion: head + 1,
+		LastVersion:  head + int64(len(events)),
+		CommittedAt:  time.Now().UTC().Truncate(time.Microsecond),
+	}, nil
+}
+
+// DuplicateEventIDError reports an append whose event id is already stored.
+type DuplicateEventIDError struct{ ID uuid.UUID }
+
+func (e *DuplicateEventIDError) Error() string {
+	return "memstore: duplicate event id " + e.ID.String()
+}
+
+// Is makes the error match eventsource.ErrInvalidArgument.
+func (e *DuplicateEventIDError) Is(target error) bool { return target == eventsource.ErrInvalidArgument }
+
+// ReadEvents implements [eventsource.EventStore]. It copies only the events
+// after `after`, a window at a time, holding the read lock only while
+// copying.
+func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return eventsource.ErrorSeq(err)
+	}
+	key := streamKey{typ, id}
+	return func(yield func(eventsource.RecordedEvent, error) bool) {
+		const window = 256
+		next := max(after, 0)
+		buf := make([]eventsource.RecordedEvent, 0, window)
+		for {
+			if err := ctx.Err(); err != nil {
+				yield(eventsource.RecordedEvent{}, err)
+				return
+			}
+			s.mu.RLock()
+			stream := s.streams[key]
+			if next < int64(len(stream)) {
+				end := min(next+window, int64(len(stream)))
+				buf = append(buf[:0], stream[next:end]...)
+			} else {
+				buf = buf[:0]
+			}
+			s.mu.RUnlock()
+			if len(buf) == 0 {
+				return
+			}
+			for i := range buf {
+				rec := buf[i]
+				rec.Metadata = rec.Metadata.Clone()
+				if !yield(rec, nil) {
+					return
+				}
+			}
+			next += int64(len(buf))
+		}
+	}
+}
+
+// StreamVersion implements [eventsource.EventStore].
+func (s *EventStore) StreamVersion(ctx context.Context, typ string, id uuid.UUID) (int64, error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return int64(len(s.streams[streamKey{typ, id}])), nil
+}
+
+// Count returns how many events are stored.
+func (s *EventStore) Count() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.count
+}
+
+// Clear removes every event.
+func (s *EventStore) Clear() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reset()
+}
+
+// SnapshotStore is an in-memory [eventsource.SnapshotStore], safe for
+// concurrent use. The zero value is not usable; call [NewSnapshotStore].
+type SnapshotStore struct {
+	mu    sync.RWMutex
+	snaps map[streamKey]eventsource.Snapshot
+}
+
+var _ eventsource.SnapshotStore = (*SnapshotStore)(nil)
+
+// NewSnapshotStore returns an empty snapshot store.
+func NewSnapshotStore() *SnapshotStore {
+	return &SnapshotStore{snaps: make(map[streamKey]eventsource.Snapshot)}
+}
+
+func cloneSnapshot(s eventsource.Snapshot) eventsource.Snapshot {
+	s.State = append([]byte(nil), s.State...)
+	s.CreatedAt = s.CreatedAt.UTC().Truncate(time.Microsecond)
+	return s
+}
+
+// SaveSnapshot implements [eventsource.SnapshotStore].
+func (s *SnapshotStore) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (bool, error) {
+	if err := snap.Validate(); err != nil {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	key := streamKey{snap.AggregateType, snap.AggregateID}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.snaps[key]; ok && !snap.Supersedes(&cur) {
+		return false, nil
+	}
+	s.snaps[key] = cloneSnapshot(snap)
+	return true, nil
+}
+
+// GetSnapshot implements [eventsource.SnapshotStore].
+func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	snap, ok := s.snaps[streamKey{typ, id}]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, nil
+	}
+	snap = cloneSnapshot(snap)
+	return &snap, nil
+}
+
+// DeleteSnapshot implements [eventsource.SnapshotStore].
+func (s *SnapshotStore) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (bool, error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	key := streamKey{typ, id}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.snaps[key]
+	delete(s.snaps, key)
+	return ok, nil
+}
+
+// SnapshotExists implements [eventsource.SnapshotStore].
+func (s *SnapshotStore) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (bool, error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.snaps[streamKey{typ, id}]
+	return ok, nil
+}
+
+// DeleteSnapshotsByType implements [eventsource.SnapshotStore].
+func (s *SnapshotStore) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error) {
+	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for k, snap := range s.snaps {
+		if k.typ == typ && (schemaVersionBelow == 0 || snap.SchemaVersion < schemaVersionBelow) {
+			delete(s.snaps, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Count returns how many snapshots are stored.
+func (s *SnapshotStore) Count() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.snaps)
+}
+
+// Clear removes every snapshot.
+func (s *SnapshotStore) Clear() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snaps = make(map[streamKey]eventsource.Snapshot)
+}
