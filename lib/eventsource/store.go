@@ -1,9 +1,12 @@
 package eventsource
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"iter"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -198,3 +201,92 @@ func ValidateDeleteByType(typ string, schemaVersionBelow int) error {
 	}
 	return nil
 }
+
+// AggregateInfo is one aggregate's position as an [AggregateLister] reports
+// it.
+type AggregateInfo struct {
+	AggregateID uuid.UUID
+	// HeadVersion is the version of the aggregate's last event.
+	HeadVersion int64
+	// SnapshotVersion and SnapshotSchemaVersion describe its stored
+	// snapshot; both 0 when it has none.
+	SnapshotVersion       int64
+	SnapshotSchemaVersion int
+}
+
+// Behind returns how many events the snapshot is behind the head.
+func (a AggregateInfo) Behind() int64 {
+	if a.SnapshotVersion >= a.HeadVersion {
+		return 0
+	}
+	return a.HeadVersion - a.SnapshotVersion
+}
+
+// ListOrder orders an aggregate listing.
+type ListOrder int
+
+const (
+	// ByID lists in ascending aggregate id order; with ListOptions.AfterID
+	// it pages through every aggregate of a type.
+	ByID ListOrder = iota
+	// MostBehind lists the aggregates whose snapshots are furthest behind
+	// their heads first (ties by id).
+	MostBehind
+)
+
+// ListOptions narrows an aggregate listing.
+type ListOptions struct {
+	// MinBehind keeps only aggregates whose snapshot is at least this many
+	// events behind the head (an aggregate without a snapshot is
+	// HeadVersion behind). 0 keeps all.
+	MinBehind int64
+	// Order is the listing order.
+	Order ListOrder
+	// AfterID, with ByID order, starts the listing after this id (paging).
+	AfterID uuid.UUID
+	// Limit caps the number of aggregates listed; 0 means no limit.
+	Limit int
+}
+
+// AggregateLister is an optional capability of a store that holds both a
+// type's events and its snapshots (the SQL backends, and memstore.Store): it
+// lists the aggregates of a type with their head and snapshot versions
+// without reading any events. The snapshotter's rebuild, stats and
+// reconciliation sweep use it. Discover it with a type assertion.
+type AggregateLister interface {
+	// ListAggregates streams the aggregates of typ that match opts. Like
+	// ReadEvents, it yields an error once, last, and releases its
+	// resources when the caller stops early.
+	ListAggregates(ctx context.Context, typ string, opts ListOptions) iter.Seq2[AggregateInfo, error]
+}
+
+// FilterAndSort applies opts to an in-memory listing: the reference
+// semantics of [ListOptions] for stores that list in memory.
+func FilterAndSort(infos []AggregateInfo, opts ListOptions) []AggregateInfo {
+	out := infos[:0]
+	for _, in := range infos {
+		if in.Behind() < opts.MinBehind {
+			continue
+		}
+		if opts.Order == ByID && opts.AfterID != uuid.Nil && compareIDs(in.AggregateID, opts.AfterID) <= 0 {
+			continue
+		}
+		out = append(out, in)
+	}
+	slices.SortFunc(out, func(a, b AggregateInfo) int {
+		if opts.Order == MostBehind {
+			if c := cmp.Compare(b.Behind(), a.Behind()); c != 0 {
+				return c
+			}
+		}
+		return compareIDs(a.AggregateID, b.AggregateID)
+	})
+	if opts.Limit > 0 && len(out) > opts.Limit {
+		out = out[:opts.Limit]
+	}
+	return out
+}
+
+// compareIDs orders ids as their bytes (and their canonical strings, and
+// PostgreSQL's uuid type) order.
+func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }

@@ -33,3 +33,7 @@ func TestCountAndClear(t *testing.T) {
 		t.Fatalf("counts after Clear: %d events, %d snapshots", es.Count(), ss.Count())
 	}
 }
+
+func TestAggregateListerConformance(t *testing.T) {
+	storetest.TestAggregateLister(t, func(t *testing.T) storetest.Backend { return memstore.New() })
+}

@@ -1,0 +1,127 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
+)
+
+// Backend is a store that keeps both events and snapshots and can list
+// aggregates, as [TestAggregateLister] needs.
+type Backend interface {
+	eventsource.EventStore
+	eventsource.SnapshotStore
+	eventsource.AggregateLister
+}
+
+// BackendFactory returns the backend a subtest runs against.
+type BackendFactory func(t *testing.T) Backend
+
+func listAll(t *testing.T, l eventsource.AggregateLister, typ string, opts eventsource.ListOptions) []eventsource.AggregateInfo {
+	t.Helper()
+	var out []eventsource.AggregateInfo
+	for in, err := range l.ListAggregates(context.Background(), typ, opts) {
+		if err != nil {
+			t.Fatalf("ListAggregates(%s, %+v): %v", typ, opts, err)
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+func idsOf(infos []eventsource.AggregateInfo) []uuid.UUID {
+	out := make([]uuid.UUID, len(infos))
+	for i, in := range infos {
+		out[i] = in.AggregateID
+	}
+	return out
+}
+
+// TestAggregateLister runs the conformance suite of
+// [eventsource.AggregateLister].
+func TestAggregateLister(t *testing.T, newBackend BackendFactory) {
+	b := newBackend(t)
+	typ, other := uniqueType("List"), uniqueType("ListOther")
+	type agg struct {
+		head, snap int64
+		schema     int
+	}
+	plan := []agg{{10, 10, 1}, {20, 5, 1}, {5, 0, 0}, {1, 0, 0}, {30, 25, 2}}
+	ids := make([]uuid.UUID, len(plan))
+	want := map[uuid.UUID]eventsource.AggregateInfo{}
+	for i, p := range plan {
+		id := uuid.New()
+		ids[i] = id
+		mustAppend(t, b, typ, id, eventsource.NoStream, testEvents("Thing", 1, int(p.head)))
+		if p.snap > 0 {
+			mustSave(t, b, snap(typ, id, p.snap, p.schema), true)
+		}
+		want[id] = eventsource.AggregateInfo{AggregateID: id, HeadVersion: p.head, SnapshotVersion: p.snap, SnapshotSchemaVersion: p.schema}
+	}
+	mustAppend(t, b, other, uuid.New(), eventsource.NoStream, testEvents("Thing", 1, 50))
+	sorted := slices.Clone(ids)
+	slices.SortFunc(sorted, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+
+	t.Run("ByID", func(t *testing.T) {
+		got := listAll(t, b, typ, eventsource.ListOptions{})
+		if !slices.Equal(idsOf(got), sorted) {
+			t.Fatalf("ids = %v, want %v", idsOf(got), sorted)
+		}
+		for _, in := range got {
+			if in != want[in.AggregateID] {
+				t.Errorf("info = %+v, want %+v", in, want[in.AggregateID])
+			}
+		}
+	})
+	t.Run("MinBehind", func(t *testing.T) {
+		got := listAll(t, b, typ, eventsource.ListOptions{MinBehind: 5})
+		wantIDs := []uuid.UUID{ids[1], ids[2], ids[4]}
+		slices.SortFunc(wantIDs, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+		if !slices.Equal(idsOf(got), wantIDs) {
+			t.Fatalf("ids = %v, want %v", idsOf(got), wantIDs)
+		}
+	})
+	t.Run("MostBehind", func(t *testing.T) {
+		got := listAll(t, b, typ, eventsource.ListOptions{Order: eventsource.MostBehind})
+		tie := []uuid.UUID{ids[2], ids[4]}
+		slices.SortFunc(tie, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+		wantIDs := []uuid.UUID{ids[1], tie[0], tie[1], ids[3], ids[0]}
+		if !slices.Equal(idsOf(got), wantIDs) {
+			t.Fatalf("ids = %v, want %v (behind: 15, 5, 5, 1, 0)", idsOf(got), wantIDs)
+		}
+		top := listAll(t, b, typ, eventsource.ListOptions{Order: eventsource.MostBehind, Limit: 1, MinBehind: 2})
+		if len(top) != 1 || top[0].AggregateID != ids[1] {
+			t.Fatalf("most behind with limit 1 = %v", idsOf(top))
+		}
+	})
+	t.Run("Paging", func(t *testing.T) {
+		var got []uuid.UUID
+		after := uuid.Nil
+		for page := 0; page < 10; page++ {
+			part := listAll(t, b, typ, eventsource.ListOptions{AfterID: after, Limit: 2})
+			if len(part) == 0 {
+				break
+			}
+			got = append(got, idsOf(part)...)
+			after = part[len(part)-1].AggregateID
+		}
+		if !slices.Equal(got, sorted) {
+			t.Fatalf("paged ids = %v, want %v", got, sorted)
+		}
+	})
+	t.Run("EmptyType", func(t *testing.T) {
+		for _, err := range b.ListAggregates(context.Background(), "", eventsource.ListOptions{}) {
+			if !errors.Is(err, eventsource.ErrInvalidArgument) {
+				t.Fatalf("error = %v, want ErrInvalidArgument", err)
+			}
+		}
+		if got := listAll(t, b, uniqueType("Nothing"), eventsource.ListOptions{}); len(got) != 0 {
+			t.Fatalf("unknown type listed %d aggregates", len(got))
+		}
+	})
+}
