@@ -1,0 +1,869 @@
+package eventsource_test
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/memstore"
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var ctx = context.Background()
+
+// The tutorial's sync demo: one save of 16 events with threshold 10 must
+// leave a snapshot at version 16 before Save returns.
+func TestSyncModeSnapshotsBeforeSaveReturns(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeSync))
+	a := openAccount(t, r, 16)
+	s, err := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	if err != nil || s == nil {
+		t.Fatalf("no snapshot right after a sync save: %v, %v", s, err)
+	}
+	if s.Version != 16 || s.SchemaVersion != 1 {
+		t.Fatalf("snapshot v%d schema %d, want v16 schema 1", s.Version, s.SchemaVersion)
+	}
+	if got := h.counter("evsnap.snapshots.written", eventsource.AttrMode.String("sync")); got != 1 {
+		t.Fatalf("snapshots written = %d, want 1", got)
+	}
+	// Below the threshold since the last snapshot: no new snapshot.
+	for range 9 {
+		_ = a.Deposit(1)
+	}
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s.Version != 16 {
+		t.Fatalf("snapshot moved to v%d although only 9 events followed it", s.Version)
+	}
+	_ = a.Deposit(1)
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s.Version != 26 {
+		t.Fatalf("snapshot at v%d, want v26 (10 events after v16)", s.Version)
+	}
+}
+
+func TestBackgroundModeAwaitPending(t *testing.T) {
+	h := newHarness(t)
+	block := make(chan struct{})
+	slow := &faultySnapshots{SnapshotStore: h.snaps, block: block}
+	r := h.accounts(slow, eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	a := openAccount(t, r, 16)
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s != nil {
+		t.Fatal("background snapshot written before the store was released")
+	}
+	close(block)
+	n, err := r.AwaitPendingSnapshots(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("AwaitPendingSnapshots = %d, %v; want 1, nil", n, err)
+	}
+	s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	if s == nil || s.Version != 16 {
+		t.Fatalf("after awaiting: snapshot %+v, want v16", s)
+	}
+	if n, err := r.AwaitPendingSnapshots(ctx); n != 0 || err != nil {
+		t.Fatalf("second await = %d, %v; want 0, nil", n, err)
+	}
+}
+
+// Upstream's background task reads the aggregate when it runs, so events
+// raised after Save (not yet committed) leak into the snapshot, and every
+// later save of that aggregate fails. Here the state is captured at Save.
+func TestBackgroundSnapshotCapturesStateAtSave(t *testing.T) {
+	h := newHarness(t)
+	block := make(chan struct{})
+	slow := &faultySnapshots{SnapshotStore: h.snaps, block: block}
+	r := h.accounts(slow, eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	a := openAccount(t, r, 10)
+	want := a.State()
+	for range 5 {
+		_ = a.Deposit(1000) // raised, not saved, while the snapshot is pending
+	}
+	close(block)
+	if _, err := r.AwaitPendingSnapshots(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	if s == nil || s.Version != 10 {
+		t.Fatalf("snapshot %+v, want v10", s)
+	}
+	loaded, err := r.Load(ctx, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded.State() != want || loaded.Version() != 10 {
+		t.Fatalf("loaded v%d %+v, want v10 %+v (uncommitted events leaked into the snapshot)", loaded.Version(), loaded.State(), want)
+	}
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatalf("saving the aggregate after its background snapshot: %v", err)
+	}
+}
+
+func TestManualModeOnlyCreateSnapshot(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeManual), eventsource.WithSnapshotThreshold(1))
+	a := openAccount(t, r, 21)
+	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); ok {
+		t.Fatal("manual mode took a snapshot on save")
+	}
+	s, err := r.CreateSnapshot(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Version != 21 || a.SnapshotVersion() != 21 {
+		t.Fatalf("CreateSnapshot v%d (aggregate knows v%d), want 21", s.Version, a.SnapshotVersion())
+	}
+	stored, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	if stored == nil || stored.Version != 21 {
+		t.Fatalf("stored %+v", stored)
+	}
+}
+
+func TestCreateSnapshotRefusals(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeManual))
+	a := openAccount(t, r, 3)
+	_ = a.Deposit(5)
+	if _, err := r.CreateSnapshot(ctx, a); !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), "unsaved") {
+		t.Fatalf("snapshot with unsaved events: %v", err)
+	}
+	if _, err := r.CreateSnapshot(ctx, r.New(uuid.New())); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("snapshot of an empty aggregate: %v", err)
+	}
+	if _, err := r.CreateSnapshot(ctx, nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("snapshot of nil: %v", err)
+	}
+	noStore := h.accounts(nil)
+	if _, err := noStore.CreateSnapshot(ctx, a); err == nil || !strings.Contains(err.Error(), "WithSnapshotStore") {
+		t.Fatalf("snapshot without a store: %v", err)
+	}
+	failing := &faultySnapshots{SnapshotStore: h.snaps, saveErr: errInjected}
+	rf := h.accounts(failing, eventsource.WithSnapshotMode(eventsource.ModeManual))
+	b := openAccount(t, rf, 2)
+	if _, err := rf.CreateSnapshot(ctx, b); !errors.Is(err, errInjected) {
+		t.Fatalf("CreateSnapshot must return the store's error, got %v", err)
+	}
+}
+
+// accountV2 is the Account after a schema change: same type name, schema 2.
+type accountV2 struct {
+	eventsource.Root[exampledomain.AccountState]
+}
+
+func (*accountV2) AggregateType() string { return exampledomain.AccountType }
+func (*accountV2) SchemaVersion() int    { return 2 }
+
+// The tutorial's schema versioning demo, end to end: a v1 snapshot is
+// ignored by v2, v2 writes its own on the next save, and v1 snapshots are
+// pruned.
+func TestSchemaVersioningEndToEnd(t *testing.T) {
+	h := newHarness(t)
+	v1 := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(10))
+	a := openAccount(t, v1, 16)
+	other := openAccount(t, v1, 12) // keeps its v1 snapshot until pruned
+	s1, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	if s1 == nil || s1.SchemaVersion != 1 || s1.Version != 16 {
+		t.Fatalf("v1 snapshot %+v", s1)
+	}
+
+	v2, err := eventsource.NewRepository[accountV2](h.events, h.reg, append(h.opts,
+		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(10))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v2.Close(ctx)
+	b, err := v2.Load(ctx, a.ID())
+	if err != nil {
+		t.Fatalf("v2 load with a v1 snapshot: %v", err)
+	}
+	if from, n := b.LoadedFromSnapshot(); from || n != 16 {
+		t.Fatalf("v2 load: fromSnapshot=%v replayed=%d, want a full replay of 16", from, n)
+	}
+	if b.State() != a.State() {
+		t.Fatalf("v2 state %+v, want %+v", b.State(), a.State())
+	}
+	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackSchemaMismatch)); got != 1 {
+		t.Fatalf("schema mismatch fallbacks = %d, want 1", got)
+	}
+	if !strings.Contains(h.logs.String(), "schema version differs") {
+		t.Fatalf("no warning logged:\n%s", h.logs.String())
+	}
+	b.Raise(exampledomain.MoneyDeposited{Amount: 50})
+	if err := v2.Save(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	if s2 == nil || s2.SchemaVersion != 2 || s2.Version != 17 {
+		t.Fatalf("after the v2 save: snapshot %+v, want v17 schema 2", s2)
+	}
+	// v1 can no longer overwrite it, even at a higher version.
+	a2, err := v1.Load(ctx, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v1.CreateSnapshot(ctx, a2); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s.SchemaVersion != 2 {
+		t.Fatalf("a v1 writer replaced the v2 snapshot: %+v", s)
+	}
+	n, err := h.snaps.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 2)
+	if err != nil || n != 1 {
+		t.Fatalf("pruned %d (%v), want 1 (the other account's v1 snapshot)", n, err)
+	}
+	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, other.ID()); ok {
+		t.Fatal("v1 snapshot survived pruning")
+	}
+	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); !ok {
+		t.Fatal("v2 snapshot was pruned")
+	}
+}
+
+func TestInvalidOptionsFailAtConstruction(t *testing.T) {
+	h := newHarness(t)
+	cases := map[string][]eventsource.Option{
+		"threshold 0":               {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(0)},
+		"threshold negative":        {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(-5)},
+		"sync without store":        {eventsource.WithSnapshotMode(eventsource.ModeSync)},
+		"background without store":  {eventsource.WithSnapshotMode(eventsource.ModeBackground)},
+		"manual without store":      {eventsource.WithSnapshotMode(eventsource.ModeManual)},
+		"external without notifier": {eventsource.WithSnapshotMode(eventsource.ModeExternal)},
+		"unknown mode":              {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMode("eventually")},
+		"threshold without store":   {eventsource.WithSnapshotThreshold(10)},
+		"nil store":                 {eventsource.WithSnapshotStore(nil)},
+		"empty milestone":           {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMilestones("")},
+		"no milestones":             {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMilestones()},
+		"zero workers":              {eventsource.WithSnapshotStore(h.snaps), eventsource.WithBackgroundWorkers(0, 10)},
+		"nil logger":                {eventsource.WithLogger(nil)},
+		"nil option":                {nil},
+	}
+	for name, opts := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, opts...)
+			if !errors.Is(err, eventsource.ErrInvalidOption) {
+				t.Fatalf("NewRepository error = %v, want ErrInvalidOption", err)
+			}
+		})
+	}
+	if _, err := eventsource.NewRepository[exampledomain.Account](nil, h.reg); !errors.Is(err, eventsource.ErrInvalidOption) {
+		t.Fatalf("nil event store: %v", err)
+	}
+	if _, err := eventsource.NewRepository[exampledomain.Account](h.events, nil); !errors.Is(err, eventsource.ErrInvalidOption) {
+		t.Fatalf("nil registry: %v", err)
+	}
+	_, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, eventsource.WithSnapshotThreshold(0))
+	if err == nil || !strings.Contains(err.Error(), "at least 1, got 0") {
+		t.Fatalf("the error should say what was wrong: %v", err)
+	}
+	if h.events.Count() != 0 {
+		t.Fatal("a failed construction wrote events")
+	}
+}
+
+func TestParseSnapshotMode(t *testing.T) {
+	for in, want := range map[string]eventsource.SnapshotMode{"sync": eventsource.ModeSync, " Background ": eventsource.ModeBackground, "MANUAL": eventsource.ModeManual, "external": eventsource.ModeExternal} {
+		if got, err := eventsource.ParseSnapshotMode(in); err != nil || got != want {
+			t.Errorf("ParseSnapshotMode(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := eventsource.ParseSnapshotMode("sometimes"); err == nil || !strings.Contains(err.Error(), `"sometimes"`) {
+		t.Errorf("bad mode error %v should name the input", err)
+	}
+}
+
+// Pitfall 4 and the default: a store without a threshold uses 100; with
+// threshold 1 every save snapshots (allowed, merely wasteful).
+func TestDefaultThresholdAndThresholdOne(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps)
+	if r.Mode() != eventsource.ModeSync {
+		t.Fatalf("default mode with a store = %q, want sync", r.Mode())
+	}
+	a := openAccount(t, r, 99)
+	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); ok {
+		t.Fatal("snapshot below the default threshold of 100")
+	}
+	_ = a.Deposit(1)
+	_ = r.Save(ctx, a)
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil || s.Version != 100 {
+		t.Fatalf("snapshot %+v, want v100", s)
+	}
+	every := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1))
+	b := openAccount(t, every, 1)
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, b.ID()); s == nil || s.Version != 1 {
+		t.Fatalf("threshold 1: snapshot %+v, want v1", s)
+	}
+}
+
+func TestMilestoneSnapshot(t *testing.T) {
+	h := newHarness(t)
+	r, err := eventsource.NewRepository[exampledomain.Order](h.events, h.reg, append(h.opts,
+		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(100),
+		eventsource.WithSnapshotMilestones(exampledomain.OrderMilestones...))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	o := r.New(uuid.New())
+	_ = o.Place("Grace")
+	_ = o.AddItem("book", 2, 12.5)
+	if err := r.Save(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.OrderType, o.ID()); ok {
+		t.Fatal("snapshot without a milestone or the threshold")
+	}
+	_ = o.Pay()
+	if err := r.Save(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := h.snaps.GetSnapshot(ctx, exampledomain.OrderType, o.ID())
+	if s == nil || s.Version != 3 {
+		t.Fatalf("after OrderPaid: snapshot %+v, want v3", s)
+	}
+	loaded, err := r.Load(ctx, o.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := loaded.State(); st.Status != exampledomain.StatusPaid || st.Items["book"] != 2 || st.Total != 25 {
+		t.Fatalf("state from the milestone snapshot: %+v", st)
+	}
+}
+
+// A snapshot failure after a committed append is logged and counted, never
+// returned: the events are committed.
+func TestSnapshotFailureNeverFailsSave(t *testing.T) {
+	for _, mode := range []eventsource.SnapshotMode{eventsource.ModeSync, eventsource.ModeBackground} {
+		t.Run(string(mode), func(t *testing.T) {
+			h := newHarness(t)
+			failing := &faultySnapshots{SnapshotStore: h.snaps, saveErr: errInjected}
+			r := h.accounts(failing, eventsource.WithSnapshotThreshold(5), eventsource.WithSnapshotMode(mode))
+			a := openAccount(t, r, 7)
+			if _, err := r.AwaitPendingSnapshots(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if v, _ := h.events.StreamVersion(ctx, exampledomain.AccountType, a.ID()); v != 7 {
+				t.Fatalf("stream at v%d, want 7", v)
+			}
+			if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureStore)); got != 1 {
+				t.Fatalf("failures counted = %d, want 1", got)
+			}
+			if !strings.Contains(h.logs.String(), errInjected.Error()) {
+				t.Fatalf("failure not logged:\n%s", h.logs.String())
+			}
+			loaded, err := r.Load(ctx, a.ID())
+			if err != nil || loaded.Version() != 7 {
+				t.Fatalf("load after a failed snapshot: %v, %v", loaded, err)
+			}
+		})
+	}
+}
+
+// A state that cannot be encoded is never stored as an (empty) snapshot.
+type badState struct {
+	F func() `json:"f"`
+	N int    `json:"n"`
+}
+
+func (s badState) Apply(e eventsource.Event) badState { s.N++; return s }
+
+type badAgg struct{ eventsource.Root[badState] }
+
+func (*badAgg) AggregateType() string { return "Bad" }
+func (*badAgg) SchemaVersion() int    { return 1 }
+
+func TestUnencodableStateIsNeverSnapshotted(t *testing.T) {
+	h := newHarness(t)
+	r, err := eventsource.NewRepository[badAgg](h.events, h.reg, append(h.opts,
+		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(1))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	a := r.New(uuid.New())
+	a.Raise(exampledomain.MoneyDeposited{Amount: 1})
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatalf("save failed because the snapshot could not be encoded: %v", err)
+	}
+	if h.snaps.Count() != 0 {
+		t.Fatal("a snapshot was stored for a state that cannot be encoded")
+	}
+	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureEncode)); got != 1 {
+		t.Fatalf("encode failures = %d, want 1", got)
+	}
+	loaded, err := r.Load(ctx, a.ID())
+	if err != nil || loaded.State().N != 1 {
+		t.Fatalf("load: %v, %v", loaded, err)
+	}
+	if _, err := r.CreateSnapshot(ctx, loaded); err == nil {
+		t.Fatal("CreateSnapshot of an unencodable state succeeded")
+	}
+}
+
+func TestLoadFallsBackOnBadSnapshots(t *testing.T) {
+	cases := []struct {
+		name   string
+		reason string
+		break_ func(h *harness, f *faultySnapshots, id uuid.UUID)
+	}{
+		{"corrupt state", eventsource.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+			s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id)
+			h.snaps.Clear()
+			s.State = []byte(`{"balance": "not a number"`)
+			if _, err := h.snaps.SaveSnapshot(ctx, *s); err != nil {
+				panic(err)
+			}
+		}},
+		{"wrong types", eventsource.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+			s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id)
+			s.State = []byte(`{"balance": "lots", "owner_name": 7}`)
+			if _, err := h.snaps.SaveSnapshot(ctx, *s); err != nil {
+				panic(err)
+			}
+		}},
+		{"store error", eventsource.FallbackStoreError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+			f.getErr = errInjected
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			f := &faultySnapshots{SnapshotStore: h.snaps}
+			r := h.accounts(f, eventsource.WithSnapshotThreshold(10))
+			a := openAccount(t, r, 12)
+			_ = a.Withdraw(30)
+			if err := r.Save(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			c.break_(h, f, a.ID())
+			loaded, err := r.Load(ctx, a.ID())
+			if err != nil {
+				t.Fatalf("load failed because of the snapshot: %v", err)
+			}
+			if loaded.State() != a.State() || loaded.Version() != 13 {
+				t.Fatalf("loaded v%d %+v, want v13 %+v", loaded.Version(), loaded.State(), a.State())
+			}
+			if from, n := loaded.LoadedFromSnapshot(); from || n != 13 {
+				t.Fatalf("fromSnapshot=%v replayed=%d, want a full replay", from, n)
+			}
+			if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(c.reason)); got != 1 {
+				t.Fatalf("fallbacks{reason=%s} = %d, want 1", c.reason, got)
+			}
+		})
+	}
+}
+
+func TestLoadFromSnapshotWithoutLaterEvents(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(5))
+	a := openAccount(t, r, 5)
+	loaded, err := r.Load(ctx, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, n := loaded.LoadedFromSnapshot(); !from || n != 0 || loaded.Version() != 5 || loaded.State() != a.State() {
+		t.Fatalf("from=%v replayed=%d v%d %+v", from, n, loaded.Version(), loaded.State())
+	}
+	// Saving on top of a snapshot-only load works.
+	_ = loaded.Deposit(3)
+	if err := r.Save(ctx, loaded); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNotFoundAndExists(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(nil)
+	id := uuid.New()
+	if _, err := r.Load(ctx, id); !errors.Is(err, eventsource.ErrAggregateNotFound) {
+		t.Fatalf("load of a missing aggregate: %v", err)
+	}
+	if ok, err := r.Exists(ctx, id); ok || err != nil {
+		t.Fatalf("Exists(missing) = %v, %v", ok, err)
+	}
+	a := openAccount(t, r, 1)
+	if ok, err := r.Exists(ctx, a.ID()); !ok || err != nil {
+		t.Fatalf("Exists(saved) = %v, %v", ok, err)
+	}
+	if _, err := r.Load(ctx, uuid.Nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("load of the nil id: %v", err)
+	}
+	// New does no I/O: an unsaved aggregate does not exist.
+	b := r.New(uuid.New())
+	_ = b.Open("x", 0)
+	if ok, _ := r.Exists(ctx, b.ID()); ok {
+		t.Fatal("an unsaved aggregate exists")
+	}
+}
+
+func TestConcurrentSavesConflict(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(nil)
+	a := openAccount(t, r, 3)
+	x, _ := r.Load(ctx, a.ID())
+	y, _ := r.Load(ctx, a.ID())
+	_ = x.Deposit(1)
+	_ = y.Withdraw(1)
+	_ = y.Withdraw(2)
+	if err := r.Save(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	err := r.Save(ctx, y)
+	var ce *eventsource.ConflictError
+	if !errors.Is(err, eventsource.ErrConcurrencyConflict) || !errors.As(err, &ce) {
+		t.Fatalf("second save: %v, want a *ConflictError", err)
+	}
+	if ce.Expected != 3 || ce.Actual != 4 || ce.AggregateID != a.ID() || ce.AggregateType != exampledomain.AccountType {
+		t.Fatalf("conflict %+v", ce)
+	}
+	if v, _ := h.events.StreamVersion(ctx, exampledomain.AccountType, a.ID()); v != 4 {
+		t.Fatalf("stream at v%d after the conflict, want 4", v)
+	}
+	if len(y.Uncommitted()) != 2 {
+		t.Fatal("a refused save dropped the aggregate's pending events")
+	}
+}
+
+func TestUnknownEventTypes(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(nil)
+	a := openAccount(t, r, 1)
+	a.Raise(unregistered{})
+	err := r.Save(ctx, a)
+	if !errors.Is(err, eventsource.ErrUnknownEventType) || !strings.Contains(err.Error(), `"Unregistered"`) {
+		t.Fatalf("save of an unregistered event: %v", err)
+	}
+	if v, _ := h.events.StreamVersion(ctx, exampledomain.AccountType, a.ID()); v != 1 {
+		t.Fatal("an unregistered event was committed")
+	}
+	// A stored event whose type this process does not know fails the load
+	// with an error naming it (events are the truth; we cannot skip them).
+	sqlLike := &payloadOnly{EventStore: h.events}
+	_, err = h.events.Append(ctx, exampledomain.AccountType, a.ID(), 1, []eventsource.NewEvent{{
+		ID: uuid.New(), Type: "FromTheFuture", Payload: []byte(`{}`), OccurredAt: time.Now().UTC(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, _ := eventsource.NewRepository[exampledomain.Account](sqlLike, h.reg)
+	_, err = r2.Load(ctx, a.ID())
+	var ue *eventsource.UnknownEventTypeError
+	if !errors.As(err, &ue) || ue.Type != "FromTheFuture" {
+		t.Fatalf("load with an unknown stored type: %v", err)
+	}
+	if eventsource.IsPermanent(err) != true {
+		t.Fatal("unknown event type should be permanent")
+	}
+}
+
+type unregistered struct{}
+
+func (unregistered) EventType() string { return "Unregistered" }
+
+// payloadOnly hides decoded events, as the SQL stores do, so the registry
+// must decode payloads.
+type payloadOnly struct{ eventsource.EventStore }
+
+func (p *payloadOnly) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
+	return func(yield func(eventsource.RecordedEvent, error) bool) {
+		for rec, err := range p.EventStore.ReadEvents(ctx, typ, id, after) {
+			rec.Event = nil
+			if !yield(rec, err) {
+				return
+			}
+		}
+	}
+}
+
+func TestDecodingFromPayloads(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(nil)
+	a := openAccount(t, r, 4)
+	_ = a.Withdraw(2.5)
+	_ = r.Save(ctx, a)
+	r2, _ := eventsource.NewRepository[exampledomain.Account](&payloadOnly{EventStore: h.events}, h.reg)
+	loaded, err := r2.Load(ctx, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded.State() != a.State() {
+		t.Fatalf("decoded replay %+v, want %+v", loaded.State(), a.State())
+	}
+	// A payload that does not decode names the event.
+	_, _ = h.events.Append(ctx, exampledomain.AccountType, a.ID(), 5, []eventsource.NewEvent{{
+		ID: uuid.New(), Type: exampledomain.TypeMoneyDeposited, Payload: []byte(`{"amount": "ten"}`), OccurredAt: time.Now().UTC(),
+	}})
+	_, err = r2.Load(ctx, a.ID())
+	if !errors.Is(err, eventsource.ErrDecode) || !strings.Contains(err.Error(), "MoneyDeposited v6") {
+		t.Fatalf("undecodable payload: %v", err)
+	}
+}
+
+func TestMetadataFromContext(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(nil)
+	a := r.New(uuid.New())
+	_ = a.Open("Ada", 1)
+	mctx := eventsource.ContextWithMetadata(ctx, eventsource.Metadata{CorrelationID: "req-42", CausationID: "cmd-7", Attributes: map[string]string{"user": "ada"}})
+	if err := r.Save(mctx, a); err != nil {
+		t.Fatal(err)
+	}
+	for rec, err := range h.events.ReadEvents(ctx, exampledomain.AccountType, a.ID(), 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Metadata.CorrelationID != "req-42" || rec.Metadata.CausationID != "cmd-7" || rec.Metadata.Attributes["user"] != "ada" {
+			t.Fatalf("metadata %+v", rec.Metadata)
+		}
+		if rec.OccurredAt.IsZero() || rec.OccurredAt.Location() != time.UTC {
+			t.Fatalf("occurred at %v", rec.OccurredAt)
+		}
+	}
+}
+
+// An older instance snapshotting after a newer snapshot was stored never
+// moves the stored snapshot backwards.
+func TestStaleCreateSnapshotKeepsNewer(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeManual))
+	a := openAccount(t, r, 10)
+	old, _ := r.Load(ctx, a.ID())
+	_ = a.Deposit(1)
+	_ = r.Save(ctx, a)
+	if _, err := r.CreateSnapshot(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.CreateSnapshot(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s.Version != 11 {
+		t.Fatalf("stored snapshot v%d, want v11", s.Version)
+	}
+	if got := h.counter("evsnap.snapshots.superseded"); got != 1 {
+		t.Fatalf("superseded writes = %d, want 1", got)
+	}
+}
+
+func TestBackgroundQueueFullDropsAndCounts(t *testing.T) {
+	h := newHarness(t)
+	block := make(chan struct{})
+	started := make(chan struct{}, 1)
+	slow := &faultySnapshots{SnapshotStore: h.snaps, block: block, started: started}
+	r := h.accounts(slow, eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground),
+		eventsource.WithBackgroundWorkers(1, 1))
+	openAccount(t, r, 1) // taken by the worker, which blocks
+	<-started
+	openAccount(t, r, 1) // fills the queue
+	openAccount(t, r, 1) // dropped; the save still succeeds
+	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureQueueFull)); got != 1 {
+		t.Fatalf("queue-full drops = %d, want 1", got)
+	}
+	if h.events.Count() != 3 {
+		t.Fatalf("%d events committed, want 3", h.events.Count())
+	}
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if n, err := r.AwaitPendingSnapshots(tctx); !errors.Is(err, context.DeadlineExceeded) || n != 2 {
+		t.Fatalf("await with a blocked store = %d, %v; want 2, deadline exceeded", n, err)
+	}
+	close(block)
+	if n, err := r.AwaitPendingSnapshots(ctx); err != nil || n != 2 {
+		t.Fatalf("await = %d, %v", n, err)
+	}
+	if h.snaps.Count() != 2 {
+		t.Fatalf("%d snapshots, want 2", h.snaps.Count())
+	}
+}
+
+func TestCloseDrainsAndRefusesSaves(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	for range 20 {
+		openAccount(t, r, 2)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h.snaps.Count() != 20 {
+		t.Fatalf("Close left %d of 20 snapshots unwritten", 20-h.snaps.Count())
+	}
+	a := r.New(uuid.New())
+	_ = a.Open("late", 0)
+	if err := r.Save(ctx, a); !errors.Is(err, eventsource.ErrClosed) {
+		t.Fatalf("save after Close: %v", err)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestCloseWithBlockedStoreHonoursContext(t *testing.T) {
+	h := newHarness(t)
+	slow := &faultySnapshots{SnapshotStore: h.snaps, block: make(chan struct{})}
+	r, _ := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, append(h.opts,
+		eventsource.WithSnapshotStore(slow), eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
+	openAccount(t, r, 1)
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := r.Close(cctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close with a blocked store: %v", err)
+	}
+	// goleak (TestMain) checks that Close really waited for its goroutines.
+}
+
+func TestSpansAndLoadMetrics(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(10))
+	a := openAccount(t, r, 25)
+	_ = a.Deposit(1)
+	_ = r.Save(ctx, a)
+	if _, err := r.Load(ctx, a.ID()); err != nil {
+		t.Fatal(err)
+	}
+	var load map[attribute.Key]attribute.Value
+	names := map[string]int{}
+	for _, s := range h.spans.Ended() {
+		names[s.Name()]++
+		if s.Name() == "eventsource.Load" {
+			load = map[attribute.Key]attribute.Value{}
+			for _, kv := range s.Attributes() {
+				load[kv.Key] = kv.Value
+			}
+		}
+	}
+	for _, n := range []string{"eventsource.Save", "eventsource.Load", "eventsource.GetSnapshot", "eventsource.SaveSnapshot"} {
+		if names[n] == 0 {
+			t.Errorf("no %s span (got %v)", n, names)
+		}
+	}
+	if load[eventsource.AttrSnapshotUsed].AsBool() != true || load[eventsource.AttrEventsReplayed].AsInt64() != 1 || load[eventsource.AttrVersion].AsInt64() != 26 {
+		t.Fatalf("load span attributes %v", load)
+	}
+	if got := h.counter("evsnap.load.events_replayed"); got != 1 {
+		t.Fatalf("events replayed metric = %d, want 1", got)
+	}
+}
+
+func TestSaveWithNothingToSaveAndNil(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(nil)
+	a := openAccount(t, r, 2)
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatalf("save with no pending events: %v", err)
+	}
+	if err := r.Save(ctx, nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("save of nil: %v", err)
+	}
+	if h.events.Count() != 2 {
+		t.Fatal("an empty save appended")
+	}
+}
+
+// recordingNotifier captures external-mode notices.
+type recordingNotifier struct {
+	got []eventsource.Appended
+	err error
+}
+
+func (n *recordingNotifier) Notify(_ context.Context, a eventsource.Appended) error {
+	n.got = append(n.got, a)
+	return n.err
+}
+
+func TestExternalModeNotifies(t *testing.T) {
+	h := newHarness(t)
+	n := &recordingNotifier{}
+	r := h.accounts(h.snaps, eventsource.WithAppendNotifier(n))
+	if r.Mode() != eventsource.ModeExternal {
+		t.Fatalf("mode with a notifier = %q", r.Mode())
+	}
+	a := openAccount(t, r, 3)
+	_ = a.Withdraw(1)
+	_ = r.Save(ctx, a)
+	if len(n.got) != 2 {
+		t.Fatalf("%d notices, want 2", len(n.got))
+	}
+	first, second := n.got[0], n.got[1]
+	if first.FirstVersion != 1 || first.LastVersion != 3 || len(first.EventTypes) != 3 || first.EventTypes[0] != exampledomain.TypeAccountOpened {
+		t.Fatalf("first notice %+v", first)
+	}
+	if second.FirstVersion != 4 || second.LastVersion != 4 || second.EventTypes[0] != exampledomain.TypeMoneyWithdrawn || second.AggregateID != a.ID() {
+		t.Fatalf("second notice %+v", second)
+	}
+	if h.snaps.Count() != 0 {
+		t.Fatal("external mode wrote a snapshot in process")
+	}
+	n.err = errInjected
+	_ = a.Deposit(1)
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatalf("a notifier error failed the save: %v", err)
+	}
+	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureNotify)); got != 1 {
+		t.Fatalf("notify failures = %d", got)
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	reg := eventsource.NewRegistry()
+	if err := eventsource.Register[exampledomain.MoneyDeposited](reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventsource.Register[exampledomain.MoneyDeposited](reg); err != nil {
+		t.Fatalf("registering the same type twice: %v", err)
+	}
+	if err := eventsource.Register[clash](reg); err == nil || !strings.Contains(err.Error(), "already registered") {
+		t.Fatalf("clash: %v", err)
+	}
+	if err := eventsource.Register[nameless](reg); err == nil {
+		t.Fatal("an empty event type name was accepted")
+	}
+	if got := reg.Types(); len(got) != 1 || got[0] != "MoneyDeposited" {
+		t.Fatalf("Types() = %v", got)
+	}
+	e, err := reg.Decode("MoneyDeposited", []byte(`{"amount": 2.5}`))
+	if err != nil || e.(exampledomain.MoneyDeposited).Amount != 2.5 {
+		t.Fatalf("decode: %v, %v", e, err)
+	}
+	if _, err := reg.Decode("Nope", []byte(`{}`)); !errors.Is(err, eventsource.ErrUnknownEventType) || !strings.Contains(err.Error(), `"Nope"`) {
+		t.Fatalf("unknown type: %v", err)
+	}
+	if _, err := reg.Encode(clash{}); err == nil {
+		t.Fatal("encoding a value of another Go type under a registered name succeeded")
+	}
+}
+
+type clash struct{}
+
+func (clash) EventType() string { return "MoneyDeposited" }
+
+type nameless struct{}
+
+func (nameless) EventType() string { return "" }
+
+// memstore.Store works as both stores for the repository.
+func TestCombinedMemStore(t *testing.T) {
+	st := memstore.New()
+	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	a := openAccount(t, r, 3)
+	if ok, _ := st.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); !ok {
+		t.Fatal("no snapshot")
+	}
+}
