@@ -153,3 +153,19 @@ func (r *Root[S]) resetState() {
 	var zero S
 	r.state = zero
 }
+
+// rootHooks is the part of Aggregate that Root provides. The assertion
+// below keeps Root implementing it (and tells linters the methods are used).
+type rootHooks interface {
+	rootCore() *core
+	applyEvent(e Event)
+	exportState(c Codec) ([]byte, error)
+	restoreState(c Codec, data []byte) error
+	resetState()
+}
+
+type noState struct{}
+
+func (s noState) Apply(Event) noState { return s }
+
+var _ rootHooks = (*Root[noState])(nil)

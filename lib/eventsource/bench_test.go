@@ -1,0 +1,124 @@
+package eventsource_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/memstore"
+	"github.com/google/uuid"
+)
+
+// buildAccount writes the tutorial's workload into r: an account opened,
+// then alternating deposits and withdrawals, saved 100 events at a time,
+// n events in all. If snapshotAt > 0 a snapshot is created at that version.
+func buildAccount(tb testing.TB, r *accountRepo, n, snapshotAt int) uuid.UUID {
+	tb.Helper()
+	ctx := context.Background()
+	a := r.New(uuid.New())
+	if err := a.Open("Bench", 1000); err != nil {
+		tb.Fatal(err)
+	}
+	for v := 2; v <= n; v++ {
+		if v%2 == 0 {
+			_ = a.Deposit(10)
+		} else {
+			_ = a.Withdraw(5)
+		}
+		if v%100 == 0 || v == n || v == snapshotAt {
+			if err := r.Save(ctx, a); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if v == snapshotAt {
+			if _, err := r.CreateSnapshot(ctx, a); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	if n == 1 {
+		if err := r.Save(ctx, a); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if snapshotAt == n && n == 1 {
+		if _, err := r.CreateSnapshot(ctx, a); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return a.ID()
+}
+
+// BenchmarkLoad measures Repository.Load on memstore for the tutorial's
+// table: 100 to 100,000 events, without a snapshot, with one at the head
+// (what a threshold of 100 with saves of 100 leaves) and with one 50
+// events behind.
+func BenchmarkLoad(b *testing.B) {
+	for _, n := range []int{100, 1_000, 10_000, 100_000} {
+		for _, c := range []struct {
+			name   string
+			snapAt int
+		}{{"none", 0}, {"head", n}, {"behind50", n - 50}} {
+			b.Run(fmt.Sprintf("memstore/events=%d/snapshot=%s", n, c.name), func(b *testing.B) {
+				store := memstore.New()
+				opts := []eventsource.Option{eventsource.WithSnapshotStore(store), eventsource.WithSnapshotMode(eventsource.ModeManual)}
+				r, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), opts...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close(context.Background())
+				id := buildAccount(b, r, n, c.snapAt)
+				ctx := context.Background()
+				b.ReportAllocs()
+				b.ResetTimer()
+				var replayed int64
+				for b.Loop() {
+					a, err := r.Load(ctx, id)
+					if err != nil {
+						b.Fatal(err)
+					}
+					_, replayed = a.LoadedFromSnapshot()
+				}
+				b.ReportMetric(float64(replayed), "events_replayed")
+				if replayed > 0 {
+					perEvent := float64(b.Elapsed().Nanoseconds()) / float64(b.N) / float64(replayed)
+					b.ReportMetric(perEvent, "ns/event")
+					b.ReportMetric(1e9/perEvent, "events/s")
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkSave measures Repository.Save of one event on memstore per mode.
+func BenchmarkSave(b *testing.B) {
+	for _, mode := range []string{"none", "sync", "background"} {
+		b.Run("memstore/mode="+mode, func(b *testing.B) {
+			store := memstore.New()
+			var opts []eventsource.Option
+			if mode != "none" {
+				opts = append(opts, eventsource.WithSnapshotStore(store), eventsource.WithSnapshotMode(eventsource.SnapshotMode(mode)), eventsource.WithSnapshotThreshold(100))
+			}
+			r, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close(context.Background())
+			ctx := context.Background()
+			a := r.New(uuid.New())
+			_ = a.Open("Bench", 0)
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = a.Deposit(1)
+				if err := r.Save(ctx, a); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := r.AwaitPendingSnapshots(ctx); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}

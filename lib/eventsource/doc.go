@@ -1,0 +1,80 @@
+// Package eventsource is evsnap's core: events and their registry, the
+// aggregate root, the [Repository] that loads and saves aggregates with
+// snapshots, and the [EventStore] and [SnapshotStore] interfaces that the
+// backends implement. It imports no database or messaging driver.
+//
+// # Events
+//
+// An event is a Go value whose EventType method returns an explicit, stable
+// name. A [Registry] instance (never a global) maps names to Go types and
+// decodes stored payloads; fill it with [Register]:
+//
+//	reg := eventsource.NewRegistry()
+//	eventsource.MustRegister[MoneyDeposited](reg)
+//
+// An unregistered type is an [*UnknownEventTypeError] naming it. Payloads and
+// snapshot state are encoded by the registry's [Codec] (encoding/json unless
+// [WithCodec] says otherwise); the output must be JSON.
+//
+// # Aggregates
+//
+// An aggregate embeds [Root] over its state type. The state type's Apply
+// method evolves it by one event (a type switch; no reflection):
+//
+//	type Account struct{ eventsource.Root[AccountState] }
+//	func (*Account) AggregateType() string { return "Account" }
+//	func (*Account) SchemaVersion() int    { return 1 }
+//
+// Commands validate and then call Raise, which applies the event and records
+// it for the next Save.
+//
+// # Loading and saving
+//
+// [Repository.Load] reads the latest snapshot (if its schema version matches
+// the aggregate's) and replays only the events after it, streamed from the
+// store. A snapshot of another schema version, one whose state does not
+// decode, and a snapshot store error each log a warning, count a fallback
+// (metric evsnap.snapshot.fallbacks, by reason) and replay every event:
+// loading never fails because of a snapshot.
+//
+// [Repository.Save] appends with an optimistic concurrency check. A conflict
+// is a [*ConflictError] (errors.Is [ErrConcurrencyConflict]) carrying the
+// expected and actual versions, and commits nothing.
+//
+// # Snapshot modes and policy
+//
+// One policy serves every mode: a threshold ("at least N events since the
+// last stored snapshot", so a save that jumps past N still snapshots) and
+// milestones ("this save appended one of these event types"), either of
+// which makes a snapshot due. The modes:
+//
+//   - [ModeSync]: the snapshot is stored before Save returns.
+//   - [ModeBackground]: the state is encoded when Save runs (later changes
+//     to the aggregate can never leak into it) and written by a bounded pool
+//     of goroutines; [Repository.AwaitPendingSnapshots] waits for them.
+//   - [ModeManual]: only [Repository.CreateSnapshot] snapshots.
+//   - [ModeExternal]: Save hands an [Appended] notice to an [AppendNotifier]
+//     (natsnotice publishes it to NATS JetStream) and the out-of-process
+//     snapshotter worker decides and writes.
+//
+// A snapshot or notice failure after a committed append is logged and
+// counted (evsnap.snapshot.failures) and never returned from Save.
+//
+// # Stores
+//
+// Backends live in their own packages: memstore, pgstore, sqlitestore. All
+// run the conformance suites in storetest. A snapshot store never lets a
+// snapshot move backwards: a write with a lower version or an older schema
+// version than the stored one is a no-op ([Snapshot.Supersedes]).
+//
+// # Observability
+//
+// Spans (eventsource.Load, eventsource.Save, eventsource.GetSnapshot,
+// eventsource.SaveSnapshot, eventsource.CreateSnapshot) and metrics
+// (evsnap.load.duration, evsnap.load.events_replayed,
+// evsnap.snapshots.written, evsnap.snapshots.superseded,
+// evsnap.snapshot.fallbacks, evsnap.snapshot.failures) use the
+// OpenTelemetry API only, through the providers given with
+// [WithTracerProvider] and [WithMeterProvider] (the global ones by default).
+// Logs go to the [log/slog] logger given with [WithLogger].
+package eventsource
