@@ -1,0 +1,177 @@
+package natsnotice
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
+)
+
+// FormatVersion is the version of the notice format this package writes.
+// Decoders accept every version up to it and refuse newer ones with
+// [ErrMalformed], so a rolling deploy never misreads a notice.
+const FormatVersion = 1
+
+// Stream and subject defaults.
+const (
+	// DefaultStream is the JetStream stream that holds notices.
+	DefaultStream = "EVSNAP_APPENDED"
+	// DefaultSubjectPrefix is the prefix of every notice subject:
+	// <prefix>.<aggregate type>.<aggregate id>.
+	DefaultSubjectPrefix = "evsnap.appended"
+	// MaxEventTypes caps how many distinct event types a notice lists; a
+	// save with more lists the first MaxEventTypes and sets Truncated.
+	MaxEventTypes = 64
+)
+
+// ErrMalformed matches every error about a notice that can never be
+// processed: bad JSON, a missing or invalid field, an unsupported version.
+var ErrMalformed = errors.New("natsnotice: malformed notice")
+
+// Notice is the public, versioned "events appended" message. Its JSON form
+// is documented in docs/notice-format.md. It is a hint: the worker always
+// snapshots the aggregate's head as the store has it.
+type Notice struct {
+	// Version is the format version (FormatVersion when written here).
+	Version int `json:"v"`
+	// AggregateType and AggregateID name the aggregate.
+	AggregateType string    `json:"aggregate_type"`
+	AggregateID   uuid.UUID `json:"aggregate_id"`
+	// FirstVersion and LastVersion are the versions of the first and last
+	// event the save appended.
+	FirstVersion int64 `json:"first_version"`
+	LastVersion  int64 `json:"last_version"`
+	// EventTypes are the distinct event types the save appended, in order
+	// of first appearance (at most MaxEventTypes).
+	EventTypes []string `json:"event_types"`
+	// Truncated is set when the save appended more distinct event types
+	// than MaxEventTypes.
+	Truncated bool `json:"truncated,omitempty"`
+	// CommittedAt is when the event store committed the save (UTC).
+	CommittedAt time.Time `json:"committed_at"`
+}
+
+// FromAppended builds the notice for a committed append.
+func FromAppended(a eventsource.Appended) Notice {
+	n := Notice{
+		Version:       FormatVersion,
+		AggregateType: a.AggregateType,
+		AggregateID:   a.AggregateID,
+		FirstVersion:  a.FirstVersion,
+		LastVersion:   a.LastVersion,
+		CommittedAt:   a.CommittedAt.UTC(),
+	}
+	for _, t := range a.EventTypes {
+		if slices.Contains(n.EventTypes, t) {
+			continue
+		}
+		if len(n.EventTypes) == MaxEventTypes {
+			n.Truncated = true
+			break
+		}
+		n.EventTypes = append(n.EventTypes, t)
+	}
+	return n
+}
+
+// aggregateTypeRE is what an aggregate type must look like to be one NATS
+// subject token.
+var aggregateTypeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// ValidateAggregateType reports whether typ can be used in notice subjects:
+// 1 to 128 letters, digits, '_' or '-' (no '.', spaces or wildcards).
+func ValidateAggregateType(typ string) error {
+	if !aggregateTypeRE.MatchString(typ) {
+		return fmt.Errorf("natsnotice: aggregate type %q cannot be a NATS subject token: use 1-128 of A-Z a-z 0-9 _ -", typ)
+	}
+	return nil
+}
+
+// Validate reports what is wrong with n, as an error matching ErrMalformed.
+func (n *Notice) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+	}
+	switch {
+	case n.Version < 1:
+		return bad("missing or invalid format version %d", n.Version)
+	case n.Version > FormatVersion:
+		return bad("format version %d is newer than this build understands (%d)", n.Version, FormatVersion)
+	case ValidateAggregateType(n.AggregateType) != nil:
+		return bad("aggregate type %q is not valid", n.AggregateType)
+	case n.AggregateID == uuid.Nil:
+		return bad("missing aggregate id")
+	case n.FirstVersion < 1:
+		return bad("first version %d; versions start at 1", n.FirstVersion)
+	case n.LastVersion < n.FirstVersion:
+		return bad("last version %d is before first version %d", n.LastVersion, n.FirstVersion)
+	case len(n.EventTypes) > MaxEventTypes:
+		return bad("%d event types; at most %d", len(n.EventTypes), MaxEventTypes)
+	}
+	for i, t := range n.EventTypes {
+		if t == "" {
+			return bad("event type %d is empty", i)
+		}
+	}
+	return nil
+}
+
+// Encode returns n's JSON form after validating it.
+func (n Notice) Encode() ([]byte, error) {
+	if err := n.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(n)
+}
+
+// Decode parses and validates a notice. Every failure matches ErrMalformed
+// and says what was wrong; Decode never panics.
+func Decode(data []byte) (Notice, error) {
+	var n Notice
+	if len(data) == 0 {
+		return n, fmt.Errorf("%w: empty message", ErrMalformed)
+	}
+	if err := json.Unmarshal(data, &n); err != nil {
+		return Notice{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if err := n.Validate(); err != nil {
+		return Notice{}, err
+	}
+	n.CommittedAt = n.CommittedAt.UTC()
+	return n, nil
+}
+
+// Subject returns the subject of a notice about typ/id under prefix.
+func Subject(prefix, typ string, id uuid.UUID) string {
+	return prefix + "." + typ + "." + id.String()
+}
+
+// MsgID returns the JetStream message id of a notice, <type>/<id>/<last
+// version>, so the stream's duplicate window drops a republished notice.
+func (n Notice) MsgID() string {
+	return n.AggregateType + "/" + n.AggregateID.String() + "/" + strconv.FormatInt(n.LastVersion, 10)
+}
+
+// ParseSubject splits a notice subject back into aggregate type and id.
+func ParseSubject(prefix, subject string) (string, uuid.UUID, error) {
+	rest, ok := strings.CutPrefix(subject, prefix+".")
+	if !ok {
+		return "", uuid.Nil, fmt.Errorf("%w: subject %q does not start with %q", ErrMalformed, subject, prefix+".")
+	}
+	typ, idStr, ok := strings.Cut(rest, ".")
+	if !ok || ValidateAggregateType(typ) != nil {
+		return "", uuid.Nil, fmt.Errorf("%w: subject %q is not %s.<type>.<id>", ErrMalformed, subject, prefix)
+	}
+	id, err := uuid.Parse(idStr)
+	if err != nil {
+		return "", uuid.Nil, fmt.Errorf("%w: subject %q: aggregate id: %v", ErrMalformed, subject, err)
+	}
+	return typ, id, nil
+}
