@@ -1,0 +1,395 @@
+// Package consumer is the snapshotter's JetStream pull loop: it takes
+// notices from a durable pull consumer in batches, coalesces them per
+// aggregate, hands each aggregate to a handler with bounded parallelism,
+// and acks, naks (with a backoff delay) or terminates every message
+// according to the outcome. It knows nothing about stores or aggregates;
+// lib/snapshotter supplies the handler.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+)
+
+// Group is every notice of one batch about one aggregate, coalesced.
+type Group struct {
+	AggregateType string
+	AggregateID   uuid.UUID
+	// HeadHint is the highest LastVersion among the notices: the head the
+	// notices know of. The store's head may be further on.
+	HeadHint int64
+	// EventTypes is the union of the notices' event types.
+	EventTypes []string
+	// FirstCommit is the earliest commit time among the notices.
+	FirstCommit time.Time
+	// Links point at the spans of the saves that published the notices.
+	Links []trace.Link
+	// Delivered is the highest delivery count among the messages.
+	Delivered uint64
+
+	msgs []jetstream.Msg
+}
+
+// Size returns how many messages the group coalesces.
+func (g *Group) Size() int { return len(g.msgs) }
+
+// Handler processes one aggregate's coalesced notices. A nil error acks
+// every message of the group. An error naks them with a backoff delay, or
+// terminates them once Permanent(err) holds and they have been delivered
+// MaxDeliveries times. The handler must honour ctx.
+type Handler func(ctx context.Context, g *Group) error
+
+// Config tunes the loop. Zero values take the defaults noted.
+type Config struct {
+	// BatchSize is the most messages taken into one batch (default 256).
+	BatchSize int
+	// Concurrency is how many aggregates are processed at once (default 4).
+	Concurrency int
+	// Linger is how long a batch waits for more messages after its first
+	// (default 5ms): a longer linger coalesces more under load.
+	Linger time.Duration
+	// MaxDeliveries bounds the deliveries of a message that fails
+	// permanently before it is terminated (default 5).
+	MaxDeliveries int
+	// NakDelay returns the redelivery delay after the n-th failed delivery
+	// (default: exponential from 1s, capped at 1m).
+	NakDelay func(delivered uint64) time.Duration
+	// InProgressEvery is how often a long-running group tells JetStream it
+	// is still being worked on (default 10s; keep it well under AckWait).
+	InProgressEvery time.Duration
+	// DrainTimeout bounds how long Run spends finishing buffered messages
+	// after its context ends (default 20s).
+	DrainTimeout time.Duration
+	// Permanent classifies handler errors that can never succeed.
+	Permanent func(error) bool
+	// SubjectPrefix is the notice subject prefix (default natsnotice's).
+	SubjectPrefix string
+
+	Logger     *slog.Logger
+	Meter      metric.Meter
+	Propagator propagation.TextMapPropagator
+}
+
+func (c *Config) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 256
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 4
+	}
+	if c.Linger <= 0 {
+		c.Linger = 5 * time.Millisecond
+	}
+	if c.MaxDeliveries <= 0 {
+		c.MaxDeliveries = 5
+	}
+	if c.NakDelay == nil {
+		c.NakDelay = DefaultNakDelay
+	}
+	if c.InProgressEvery <= 0 {
+		c.InProgressEvery = 10 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 20 * time.Second
+	}
+	if c.Permanent == nil {
+		c.Permanent = func(error) bool { return false }
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = natsnotice.DefaultSubjectPrefix
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Propagator == nil {
+		c.Propagator = propagation.TraceContext{}
+	}
+}
+
+// DefaultNakDelay is 1s, 2s, 4s, ... capped at one minute.
+func DefaultNakDelay(delivered uint64) time.Duration {
+	d := time.Second
+	for i := uint64(1); i < delivered && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}
+
+// Outcome names for the evsnap.worker.notices metric's "outcome" attribute.
+const (
+	OutcomeAcked      = "acked"
+	OutcomeNaked      = "naked"
+	OutcomeTerminated = "terminated"
+)
+
+var outcomeKey = attribute.Key("outcome")
+
+// Loop is one replica's pull loop over a durable consumer.
+type Loop struct {
+	cfg     Config
+	handler Handler
+
+	received metric.Int64Counter
+	outcomes metric.Int64Counter
+	batches  metric.Int64Histogram
+}
+
+// New returns a loop; it does no I/O.
+func New(cfg Config, h Handler) (*Loop, error) {
+	cfg.defaults()
+	l := &Loop{cfg: cfg, handler: h}
+	if cfg.Meter != nil {
+		var err error
+		if l.received, err = cfg.Meter.Int64Counter("evsnap.worker.notices.received",
+			metric.WithUnit("{notice}"), metric.WithDescription("Notices taken from JetStream.")); err != nil {
+			return nil, err
+		}
+		if l.outcomes, err = cfg.Meter.Int64Counter("evsnap.worker.notices",
+			metric.WithUnit("{notice}"), metric.WithDescription("Notices settled, by outcome: acked, naked, terminated.")); err != nil {
+			return nil, err
+		}
+		if l.batches, err = cfg.Meter.Int64Histogram("evsnap.worker.batch.size",
+			metric.WithUnit("{notice}"), metric.WithDescription("Notices per fetched batch.")); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// Run consumes until ctx ends, then stops pulling, finishes the messages
+// already buffered (within DrainTimeout), settles them and returns nil.
+// Iterator failures (a deleted consumer, lost heartbeats) are retried with
+// a backoff; Run returns an error only if ctx is still live and the
+// consumer cannot be read at all, which the caller may retry.
+func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
+	it, err := cons.Messages(
+		jetstream.PullMaxMessages(2*l.cfg.BatchSize),
+		jetstream.PullExpiry(5*time.Second),
+	)
+	if err != nil {
+		return fmt.Errorf("consumer: start pulling: %w", err)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		it.Drain()
+	}()
+	defer func() {
+		it.Stop()
+		<-stopped
+	}()
+
+	// Processing continues after ctx ends, for the drain; it gets its own
+	// context, cancelled only when the drain runs out of time.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var drainTimer *time.Timer
+	for {
+		first, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("consumer: next message: %w", err)
+		}
+		if ctx.Err() != nil && drainTimer == nil {
+			drainTimer = time.AfterFunc(l.cfg.DrainTimeout, cancelWork)
+			defer drainTimer.Stop()
+		}
+		batch := l.collect(it, first)
+		l.process(work, batch)
+	}
+}
+
+// collect gathers up to BatchSize messages, waiting at most Linger after
+// the first.
+func (l *Loop) collect(it jetstream.MessagesContext, first jetstream.Msg) []jetstream.Msg {
+	batch := []jetstream.Msg{first}
+	deadline := time.Now().Add(l.cfg.Linger)
+	for len(batch) < l.cfg.BatchSize {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			break
+		}
+		m, err := it.Next(jetstream.NextMaxWait(wait))
+		if err != nil {
+			break // timeout, or the iterator closed: the next Next reports it
+		}
+		batch = append(batch, m)
+	}
+	return batch
+}
+
+// process coalesces a batch by aggregate and runs the handler on each group
+// with bounded parallelism, settling every message.
+func (l *Loop) process(ctx context.Context, batch []jetstream.Msg) {
+	if l.received != nil {
+		l.received.Add(ctx, int64(len(batch)))
+		l.batches.Record(ctx, int64(len(batch)))
+	}
+	groups := l.coalesce(ctx, batch)
+	var g errgroup.Group
+	g.SetLimit(l.cfg.Concurrency)
+	for _, grp := range groups {
+		g.Go(func() error {
+			l.handle(ctx, grp)
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+type groupKey struct {
+	typ string
+	id  uuid.UUID
+}
+
+// coalesce decodes each message; malformed ones are settled at once.
+func (l *Loop) coalesce(ctx context.Context, batch []jetstream.Msg) []*Group {
+	index := make(map[groupKey]*Group, len(batch))
+	var groups []*Group
+	for _, m := range batch {
+		delivered := uint64(1)
+		if md, err := m.Metadata(); err == nil {
+			delivered = md.NumDelivered
+		}
+		n, err := natsnotice.Decode(m.Data())
+		if err == nil {
+			// The subject must agree with the body: a notice routed under
+			// one aggregate must not act on another.
+			typ, id, serr := natsnotice.ParseSubject(l.cfg.SubjectPrefix, m.Subject())
+			if serr != nil {
+				err = serr
+			} else if typ != n.AggregateType || id != n.AggregateID {
+				err = fmt.Errorf("%w: subject %q names another aggregate than the body (%s %s)", natsnotice.ErrMalformed, m.Subject(), n.AggregateType, n.AggregateID)
+			}
+		}
+		if err != nil {
+			l.settleFailed(ctx, []jetstream.Msg{m}, delivered, fmt.Errorf("notice on %q: %w", m.Subject(), err), true)
+			continue
+		}
+		k := groupKey{n.AggregateType, n.AggregateID}
+		g := index[k]
+		if g == nil {
+			g = &Group{AggregateType: n.AggregateType, AggregateID: n.AggregateID, FirstCommit: n.CommittedAt}
+			index[k] = g
+			groups = append(groups, g)
+		}
+		g.msgs = append(g.msgs, m)
+		g.HeadHint = max(g.HeadHint, n.LastVersion)
+		g.Delivered = max(g.Delivered, delivered)
+		if n.CommittedAt.Before(g.FirstCommit) {
+			g.FirstCommit = n.CommittedAt
+		}
+		for _, t := range n.EventTypes {
+			if !contains(g.EventTypes, t) {
+				g.EventTypes = append(g.EventTypes, t)
+			}
+		}
+		if sc := trace.SpanContextFromContext(l.cfg.Propagator.Extract(context.Background(), propagation.HeaderCarrier(m.Headers()))); sc.IsValid() {
+			g.Links = append(g.Links, trace.Link{SpanContext: sc})
+		}
+	}
+	return groups
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// handle runs the handler on one group, keeping its messages alive with
+// in-progress acks while it runs, and settles them.
+func (l *Loop) handle(ctx context.Context, g *Group) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(l.cfg.InProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range g.msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	err := l.handler(ctx, g)
+	close(done)
+	wg.Wait()
+	if err == nil {
+		for _, m := range g.msgs {
+			if aerr := m.Ack(); aerr != nil {
+				l.cfg.Logger.WarnContext(ctx, "ack failed; the notice will be redelivered and handled again (idempotent)",
+					"subject", m.Subject(), "error", aerr)
+			}
+		}
+		l.count(ctx, OutcomeAcked, len(g.msgs))
+		return
+	}
+	l.settleFailed(ctx, g.msgs, g.Delivered, fmt.Errorf("%s %s: %w", g.AggregateType, g.AggregateID, err), l.cfg.Permanent(err))
+}
+
+// settleFailed naks msgs with a backoff delay, or terminates them when the
+// failure is permanent and they have been delivered MaxDeliveries times.
+func (l *Loop) settleFailed(ctx context.Context, msgs []jetstream.Msg, delivered uint64, err error, permanent bool) {
+	if permanent && delivered >= uint64(l.cfg.MaxDeliveries) {
+		l.cfg.Logger.ErrorContext(ctx, "notice terminated: it can never succeed",
+			"deliveries", delivered, "notices", len(msgs), "error", err)
+		reason := err.Error()
+		if len(reason) > 200 {
+			reason = reason[:200]
+		}
+		for _, m := range msgs {
+			_ = m.TermWithReason(reason)
+		}
+		l.count(ctx, OutcomeTerminated, len(msgs))
+		return
+	}
+	delay := l.cfg.NakDelay(delivered)
+	level := slog.LevelWarn
+	if !permanent {
+		level = slog.LevelInfo
+	}
+	l.cfg.Logger.Log(ctx, level, "notice failed; retrying later",
+		"deliveries", delivered, "permanent", permanent, "retry_in", delay, "error", err)
+	for _, m := range msgs {
+		if nerr := m.NakWithDelay(delay); nerr != nil && !errors.Is(nerr, nats.ErrConnectionClosed) {
+			l.cfg.Logger.WarnContext(ctx, "nak failed; JetStream redelivers after the ack wait", "error", nerr)
+		}
+	}
+	l.count(ctx, OutcomeNaked, len(msgs))
+}
+
+func (l *Loop) count(ctx context.Context, outcome string, n int) {
+	if l.outcomes != nil {
+		l.outcomes.Add(ctx, int64(n), metric.WithAttributes(outcomeKey.String(outcome)))
+	}
+}

@@ -1,0 +1,280 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/time/rate"
+)
+
+// ErrCannotList: the stores cannot list aggregates (neither implements
+// eventsource.AggregateLister), which Rebuild of a whole type, Stats and the
+// sweep need.
+var ErrCannotList = errors.New("snapshotter: the stores cannot list aggregates")
+
+func (w *Worker) target(typ string) (*target, error) {
+	t := w.targets[typ]
+	if t == nil {
+		return nil, fmt.Errorf("%w %q (this worker knows %v)", ErrUnknownAggregateType, typ, w.Types())
+	}
+	return t, nil
+}
+
+// sweepLoop runs the reconciliation sweep every SweepInterval (with
+// jitter, so replicas spread out) until ctx ends.
+func (w *Worker) sweepLoop(ctx context.Context) {
+	lim := rate.NewLimiter(rate.Limit(w.cfg.SweepRate), 1)
+	for {
+		jitter := time.Duration(rand.Int64N(int64(w.cfg.SweepInterval)/5 + 1))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(w.cfg.SweepInterval + jitter):
+		}
+		n, err := w.sweep(ctx, lim)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			w.log.Warn("reconciliation sweep failed; retrying next period", "error", err, "snapshotted", n)
+		case n > 0:
+			w.log.Info("reconciliation sweep caught up aggregates whose notices were lost or not yet handled", "snapshotted", n)
+		}
+	}
+}
+
+// Sweep runs one reconciliation pass now: for every type with a threshold
+// it finds aggregates whose snapshot is at least the threshold behind the
+// head, most behind first (at most SweepBatch per type), and snapshots them
+// at no more than SweepRate per second. It returns how many it snapshotted.
+func (w *Worker) Sweep(ctx context.Context) (int, error) {
+	return w.sweep(ctx, rate.NewLimiter(rate.Limit(w.cfg.SweepRate), 1))
+}
+
+func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
+	if w.lister == nil {
+		return 0, ErrCannotList
+	}
+	total := 0
+	var errs []error
+	for _, t := range w.targets {
+		if t.spec.Threshold < 1 {
+			continue // milestone-only types are not "behind" by a count
+		}
+		var behind []eventsource.AggregateInfo
+		for info, err := range w.lister.ListAggregates(ctx, t.name, eventsource.ListOptions{
+			MinBehind: int64(t.spec.Threshold), Order: eventsource.MostBehind, Limit: w.cfg.SweepBatch,
+		}) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("list %s: %w", t.name, err))
+				break
+			}
+			behind = append(behind, info)
+		}
+		for _, info := range behind {
+			if err := lim.Wait(ctx); err != nil {
+				return total, err
+			}
+			// Another replica (or a notice) may have caught it up since the
+			// listing: process re-reads the snapshot and asks the policy.
+			written, err := w.process(ctx, t, info.AggregateID, 0, nil, SourceSweep)
+			if err != nil {
+				if ctx.Err() != nil {
+					return total, ctx.Err()
+				}
+				w.log.Warn("sweep could not snapshot an aggregate", "aggregate_type", t.name, "aggregate_id", info.AggregateID, "error", err)
+				continue
+			}
+			if written {
+				total++
+				w.m.swept.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name)))
+			}
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// RebuildOptions controls [Worker.Rebuild].
+type RebuildOptions struct {
+	// ID limits the rebuild to one aggregate.
+	ID uuid.UUID
+	// Rate caps rebuilds per second (default 100) so a rebuild can never
+	// cause a load storm.
+	Rate float64
+	// Progress, when set, is called after each aggregate with the counts
+	// so far and the total to do (-1 when unknown).
+	Progress func(done, failed, total int)
+}
+
+// RebuildResult counts what a rebuild did.
+type RebuildResult struct {
+	Rebuilt int
+	Failed  int
+	Errors  []error // at most 20, the first ones
+}
+
+// Rebuild regenerates snapshots of every aggregate of typ (or only
+// opts.ID), at their heads, rate-limited. Failures of single aggregates are
+// counted and collected; the rebuild goes on.
+func (w *Worker) Rebuild(ctx context.Context, typ string, opts RebuildOptions) (RebuildResult, error) {
+	var res RebuildResult
+	t, err := w.target(typ)
+	if err != nil {
+		return res, err
+	}
+	if opts.Rate <= 0 {
+		opts.Rate = 100
+	}
+	lim := rate.NewLimiter(rate.Limit(opts.Rate), 1)
+	do := func(id uuid.UUID, total int) error {
+		if err := lim.Wait(ctx); err != nil {
+			return err
+		}
+		if _, err := w.rebuild(ctx, t, id, SourceRebuild); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			res.Failed++
+			if len(res.Errors) < 20 {
+				res.Errors = append(res.Errors, fmt.Errorf("%s %s: %w", typ, id, err))
+			}
+		} else {
+			res.Rebuilt++
+		}
+		if opts.Progress != nil {
+			opts.Progress(res.Rebuilt, res.Failed, total)
+		}
+		return nil
+	}
+	if opts.ID != uuid.Nil {
+		return res, do(opts.ID, 1)
+	}
+	if w.lister == nil {
+		return res, ErrCannotList
+	}
+	total := -1
+	if st, err := w.Stats(ctx, typ, 0); err == nil {
+		total = st.Aggregates
+	}
+	after := uuid.Nil
+	for {
+		var page []uuid.UUID
+		for info, err := range w.lister.ListAggregates(ctx, typ, eventsource.ListOptions{AfterID: after, Limit: 500}) {
+			if err != nil {
+				return res, fmt.Errorf("list %s: %w", typ, err)
+			}
+			page = append(page, info.AggregateID)
+		}
+		if len(page) == 0 {
+			return res, nil
+		}
+		for _, id := range page {
+			if err := do(id, total); err != nil {
+				return res, err
+			}
+		}
+		after = page[len(page)-1]
+	}
+}
+
+// Stats describes the snapshot coverage of one aggregate type.
+type Stats struct {
+	AggregateType string
+	Aggregates    int
+	Snapshots     int
+	// SnapshotsOtherSchema counts snapshots of another schema version than
+	// this build's (ignored by loads).
+	SnapshotsOtherSchema int
+	// EventsBehind summarises how many events each aggregate's snapshot is
+	// behind its head (no snapshot: the whole stream).
+	EventsBehind Distribution
+	// Stalest lists the aggregates furthest behind, most behind first.
+	Stalest []eventsource.AggregateInfo
+}
+
+// Distribution is a summary of a set of counts.
+type Distribution struct {
+	Min, P50, P90, P99, Max int64
+	Mean                    float64
+	// Buckets counts values in [0], [1,10), [10,100), [100,1000), [1000,∞).
+	Buckets [5]int
+}
+
+// BucketLabels name Distribution.Buckets.
+var BucketLabels = [5]string{"0", "1-9", "10-99", "100-999", "1000+"}
+
+// Stats summarises snapshot coverage of typ, listing the `stalest` most
+// behind aggregates.
+func (w *Worker) Stats(ctx context.Context, typ string, stalest int) (Stats, error) {
+	st := Stats{AggregateType: typ}
+	t, err := w.target(typ)
+	if err != nil {
+		return st, err
+	}
+	if w.lister == nil {
+		return st, ErrCannotList
+	}
+	var behind []int64
+	var sum float64
+	for info, err := range w.lister.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+		if err != nil {
+			return st, fmt.Errorf("list %s: %w", typ, err)
+		}
+		st.Aggregates++
+		b := info.HeadVersion
+		if info.SnapshotVersion > 0 {
+			st.Snapshots++
+			if info.SnapshotSchemaVersion != t.schemaVersion {
+				st.SnapshotsOtherSchema++
+			} else {
+				b = info.Behind()
+			}
+		}
+		behind = append(behind, b)
+		sum += float64(b)
+		switch {
+		case b == 0:
+			st.EventsBehind.Buckets[0]++
+		case b < 10:
+			st.EventsBehind.Buckets[1]++
+		case b < 100:
+			st.EventsBehind.Buckets[2]++
+		case b < 1000:
+			st.EventsBehind.Buckets[3]++
+		default:
+			st.EventsBehind.Buckets[4]++
+		}
+	}
+	if len(behind) > 0 {
+		slices.Sort(behind)
+		q := func(p float64) int64 { return behind[int(p*float64(len(behind)-1))] }
+		st.EventsBehind.Min, st.EventsBehind.Max = behind[0], behind[len(behind)-1]
+		st.EventsBehind.P50, st.EventsBehind.P90, st.EventsBehind.P99 = q(0.5), q(0.9), q(0.99)
+		st.EventsBehind.Mean = sum / float64(len(behind))
+	}
+	if stalest > 0 {
+		for info, err := range w.lister.ListAggregates(ctx, typ, eventsource.ListOptions{Order: eventsource.MostBehind, Limit: stalest, MinBehind: 1}) {
+			if err != nil {
+				return st, fmt.Errorf("list %s: %w", typ, err)
+			}
+			st.Stalest = append(st.Stalest, info)
+		}
+	}
+	return st, nil
+}
+
+// Prune deletes the snapshots of typ with a schema version below
+// schemaBelow (all of them for 0) and returns how many it deleted.
+func (w *Worker) Prune(ctx context.Context, typ string, schemaBelow int) (int64, error) {
+	if typ == "" {
+		return 0, fmt.Errorf("%w: prune needs an aggregate type", ErrInvalidConfig)
+	}
+	return w.cfg.Snapshots.DeleteSnapshotsByType(ctx, typ, schemaBelow)
+}

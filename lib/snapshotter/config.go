@@ -1,0 +1,268 @@
+package snapshotter
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/policy"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ErrInvalidConfig matches every configuration error.
+var ErrInvalidConfig = errors.New("snapshotter: invalid config")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+}
+
+// DefaultConsumer is the durable consumer every replica shares.
+const DefaultConsumer = "snapshotter"
+
+// Config configures a [Worker]. Start from [DefaultConfig]; [New] calls
+// Validate.
+type Config struct {
+	// Events and Snapshots are the stores the worker reads and writes.
+	// Both are required. If either implements eventsource.AggregateLister
+	// the reconciliation sweep, Rebuild of a whole type and Stats use it.
+	Events    eventsource.EventStore
+	Snapshots eventsource.SnapshotStore
+
+	// JetStream is where notices come from. Without it Run only sweeps;
+	// the admin methods (SnapshotAggregate, Rebuild, Stats, Prune) never
+	// need it.
+	JetStream jetstream.JetStream
+	// Stream, Consumer and SubjectPrefix locate the notices.
+	Stream        string
+	Consumer      string
+	SubjectPrefix string
+
+	// BatchSize is how many notices one fetch takes (1-10000).
+	BatchSize int
+	// Concurrency is how many aggregates one replica rebuilds at once (1-1024).
+	Concurrency int
+	// Linger is how long a batch waits to fill after its first notice.
+	Linger time.Duration
+	// AckWait is how long JetStream waits for an ack before redelivering.
+	AckWait time.Duration
+	// MaxDeliveries bounds how often a notice that can never succeed is
+	// tried before it is terminated (1-100).
+	MaxDeliveries int
+
+	// SweepInterval is the period of the reconciliation sweep that finds
+	// aggregates whose snapshot is at least the threshold behind (lost
+	// notices) and snapshots them. 0 disables it.
+	SweepInterval time.Duration
+	// SweepRate caps the sweep's rebuilds per second, so it can never cause
+	// a load storm.
+	SweepRate float64
+	// SweepBatch caps how many aggregates one sweep handles per type.
+	SweepBatch int
+
+	// DrainTimeout bounds how long Run finishes in-flight work after its
+	// context ends.
+	DrainTimeout time.Duration
+
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+}
+
+// DefaultConfig returns the defaults: stream EVSNAP_APPENDED, consumer
+// "snapshotter", batches of 256, 4 aggregates at once, a 5ms linger, a 30s
+// ack wait, 5 deliveries, and a sweep every minute at 50 rebuilds/s.
+func DefaultConfig() Config {
+	return Config{
+		Stream:        natsnotice.DefaultStream,
+		Consumer:      DefaultConsumer,
+		SubjectPrefix: natsnotice.DefaultSubjectPrefix,
+		BatchSize:     256,
+		Concurrency:   4,
+		Linger:        5 * time.Millisecond,
+		AckWait:       30 * time.Second,
+		MaxDeliveries: 5,
+		SweepInterval: time.Minute,
+		SweepRate:     50,
+		SweepBatch:    1000,
+		DrainTimeout:  20 * time.Second,
+	}
+}
+
+// Validate reports the first thing wrong with c, naming it.
+func (c *Config) Validate() error {
+	switch {
+	case c.Events == nil:
+		return invalid("Events (event store) is required")
+	case c.Snapshots == nil:
+		return invalid("Snapshots (snapshot store) is required")
+	case c.Stream == "" || strings.ContainsAny(c.Stream, " .*>\t\r\n"):
+		return invalid("stream name %q is empty or has a space, '.', '*' or '>'", c.Stream)
+	case c.Consumer == "" || strings.ContainsAny(c.Consumer, " .*>\t\r\n"):
+		return invalid("consumer name %q is empty or has a space, '.', '*' or '>'", c.Consumer)
+	case c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " *>\t\r\n") || strings.HasSuffix(c.SubjectPrefix, "."):
+		return invalid("subject prefix %q is not a plain subject", c.SubjectPrefix)
+	case c.BatchSize < 1 || c.BatchSize > 10000:
+		return invalid("batch size %d is outside 1-10000", c.BatchSize)
+	case c.Concurrency < 1 || c.Concurrency > 1024:
+		return invalid("concurrency %d is outside 1-1024", c.Concurrency)
+	case c.Linger < 0 || c.Linger > time.Second:
+		return invalid("linger %v is outside 0-1s", c.Linger)
+	case c.AckWait < time.Second:
+		return invalid("ack wait %v is below 1s", c.AckWait)
+	case c.MaxDeliveries < 1 || c.MaxDeliveries > 100:
+		return invalid("max deliveries %d is outside 1-100", c.MaxDeliveries)
+	case c.SweepInterval < 0:
+		return invalid("sweep interval %v is negative", c.SweepInterval)
+	case c.SweepInterval > 0 && c.SweepRate <= 0:
+		return invalid("sweep rate %v must be positive when the sweep is on", c.SweepRate)
+	case c.SweepInterval > 0 && c.SweepBatch < 1:
+		return invalid("sweep batch %d must be at least 1 when the sweep is on", c.SweepBatch)
+	case c.DrainTimeout < 0:
+		return invalid("drain timeout %v is negative", c.DrainTimeout)
+	}
+	return nil
+}
+
+const maxThreshold = 1_000_000_000
+
+// Policy says when an aggregate type is due a snapshot: when its snapshot
+// is at least Threshold events behind the head, or when a save appended one
+// of the Milestones event types. The in-process modes use the same rules.
+type Policy struct {
+	Threshold  int
+	Milestones []string
+}
+
+// DefaultPolicy is a threshold of 100 events.
+func DefaultPolicy() Policy { return Policy{Threshold: eventsource.DefaultSnapshotThreshold} }
+
+// Validate reports what is wrong with p.
+func (p Policy) Validate() error {
+	if p.Threshold < 0 || p.Threshold > maxThreshold {
+		return invalid("threshold %d is outside 0-%d", p.Threshold, maxThreshold)
+	}
+	if p.Threshold == 0 && len(p.Milestones) == 0 {
+		return invalid("a policy needs a threshold of at least 1 or milestone event types")
+	}
+	if _, err := policy.NewMilestones(p.Milestones...); err != nil {
+		return invalid("%v", err)
+	}
+	return nil
+}
+
+func (p Policy) String() string {
+	var parts []string
+	if p.Threshold > 0 {
+		parts = append(parts, "threshold:"+strconv.Itoa(p.Threshold))
+	}
+	if len(p.Milestones) > 0 {
+		parts = append(parts, "milestones:"+strings.Join(p.Milestones, "|"))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p Policy) build() policy.Policy {
+	var ps policy.AnyOf
+	if p.Threshold > 0 {
+		ps = append(ps, policy.Threshold(p.Threshold))
+	}
+	if len(p.Milestones) > 0 {
+		m, _ := policy.NewMilestones(p.Milestones...)
+		ps = append(ps, m)
+	}
+	if len(ps) == 1 {
+		return ps[0]
+	}
+	return ps
+}
+
+// ParsePolicy parses one policy spec as flags and env vars write it:
+// comma-separated "threshold:N" and "milestones:A|B|C" terms, e.g.
+// "threshold:100,milestones:OrderPaid|OrderShipped".
+func ParsePolicy(spec string) (Policy, error) {
+	var p Policy
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return p, invalid("empty policy: want threshold:N and/or milestones:A|B")
+	}
+	seen := map[string]bool{}
+	for _, term := range strings.Split(spec, ",") {
+		key, val, ok := strings.Cut(strings.TrimSpace(term), ":")
+		key = strings.ToLower(strings.TrimSpace(key))
+		val = strings.TrimSpace(val)
+		if !ok || val == "" {
+			return Policy{}, invalid("policy term %q: want threshold:N or milestones:A|B", term)
+		}
+		if seen[key] {
+			return Policy{}, invalid("policy %q sets %s twice", spec, key)
+		}
+		seen[key] = true
+		switch key {
+		case "threshold":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 || n > maxThreshold {
+				return Policy{}, invalid("policy threshold %q: want a whole number from 1 to %d", val, maxThreshold)
+			}
+			p.Threshold = n
+		case "milestones":
+			for _, m := range strings.Split(val, "|") {
+				m = strings.TrimSpace(m)
+				if m == "" {
+					return Policy{}, invalid("policy milestones %q: empty event type", val)
+				}
+				p.Milestones = append(p.Milestones, m)
+			}
+		default:
+			return Policy{}, invalid("policy term %q: unknown key %q (want threshold or milestones)", term, key)
+		}
+	}
+	return p, p.Validate()
+}
+
+// ParsePolicies parses per-type policies: "Type=spec" entries separated by
+// ';', e.g. "Account=threshold:100;Order=threshold:50,milestones:OrderPaid|OrderShipped".
+func ParsePolicies(s string) (map[string]Policy, error) {
+	out := map[string]Policy{}
+	for _, entry := range strings.Split(s, ";") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		typ, spec, ok := strings.Cut(entry, "=")
+		typ = strings.TrimSpace(typ)
+		if !ok || typ == "" {
+			return nil, invalid("policy entry %q: want Type=threshold:N,milestones:A|B", entry)
+		}
+		if _, dup := out[typ]; dup {
+			return nil, invalid("policy for %s given twice", typ)
+		}
+		p, err := ParsePolicy(spec)
+		if err != nil {
+			return nil, fmt.Errorf("policy for %s: %w", typ, err)
+		}
+		out[typ] = p
+	}
+	return out, nil
+}
+
+// String renders policies in the form ParsePolicies reads, types sorted.
+func formatPolicies(m map[string]Policy) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k].String()
+	}
+	return strings.Join(parts, ";")
+}

@@ -1,0 +1,51 @@
+// Package snapshotter is the out-of-process snapshot worker: the public API
+// a program's main runs with its own aggregate types. cmd/snapshotter is
+// this package wired to the example domain.
+//
+// # How it works
+//
+// Applications save through an eventsource.Repository in ModeExternal: each
+// committed save publishes an "events appended" notice (package natsnotice)
+// to the JetStream stream EVSNAP_APPENDED. Any number of worker replicas
+// share one durable pull consumer. Each replica takes notices in batches,
+// coalesces them per aggregate, asks the type's [Policy] whether a snapshot
+// is due (threshold since the stored snapshot, or a milestone event type),
+// and if so loads the aggregate exactly as the application would (latest
+// snapshot plus the events after it, streamed) and stores a snapshot at the
+// head. Snapshot stores never move backwards, so racing replicas are safe.
+//
+// A notice is acked only after the snapshot is stored or the policy said
+// no. Transient failures (a database or NATS outage) are naked with a
+// growing delay. Failures that can never succeed (a malformed notice, an
+// unknown aggregate type, events that do not decode) are terminated after
+// Config.MaxDeliveries and logged with the reason; they never hold up other
+// notices. Long rebuilds tell JetStream they are in progress.
+//
+// Notices are hints, not the source of truth: an application can crash
+// between commit and publish, and JetStream can lose acknowledged messages.
+// The reconciliation sweep (Config.SweepInterval, rate-limited by
+// Config.SweepRate) lists aggregates whose snapshot is at least the
+// threshold behind, most behind first, and snapshots them without notices.
+//
+// # Running it
+//
+//	w, err := snapshotter.New(cfg,
+//		snapshotter.For[Account](reg, snapshotter.Policy{Threshold: 100}),
+//		snapshotter.For[Order](reg, snapshotter.Policy{Threshold: 100, Milestones: []string{"OrderShipped"}}),
+//	)
+//	...
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+//	defer stop()
+//	err = w.Run(ctx) // returns nil after draining on SIGTERM
+//
+// [Worker.HealthHandler] serves /healthz and /readyz. Metrics and spans go
+// through the OpenTelemetry API (Config.MeterProvider, Config.TracerProvider);
+// a worker's span links to the span of the save that published the notice.
+//
+// # Administration
+//
+// [Worker.Rebuild] regenerates the snapshots of a type (rate-limited, with
+// progress), [Worker.Stats] summarises how far snapshots are behind,
+// [Worker.Prune] deletes snapshots of old schema versions, and
+// [Worker.Sweep] runs one reconciliation pass. They need no JetStream.
+package snapshotter

@@ -1,0 +1,480 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/evsnap/evsnap/internal/consumer"
+	"github.com/evsnap/evsnap/internal/policy"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// InstrumentationName is the OpenTelemetry scope of the worker's spans and
+// metrics.
+const InstrumentationName = "github.com/evsnap/evsnap/lib/snapshotter"
+
+// ErrUnknownAggregateType: a notice or command named an aggregate type the
+// worker was not given. Notices of it are terminated after MaxDeliveries.
+var ErrUnknownAggregateType = errors.New("snapshotter: unknown aggregate type")
+
+// Type is an aggregate type the worker snapshots. Build one with [For].
+type Type struct {
+	name          string
+	schemaVersion int
+	policy        Policy
+	build         func(w *Worker) (rebuilder, error)
+}
+
+// Name returns the aggregate type name.
+func (t Type) Name() string { return t.name }
+
+// Policy returns the type's snapshot policy.
+func (t Type) Policy() Policy { return t.policy }
+
+// WithPolicy returns t with another policy (e.g. one parsed from flags).
+func (t Type) WithPolicy(p Policy) Type {
+	t.policy = p
+	return t
+}
+
+// rebuilder loads one aggregate (snapshot + tail) and stores its snapshot
+// at the head.
+type rebuilder interface {
+	rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error)
+	close(ctx context.Context) error
+}
+
+type repoRebuilder[T any, PT eventsource.AggregatePtr[T]] struct {
+	repo *eventsource.Repository[T, PT]
+}
+
+func (r *repoRebuilder[T, PT]) rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error) {
+	a, err := r.repo.Load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return r.repo.CreateSnapshot(ctx, a)
+}
+
+func (r *repoRebuilder[T, PT]) close(ctx context.Context) error { return r.repo.Close(ctx) }
+
+// For returns the worker's description of aggregate type T, whose events
+// reg decodes, snapshotted by p. The worker rebuilds T exactly as the
+// application's repository loads it (latest snapshot of T's schema version
+// plus the events after it) and stores a snapshot at the head.
+func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Policy) Type {
+	probe := PT(new(T))
+	return Type{
+		name:          probe.AggregateType(),
+		schemaVersion: probe.SchemaVersion(),
+		policy:        p,
+		build: func(w *Worker) (rebuilder, error) {
+			repo, err := eventsource.NewRepository[T, PT](w.cfg.Events, reg,
+				eventsource.WithSnapshotStore(w.cfg.Snapshots),
+				eventsource.WithSnapshotMode(eventsource.ModeManual),
+				eventsource.WithLogger(w.log),
+				eventsource.WithTracerProvider(w.cfg.TracerProvider),
+				eventsource.WithMeterProvider(w.cfg.MeterProvider),
+			)
+			if err != nil {
+				return nil, err
+			}
+			return &repoRebuilder[T, PT]{repo: repo}, nil
+		},
+	}
+}
+
+type target struct {
+	name          string
+	schemaVersion int
+	spec          Policy
+	policy        policy.Policy
+	rb            rebuilder
+}
+
+// Worker consumes "events appended" notices and keeps snapshots current.
+// Many replicas share one durable consumer; each processes its share. A
+// Worker is safe for concurrent use; Run may be called once.
+type Worker struct {
+	cfg     Config
+	log     *slog.Logger
+	tracer  trace.Tracer
+	targets map[string]*target
+	lister  eventsource.AggregateLister
+	m       workerMetrics
+
+	ready   atomic.Bool
+	running atomic.Bool
+	closeMu sync.Mutex
+	closed  bool
+}
+
+type workerMetrics struct {
+	written   metric.Int64Counter
+	decisions metric.Int64Counter
+	rebuild   metric.Float64Histogram
+	lag       metric.Float64Histogram
+	swept     metric.Int64Counter
+}
+
+// New validates cfg and returns a worker for the given aggregate types. It
+// does no I/O.
+func New(cfg Config, types ...Type) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(types) == 0 {
+		return nil, invalid("no aggregate types: pass snapshotter.For[YourAggregate](registry, policy)")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = otel.GetMeterProvider()
+	}
+	w := &Worker{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		tracer:  cfg.TracerProvider.Tracer(InstrumentationName),
+		targets: map[string]*target{},
+	}
+	if l, ok := cfg.Snapshots.(eventsource.AggregateLister); ok {
+		w.lister = l
+	} else if l, ok := cfg.Events.(eventsource.AggregateLister); ok {
+		w.lister = l
+	}
+	if err := w.initMetrics(); err != nil {
+		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
+	}
+	policies := map[string]Policy{}
+	for _, t := range types {
+		if t.build == nil {
+			return nil, invalid("a Type must be built with snapshotter.For")
+		}
+		if _, dup := w.targets[t.name]; dup {
+			return nil, invalid("aggregate type %s given twice", t.name)
+		}
+		if err := natsnotice.ValidateAggregateType(t.name); err != nil {
+			return nil, invalid("%v", err)
+		}
+		if err := t.policy.Validate(); err != nil {
+			return nil, fmt.Errorf("policy for %s: %w", t.name, err)
+		}
+		rb, err := t.build(w)
+		if err != nil {
+			return nil, fmt.Errorf("snapshotter: %s: %w", t.name, err)
+		}
+		w.targets[t.name] = &target{name: t.name, schemaVersion: t.schemaVersion, spec: t.policy, policy: t.policy.build(), rb: rb}
+		policies[t.name] = t.policy
+	}
+	w.log.Debug("snapshotter configured", "policies", formatPolicies(policies))
+	return w, nil
+}
+
+func (w *Worker) initMetrics() error {
+	m := w.cfg.MeterProvider.Meter(InstrumentationName)
+	var err error
+	if w.m.written, err = m.Int64Counter("evsnap.worker.snapshots.written",
+		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots the worker stored, by source (notice, sweep, rebuild).")); err != nil {
+		return err
+	}
+	if w.m.decisions, err = m.Int64Counter("evsnap.worker.decisions",
+		metric.WithUnit("{aggregate}"), metric.WithDescription("Policy decisions on coalesced notices: due, not_due, newer_schema.")); err != nil {
+		return err
+	}
+	if w.m.rebuild, err = m.Float64Histogram("evsnap.worker.rebuild.duration",
+		metric.WithUnit("s"), metric.WithDescription("Time to load an aggregate and store its snapshot.")); err != nil {
+		return err
+	}
+	if w.m.lag, err = m.Float64Histogram("evsnap.worker.snapshot.lag",
+		metric.WithUnit("s"), metric.WithDescription("Time from the commit of the oldest coalesced save to its snapshot being stored.")); err != nil {
+		return err
+	}
+	if w.m.swept, err = m.Int64Counter("evsnap.worker.sweep.aggregates",
+		metric.WithUnit("{aggregate}"), metric.WithDescription("Aggregates the reconciliation sweep found behind and snapshotted.")); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Types returns the aggregate type names the worker handles.
+func (w *Worker) Types() []string {
+	out := make([]string, 0, len(w.targets))
+	for n := range w.targets {
+		out = append(out, n)
+	}
+	return out
+}
+
+var (
+	attrType     = attribute.Key("evsnap.aggregate.type")
+	attrID       = attribute.Key("evsnap.aggregate.id")
+	attrSource   = attribute.Key("source")
+	attrDecision = attribute.Key("decision")
+)
+
+// Sources of snapshots, the "source" attribute of evsnap.worker.snapshots.written.
+const (
+	SourceNotice  = "notice"
+	SourceSweep   = "sweep"
+	SourceRebuild = "rebuild"
+)
+
+// Run consumes notices until ctx ends, then drains: it stops pulling,
+// finishes and settles what it already holds, and returns nil. It binds
+// (creating or updating) the durable consumer first, retrying with backoff
+// while NATS or the stream is unavailable, and rebinds after failures. The
+// reconciliation sweep runs alongside when configured. Run closes the
+// worker when it returns.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("snapshotter: Run called twice")
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = w.Close(cctx)
+	}()
+	var wg sync.WaitGroup
+	if w.cfg.SweepInterval > 0 {
+		if w.lister == nil {
+			w.log.Warn("reconciliation sweep disabled: neither store can list aggregates (eventsource.AggregateLister)")
+		} else {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.sweepLoop(ctx)
+			}()
+		}
+	}
+	defer wg.Wait()
+	if w.cfg.JetStream == nil {
+		w.log.Info("no JetStream configured; only sweeping")
+		w.ready.Store(true)
+		<-ctx.Done()
+		w.ready.Store(false)
+		return nil
+	}
+	loop, err := consumer.New(consumer.Config{
+		BatchSize:       w.cfg.BatchSize,
+		Concurrency:     w.cfg.Concurrency,
+		Linger:          w.cfg.Linger,
+		MaxDeliveries:   w.cfg.MaxDeliveries,
+		InProgressEvery: w.cfg.AckWait / 3,
+		DrainTimeout:    w.cfg.DrainTimeout,
+		Permanent:       permanent,
+		SubjectPrefix:   w.cfg.SubjectPrefix,
+		Logger:          w.log,
+		Meter:           w.cfg.MeterProvider.Meter(InstrumentationName),
+	}, w.handle)
+	if err != nil {
+		return err
+	}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 250 * time.Millisecond
+	bo.MaxInterval = 10 * time.Second
+	bo.MaxElapsedTime = 0
+	for ctx.Err() == nil {
+		cons, err := w.bindConsumer(ctx)
+		if err == nil {
+			w.ready.Store(true)
+			w.log.Info("consuming notices", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer)
+			err = loop.Run(ctx, cons)
+			w.ready.Store(false)
+			if ctx.Err() != nil {
+				break // drained
+			}
+			if err == nil {
+				err = errors.New("message iterator closed")
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wait := bo.NextBackOff()
+		w.log.Warn("notices unavailable; retrying", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer, "retry_in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+// ConsumerConfig returns the durable consumer's configuration.
+func (w *Worker) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       w.cfg.Consumer,
+		Description:   "evsnap snapshotter workers (shared by every replica)",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxDeliver:    w.cfg.MaxDeliveries + 5, // backstop; the worker terminates at MaxDeliveries
+		FilterSubject: w.cfg.SubjectPrefix + ".>",
+		MaxAckPending: max(1000, 4*w.cfg.BatchSize*w.cfg.Concurrency),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+func (w *Worker) bindConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cons, err := w.cfg.JetStream.CreateOrUpdateConsumer(cctx, w.cfg.Stream, w.ConsumerConfig())
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("stream %s does not exist: run `snapshotter migrate` (natsnotice.EnsureStream): %w", w.cfg.Stream, err)
+		}
+		return nil, fmt.Errorf("bind consumer %s on stream %s: %w", w.cfg.Consumer, w.cfg.Stream, err)
+	}
+	return cons, nil
+}
+
+func permanent(err error) bool {
+	return eventsource.IsPermanent(err) ||
+		errors.Is(err, ErrUnknownAggregateType) ||
+		errors.Is(err, eventsource.ErrAggregateNotFound) ||
+		errors.Is(err, natsnotice.ErrMalformed)
+}
+
+// handle processes one aggregate's coalesced notices.
+func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
+	t := w.targets[g.AggregateType]
+	if t == nil {
+		return fmt.Errorf("%w %q (this worker knows %v)", ErrUnknownAggregateType, g.AggregateType, w.Types())
+	}
+	ctx, span := w.tracer.Start(ctx, "snapshotter.Process", trace.WithLinks(g.Links...),
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attrType.String(g.AggregateType), attrID.String(g.AggregateID.String()),
+			attribute.Int64("evsnap.notice.head_hint", g.HeadHint), attribute.Int("evsnap.notice.coalesced", g.Size())))
+	defer span.End()
+	written, err := w.process(ctx, t, g.AggregateID, g.HeadHint, g.EventTypes, SourceNotice)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
+	if written {
+		w.m.lag.Record(ctx, time.Since(g.FirstCommit).Seconds(), metric.WithAttributes(attrType.String(t.name)))
+	}
+	return nil
+}
+
+// process decides by the policy and, when due, rebuilds and stores the
+// snapshot. headHint 0 means "ask the store".
+func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, headHint int64, appended []string, source string) (bool, error) {
+	snap, err := w.cfg.Snapshots.GetSnapshot(ctx, t.name, id)
+	if err != nil {
+		return false, fmt.Errorf("read snapshot of %s %s: %w", t.name, id, err)
+	}
+	var snapVersion int64
+	if snap != nil {
+		switch {
+		case snap.SchemaVersion > t.schemaVersion:
+			// A newer deploy owns this aggregate's snapshots; ours would be
+			// refused by the store anyway.
+			w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("newer_schema")))
+			return false, nil
+		case snap.SchemaVersion == t.schemaVersion:
+			snapVersion = snap.Version
+		}
+	}
+	if headHint == 0 {
+		if headHint, err = w.cfg.Events.StreamVersion(ctx, t.name, id); err != nil {
+			return false, fmt.Errorf("read head of %s %s: %w", t.name, id, err)
+		}
+	}
+	in := policy.Input{AggregateType: t.name, HeadVersion: headHint, SnapshotVersion: snapVersion, Appended: appended}
+	if !t.policy.Due(in) {
+		w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("not_due")))
+		return false, nil
+	}
+	w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("due")))
+	return w.rebuild(ctx, t, id, source)
+}
+
+func (w *Worker) rebuild(ctx context.Context, t *target, id uuid.UUID, source string) (bool, error) {
+	start := time.Now()
+	s, err := t.rb.rebuild(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	w.m.rebuild.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrType.String(t.name)))
+	w.m.written.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrSource.String(source)))
+	w.log.Debug("snapshot stored", eventsource.LogKeyAggregateType, t.name, eventsource.LogKeyAggregateID, id,
+		eventsource.LogKeyVersion, s.Version, "source", source)
+	return true, nil
+}
+
+// SnapshotAggregate snapshots one aggregate at its head now, whatever the
+// policy says, and returns the snapshot. Use it for repairs.
+func (w *Worker) SnapshotAggregate(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
+	t := w.targets[typ]
+	if t == nil {
+		return nil, fmt.Errorf("%w %q (this worker knows %v)", ErrUnknownAggregateType, typ, w.Types())
+	}
+	s, err := t.rb.rebuild(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	w.m.written.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrSource.String(SourceRebuild)))
+	return s, nil
+}
+
+// Ready reports whether the worker is consuming notices (or, without
+// JetStream, running).
+func (w *Worker) Ready() bool { return w.ready.Load() }
+
+// HealthHandler serves /healthz (the process is alive: always 200) and
+// /readyz (200 while consuming, 503 otherwise).
+func (w *Worker) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = rw.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !w.Ready() {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = rw.Write([]byte("not ready: not consuming notices\n"))
+			return
+		}
+		_, _ = rw.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// Close releases the per-type repositories. Run calls it; call it yourself
+// when you only used the admin methods. It is idempotent.
+func (w *Worker) Close(ctx context.Context) error {
+	w.closeMu.Lock()
+	defer w.closeMu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	var errs []error
+	for _, t := range w.targets {
+		if err := t.rb.close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
