@@ -107,7 +107,9 @@ func (e *DuplicateEventIDError) Error() string {
 }
 
 // Is makes the error match eventsource.ErrInvalidArgument.
-func (e *DuplicateEventIDError) Is(target error) bool { return target == eventsource.ErrInvalidArgument }
+func (e *DuplicateEventIDError) Is(target error) bool {
+	return target == eventsource.ErrInvalidArgument
+}
 
 // ReadEvents implements [eventsource.EventStore]. It copies only the events
 // after `after`, a window at a time, holding the read lock only while
