@@ -183,22 +183,35 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 	if err != nil {
 		return fmt.Errorf("consumer: start pulling: %w", err)
 	}
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		<-ctx.Done()
-		it.Drain()
-	}()
-	defer func() {
-		it.Stop()
-		<-stopped
-	}()
-
 	// Processing continues after ctx ends, for the drain; it gets its own
 	// context, cancelled only when the drain runs out of time.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	var drainTimer *time.Timer
+	stopped := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-finished:
+			return
+		}
+		it.Drain()
+		t := time.NewTimer(l.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			l.cfg.Logger.Warn("drain timed out; cancelling in-flight work (unacked notices are redelivered)", "drain_timeout", l.cfg.DrainTimeout)
+			cancelWork()
+		case <-finished:
+		}
+	}()
+	defer func() {
+		close(finished)
+		it.Stop()
+		<-stopped
+	}()
+
 	for {
 		first, err := it.Next()
 		if err != nil {
@@ -209,10 +222,6 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 				return nil
 			}
 			return fmt.Errorf("consumer: next message: %w", err)
-		}
-		if ctx.Err() != nil && drainTimer == nil {
-			drainTimer = time.AfterFunc(l.cfg.DrainTimeout, cancelWork)
-			defer drainTimer.Stop()
 		}
 		batch := l.collect(it, first)
 		l.process(work, batch)

@@ -1,0 +1,438 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/evsnap/evsnap/lib/snapshotter"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	errUsage = errors.New("usage")
+	errHelp  = errors.New("help")
+)
+
+const usage = `snapshotter keeps evsnap snapshots current and administers them.
+
+Usage:
+  snapshotter run       [flags]   consume notices and write snapshots
+  snapshotter migrate   [flags]   create or upgrade the tables and the JetStream stream
+  snapshotter rebuild   --type T [--id ID] [flags]   regenerate snapshots, rate-limited
+  snapshotter prune     --type T --schema-below N    delete snapshots of old schema versions
+  snapshotter stats     --type T [--top N]           snapshot coverage of a type
+
+Run 'snapshotter <command> -h' for a command's flags. Every flag can also be
+set by the EVSNAP_* environment variable shown in its help; flags win.
+`
+
+// commands lists the subcommands and the flag sets they accept.
+var commands = map[string]func(*options) *flag.FlagSet{
+	"run":     runFlags,
+	"migrate": migrateFlags,
+	"rebuild": rebuildFlags,
+	"prune":   pruneFlags,
+	"stats":   statsFlags,
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return fmt.Errorf("%w: no command given", errUsage)
+		}
+		return errHelp
+	}
+	name := args[0]
+	mk, ok := commands[name]
+	if !ok {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: unknown command %q", errUsage, name)
+	}
+	o := &options{stdout: stdout, stderr: stderr}
+	fs := mk(o)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return fmt.Errorf("%w: %s: %v", errUsage, name, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: %s: unexpected arguments %q", errUsage, name, fs.Args())
+	}
+	if err := o.finish(); err != nil {
+		return fmt.Errorf("%w: %s: %v", errUsage, name, err)
+	}
+	switch name {
+	case "run":
+		return o.run(ctx)
+	case "migrate":
+		return o.migrate(ctx)
+	case "rebuild":
+		return o.rebuild(ctx)
+	case "prune":
+		return o.prune(ctx)
+	default:
+		return o.stats(ctx)
+	}
+}
+
+// options holds every flag of every command; each command registers the
+// ones it uses.
+type options struct {
+	stdout, stderr io.Writer
+
+	postgresURL string
+	sqlitePath  string
+	nats        natsconn.Options
+	stream      string
+	consumer    string
+	prefix      string
+	logFormat   string
+	logLevel    string
+
+	// run
+	concurrency   int
+	batchSize     int
+	linger        time.Duration
+	ackWait       time.Duration
+	maxDeliveries int
+	policies      policyFlag
+	sweepInterval time.Duration
+	sweepRate     float64
+	sweepBatch    int
+	drainTimeout  time.Duration
+	metricsAddr   string
+
+	// migrate
+	replicas  int
+	dupWindow time.Duration
+
+	// rebuild, prune, stats
+	typ         string
+	id          string
+	rate        float64
+	schemaBelow int
+	top         int
+
+	logger *slog.Logger
+}
+
+// envOr returns the environment variable's value, or def.
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// flagEnv registers a string flag defaulting to an env var.
+func flagEnv(fs *flag.FlagSet, p *string, name, env, def, help string) {
+	fs.StringVar(p, name, envOr(env, def), help+" (env "+env+")")
+}
+
+// envErrs collects env values that do not parse; finish reports them.
+var envErrs []error
+
+func envInt(name string, def int) int {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("env %s=%q: want a whole number", name, v))
+		return def
+	}
+	return n
+}
+
+func envFloat(name string, def float64) float64 {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("env %s=%q: want a number", name, v))
+		return def
+	}
+	return n
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("env %s=%q: want a duration such as 30s", name, v))
+		return def
+	}
+	return d
+}
+
+func commonFlags(o *options, name string) *flag.FlagSet {
+	envErrs = nil
+	fs := flag.NewFlagSet("snapshotter "+name, flag.ContinueOnError)
+	flagEnv(fs, &o.postgresURL, "postgres-url", "EVSNAP_POSTGRES_URL", "", "PostgreSQL URL; empty uses SQLite")
+	flagEnv(fs, &o.sqlitePath, "sqlite-path", "EVSNAP_SQLITE_PATH", backend.DefaultSQLitePath, "SQLite database file when no PostgreSQL URL is set")
+	flagEnv(fs, &o.logFormat, "log-format", "EVSNAP_LOG_FORMAT", "json", "log format: json or text")
+	flagEnv(fs, &o.logLevel, "log-level", "EVSNAP_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	return fs
+}
+
+func natsFlags(fs *flag.FlagSet, o *options) {
+	flagEnv(fs, &o.nats.URL, "nats-url", "EVSNAP_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	flagEnv(fs, &o.nats.CredsFile, "nats-creds", "EVSNAP_NATS_CREDS", "", "NATS credentials (JWT + NKey) file")
+	flagEnv(fs, &o.nats.NKeySeedFile, "nats-nkey", "EVSNAP_NATS_NKEY", "", "NATS NKey seed file")
+	flagEnv(fs, &o.nats.User, "nats-user", "EVSNAP_NATS_USER", "", "NATS user")
+	flagEnv(fs, &o.nats.Password, "nats-password", "EVSNAP_NATS_PASSWORD", "", "NATS password (prefer the env var)")
+	flagEnv(fs, &o.nats.Token, "nats-token", "EVSNAP_NATS_TOKEN", "", "NATS token (prefer the env var)")
+	flagEnv(fs, &o.nats.CAFile, "nats-ca", "EVSNAP_NATS_CA", "", "CA certificate file to verify the NATS server")
+	flagEnv(fs, &o.nats.CertFile, "nats-cert", "EVSNAP_NATS_CERT", "", "client certificate file (mutual TLS)")
+	flagEnv(fs, &o.nats.KeyFile, "nats-key", "EVSNAP_NATS_KEY", "", "client key file (mutual TLS)")
+	flagEnv(fs, &o.stream, "stream", "EVSNAP_STREAM", natsnotice.DefaultStream, "JetStream stream of notices")
+	flagEnv(fs, &o.prefix, "subject-prefix", "EVSNAP_SUBJECT_PREFIX", natsnotice.DefaultSubjectPrefix, "notice subject prefix")
+}
+
+func runFlags(o *options) *flag.FlagSet {
+	fs := commonFlags(o, "run")
+	natsFlags(fs, o)
+	d := snapshotter.DefaultConfig()
+	flagEnv(fs, &o.consumer, "consumer", "EVSNAP_CONSUMER", d.Consumer, "durable consumer shared by every replica")
+	fs.IntVar(&o.concurrency, "concurrency", envInt("EVSNAP_CONCURRENCY", d.Concurrency), "aggregates rebuilt at once per replica (env EVSNAP_CONCURRENCY)")
+	fs.IntVar(&o.batchSize, "batch-size", envInt("EVSNAP_BATCH_SIZE", d.BatchSize), "notices per fetch (env EVSNAP_BATCH_SIZE)")
+	fs.DurationVar(&o.linger, "linger", envDuration("EVSNAP_LINGER", d.Linger), "how long a batch waits to fill (env EVSNAP_LINGER)")
+	fs.DurationVar(&o.ackWait, "ack-wait", envDuration("EVSNAP_ACK_WAIT", d.AckWait), "JetStream ack wait (env EVSNAP_ACK_WAIT)")
+	fs.IntVar(&o.maxDeliveries, "max-deliveries", envInt("EVSNAP_MAX_DELIVERIES", d.MaxDeliveries), "deliveries before a notice that can never succeed is terminated (env EVSNAP_MAX_DELIVERIES)")
+	o.policies = policyFlag{}
+	if v := os.Getenv("EVSNAP_POLICY"); v != "" {
+		if err := o.policies.Set(v); err != nil {
+			envErrs = append(envErrs, fmt.Errorf("env EVSNAP_POLICY: %w", err))
+		}
+		o.policies.fromEnv = true
+	}
+	fs.Var(&o.policies, "policy", "per-type policy Type=threshold:N[,milestones:A|B], repeatable or ';'-separated (env EVSNAP_POLICY; default Account=threshold:100;Order=threshold:100,milestones:OrderPaid|OrderShipped)")
+	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("EVSNAP_SWEEP_INTERVAL", d.SweepInterval), "reconciliation sweep period; 0 disables (env EVSNAP_SWEEP_INTERVAL)")
+	fs.Float64Var(&o.sweepRate, "sweep-rate", envFloat("EVSNAP_SWEEP_RATE", d.SweepRate), "sweep rebuilds per second at most (env EVSNAP_SWEEP_RATE)")
+	fs.IntVar(&o.sweepBatch, "sweep-batch", envInt("EVSNAP_SWEEP_BATCH", d.SweepBatch), "aggregates per type per sweep at most (env EVSNAP_SWEEP_BATCH)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", envDuration("EVSNAP_DRAIN_TIMEOUT", d.DrainTimeout), "how long SIGTERM may take to finish in-flight work (env EVSNAP_DRAIN_TIMEOUT)")
+	flagEnv(fs, &o.metricsAddr, "metrics-addr", "EVSNAP_METRICS_ADDR", ":9090", "address serving /healthz, /readyz and /metrics; empty disables")
+	return fs
+}
+
+func migrateFlags(o *options) *flag.FlagSet {
+	fs := commonFlags(o, "migrate")
+	natsFlags(fs, o)
+	fs.IntVar(&o.replicas, "stream-replicas", envInt("EVSNAP_STREAM_REPLICAS", 1), "stream replicas (3 on a 3-node cluster) (env EVSNAP_STREAM_REPLICAS)")
+	fs.DurationVar(&o.dupWindow, "duplicate-window", envDuration("EVSNAP_DUPLICATE_WINDOW", 2*time.Minute), "stream duplicate window (env EVSNAP_DUPLICATE_WINDOW)")
+	return fs
+}
+
+func typeFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.typ, "type", "", "aggregate type: "+strings.Join(knownTypes(), " or "))
+}
+
+func rebuildFlags(o *options) *flag.FlagSet {
+	fs := commonFlags(o, "rebuild")
+	typeFlags(fs, o)
+	fs.StringVar(&o.id, "id", "", "rebuild only this aggregate id")
+	fs.Float64Var(&o.rate, "rate", envFloat("EVSNAP_REBUILD_RATE", 100), "rebuilds per second at most (env EVSNAP_REBUILD_RATE)")
+	return fs
+}
+
+func pruneFlags(o *options) *flag.FlagSet {
+	fs := commonFlags(o, "prune")
+	typeFlags(fs, o)
+	fs.IntVar(&o.schemaBelow, "schema-below", 0, "delete snapshots with a schema version below N (required, >= 1)")
+	return fs
+}
+
+func statsFlags(o *options) *flag.FlagSet {
+	fs := commonFlags(o, "stats")
+	typeFlags(fs, o)
+	fs.IntVar(&o.top, "top", 10, "how many of the stalest aggregates to list")
+	return fs
+}
+
+// policyFlag collects Type=spec policies.
+type policyFlag struct {
+	m       map[string]snapshotter.Policy
+	fromEnv bool
+}
+
+func (p *policyFlag) String() string {
+	if p == nil || len(p.m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(p.m))
+	for k := range p.m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + p.m[k].String()
+	}
+	return strings.Join(parts, ";")
+}
+
+func (p *policyFlag) Set(s string) error {
+	if p.fromEnv { // flags replace the env var's policies
+		p.m, p.fromEnv = nil, false
+	}
+	parsed, err := snapshotter.ParsePolicies(s)
+	if err != nil {
+		return err
+	}
+	if p.m == nil {
+		p.m = map[string]snapshotter.Policy{}
+	}
+	for k, v := range parsed {
+		p.m[k] = v
+	}
+	return nil
+}
+
+func knownTypes() []string { return []string{exampledomain.AccountType, exampledomain.OrderType} }
+
+func (o *options) finish() error {
+	if len(envErrs) > 0 {
+		return errors.Join(envErrs...)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "json":
+		o.logger = slog.New(slog.NewJSONHandler(o.stderr, hopts))
+	case "text":
+		o.logger = slog.New(slog.NewTextHandler(o.stderr, hopts))
+	default:
+		return fmt.Errorf("--log-format %q: want json or text", o.logFormat)
+	}
+	o.nats.Logger = o.logger
+	o.nats.Name = "evsnap-snapshotter"
+	for t := range o.policies.m {
+		if !contains(knownTypes(), t) {
+			return fmt.Errorf("--policy for unknown aggregate type %q (known: %s)", t, strings.Join(knownTypes(), ", "))
+		}
+	}
+	if o.typ != "" && !contains(knownTypes(), o.typ) {
+		return fmt.Errorf("--type %q: unknown aggregate type (known: %s)", o.typ, strings.Join(knownTypes(), ", "))
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *options) openBackend(ctx context.Context) (*backend.Backend, error) {
+	b, err := backend.Open(ctx, backend.Options{PostgresURL: o.postgresURL, SQLitePath: o.sqlitePath, Logger: o.logger})
+	if err != nil {
+		return nil, err
+	}
+	o.logger.Debug("store opened", "backend", b.String())
+	return b, nil
+}
+
+func (o *options) connectNATS(ctx context.Context) (*nats.Conn, jetstream.JetStream, error) {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	nc, err := natsconn.Connect(cctx, o.nats)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// worker builds the worker for the example domain with the configured
+// policies (defaults: threshold 100; Order also on its milestones).
+func (o *options) worker(b *backend.Backend, js jetstream.JetStream, tel *telemetry) (*snapshotter.Worker, error) {
+	cfg := snapshotter.DefaultConfig()
+	cfg.Events, cfg.Snapshots, cfg.JetStream = b, b, js
+	if o.stream != "" {
+		cfg.Stream = o.stream
+	}
+	if o.prefix != "" {
+		cfg.SubjectPrefix = o.prefix
+	}
+	if o.consumer != "" {
+		cfg.Consumer = o.consumer
+	}
+	if o.concurrency != 0 {
+		cfg.Concurrency = o.concurrency
+		cfg.BatchSize = o.batchSize
+		cfg.Linger = o.linger
+		cfg.AckWait = o.ackWait
+		cfg.MaxDeliveries = o.maxDeliveries
+		cfg.SweepInterval = o.sweepInterval
+		cfg.SweepRate = o.sweepRate
+		cfg.SweepBatch = o.sweepBatch
+		cfg.DrainTimeout = o.drainTimeout
+	}
+	cfg.Logger = o.logger
+	if tel != nil {
+		cfg.MeterProvider = tel.meterProvider
+		cfg.TracerProvider = tel.tracerProvider
+	}
+	reg := exampledomain.NewRegistry()
+	account := snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy())
+	order := snapshotter.For[exampledomain.Order](reg, snapshotter.Policy{Threshold: 100, Milestones: exampledomain.OrderMilestones})
+	if p, ok := o.policies.m[exampledomain.AccountType]; ok {
+		account = account.WithPolicy(p)
+	}
+	if p, ok := o.policies.m[exampledomain.OrderType]; ok {
+		order = order.WithPolicy(p)
+	}
+	return snapshotter.New(cfg, account, order)
+}
+
+func (o *options) requireType() error {
+	if o.typ == "" {
+		return fmt.Errorf("%w: --type is required (%s)", errUsage, strings.Join(knownTypes(), " or "))
+	}
+	return nil
+}
+
+func (o *options) parseID() (uuid.UUID, error) {
+	if o.id == "" {
+		return uuid.Nil, nil
+	}
+	id, err := uuid.Parse(o.id)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("%w: --id %q is not a UUID", errUsage, o.id)
+	}
+	return id, nil
+}

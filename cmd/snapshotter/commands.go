@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/evsnap/evsnap/lib/snapshotter"
+)
+
+func (o *options) run(ctx context.Context) error {
+	tel, err := newTelemetry()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tel.shutdown(context.WithoutCancel(ctx)) }()
+	b, err := o.openBackend(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	nc, js, err := o.connectNATS(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	w, err := o.worker(b, js, tel)
+	if err != nil {
+		return err
+	}
+	var wait func()
+	if o.metricsAddr != "" {
+		hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		addr, waitHTTP, err := serveHTTP(hctx, o.metricsAddr, w.HealthHandler(), tel.registry, o.logger)
+		if err != nil {
+			stop()
+			return err
+		}
+		o.logger.Info("serving /healthz, /readyz and /metrics", "addr", addr)
+		wait = func() { stop(); waitHTTP() }
+	}
+	o.logger.Info("snapshotter starting", "backend", b.String(), "stream", o.stream, "consumer", o.consumer,
+		"concurrency", o.concurrency, "batch_size", o.batchSize)
+	err = w.Run(ctx)
+	if wait != nil {
+		wait()
+	}
+	if err != nil {
+		return err
+	}
+	o.logger.Info("snapshotter stopped cleanly")
+	return nil
+}
+
+func (o *options) migrate(ctx context.Context) error {
+	b, err := o.openBackend(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := b.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrate %s: %w", b.String(), err)
+	}
+	fmt.Fprintf(o.stdout, "tables migrated: %s\n", b.String())
+	nc, js, err := o.connectNATS(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cfg := natsnotice.DefaultStreamConfig()
+	cfg.Name = o.stream
+	cfg.SubjectPrefix = o.prefix
+	cfg.Replicas = o.replicas
+	cfg.Duplicates = o.dupWindow
+	if _, err := natsnotice.EnsureStream(ctx, js, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.stdout, "stream ready: %s (subjects %s.>, replicas %d, duplicate window %v)\n", cfg.Name, cfg.SubjectPrefix, cfg.Replicas, cfg.Duplicates)
+	return nil
+}
+
+func (o *options) adminWorker(ctx context.Context) (*snapshotter.Worker, func(), error) {
+	if err := o.requireType(); err != nil {
+		return nil, nil, err
+	}
+	b, err := o.openBackend(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := o.worker(b, nil, nil)
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return w, func() { _ = w.Close(context.WithoutCancel(ctx)); b.Close() }, nil
+}
+
+func (o *options) rebuild(ctx context.Context) error {
+	id, err := o.parseID()
+	if err != nil {
+		return err
+	}
+	w, done, err := o.adminWorker(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	start := time.Now()
+	last := time.Time{}
+	res, err := w.Rebuild(ctx, o.typ, snapshotter.RebuildOptions{ID: id, Rate: o.rate, Progress: func(n, failed, total int) {
+		if time.Since(last) < time.Second && n+failed != total {
+			return
+		}
+		last = time.Now()
+		if total > 0 {
+			fmt.Fprintf(o.stdout, "\rrebuilt %d/%d %s (%d failed, %.0f/s)", n, total, o.typ, failed, float64(n+failed)/time.Since(start).Seconds())
+		} else {
+			fmt.Fprintf(o.stdout, "\rrebuilt %d %s (%d failed)", n, o.typ, failed)
+		}
+	}})
+	fmt.Fprintf(o.stdout, "\nrebuilt %d %s snapshots in %v, %d failed\n", res.Rebuilt, o.typ, time.Since(start).Round(time.Millisecond), res.Failed)
+	for _, e := range res.Errors {
+		fmt.Fprintln(o.stdout, "  failed:", e)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Failed > 0 {
+		return fmt.Errorf("%d of %d rebuilds failed", res.Failed, res.Failed+res.Rebuilt)
+	}
+	return nil
+}
+
+func (o *options) prune(ctx context.Context) error {
+	if o.schemaBelow < 1 {
+		return fmt.Errorf("%w: --schema-below N is required and must be at least 1", errUsage)
+	}
+	w, done, err := o.adminWorker(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	n, err := w.Prune(ctx, o.typ, o.schemaBelow)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.stdout, "deleted %d %s snapshots with schema version below %d\n", n, o.typ, o.schemaBelow)
+	return nil
+}
+
+func (o *options) stats(ctx context.Context) error {
+	if o.top < 0 {
+		return fmt.Errorf("%w: --top must not be negative", errUsage)
+	}
+	w, done, err := o.adminWorker(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	st, err := w.Stats(ctx, o.typ, o.top)
+	if errors.Is(err, snapshotter.ErrCannotList) {
+		return fmt.Errorf("stats: %w", err)
+	}
+	if err != nil {
+		return err
+	}
+	out := o.stdout
+	fmt.Fprintf(out, "%s: %d aggregates, %d snapshots (%d of another schema version)\n\n", st.AggregateType, st.Aggregates, st.Snapshots, st.SnapshotsOtherSchema)
+	d := st.EventsBehind
+	fmt.Fprintf(out, "events behind the head: min %d  p50 %d  p90 %d  p99 %d  max %d  mean %.1f\n\n", d.Min, d.P50, d.P90, d.P99, d.Max, d.Mean)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "events behind\taggregates\t")
+	for i, label := range snapshotter.BucketLabels {
+		fmt.Fprintf(tw, "%s\t%d\t\n", label, d.Buckets[i])
+	}
+	_ = tw.Flush()
+	if len(st.Stalest) > 0 {
+		fmt.Fprintf(out, "\nstalest %d:\n", len(st.Stalest))
+		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "aggregate id\thead\tsnapshot\tbehind")
+		for _, a := range st.Stalest {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", a.AggregateID, a.HeadVersion, a.SnapshotVersion, a.Behind())
+		}
+		_ = tw.Flush()
+	}
+	return nil
+}

@@ -1,0 +1,652 @@
+package snapshotter_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/memstore"
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/evsnap/evsnap/lib/snapshotter"
+	"github.com/evsnap/evsnap/lib/storetest"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// recordingStore wraps a real snapshot store and checks, write by write,
+// that no aggregate's stored snapshot ever goes backwards. It also counts
+// writes and can inject failures.
+type recordingStore struct {
+	storetest.Backend
+	mu          sync.Mutex
+	last        map[uuid.UUID]int64
+	regressions []string
+	writes      atomic.Int64
+	failing     atomic.Bool
+	block       chan struct{}
+}
+
+func newRecordingStore(b storetest.Backend) *recordingStore {
+	return &recordingStore{Backend: b, last: map[uuid.UUID]int64{}}
+}
+
+var errDown = errors.New("injected: database unreachable")
+
+func (r *recordingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot) (bool, error) {
+	if r.failing.Load() {
+		return false, errDown
+	}
+	r.mu.Lock()
+	block := r.block
+	r.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	stored, err := r.Backend.SaveSnapshot(ctx, s)
+	if err != nil || !stored {
+		return stored, err
+	}
+	r.writes.Add(1)
+	cur, gerr := r.Backend.GetSnapshot(ctx, s.AggregateType, s.AggregateID)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gerr == nil && cur != nil {
+		if cur.Version < r.last[s.AggregateID] {
+			r.regressions = append(r.regressions, fmt.Sprintf("%s went from v%d to v%d", s.AggregateID, r.last[s.AggregateID], cur.Version))
+		}
+		r.last[s.AggregateID] = max(r.last[s.AggregateID], cur.Version)
+	}
+	return stored, nil
+}
+
+func (r *recordingStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
+	if r.failing.Load() {
+		return nil, errDown
+	}
+	return r.Backend.GetSnapshot(ctx, typ, id)
+}
+
+func (r *recordingStore) checkNoRegressions(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, msg := range r.regressions {
+		t.Errorf("snapshot went backwards: %s", msg)
+	}
+}
+
+// env is one test's NATS stream, stores, publisher and app repository.
+type env struct {
+	t      *testing.T
+	url    string
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream string
+	prefix string
+	store  *recordingStore
+	pub    *natsnotice.Publisher
+	reg    *eventsource.Registry
+	repo   *eventsource.Repository[exampledomain.Account, *exampledomain.Account]
+	logs   *slog.Logger
+}
+
+func newEnv(t *testing.T, url string, store storetest.Backend, shared bool) *env {
+	t.Helper()
+	e := &env{
+		t:      t,
+		url:    url,
+		stream: natstest.UniqueName(t, "EVSNAP_T"),
+		store:  newRecordingStore(store),
+		reg:    exampledomain.NewRegistry(),
+		logs:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	}
+	e.prefix = "evsnaptest." + e.stream
+	e.nc = natstest.Connect(t, url)
+	e.js = natstest.JetStream(t, e.nc)
+	cfg := natsnotice.DefaultStreamConfig()
+	cfg.Name, cfg.SubjectPrefix = e.stream, e.prefix
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := natsnotice.EnsureStream(ctx, e.js, cfg); err != nil {
+		t.Fatalf("EnsureStream: %v", err)
+	}
+	if shared {
+		// A shared server: delete the stream. Embedded servers vanish with
+		// their temp dir (and may be shut down before cleanups run).
+		natstest.DeleteStreamOnCleanup(t, e.js, e.stream)
+	}
+	pub, err := natsnotice.NewPublisher(e.js, natsnotice.WithSubjectPrefix(e.prefix), natsnotice.WithLogger(e.logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pub = pub
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = pub.Close(ctx)
+	})
+	e.repo, err = eventsource.NewRepository[exampledomain.Account](e.store, e.reg,
+		eventsource.WithSnapshotStore(e.store), eventsource.WithAppendNotifier(pub), eventsource.WithLogger(e.logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.repo.Close(context.Background()) })
+	return e
+}
+
+func (e *env) config(mutate func(*snapshotter.Config)) snapshotter.Config {
+	cfg := snapshotter.DefaultConfig()
+	cfg.Events, cfg.Snapshots, cfg.JetStream = e.store, e.store, e.js
+	cfg.Stream, cfg.SubjectPrefix = e.stream, e.prefix
+	cfg.Consumer = "snapshotter"
+	cfg.SweepInterval = 0
+	cfg.Logger = e.logs
+	cfg.DrainTimeout = 5 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return cfg
+}
+
+func (e *env) worker(threshold int, mutate func(*snapshotter.Config)) *snapshotter.Worker {
+	e.t.Helper()
+	w, err := snapshotter.New(e.config(mutate),
+		snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: threshold}),
+		snapshotter.For[exampledomain.Order](e.reg, snapshotter.Policy{Threshold: threshold, Milestones: exampledomain.OrderMilestones}),
+	)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return w
+}
+
+// start runs w until the returned stop is called (or the test ends), and
+// checks that Run returned nil.
+func (e *env) start(w *snapshotter.Worker) (stop func()) {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					e.t.Errorf("worker Run returned %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				e.t.Errorf("worker did not stop within 30s of cancellation")
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	waitFor(e.t, 10*time.Second, "worker ready", w.Ready)
+	return stop
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// save appends n deposits to account id (opening it first if new).
+func (e *env) save(id uuid.UUID, n int) {
+	e.t.Helper()
+	ctx := context.Background()
+	a, err := e.repo.Load(ctx, id)
+	if errors.Is(err, eventsource.ErrAggregateNotFound) {
+		a = e.repo.New(id)
+		_ = a.Open("worker test", 0)
+		n--
+	} else if err != nil {
+		e.t.Fatalf("load %s: %v", id, err)
+	}
+	for range n {
+		_ = a.Deposit(1)
+	}
+	if err := e.repo.Save(ctx, a); err != nil {
+		e.t.Fatalf("save %s: %v", id, err)
+	}
+}
+
+func (e *env) head(id uuid.UUID) int64 {
+	v, err := e.store.StreamVersion(context.Background(), exampledomain.AccountType, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+func (e *env) snapshotVersion(id uuid.UUID) int64 {
+	s, err := e.store.Backend.GetSnapshot(context.Background(), exampledomain.AccountType, id)
+	if err != nil || s == nil {
+		return 0
+	}
+	return s.Version
+}
+
+// converged reports whether every aggregate's snapshot is within the
+// threshold of its head.
+func (e *env) converged(ids []uuid.UUID, threshold int64) func() bool {
+	return func() bool {
+		for _, id := range ids {
+			if e.head(id)-e.snapshotVersion(id) >= threshold {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func (e *env) consumerIdle(name string) func() bool {
+	return func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := e.js.Consumer(ctx, e.stream, name)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}
+}
+
+func TestSaveNoticeWorkerSnapshotAtHead(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	e.start(e.worker(10, nil))
+	id := uuid.New()
+	e.save(id, 10)
+	waitFor(t, 10*time.Second, "snapshot at v10", func() bool { return e.snapshotVersion(id) == 10 })
+	e.save(id, 5) // not due: 5 < 10 since the snapshot
+	e.save(id, 7) // due: 12 since the snapshot
+	waitFor(t, 10*time.Second, "snapshot at v22", func() bool { return e.snapshotVersion(id) == 22 })
+	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
+	// The snapshot the worker wrote loads like the app's own.
+	a, err := e.repo.Load(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, n := a.LoadedFromSnapshot(); !from || n != 0 || a.State().Balance != 21 {
+		t.Fatalf("load after the worker: fromSnapshot=%v replayed=%d balance=%v", from, n, a.State().Balance)
+	}
+	e.store.checkNoRegressions(t)
+}
+
+func TestMilestoneNoticeSnapshotsOrder(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	e.start(e.worker(100, nil))
+	orders, err := eventsource.NewRepository[exampledomain.Order](e.store, e.reg, eventsource.WithAppendNotifier(e.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orders.Close(context.Background())
+	o := orders.New(uuid.New())
+	_ = o.Place("Grace")
+	_ = o.AddItem("book", 1, 10)
+	if err := orders.Save(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	_ = o.Pay()
+	if err := orders.Save(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "milestone snapshot", func() bool {
+		s, _ := e.store.Backend.GetSnapshot(context.Background(), exampledomain.OrderType, o.ID())
+		return s != nil && s.Version == 3
+	})
+}
+
+func TestTwoWorkersShareTheWork(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	counts := make([]*countingStore, 2)
+	for i := range counts {
+		counts[i] = &countingStore{Backend: e.store}
+		w, err := snapshotter.New(e.config(func(c *snapshotter.Config) {
+			c.Events, c.Snapshots = counts[i], counts[i]
+			c.BatchSize = 8
+		}), snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: 5}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.start(w)
+	}
+	ids := make([]uuid.UUID, 40)
+	for i := range ids {
+		ids[i] = uuid.New()
+	}
+	for round := range 6 {
+		for _, id := range ids {
+			e.save(id, 3+round%3)
+		}
+	}
+	waitFor(t, 20*time.Second, "every aggregate within the threshold", e.converged(ids, 5))
+	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
+	a, b := counts[0].writes.Load(), counts[1].writes.Load()
+	t.Logf("worker writes: %d and %d", a, b)
+	if a == 0 || b == 0 {
+		t.Fatalf("one worker did all the work (%d / %d snapshot writes)", a, b)
+	}
+	e.store.checkNoRegressions(t)
+}
+
+// countingStore counts snapshot writes going through one worker.
+type countingStore struct {
+	storetest.Backend
+	writes atomic.Int64
+}
+
+func (c *countingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot) (bool, error) {
+	ok, err := c.Backend.SaveSnapshot(ctx, s)
+	if ok {
+		c.writes.Add(1)
+	}
+	return ok, err
+}
+
+// A worker stopped mid-batch without acking: JetStream redelivers after
+// the ack wait and another worker converges every aggregate.
+func TestStoppedMidBatchRedelivers(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	block := make(chan struct{})
+	e.store.mu.Lock()
+	e.store.block = block
+	e.store.mu.Unlock()
+	first := e.worker(5, func(c *snapshotter.Config) { c.AckWait = 2 * time.Second; c.DrainTimeout = 100 * time.Millisecond })
+	stop := e.start(first)
+	ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+	for _, id := range ids {
+		e.save(id, 6)
+	}
+	time.Sleep(300 * time.Millisecond) // the worker holds the batch, blocked in the store
+	stop()                             // drain times out: the writes are cancelled, nothing acked
+	for _, id := range ids {
+		if v := e.snapshotVersion(id); v != 0 {
+			t.Fatalf("snapshot written while the store was blocked: v%d", v)
+		}
+	}
+	e.store.mu.Lock()
+	e.store.block = nil
+	e.store.mu.Unlock()
+	close(block)
+	e.start(e.worker(5, func(c *snapshotter.Config) { c.AckWait = 2 * time.Second }))
+	waitFor(t, 20*time.Second, "redelivered notices converge", e.converged(ids, 1))
+	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
+}
+
+// The store failing (a database outage): notices are naked with a delay
+// and retried; once it is back everything converges and no save failed.
+func TestStoreOutageBacksOffThenConverges(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	e.store.failing.Store(true)
+	e.start(e.worker(5, nil))
+	ids := []uuid.UUID{uuid.New(), uuid.New()}
+	for _, id := range ids {
+		e.save(id, 5) // saves go to the events store, which is up
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if e.store.writes.Load() != 0 {
+		t.Fatal("snapshots written during the outage")
+	}
+	e.store.failing.Store(false)
+	waitFor(t, 20*time.Second, "convergence after the outage", e.converged(ids, 1))
+	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
+}
+
+// NATS restarted while saves continue: no save fails, nothing is lost, and
+// every aggregate converges.
+func TestNATSRestartWhileSaving(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	e.start(e.worker(5, nil))
+	ids := make([]uuid.UUID, 10)
+	for i := range ids {
+		ids[i] = uuid.New()
+		e.save(ids[i], 5)
+	}
+	natstest.Shutdown(srv)
+	for _, id := range ids {
+		e.save(id, 5) // must not fail with NATS down
+	}
+	srv = natstest.Restart(t, srv)
+	for _, id := range ids {
+		e.save(id, 5)
+	}
+	waitFor(t, 30*time.Second, "convergence after the NATS restart", e.converged(ids, 5))
+	for _, id := range ids {
+		if h := e.head(id); h != 15 {
+			t.Fatalf("aggregate %s at v%d, want 15: events lost", id, h)
+		}
+	}
+	e.store.checkNoRegressions(t)
+	_ = srv
+}
+
+// Poison notices (malformed JSON, an unknown aggregate type, a subject that
+// disagrees with the body) are terminated after MaxDeliveries and never
+// hold up good notices.
+func TestPoisonNoticesTerminated(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	e.start(e.worker(5, func(c *snapshotter.Config) { c.MaxDeliveries = 2 }))
+	ctx := context.Background()
+	id := uuid.New()
+	pub := func(subject string, data []byte) {
+		if _, err := e.js.Publish(ctx, subject, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub(e.prefix+".Account."+id.String(), []byte(`{"v":1,"aggregate_type":"Account"`))
+	unknown, _ := natsnotice.Notice{Version: 1, AggregateType: "Invoice", AggregateID: id, FirstVersion: 1, LastVersion: 1, CommittedAt: time.Now()}.Encode()
+	pub(e.prefix+".Invoice."+id.String(), unknown)
+	other := uuid.New()
+	mismatch, _ := natsnotice.Notice{Version: 1, AggregateType: "Account", AggregateID: other, FirstVersion: 1, LastVersion: 1, CommittedAt: time.Now()}.Encode()
+	pub(e.prefix+".Account."+id.String(), mismatch)
+	good := uuid.New()
+	e.save(good, 5)
+	waitFor(t, 10*time.Second, "the good notice handled despite the poison", func() bool { return e.snapshotVersion(good) == 5 })
+	waitFor(t, 20*time.Second, "poison notices terminated", e.consumerIdle("snapshotter"))
+}
+
+// A notice for an aggregate whose events cannot be decoded can never
+// succeed: terminated, not retried for ever.
+func TestUndecodableEventsTerminated(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	e.start(e.worker(1, func(c *snapshotter.Config) { c.MaxDeliveries = 2 }))
+	id := uuid.New()
+	_, err := e.store.Append(context.Background(), exampledomain.AccountType, id, 0, []eventsource.NewEvent{{
+		ID: uuid.New(), Type: "AccountClosedForever", Payload: []byte(`{}`), OccurredAt: time.Now().UTC(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pub.Notify(context.Background(), eventsource.Appended{AggregateType: exampledomain.AccountType, AggregateID: id,
+		FirstVersion: 1, LastVersion: 1, EventTypes: []string{"AccountClosedForever"}, CommittedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the notice terminated", e.consumerIdle("snapshotter"))
+	if e.snapshotVersion(id) != 0 {
+		t.Fatal("a snapshot was written for undecodable events")
+	}
+}
+
+// Events committed without any notice (an app crashed before publishing)
+// are found by the reconciliation sweep.
+func TestSweepCatchesLostNotices(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close(context.Background())
+	var ids []uuid.UUID
+	for i := range 12 {
+		a := silent.New(uuid.New())
+		_ = a.Open("lost", 0)
+		for range 10 + i {
+			_ = a.Deposit(1)
+		}
+		if err := silent.Save(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, a.ID())
+	}
+	below := silent.New(uuid.New())
+	_ = below.Open("below threshold", 0)
+	_ = silent.Save(context.Background(), below)
+
+	w := e.worker(10, func(c *snapshotter.Config) { c.SweepRate = 1000 })
+	defer w.Close(context.Background())
+	n, err := w.Sweep(context.Background())
+	if err != nil || n != 12 {
+		t.Fatalf("Sweep = %d, %v; want 12", n, err)
+	}
+	for _, id := range ids {
+		if e.snapshotVersion(id) != e.head(id) {
+			t.Fatalf("aggregate %s not snapshotted at its head", id)
+		}
+	}
+	if e.snapshotVersion(below.ID()) != 0 {
+		t.Fatal("the sweep snapshotted an aggregate below the threshold")
+	}
+	if n, _ := w.Sweep(context.Background()); n != 0 {
+		t.Fatalf("a second sweep snapshotted %d", n)
+	}
+}
+
+// SIGTERM (context cancellation) drains: in-flight work finishes and is
+// acked, and Run returns nil.
+func TestGracefulDrain(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	block := make(chan struct{})
+	e.store.mu.Lock()
+	e.store.block = block
+	e.store.mu.Unlock()
+	stop := e.start(e.worker(5, nil))
+	id := uuid.New()
+	e.save(id, 5)
+	time.Sleep(300 * time.Millisecond) // the worker holds the notice
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		close(block)
+	}()
+	stop() // returns once the in-flight snapshot is stored and acked
+	if v := e.snapshotVersion(id); v != 5 {
+		t.Fatalf("drained snapshot at v%d, want 5", v)
+	}
+	waitFor(t, 5*time.Second, "the drained notice acked", e.consumerIdle("snapshotter"))
+}
+
+func TestRebuildStatsPrune(t *testing.T) {
+	store := memstore.New()
+	reg := exampledomain.NewRegistry()
+	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg)
+	defer repo.Close(context.Background())
+	var ids []uuid.UUID
+	for i := range 5 {
+		a := repo.New(uuid.New())
+		_ = a.Open("x", 0)
+		for range i * 30 {
+			_ = a.Deposit(1)
+		}
+		_ = repo.Save(context.Background(), a)
+		ids = append(ids, a.ID())
+	}
+	cfg := snapshotter.DefaultConfig()
+	cfg.Events, cfg.Snapshots = store, store
+	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	st, err := w.Stats(context.Background(), exampledomain.AccountType, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Aggregates != 5 || st.Snapshots != 0 || st.EventsBehind.Max != 121 || len(st.Stalest) != 2 || st.Stalest[0].HeadVersion != 121 {
+		t.Fatalf("stats before rebuild: %+v", st)
+	}
+	var progress int
+	res, err := w.Rebuild(context.Background(), exampledomain.AccountType, snapshotter.RebuildOptions{Rate: 1000, Progress: func(done, failed, total int) {
+		progress++
+		if total != 5 {
+			t.Errorf("progress total = %d", total)
+		}
+	}})
+	if err != nil || res.Rebuilt != 5 || res.Failed != 0 || progress != 5 {
+		t.Fatalf("Rebuild = %+v, %v (progress calls %d)", res, err, progress)
+	}
+	st, _ = w.Stats(context.Background(), exampledomain.AccountType, 2)
+	if st.Snapshots != 5 || st.EventsBehind.Max != 0 || st.EventsBehind.Buckets[0] != 5 || len(st.Stalest) != 0 {
+		t.Fatalf("stats after rebuild: %+v", st)
+	}
+	one, err := w.Rebuild(context.Background(), exampledomain.AccountType, snapshotter.RebuildOptions{ID: ids[2]})
+	if err != nil || one.Rebuilt != 1 {
+		t.Fatalf("rebuild one: %+v, %v", one, err)
+	}
+	missing, err := w.Rebuild(context.Background(), exampledomain.AccountType, snapshotter.RebuildOptions{ID: uuid.New()})
+	if err != nil || missing.Failed != 1 || !errors.Is(missing.Errors[0], eventsource.ErrAggregateNotFound) {
+		t.Fatalf("rebuild of a missing aggregate: %+v, %v", missing, err)
+	}
+	if _, err := w.Rebuild(context.Background(), "Invoice", snapshotter.RebuildOptions{}); !errors.Is(err, snapshotter.ErrUnknownAggregateType) {
+		t.Fatalf("rebuild of an unknown type: %v", err)
+	}
+	n, err := w.Prune(context.Background(), exampledomain.AccountType, 2)
+	if err != nil || n != 5 {
+		t.Fatalf("Prune = %d, %v", n, err)
+	}
+}
+
+func TestNewRejectsBadInput(t *testing.T) {
+	reg := exampledomain.NewRegistry()
+	store := memstore.New()
+	cfg := snapshotter.DefaultConfig()
+	cfg.Events, cfg.Snapshots = store, store
+	if _, err := snapshotter.New(cfg); !errors.Is(err, snapshotter.ErrInvalidConfig) {
+		t.Fatalf("no types: %v", err)
+	}
+	acc := snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy())
+	if _, err := snapshotter.New(cfg, acc, acc); !errors.Is(err, snapshotter.ErrInvalidConfig) {
+		t.Fatalf("duplicate type: %v", err)
+	}
+	if _, err := snapshotter.New(cfg, acc.WithPolicy(snapshotter.Policy{})); !errors.Is(err, snapshotter.ErrInvalidConfig) {
+		t.Fatalf("empty policy: %v", err)
+	}
+	if _, err := snapshotter.New(cfg, snapshotter.Type{}); !errors.Is(err, snapshotter.ErrInvalidConfig) {
+		t.Fatalf("zero Type: %v", err)
+	}
+}
