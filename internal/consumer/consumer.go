@@ -372,12 +372,11 @@ func (l *Loop) settleFailed(ctx context.Context, msgs []jetstream.Msg, delivered
 	if permanent && delivered >= uint64(l.cfg.MaxDeliveries) {
 		l.cfg.Logger.ErrorContext(ctx, "notice terminated: it can never succeed",
 			"deliveries", delivered, "notices", len(msgs), "error", err)
-		reason := err.Error()
-		if len(reason) > 200 {
-			reason = reason[:200]
-		}
+		// Plain Term, not TermWithReason: servers before 2.10 do not
+		// understand a reason and would leave the message pending. The
+		// reason is in the log line above.
 		for _, m := range msgs {
-			_ = m.TermWithReason(reason)
+			_ = m.Term()
 		}
 		l.count(ctx, OutcomeTerminated, len(msgs))
 		return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,10 +14,12 @@ import (
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/pgtest"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
+	"github.com/evsnap/evsnap/lib/sqlitestore"
 	"github.com/evsnap/evsnap/lib/storetest"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -153,6 +156,41 @@ func newEnv(t *testing.T, url string, store storetest.Backend, shared bool) *env
 	return e
 }
 
+// setups are the real parts the end-to-end tests run on: an embedded
+// nats-server with memstore and with SQLite, and the real NATS and
+// PostgreSQL servers named by EVSNAP_TEST_NATS_URL and
+// EVSNAP_TEST_POSTGRES_URL (skipped without them, failed without them under
+// EVSNAP_REQUIRE_SERVICES=1).
+var setups = []struct {
+	name string
+	env  func(t *testing.T) *env
+}{
+	{"embedded-nats/memstore", func(t *testing.T) *env {
+		return newEnv(t, natstest.RunServer(t).ClientURL(), memstore.New(), false)
+	}},
+	{"embedded-nats/sqlite", func(t *testing.T) *env {
+		s, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "evsnap.db"), sqlitestore.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		if err := s.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return newEnv(t, natstest.RunServer(t).ClientURL(), s, false)
+	}},
+	{"real-nats/postgres", func(t *testing.T) *env {
+		url := natstest.ExternalURL(t)
+		return newEnv(t, url, pgtest.Store(t), true)
+	}},
+}
+
+func forEachSetup(t *testing.T, test func(t *testing.T, e *env)) {
+	for _, s := range setups {
+		t.Run(s.name, func(t *testing.T) { test(t, s.env(t)) })
+	}
+}
+
 func (e *env) config(mutate func(*snapshotter.Config)) snapshotter.Config {
 	cfg := snapshotter.DefaultConfig()
 	cfg.Events, cfg.Snapshots, cfg.JetStream = e.store, e.store, e.js
@@ -274,13 +312,16 @@ func (e *env) consumerIdle(name string) func() bool {
 			return false
 		}
 		info, err := c.Info(ctx)
+		if err == nil && os.Getenv("EVSNAP_DEBUG") != "" {
+			e.t.Logf("consumer %s: ack pending %d, pending %d, redelivered %d", name, info.NumAckPending, info.NumPending, info.NumRedelivered)
+		}
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
 	}
 }
 
-func TestSaveNoticeWorkerSnapshotAtHead(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestSaveNoticeWorkerSnapshotAtHead(t *testing.T) { forEachSetup(t, testSaveNoticeWorkerSnapshotAtHead) }
+
+func testSaveNoticeWorkerSnapshotAtHead(t *testing.T, e *env) {
 	e.start(e.worker(10, nil))
 	id := uuid.New()
 	e.save(id, 10)
@@ -300,9 +341,9 @@ func TestSaveNoticeWorkerSnapshotAtHead(t *testing.T) {
 	e.store.checkNoRegressions(t)
 }
 
-func TestMilestoneNoticeSnapshotsOrder(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestMilestoneNoticeSnapshotsOrder(t *testing.T) { forEachSetup(t, testMilestoneNoticeSnapshotsOrder) }
+
+func testMilestoneNoticeSnapshotsOrder(t *testing.T, e *env) {
 	e.start(e.worker(100, nil))
 	orders, err := eventsource.NewRepository[exampledomain.Order](e.store, e.reg, eventsource.WithAppendNotifier(e.pub))
 	if err != nil {
@@ -325,9 +366,9 @@ func TestMilestoneNoticeSnapshotsOrder(t *testing.T) {
 	})
 }
 
-func TestTwoWorkersShareTheWork(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestTwoWorkersShareTheWork(t *testing.T) { forEachSetup(t, testTwoWorkersShareTheWork) }
+
+func testTwoWorkersShareTheWork(t *testing.T, e *env) {
 	counts := make([]*countingStore, 2)
 	for i := range counts {
 		counts[i] = &countingStore{Backend: e.store}
@@ -375,9 +416,9 @@ func (c *countingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot
 
 // A worker stopped mid-batch without acking: JetStream redelivers after
 // the ack wait and another worker converges every aggregate.
-func TestStoppedMidBatchRedelivers(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestStoppedMidBatchRedelivers(t *testing.T) { forEachSetup(t, testStoppedMidBatchRedelivers) }
+
+func testStoppedMidBatchRedelivers(t *testing.T, e *env) {
 	block := make(chan struct{})
 	e.store.mu.Lock()
 	e.store.block = block
@@ -406,9 +447,9 @@ func TestStoppedMidBatchRedelivers(t *testing.T) {
 
 // The store failing (a database outage): notices are naked with a delay
 // and retried; once it is back everything converges and no save failed.
-func TestStoreOutageBacksOffThenConverges(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestStoreOutageBacksOffThenConverges(t *testing.T) { forEachSetup(t, testStoreOutageBacksOffThenConverges) }
+
+func testStoreOutageBacksOffThenConverges(t *testing.T, e *env) {
 	e.store.failing.Store(true)
 	e.start(e.worker(5, nil))
 	ids := []uuid.UUID{uuid.New(), uuid.New()}
@@ -456,9 +497,9 @@ func TestNATSRestartWhileSaving(t *testing.T) {
 // Poison notices (malformed JSON, an unknown aggregate type, a subject that
 // disagrees with the body) are terminated after MaxDeliveries and never
 // hold up good notices.
-func TestPoisonNoticesTerminated(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestPoisonNoticesTerminated(t *testing.T) { forEachSetup(t, testPoisonNoticesTerminated) }
+
+func testPoisonNoticesTerminated(t *testing.T, e *env) {
 	e.start(e.worker(5, func(c *snapshotter.Config) { c.MaxDeliveries = 2 }))
 	ctx := context.Background()
 	id := uuid.New()
@@ -481,9 +522,9 @@ func TestPoisonNoticesTerminated(t *testing.T) {
 
 // A notice for an aggregate whose events cannot be decoded can never
 // succeed: terminated, not retried for ever.
-func TestUndecodableEventsTerminated(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestUndecodableEventsTerminated(t *testing.T) { forEachSetup(t, testUndecodableEventsTerminated) }
+
+func testUndecodableEventsTerminated(t *testing.T, e *env) {
 	e.start(e.worker(1, func(c *snapshotter.Config) { c.MaxDeliveries = 2 }))
 	id := uuid.New()
 	_, err := e.store.Append(context.Background(), exampledomain.AccountType, id, 0, []eventsource.NewEvent{{
@@ -504,9 +545,9 @@ func TestUndecodableEventsTerminated(t *testing.T) {
 
 // Events committed without any notice (an app crashed before publishing)
 // are found by the reconciliation sweep.
-func TestSweepCatchesLostNotices(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestSweepCatchesLostNotices(t *testing.T) { forEachSetup(t, testSweepCatchesLostNotices) }
+
+func testSweepCatchesLostNotices(t *testing.T, e *env) {
 	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -549,9 +590,9 @@ func TestSweepCatchesLostNotices(t *testing.T) {
 
 // SIGTERM (context cancellation) drains: in-flight work finishes and is
 // acked, and Run returns nil.
-func TestGracefulDrain(t *testing.T) {
-	srv := natstest.RunServer(t)
-	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+func TestGracefulDrain(t *testing.T) { forEachSetup(t, testGracefulDrain) }
+
+func testGracefulDrain(t *testing.T, e *env) {
 	block := make(chan struct{})
 	e.store.mu.Lock()
 	e.store.block = block

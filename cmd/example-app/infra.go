@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// infra is what the app runs on: a migrated store and a JetStream with the
+// notice stream, embedded or real.
+type infra struct {
+	store    *backend.Backend
+	embedded *natsconn.Embedded
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	natsWhere string
+}
+
+// openInfra opens the store (fresh SQLite file when using the default
+// path and fresh is set), migrates it, and connects to NATS (starting an
+// embedded server when no URL is configured) with the notice stream.
+func openInfra(ctx context.Context, c *common, defaultDB string, fresh bool) (*infra, error) {
+	in := &infra{}
+	sqlitePath := c.sqlitePath
+	if c.postgresURL == "" && sqlitePath == "" {
+		sqlitePath = filepath.Join(c.dataDir, defaultDB)
+		if fresh {
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				if err := os.Remove(sqlitePath + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return nil, fmt.Errorf("reset %s: %w", sqlitePath+suffix, err)
+				}
+			}
+		}
+	}
+	st, err := backend.Open(ctx, backend.Options{PostgresURL: c.postgresURL, SQLitePath: sqlitePath, Logger: c.logger})
+	if err != nil {
+		return nil, err
+	}
+	in.store = st
+	if err := st.Migrate(ctx); err != nil {
+		in.Close()
+		return nil, fmt.Errorf("migrate %s: %w", st, err)
+	}
+	url := c.natsURL
+	if url == "" {
+		dir := filepath.Join(c.dataDir, "nats")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			in.Close()
+			return nil, err
+		}
+		e, err := natsconn.StartEmbedded(dir)
+		if err != nil {
+			in.Close()
+			return nil, err
+		}
+		in.embedded = e
+		url = e.URL()
+		in.natsWhere = "embedded nats-server with JetStream (" + dir + ")"
+	} else {
+		in.natsWhere = natsconn.Redact(url)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	in.nc, err = natsconn.Connect(cctx, natsconn.Options{URL: url, Name: "evsnap-example-app", Logger: c.logger})
+	if err != nil {
+		in.Close()
+		return nil, err
+	}
+	in.js, err = jetstream.New(in.nc)
+	if err != nil {
+		in.Close()
+		return nil, err
+	}
+	if _, err := natsnotice.EnsureStream(cctx, in.js, natsnotice.DefaultStreamConfig()); err != nil {
+		in.Close()
+		return nil, err
+	}
+	return in, nil
+}
+
+// Close releases everything; the embedded server, if any, is stopped.
+func (in *infra) Close() {
+	if in.nc != nil {
+		in.nc.Close()
+	}
+	if in.embedded != nil {
+		in.embedded.Shutdown()
+	}
+	if in.store != nil {
+		_ = in.store.Close()
+	}
+}
