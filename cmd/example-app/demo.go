@@ -109,9 +109,9 @@ func (d *demo) performance(ctx context.Context) error {
 	}
 	defer snap.Close(ctx)
 	type row struct {
-		n                int
-		without, with    time.Duration
-		replayed         int64
+		n             int
+		without, with time.Duration
+		replayed      int64
 	}
 	var rows []row
 	for _, n := range d.sizes {

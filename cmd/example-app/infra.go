@@ -18,10 +18,10 @@ import (
 // infra is what the app runs on: a migrated store and a JetStream with the
 // notice stream, embedded or real.
 type infra struct {
-	store    *backend.Backend
-	embedded *natsconn.Embedded
-	nc       *nats.Conn
-	js       jetstream.JetStream
+	store     *backend.Backend
+	embedded  *natsconn.Embedded
+	nc        *nats.Conn
+	js        jetstream.JetStream
 	natsWhere string
 }
 

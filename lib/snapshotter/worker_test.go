@@ -319,7 +319,9 @@ func (e *env) consumerIdle(name string) func() bool {
 	}
 }
 
-func TestSaveNoticeWorkerSnapshotAtHead(t *testing.T) { forEachSetup(t, testSaveNoticeWorkerSnapshotAtHead) }
+func TestSaveNoticeWorkerSnapshotAtHead(t *testing.T) {
+	forEachSetup(t, testSaveNoticeWorkerSnapshotAtHead)
+}
 
 func testSaveNoticeWorkerSnapshotAtHead(t *testing.T, e *env) {
 	e.start(e.worker(10, nil))
@@ -341,7 +343,9 @@ func testSaveNoticeWorkerSnapshotAtHead(t *testing.T, e *env) {
 	e.store.checkNoRegressions(t)
 }
 
-func TestMilestoneNoticeSnapshotsOrder(t *testing.T) { forEachSetup(t, testMilestoneNoticeSnapshotsOrder) }
+func TestMilestoneNoticeSnapshotsOrder(t *testing.T) {
+	forEachSetup(t, testMilestoneNoticeSnapshotsOrder)
+}
 
 func testMilestoneNoticeSnapshotsOrder(t *testing.T, e *env) {
 	e.start(e.worker(100, nil))
@@ -447,7 +451,9 @@ func testStoppedMidBatchRedelivers(t *testing.T, e *env) {
 
 // The store failing (a database outage): notices are naked with a delay
 // and retried; once it is back everything converges and no save failed.
-func TestStoreOutageBacksOffThenConverges(t *testing.T) { forEachSetup(t, testStoreOutageBacksOffThenConverges) }
+func TestStoreOutageBacksOffThenConverges(t *testing.T) {
+	forEachSetup(t, testStoreOutageBacksOffThenConverges)
+}
 
 func testStoreOutageBacksOffThenConverges(t *testing.T, e *env) {
 	e.store.failing.Store(true)
