@@ -313,7 +313,7 @@ func (l *Loop) coalesce(ctx context.Context, batch []jetstream.Msg) []*Group {
 				g.EventTypes = append(g.EventTypes, t)
 			}
 		}
-		if sc := trace.SpanContextFromContext(l.cfg.Propagator.Extract(context.Background(), propagation.HeaderCarrier(m.Headers()))); sc.IsValid() {
+		if sc := trace.SpanContextFromContext(l.cfg.Propagator.Extract(context.Background(), natsnotice.HeaderCarrier(m.Headers()))); sc.IsValid() {
 			g.Links = append(g.Links, trace.Link{SpanContext: sc})
 		}
 	}
