@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/natstest"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// The binary end to end: migrate creates tables and stream; run serves
+// /healthz, /readyz and /metrics and exits 0 on cancellation (SIGTERM);
+// stats and prune work on the same store.
+func TestMigrateRunStatsPrune(t *testing.T) {
+	srv := natstest.RunServer(t)
+	db := filepath.Join(t.TempDir(), "evsnap.db")
+	stream := natstest.UniqueName(t, "EVSNAP_CLI")
+	common := []string{"--sqlite-path", db, "--log-format", "text"}
+	nats := []string{"--nats-url", srv.ClientURL(), "--stream", stream, "--subject-prefix", "evsnapcli." + stream}
+	var out, errOut bytes.Buffer
+	ctx := context.Background()
+	if code := Main(ctx, append(append([]string{"migrate"}, common...), nats...), &out, &errOut); code != 0 {
+		t.Fatalf("migrate exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "stream ready: "+stream) {
+		t.Fatalf("migrate output: %s", out.String())
+	}
+	addr := freeAddr(t)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var runOut, runErr bytes.Buffer
+	go func() {
+		done <- Main(rctx, append(append([]string{"run", "--metrics-addr", addr, "--sweep-interval", "0"}, common...), nats...), &runOut, &runErr)
+	}()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if code, _ := get("/readyz"); code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("never ready; logs:\n%s", runErr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") {
+		t.Fatalf("/metrics = %d (%d bytes)", code, len(body))
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("run exited %d after cancellation; logs:\n%s", code, runErr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not exit within 30s of cancellation")
+	}
+	if !strings.Contains(runErr.String(), "stopped cleanly") {
+		t.Fatalf("no clean-stop log:\n%s", runErr.String())
+	}
+	out.Reset()
+	if code := Main(ctx, append([]string{"stats", "--type", "Account"}, common...), &out, &errOut); code != 0 {
+		t.Fatalf("stats exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "Account: 0 aggregates") {
+		t.Fatalf("stats output: %s", out.String())
+	}
+	out.Reset()
+	if code := Main(ctx, append([]string{"prune", "--type", "Account", "--schema-below", "2"}, common...), &out, &errOut); code != 0 {
+		t.Fatalf("prune exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "deleted 0 Account snapshots") {
+		t.Fatalf("prune output: %s", out.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := map[string]struct {
+		args []string
+		code int
+		want string
+	}{
+		"no command":        {nil, 2, "no command"},
+		"unknown command":   {[]string{"explode"}, 2, `unknown command "explode"`},
+		"unknown flag":      {[]string{"run", "--frobnicate"}, 2, "frobnicate"},
+		"bad policy":        {[]string{"run", "--policy", "Account=threshold:0"}, 2, "threshold"},
+		"policy of unknown": {[]string{"run", "--policy", "Invoice=threshold:5"}, 2, `unknown aggregate type "Invoice"`},
+		"rebuild no type":   {[]string{"rebuild", "--sqlite-path", ":memory:"}, 2, "--type is required"},
+		"rebuild bad id":    {[]string{"rebuild", "--type", "Account", "--id", "nope", "--sqlite-path", ":memory:"}, 2, `--id "nope"`},
+		"prune no schema":   {[]string{"prune", "--type", "Account", "--sqlite-path", ":memory:"}, 2, "--schema-below"},
+		"bad log level":     {[]string{"stats", "--log-level", "loud"}, 2, "--log-level"},
+		"unknown type":      {[]string{"stats", "--type", "Invoice"}, 2, `--type "Invoice"`},
+		"extra args":        {[]string{"stats", "--type", "Account", "extra"}, 2, "unexpected arguments"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := Main(context.Background(), c.args, &out, &errOut)
+			if code != c.code || !strings.Contains(errOut.String(), c.want) {
+				t.Fatalf("exit %d, stderr %q; want exit %d mentioning %q", code, errOut.String(), c.code, c.want)
+			}
+		})
+	}
+}
+
+func TestBadEnvIsAnError(t *testing.T) {
+	t.Setenv("EVSNAP_CONCURRENCY", "lots")
+	var out, errOut bytes.Buffer
+	if code := Main(context.Background(), []string{"run"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "EVSNAP_CONCURRENCY") {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+func TestUnreachableServersFailClearly(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"stats", "--type", "Account", "--postgres-url", "postgres://evsnap:s3cret@127.0.0.1:1/x?connect_timeout=2"}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "127.0.0.1:1") || strings.Contains(errOut.String(), "s3cret") {
+		t.Fatalf("exit %d, stderr %q: want a failure naming the server without the password", code, errOut.String())
+	}
+	errOut.Reset()
+	code = Main(context.Background(), []string{"migrate", "--sqlite-path", filepath.Join(t.TempDir(), "x.db"), "--nats-url", "nats://tok3n@127.0.0.1:1"}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "127.0.0.1:1") || strings.Contains(errOut.String(), "tok3n") {
+		t.Fatalf("exit %d, stderr %q: want a failure naming the NATS server without the token", code, errOut.String())
+	}
+}
