@@ -42,6 +42,7 @@ type recordingStore struct {
 	writes      atomic.Int64
 	failing     atomic.Bool
 	block       chan struct{}
+	onStored    func(id uuid.UUID, version int64)
 }
 
 func newRecordingStore(b storetest.Backend) *recordingStore {
@@ -69,6 +70,9 @@ func (r *recordingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapsho
 		return stored, err
 	}
 	r.writes.Add(1)
+	if r.onStored != nil {
+		r.onStored(s.AggregateID, s.Version)
+	}
 	cur, gerr := r.Backend.GetSnapshot(ctx, s.AggregateType, s.AggregateID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -88,7 +92,7 @@ func (r *recordingStore) GetSnapshot(ctx context.Context, typ string, id uuid.UU
 	return r.Backend.GetSnapshot(ctx, typ, id)
 }
 
-func (r *recordingStore) checkNoRegressions(t *testing.T) {
+func (r *recordingStore) checkNoRegressions(t testing.TB) {
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -99,7 +103,7 @@ func (r *recordingStore) checkNoRegressions(t *testing.T) {
 
 // env is one test's NATS stream, stores, publisher and app repository.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -112,7 +116,7 @@ type env struct {
 	logs   *slog.Logger
 }
 
-func newEnv(t *testing.T, url string, store storetest.Backend, shared bool) *env {
+func newEnv(t testing.TB, url string, store storetest.Backend, shared bool) *env {
 	t.Helper()
 	e := &env{
 		t:      t,
@@ -243,7 +247,7 @@ func (e *env) start(w *snapshotter.Worker) (stop func()) {
 	return stop
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

@@ -1,0 +1,211 @@
+package snapshotter_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/pgtest"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/memstore"
+	"github.com/evsnap/evsnap/lib/snapshotter"
+	"github.com/google/uuid"
+)
+
+// benchEnv picks the real servers when EVSNAP_TEST_POSTGRES_URL and
+// EVSNAP_TEST_NATS_URL are set, else an embedded nats-server and memstore.
+func benchEnv(b *testing.B) (*env, string) {
+	if os.Getenv(pgtest.EnvURL) != "" && os.Getenv("EVSNAP_TEST_NATS_URL") != "" {
+		return newEnv(b, natstest.ExternalURL(b), pgtest.Store(b), true), "postgres+nats"
+	}
+	return newEnv(b, natstest.RunServer(b).ClientURL(), memstore.New(), false), "memstore+embedded-nats"
+}
+
+// BenchmarkWorkerBacklog measures how fast 1 and 2 workers drain a backlog:
+// 500 accounts with 100 events each, announced by 10 notices of 10 events
+// per account (5,000 notices), threshold 100, so every account needs one
+// snapshot. It reports notices/s and snapshots/s.
+//
+//	EVSNAP_TEST_POSTGRES_URL=... EVSNAP_TEST_NATS_URL=... go test -run '^$' -bench WorkerBacklog -benchtime 1x ./lib/snapshotter/
+func BenchmarkWorkerBacklog(b *testing.B) {
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			e, kind := benchEnv(b)
+			b.Logf("backend: %s", kind)
+			const accounts, perAccount, perNotice = 500, 100, 10
+			ctx := context.Background()
+			manual, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer manual.Close(ctx)
+			var totalNotices, totalSnaps int
+			var elapsed time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				ids := make([]uuid.UUID, accounts)
+				for j := range ids {
+					a := manual.New(uuid.New())
+					_ = a.Open("bench", 0)
+					for v := 2; v <= perAccount; v++ {
+						_ = a.Deposit(1)
+					}
+					if err := manual.Save(ctx, a); err != nil {
+						b.Fatal(err)
+					}
+					ids[j] = a.ID()
+				}
+				for _, id := range ids {
+					for first := int64(1); first <= perAccount; first += perNotice {
+						types := []string{exampledomain.TypeMoneyDeposited}
+						if first == 1 {
+							types = []string{exampledomain.TypeAccountOpened, exampledomain.TypeMoneyDeposited}
+						}
+						if err := e.pub.Notify(ctx, eventsource.Appended{AggregateType: exampledomain.AccountType, AggregateID: id,
+							FirstVersion: first, LastVersion: first + perNotice - 1, EventTypes: types, CommittedAt: time.Now()}); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				if err := e.pub.Flush(ctx); err != nil {
+					b.Fatal(err)
+				}
+				before := e.store.writes.Load()
+				start := time.Now()
+				b.StartTimer()
+				var stops []func()
+				for range workers {
+					stops = append(stops, e.start(e.worker(100, func(c *snapshotter.Config) { c.Concurrency = 8 })))
+				}
+				for !e.consumerIdle("snapshotter")() {
+					time.Sleep(5 * time.Millisecond)
+				}
+				b.StopTimer()
+				elapsed += time.Since(start)
+				for _, stop := range stops {
+					stop()
+				}
+				totalNotices += accounts * perAccount / perNotice
+				totalSnaps += int(e.store.writes.Load() - before)
+			}
+			b.ReportMetric(float64(totalNotices)/elapsed.Seconds(), "notices/s")
+			b.ReportMetric(float64(totalSnaps)/elapsed.Seconds(), "snapshots/s")
+		})
+	}
+}
+
+// BenchmarkSnapshotLag measures commit-to-snapshot lag under a steady load:
+// 200 accounts receive single-event saves at about 400 saves/s for 5 s with
+// one worker and threshold 10. For each snapshot it takes the commit time
+// of the save that made it due. It reports lag p50 and p99 in ms.
+//
+//	EVSNAP_TEST_POSTGRES_URL=... EVSNAP_TEST_NATS_URL=... go test -run '^$' -bench SnapshotLag -benchtime 1x ./lib/snapshotter/
+func BenchmarkSnapshotLag(b *testing.B) {
+	e, kind := benchEnv(b)
+	b.Logf("backend: %s", kind)
+	ctx := context.Background()
+	const accounts, threshold = 200, 10
+	var lags []time.Duration
+	for i := 0; i < b.N; i++ {
+		lt := &lagTracker{commits: map[uuid.UUID]map[int64]time.Time{}, last: map[uuid.UUID]int64{}}
+		e.store.onStored = lt.stored
+		e.start(e.worker(threshold, nil))
+		ids := make([]uuid.UUID, accounts)
+		for j := range ids {
+			ids[j] = uuid.New()
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		tick := time.NewTicker(time.Second / 400)
+		n := 0
+		for time.Now().Before(deadline) {
+			<-tick.C
+			id := ids[n%accounts]
+			n++
+			a, err := e.repo.Load(ctx, id)
+			if err != nil {
+				a = e.repo.New(id)
+				_ = a.Open("lag", 0)
+			} else {
+				_ = a.Deposit(1)
+			}
+			if err := e.repo.Save(ctx, a); err != nil {
+				b.Fatal(err)
+			}
+			lt.commit(id, a.Version(), time.Now())
+		}
+		tick.Stop()
+		waitForB(b, 20*time.Second, func() bool { return e.consumerIdle("snapshotter")() })
+		lags = append(lags, lt.lags(threshold)...)
+	}
+	if len(lags) == 0 {
+		b.Fatal("no snapshots taken")
+	}
+	slices.Sort(lags)
+	q := func(p float64) float64 { return float64(lags[int(p*float64(len(lags)-1))]) / float64(time.Millisecond) }
+	b.ReportMetric(q(0.5), "lag_p50_ms")
+	b.ReportMetric(q(0.99), "lag_p99_ms")
+	b.ReportMetric(float64(len(lags)), "snapshots")
+}
+
+func waitForB(b *testing.B, timeout time.Duration, cond func() bool) {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatal("timed out")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lagTracker remembers when each version was committed and when each
+// snapshot was stored.
+type lagTracker struct {
+	mu      sync.Mutex
+	commits map[uuid.UUID]map[int64]time.Time
+	last    map[uuid.UUID]int64
+	stores  []stored
+}
+
+type stored struct {
+	id      uuid.UUID
+	version int64
+	at      time.Time
+}
+
+func (l *lagTracker) commit(id uuid.UUID, v int64, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.commits[id] == nil {
+		l.commits[id] = map[int64]time.Time{}
+	}
+	l.commits[id][v] = at
+}
+
+func (l *lagTracker) stored(id uuid.UUID, v int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stores = append(l.stores, stored{id, v, time.Now()})
+}
+
+// lags pairs each stored snapshot with the commit of the version at which
+// the previous snapshot became threshold behind.
+func (l *lagTracker) lags(threshold int64) []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	prev := map[uuid.UUID]int64{}
+	var out []time.Duration
+	for _, s := range l.stores {
+		due := prev[s.id] + threshold
+		if c, ok := l.commits[s.id][due]; ok && s.version >= due {
+			out = append(out, s.at.Sub(c))
+		}
+		prev[s.id] = s.version
+	}
+	return out
+}
