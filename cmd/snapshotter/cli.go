@@ -36,6 +36,7 @@ Usage:
   snapshotter rebuild   --type T [--id ID] [flags]   regenerate snapshots, rate-limited
   snapshotter prune     --type T --schema-below N    delete snapshots of old schema versions
   snapshotter stats     --type T [--top N]           snapshot coverage of a type
+  snapshotter verify    --type T [--sample N]        compare snapshots with a full replay
 
 Run 'snapshotter <command> -h' for a command's flags. Every flag can also be
 set by the EVSNAP_* environment variable shown in its help; flags win.
@@ -48,6 +49,7 @@ var commands = map[string]func(*options) *flag.FlagSet{
 	"rebuild": rebuildFlags,
 	"prune":   pruneFlags,
 	"stats":   statsFlags,
+	"verify":  verifyFlags,
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -88,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return o.rebuild(ctx)
 	case "prune":
 		return o.prune(ctx)
+	case "verify":
+		return o.verify(ctx)
 	default:
 		return o.stats(ctx)
 	}
@@ -119,6 +123,7 @@ type options struct {
 	sweepBatch    int
 	drainTimeout  time.Duration
 	metricsAddr   string
+	maxSnapshot   int
 
 	// migrate
 	replicas  int
@@ -130,6 +135,7 @@ type options struct {
 	rate        float64
 	schemaBelow int
 	top         int
+	sample      int
 
 	logger *slog.Logger
 }
@@ -235,6 +241,7 @@ func runFlags(o *options) *flag.FlagSet {
 	fs.Float64Var(&o.sweepRate, "sweep-rate", envFloat("EVSNAP_SWEEP_RATE", d.SweepRate), "sweep rebuilds per second at most (env EVSNAP_SWEEP_RATE)")
 	fs.IntVar(&o.sweepBatch, "sweep-batch", envInt("EVSNAP_SWEEP_BATCH", d.SweepBatch), "aggregates per type per sweep at most (env EVSNAP_SWEEP_BATCH)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", envDuration("EVSNAP_DRAIN_TIMEOUT", d.DrainTimeout), "how long SIGTERM may take to finish in-flight work (env EVSNAP_DRAIN_TIMEOUT)")
+	fs.IntVar(&o.maxSnapshot, "max-snapshot-bytes", envInt("EVSNAP_MAX_SNAPSHOT_BYTES", d.MaxSnapshotBytes), "largest encoded state to snapshot; larger ones are refused and reported (env EVSNAP_MAX_SNAPSHOT_BYTES)")
 	flagEnv(fs, &o.metricsAddr, "metrics-addr", "EVSNAP_METRICS_ADDR", ":9090", "address serving /healthz, /readyz and /metrics; empty disables")
 	return fs
 }
@@ -263,6 +270,13 @@ func pruneFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "prune")
 	typeFlags(fs, o)
 	fs.IntVar(&o.schemaBelow, "schema-below", 0, "delete snapshots with a schema version below N (required, >= 1)")
+	return fs
+}
+
+func verifyFlags(o *options) *flag.FlagSet {
+	fs := commonFlags(o, "verify")
+	typeFlags(fs, o)
+	fs.IntVar(&o.sample, "sample", 100, "how many aggregates to check, chosen at random; 0 checks all")
 	return fs
 }
 
@@ -401,6 +415,7 @@ func (o *options) worker(b *backend.Backend, js jetstream.JetStream, tel *teleme
 		cfg.SweepRate = o.sweepRate
 		cfg.SweepBatch = o.sweepBatch
 		cfg.DrainTimeout = o.drainTimeout
+		cfg.MaxSnapshotBytes = o.maxSnapshot
 	}
 	cfg.Logger = o.logger
 	if tel != nil {

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 )
@@ -185,6 +186,32 @@ func (o *options) stats(ctx context.Context) error {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", a.AggregateID, a.HeadVersion, a.SnapshotVersion, a.Behind())
 		}
 		_ = tw.Flush()
+	}
+	return nil
+}
+
+func (o *options) verify(ctx context.Context) error {
+	if o.sample < 0 {
+		return fmt.Errorf("%w: --sample must not be negative", errUsage)
+	}
+	w, done, err := o.adminWorker(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rep, err := w.Verify(ctx, o.typ, o.sample)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.stdout, "%s: checked %d aggregates\n", rep.AggregateType, rep.Checked)
+	for _, st := range []eventsource.VerifyStatus{eventsource.VerifyOK, eventsource.VerifyNoSnapshot, eventsource.VerifyOtherSchema, eventsource.VerifyMismatch, eventsource.VerifyUndecodable} {
+		fmt.Fprintf(o.stdout, "  %-13s %d\n", st, rep.ByStatus[st])
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintf(o.stdout, "  %s %s at v%d: %s\n", p.Status, p.AggregateID, p.SnapshotVersion, p.Detail)
+	}
+	if bad := rep.ByStatus[eventsource.VerifyMismatch] + rep.ByStatus[eventsource.VerifyUndecodable]; bad > 0 {
+		return fmt.Errorf("%d snapshots do not match a full replay; repair with: snapshotter rebuild --type %s", bad, o.typ)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@
 //	snapshotter rebuild   regenerate snapshots (--type T [--id ID]), rate-limited
 //	snapshotter prune     delete snapshots of old schema versions (--type T --schema-below N)
 //	snapshotter stats     snapshot coverage of a type (--type T)
+//	snapshotter verify    compare sampled snapshots with a full replay (--type T [--sample N])
 //
 // Run `snapshotter <command> -h` for a command's flags. Every flag has an
 // EVSNAP_* environment variable; flags win.

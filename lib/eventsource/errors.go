@@ -27,6 +27,9 @@ var (
 	// ErrInvalidArgument: a method was called with an argument it cannot
 	// accept (a nil aggregate, a negative version, an empty type name, ...).
 	ErrInvalidArgument = errors.New("eventsource: invalid argument")
+	// ErrSnapshotTooLarge: an encoded state exceeds the repository's
+	// maximum (WithMaxSnapshotBytes); no snapshot is stored.
+	ErrSnapshotTooLarge = errors.New("eventsource: snapshot state too large")
 	// ErrCorruptStream: a stream read back with a gap or a version out of
 	// order. It points at a broken store, never at a caller mistake.
 	ErrCorruptStream = errors.New("eventsource: corrupt event stream")
@@ -85,12 +88,14 @@ func (e *DecodeError) Is(target error) bool { return target == ErrDecode }
 func asDecodeError(err error, target **DecodeError) bool { return errors.As(err, target) }
 
 // IsPermanent reports whether err can never succeed on retry: an unknown
-// event type, undecodable data, a corrupt stream or an invalid argument.
+// event type, undecodable data, a corrupt stream, a state too large to
+// snapshot or an invalid argument.
 // Everything else (I/O, timeouts, conflicts) may succeed later. The
 // snapshotter uses it to choose between retrying a notice and terminating it.
 func IsPermanent(err error) bool {
 	return errors.Is(err, ErrUnknownEventType) ||
 		errors.Is(err, ErrDecode) ||
 		errors.Is(err, ErrCorruptStream) ||
+		errors.Is(err, ErrSnapshotTooLarge) ||
 		errors.Is(err, ErrInvalidArgument)
 }

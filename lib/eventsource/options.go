@@ -55,6 +55,9 @@ const (
 	// DefaultBackgroundQueue is how many background snapshots may wait to
 	// be written before new ones are dropped (and counted).
 	DefaultBackgroundQueue = 1024
+	// DefaultMaxSnapshotBytes is the largest encoded state a snapshot may
+	// have unless WithMaxSnapshotBytes says otherwise: 16 MiB.
+	DefaultMaxSnapshotBytes = 16 << 20
 )
 
 // Option configures a [Repository]. Options validate their arguments; an
@@ -71,6 +74,7 @@ type config struct {
 	milestones     []string
 	bgWorkers      int
 	bgQueue        int
+	maxState       int
 	notifier       AppendNotifier
 	logger         *slog.Logger
 	tracerProvider trace.TracerProvider
@@ -151,6 +155,20 @@ func WithBackgroundWorkers(workers, queue int) Option {
 	}
 }
 
+// WithMaxSnapshotBytes refuses snapshots whose encoded state is larger
+// than n bytes (default [DefaultMaxSnapshotBytes]). A refused snapshot is
+// logged and counted after a save, and an error from CreateSnapshot; loads
+// then replay events. n must be at least 1.
+func WithMaxSnapshotBytes(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("max snapshot bytes must be at least 1, got %d", n)
+		}
+		c.maxState = n
+		return nil
+	}
+}
+
 // WithAppendNotifier sets the notifier that [ModeExternal] hands each
 // committed append to.
 func WithAppendNotifier(n AppendNotifier) Option {
@@ -224,6 +242,9 @@ func (c *config) resolve() (policy.Policy, error) {
 	}
 	if c.notifier != nil && c.mode != ModeExternal {
 		return nil, invalid("WithAppendNotifier is only used by snapshot mode %q, not %q", ModeExternal, c.mode)
+	}
+	if c.maxState == 0 {
+		c.maxState = DefaultMaxSnapshotBytes
 	}
 	if c.bgWorkers == 0 {
 		c.bgWorkers, c.bgQueue = DefaultBackgroundWorkers, DefaultBackgroundQueue

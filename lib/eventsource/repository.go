@@ -41,6 +41,7 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	notifier  AppendNotifier
 	tel       *telemetry
 	bg        *backgroundWriter
+	maxState  int
 
 	closeOnce sync.Once
 	mu        sync.RWMutex
@@ -105,6 +106,7 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 		policy:        pol,
 		notifier:      c.notifier,
 		tel:           tel,
+		maxState:      c.maxState,
 	}
 	if c.mode == ModeBackground {
 		r.bg = newBackgroundWriter(c.snapshots, tel, typ, c.bgWorkers, c.bgQueue)
@@ -362,6 +364,10 @@ func (r *Repository[T, PT]) buildSnapshot(a PT) (Snapshot, error) {
 	}
 	if len(state) == 0 {
 		return Snapshot{}, fmt.Errorf("encode state of %s %s v%d: codec returned no bytes", r.typ, c.id, c.version)
+	}
+	if len(state) > r.maxState {
+		return Snapshot{}, fmt.Errorf("%w: state of %s %s v%d is %d bytes, above the %d-byte maximum (WithMaxSnapshotBytes)",
+			ErrSnapshotTooLarge, r.typ, c.id, c.version, len(state), r.maxState)
 	}
 	if err := PT(new(T)).restoreState(r.codec, state); err != nil {
 		return Snapshot{}, fmt.Errorf("encoded state of %s %s v%d does not decode back: %w", r.typ, c.id, c.version, err)

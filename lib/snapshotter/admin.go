@@ -278,3 +278,59 @@ func (w *Worker) Prune(ctx context.Context, typ string, schemaBelow int) (int64,
 	}
 	return w.cfg.Snapshots.DeleteSnapshotsByType(ctx, typ, schemaBelow)
 }
+
+// VerifyReport summarises [Worker.Verify].
+type VerifyReport struct {
+	AggregateType string
+	Checked       int
+	// ByStatus counts the results by status.
+	ByStatus map[eventsource.VerifyStatus]int
+	// Problems lists the mismatched and undecodable snapshots (at most 50).
+	Problems []eventsource.VerifyResult
+}
+
+// Verify checks the snapshots of up to sample aggregates of typ, chosen at
+// random (every aggregate when sample is 0), against a full replay of their
+// events up to the snapshot's version.
+func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyReport, error) {
+	rep := VerifyReport{AggregateType: typ, ByStatus: map[eventsource.VerifyStatus]int{}}
+	t, err := w.target(typ)
+	if err != nil {
+		return rep, err
+	}
+	if w.lister == nil {
+		return rep, ErrCannotList
+	}
+	if sample < 0 {
+		return rep, fmt.Errorf("%w: sample %d is negative", ErrInvalidConfig, sample)
+	}
+	// Reservoir-sample the ids while streaming the listing.
+	var ids []uuid.UUID
+	seen := 0
+	for info, err := range w.lister.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+		if err != nil {
+			return rep, fmt.Errorf("list %s: %w", typ, err)
+		}
+		seen++
+		switch {
+		case sample == 0 || len(ids) < sample:
+			ids = append(ids, info.AggregateID)
+		default:
+			if j := rand.IntN(seen); j < sample {
+				ids[j] = info.AggregateID
+			}
+		}
+	}
+	for _, id := range ids {
+		res, err := t.rb.verify(ctx, id)
+		if err != nil {
+			return rep, err
+		}
+		rep.Checked++
+		rep.ByStatus[res.Status]++
+		if (res.Status == eventsource.VerifyMismatch || res.Status == eventsource.VerifyUndecodable) && len(rep.Problems) < 50 {
+			rep.Problems = append(rep.Problems, res)
+		}
+	}
+	return rep, nil
+}

@@ -67,6 +67,10 @@ type Config struct {
 	// SweepBatch caps how many aggregates one sweep handles per type.
 	SweepBatch int
 
+	// MaxSnapshotBytes refuses (and reports) snapshots whose encoded state
+	// is larger (default eventsource.DefaultMaxSnapshotBytes).
+	MaxSnapshotBytes int
+
 	// DrainTimeout bounds how long Run finishes in-flight work after its
 	// context ends.
 	DrainTimeout time.Duration
@@ -93,6 +97,8 @@ func DefaultConfig() Config {
 		SweepRate:     50,
 		SweepBatch:    1000,
 		DrainTimeout:  20 * time.Second,
+
+		MaxSnapshotBytes: eventsource.DefaultMaxSnapshotBytes,
 	}
 }
 
@@ -125,6 +131,8 @@ func (c *Config) Validate() error {
 		return invalid("sweep rate %v must be positive when the sweep is on", c.SweepRate)
 	case c.SweepInterval > 0 && c.SweepBatch < 1:
 		return invalid("sweep batch %d must be at least 1 when the sweep is on", c.SweepBatch)
+	case c.MaxSnapshotBytes < 1:
+		return invalid("max snapshot bytes %d must be at least 1", c.MaxSnapshotBytes)
 	case c.DrainTimeout < 0:
 		return invalid("drain timeout %v is negative", c.DrainTimeout)
 	}

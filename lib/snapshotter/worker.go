@@ -56,6 +56,7 @@ func (t Type) WithPolicy(p Policy) Type {
 // at the head.
 type rebuilder interface {
 	rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error)
+	verify(ctx context.Context, id uuid.UUID) (eventsource.VerifyResult, error)
 	close(ctx context.Context) error
 }
 
@@ -69,6 +70,10 @@ func (r *repoRebuilder[T, PT]) rebuild(ctx context.Context, id uuid.UUID) (*even
 		return nil, err
 	}
 	return r.repo.CreateSnapshot(ctx, a)
+}
+
+func (r *repoRebuilder[T, PT]) verify(ctx context.Context, id uuid.UUID) (eventsource.VerifyResult, error) {
+	return r.repo.VerifySnapshot(ctx, id)
 }
 
 func (r *repoRebuilder[T, PT]) close(ctx context.Context) error { return r.repo.Close(ctx) }
@@ -90,6 +95,7 @@ func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Pol
 				eventsource.WithLogger(w.log),
 				eventsource.WithTracerProvider(w.cfg.TracerProvider),
 				eventsource.WithMeterProvider(w.cfg.MeterProvider),
+				eventsource.WithMaxSnapshotBytes(w.cfg.MaxSnapshotBytes),
 			)
 			if err != nil {
 				return nil, err

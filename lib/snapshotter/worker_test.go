@@ -701,3 +701,37 @@ func TestNewRejectsBadInput(t *testing.T) {
 		t.Fatalf("zero Type: %v", err)
 	}
 }
+
+func TestVerifyReport(t *testing.T) {
+	store := memstore.New()
+	reg := exampledomain.NewRegistry()
+	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg, eventsource.WithSnapshotStore(store), eventsource.WithSnapshotThreshold(3))
+	defer repo.Close(context.Background())
+	var ids []uuid.UUID
+	for range 6 {
+		a := repo.New(uuid.New())
+		_ = a.Open("v", 0)
+		_ = a.Deposit(1)
+		_ = a.Deposit(2)
+		_ = repo.Save(context.Background(), a)
+		ids = append(ids, a.ID())
+	}
+	s, _ := store.GetSnapshot(context.Background(), exampledomain.AccountType, ids[0])
+	s.State = []byte(`{"open":true,"balance":999}`)
+	_, _ = store.SaveSnapshot(context.Background(), *s)
+	cfg := snapshotter.DefaultConfig()
+	cfg.Events, cfg.Snapshots = store, store
+	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	rep, err := w.Verify(context.Background(), exampledomain.AccountType, 0)
+	if err != nil || rep.Checked != 6 || rep.ByStatus[eventsource.VerifyOK] != 5 || rep.ByStatus[eventsource.VerifyMismatch] != 1 || rep.Problems[0].AggregateID != ids[0] {
+		t.Fatalf("Verify = %+v, %v", rep, err)
+	}
+	rep, err = w.Verify(context.Background(), exampledomain.AccountType, 2)
+	if err != nil || rep.Checked != 2 {
+		t.Fatalf("sampled Verify = %+v, %v", rep, err)
+	}
+}
