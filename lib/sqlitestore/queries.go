@@ -1,0 +1,78 @@
+package sqlitestore
+
+import "strings"
+
+// queries holds every statement the store runs, with the configured table
+// names (validated identifiers, quoted) substituted once at construction.
+type queries struct {
+	bumpStream    string
+	insertEvent   string
+	streamVersion string
+	readEvents    string
+	eventIDExists string
+	maxVersion    string
+
+	saveSnapshot   string
+	getSnapshot    string
+	snapshotExists string
+	deleteSnapshot string
+	deleteByType   string
+	deleteByTypeLt string
+
+	listByID       string
+	listMostBehind string
+}
+
+func buildQueries(c *config) queries {
+	r := strings.NewReplacer(
+		"{events}", `"`+c.events+`"`,
+		"{snapshots}", `"`+c.snapshots+`"`,
+		"{streams}", `"`+c.streams+`"`,
+	)
+	const behind = `MAX(s.version - COALESCE(p.version, 0), 0)`
+	const list = `SELECT s.aggregate_id, s.version, COALESCE(p.version, 0), COALESCE(p.schema_version, 0)
+FROM {streams} AS s
+LEFT JOIN {snapshots} AS p ON p.aggregate_id = s.aggregate_id AND p.aggregate_type = s.aggregate_type
+WHERE s.aggregate_type = ?1 AND s.aggregate_id > ?2 AND ` + behind + ` >= ?3
+ORDER BY `
+	return queries{
+		// The first statement of an append is a write, so even a
+		// deferred transaction takes the write lock before it reads the
+		// head: the check and the bump are atomic. RETURNING gives the new
+		// head; the old head is new - n.
+		bumpStream: r.Replace(`INSERT INTO {streams} (aggregate_type, aggregate_id, version) VALUES (?1, ?2, ?3)
+ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = version + excluded.version
+RETURNING version`),
+		insertEvent: r.Replace(`INSERT INTO {events}
+(event_id, aggregate_type, aggregate_id, version, event_type, payload, metadata, occurred_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)`),
+		streamVersion: r.Replace(`SELECT version FROM {streams} WHERE aggregate_type = ?1 AND aggregate_id = ?2`),
+		readEvents: r.Replace(`SELECT event_id, version, event_type, payload, metadata, occurred_at
+FROM {events}
+WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version > ?3
+ORDER BY version
+LIMIT ?4`),
+		eventIDExists: r.Replace(`SELECT EXISTS (SELECT 1 FROM {events} WHERE event_id = ?1)`),
+		maxVersion:    r.Replace(`SELECT COALESCE(MAX(version), 0) FROM {events} WHERE aggregate_type = ?1 AND aggregate_id = ?2`),
+
+		// Exactly eventsource.Snapshot.Supersedes: a write never moves the
+		// snapshot backwards; changes() says whether it was stored.
+		saveSnapshot: r.Replace(`INSERT INTO {snapshots} (aggregate_id, aggregate_type, version, schema_version, state, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE SET
+  version = excluded.version,
+  schema_version = excluded.schema_version,
+  state = excluded.state,
+  created_at = excluded.created_at
+WHERE excluded.version >= {snapshots}.version AND excluded.schema_version >= {snapshots}.schema_version`),
+		getSnapshot: r.Replace(`SELECT version, schema_version, state, created_at FROM {snapshots}
+WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
+		snapshotExists: r.Replace(`SELECT EXISTS (SELECT 1 FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2)`),
+		deleteSnapshot: r.Replace(`DELETE FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
+		deleteByType:   r.Replace(`DELETE FROM {snapshots} WHERE aggregate_type = ?1`),
+		deleteByTypeLt: r.Replace(`DELETE FROM {snapshots} WHERE aggregate_type = ?1 AND schema_version < ?2`),
+
+		listByID:       r.Replace(list + `s.aggregate_id LIMIT ?4`),
+		listMostBehind: r.Replace(list + behind + ` DESC, s.aggregate_id LIMIT ?4`),
+	}
+}

@@ -1,0 +1,142 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// SaveSnapshot implements [eventsource.SnapshotStore] with one upsert whose
+// DO UPDATE ... WHERE clause is [eventsource.Snapshot.Supersedes], so the
+// check and the write are one atomic statement. State must be valid JSON
+// (an error matching [eventsource.ErrInvalidArgument] otherwise).
+func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (stored bool, err error) {
+	ctx, span := s.startSpan(ctx, "SaveSnapshot", snap.AggregateType, snap.AggregateID)
+	defer func() {
+		if span.IsRecording() {
+			span.SetAttributes(eventsource.AttrVersion.Int64(snap.Version), attribute.Bool("evsnap.snapshot.stored", stored))
+		}
+		endSpan(span, err)
+	}()
+	if err := snap.Validate(); err != nil {
+		return false, err
+	}
+	if !json.Valid(snap.State) {
+		return false, fmt.Errorf("%w: sqlitestore: snapshot of %s %s v%d: state is not valid JSON: %.64q",
+			eventsource.ErrInvalidArgument, snap.AggregateType, snap.AggregateID, snap.Version, snap.State)
+	}
+	st, err := s.stmt(ctx, true, s.q.saveSnapshot)
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s: %w", snap.AggregateType, snap.AggregateID, err)
+	}
+	res, err := st.ExecContext(ctx, snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion,
+		string(snap.State), snap.CreatedAt.UnixMicro())
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s v%d: %w", snap.AggregateType, snap.AggregateID, snap.Version, s.mapErr(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s v%d: %w", snap.AggregateType, snap.AggregateID, snap.Version, err)
+	}
+	return n > 0, nil
+}
+
+// GetSnapshot implements [eventsource.SnapshotStore]: one primary-key
+// lookup.
+func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {
+	ctx, span := s.startSpan(ctx, "GetSnapshot", typ, id)
+	defer func() { endSpan(span, err) }()
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return nil, err
+	}
+	st, err := s.stmt(ctx, false, s.q.getSnapshot)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: get snapshot of %s %s: %w", typ, id, err)
+	}
+	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
+	var created int64
+	err = st.QueryRowContext(ctx, id.String(), typ).Scan(&snap.Version, &snap.SchemaVersion, &snap.State, &created)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("sqlitestore: get snapshot of %s %s: %w", typ, id, s.mapErr(err))
+	}
+	snap.CreatedAt = time.UnixMicro(created).UTC()
+	return snap, nil
+}
+
+// DeleteSnapshot implements [eventsource.SnapshotStore].
+func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
+	ctx, span := s.startSpan(ctx, "DeleteSnapshot", typ, id)
+	defer func() { endSpan(span, err) }()
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return false, err
+	}
+	n, err := s.exec(ctx, s.q.deleteSnapshot, id.String(), typ)
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: delete snapshot of %s %s: %w", typ, id, err)
+	}
+	return n > 0, nil
+}
+
+// SnapshotExists implements [eventsource.SnapshotStore].
+func (s *Store) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (ok bool, err error) {
+	ctx, span := s.startSpan(ctx, "SnapshotExists", typ, id)
+	defer func() { endSpan(span, err) }()
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return false, err
+	}
+	st, err := s.stmt(ctx, false, s.q.snapshotExists)
+	if err == nil {
+		err = st.QueryRowContext(ctx, id.String(), typ).Scan(&ok)
+	}
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: snapshot exists %s %s: %w", typ, id, s.mapErr(err))
+	}
+	return ok, nil
+}
+
+// DeleteSnapshotsByType implements [eventsource.SnapshotStore]. It uses the
+// (aggregate_type, schema_version) index.
+func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (n int64, err error) {
+	ctx, span := s.startSpan(ctx, "DeleteSnapshotsByType", typ, uuid.Nil)
+	defer func() {
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Int("evsnap.schema_version_below", schemaVersionBelow), attribute.Int64("evsnap.snapshots_deleted", n))
+		}
+		endSpan(span, err)
+	}()
+	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+		return 0, err
+	}
+	if schemaVersionBelow == 0 {
+		n, err = s.exec(ctx, s.q.deleteByType, typ)
+	} else {
+		n, err = s.exec(ctx, s.q.deleteByTypeLt, typ, schemaVersionBelow)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: delete snapshots of %s (schema below %d): %w", typ, schemaVersionBelow, err)
+	}
+	return n, nil
+}
+
+// exec runs a single-statement write and returns how many rows it changed.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	st, err := s.stmt(ctx, true, query)
+	if err != nil {
+		return 0, err
+	}
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return 0, s.mapErr(err)
+	}
+	return res.RowsAffected()
+}

@@ -1,0 +1,76 @@
+package sqlitestore_test
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/sqlitestore"
+	"github.com/evsnap/evsnap/lib/storetest"
+)
+
+// quiet keeps the store's migration logs out of test output.
+var quiet = sqlitestore.WithLogger(slog.New(slog.DiscardHandler))
+
+// openStore opens and migrates a store at path (a file or ":memory:") and
+// closes it when the test ends.
+func openStore(tb testing.TB, path string, opts ...sqlitestore.Option) *sqlitestore.Store {
+	tb.Helper()
+	s, err := sqlitestore.Open(context.Background(), path, append([]sqlitestore.Option{quiet}, opts...)...)
+	if err != nil {
+		tb.Fatalf("Open(%s): %v", path, err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("Close(%s): %v", path, err)
+		}
+	})
+	if err := s.Migrate(context.Background()); err != nil {
+		tb.Fatalf("Migrate(%s): %v", path, err)
+	}
+	return s
+}
+
+func tempDB(tb testing.TB) string {
+	tb.Helper()
+	return filepath.Join(tb.TempDir(), "evsnap.db")
+}
+
+// backends are the ways the conformance suites get a store: a fresh file or
+// in-memory store per subtest, and one file store shared by every subtest
+// (the suites name everything uniquely, as a real database would be
+// shared).
+func backends(t *testing.T) map[string]func(t *testing.T) *sqlitestore.Store {
+	shared := openStore(t, tempDB(t))
+	return map[string]func(t *testing.T) *sqlitestore.Store{
+		"File":       func(t *testing.T) *sqlitestore.Store { return openStore(t, tempDB(t)) },
+		"Memory":     func(t *testing.T) *sqlitestore.Store { return openStore(t, sqlitestore.MemoryPath) },
+		"SharedFile": func(*testing.T) *sqlitestore.Store { return shared },
+	}
+}
+
+func TestEventStoreConformance(t *testing.T) {
+	for name, newStore := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestEventStore(t, func(t *testing.T) eventsource.EventStore { return newStore(t) })
+		})
+	}
+}
+
+func TestSnapshotStoreConformance(t *testing.T) {
+	for name, newStore := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestSnapshotStore(t, func(t *testing.T) eventsource.SnapshotStore { return newStore(t) })
+		})
+	}
+}
+
+func TestAggregateListerConformance(t *testing.T) {
+	for name, newStore := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestAggregateLister(t, func(t *testing.T) storetest.Backend { return newStore(t) })
+		})
+	}
+}

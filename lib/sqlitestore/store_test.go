@@ -1,0 +1,828 @@
+package sqlitestore_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/sqlitestore"
+	"github.com/evsnap/evsnap/lib/storetest"
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+func event(n int) eventsource.NewEvent {
+	return eventsource.NewEvent{
+		ID:         uuid.New(),
+		Type:       "Thing",
+		Payload:    []byte(fmt.Sprintf(`{"n":%d}`, n)),
+		OccurredAt: time.Now().UTC().Truncate(time.Microsecond),
+	}
+}
+
+func events(from, count int) []eventsource.NewEvent {
+	out := make([]eventsource.NewEvent, count)
+	for i := range out {
+		out[i] = event(from + i)
+	}
+	return out
+}
+
+func snapshot(typ string, id uuid.UUID, v int64) eventsource.Snapshot {
+	return eventsource.Snapshot{
+		AggregateID: id, AggregateType: typ, Version: v, SchemaVersion: 1,
+		State: []byte(fmt.Sprintf(`{"v":%d}`, v)), CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
+	}
+}
+
+func mustAppend(tb testing.TB, s *sqlitestore.Store, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, evs []eventsource.NewEvent) {
+	tb.Helper()
+	if _, err := s.Append(context.Background(), typ, id, expected, evs); err != nil {
+		tb.Fatalf("Append(%s %s, expected %d): %v", typ, id, expected, err)
+	}
+}
+
+func versionOf(tb testing.TB, s *sqlitestore.Store, typ string, id uuid.UUID) int64 {
+	tb.Helper()
+	v, err := s.StreamVersion(context.Background(), typ, id)
+	if err != nil {
+		tb.Fatalf("StreamVersion(%s %s): %v", typ, id, err)
+	}
+	return v
+}
+
+func readVersions(tb testing.TB, s *sqlitestore.Store, typ string, id uuid.UUID) []eventsource.RecordedEvent {
+	tb.Helper()
+	var out []eventsource.RecordedEvent
+	for rec, err := range s.ReadEvents(context.Background(), typ, id, 0) {
+		if err != nil {
+			tb.Fatalf("ReadEvents(%s %s): %v", typ, id, err)
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// rawDB opens the file with database/sql directly, as another program would.
+func rawDB(tb testing.TB, path string) *sql.DB {
+	tb.Helper()
+	db, err := sql.Open(sqlitestore.DriverName, path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+// isLocked reports an error that says SQLite refused for a lock.
+func isLocked(err error) bool {
+	msg := strings.ToLower(fmt.Sprint(err))
+	return strings.Contains(msg, "locked") || strings.Contains(msg, "sqlite_busy") || strings.Contains(msg, "busy")
+}
+
+// TestMemoryIsOneDatabase checks that ":memory:" is one database that every
+// goroutine sees, and that a caller can use the store inside its own
+// iterations over the single connection without deadlocking.
+func TestMemoryIsOneDatabase(t *testing.T) {
+	s := openStore(t, sqlitestore.MemoryPath)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const typ, writers, per = "Mem", 8, 20
+	ids := make([]uuid.UUID, writers)
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*per*2)
+	for w := range writers {
+		ids[w] = uuid.New()
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				if _, err := s.Append(ctx, typ, ids[w], eventsource.ExpectedVersion(i), events(i, 1)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() { // a concurrent reader on the same single connection
+			defer wg.Done()
+			for range per {
+				for _, err := range s.ReadEvents(ctx, typ, ids[w], 0) {
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if got := len(readVersions(t, s, typ, id)); got != per {
+			t.Fatalf("%s has %d events, want %d: goroutines did not share one database", id, got, per)
+		}
+	}
+
+	// Store calls inside iterations: the connection is free between
+	// windows (ReadEvents) and after collecting (ListAggregates).
+	n := 0
+	for rec, err := range s.ReadEvents(ctx, typ, ids[0], 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if _, err := s.StreamVersion(ctx, typ, ids[0]); err != nil {
+			t.Fatalf("StreamVersion inside ReadEvents: %v", err)
+		}
+		if rec.Version == 1 {
+			if _, err := s.Append(ctx, typ, ids[0], eventsource.AnyVersion, events(99, 1)); err != nil {
+				t.Fatalf("Append inside ReadEvents: %v", err)
+			}
+		}
+	}
+	if n < per {
+		t.Fatalf("read %d events, want at least %d", n, per)
+	}
+	listed := 0
+	for in, err := range s.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed++
+		if _, err := s.SaveSnapshot(ctx, snapshot(typ, in.AggregateID, in.HeadVersion)); err != nil {
+			t.Fatalf("SaveSnapshot inside ListAggregates: %v", err)
+		}
+	}
+	if listed != writers {
+		t.Fatalf("listed %d aggregates, want %d", listed, writers)
+	}
+
+	// Two in-memory stores are two databases.
+	other := openStore(t, sqlitestore.MemoryPath)
+	if v := versionOf(t, other, typ, ids[0]); v != 0 {
+		t.Fatalf("a second in-memory store sees version %d of the first one's stream", v)
+	}
+}
+
+// TestConcurrentWritersNeverLocked runs 16 writers on one file store, half
+// on their own aggregates and half racing on one, with readers and snapshot
+// writers alongside: no error other than the typed conflict, ever.
+func TestConcurrentWritersNeverLocked(t *testing.T) {
+	hammer(t, openStore(t, tempDB(t)))
+}
+
+// TestNewDeferredPoolNeverLocked does the same through New on a pool of 8
+// connections whose DSN sets a busy timeout but not _txlock=immediate: an
+// append's first statement is a write, so even a deferred transaction
+// takes the write lock before it reads.
+func TestNewDeferredPoolNeverLocked(t *testing.T) {
+	db, err := sql.Open(sqlitestore.DriverName, tempDB(t)+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(8)
+	t.Cleanup(func() { db.Close() })
+	s, err := sqlitestore.New(db, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hammer(t, s)
+}
+
+func hammer(t *testing.T, s *sqlitestore.Store) {
+	ctx := context.Background()
+	const typ, own, racers, perOwn, perRacer = "Busy", 8, 8, 25, 10
+	shared := uuid.New()
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		failures  []error
+		conflicts int
+		won       = map[uuid.UUID]int64{}
+	)
+	fail := func(err error) {
+		mu.Lock()
+		failures = append(failures, err)
+		mu.Unlock()
+	}
+	ownIDs := make([]uuid.UUID, own)
+	for w := range own {
+		ownIDs[w] = uuid.New()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perOwn {
+				if _, err := s.Append(ctx, typ, ownIDs[w], eventsource.ExpectedVersion(i*2), events(i, 2)); err != nil {
+					fail(fmt.Errorf("own writer %d append %d: %w", w, i, err))
+					return
+				}
+				if i%5 == 4 {
+					if _, err := s.SaveSnapshot(ctx, snapshot(typ, ownIDs[w], int64(i*2+2))); err != nil {
+						fail(fmt.Errorf("own writer %d snapshot: %w", w, err))
+						return
+					}
+				}
+				for _, err := range s.ReadEvents(ctx, typ, shared, 0) {
+					if err != nil {
+						fail(fmt.Errorf("own writer %d read: %w", w, err))
+						return
+					}
+				}
+			}
+		}()
+	}
+	for w := range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perRacer; {
+				v, err := s.StreamVersion(ctx, typ, shared)
+				if err != nil {
+					fail(err)
+					return
+				}
+				ev := event(w*1000 + i)
+				res, err := s.Append(ctx, typ, shared, eventsource.ExpectedVersion(v), []eventsource.NewEvent{ev})
+				var ce *eventsource.ConflictError
+				switch {
+				case err == nil:
+					mu.Lock()
+					won[ev.ID] = res.LastVersion
+					mu.Unlock()
+					i++
+				case errors.As(err, &ce):
+					if ce.Expected != v || ce.Actual <= v {
+						fail(fmt.Errorf("conflict %+v for expected %d", ce, v))
+						return
+					}
+					mu.Lock()
+					conflicts++
+					mu.Unlock()
+				default:
+					fail(fmt.Errorf("racer %d: %w", w, err))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range failures {
+		if isLocked(err) {
+			t.Errorf("a writer saw the database locked: %v", err)
+		} else {
+			t.Error(err)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	for _, id := range ownIDs {
+		if v := versionOf(t, s, typ, id); v != 2*perOwn {
+			t.Fatalf("own aggregate %s at version %d, want %d", id, v, 2*perOwn)
+		}
+	}
+	got := readVersions(t, s, typ, shared)
+	if len(got) != racers*perRacer {
+		t.Fatalf("shared stream has %d events, want %d", len(got), racers*perRacer)
+	}
+	for i, rec := range got {
+		if rec.Version != int64(i+1) || won[rec.ID] != rec.Version {
+			t.Fatalf("event %d: version %d, its append reported %d", i, rec.Version, won[rec.ID])
+		}
+	}
+	t.Logf("%d conflicts among %d racers, no lock errors", conflicts, racers)
+}
+
+// TestTwoHandlesOneFile opens the file twice, as two processes would: they
+// migrate at the same time, then race on one aggregate. Every version has
+// exactly one winner and the losers get the typed conflict.
+func TestTwoHandlesOneFile(t *testing.T) {
+	path := tempDB(t)
+	ctx := context.Background()
+	var handles [2]*sqlitestore.Store
+	for i := range handles {
+		s, err := sqlitestore.Open(ctx, path, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		handles[i] = s
+	}
+	var wg sync.WaitGroup
+	migrateErrs := make([]error, len(handles))
+	for i, s := range handles {
+		wg.Add(1)
+		go func() { defer wg.Done(); migrateErrs[i] = s.Migrate(ctx) }()
+	}
+	wg.Wait()
+	for i, err := range migrateErrs {
+		if err != nil {
+			t.Fatalf("concurrent Migrate on handle %d: %v", i, err)
+		}
+	}
+
+	const typ, perHandle, perWriter = "TwoProc", 4, 6
+	id := uuid.New()
+	var (
+		mu       sync.Mutex
+		won      = map[int64][]uuid.UUID{}
+		failures []error
+	)
+	for h, s := range handles {
+		for w := range perHandle {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < perWriter; {
+					v, err := s.StreamVersion(ctx, typ, id)
+					if err == nil {
+						ev := event(h*100 + w*10 + i)
+						var res eventsource.AppendResult
+						res, err = s.Append(ctx, typ, id, eventsource.ExpectedVersion(v), []eventsource.NewEvent{ev})
+						if err == nil {
+							mu.Lock()
+							won[res.LastVersion] = append(won[res.LastVersion], ev.ID)
+							mu.Unlock()
+							i++
+							continue
+						}
+						var ce *eventsource.ConflictError
+						if errors.As(err, &ce) && ce.Expected == v && ce.Actual > v {
+							continue
+						}
+					}
+					mu.Lock()
+					failures = append(failures, fmt.Errorf("handle %d writer %d: %w", h, w, err))
+					mu.Unlock()
+					return
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for _, err := range failures {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	const total = 2 * perHandle * perWriter
+	for v := int64(1); v <= total; v++ {
+		if len(won[v]) != 1 {
+			t.Fatalf("version %d had %d winners", v, len(won[v]))
+		}
+	}
+	for h, s := range handles {
+		got := readVersions(t, s, typ, id)
+		if len(got) != total {
+			t.Fatalf("handle %d reads %d events, want %d", h, len(got), total)
+		}
+		for i, rec := range got {
+			if rec.Version != int64(i+1) || rec.ID != won[rec.Version][0] {
+				t.Fatalf("handle %d: event %d is v%d %s; the winner of v%d was %v", h, i, rec.Version, rec.ID, i+1, won[int64(i+1)])
+			}
+		}
+	}
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	path := tempDB(t)
+	s := openStore(t, path) // migrated once
+	db := rawDB(t, path)
+	schema := func() string {
+		rows, err := db.Query(`SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_schema ORDER BY name`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var b strings.Builder
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			b.WriteString(line + "\n")
+		}
+		return b.String()
+	}
+	before := schema()
+	for range 2 {
+		if err := s.Migrate(context.Background()); err != nil {
+			t.Fatalf("Migrate again: %v", err)
+		}
+	}
+	if after := schema(); after != before {
+		t.Fatalf("Migrate again changed the schema:\n%s\nwas:\n%s", after, before)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM evsnap_migrations`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != sqlitestore.SchemaVersion() {
+		t.Fatalf("%d migrations recorded, want %d", n, sqlitestore.SchemaVersion())
+	}
+	for _, want := range []string{"events_event_id_key", "events_stream_version_key", "snapshots_type_schema_idx"} {
+		if !strings.Contains(before, "index "+want+":") {
+			t.Errorf("index %s missing from the schema:\n%s", want, before)
+		}
+	}
+}
+
+func TestUseBeforeMigrate(t *testing.T) {
+	for _, path := range []string{tempDB(t), sqlitestore.MemoryPath} {
+		s, err := sqlitestore.Open(context.Background(), path, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ctx := context.Background()
+		typ, id := "Unmigrated", uuid.New()
+		check := func(op string, err error) {
+			t.Helper()
+			if !errors.Is(err, sqlitestore.ErrNotMigrated) || !strings.Contains(err.Error(), "Migrate") {
+				t.Errorf("%s: %s before Migrate: error %v, want ErrNotMigrated telling to run Migrate", path, op, err)
+			}
+			t.Logf("%s: %v", op, err)
+		}
+		_, err = s.Append(ctx, typ, id, eventsource.NoStream, events(1, 1))
+		check("Append", err)
+		_, err = s.StreamVersion(ctx, typ, id)
+		check("StreamVersion", err)
+		for _, err := range s.ReadEvents(ctx, typ, id, 0) {
+			check("ReadEvents", err)
+		}
+		_, err = s.SaveSnapshot(ctx, snapshot(typ, id, 1))
+		check("SaveSnapshot", err)
+		_, err = s.GetSnapshot(ctx, typ, id)
+		check("GetSnapshot", err)
+		_, err = s.DeleteSnapshotsByType(ctx, typ, 0)
+		check("DeleteSnapshotsByType", err)
+		for _, err := range s.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+			check("ListAggregates", err)
+		}
+		// Migrate then makes the same store usable.
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mustAppend(t, s, typ, id, eventsource.NoStream, events(1, 1))
+	}
+}
+
+func TestOpenBadPath(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "plain-file")
+	if err := os.WriteFile(notDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notDB := filepath.Join(dir, "garbage.db")
+	if err := os.WriteFile(notDB, []byte(strings.Repeat("this is not a database ", 500)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, path, want string
+	}{
+		{"missing directory", filepath.Join(dir, "no", "such", "dir", "x.db"), "does not exist"},
+		{"parent is a file", filepath.Join(notDir, "x.db"), "not a directory"},
+		{"path is a directory", dir, "is a directory"},
+		{"not a database", notDB, "not a database"},
+		{"empty", "", "empty database path"},
+		{"query in path", filepath.Join(dir, "x.db?mode=ro"), "contains '?'"},
+	}
+	if os.Geteuid() != 0 { // root writes anywhere
+		ro := filepath.Join(dir, "readonly")
+		if err := os.Mkdir(ro, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct{ name, path, want string }{"unwritable directory", filepath.Join(ro, "x.db"), "unable to open"})
+	} else {
+		cases = append(cases, struct{ name, path, want string }{"unwritable location", "/proc/evsnap-cannot-create.db", "unable to open"})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := sqlitestore.Open(context.Background(), c.path)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%q) succeeded", c.path)
+			}
+			if !strings.Contains(err.Error(), c.want) || (c.path != "" && !strings.Contains(err.Error(), c.path)) {
+				t.Fatalf("Open(%q) error %q: want it to name the path and say %q", c.path, err, c.want)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestInvalidOptions(t *testing.T) {
+	cases := []struct {
+		name string
+		opts []sqlitestore.Option
+		want string
+	}{
+		{"uppercase", []sqlitestore.Option{sqlitestore.WithEventsTable("Events")}, `"Events"`},
+		{"injection", []sqlitestore.Option{sqlitestore.WithSnapshotsTable(`x"; DROP TABLE events; --`)}, `DROP TABLE`},
+		{"empty", []sqlitestore.Option{sqlitestore.WithStreamsTable("")}, `streams table name ""`},
+		{"too long", []sqlitestore.Option{sqlitestore.WithEventsTable(strings.Repeat("a", 64))}, strings.Repeat("a", 64)},
+		{"reserved", []sqlitestore.Option{sqlitestore.WithMigrationsTable("sqlite_master")}, `"sqlite_master"`},
+		{"same name twice", []sqlitestore.Option{sqlitestore.WithSnapshotsTable("events")}, `both named "events"`},
+		{"nil logger", []sqlitestore.Option{sqlitestore.WithLogger(nil)}, "WithLogger(nil)"},
+		{"nil tracer", []sqlitestore.Option{sqlitestore.WithTracerProvider(nil)}, "WithTracerProvider(nil)"},
+		{"zero busy timeout", []sqlitestore.Option{sqlitestore.WithBusyTimeout(0)}, "busy timeout"},
+		{"bad synchronous", []sqlitestore.Option{sqlitestore.WithSynchronous("OFF")}, `"OFF"`},
+		{"no read conns", []sqlitestore.Option{sqlitestore.WithReadConns(0)}, "read connections 0"},
+		{"nil option", []sqlitestore.Option{nil}, "nil Option"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := tempDB(t)
+			s, err := sqlitestore.Open(context.Background(), path, c.opts...)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !errors.Is(err, eventsource.ErrInvalidOption) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q: want ErrInvalidOption naming %s", err, c.want)
+			}
+			if _, statErr := os.Stat(path); !errors.Is(statErr, os.ErrNotExist) {
+				t.Fatalf("an invalid option still created %s", path)
+			}
+		})
+	}
+	t.Run("New", func(t *testing.T) {
+		if _, err := sqlitestore.New(nil); !errors.Is(err, eventsource.ErrInvalidOption) {
+			t.Fatalf("New(nil) error %v", err)
+		}
+		db := rawDB(t, tempDB(t))
+		_, err := sqlitestore.New(db, sqlitestore.WithBusyTimeout(time.Second))
+		if !errors.Is(err, eventsource.ErrInvalidOption) || !strings.Contains(err.Error(), "WithBusyTimeout") {
+			t.Fatalf("New with an Open-only option: error %v", err)
+		}
+	})
+}
+
+func TestInvalidJSONRefused(t *testing.T) {
+	path := tempDB(t)
+	s := openStore(t, path)
+	ctx := context.Background()
+	typ, id := "Json", uuid.New()
+	bad := events(1, 3)
+	bad[1].Payload = []byte(`{"n": 2,`)
+	_, err := s.Append(ctx, typ, id, eventsource.NoStream, bad)
+	if !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), "event 1") || !strings.Contains(err.Error(), "not valid JSON") {
+		t.Fatalf("append with a broken payload: error %v, want ErrInvalidArgument naming event 1", err)
+	}
+	if v := versionOf(t, s, typ, id); v != 0 {
+		t.Fatalf("stream at version %d after a refused append", v)
+	}
+	mustAppend(t, s, typ, id, eventsource.NoStream, events(1, 2))
+	if _, err := s.Append(ctx, typ, id, 2, bad); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("second refused append: %v", err)
+	}
+	if got := readVersions(t, s, typ, id); len(got) != 2 {
+		t.Fatalf("%d events stored, want 2", len(got))
+	}
+	sn := snapshot(typ, id, 2)
+	sn.State = []byte(`not json`)
+	if _, err := s.SaveSnapshot(ctx, sn); !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), "not valid JSON") {
+		t.Fatalf("snapshot with a broken state: error %v", err)
+	}
+	if got, err := s.GetSnapshot(ctx, typ, id); err != nil || got != nil {
+		t.Fatalf("broken snapshot stored: %v, %v", got, err)
+	}
+
+	// The schema refuses it too, for writers that go around the store.
+	db := rawDB(t, path)
+	_, err = db.Exec(`INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type, payload, metadata, occurred_at)
+		VALUES (?, ?, ?, 3, 'Thing', '{"broken":', '{}', 0)`, uuid.NewString(), typ, id.String())
+	if err == nil || !strings.Contains(err.Error(), "CHECK constraint failed") {
+		t.Fatalf("raw insert of invalid JSON: error %v, want a CHECK constraint failure", err)
+	}
+	_, err = db.Exec(`INSERT INTO snapshots VALUES (?, ?, 1, 1, 'nope', 0)`, uuid.NewString(), typ)
+	if err == nil || !strings.Contains(err.Error(), "CHECK constraint failed") {
+		t.Fatalf("raw snapshot insert of invalid JSON: error %v, want a CHECK constraint failure", err)
+	}
+}
+
+func TestDuplicateEventID(t *testing.T) {
+	s := openStore(t, tempDB(t))
+	ctx := context.Background()
+	typ, id := "Dup", uuid.New()
+	first := events(1, 1)
+	mustAppend(t, s, typ, id, eventsource.NoStream, first)
+
+	check := func(name string, err error, wantID uuid.UUID, inBatch bool) {
+		t.Helper()
+		var de *sqlitestore.DuplicateEventIDError
+		if !errors.Is(err, eventsource.ErrInvalidArgument) || !errors.As(err, &de) || de.ID != wantID || de.InBatch != inBatch {
+			t.Fatalf("%s: error %v, want a DuplicateEventIDError for %s (in batch %v) matching ErrInvalidArgument", name, err, wantID, inBatch)
+		}
+	}
+	again := events(2, 3)
+	again[2].ID = first[0].ID
+	_, err := s.Append(ctx, typ, id, 1, again)
+	check("same stream", err, first[0].ID, false)
+
+	otherID := uuid.New()
+	other := events(1, 2)
+	other[1].ID = first[0].ID
+	_, err = s.Append(ctx, typ, otherID, eventsource.NoStream, other)
+	check("other stream", err, first[0].ID, false)
+
+	twice := events(2, 2)
+	twice[1].ID = twice[0].ID
+	_, err = s.Append(ctx, typ, id, 1, twice)
+	check("within the append", err, twice[0].ID, true)
+
+	if v := versionOf(t, s, typ, id); v != 1 {
+		t.Fatalf("stream at %d after refused appends, want 1", v)
+	}
+	if v := versionOf(t, s, typ, otherID); v != 0 {
+		t.Fatalf("other stream at %d after a refused append, want 0", v)
+	}
+	for in, err := range s.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+		if err != nil || in.AggregateID != id {
+			t.Fatalf("listing after refused appends: %+v, %v (only %s should exist)", in, err, id)
+		}
+	}
+}
+
+// TestTwoStoresOneFile keeps two stores with different table names in one
+// file: their indexes and migration records do not clash.
+func TestTwoStoresOneFile(t *testing.T) {
+	path := tempDB(t)
+	a := openStore(t, path)
+	b := openStore(t, path, sqlitestore.WithEventsTable("b_events"), sqlitestore.WithSnapshotsTable("b_snapshots"),
+		sqlitestore.WithStreamsTable("b_streams"))
+	c := openStore(t, path, sqlitestore.WithEventsTable("order"), sqlitestore.WithSnapshotsTable("select"),
+		sqlitestore.WithStreamsTable("group"), sqlitestore.WithMigrationsTable("table"))
+	typ, id := "Shared", uuid.New()
+	mustAppend(t, a, typ, id, eventsource.NoStream, events(1, 3))
+	mustAppend(t, b, typ, id, eventsource.NoStream, events(1, 5))
+	mustAppend(t, c, typ, id, eventsource.NoStream, events(1, 7))
+	for s, want := range map[*sqlitestore.Store]int64{a: 3, b: 5, c: 7} {
+		if v := versionOf(t, s, typ, id); v != want {
+			t.Fatalf("version %d, want %d", v, want)
+		}
+	}
+	if _, err := b.SaveSnapshot(context.Background(), snapshot(typ, id, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.GetSnapshot(context.Background(), typ, id); got != nil {
+		t.Fatal("store a sees store b's snapshot")
+	}
+	db := rawDB(t, path)
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name LIKE '%type_schema_idx'`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("%d snapshot indexes (%v), want 3, one per store", n, err)
+	}
+	if err := db.QueryRow(`SELECT count(DISTINCT scope) FROM evsnap_migrations`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d migration scopes (%v), want 2", n, err)
+	}
+}
+
+func TestCloseIsIdempotent(t *testing.T) {
+	for _, path := range []string{tempDB(t), sqlitestore.MemoryPath} {
+		s, err := sqlitestore.Open(context.Background(), path, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if err := s.Close(); err != nil {
+				t.Fatalf("%s: Close #%d: %v", path, i+1, err)
+			}
+		}
+		_, err = s.Append(context.Background(), "T", uuid.New(), eventsource.NoStream, events(1, 1))
+		if !errors.Is(err, sqlitestore.ErrClosed) {
+			t.Fatalf("%s: Append after Close: %v, want ErrClosed", path, err)
+		}
+		for _, err := range s.ReadEvents(context.Background(), "T", uuid.New(), 0) {
+			if !errors.Is(err, sqlitestore.ErrClosed) {
+				t.Fatalf("%s: ReadEvents after Close: %v, want ErrClosed", path, err)
+			}
+		}
+		if err := s.Migrate(context.Background()); !errors.Is(err, sqlitestore.ErrClosed) {
+			t.Fatalf("%s: Migrate after Close: %v, want ErrClosed", path, err)
+		}
+	}
+}
+
+// TestNew runs the suites on stores over a caller's *sql.DB: a file with the
+// recommended DSN and a pool, and ":memory:" on one connection.
+func TestNew(t *testing.T) {
+	newFile := func(t *testing.T) *sqlitestore.Store {
+		db, err := sql.Open(sqlitestore.DriverName, tempDB(t)+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		s, err := sqlitestore.New(db, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			s.Close()
+			if err := db.Ping(); err != nil {
+				t.Errorf("Store.Close closed the caller's *sql.DB: %v", err)
+			}
+		})
+		return s
+	}
+	newMemory := func(t *testing.T) *sqlitestore.Store {
+		db, err := sql.Open(sqlitestore.DriverName, sqlitestore.MemoryPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.SetMaxOpenConns(1)
+		t.Cleanup(func() { db.Close() })
+		s, err := sqlitestore.New(db, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for name, newStore := range map[string]func(*testing.T) *sqlitestore.Store{"File": newFile, "Memory": newMemory} {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestEventStore(t, func(t *testing.T) eventsource.EventStore { return newStore(t) })
+			storetest.TestSnapshotStore(t, func(t *testing.T) eventsource.SnapshotStore { return newStore(t) })
+			storetest.TestAggregateLister(t, func(t *testing.T) storetest.Backend { return newStore(t) })
+		})
+	}
+}
+
+func TestSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	s := openStore(t, sqlitestore.MemoryPath, sqlitestore.WithTracerProvider(tp))
+	typ, id := "Traced", uuid.New()
+	mustAppend(t, s, typ, id, eventsource.NoStream, events(1, 2))
+	_, conflict := s.Append(context.Background(), typ, id, eventsource.NoStream, events(3, 1))
+	readVersions(t, s, typ, id)
+	if _, err := s.GetSnapshot(context.Background(), typ, id); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var sawConflict bool
+	for _, sp := range rec.Ended() {
+		names = append(names, sp.Name())
+		if sp.Name() == "sqlitestore.Append" && sp.Status().Code == codes.Error && strings.Contains(sp.Status().Description, "conflict") {
+			sawConflict = true
+		}
+	}
+	for _, want := range []string{"sqlitestore.Migrate", "sqlitestore.Append", "sqlitestore.ReadEvents", "sqlitestore.GetSnapshot"} {
+		if !strings.Contains(strings.Join(names, " "), want) {
+			t.Errorf("no %s span among %v", want, names)
+		}
+	}
+	if !sawConflict {
+		t.Errorf("the conflicting append (%v) left no error span", conflict)
+	}
+}
+
+// TestStreamsBehindEvents writes an event around the store (the streams
+// table does not see it): the append that collides with it on the version
+// gets the typed conflict with the events table's head, never a raw
+// constraint error.
+func TestStreamsBehindEvents(t *testing.T) {
+	path := tempDB(t)
+	s := openStore(t, path)
+	typ, id := "Behind", uuid.New()
+	mustAppend(t, s, typ, id, eventsource.NoStream, events(1, 2))
+	db := rawDB(t, path)
+	if _, err := db.Exec(`INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type, payload, occurred_at)
+		VALUES (?, ?, ?, 3, 'Thing', '{}', 0)`, uuid.NewString(), typ, id.String()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Append(context.Background(), typ, id, 2, events(3, 1))
+	var ce *eventsource.ConflictError
+	if !errors.As(err, &ce) || ce.Expected != 2 || ce.Actual != 3 {
+		t.Fatalf("append onto a version written around the store: error %v, want a ConflictError expected 2 actual 3", err)
+	}
+	if v := versionOf(t, s, typ, id); v != 2 {
+		t.Fatalf("streams head moved to %d by a refused append", v)
+	}
+}
