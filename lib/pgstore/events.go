@@ -1,0 +1,234 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// emptyMetadata is how zero metadata is stored (the JSON of a zero
+// eventsource.Metadata), and recognised on read without decoding.
+var emptyMetadata = []byte("{}")
+
+// Append implements [eventsource.EventStore]. It writes the stream row and
+// every event in one statement, so one round trip and one implicit
+// transaction: for an exact expected version N > 0 a conditional UPDATE of
+// the stream row (which row-locks it, so concurrent appenders queue and
+// every loser sees the winner's version), for [eventsource.NoStream] an
+// INSERT ... ON CONFLICT DO NOTHING, for [eventsource.AnyVersion] an
+// upsert. When the condition fails nothing is inserted and Append reads the
+// stream's version afresh for the *eventsource.ConflictError. A stored or
+// repeated event id, or a payload that is not JSON, is an error matching
+// [eventsource.ErrInvalidArgument]; nothing is committed then either.
+func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (res eventsource.AppendResult, err error) {
+	if err := eventsource.ValidateAppend(typ, id, expected, events); err != nil {
+		return res, err
+	}
+	ctx, span := s.span(ctx, "pgstore.Append", typ, id,
+		attribute.Int64("evsnap.append.expected_version", int64(expected)), eventsource.AttrEventsAppended.Int(len(events)))
+	defer func() {
+		if errors.Is(err, eventsource.ErrConcurrencyConflict) {
+			span.SetAttributes(attribute.Bool("evsnap.append.conflict", true))
+			span.End()
+			return
+		}
+		endSpan(span, err)
+	}()
+
+	n := len(events)
+	ids := make([]uuid.UUID, n)
+	types := make([]string, n)
+	payloads := make([][]byte, n)
+	metas := make([][]byte, n)
+	times := make([]time.Time, n)
+	for i := range events {
+		e := &events[i]
+		ids[i], types[i], payloads[i], times[i] = e.ID, e.Type, e.Payload, e.OccurredAt
+		if e.Metadata.IsZero() {
+			metas[i] = emptyMetadata
+		} else if metas[i], err = json.Marshal(e.Metadata); err != nil {
+			return res, fmt.Errorf("pgstore: append to %s %s: encode metadata of event %d: %w", typ, id, i, err)
+		}
+	}
+	var (
+		sql  = s.q.appendAny
+		args = []any{typ, id, int64(n), ids, types, payloads, metas, times}
+	)
+	switch {
+	case expected == eventsource.NoStream:
+		sql = s.q.appendNoStream
+	case expected > 0:
+		sql = s.q.appendExact
+		args = append(args, int64(expected))
+	}
+	var (
+		head        int64
+		committedAt time.Time
+	)
+	err = s.pool.QueryRow(ctx, sql, args...).Scan(&head, &committedAt)
+	switch {
+	case err == nil:
+		span.SetAttributes(eventsource.AttrVersion.Int64(head))
+		return eventsource.AppendResult{
+			FirstVersion: head - int64(n) + 1,
+			LastVersion:  head,
+			CommittedAt:  committedAt.UTC().Truncate(time.Microsecond),
+		}, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return res, s.conflict(ctx, typ, id, expected, nil)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23505" && pgErr.ConstraintName == s.events.name+"_event_id_key":
+			return res, fmt.Errorf("pgstore: append to %s %s: %w: an event id is already stored or repeated (%s)",
+				typ, id, eventsource.ErrInvalidArgument, pgErr.Detail)
+		case pgErr.Code == "23505", pgErr.Code == "40001":
+			// A version clash the stream row did not catch (rows written
+			// around the store), or a serialization failure under a
+			// stricter default isolation level: both are lost races.
+			return res, s.conflict(ctx, typ, id, expected, err)
+		case pgErr.Code == "22P02" || pgErr.Code == "22P05" || pgErr.Code == "22021":
+			return res, fmt.Errorf("pgstore: append to %s %s: %w: %s is not valid JSON for jsonb (%s): %w",
+				typ, id, eventsource.ErrInvalidArgument, badJSON(events), pgErr.Detail, err)
+		}
+	}
+	return res, s.wrap(fmt.Sprintf("append to %s %s", typ, id), err)
+}
+
+// badJSON names the first event whose payload is not JSON, for an error.
+func badJSON(events []eventsource.NewEvent) string {
+	for i := range events {
+		if !json.Valid(events[i].Payload) {
+			return fmt.Sprintf("the payload of event %d (%s, id %s)", i, events[i].Type, events[i].ID)
+		}
+	}
+	return "a payload or metadata value"
+}
+
+// conflict builds the ConflictError of a refused append, reading the
+// stream's version in a new statement so it sees the winner's commit.
+func (s *Store) conflict(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, cause error) error {
+	ce := &eventsource.ConflictError{AggregateType: typ, AggregateID: id, Expected: int64(expected)}
+	actual, err := s.streamVersion(ctx, typ, id)
+	if err != nil {
+		ce.Actual = -1
+		return fmt.Errorf("%w (reading the stream's version failed: %v)", ce, err)
+	}
+	ce.Actual = actual
+	if cause != nil {
+		return fmt.Errorf("%w (%v)", ce, cause)
+	}
+	return ce
+}
+
+// StreamVersion implements [eventsource.EventStore]: one primary-key lookup
+// in the streams table.
+func (s *Store) StreamVersion(ctx context.Context, typ string, id uuid.UUID) (v int64, err error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return 0, err
+	}
+	ctx, span := s.span(ctx, "pgstore.StreamVersion", typ, id)
+	defer func() { endSpan(span, err) }()
+	return s.streamVersion(ctx, typ, id)
+}
+
+func (s *Store) streamVersion(ctx context.Context, typ string, id uuid.UUID) (int64, error) {
+	var v int64
+	err := s.pool.QueryRow(ctx, s.q.streamVersion, typ, id).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.wrap(fmt.Sprintf("stream version of %s %s", typ, id), err)
+	}
+	return v, nil
+}
+
+// ReadEvents implements [eventsource.EventStore]. It streams pgx rows in
+// version order, a page of events (see [WithReadPageSize]) per query: each
+// query walks the (aggregate_type, aggregate_id, version) index from the
+// last version read, so the cost depends only on the events after `after`,
+// nothing is sorted, and a query is never open for longer than the caller
+// takes over one page. Breaking out of the loop closes the rows. Payload
+// holds the stored JSON (jsonb's normal form); Event is nil.
+func (s *Store) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return eventsource.ErrorSeq(err)
+	}
+	return func(yield func(eventsource.RecordedEvent, error) bool) {
+		ctx, span := s.span(ctx, "pgstore.ReadEvents", typ, id, attribute.Int64("evsnap.read.after", after))
+		var (
+			err  error
+			read int64
+		)
+		defer func() {
+			span.SetAttributes(attribute.Int64("evsnap.read.events", read))
+			endSpan(span, err)
+		}()
+		next := max(after, 0)
+		for {
+			var (
+				n       int
+				stopped bool
+			)
+			n, next, stopped, err = s.readPage(ctx, typ, id, next, yield)
+			read += int64(n)
+			if err != nil {
+				yield(eventsource.RecordedEvent{}, err)
+				return
+			}
+			if stopped || n < s.cfg.readPageSize {
+				return
+			}
+		}
+	}
+}
+
+// readPage yields the events of one page after version `after`. It
+// returns how many it yielded, the last version yielded and whether the
+// caller stopped.
+func (s *Store) readPage(ctx context.Context, typ string, id uuid.UUID, after int64, yield func(eventsource.RecordedEvent, error) bool) (n int, last int64, stopped bool, err error) {
+	last = after
+	fail := func(err error) (int, int64, bool, error) {
+		return n, last, false, s.wrap(fmt.Sprintf("read events of %s %s after v%d", typ, id, last), err)
+	}
+	rows, err := s.pool.Query(ctx, s.q.readEvents, typ, id, after)
+	if err != nil {
+		return fail(err)
+	}
+	defer rows.Close()
+	var metadata []byte
+	for rows.Next() {
+		rec := eventsource.RecordedEvent{AggregateType: typ, AggregateID: id}
+		// *[16]byte takes pgx's binary uuid path; *uuid.UUID would go through
+		// its sql.Scanner and a string.
+		if err := rows.Scan((*[16]byte)(&rec.ID), &rec.Version, &rec.Type, &rec.Payload, &metadata, &rec.OccurredAt); err != nil {
+			return fail(err)
+		}
+		if len(metadata) > 0 && string(metadata) != string(emptyMetadata) {
+			if err := json.Unmarshal(metadata, &rec.Metadata); err != nil {
+				return n, last, false, &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, typ, id), Err: err}
+			}
+		}
+		rec.OccurredAt = rec.OccurredAt.UTC()
+		last = rec.Version
+		n++
+		if !yield(rec, nil) {
+			return n, last, true, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	return n, last, false, nil
+}

@@ -1,0 +1,92 @@
+package pgstore
+
+import (
+	"strconv"
+)
+
+// queries holds the store's SQL, built once from the quoted table names.
+type queries struct {
+	// appendExact, appendNoStream and appendAny advance the stream row and
+	// insert the events in one statement (one round trip, one implicit
+	// transaction). They return the new head version and the time, or no
+	// row when the expected version did not hold.
+	appendExact, appendNoStream, appendAny string
+	streamVersion                          string
+	readEvents                             string
+
+	saveSnapshot, getSnapshot, deleteSnapshot, snapshotExists string
+	deleteSnapshotsByType, deleteSnapshotsBelow               string
+
+	listByID, listMostBehind string
+}
+
+func buildQueries(s *Store) queries {
+	ev, st, sn := s.events.String(), s.streams.String(), s.snapshots.String()
+
+	// $1 aggregate type, $2 aggregate id, $3 number of events, $4..$8 the
+	// events' columns as arrays, $9 (exact only) the expected version.
+	insertEvents := `,
+ins AS (
+	INSERT INTO ` + ev + ` (event_id, aggregate_type, aggregate_id, version, event_type, payload, metadata, occurred_at)
+	SELECT e.event_id, $1, $2, head.version - $3 + e.ord, e.event_type, e.payload, e.metadata, e.occurred_at
+	FROM head, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::timestamptz[])
+		WITH ORDINALITY AS e(event_id, event_type, payload, metadata, occurred_at, ord)
+)
+SELECT version, clock_timestamp() FROM head`
+
+	var q queries
+	q.appendExact = `WITH head AS (
+	UPDATE ` + st + ` SET version = version + $3::bigint
+	WHERE aggregate_type = $1::text AND aggregate_id = $2::uuid AND version = $9::bigint
+	RETURNING version
+)` + insertEvents
+	q.appendNoStream = `WITH head AS (
+	INSERT INTO ` + st + ` (aggregate_type, aggregate_id, version) VALUES ($1::text, $2::uuid, $3::bigint)
+	ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING
+	RETURNING version
+)` + insertEvents
+	q.appendAny = `WITH head AS (
+	INSERT INTO ` + st + ` AS s (aggregate_type, aggregate_id, version) VALUES ($1::text, $2::uuid, $3::bigint)
+	ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = s.version + excluded.version
+	RETURNING version
+)` + insertEvents
+
+	q.streamVersion = `SELECT version FROM ` + st + ` WHERE aggregate_type = $1 AND aggregate_id = $2`
+
+	// The LIMIT is a constant so the planner knows a page is small and
+	// walks the (aggregate_type, aggregate_id, version) index in order
+	// instead of bitmap-scanning a long stream and sorting it.
+	q.readEvents = `SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
+WHERE aggregate_type = $1 AND aggregate_id = $2 AND version > $3
+ORDER BY version
+LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
+
+	// Snapshot.Supersedes, as SQL: the stored row is replaced unless the
+	// new one has a lower version or an older schema version.
+	q.saveSnapshot = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
+SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at
+WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version`
+	q.getSnapshot = `SELECT version, schema_version, state, created_at FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
+	q.deleteSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
+	q.snapshotExists = `SELECT EXISTS (SELECT 1 FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2)`
+	q.deleteSnapshotsByType = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1`
+	q.deleteSnapshotsBelow = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1 AND schema_version < $2`
+
+	// The lister reads the streams table (one row per aggregate) joined to
+	// the snapshots by primary key; it never touches the events.
+	// $1 type, $2 min behind, $3 after id (ByID), $4 limit.
+	listCols := `SELECT st.aggregate_id, st.version, coalesce(sn.version, 0), coalesce(sn.schema_version, 0),
+	greatest(st.version - coalesce(sn.version, 0), 0) AS behind
+FROM ` + st + ` st
+LEFT JOIN ` + sn + ` sn ON sn.aggregate_id = st.aggregate_id AND sn.aggregate_type = st.aggregate_type
+WHERE st.aggregate_type = $1 AND greatest(st.version - coalesce(sn.version, 0), 0) >= $2`
+	q.listByID = listCols + ` AND st.aggregate_id > $3
+ORDER BY st.aggregate_id
+LIMIT $4`
+	q.listMostBehind = listCols + `
+ORDER BY behind DESC, st.aggregate_id
+LIMIT $3`
+	return q
+}

@@ -1,0 +1,111 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// SaveSnapshot implements [eventsource.SnapshotStore] with one
+// INSERT ... ON CONFLICT ... DO UPDATE ... WHERE statement whose condition
+// is [eventsource.Snapshot.Supersedes]: the check and the write are one
+// atomic statement, so racing writers never move a snapshot backwards.
+// stored is whether a row was inserted or updated. State that is not JSON
+// is an error matching [eventsource.ErrInvalidArgument].
+func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (stored bool, err error) {
+	if err := snap.Validate(); err != nil {
+		return false, err
+	}
+	ctx, span := s.span(ctx, "pgstore.SaveSnapshot", snap.AggregateType, snap.AggregateID,
+		eventsource.AttrVersion.Int64(snap.Version), attribute.Int("evsnap.snapshot.schema_version", snap.SchemaVersion))
+	defer func() {
+		span.SetAttributes(attribute.Bool("evsnap.snapshot.stored", stored))
+		endSpan(span, err)
+	}()
+	tag, err := s.pool.Exec(ctx, s.q.saveSnapshot, snap.AggregateID, snap.AggregateType, snap.Version,
+		int32(snap.SchemaVersion), snap.State, snap.CreatedAt)
+	if err != nil {
+		return false, s.wrap(fmt.Sprintf("save snapshot v%d of %s %s", snap.Version, snap.AggregateType, snap.AggregateID), err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// GetSnapshot implements [eventsource.SnapshotStore]: one primary-key
+// lookup.
+func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return nil, err
+	}
+	ctx, span := s.span(ctx, "pgstore.GetSnapshot", typ, id)
+	defer func() { endSpan(span, err) }()
+	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
+	var schema int32
+	err = s.pool.QueryRow(ctx, s.q.getSnapshot, id, typ).Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		span.SetAttributes(attribute.Bool("evsnap.snapshot.found", false))
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.wrap(fmt.Sprintf("get snapshot of %s %s", typ, id), err)
+	}
+	snap.SchemaVersion = int(schema)
+	snap.CreatedAt = snap.CreatedAt.UTC()
+	span.SetAttributes(attribute.Bool("evsnap.snapshot.found", true), eventsource.AttrVersion.Int64(snap.Version))
+	return snap, nil
+}
+
+// DeleteSnapshot implements [eventsource.SnapshotStore].
+func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return false, err
+	}
+	ctx, span := s.span(ctx, "pgstore.DeleteSnapshot", typ, id)
+	defer func() { endSpan(span, err) }()
+	tag, err := s.pool.Exec(ctx, s.q.deleteSnapshot, id, typ)
+	if err != nil {
+		return false, s.wrap(fmt.Sprintf("delete snapshot of %s %s", typ, id), err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
+// SnapshotExists implements [eventsource.SnapshotStore].
+func (s *Store) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (ok bool, err error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return false, err
+	}
+	ctx, span := s.span(ctx, "pgstore.SnapshotExists", typ, id)
+	defer func() { endSpan(span, err) }()
+	if err := s.pool.QueryRow(ctx, s.q.snapshotExists, id, typ).Scan(&ok); err != nil {
+		return false, s.wrap(fmt.Sprintf("check snapshot of %s %s", typ, id), err)
+	}
+	return ok, nil
+}
+
+// DeleteSnapshotsByType implements [eventsource.SnapshotStore]. It uses the
+// (aggregate_type, schema_version) index and returns the number of rows
+// deleted.
+func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (n int64, err error) {
+	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+		return 0, err
+	}
+	ctx, span := s.span(ctx, "pgstore.DeleteSnapshotsByType", typ, uuid.Nil,
+		attribute.Int("evsnap.snapshot.schema_version_below", schemaVersionBelow))
+	defer func() {
+		span.SetAttributes(attribute.Int64("evsnap.snapshot.deleted", n))
+		endSpan(span, err)
+	}()
+	sql, args := s.q.deleteSnapshotsByType, []any{typ}
+	if schemaVersionBelow > 0 {
+		sql, args = s.q.deleteSnapshotsBelow, []any{typ, int32(schemaVersionBelow)}
+	}
+	tag, err := s.pool.Exec(ctx, sql, args...)
+	if err != nil {
+		return 0, s.wrap(fmt.Sprintf("delete snapshots of type %s", typ), err)
+	}
+	return tag.RowsAffected(), nil
+}
