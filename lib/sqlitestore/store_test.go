@@ -826,3 +826,42 @@ func TestStreamsBehindEvents(t *testing.T) {
 		t.Fatalf("streams head moved to %d by a refused append", v)
 	}
 }
+
+// TestLockedByAnotherProcess holds the write lock from another connection
+// (as another process would) for longer than the busy timeout: the append
+// fails with an error that names the database and the timeout, and commits
+// nothing; once the lock is released, appends succeed again.
+func TestLockedByAnotherProcess(t *testing.T) {
+	path := tempDB(t)
+	s := openStore(t, path, sqlitestore.WithBusyTimeout(50*time.Millisecond))
+	ctx := context.Background()
+	typ, id := "Locked", uuid.New()
+	mustAppend(t, s, typ, id, eventsource.NoStream, events(1, 1))
+
+	other := rawDB(t, path)
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = s.Append(ctx, typ, id, 1, events(2, 1))
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "busy timeout (50ms)") {
+		t.Fatalf("append while another connection holds the write lock: error %v, want one naming %s and the busy timeout", err, path)
+	}
+	if waited := time.Since(start); waited < 40*time.Millisecond {
+		t.Fatalf("append gave up after %v, before the busy timeout", waited)
+	}
+	t.Log(err)
+	// Reads are not blocked by the other writer (WAL).
+	if v := versionOf(t, s, typ, id); v != 1 {
+		t.Fatalf("version %d, want 1", v)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, typ, id, 1, events(2, 1))
+}
