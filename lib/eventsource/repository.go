@@ -163,8 +163,25 @@ func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) 
 	if r.snapshots != nil {
 		r.restoreSnapshot(ctx, a)
 	}
-	if err := replay(ctx, r.events, r.reg, a, c.version); err != nil {
-		return nil, err
+	if c.fromSnapshot {
+		found, err := replayAfterSnapshot(ctx, r.events, r.reg, a)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			// The snapshot claims a version the stream does not have (a
+			// restored database, a deleted stream): it cannot be trusted.
+			r.tel.logger.WarnContext(ctx, "snapshot is ahead of the event stream; replaying all events",
+				LogKeyAggregateID, id, LogKeySnapshotVer, c.snapshotVersion, LogKeyReason, FallbackAheadOfStream)
+			r.tel.fallback(ctx, r.typ, FallbackAheadOfStream)
+			a = r.New(id)
+			c = a.rootCore()
+		}
+	}
+	if !c.fromSnapshot {
+		if err := replay(ctx, r.events, r.reg, a, 0); err != nil {
+			return nil, err
+		}
 	}
 	if c.version == 0 {
 		return nil, fmt.Errorf("load %s %s: %w", r.typ, id, ErrAggregateNotFound)
@@ -214,6 +231,38 @@ func (r *Repository[T, PT]) restoreSnapshot(ctx context.Context, a PT) {
 	c.version = snap.Version
 	c.snapshotVersion = snap.Version
 	c.fromSnapshot = true
+}
+
+// replayAfterSnapshot applies the events after the snapshot a was
+// restored from. It reads from the snapshot's own version so that it sees
+// the event the snapshot claims to include: if the stream has no event at
+// that version, the snapshot is ahead of the stream and found is false
+// (nothing is applied).
+func replayAfterSnapshot(ctx context.Context, events EventStore, reg *Registry, a Aggregate) (found bool, err error) {
+	c := a.rootCore()
+	v := c.version
+	for rec, err := range events.ReadEvents(ctx, a.AggregateType(), c.id, v-1) {
+		if err != nil {
+			return false, fmt.Errorf("load %s %s: read events after v%d: %w", a.AggregateType(), c.id, v-1, err)
+		}
+		if !found {
+			if rec.Version != v {
+				return false, nil
+			}
+			found = true
+			continue
+		}
+		if rec.Version != c.version+1 {
+			return false, fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
+		}
+		e, err := reg.DecodeRecorded(&rec)
+		if err != nil {
+			return false, fmt.Errorf("load %s %s: %w", a.AggregateType(), c.id, err)
+		}
+		a.applyEvent(e)
+		c.replayed++
+	}
+	return found, nil
 }
 
 // replay applies the events of a's stream after version `after`, checking

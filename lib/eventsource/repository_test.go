@@ -924,3 +924,102 @@ func TestVerifySnapshot(t *testing.T) {
 		t.Fatalf("no snapshot verify = %+v", res)
 	}
 }
+
+// A snapshot claiming a version the stream does not have (a restored
+// database) is not trusted: the load replays and counts it.
+func TestSnapshotAheadOfStreamFallsBack(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(100))
+	a := openAccount(t, r, 3)
+	_, _ = h.snaps.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: a.ID(), AggregateType: exampledomain.AccountType,
+		Version: 10, SchemaVersion: 1, State: []byte(`{"open":true,"balance":12345}`), CreatedAt: time.Now()})
+	loaded, err := r.Load(ctx, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded.Version() != 3 || loaded.State() != a.State() {
+		t.Fatalf("loaded v%d %+v, want v3 %+v", loaded.Version(), loaded.State(), a.State())
+	}
+	if from, _ := loaded.LoadedFromSnapshot(); from {
+		t.Fatal("the ahead-of-stream snapshot was used")
+	}
+	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackAheadOfStream)); got != 1 {
+		t.Fatalf("ahead-of-stream fallbacks = %d", got)
+	}
+	_ = loaded.Deposit(1)
+	if err := r.Save(ctx, loaded); err != nil {
+		t.Fatalf("saving after the fallback: %v", err)
+	}
+}
+
+func FuzzLoadWithSnapshotState(f *testing.F) {
+	f.Add([]byte(`{"open":true,"owner_name":"Ada","balance":102,"transaction_count":2}`), int64(3), 1)
+	f.Add([]byte(`{"balance":"x"}`), int64(2), 1)
+	f.Add([]byte(`null`), int64(1), 1)
+	f.Add([]byte(`[1,2,3]`), int64(9), 1)
+	f.Add([]byte("\xff\xfe"), int64(3), 2)
+	f.Add([]byte(`{"balance":1e400}`), int64(3), 1)
+	f.Fuzz(func(t *testing.T, state []byte, version int64, schema int) {
+		es, ss := memstore.NewEventStore(), memstore.NewSnapshotStore()
+		r, err := eventsource.NewRepository[exampledomain.Account](es, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(ss), eventsource.WithSnapshotMode(eventsource.ModeManual))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close(context.Background())
+		a := r.New(uuid.New())
+		_ = a.Open("Ada", 100)
+		_ = a.Deposit(1)
+		_ = a.Deposit(1)
+		if err := r.Save(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = ss.SaveSnapshot(context.Background(), eventsource.Snapshot{AggregateID: a.ID(), AggregateType: exampledomain.AccountType,
+			Version: version, SchemaVersion: schema, State: state, CreatedAt: time.Now()})
+		loaded, err := r.Load(context.Background(), a.ID())
+		if err != nil {
+			t.Fatalf("load failed because of a snapshot (state %q, v%d, schema %d): %v", state, version, schema, err)
+		}
+		if loaded.Version() != 3 {
+			t.Fatalf("loaded v%d, want 3", loaded.Version())
+		}
+		if from, _ := loaded.LoadedFromSnapshot(); !from && loaded.State() != a.State() {
+			t.Fatalf("full replay gave %+v, want %+v", loaded.State(), a.State())
+		}
+	})
+}
+
+func FuzzRegistryDecode(f *testing.F) {
+	for _, c := range []struct{ typ, payload string }{
+		{exampledomain.TypeAccountOpened, `{"owner_name":"Ada","initial_balance":10}`},
+		{exampledomain.TypeMoneyDeposited, `{"amount":2.5}`},
+		{exampledomain.TypeItemAdded, `{"sku":"x","quantity":1,"price":2}`},
+		{exampledomain.TypeMoneyDeposited, `{"amount":"ten"}`},
+		{"Unknown", `{}`},
+		{exampledomain.TypeOrderPaid, ``},
+	} {
+		f.Add(c.typ, []byte(c.payload))
+	}
+	reg := exampledomain.NewRegistry()
+	f.Fuzz(func(t *testing.T, typ string, payload []byte) {
+		e, err := reg.Decode(typ, payload)
+		if err != nil {
+			if !errors.Is(err, eventsource.ErrUnknownEventType) && !errors.Is(err, eventsource.ErrDecode) {
+				t.Fatalf("untyped decode error %v", err)
+			}
+			if !eventsource.IsPermanent(err) {
+				t.Fatalf("decode error %v is not permanent", err)
+			}
+			return
+		}
+		if e.EventType() != typ {
+			t.Fatalf("decoded %T named %q from type %q", e, e.EventType(), typ)
+		}
+		again, err := reg.Encode(e)
+		if err != nil {
+			t.Fatalf("re-encode %T: %v", e, err)
+		}
+		if _, err := reg.Decode(typ, again); err != nil {
+			t.Fatalf("round trip of %s: %v", again, err)
+		}
+	})
+}

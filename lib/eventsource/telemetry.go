@@ -43,6 +43,7 @@ const (
 	FallbackSchemaMismatch = "schema_mismatch"
 	FallbackDecodeError    = "decode_error"
 	FallbackStoreError     = "store_error"
+	FallbackAheadOfStream  = "ahead_of_stream"
 )
 
 // Reasons a snapshot was not written after a successful save (the "reason"
