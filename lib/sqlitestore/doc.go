@@ -44,7 +44,7 @@
 // synchronous_commit=on. [WithSynchronous]([SyncNormal]) skips that sync for
 // several times the write throughput; the database stays consistent, but an
 // OS crash or power loss can roll back the last commits. The decision record
-// docs/decisions/020-sqlitestore-concurrency-and-durability.md has the
+// docs/decisions/0008-sqlitestore-concurrency-and-durability.md has the
 // measurements.
 //
 // # Migrations
