@@ -43,7 +43,8 @@ type ConflictError struct {
 	// Expected is the version the caller expected the stream to be at
 	// (0 for "must not exist").
 	Expected int64
-	// Actual is the stream's version when the append was refused.
+	// Actual is the stream's version when the append was refused, or -1
+	// when the store could not read it (the error text then says why).
 	Actual int64
 }
 

@@ -154,6 +154,9 @@ type faultySnapshots struct {
 	mu      sync.Mutex
 	saveErr error
 	getErr  error
+	// corrupt, when set, replaces the state GetSnapshot returns: what a
+	// damaged row looks like (real stores refuse to write invalid JSON).
+	corrupt []byte
 	block   chan struct{} // when set, SaveSnapshot waits for it to close
 	started chan struct{} // when set, SaveSnapshot signals it (non-blocking)
 	saves   int
@@ -185,12 +188,16 @@ func (f *faultySnapshots) SaveSnapshot(ctx context.Context, s eventsource.Snapsh
 
 func (f *faultySnapshots) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
 	f.mu.Lock()
-	err := f.getErr
+	err, corrupt := f.getErr, f.corrupt
 	f.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	return f.SnapshotStore.GetSnapshot(ctx, typ, id)
+	s, err := f.SnapshotStore.GetSnapshot(ctx, typ, id)
+	if s != nil && corrupt != nil {
+		s.State = corrupt
+	}
+	return s, err
 }
 
 var errInjected = errors.New("injected snapshot store failure")

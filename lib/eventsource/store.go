@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"iter"
 	"slices"
@@ -11,6 +12,10 @@ import (
 
 	"github.com/google/uuid"
 )
+
+// MaxAggregateTypeLen is the longest aggregate type name, in bytes, that
+// every store accepts (the tutorial's snapshot table has varchar(255)).
+const MaxAggregateTypeLen = 255
 
 // ExpectedVersion is the stream version an append expects. A non-negative
 // value N means "the stream is at exactly version N"; 0 therefore means the
@@ -47,8 +52,11 @@ type EventStore interface {
 	// commits nothing and returns a *ConflictError (matching
 	// ErrConcurrencyConflict) with the expected and actual versions; two
 	// concurrent appends at one version therefore have exactly one winner.
-	// An empty events slice, an empty typ, a nil id or an expected version
-	// below -1 is an error matching ErrInvalidArgument.
+	// An empty events slice, an empty typ, a nil id, an expected version
+	// below -1, or an event whose payload is not valid JSON is an error
+	// matching ErrInvalidArgument (see ValidateAppend). So is an event id
+	// that is already stored or repeated within the append; nothing is
+	// committed then either.
 	Append(ctx context.Context, typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) (AppendResult, error)
 
 	// ReadEvents streams the events of aggregate typ/id with a version
@@ -57,7 +65,9 @@ type EventStore interface {
 	// the caller iterates, and releases its resources when the caller stops
 	// early. A missing stream yields nothing. An error is yielded once, as
 	// the last pair. The cost of reading must depend on the number of events
-	// after `after`, not on the length of the stream.
+	// after `after`, not on the length of the stream. The caller may call
+	// the store's other methods while iterating (a store with a single
+	// connection must not hold it across yields).
 	ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[RecordedEvent, error]
 
 	// StreamVersion returns the version of the stream's last event, or 0
@@ -97,6 +107,10 @@ func (s *Snapshot) Validate() error {
 		return fmt.Errorf("%w: snapshot of %s %s has schema version %d; schema versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.SchemaVersion)
 	case len(s.State) == 0:
 		return fmt.Errorf("%w: snapshot of %s %s has empty state", ErrInvalidArgument, s.AggregateType, s.AggregateID)
+	case len(s.AggregateType) > MaxAggregateTypeLen:
+		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, s.AggregateType, MaxAggregateTypeLen)
+	case !json.Valid(s.State):
+		return fmt.Errorf("%w: snapshot of %s %s v%d: state is not valid JSON", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	}
 	return nil
 }
@@ -149,6 +163,9 @@ func ValidateStream(typ string, id uuid.UUID) error {
 	if typ == "" {
 		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
 	}
+	if len(typ) > MaxAggregateTypeLen {
+		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, typ, MaxAggregateTypeLen)
+	}
 	if id == uuid.Nil {
 		return fmt.Errorf("%w: nil aggregate id for %s", ErrInvalidArgument, typ)
 	}
@@ -177,6 +194,9 @@ func ValidateAppend(typ string, id uuid.UUID, expected ExpectedVersion, events [
 		}
 		if len(e.Payload) == 0 {
 			return fmt.Errorf("%w: event %d (%s) of append to %s %s has an empty payload", ErrInvalidArgument, i, e.Type, typ, id)
+		}
+		if !json.Valid(e.Payload) {
+			return fmt.Errorf("%w: event %d (%s, id %s) of append to %s %s: payload is not valid JSON", ErrInvalidArgument, i, e.Type, e.ID, typ, id)
 		}
 	}
 	return nil
@@ -238,13 +258,14 @@ const (
 type ListOptions struct {
 	// MinBehind keeps only aggregates whose snapshot is at least this many
 	// events behind the head (an aggregate without a snapshot is
-	// HeadVersion behind). 0 keeps all.
+	// HeadVersion behind). 0 (or a negative value) keeps all.
 	MinBehind int64
 	// Order is the listing order.
 	Order ListOrder
 	// AfterID, with ByID order, starts the listing after this id (paging).
 	AfterID uuid.UUID
-	// Limit caps the number of aggregates listed; 0 means no limit.
+	// Limit caps the number of aggregates listed; 0 (or a negative value)
+	// means no limit.
 	Limit int
 }
 

@@ -243,7 +243,7 @@ func TestInvalidJSON(t *testing.T) {
 	if !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Fatalf("Append with a bad payload: error %v, want ErrInvalidArgument", err)
 	}
-	for _, want := range []string{"payload of event 1", "not valid JSON", ev[1].ID.String()} {
+	for _, want := range []string{"event 1", "not valid JSON", ev[1].ID.String()} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

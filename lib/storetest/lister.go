@@ -114,6 +114,12 @@ func TestAggregateLister(t *testing.T, newBackend BackendFactory) {
 			t.Fatalf("paged ids = %v, want %v", got, sorted)
 		}
 	})
+	t.Run("NegativeOptionsMeanNone", func(t *testing.T) {
+		got := listAll(t, b, typ, eventsource.ListOptions{MinBehind: -5, Limit: -1})
+		if !slices.Equal(idsOf(got), sorted) {
+			t.Fatalf("ids = %v, want all %v", idsOf(got), sorted)
+		}
+	})
 	t.Run("EmptyType", func(t *testing.T) {
 		for _, err := range b.ListAggregates(context.Background(), "", eventsource.ListOptions{}) {
 			if !errors.Is(err, eventsource.ErrInvalidArgument) {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,6 +124,7 @@ func TestEventStore(t *testing.T, newStore EventStoreFactory) {
 	t.Run("ConcurrentAppenders", func(t *testing.T) { testConcurrentAppenders(t, newStore(t)) })
 	t.Run("StreamingOrderLargeStream", func(t *testing.T) { testLargeStream(t, newStore(t)) })
 	t.Run("EarlyBreakReleases", func(t *testing.T) { testEarlyBreak(t, newStore(t)) })
+	t.Run("NestedCallsWhileReading", func(t *testing.T) { testNestedCalls(t, newStore(t)) })
 	t.Run("InvalidArguments", func(t *testing.T) { testInvalidAppend(t, newStore(t)) })
 	t.Run("CancelledContext", func(t *testing.T) { testCancelledContext(t, newStore(t)) })
 }
@@ -249,21 +251,57 @@ func testConflictAtomic(t *testing.T, s eventsource.EventStore) {
 }
 
 func testDuplicateEventID(t *testing.T, s eventsource.EventStore) {
+	ctx := context.Background()
 	typ, id := uniqueType("DupID"), uuid.New()
 	first := testEvents("Thing", 1, 1)
 	mustAppend(t, s, typ, id, eventsource.NoStream, first)
 	again := testEvents("Thing", 2, 2)
 	again[1].ID = first[0].ID
-	if _, err := s.Append(context.Background(), typ, id, 1, again); err == nil {
-		t.Fatal("appending an event id that is already stored succeeded")
+	if _, err := s.Append(ctx, typ, id, 1, again); !errors.Is(err, eventsource.ErrInvalidArgument) || errors.Is(err, eventsource.ErrConcurrencyConflict) {
+		t.Fatalf("appending a stored event id: error %v, want one matching ErrInvalidArgument (not a conflict)", err)
 	}
 	checkVersion(t, s, typ, id, 1)
 	// The same id on another stream is refused too: event ids are global.
-	other := testEvents("Thing", 1, 1)
+	other, otherID := testEvents("Thing", 1, 1), uuid.New()
 	other[0].ID = first[0].ID
-	if _, err := s.Append(context.Background(), typ, uuid.New(), eventsource.NoStream, other); err == nil {
-		t.Fatal("appending a stored event id to another stream succeeded")
+	if _, err := s.Append(ctx, typ, otherID, eventsource.NoStream, other); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("appending a stored event id to another stream: error %v, want ErrInvalidArgument", err)
 	}
+	checkVersion(t, s, typ, otherID, 0)
+	// An id repeated within one append.
+	twice := testEvents("Thing", 1, 2)
+	twice[1].ID = twice[0].ID
+	inBatch := uuid.New()
+	if _, err := s.Append(ctx, typ, inBatch, eventsource.NoStream, twice); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("an id repeated within one append: error %v, want ErrInvalidArgument", err)
+	}
+	checkVersion(t, s, typ, inBatch, 0)
+}
+
+// testNestedCalls calls the store from inside a read loop, as a caller may:
+// a store must not hold a single connection across yields.
+func testNestedCalls(t *testing.T, s eventsource.EventStore) {
+	typ, id, other := uniqueType("Nested"), uuid.New(), uuid.New()
+	mustAppend(t, s, typ, id, eventsource.NoStream, testEvents("Thing", 1, 5))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n := 0
+	for _, err := range s.ReadEvents(ctx, typ, id, 0) {
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		n++
+		if _, err := s.StreamVersion(ctx, typ, id); err != nil {
+			t.Fatalf("StreamVersion inside a read loop: %v", err)
+		}
+		if _, err := s.Append(ctx, typ, other, eventsource.AnyVersion, testEvents("Thing", n, 1)); err != nil {
+			t.Fatalf("Append inside a read loop: %v", err)
+		}
+	}
+	if n != 5 {
+		t.Fatalf("read %d events, want 5", n)
+	}
+	checkVersion(t, s, typ, other, 5)
 }
 
 func testStreamsIsolated(t *testing.T, s eventsource.EventStore) {
@@ -417,6 +455,8 @@ func testInvalidAppend(t *testing.T, s eventsource.EventStore) {
 	nilID[0].ID = uuid.Nil
 	emptyPayload := testEvents("Thing", 1, 1)
 	emptyPayload[0].Payload = nil
+	badJSON := testEvents("Thing", 1, 2)
+	badJSON[1].Payload = []byte(`{"n": 1,`)
 	cases := []struct {
 		name     string
 		typ      string
@@ -431,6 +471,8 @@ func testInvalidAppend(t *testing.T, s eventsource.EventStore) {
 		{"empty event type", typ, id, 0, emptyType},
 		{"nil event id", typ, id, 0, nilID},
 		{"empty payload", typ, id, 0, emptyPayload},
+		{"payload not JSON", typ, id, 0, badJSON},
+		{"aggregate type too long", strings.Repeat("T", eventsource.MaxAggregateTypeLen+1), id, 0, testEvents("Thing", 1, 1)},
 	}
 	for _, c := range cases {
 		if _, err := s.Append(ctx, c.typ, c.id, c.expected, c.events); !errors.Is(err, eventsource.ErrInvalidArgument) {
@@ -712,6 +754,9 @@ func testInvalidSnapshot(t *testing.T, s eventsource.SnapshotStore) {
 	b = snap(typ, id, 1, 1)
 	b.State = nil
 	bad["empty state"] = b
+	b = snap(typ, id, 1, 1)
+	b.State = []byte(`{"balance": 1`)
+	bad["state not JSON"] = b
 	names := make([]string, 0, len(bad))
 	for n := range bad {
 		names = append(names, n)
