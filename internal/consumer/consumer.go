@@ -22,7 +22,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/errgroup"
 )
 
 // Group is every notice of one batch about one aggregate, coalesced.
@@ -211,6 +210,8 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 		it.Stop()
 		<-stopped
 	}()
+	d := newDispatcher(work, l)
+	defer d.wait() // runs first: in-flight groups finish (or the drain timer cancels them)
 
 	for {
 		first, err := it.Next()
@@ -224,7 +225,7 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 			return fmt.Errorf("consumer: next message: %w", err)
 		}
 		batch := l.collect(it, first)
-		l.process(work, batch)
+		l.dispatchBatch(work, d, batch)
 	}
 }
 
@@ -247,23 +248,85 @@ func (l *Loop) collect(it jetstream.MessagesContext, first jetstream.Msg) []jets
 	return batch
 }
 
-// process coalesces a batch by aggregate and runs the handler on each group
-// with bounded parallelism, settling every message.
-func (l *Loop) process(ctx context.Context, batch []jetstream.Msg) {
+// dispatchBatch coalesces a batch by aggregate and hands each group to the
+// dispatcher, which blocks while every slot is busy: that back-pressure is
+// what stops the loop from pulling more than it can process.
+func (l *Loop) dispatchBatch(ctx context.Context, d *dispatcher, batch []jetstream.Msg) {
 	if l.received != nil {
 		l.received.Add(ctx, int64(len(batch)))
 		l.batches.Record(ctx, int64(len(batch)))
 	}
-	groups := l.coalesce(ctx, batch)
-	var g errgroup.Group
-	g.SetLimit(l.cfg.Concurrency)
-	for _, grp := range groups {
-		g.Go(func() error {
-			l.handle(ctx, grp)
-			return nil
-		})
+	for _, g := range l.coalesce(ctx, batch) {
+		d.dispatch(g)
 	}
-	_ = g.Wait()
+}
+
+// dispatcher runs groups with bounded parallelism, never two of one
+// aggregate at once: notices for an aggregate being processed wait, merged
+// into one follow-up group, and run right after it (usually finding the
+// snapshot already current). There is no barrier between batches: a slow
+// aggregate holds one slot, not the whole loop.
+type dispatcher struct {
+	ctx  context.Context
+	l    *Loop
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	busy map[groupKey]*Group // aggregate in flight -> its follow-up (nil: none yet)
+}
+
+func newDispatcher(ctx context.Context, l *Loop) *dispatcher {
+	return &dispatcher{ctx: ctx, l: l, sem: make(chan struct{}, l.cfg.Concurrency), busy: map[groupKey]*Group{}}
+}
+
+func (d *dispatcher) dispatch(g *Group) {
+	k := groupKey{g.AggregateType, g.AggregateID}
+	d.mu.Lock()
+	if follow, inFlight := d.busy[k]; inFlight {
+		if follow == nil {
+			d.busy[k] = g
+		} else {
+			follow.merge(g)
+		}
+		d.mu.Unlock()
+		return
+	}
+	d.busy[k] = nil
+	d.mu.Unlock()
+	d.sem <- struct{}{}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer func() { <-d.sem }()
+		for g != nil {
+			d.l.handle(d.ctx, g)
+			d.mu.Lock()
+			if g = d.busy[k]; g == nil {
+				delete(d.busy, k)
+			} else {
+				d.busy[k] = nil
+			}
+			d.mu.Unlock()
+		}
+	}()
+}
+
+func (d *dispatcher) wait() { d.wg.Wait() }
+
+// merge folds o's notices into g.
+func (g *Group) merge(o *Group) {
+	g.msgs = append(g.msgs, o.msgs...)
+	g.HeadHint = max(g.HeadHint, o.HeadHint)
+	g.Delivered = max(g.Delivered, o.Delivered)
+	if o.FirstCommit.Before(g.FirstCommit) {
+		g.FirstCommit = o.FirstCommit
+	}
+	for _, t := range o.EventTypes {
+		if !contains(g.EventTypes, t) {
+			g.EventTypes = append(g.EventTypes, t)
+		}
+	}
+	g.Links = append(g.Links, o.Links...)
 }
 
 type groupKey struct {

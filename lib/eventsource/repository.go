@@ -154,15 +154,45 @@ func (r *Repository[T, PT]) Load(ctx context.Context, id uuid.UUID) (PT, error) 
 	return a, nil
 }
 
+// LoadFrom is Load for a caller that has already read the aggregate's
+// snapshot (nil for none) from the snapshot store, such as the snapshotter
+// worker, which reads it to decide whether a snapshot is due: it skips
+// reading it again. The snapshot is checked exactly as Load checks it.
+func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot) (PT, error) {
+	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Load", trace.WithAttributes(
+		AttrAggregateType.String(r.typ), AttrAggregateID.String(id.String())))
+	defer span.End()
+	if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
+		err := fmt.Errorf("load %s %s: %w: the snapshot given belongs to %s %s", r.typ, id, ErrInvalidArgument, snap.AggregateType, snap.AggregateID)
+		span.RecordError(err)
+		return nil, err
+	}
+	a, err := r.loadWith(ctx, id, func(a PT) { r.useSnapshot(ctx, a, snap) })
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return nil, err
+	}
+	c := a.rootCore()
+	span.SetAttributes(AttrVersion.Int64(c.version), AttrEventsReplayed.Int64(c.replayed), AttrSnapshotUsed.Bool(c.fromSnapshot))
+	return a, nil
+}
+
 func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) {
+	return r.loadWith(ctx, id, func(a PT) {
+		if r.snapshots != nil {
+			r.restoreSnapshot(ctx, a)
+		}
+	})
+}
+
+func (r *Repository[T, PT]) loadWith(ctx context.Context, id uuid.UUID, restore func(PT)) (PT, error) {
 	if err := ValidateStream(r.typ, id); err != nil {
 		return nil, err
 	}
 	a := r.New(id)
 	c := a.rootCore()
-	if r.snapshots != nil {
-		r.restoreSnapshot(ctx, a)
-	}
+	restore(a)
 	if c.fromSnapshot {
 		found, err := replayAfterSnapshot(ctx, r.events, r.reg, a)
 		if err != nil {
@@ -200,13 +230,20 @@ func (r *Repository[T, PT]) restoreSnapshot(ctx context.Context, a PT) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
-	log := r.tel.logger
-	switch {
-	case err != nil:
-		log.WarnContext(ctx, "snapshot store failed; replaying all events",
+	if err != nil {
+		r.tel.logger.WarnContext(ctx, "snapshot store failed; replaying all events",
 			LogKeyAggregateID, c.id, LogKeyReason, FallbackStoreError, LogKeyError, err)
 		r.tel.fallback(ctx, r.typ, FallbackStoreError)
 		return
+	}
+	r.useSnapshot(ctx, a, snap)
+}
+
+// useSnapshot restores a from snap if it is usable (nil is "none").
+func (r *Repository[T, PT]) useSnapshot(ctx context.Context, a PT, snap *Snapshot) {
+	c := a.rootCore()
+	log := r.tel.logger
+	switch {
 	case snap == nil:
 		return
 	case snap.SchemaVersion != r.schemaVersion:

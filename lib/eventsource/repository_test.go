@@ -1037,3 +1037,30 @@ func (r *rowStore) GetSnapshot(context.Context, string, uuid.UUID) (*eventsource
 	s := *r.row
 	return &s, nil
 }
+
+func TestLoadFrom(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(5))
+	a := openAccount(t, r, 7)
+	_ = a.Deposit(1)
+	_ = r.Save(ctx, a)
+	s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	got, err := r.LoadFrom(ctx, a.ID(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, n := got.LoadedFromSnapshot(); !from || n != 1 || got.State() != a.State() {
+		t.Fatalf("LoadFrom(snapshot): from=%v replayed=%d %+v", from, n, got.State())
+	}
+	got, err = r.LoadFrom(ctx, a.ID(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, n := got.LoadedFromSnapshot(); from || n != 8 || got.State() != a.State() {
+		t.Fatalf("LoadFrom(nil): from=%v replayed=%d", from, n)
+	}
+	other := openAccount(t, r, 2)
+	if _, err := r.LoadFrom(ctx, other.ID(), s); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("LoadFrom with another aggregate's snapshot: %v", err)
+	}
+}

@@ -56,6 +56,7 @@ func (t Type) WithPolicy(p Policy) Type {
 // at the head.
 type rebuilder interface {
 	rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error)
+	rebuildFrom(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot) (*eventsource.Snapshot, error)
 	verify(ctx context.Context, id uuid.UUID) (eventsource.VerifyResult, error)
 	close(ctx context.Context) error
 }
@@ -66,6 +67,14 @@ type repoRebuilder[T any, PT eventsource.AggregatePtr[T]] struct {
 
 func (r *repoRebuilder[T, PT]) rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error) {
 	a, err := r.repo.Load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return r.repo.CreateSnapshot(ctx, a)
+}
+
+func (r *repoRebuilder[T, PT]) rebuildFrom(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot) (*eventsource.Snapshot, error) {
+	a, err := r.repo.LoadFrom(ctx, id, snap)
 	if err != nil {
 		return nil, err
 	}
@@ -412,12 +421,16 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, headHint 
 		return false, nil
 	}
 	w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("due")))
-	return w.rebuild(ctx, t, id, source)
+	return w.rebuildWith(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildFrom(ctx, id, snap) })
 }
 
 func (w *Worker) rebuild(ctx context.Context, t *target, id uuid.UUID, source string) (bool, error) {
+	return w.rebuildWith(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuild(ctx, id) })
+}
+
+func (w *Worker) rebuildWith(ctx context.Context, t *target, id uuid.UUID, source string, do func() (*eventsource.Snapshot, error)) (bool, error) {
 	start := time.Now()
-	s, err := t.rb.rebuild(ctx, id)
+	s, err := do()
 	if err != nil {
 		return false, err
 	}

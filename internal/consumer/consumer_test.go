@@ -1,0 +1,85 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// The dispatcher never runs two groups of one aggregate at once, keeps at
+// most Concurrency running, and loses no notice: follow-ups are merged and
+// run after the group in flight.
+func TestDispatcherSerialisesPerAggregate(t *testing.T) {
+	const concurrency, groups = 3, 200
+	ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()}
+	var (
+		mu        sync.Mutex
+		running   = map[uuid.UUID]int{}
+		total     int
+		maxTotal  int
+		seen      = map[string]bool{}
+		violation string
+	)
+	l, err := New(Config{Concurrency: concurrency, Logger: slog.New(slog.DiscardHandler)}, func(ctx context.Context, g *Group) error {
+		mu.Lock()
+		running[g.AggregateID]++
+		total++
+		if running[g.AggregateID] > 1 {
+			violation = fmt.Sprintf("aggregate %s ran %d groups at once", g.AggregateID, running[g.AggregateID])
+		}
+		maxTotal = max(maxTotal, total)
+		for _, m := range g.EventTypes {
+			seen[m] = true
+		}
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		running[g.AggregateID]--
+		total--
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDispatcher(context.Background(), l)
+	for i := range groups {
+		id := ids[i%len(ids)]
+		d.dispatch(&Group{AggregateType: "T", AggregateID: id, HeadHint: int64(i), EventTypes: []string{fmt.Sprint(i)}, FirstCommit: time.Now()})
+	}
+	d.wait()
+	if violation != "" {
+		t.Fatal(violation)
+	}
+	if maxTotal > concurrency {
+		t.Fatalf("%d groups ran at once, limit %d", maxTotal, concurrency)
+	}
+	if len(seen) != groups {
+		t.Fatalf("handled %d of %d notices", len(seen), groups)
+	}
+	if len(d.busy) != 0 {
+		t.Fatalf("%d aggregates left marked busy", len(d.busy))
+	}
+}
+
+func TestGroupMerge(t *testing.T) {
+	t0 := time.Now()
+	g := &Group{HeadHint: 5, Delivered: 1, FirstCommit: t0, EventTypes: []string{"A"}}
+	g.merge(&Group{HeadHint: 9, Delivered: 3, FirstCommit: t0.Add(-time.Second), EventTypes: []string{"A", "B"}})
+	if g.HeadHint != 9 || g.Delivered != 3 || !g.FirstCommit.Equal(t0.Add(-time.Second)) || len(g.EventTypes) != 2 {
+		t.Fatalf("merged %+v", g)
+	}
+}
+
+func TestDefaultNakDelay(t *testing.T) {
+	for n, want := range map[uint64]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 7: time.Minute, 100: time.Minute} {
+		if got := DefaultNakDelay(n); got != want {
+			t.Errorf("DefaultNakDelay(%d) = %v, want %v", n, got, want)
+		}
+	}
+}
