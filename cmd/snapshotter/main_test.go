@@ -157,3 +157,32 @@ func TestUnreachableServersFailClearly(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q: want a failure naming the NATS server without the token", code, errOut.String())
 	}
 }
+
+func TestTracerProviderFollowsOTELEnv(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	tp, shutdown, err := newTracerProvider()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, recording := tp.(interface{ ForceFlush(context.Context) error }); recording {
+		t.Fatal("tracing is on without an OTLP endpoint")
+	}
+	_ = shutdown(context.Background())
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+	tp, shutdown, err = newTracerProvider()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, recording := tp.(interface{ ForceFlush(context.Context) error }); !recording {
+		t.Fatalf("tracing is off with an OTLP endpoint: %T", tp)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = shutdown(ctx)
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	tp, _, _ = newTracerProvider()
+	if _, recording := tp.(interface{ ForceFlush(context.Context) error }); recording {
+		t.Fatal("OTEL_TRACES_EXPORTER=none did not turn tracing off")
+	}
+}

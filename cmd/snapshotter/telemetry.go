@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,12 +16,19 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // telemetry is the OpenTelemetry SDK wiring of the binary: metrics through
-// the Prometheus exporter (served on /metrics). The library packages only
+// the Prometheus exporter (served on /metrics) and, when configured by the
+// standard OTEL_* variables, traces through OTLP. The library packages only
 // use the API.
 type telemetry struct {
 	meterProvider  metric.MeterProvider
@@ -51,10 +59,37 @@ func newTelemetry() (*telemetry, error) {
 	}, nil
 }
 
-// newTracerProvider returns a no-op provider; traces are exported when the
-// OTLP exporter is configured (see tracing.go when built with it).
-var newTracerProvider = func() (trace.TracerProvider, func(context.Context) error, error) {
-	return noop.NewTracerProvider(), func(context.Context) error { return nil }, nil
+// newTracerProvider exports spans with OTLP over HTTP when the standard
+// OpenTelemetry environment asks for it (OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, and OTEL_TRACES_EXPORTER not
+// "none"); the exporter reads the rest of its configuration (headers,
+// TLS, sampling via OTEL_TRACES_SAMPLER) from the same variables. Otherwise
+// tracing is off.
+func newTracerProvider() (trace.TracerProvider, func(context.Context) error, error) {
+	off := func(context.Context) error { return nil }
+	if os.Getenv("OTEL_TRACES_EXPORTER") == "none" ||
+		(os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "") {
+		return noop.NewTracerProvider(), off, nil
+	}
+	exp, err := otlptracehttp.New(context.Background())
+	if err != nil {
+		return nil, nil, fmt.Errorf("OTLP trace exporter: %w", err)
+	}
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(attribute.String("service.name", otelServiceName())))
+	if err != nil {
+		res = resource.Default()
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	return tp, tp.Shutdown, nil
+}
+
+// otelServiceName is OTEL_SERVICE_NAME, or evsnap-snapshotter.
+func otelServiceName() string {
+	if n := os.Getenv("OTEL_SERVICE_NAME"); n != "" {
+		return n
+	}
+	return "evsnap-snapshotter"
 }
 
 // serveHTTP serves health and metrics on addr until ctx ends. It returns
