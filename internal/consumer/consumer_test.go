@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // The dispatcher never runs two groups of one aggregate at once, keeps at
 // most Concurrency running, and loses no notice: follow-ups are merged and
