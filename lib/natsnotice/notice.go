@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +33,10 @@ const (
 // ErrMalformed matches every error about a notice that can never be
 // processed: bad JSON, a missing or invalid field, an unsupported version.
 var ErrMalformed = errors.New("natsnotice: malformed notice")
+
+// ErrInvalidAggregateType matches the error [ValidateAggregateType] returns
+// for an aggregate type that cannot be one NATS subject token.
+var ErrInvalidAggregateType = errors.New("natsnotice: invalid aggregate type")
 
 // Notice is the public, versioned "events appended" message. Its JSON form
 // is documented in docs/notice-format.md. It is a hint: the worker always
@@ -81,15 +84,29 @@ func FromAppended(a eventsource.Appended) Notice {
 	return n
 }
 
-// aggregateTypeRE is what an aggregate type must look like to be one NATS
-// subject token.
-var aggregateTypeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+// isToken reports whether s can be one literal NATS subject token as this
+// package uses them: 1 to 128 of A-Z a-z 0-9 _ - (what the regular
+// expression ^[A-Za-z0-9_-]{1,128}$ matches, without its cost on every
+// Notify).
+func isToken(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ValidateAggregateType reports whether typ can be used in notice subjects:
 // 1 to 128 letters, digits, '_' or '-' (no '.', spaces or wildcards).
 func ValidateAggregateType(typ string) error {
-	if !aggregateTypeRE.MatchString(typ) {
-		return fmt.Errorf("natsnotice: aggregate type %q cannot be a NATS subject token: use 1-128 of A-Z a-z 0-9 _ -", typ)
+	if !isToken(typ) {
+		return fmt.Errorf("%w %q: it must be one NATS subject token: use 1-128 of A-Z a-z 0-9 _ -", ErrInvalidAggregateType, typ)
 	}
 	return nil
 }
@@ -114,6 +131,10 @@ func (n *Notice) Validate() error {
 		return bad("last version %d is before first version %d", n.LastVersion, n.FirstVersion)
 	case len(n.EventTypes) > MaxEventTypes:
 		return bad("%d event types; at most %d", len(n.EventTypes), MaxEventTypes)
+	case n.CommittedAt.UTC().Year() < 0 || n.CommittedAt.UTC().Year() > 9999:
+		// JSON (RFC 3339) cannot carry such a time: without this check a
+		// decoded "9999-12-31T23:00:00-05:00" would fail to re-encode.
+		return bad("commit time %s is outside years 0-9999 (UTC)", n.CommittedAt.UTC().Format(time.RFC3339))
 	}
 	for i, t := range n.EventTypes {
 		if t == "" {

@@ -1,0 +1,61 @@
+// Package natsnotice is the producer side of evsnap's out-of-process
+// snapshotting: the versioned "events appended" [Notice], the JetStream
+// [Publisher] that a repository in [eventsource.ModeExternal] hands every
+// committed append to, and [EnsureStream], which provisions the stream the
+// snapshotter worker consumes.
+//
+// # The notice
+//
+// A [Notice] says which aggregate a save appended to (type and id), which
+// versions (first and last), the distinct event types appended and when
+// the store committed them. It travels as JSON ([Notice.Encode], [Decode])
+// on subject <prefix>.<aggregate type>.<aggregate id> ([Subject],
+// [ParseSubject]), with header Nats-Msg-Id = [Notice.MsgID]
+// (<type>/<id>/<last version>) so that JetStream's duplicate window stores
+// a republished notice once, and with the save's W3C trace context
+// (traceparent, tracestate) in the headers ([HeaderCarrier] reads them).
+// docs/notice-format.md in the repository is the public contract,
+// including the versioning rules: [FormatVersion] is 1; decoders refuse
+// newer versions with [ErrMalformed].
+//
+// A notice is a hint. The worker always snapshots the aggregate's head as
+// the store has it, and a reconciliation sweep finds aggregates whose
+// notices were lost, so nothing depends on a notice arriving.
+//
+// # Publishing
+//
+// [NewPublisher] takes a jetstream.JetStream and options, does no I/O, and
+// starts one background sender goroutine. [Publisher.Notify] validates the
+// append, encodes the notice and enqueues it into a bounded buffer
+// ([WithBufferSize]); it never waits longer than [WithMaxEnqueueWait]
+// (default: not at all). When the buffer is full (NATS down or too slow)
+// it drops the notice, counts it and returns an error matching
+// [ErrDropped]; the repository logs and counts that and the save still
+// succeeds.
+//
+// The sender publishes with PublishMsgAsync, at most [WithMaxInFlight]
+// acknowledgements outstanding, and retries a failed or timed-out
+// ([WithPublishTimeout]) publish with exponential backoff
+// ([WithRetryBackoff]) for up to [WithRetryMaxElapsed], after which it
+// drops, logs and counts the notice. [Publisher.Flush] waits for what was
+// accepted so far; [Publisher.Close] stops accepting, flushes until its
+// context ends, drops and counts the rest and waits for the sender.
+// Close the repository first, then the publisher, then the NATS
+// connection.
+//
+// # Stream
+//
+// [DefaultStreamConfig] describes stream EVSNAP_APPENDED: subjects
+// evsnap.appended.>, work-queue retention, file storage, a 2 minute
+// duplicate window, one replica, at most 24 hours and 1 GiB of notices.
+// [EnsureStream] creates or updates it; `snapshotter migrate` calls it.
+//
+// # Telemetry
+//
+// Notify starts a short producer span (natsnotice.Notify) under the
+// save's span and injects its context into the message, so the worker's
+// span can link to it. Metrics, through the OpenTelemetry API only:
+// [MetricPublished], [MetricRetried], [MetricDropped] (by reason, one of
+// the Drop* constants), [MetricPublishDuration] and [MetricBuffered].
+// [Publisher.Stats] returns the same counters.
+package natsnotice

@@ -1,0 +1,261 @@
+package natsnotice
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ErrInvalidOption matches every error about an invalid [PublisherOption]
+// or [StreamConfig].
+var ErrInvalidOption = errors.New("natsnotice: invalid option")
+
+// Publisher defaults. See the With* options for what each one means.
+const (
+	DefaultBufferSize       = 16384
+	DefaultMaxEnqueueWait   = time.Duration(0)
+	DefaultMaxInFlight      = 1024
+	DefaultPublishTimeout   = 5 * time.Second
+	DefaultRetryInitial     = 100 * time.Millisecond
+	DefaultRetryMaxInterval = 5 * time.Second
+	DefaultRetryMaxElapsed  = time.Minute
+)
+
+// Limits the options enforce.
+const (
+	// MaxBufferSize is the largest accepted [WithBufferSize].
+	MaxBufferSize = 1 << 24
+	// MaxEnqueueWaitLimit is the largest accepted [WithMaxEnqueueWait]: a
+	// save must never wait long for a hint.
+	MaxEnqueueWaitLimit = time.Second
+	// MaxInFlightLimit is the largest accepted [WithMaxInFlight].
+	MaxInFlightLimit = 1 << 16
+)
+
+// PublisherOption configures a [Publisher]. Options validate their
+// arguments; an invalid one makes [NewPublisher] fail with an error
+// matching [ErrInvalidOption].
+type PublisherOption func(*publisherConfig) error
+
+type publisherConfig struct {
+	bufferSize       int
+	maxEnqueueWait   time.Duration
+	maxInFlight      int
+	publishTimeout   time.Duration
+	retryInitial     time.Duration
+	retryMaxInterval time.Duration
+	retryMaxElapsed  time.Duration
+	subjectPrefix    string
+	logger           *slog.Logger
+	tracerProvider   trace.TracerProvider
+	meterProvider    metric.MeterProvider
+	propagator       propagation.TextMapPropagator
+}
+
+func defaultPublisherConfig() publisherConfig {
+	return publisherConfig{
+		bufferSize:       DefaultBufferSize,
+		maxEnqueueWait:   DefaultMaxEnqueueWait,
+		maxInFlight:      DefaultMaxInFlight,
+		publishTimeout:   DefaultPublishTimeout,
+		retryInitial:     DefaultRetryInitial,
+		retryMaxInterval: DefaultRetryMaxInterval,
+		retryMaxElapsed:  DefaultRetryMaxElapsed,
+		subjectPrefix:    DefaultSubjectPrefix,
+	}
+}
+
+func invalidOption(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}
+
+// WithBufferSize sets how many notices the publisher holds at once:
+// queued, in flight and waiting to be retried together (default
+// [DefaultBufferSize], at most [MaxBufferSize]). When it is full, Notify
+// drops the new notice and returns an error matching [ErrDropped]. Each
+// held notice costs about a kilobyte of memory (so the default holds at
+// most about 16 MiB), and the buffer also bounds how much Close may have
+// to flush.
+func WithBufferSize(n int) PublisherOption {
+	return func(c *publisherConfig) error {
+		if n < 1 || n > MaxBufferSize {
+			return invalidOption("buffer size must be 1..%d, got %d", MaxBufferSize, n)
+		}
+		c.bufferSize = n
+		return nil
+	}
+}
+
+// WithMaxEnqueueWait sets how long Notify may wait for room when the buffer
+// is full before it drops the notice (default 0: it never waits; at most
+// [MaxEnqueueWaitLimit]). This is the bound Notify documents, and so the
+// most a save can be delayed by notices.
+func WithMaxEnqueueWait(d time.Duration) PublisherOption {
+	return func(c *publisherConfig) error {
+		if d < 0 || d > MaxEnqueueWaitLimit {
+			return invalidOption("max enqueue wait must be 0..%s, got %s", MaxEnqueueWaitLimit, d)
+		}
+		c.maxEnqueueWait = d
+		return nil
+	}
+}
+
+// WithMaxInFlight sets how many notices may be published and not yet
+// acknowledged at once (default [DefaultMaxInFlight], at most
+// [MaxInFlightLimit]).
+func WithMaxInFlight(n int) PublisherOption {
+	return func(c *publisherConfig) error {
+		if n < 1 || n > MaxInFlightLimit {
+			return invalidOption("max in flight must be 1..%d, got %d", MaxInFlightLimit, n)
+		}
+		c.maxInFlight = n
+		return nil
+	}
+}
+
+// WithPublishTimeout sets how long one publish attempt waits for
+// JetStream's acknowledgement before it counts as failed and is retried
+// (default [DefaultPublishTimeout]).
+func WithPublishTimeout(d time.Duration) PublisherOption {
+	return func(c *publisherConfig) error {
+		if d <= 0 {
+			return invalidOption("publish timeout must be positive, got %s", d)
+		}
+		c.publishTimeout = d
+		return nil
+	}
+}
+
+// WithRetryBackoff sets the exponential backoff between attempts to
+// publish one notice: the first retry waits about initial, each later one
+// twice as long (±50% jitter), never more than maxInterval (defaults
+// [DefaultRetryInitial] and [DefaultRetryMaxInterval]).
+func WithRetryBackoff(initial, maxInterval time.Duration) PublisherOption {
+	return func(c *publisherConfig) error {
+		if initial <= 0 || maxInterval < initial {
+			return invalidOption("retry backoff needs 0 < initial <= max interval, got %s and %s", initial, maxInterval)
+		}
+		c.retryInitial, c.retryMaxInterval = initial, maxInterval
+		return nil
+	}
+}
+
+// WithRetryMaxElapsed sets how long a notice is retried after its first
+// failed attempt before it is dropped, logged and counted (default
+// [DefaultRetryMaxElapsed]). Keep it below the stream's duplicate window
+// ([StreamConfig.Duplicates], default 2m) so that a retry of a notice
+// JetStream did store but failed to acknowledge is still recognised as a
+// duplicate.
+func WithRetryMaxElapsed(d time.Duration) PublisherOption {
+	return func(c *publisherConfig) error {
+		if d <= 0 {
+			return invalidOption("retry max elapsed must be positive, got %s", d)
+		}
+		c.retryMaxElapsed = d
+		return nil
+	}
+}
+
+// WithSubjectPrefix sets the subject prefix notices are published under
+// (default [DefaultSubjectPrefix]); the stream must capture <prefix>.>
+// (see [StreamConfig.SubjectPrefix]). It must be one or more dot-separated
+// tokens of letters, digits, '_' and '-'.
+func WithSubjectPrefix(prefix string) PublisherOption {
+	return func(c *publisherConfig) error {
+		if err := validateSubjectPrefix(prefix); err != nil {
+			return err
+		}
+		c.subjectPrefix = prefix
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default slog.Default()). The publisher logs
+// notices it drops in the background (rate-limited: at most one line per
+// reason every 10 seconds, with a count) and failed attempts at debug
+// level.
+func WithLogger(l *slog.Logger) PublisherOption {
+	return func(c *publisherConfig) error {
+		if l == nil {
+			return invalidOption("WithLogger(nil)")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithTracerProvider sets the OpenTelemetry tracer provider (default: the
+// global one, a no-op unless the program installs an SDK).
+func WithTracerProvider(tp trace.TracerProvider) PublisherOption {
+	return func(c *publisherConfig) error {
+		if tp == nil {
+			return invalidOption("WithTracerProvider(nil)")
+		}
+		c.tracerProvider = tp
+		return nil
+	}
+}
+
+// WithMeterProvider sets the OpenTelemetry meter provider (default: the
+// global one, a no-op unless the program installs an SDK).
+func WithMeterProvider(mp metric.MeterProvider) PublisherOption {
+	return func(c *publisherConfig) error {
+		if mp == nil {
+			return invalidOption("WithMeterProvider(nil)")
+		}
+		c.meterProvider = mp
+		return nil
+	}
+}
+
+// WithPropagator sets how the trace context is written into the message
+// headers (default [propagation.TraceContext]: W3C traceparent and
+// tracestate). The default does not follow otel.GetTextMapPropagator(),
+// which propagates nothing unless the program installs one, because the
+// notice format promises a traceparent. Pass otel.GetTextMapPropagator()
+// to use the program's choice (baggage included, if it propagates that).
+func WithPropagator(p propagation.TextMapPropagator) PublisherOption {
+	return func(c *publisherConfig) error {
+		if p == nil {
+			return invalidOption("WithPropagator(nil)")
+		}
+		c.propagator = p
+		return nil
+	}
+}
+
+func (c *publisherConfig) resolve() {
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	if c.tracerProvider == nil {
+		c.tracerProvider = otel.GetTracerProvider()
+	}
+	if c.meterProvider == nil {
+		c.meterProvider = otel.GetMeterProvider()
+	}
+	if c.propagator == nil {
+		c.propagator = propagation.TraceContext{}
+	}
+}
+
+// validateSubjectPrefix checks that prefix is one or more literal subject
+// tokens, so that <prefix>.<type>.<id> and <prefix>.> are valid subjects.
+func validateSubjectPrefix(prefix string) error {
+	if prefix == "" {
+		return invalidOption("empty subject prefix")
+	}
+	for tok := range strings.SplitSeq(prefix, ".") {
+		if !isToken(tok) {
+			return invalidOption("subject prefix %q: token %q must be 1-128 of A-Z a-z 0-9 _ - (no wildcards, spaces or empty tokens)", prefix, tok)
+		}
+	}
+	return nil
+}

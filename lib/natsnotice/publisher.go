@@ -1,0 +1,708 @@
+package natsnotice
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Errors returned by [Publisher] methods.
+var (
+	// ErrDropped matches the error of a Notify whose notice was dropped
+	// because the buffer was full, and the error of Flush and Close when
+	// notices they waited for were dropped.
+	ErrDropped = errors.New("natsnotice: notice dropped")
+	// ErrClosed matches the error of Notify and Flush after Close.
+	ErrClosed = errors.New("natsnotice: publisher closed")
+)
+
+var _ eventsource.AppendNotifier = (*Publisher)(nil)
+
+var producerSpan = trace.WithSpanKind(trace.SpanKindProducer)
+
+// Publisher publishes "events appended" notices to NATS JetStream. It is
+// the [eventsource.AppendNotifier] of a repository in
+// [eventsource.ModeExternal]:
+//
+//	pub, err := natsnotice.NewPublisher(js)
+//	...
+//	defer pub.Close(ctx) // after the repository's Close: flushes what is left
+//	repo, err := eventsource.NewRepository[...](events, reg,
+//		eventsource.WithSnapshotMode(eventsource.ModeExternal),
+//		eventsource.WithAppendNotifier(pub))
+//
+// Notify builds the message and puts it into a bounded buffer; one
+// background goroutine publishes asynchronously with a bounded number of
+// acknowledgements outstanding and retries failures with exponential
+// backoff. Notices are hints: one that cannot be published in time is
+// dropped, logged and counted, and the snapshotter's reconciliation sweep
+// catches its aggregate.
+//
+// A Publisher is safe for concurrent use.
+type Publisher struct {
+	js     jetstream.JetStream // the publisher's own context on the caller's connection
+	cfg    publisherConfig
+	tel    *telemetry
+	reg    metric.Registration
+	closed atomic.Bool
+
+	slots    chan struct{} // one token per notice held (the buffer bound)
+	queue    chan *item    // notices waiting for their first attempt
+	inflight chan struct{} // one token per unacknowledged publish
+	wake     chan struct{} // a retry was scheduled
+	stop     chan struct{} // closed by Close: the sender stops publishing
+	done     chan struct{} // closed when the sender has returned
+
+	closeMu sync.RWMutex // Notify holds it for reading while it enqueues; Close writes
+	isShut  bool         // guarded by closeMu
+
+	mu       sync.Mutex
+	epoch    uint64              // incremented by every Flush
+	pending  map[uint64]int      // notices held, by the epoch they were enqueued in
+	waiters  []*flushWaiter      // Flush calls in progress
+	sent     map[*nats.Msg]*item // published, awaiting the ack or error callback
+	retries  retryHeap
+	stopping bool
+
+	closeOnce sync.Once
+	closeErr  error
+
+	stats struct {
+		enqueued, published, duplicates, retried atomic.Int64
+		bufferFull, invalid, exhausted, rejected atomic.Int64
+		closedDrops                              atomic.Int64
+	}
+}
+
+// item is one notice the publisher holds.
+type item struct {
+	msg      *nats.Msg
+	typ      string
+	epoch    uint64
+	enqueued time.Time
+	attempts int
+	bo       *backoff.ExponentialBackOff // created at the first failure
+	due      time.Time                   // when the next retry may go
+	index    int                         // in retryHeap
+}
+
+type flushWaiter struct {
+	epoch   uint64
+	dropped int
+	done    chan struct{}
+}
+
+// NewPublisher returns a Publisher that publishes through js's connection.
+//
+// It does no I/O: it validates the options, derives its own JetStream
+// context on js.Conn() (so its publish window, acknowledgement timeout and
+// callbacks never mix with the caller's own async publishes; the reply
+// subscription is made on the first publish) and starts one background
+// goroutine, which [Publisher.Close] stops and waits for.
+//
+// The stream must exist (see [EnsureStream]) and capture the subject
+// prefix; until it does, publishes fail and are retried.
+func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) (*Publisher, error) {
+	if js == nil || js.Conn() == nil {
+		return nil, invalidOption("NewPublisher needs a JetStream context with a connection")
+	}
+	cfg := defaultPublisherConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	cfg.resolve()
+	tel, err := newTelemetry(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("natsnotice: telemetry: %w", err)
+	}
+	p := &Publisher{
+		cfg:      cfg,
+		tel:      tel,
+		slots:    make(chan struct{}, cfg.bufferSize),
+		queue:    make(chan *item, cfg.bufferSize),
+		inflight: make(chan struct{}, cfg.maxInFlight),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		pending:  map[uint64]int{},
+		sent:     map[*nats.Msg]*item{},
+	}
+	p.js, err = jetstream.New(js.Conn(),
+		jetstream.WithPublishAsyncMaxPending(cfg.maxInFlight),
+		jetstream.WithPublishAsyncTimeout(cfg.publishTimeout),
+		jetstream.WithPublishAsyncAckHandler(p.onAck),
+		jetstream.WithPublishAsyncErrHandler(p.onErr))
+	if err != nil {
+		return nil, fmt.Errorf("natsnotice: %w", err)
+	}
+	p.reg, err = cfg.meterProvider.Meter(InstrumentationName).RegisterCallback(
+		func(_ context.Context, o metric.Observer) error {
+			o.ObserveInt64(tel.buffered, int64(len(p.slots)))
+			return nil
+		}, tel.buffered)
+	if err != nil {
+		return nil, fmt.Errorf("natsnotice: telemetry: %w", err)
+	}
+	go p.run()
+	return p, nil
+}
+
+// Notify publishes a notice of the committed append a, asynchronously.
+//
+// It validates a (an aggregate type that is not a NATS subject token is an
+// error matching [ErrInvalidAggregateType], and nothing is published),
+// builds the notice ([FromAppended]), encodes it, and makes a message to
+// [Subject](prefix, type, id) with header Nats-Msg-Id set to
+// [Notice.MsgID] and the trace context of ctx (the save's span, through a
+// short producer span) injected by the propagator. Then it enqueues it.
+//
+// Bound: Notify never waits longer than [WithMaxEnqueueWait] (default 0:
+// not at all) plus the time to encode the notice, a few microseconds. It
+// does no I/O. When the buffer is full it drops the notice, counts it
+// (reason buffer_full) and returns an error matching [ErrDropped]; ctx
+// ending while it waits for room does the same. After Close it returns an
+// error matching [ErrClosed].
+//
+// A nil error means the notice was accepted, not that it was published: it
+// is published, retried, or eventually dropped and counted in the
+// background. ctx is used for its trace context and for that wait only;
+// a cancelled ctx does not stop the publish (the events are committed).
+func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
+	if p.closed.Load() {
+		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", a.AggregateType, a.AggregateID, a.LastVersion, ErrClosed)
+	}
+	if err := ValidateAggregateType(a.AggregateType); err != nil {
+		p.stats.invalid.Add(1)
+		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
+		return fmt.Errorf("natsnotice: notify %s v%d: %w", a.AggregateID, a.LastVersion, err)
+	}
+	n := FromAppended(a)
+	data, err := n.Encode()
+	if err != nil {
+		p.stats.invalid.Add(1)
+		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
+		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", a.AggregateType, a.AggregateID, a.LastVersion, err)
+	}
+	// Subject and MsgID, built from one formatting of the id.
+	id := n.AggregateID.String()
+	subject := p.cfg.subjectPrefix + "." + n.AggregateType + "." + id
+	msgID := n.AggregateType + "/" + id + "/" + strconv.FormatInt(n.LastVersion, 10)
+	ctx, span := p.tel.tracer.Start(ctx, "natsnotice.Notify", producerSpan)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(AttrSystem.String("nats"), AttrSubject.String(subject), AttrMsgID.String(msgID),
+			eventsource.AttrAggregateType.String(n.AggregateType), eventsource.AttrAggregateID.String(id),
+			eventsource.AttrVersion.Int64(n.LastVersion))
+	}
+
+	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 3)}
+	msg.Header[HeaderMsgID] = []string{msgID}
+	p.cfg.propagator.Inject(ctx, HeaderCarrier(msg.Header))
+
+	if err := p.enqueue(ctx, &item{msg: msg, typ: n.AggregateType, enqueued: time.Now()}); err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", n.AggregateType, n.AggregateID, n.LastVersion, err)
+	}
+	return nil
+}
+
+// enqueue takes a buffer slot for it (waiting at most maxEnqueueWait) and
+// hands it to the sender.
+func (p *Publisher) enqueue(ctx context.Context, it *item) error {
+	p.closeMu.RLock()
+	defer p.closeMu.RUnlock()
+	if p.isShut {
+		return ErrClosed
+	}
+	select {
+	case p.slots <- struct{}{}:
+	default:
+		if err := p.waitForSlot(ctx); err != nil {
+			p.stats.bufferFull.Add(1)
+			p.tel.drop(ctx, it.typ, DropBufferFull, 1)
+			return err
+		}
+	}
+	p.mu.Lock()
+	it.epoch = p.epoch
+	p.pending[it.epoch]++
+	p.mu.Unlock()
+	p.stats.enqueued.Add(1)
+	p.queue <- it // never blocks: len(queue) <= len(slots) <= cap(queue)
+	return nil
+}
+
+func (p *Publisher) waitForSlot(ctx context.Context) error {
+	full := fmt.Errorf("%w: buffer full (%d notices held)", ErrDropped, cap(p.slots))
+	if p.cfg.maxEnqueueWait <= 0 {
+		return full
+	}
+	t := time.NewTimer(p.cfg.maxEnqueueWait)
+	defer t.Stop()
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return full
+	case <-ctx.Done():
+		return fmt.Errorf("%w: buffer full (%d notices held) and %w", ErrDropped, cap(p.slots), ctx.Err())
+	}
+}
+
+// run is the sender: it publishes queued notices and due retries, at most
+// maxInFlight unacknowledged at once, until Close stops it.
+func (p *Publisher) run() {
+	defer close(p.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-p.stop: // checked first: the select below picks at random
+			return
+		default:
+		}
+		it, wait := p.nextRetry(time.Now())
+		if it != nil {
+			if !p.publish(it) {
+				return
+			}
+			continue
+		}
+		var timerC <-chan time.Time
+		if wait >= 0 {
+			timer.Reset(wait)
+			timerC = timer.C
+		}
+		select {
+		case <-p.stop:
+			return
+		case it := <-p.queue:
+			if !p.publish(it) {
+				return
+			}
+		case <-p.wake:
+		case <-timerC:
+		}
+		timer.Stop()
+	}
+}
+
+// nextRetry pops a retry that is due, or says how long until the next one
+// is (-1: none scheduled).
+func (p *Publisher) nextRetry(now time.Time) (*item, time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.retries) == 0 {
+		return nil, -1
+	}
+	if d := p.retries[0].due.Sub(now); d > 0 {
+		return nil, d
+	}
+	return heap.Pop(&p.retries).(*item), 0
+}
+
+// publish sends one attempt of it. It reports false when Close stopped the
+// sender while it waited for an in-flight slot (it is then left for Close
+// to drop).
+func (p *Publisher) publish(it *item) bool {
+	select {
+	case p.inflight <- struct{}{}:
+	case <-p.stop:
+		p.mu.Lock()
+		heap.Push(&p.retries, it)
+		p.mu.Unlock()
+		return false
+	}
+	it.attempts++
+	p.mu.Lock()
+	p.sent[it.msg] = it // before publishing: the ack may come first
+	p.mu.Unlock()
+	if _, err := p.js.PublishMsgAsync(it.msg); err != nil {
+		if p.take(it.msg) != nil {
+			p.failed(it, err)
+		}
+	}
+	return true
+}
+
+// take removes the in-flight notice of m and frees its in-flight slot; nil
+// when someone else (Close, or another callback) already took it.
+func (p *Publisher) take(m *nats.Msg) *item {
+	p.mu.Lock()
+	it, ok := p.sent[m]
+	if ok {
+		delete(p.sent, m)
+	}
+	p.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	<-p.inflight
+	return it
+}
+
+// onAck is the JetStream ack callback. It runs on the connection's
+// dispatch goroutine and must not block.
+func (p *Publisher) onAck(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
+	it := p.take(m)
+	if it == nil {
+		return
+	}
+	ctx := context.Background()
+	p.stats.published.Add(1)
+	if ack.Duplicate {
+		p.stats.duplicates.Add(1)
+		p.tel.published.Add(ctx, 1, p.tel.pubDup)
+	} else {
+		p.tel.published.Add(ctx, 1, p.tel.pubOrig)
+	}
+	p.tel.publishDuration.Record(ctx, time.Since(it.enqueued).Seconds())
+	p.settle(it, false)
+}
+
+// onErr is the JetStream error callback (a failed or timed-out publish).
+// It can run with the JetStream context's lock held, so it must neither
+// block nor call into the context.
+func (p *Publisher) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
+	if it := p.take(m); it != nil {
+		p.failed(it, err)
+	}
+}
+
+// failed schedules a retry of it, or drops it.
+func (p *Publisher) failed(it *item, err error) {
+	if permanent(err) {
+		p.dropOne(it, DropRejected, err)
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	if p.stopping {
+		p.mu.Unlock()
+		p.dropOne(it, DropClosed, err)
+		return
+	}
+	if it.bo == nil {
+		it.bo = backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(p.cfg.retryInitial),
+			backoff.WithMaxInterval(p.cfg.retryMaxInterval),
+			backoff.WithMaxElapsedTime(p.cfg.retryMaxElapsed))
+	}
+	d := it.bo.NextBackOff()
+	if d == backoff.Stop {
+		p.mu.Unlock()
+		p.dropOne(it, DropRetriesExhausted, err)
+		return
+	}
+	it.due = now.Add(d)
+	msg, attempts := it.msg, it.attempts // it belongs to the sender once pushed
+	heap.Push(&p.retries, it)
+	p.mu.Unlock()
+
+	p.stats.retried.Add(1)
+	p.tel.retried.Add(context.Background(), 1)
+	if p.tel.logger.Enabled(context.Background(), slog.LevelDebug) {
+		p.tel.logger.Debug("append notice publish failed; retrying",
+			LogKeySubject, msg.Subject, LogKeyMsgID, msg.Header.Get(HeaderMsgID),
+			LogKeyAttempts, attempts, LogKeyRetryIn, d, eventsource.LogKeyError, err)
+	}
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// permanent reports whether a publish error cannot be fixed by retrying.
+func permanent(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) ||
+		errors.Is(err, nats.ErrHeadersNotSupported)
+}
+
+func (p *Publisher) dropOne(it *item, reason string, err error) {
+	switch reason {
+	case DropRetriesExhausted:
+		p.stats.exhausted.Add(1)
+	case DropRejected:
+		p.stats.rejected.Add(1)
+	case DropClosed:
+		p.stats.closedDrops.Add(1)
+	}
+	p.tel.drop(context.Background(), it.typ, reason, 1)
+	if reason != DropClosed { // Close logs one summary line instead
+		if errors.Is(err, jetstream.ErrNoStreamResponse) {
+			err = fmt.Errorf("%w (no stream captures subject %s: run `snapshotter migrate` or natsnotice.EnsureStream)", err, it.msg.Subject)
+		}
+		p.tel.logDrop(reason, it, err)
+	}
+	p.settle(it, true)
+}
+
+// settle forgets it (published or dropped), frees its buffer slot and
+// wakes the Flush calls that were waiting for it.
+func (p *Publisher) settle(it *item, dropped bool) {
+	<-p.slots // first, so that Stats after Flush shows it gone
+	p.mu.Lock()
+	if dropped {
+		for _, w := range p.waiters {
+			if w.epoch >= it.epoch {
+				w.dropped++
+			}
+		}
+	}
+	p.pending[it.epoch]--
+	if p.pending[it.epoch] == 0 {
+		delete(p.pending, it.epoch)
+		p.wakeFlushersLocked()
+	}
+	p.mu.Unlock()
+}
+
+// wakeFlushersLocked releases the waiters whose epochs hold no notice.
+func (p *Publisher) wakeFlushersLocked() {
+	if len(p.waiters) == 0 {
+		return
+	}
+	low := uint64(1<<64 - 1)
+	for e := range p.pending {
+		low = min(low, e)
+	}
+	kept := p.waiters[:0]
+	for _, w := range p.waiters {
+		if w.epoch < low {
+			close(w.done)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(p.waiters[len(kept):])
+	p.waiters = kept
+}
+
+// Flush waits until every notice Notify accepted before the call has been
+// acknowledged by JetStream or dropped. It returns nil when they were all
+// acknowledged, an error matching [ErrDropped] that says how many were
+// dropped, or ctx's error (wrapped, with the count still pending) when ctx
+// ends first. Notices accepted during the call are not waited for. After
+// Close it returns an error matching [ErrClosed].
+func (p *Publisher) Flush(ctx context.Context) error {
+	if p.closed.Load() {
+		return fmt.Errorf("natsnotice: flush: %w", ErrClosed)
+	}
+	dropped, held, err := p.waitFlush(ctx)
+	switch {
+	case err != nil && dropped > 0:
+		return fmt.Errorf("natsnotice: flush: %w: %d notices dropped, %d still pending: %w", ErrDropped, dropped, held, err)
+	case err != nil:
+		return fmt.Errorf("natsnotice: flush: %d notices still pending: %w", held, err)
+	case dropped > 0:
+		return fmt.Errorf("natsnotice: flush: %w: %d notices were dropped", ErrDropped, dropped)
+	}
+	return nil
+}
+
+// waitFlush waits for every notice accepted so far to be settled. It
+// returns how many of them were dropped meanwhile and, when ctx ends
+// first, how many are still held and ctx's error.
+func (p *Publisher) waitFlush(ctx context.Context) (dropped, held int, err error) {
+	p.mu.Lock()
+	w := &flushWaiter{epoch: p.epoch, done: make(chan struct{})}
+	p.epoch++
+	p.waiters = append(p.waiters, w)
+	p.wakeFlushersLocked()
+	p.mu.Unlock()
+
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-w.done:
+		return w.dropped, 0, nil
+	default:
+	}
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			break
+		}
+	}
+	for e, n := range p.pending {
+		if e <= w.epoch {
+			held += n
+		}
+	}
+	return w.dropped, held, context.Cause(ctx)
+}
+
+// Close stops accepting notices (Notify then returns an error matching
+// [ErrClosed]), waits until every notice already accepted is acknowledged
+// or dropped, or until ctx ends, then drops and counts (reason closed)
+// whatever is left, stops its goroutine and waits for it.
+//
+// It returns nil when every accepted notice was published; otherwise an
+// error matching [ErrDropped] saying how many were not (and matching ctx's
+// error when ctx ended first). Close does not close the NATS connection,
+// which belongs to the caller: close the repository first, then the
+// publisher, then the connection. Close is idempotent: later calls wait
+// for the first and return its result.
+func (p *Publisher) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() { p.closeErr = p.close(ctx) })
+	return p.closeErr
+}
+
+func (p *Publisher) close(ctx context.Context) error {
+	p.closed.Store(true)
+	p.closeMu.Lock() // waits for Notify calls that are enqueueing
+	p.isShut = true
+	p.closeMu.Unlock()
+
+	before := p.stats.closedDrops.Load()
+	flushDropped, _, _ := p.waitFlush(ctx)
+
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+	// Fail what is still waiting for an ack (each goes through onErr and,
+	// since we are stopping, is dropped), then sweep what never went out.
+	p.js.CleanupPublisher()
+	p.mu.Lock()
+	var rest []*item
+	for m, it := range p.sent {
+		delete(p.sent, m)
+		rest = append(rest, it)
+		<-p.inflight
+	}
+	rest = append(rest, p.retries...)
+	p.retries = nil
+	p.mu.Unlock()
+	for drained := false; !drained; {
+		select {
+		case it := <-p.queue:
+			rest = append(rest, it)
+		default:
+			drained = true
+		}
+	}
+	byType := map[string]int64{}
+	for _, it := range rest {
+		p.stats.closedDrops.Add(1)
+		byType[it.typ]++
+		p.settle(it, true)
+	}
+	for typ, n := range byType {
+		p.tel.drop(context.Background(), typ, DropClosed, n)
+	}
+	if err := p.reg.Unregister(); err != nil {
+		p.tel.logger.Warn("natsnotice: unregistering the buffered-notices gauge failed", eventsource.LogKeyError, err)
+	}
+
+	unsent := p.stats.closedDrops.Load() - before
+	if unsent > 0 {
+		p.tel.logger.Warn("publisher closed with append notices unpublished; the snapshotter's sweep will catch up",
+			LogKeyCount, unsent, eventsource.LogKeyReason, DropClosed, eventsource.LogKeyError, context.Cause(ctx))
+	}
+	switch total := int64(flushDropped) + unsent; {
+	case total == 0:
+		return nil
+	case unsent > 0 && ctx.Err() != nil:
+		return fmt.Errorf("natsnotice: close: %w: %d notices not published (%d still pending when the context ended: %w)",
+			ErrDropped, total, unsent, context.Cause(ctx))
+	default:
+		return fmt.Errorf("natsnotice: close: %w: %d notices not published", ErrDropped, total)
+	}
+}
+
+// Stats is a snapshot of a publisher's counters, for tests, demos and
+// health endpoints. The same figures are exported as OpenTelemetry
+// metrics.
+type Stats struct {
+	// Enqueued counts notices Notify accepted.
+	Enqueued int64
+	// Published counts notices JetStream acknowledged, Duplicates
+	// included.
+	Published int64
+	// Duplicates counts acknowledgements that said JetStream already had
+	// the message (same Nats-Msg-Id within the duplicate window).
+	Duplicates int64
+	// Retries counts failed attempts that were scheduled for a retry.
+	Retries int64
+	// Dropped counts every notice given up on; the Dropped* fields and
+	// Invalid break it down by reason.
+	Dropped                 int64
+	DroppedBufferFull       int64
+	DroppedRetriesExhausted int64
+	DroppedRejected         int64
+	DroppedClosed           int64
+	// Invalid counts Notify calls with an append that cannot make a valid
+	// notice.
+	Invalid int64
+	// Buffered is how many notices are held now (queued, in flight or
+	// waiting to be retried); InFlight how many of them await an ack.
+	Buffered int
+	InFlight int
+}
+
+// Stats returns the publisher's counters. Safe to call at any time,
+// including after Close.
+func (p *Publisher) Stats() Stats {
+	s := Stats{
+		Enqueued:                p.stats.enqueued.Load(),
+		Published:               p.stats.published.Load(),
+		Duplicates:              p.stats.duplicates.Load(),
+		Retries:                 p.stats.retried.Load(),
+		DroppedBufferFull:       p.stats.bufferFull.Load(),
+		DroppedRetriesExhausted: p.stats.exhausted.Load(),
+		DroppedRejected:         p.stats.rejected.Load(),
+		DroppedClosed:           p.stats.closedDrops.Load(),
+		Invalid:                 p.stats.invalid.Load(),
+		Buffered:                len(p.slots),
+		InFlight:                len(p.inflight),
+	}
+	s.Dropped = s.DroppedBufferFull + s.DroppedRetriesExhausted + s.DroppedRejected + s.DroppedClosed + s.Invalid
+	return s
+}
+
+// retryHeap orders notices waiting for a retry by due time.
+type retryHeap []*item
+
+func (h retryHeap) Len() int           { return len(h) }
+func (h retryHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h retryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *retryHeap) Push(x any) {
+	it := x.(*item)
+	it.index = len(*h)
+	*h = append(*h, it)
+}
+func (h *retryHeap) Pop() any {
+	old := *h
+	n := len(old)
+	it := old[n-1]
+	old[n-1] = nil
+	it.index = -1
+	*h = old[:n-1]
+	return it
+}
