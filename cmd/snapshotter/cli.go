@@ -128,6 +128,8 @@ type options struct {
 	// migrate
 	replicas  int
 	dupWindow time.Duration
+	maxBytes  int64
+	maxAge    time.Duration
 
 	// rebuild, prune, stats
 	typ         string
@@ -250,7 +252,9 @@ func migrateFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "migrate")
 	natsFlags(fs, o)
 	fs.IntVar(&o.replicas, "stream-replicas", envInt("EVSNAP_STREAM_REPLICAS", 1), "stream replicas (3 on a 3-node cluster) (env EVSNAP_STREAM_REPLICAS)")
-	fs.DurationVar(&o.dupWindow, "duplicate-window", envDuration("EVSNAP_DUPLICATE_WINDOW", 2*time.Minute), "stream duplicate window (env EVSNAP_DUPLICATE_WINDOW)")
+	fs.DurationVar(&o.dupWindow, "duplicate-window", envDuration("EVSNAP_DUPLICATE_WINDOW", natsnotice.DefaultDuplicates), "stream duplicate window (env EVSNAP_DUPLICATE_WINDOW)")
+	fs.Int64Var(&o.maxBytes, "stream-max-bytes", int64(envInt("EVSNAP_STREAM_MAX_BYTES", int(natsnotice.DefaultMaxBytes))), "stream size cap, reserved on the server; oldest notices go first; -1 unlimited (env EVSNAP_STREAM_MAX_BYTES)")
+	fs.DurationVar(&o.maxAge, "stream-max-age", envDuration("EVSNAP_STREAM_MAX_AGE", natsnotice.DefaultMaxAge), "discard notices older than this; 0 keeps them until consumed (env EVSNAP_STREAM_MAX_AGE)")
 	return fs
 }
 

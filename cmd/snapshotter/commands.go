@@ -76,6 +76,8 @@ func (o *options) migrate(ctx context.Context) error {
 	cfg.SubjectPrefix = o.prefix
 	cfg.Replicas = o.replicas
 	cfg.Duplicates = o.dupWindow
+	cfg.MaxBytes = o.maxBytes
+	cfg.MaxAge = o.maxAge
 	if _, err := natsnotice.EnsureStream(ctx, js, cfg); err != nil {
 		return err
 	}

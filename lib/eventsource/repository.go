@@ -42,6 +42,7 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	tel       *telemetry
 	bg        *backgroundWriter
 	maxState  int
+	notifyLog logLimiter
 
 	closeOnce sync.Once
 	mu        sync.RWMutex
@@ -372,8 +373,12 @@ func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
 			EventTypes: types, CommittedAt: res.CommittedAt,
 		})
 		if err != nil {
-			r.tel.logger.WarnContext(ctx, "append notice not sent; the snapshotter's sweep will catch up",
-				LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyError, err)
+			// During an outage every save fails to notify: log the first
+			// failure and then one line per interval with the count.
+			if suppressed, ok := r.notifyLog.allow(time.Now()); ok {
+				r.tel.logger.WarnContext(ctx, "append notice not sent; the snapshotter's sweep will catch up",
+					LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyError, err, "suppressed_since_last", suppressed)
+			}
 			r.tel.failure(ctx, r.typ, r.mode, FailureNotify)
 		}
 	}
@@ -546,8 +551,16 @@ func (r *Repository[T, PT]) Exists(ctx context.Context, id uuid.UUID) (bool, err
 // AwaitPendingSnapshots waits until every background snapshot queued so far
 // (and any queued while it waits) is written or has failed, and returns how
 // many were pending when it was called. It returns ctx's error if ctx ends
-// first. In modes other than ModeBackground it returns 0 at once.
+// first. In ModeExternal it flushes the notifier instead, if it has a
+// Flush(ctx) error method (natsnotice.Publisher does), and returns 0. In
+// the other modes it returns 0 at once.
 func (r *Repository[T, PT]) AwaitPendingSnapshots(ctx context.Context) (int, error) {
+	if r.mode == ModeExternal {
+		if f, ok := r.notifier.(interface{ Flush(context.Context) error }); ok {
+			return 0, f.Flush(ctx)
+		}
+		return 0, nil
+	}
 	if r.bg == nil {
 		return 0, nil
 	}
@@ -557,8 +570,9 @@ func (r *Repository[T, PT]) AwaitPendingSnapshots(ctx context.Context) (int, err
 // Close stops the repository: later saves fail with [ErrClosed], and
 // queued background snapshots are written until ctx ends, after which the
 // ones still in flight are cancelled. Close waits for every goroutine the
-// repository started and is idempotent. It does not close the stores, which
-// the caller owns.
+// repository started and is idempotent. It does not close the stores or
+// the notifier, which the caller owns: close the repository first, then
+// the notifier (natsnotice.Publisher.Close flushes), then the connection.
 func (r *Repository[T, PT]) Close(ctx context.Context) error {
 	var err error
 	r.closeOnce.Do(func() {
@@ -704,4 +718,27 @@ func (w *backgroundWriter) close(ctx context.Context) error {
 		<-done
 		return fmt.Errorf("close %s repository: background snapshots cancelled: %w", w.typ, ctx.Err())
 	}
+}
+
+// logLimiter lets one log line through per interval and counts the rest.
+type logLimiter struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+const logInterval = 10 * time.Second
+
+// allow reports whether to log now, and how many were suppressed since the
+// last line.
+func (l *logLimiter) allow(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < logInterval {
+		l.suppressed++
+		return 0, false
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return n, true
 }

@@ -1064,3 +1064,37 @@ func TestLoadFrom(t *testing.T) {
 		t.Fatalf("LoadFrom with another aggregate's snapshot: %v", err)
 	}
 }
+
+// During a NATS outage every save fails to notify; the warning is logged
+// once per interval, while the metric counts every failure.
+func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
+	h := newHarness(t)
+	n := &recordingNotifier{err: errInjected}
+	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	for range 50 {
+		openAccount(t, r, 1)
+	}
+	if got := strings.Count(h.logs.String(), "append notice not sent"); got != 1 {
+		t.Fatalf("%d warnings for 50 failed notices, want 1", got)
+	}
+	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureNotify)); got != 50 {
+		t.Fatalf("notify failures counted = %d, want 50", got)
+	}
+}
+
+type flushingNotifier struct {
+	recordingNotifier
+	flushed int
+}
+
+func (f *flushingNotifier) Flush(context.Context) error { f.flushed++; return nil }
+
+func TestAwaitPendingFlushesTheNotifier(t *testing.T) {
+	h := newHarness(t)
+	n := &flushingNotifier{}
+	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	openAccount(t, r, 2)
+	if _, err := r.AwaitPendingSnapshots(ctx); err != nil || n.flushed != 1 {
+		t.Fatalf("await in external mode: flushed %d times, %v", n.flushed, err)
+	}
+}
