@@ -85,7 +85,7 @@ func TestSpans(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, kv := range s.Attributes() {
-			attrs[string(kv.Key)] = kv.Value.Emit()
+			attrs[string(kv.Key)] = kv.Value.String()
 		}
 		if attrs[string(eventsource.AttrAggregateType)] != typ || attrs["db.system.name"] != "postgresql" {
 			t.Errorf("span %s attributes %v lack the aggregate type or db.system.name", s.Name(), attrs)
