@@ -735,3 +735,36 @@ func TestVerifyReport(t *testing.T) {
 		t.Fatalf("sampled Verify = %+v, %v", rep, err)
 	}
 }
+
+// A rebuild longer than the ack wait keeps telling JetStream it is in
+// progress, so the notice is not redelivered to another worker meanwhile.
+func TestLongRebuildSendsInProgress(t *testing.T) {
+	e := newEnv(t, natstest.RunServer(t).ClientURL(), memstore.New(), false)
+	block := make(chan struct{})
+	e.store.mu.Lock()
+	e.store.block = block
+	e.store.mu.Unlock()
+	e.start(e.worker(5, func(c *snapshotter.Config) { c.AckWait = time.Second }))
+	id := uuid.New()
+	e.save(id, 5)
+	time.Sleep(3 * time.Second) // three ack waits with the rebuild blocked
+	e.store.mu.Lock()
+	e.store.block = nil
+	e.store.mu.Unlock()
+	close(block)
+	waitFor(t, 10*time.Second, "snapshot", func() bool { return e.snapshotVersion(id) == 5 })
+	waitFor(t, 10*time.Second, "notice acked", e.consumerIdle("snapshotter"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.js.Consumer(ctx, e.stream, "snapshotter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumRedelivered != 0 {
+		t.Fatalf("the notice was redelivered %d times during a long rebuild", info.NumRedelivered)
+	}
+}
