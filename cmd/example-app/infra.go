@@ -26,9 +26,11 @@ type infra struct {
 }
 
 // openInfra opens the store (fresh SQLite file when using the default
-// path and fresh is set), migrates it, and connects to NATS (starting an
-// embedded server when no URL is configured) with the notice stream.
-func openInfra(ctx context.Context, c *common, defaultDB string, fresh bool) (*infra, error) {
+// path and fresh is set), migrates it when migrate is set, and connects to
+// NATS (starting an embedded server when no URL is configured), creating
+// the notice stream if it does not exist. NATS credentials and TLS come
+// from the EVSNAP_NATS_* variables the snapshotter reads.
+func openInfra(ctx context.Context, c *common, defaultDB string, fresh, migrate bool) (*infra, error) {
 	in := &infra{}
 	sqlitePath := c.sqlitePath
 	if c.postgresURL == "" && sqlitePath == "" {
@@ -46,9 +48,11 @@ func openInfra(ctx context.Context, c *common, defaultDB string, fresh bool) (*i
 		return nil, err
 	}
 	in.store = st
-	if err := st.Migrate(ctx); err != nil {
-		in.Close()
-		return nil, fmt.Errorf("migrate %s: %w", st, err)
+	if migrate {
+		if err := st.Migrate(ctx); err != nil {
+			in.Close()
+			return nil, fmt.Errorf("migrate %s: %w", st, err)
+		}
 	}
 	url := c.natsURL
 	if url == "" {
@@ -70,7 +74,13 @@ func openInfra(ctx context.Context, c *common, defaultDB string, fresh bool) (*i
 	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	in.nc, err = natsconn.Connect(cctx, natsconn.Options{URL: url, Name: "evsnap-example-app", Logger: c.logger})
+	in.nc, err = natsconn.Connect(cctx, natsconn.Options{
+		URL: url, Name: "evsnap-example-app", Logger: c.logger,
+		// Credentials and TLS as the snapshotter takes them (env only here).
+		CredsFile: os.Getenv("EVSNAP_NATS_CREDS"), NKeySeedFile: os.Getenv("EVSNAP_NATS_NKEY"),
+		User: os.Getenv("EVSNAP_NATS_USER"), Password: os.Getenv("EVSNAP_NATS_PASSWORD"), Token: os.Getenv("EVSNAP_NATS_TOKEN"),
+		CAFile: os.Getenv("EVSNAP_NATS_CA"), CertFile: os.Getenv("EVSNAP_NATS_CERT"), KeyFile: os.Getenv("EVSNAP_NATS_KEY"),
+	})
 	if err != nil {
 		in.Close()
 		return nil, err
@@ -80,9 +90,16 @@ func openInfra(ctx context.Context, c *common, defaultDB string, fresh bool) (*i
 		in.Close()
 		return nil, err
 	}
-	if _, err := natsnotice.EnsureStream(cctx, in.js, natsnotice.DefaultStreamConfig()); err != nil {
+	// Create the notice stream only if it is missing: an existing one (for
+	// example with 3 replicas, made by `snapshotter migrate`) is left as is.
+	if _, err := in.js.Stream(cctx, natsnotice.DefaultStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := natsnotice.EnsureStream(cctx, in.js, natsnotice.DefaultStreamConfig()); err != nil {
+			in.Close()
+			return nil, err
+		}
+	} else if err != nil {
 		in.Close()
-		return nil, err
+		return nil, fmt.Errorf("look up stream %s: %w", natsnotice.DefaultStream, err)
 	}
 	return in, nil
 }

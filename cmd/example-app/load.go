@@ -33,6 +33,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	maxEvents := fs.Int("max-events", 3, "events per account save: 1 to this many")
 	concurrency := fs.Int("concurrency", 8, "saving goroutines")
 	record := fs.String("record", "", "append one line per successful save (type id first last) to this file")
+	noMigrate := fs.Bool("no-migrate", false, "do not create or upgrade the tables (run as a role without schema privileges; `snapshotter migrate` did it)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -58,7 +59,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := c.finish(stderr); err != nil {
 		return err
 	}
-	in, err := openInfra(ctx, &c, "load.db", false)
+	in, err := openInfra(ctx, &c, "load.db", false, !*noMigrate)
 	if err != nil {
 		return err
 	}

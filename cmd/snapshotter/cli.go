@@ -37,6 +37,7 @@ Usage:
   snapshotter prune     --type T --schema-below N    delete snapshots of old schema versions
   snapshotter stats     --type T [--top N]           snapshot coverage of a type
   snapshotter verify    --type T [--sample N]        compare snapshots with a full replay
+  snapshotter healthcheck [--url URL]                exit 0 if a running worker is ready (for images without curl)
 
 Run 'snapshotter <command> -h' for a command's flags. Every flag can also be
 set by the EVSNAP_* environment variable shown in its help; flags win.
@@ -49,7 +50,8 @@ var commands = map[string]func(*options) *flag.FlagSet{
 	"rebuild": rebuildFlags,
 	"prune":   pruneFlags,
 	"stats":   statsFlags,
-	"verify":  verifyFlags,
+	"verify":      verifyFlags,
+	"healthcheck": healthcheckFlags,
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -92,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return o.prune(ctx)
 	case "verify":
 		return o.verify(ctx)
+	case "healthcheck":
+		return o.healthcheck(ctx)
 	default:
 		return o.stats(ctx)
 	}
@@ -138,6 +142,8 @@ type options struct {
 	schemaBelow int
 	top         int
 	sample      int
+	url         string
+	timeout     time.Duration
 
 	logger *slog.Logger
 }
@@ -274,6 +280,15 @@ func pruneFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "prune")
 	typeFlags(fs, o)
 	fs.IntVar(&o.schemaBelow, "schema-below", 0, "delete snapshots with a schema version below N (required, >= 1)")
+	return fs
+}
+
+func healthcheckFlags(o *options) *flag.FlagSet {
+	envErrs = nil
+	fs := flag.NewFlagSet("snapshotter healthcheck", flag.ContinueOnError)
+	fs.StringVar(&o.url, "url", envOr("EVSNAP_HEALTHCHECK_URL", "http://127.0.0.1:9090/readyz"), "URL to check; 200 means healthy (env EVSNAP_HEALTHCHECK_URL)")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for the answer")
+	o.logLevel, o.logFormat = "error", "text"
 	return fs
 }
 

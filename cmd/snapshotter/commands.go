@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -215,5 +218,27 @@ func (o *options) verify(ctx context.Context) error {
 	if bad := rep.ByStatus[eventsource.VerifyMismatch] + rep.ByStatus[eventsource.VerifyUndecodable]; bad > 0 {
 		return fmt.Errorf("%d snapshots do not match a full replay; repair with: snapshotter rebuild --type %s", bad, o.typ)
 	}
+	return nil
+}
+
+// healthcheck asks a running worker's health endpoint, for container
+// images that have no HTTP client of their own (distroless).
+func (o *options) healthcheck(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.url, nil)
+	if err != nil {
+		return fmt.Errorf("%w: --url %q: %v", errUsage, o.url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck %s: %w", o.url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck %s: %s: %s", o.url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(o.stdout, "%s: %s\n", o.url, strings.TrimSpace(string(body)))
 	return nil
 }

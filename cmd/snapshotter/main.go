@@ -8,6 +8,7 @@
 //	snapshotter prune     delete snapshots of old schema versions (--type T --schema-below N)
 //	snapshotter stats     snapshot coverage of a type (--type T)
 //	snapshotter verify    compare sampled snapshots with a full replay (--type T [--sample N])
+//	snapshotter healthcheck  exit 0 if a running worker's /readyz answers 200 (--url)
 //
 // Run `snapshotter <command> -h` for a command's flags. Every flag has an
 // EVSNAP_* environment variable; flags win.

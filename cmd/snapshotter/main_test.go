@@ -74,6 +74,10 @@ func TestMigrateRunStatsPrune(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	var hc bytes.Buffer
+	if code := Main(ctx, []string{"healthcheck", "--url", "http://" + addr + "/readyz"}, &hc, &hc); code != 0 {
+		t.Fatalf("healthcheck of a ready worker: exit %d: %s", code, hc.String())
+	}
 	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, "ok") {
 		t.Fatalf("/healthz = %d %q", code, body)
 	}
@@ -88,6 +92,10 @@ func TestMigrateRunStatsPrune(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not exit within 30s of cancellation")
+	}
+	hc.Reset()
+	if code := Main(ctx, []string{"healthcheck", "--url", "http://" + addr + "/readyz", "--timeout", "1s"}, &hc, &hc); code != 1 {
+		t.Fatalf("healthcheck of a stopped worker: exit %d: %s", code, hc.String())
 	}
 	if !strings.Contains(runErr.String(), "stopped cleanly") {
 		t.Fatalf("no clean-stop log:\n%s", runErr.String())
