@@ -32,6 +32,8 @@ type Store interface {
 type Options struct {
 	// PostgresURL selects PostgreSQL.
 	PostgresURL string
+	// PostgresSchema is the PostgreSQL schema of the tables (default public).
+	PostgresSchema string
 	// SQLitePath selects SQLite when PostgresURL is empty
 	// (DefaultSQLitePath when empty too). ":memory:" is a private
 	// in-memory SQLite database.
@@ -63,6 +65,9 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 			migrate: func(context.Context) error { return nil }, close: func() error { return nil }}, nil
 	case o.PostgresURL != "":
 		var opts []pgstore.Option
+		if o.PostgresSchema != "" {
+			opts = append(opts, pgstore.WithSchema(o.PostgresSchema))
+		}
 		if o.Logger != nil {
 			opts = append(opts, pgstore.WithLogger(o.Logger))
 		}
