@@ -45,11 +45,11 @@ set by the EVSNAP_* environment variable shown in its help; flags win.
 
 // commands lists the subcommands and the flag sets they accept.
 var commands = map[string]func(*options) *flag.FlagSet{
-	"run":     runFlags,
-	"migrate": migrateFlags,
-	"rebuild": rebuildFlags,
-	"prune":   pruneFlags,
-	"stats":   statsFlags,
+	"run":         runFlags,
+	"migrate":     migrateFlags,
+	"rebuild":     rebuildFlags,
+	"prune":       pruneFlags,
+	"stats":       statsFlags,
 	"verify":      verifyFlags,
 	"healthcheck": healthcheckFlags,
 }
