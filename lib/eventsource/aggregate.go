@@ -142,7 +142,7 @@ func (r *Root[S]) exportState(c Codec) ([]byte, error) {
 
 func (r *Root[S]) restoreState(c Codec, data []byte) error {
 	var s S
-	if err := c.Unmarshal(data, &s); err != nil {
+	if err := safeUnmarshal(c, data, &s); err != nil {
 		return err
 	}
 	r.state = s

@@ -104,11 +104,14 @@ func ExampleRepository_AwaitPendingSnapshots() {
 		_ = c.Increment(1)
 	}
 	_ = repo.Save(ctx, c)
-	n, _ := repo.AwaitPendingSnapshots(ctx)
+	// Save returned without writing the snapshot; wait for the writers.
+	if _, err := repo.AwaitPendingSnapshots(ctx); err != nil {
+		panic(err)
+	}
 	s, _ := store.GetSnapshot(ctx, "Counter", c.ID())
-	fmt.Println("awaited:", n, "snapshot version:", s.Version)
+	fmt.Println("snapshot version:", s.Version)
 	// Output:
-	// awaited: 1 snapshot version: 15
+	// snapshot version: 15
 }
 
 // Manual mode snapshots only when asked, e.g. at a business milestone.

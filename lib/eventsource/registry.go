@@ -87,7 +87,7 @@ func Register[E Event](r *Registry) error {
 		goType: goType,
 		decode: func(codec Codec, data []byte) (Event, error) {
 			var e E
-			if err := codec.Unmarshal(data, &e); err != nil {
+			if err := safeUnmarshal(codec, data, &e); err != nil {
 				return nil, err
 			}
 			return e, nil
@@ -196,4 +196,16 @@ func (r *Registry) DecodeRecorded(rec *RecordedEvent) (Event, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// safeUnmarshal decodes with c, turning a panic in the codec (third-party
+// decoders have panicked on malformed input) into an error: stored bytes
+// must never crash a load.
+func safeUnmarshal(c Codec, data []byte, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("codec panicked: %v", r)
+		}
+	}()
+	return c.Unmarshal(data, v)
 }

@@ -1098,3 +1098,32 @@ func TestAwaitPendingFlushesTheNotifier(t *testing.T) {
 		t.Fatalf("await in external mode: flushed %d times, %v", n.flushed, err)
 	}
 }
+
+// panickyCodec stands for a third-party decoder that panics on bad input.
+type panickyCodec struct{ eventsource.JSONCodec }
+
+func (panickyCodec) Unmarshal(data []byte, v any) error {
+	if len(data) > 0 && data[0] == '!' {
+		panic("index out of range")
+	}
+	return eventsource.JSONCodec{}.Unmarshal(data, v)
+}
+
+func TestCodecPanicsBecomeErrors(t *testing.T) {
+	reg := exampledomain.NewRegistry(eventsource.WithCodec(panickyCodec{}))
+	if _, err := reg.Decode(exampledomain.TypeMoneyDeposited, []byte("!boom")); !errors.Is(err, eventsource.ErrDecode) {
+		t.Fatalf("decode with a panicking codec: %v", err)
+	}
+	es := memstore.NewEventStore()
+	ss := &rowStore{}
+	r, _ := eventsource.NewRepository[exampledomain.Account](es, reg, eventsource.WithSnapshotStore(ss), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	defer r.Close(ctx)
+	a := r.New(uuid.New())
+	_ = a.Open("x", 1)
+	_ = r.Save(ctx, a)
+	ss.row = &eventsource.Snapshot{AggregateID: a.ID(), AggregateType: exampledomain.AccountType, Version: 1, SchemaVersion: 1, State: []byte("!boom")}
+	loaded, err := r.Load(ctx, a.ID())
+	if err != nil || loaded.State() != a.State() {
+		t.Fatalf("load with a panicking snapshot decode: %v", err)
+	}
+}

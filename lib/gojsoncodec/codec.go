@@ -13,6 +13,10 @@
 package gojsoncodec
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
 	gojson "github.com/goccy/go-json"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -26,5 +30,21 @@ var _ eventsource.Codec = Codec{}
 // Marshal implements eventsource.Codec.
 func (Codec) Marshal(v any) ([]byte, error) { return gojson.Marshal(v) }
 
-// Unmarshal implements eventsource.Codec.
-func (Codec) Unmarshal(data []byte, v any) error { return gojson.Unmarshal(data, v) }
+// Unmarshal implements eventsource.Codec. go-json can panic on some
+// malformed inputs (the fuzz target FuzzLoadWithSnapshotState found an
+// index out of range in v0.10.5), so input that is not valid JSON is
+// refused first, with encoding/json's validator, and a panic that gets
+// through anyway is turned into an error.
+func (Codec) Unmarshal(data []byte, v any) (err error) {
+	if !json.Valid(data) {
+		return errInvalidJSON
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("gojsoncodec: decoder panic: %v", r)
+		}
+	}()
+	return gojson.Unmarshal(data, v)
+}
+
+var errInvalidJSON = errors.New("gojsoncodec: input is not valid JSON")

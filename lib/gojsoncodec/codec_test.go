@@ -83,3 +83,18 @@ func BenchmarkDecodeEvent(b *testing.B) {
 		})
 	}
 }
+
+// Malformed input never panics: it is an error.
+func FuzzUnmarshal(f *testing.F) {
+	for _, s := range []string{`{"owner_name":"Ada","initial_balance":1}`, `{"\`, `{"08e":7,"transacti\`, `[1,2`, `null`, ``, `{"items":{"a":1}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var st exampledomain.OrderState
+		err := gojsoncodec.Codec{}.Unmarshal(data, &st)
+		var want exampledomain.OrderState
+		if stdErr := json.Unmarshal(data, &want); (err == nil) != (stdErr == nil) && json.Valid(data) {
+			t.Logf("go-json and encoding/json disagree on %q: %v vs %v", data, err, stdErr)
+		}
+	})
+}
