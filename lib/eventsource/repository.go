@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"sync"
 	"time"
@@ -43,6 +44,7 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	bg        *backgroundWriter
 	maxState  int
 	notifyLog logLimiter
+	loader    SnapshotLoader
 
 	closeOnce sync.Once
 	mu        sync.RWMutex
@@ -108,6 +110,9 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 		notifier:      c.notifier,
 		tel:           tel,
 		maxState:      c.maxState,
+	}
+	if l, ok := events.(SnapshotLoader); ok && sameStore(events, c.snapshots) {
+		r.loader = l
 	}
 	if c.mode == ModeBackground {
 		r.bg = newBackgroundWriter(c.snapshots, tel, typ, c.bgWorkers, c.bgQueue)
@@ -180,11 +185,88 @@ func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 }
 
 func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) {
+	if r.loader != nil {
+		if a, ok, err := r.loadOneTrip(ctx, id); ok || err != nil {
+			return a, err
+		}
+	}
 	return r.loadWith(ctx, id, func(a PT) {
 		if r.snapshots != nil {
 			r.restoreSnapshot(ctx, a)
 		}
 	})
+}
+
+// loadOneTrip loads through the store's SnapshotLoader: snapshot and tail
+// in one round trip. ok is false when the load must be redone the usual
+// way (the snapshot did not decode after the events were read from it, or
+// the combined read failed: the usual path then reports the error).
+func (r *Repository[T, PT]) loadOneTrip(ctx context.Context, id uuid.UUID) (PT, bool, error) {
+	if err := ValidateStream(r.typ, id); err != nil {
+		return nil, true, err
+	}
+	snap, events, err := r.loader.LoadSnapshotAndEvents(ctx, r.typ, id, r.schemaVersion)
+	if err != nil {
+		return nil, false, nil
+	}
+	a := r.New(id)
+	c := a.rootCore()
+	r.useSnapshot(ctx, a, snap)
+	if snap != nil && snap.SchemaVersion == r.schemaVersion && !c.fromSnapshot {
+		// The events start at the snapshot, but its state did not decode:
+		// a full replay needs the stream from the start.
+		return nil, false, nil
+	}
+	if c.fromSnapshot {
+		found, err := applyTail(ctx, r.reg, a, events, true)
+		if err != nil {
+			return nil, true, err
+		}
+		if !found {
+			r.tel.logger.WarnContext(ctx, "snapshot is ahead of the event stream; replaying all events",
+				LogKeyAggregateID, id, LogKeySnapshotVer, c.snapshotVersion, LogKeyReason, FallbackAheadOfStream)
+			r.tel.fallback(ctx, r.typ, FallbackAheadOfStream)
+			return nil, false, nil
+		}
+	} else if _, err := applyTail(ctx, r.reg, a, events, false); err != nil {
+		return nil, true, err
+	}
+	if c.version == 0 {
+		return nil, true, fmt.Errorf("load %s %s: %w", r.typ, id, ErrAggregateNotFound)
+	}
+	return a, true, nil
+}
+
+// applyTail applies events to a. With skipFirst, the first event must be
+// the one at a's current version (the snapshot's): found reports whether
+// it was there, and it is not applied.
+func applyTail(ctx context.Context, reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, error], skipFirst bool) (found bool, err error) {
+	c := a.rootCore()
+	first := true
+	for rec, err := range events {
+		if err != nil {
+			return false, fmt.Errorf("load %s %s: read events: %w", a.AggregateType(), c.id, err)
+		}
+		if first && skipFirst {
+			first = false
+			if rec.Version != c.version {
+				return false, nil
+			}
+			found = true
+			continue
+		}
+		first = false
+		if rec.Version != c.version+1 {
+			return false, fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
+		}
+		e, err := reg.DecodeRecorded(&rec)
+		if err != nil {
+			return false, fmt.Errorf("load %s %s: %w", a.AggregateType(), c.id, err)
+		}
+		a.applyEvent(e)
+		c.replayed++
+	}
+	return found, nil
 }
 
 func (r *Repository[T, PT]) loadWith(ctx context.Context, id uuid.UUID, restore func(PT)) (PT, error) {
@@ -741,4 +823,18 @@ func (l *logLimiter) allow(now time.Time) (int, bool) {
 	n := l.suppressed
 	l.last, l.suppressed = now, 0
 	return n, true
+}
+
+// sameStore reports whether the event store and the snapshot store are one
+// object (a store of an uncomparable type never is).
+func sameStore(events EventStore, snapshots SnapshotStore) (same bool) {
+	if snapshots == nil {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return any(events) == any(snapshots)
 }

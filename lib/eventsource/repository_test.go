@@ -1127,3 +1127,57 @@ func TestCodecPanicsBecomeErrors(t *testing.T) {
 		t.Fatalf("load with a panicking snapshot decode: %v", err)
 	}
 }
+
+// With one store for events and snapshots (memstore.Store, pgstore) loads
+// go through its SnapshotLoader; every fallback still works.
+func TestOneTripLoadFallbacks(t *testing.T) {
+	st := memstore.New()
+	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	a := r.New(uuid.New())
+	_ = a.Open("one trip", 10)
+	for range 7 {
+		_ = a.Deposit(1)
+	}
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Deposit(2)
+	_ = r.Save(ctx, a)
+	check := func(name string, wantFrom bool, wantReplayed int64) {
+		t.Helper()
+		got, err := r.Load(ctx, a.ID())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		from, n := got.LoadedFromSnapshot()
+		if got.State() != a.State() || got.Version() != 9 || from != wantFrom || n != wantReplayed {
+			t.Fatalf("%s: v%d %+v from=%v replayed=%d; want v9 %+v from=%v replayed=%d", name, got.Version(), got.State(), from, n, a.State(), wantFrom, wantReplayed)
+		}
+	}
+	check("snapshot at v8", true, 1)
+	s, _ := st.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	st.SnapshotStore.Clear()
+	bad := *s
+	bad.State = []byte(`{"balance":"lots"}`)
+	_, _ = st.SaveSnapshot(ctx, bad)
+	check("undecodable state", false, 9)
+	st.SnapshotStore.Clear()
+	ahead := *s
+	ahead.Version = 50
+	_, _ = st.SaveSnapshot(ctx, ahead)
+	check("ahead of stream", false, 9)
+	st.SnapshotStore.Clear()
+	other := *s
+	other.SchemaVersion = 3
+	_, _ = st.SaveSnapshot(ctx, other)
+	check("other schema", false, 9)
+	st.SnapshotStore.Clear()
+	check("no snapshot", false, 9)
+	if _, err := r.Load(ctx, uuid.New()); !errors.Is(err, eventsource.ErrAggregateNotFound) {
+		t.Fatalf("missing aggregate: %v", err)
+	}
+}

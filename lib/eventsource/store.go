@@ -311,3 +311,18 @@ func FilterAndSort(infos []AggregateInfo, opts ListOptions) []AggregateInfo {
 // compareIDs orders ids as their bytes (and their canonical strings, and
 // PostgreSQL's uuid type) order.
 func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }
+
+// SnapshotLoader is an optional capability of a store that holds both an
+// aggregate's events and its snapshot (pgstore): it reads what a load needs
+// in one round trip. The repository uses it when the same store is its
+// event store and its snapshot store.
+type SnapshotLoader interface {
+	// LoadSnapshotAndEvents returns the snapshot of typ/id (nil when there
+	// is none) and the aggregate's events from version `from` on, where
+	// from is the snapshot's version when the snapshot has schema version
+	// schemaVersion, and 1 otherwise. (The event at the snapshot's own
+	// version is included so the caller can check the snapshot is not
+	// ahead of the stream.) The events follow ReadEvents' contract; a
+	// store may read their first page eagerly.
+	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
+}

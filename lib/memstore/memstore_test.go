@@ -37,3 +37,7 @@ func TestCountAndClear(t *testing.T) {
 func TestAggregateListerConformance(t *testing.T) {
 	storetest.TestAggregateLister(t, func(t *testing.T) storetest.Backend { return memstore.New() })
 }
+
+func TestSnapshotLoaderConformance(t *testing.T) {
+	storetest.TestSnapshotLoader(t, func(t *testing.T) storetest.LoaderBackend { return memstore.New() })
+}

@@ -65,3 +65,18 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 		}
 	}
 }
+
+var _ eventsource.SnapshotLoader = (*Store)(nil)
+
+// LoadSnapshotAndEvents implements [eventsource.SnapshotLoader].
+func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
+	snap, err := s.GetSnapshot(ctx, typ, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	from := int64(1)
+	if snap != nil && snap.SchemaVersion == schemaVersion {
+		from = snap.Version
+	}
+	return snap, s.ReadEvents(ctx, typ, id, from-1), nil
+}

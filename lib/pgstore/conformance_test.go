@@ -27,3 +27,8 @@ func TestAggregateListerConformance(t *testing.T) {
 	st := newStore(t)
 	storetest.TestAggregateLister(t, func(*testing.T) storetest.Backend { return st })
 }
+
+func TestSnapshotLoaderConformance(t *testing.T) {
+	st := newStore(t)
+	storetest.TestSnapshotLoader(t, func(t *testing.T) storetest.LoaderBackend { return st })
+}

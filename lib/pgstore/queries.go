@@ -13,6 +13,7 @@ type queries struct {
 	appendExact, appendNoStream, appendAny string
 	streamVersion                          string
 	readEvents                             string
+	loadEvents                             string
 
 	saveSnapshot, getSnapshot, deleteSnapshot, snapshotExists string
 	deleteSnapshotsByType, deleteSnapshotsBelow               string
@@ -58,6 +59,16 @@ SELECT version, clock_timestamp() FROM head`
 	// instead of bitmap-scanning a long stream and sorting it.
 	q.readEvents = `SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
 WHERE aggregate_type = $1 AND aggregate_id = $2 AND version > $3
+ORDER BY version
+LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
+
+	// The first page of a load: the events from the snapshot's version
+	// (when its schema version is $3) or from the start, found by an
+	// InitPlan on the snapshots primary key, so a pgx.Batch of this and
+	// getSnapshot reads a whole load in one round trip.
+	q.loadEvents = `SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
+WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= coalesce(
+	(SELECT version FROM ` + sn + ` WHERE aggregate_id = $2 AND aggregate_type = $1 AND schema_version = $3), 1)
 ORDER BY version
 LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 

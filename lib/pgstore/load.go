@@ -1,0 +1,87 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+var _ eventsource.SnapshotLoader = (*Store)(nil)
+
+// LoadSnapshotAndEvents implements [eventsource.SnapshotLoader]: the
+// snapshot and the first page of events from it go in one pgx.Batch, one
+// round trip; later pages (streams longer than a page past the snapshot)
+// are read like ReadEvents. The first page is read before returning, so no
+// connection is held while the caller decodes.
+func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (_ *eventsource.Snapshot, _ iter.Seq2[eventsource.RecordedEvent, error], err error) {
+	if err := eventsource.ValidateStream(typ, id); err != nil {
+		return nil, nil, err
+	}
+	ctx, span := s.span(ctx, "pgstore.LoadSnapshotAndEvents", typ, id)
+	defer func() { endSpan(span, err) }()
+	batch := &pgx.Batch{}
+	batch.Queue(s.q.getSnapshot, id, typ)
+	batch.Queue(s.q.loadEvents, typ, id, int32(schemaVersion))
+	br := s.pool.SendBatch(ctx, batch)
+	defer br.Close()
+
+	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
+	var schema int32
+	switch err := br.QueryRow().Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt); {
+	case errors.Is(err, pgx.ErrNoRows):
+		snap = nil
+	case err != nil:
+		return nil, nil, s.wrap(fmt.Sprintf("load snapshot of %s %s", typ, id), err)
+	default:
+		snap.SchemaVersion = int(schema)
+		snap.CreatedAt = snap.CreatedAt.UTC()
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
+	}
+	var page []eventsource.RecordedEvent
+	var metadata []byte
+	for rows.Next() {
+		rec := eventsource.RecordedEvent{AggregateType: typ, AggregateID: id}
+		if err := rows.Scan((*[16]byte)(&rec.ID), &rec.Version, &rec.Type, &rec.Payload, &metadata, &rec.OccurredAt); err != nil {
+			rows.Close()
+			return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
+		}
+		if len(metadata) > 0 && string(metadata) != string(emptyMetadata) {
+			if err := json.Unmarshal(metadata, &rec.Metadata); err != nil {
+				rows.Close()
+				return nil, nil, &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, typ, id), Err: err}
+			}
+		}
+		rec.OccurredAt = rec.OccurredAt.UTC()
+		page = append(page, rec)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
+	}
+	full := len(page) == s.cfg.readPageSize
+	events := func(yield func(eventsource.RecordedEvent, error) bool) {
+		for _, rec := range page {
+			if !yield(rec, nil) {
+				return
+			}
+		}
+		if !full {
+			return
+		}
+		for rec, err := range s.ReadEvents(ctx, typ, id, page[len(page)-1].Version) {
+			if !yield(rec, err) || err != nil {
+				return
+			}
+		}
+	}
+	return snap, events, nil
+}
