@@ -1,0 +1,265 @@
+//go:build unix
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/exampledomain"
+)
+
+// check runs every check after the workers have stopped.
+func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv convergence, convErr error) (*Result, error) {
+	res := &Result{}
+	add := func(name string, ok bool, format string, args ...any) {
+		res.Checks = append(res.Checks, Check{Name: name, OK: ok, Detail: fmt.Sprintf(format, args...)})
+	}
+	evidence := func(format string, args ...any) {
+		res.Evidence = append(res.Evidence, fmt.Sprintf(format, args...))
+	}
+	f := &s.fig
+
+	// The load generator: its summary, its errors.
+	f.Saves, f.Conflicts, f.LoadErrors = sum.Saves, sum.Conflicts, sum.Errors
+	f.NoticesPublished, f.NoticesDropped = sum.NoticesPublished, sum.NoticesDropped
+	switch {
+	case sumErr != nil:
+		add("no save failed", false, "%v (exit code %d)", sumErr, f.LoadExitCode)
+	default:
+		add("no save failed", sum.Errors == 0 && f.LoadExitCode == 0,
+			"%d saves, %d errors, exit code %d", sum.Saves, sum.Errors, f.LoadExitCode)
+	}
+	if sum.Errors > 0 || f.LoadExitCode != 0 {
+		evidence("load generator errors (%s):%s", filepath.Base(s.load.logPath), tailLog(s.load.logPath, 20))
+	}
+
+	// Every recorded save is in the store exactly once.
+	rf, err := os.Open(s.record)
+	if err != nil {
+		return nil, fmt.Errorf("record file: %w", err)
+	}
+	saves, perr := ParseRecord(rf)
+	rf.Close()
+	stored, err := s.db.storedStreams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ev := CheckEvents(saves, stored)
+	f.RecordedSaves, f.RecordedEvents, f.StoredEvents, f.Streams = ev.RecordedSaves, ev.RecordedEvents, ev.StoredEvents, ev.Streams
+	f.EventsLost, f.InFlight, f.InFlightStreams = ev.Lost, ev.InFlight, ev.InFlightStreams
+	add("record file readable", perr == nil, "%d lines%s", len(saves), errText(perr))
+	add("every recorded save is stored exactly once", ev.OK(),
+		"%d saves / %d events recorded, %d events stored in %d streams; lost %d, recorded twice %d, duplicates %d, gaps %d, head mismatches %d, unaccounted %d",
+		ev.RecordedSaves, ev.RecordedEvents, ev.StoredEvents, ev.Streams, ev.Lost, ev.RecordedTwice, ev.Duplicates, ev.Gaps, ev.HeadMismatches, ev.Unaccounted)
+	add("record matches the load's count", sumErr != nil || sum.Saves == ev.RecordedSaves,
+		"summary %d saves, record %d lines", sum.Saves, ev.RecordedSaves)
+	add("unrecorded events only from saves in flight at stop", ev.InFlightStreams <= s.cfg.Concurrency,
+		"%d events at the tail of %d streams (at most %d saves were in flight)", ev.InFlight, ev.InFlightStreams, s.cfg.Concurrency)
+	for _, p := range ev.Problems {
+		evidence("events: %s", p)
+	}
+
+	// No snapshot went backwards.
+	rows, err := s.db.auditRows(ctx)
+	if err != nil {
+		return nil, err
+	}
+	au := CheckAudit(rows)
+	f.SnapshotWrites, f.SnapshotRewrites, f.SnapshotDeletes = au.Writes, au.Rewrites, au.Deletes
+	f.Regressions, f.Divergences = len(au.Regressions), len(au.Divergences)
+	add("no snapshot version or schema version went backwards", len(au.Regressions) == 0,
+		"%d writes of %d aggregates (%d rewrites at the stored version, %d deletes); %d regressions",
+		au.Writes, au.Aggregates, au.Rewrites, au.Deletes, len(au.Regressions))
+	add("writes at one version wrote one state", len(au.Divergences) == 0, "%d divergent writes", len(au.Divergences))
+	add("the audit sequence is complete", len(au.Discontinuities) == 0, "%d writes do not follow from the audited write before them", len(au.Discontinuities))
+	for i, d := range au.Discontinuities {
+		if i == 10 {
+			evidence("... and %d more discontinuities", len(au.Discontinuities)-10)
+			break
+		}
+		evidence("audit discontinuity: %s", d)
+	}
+	for i, r := range au.Regressions {
+		if i == 10 {
+			evidence("... and %d more regressions", len(au.Regressions)-10)
+			break
+		}
+		evidence("regression: %s", r)
+		if i < 3 {
+			evidence("%s", auditHistory(rows, StreamKey{r.Next.Type, r.Next.ID}))
+		}
+	}
+	for i, d := range au.Divergences {
+		if i == 10 {
+			evidence("... and %d more divergences", len(au.Divergences)-10)
+			break
+		}
+		evidence("divergence: %s", d)
+	}
+	snaps, err := s.db.snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.Snapshotted = len(snaps)
+	last := LastWrites(rows)
+	var auditGaps []string
+	for k, sn := range snaps {
+		a, ok := last[k]
+		if !ok || a.Version != sn.Version || a.SchemaVersion != sn.SchemaVersion || a.StateMD5 != sn.StateMD5 {
+			auditGaps = append(auditGaps, fmt.Sprintf("%s: table v%d schema %d, last audited %+v", k, sn.Version, sn.SchemaVersion, a))
+		}
+	}
+	for k := range last {
+		if _, ok := snaps[k]; !ok {
+			auditGaps = append(auditGaps, fmt.Sprintf("%s: audited but not in the table", k))
+		}
+	}
+	slices.Sort(auditGaps)
+	add("the audit saw every snapshot write", len(auditGaps) == 0, "%d snapshots, %d differ from their last audited write", len(snaps), len(auditGaps))
+	for i, g := range auditGaps {
+		if i == 10 {
+			break
+		}
+		evidence("audit: %s", g)
+	}
+
+	// Every snapshot equals a full replay.
+	f.VerifyByStatus = map[string]int{}
+	for _, typ := range []string{exampledomain.AccountType, exampledomain.OrderType} {
+		out, errOut, code, err := runOnce(ctx, 5*time.Minute, s.tmp, s.env, s.snapBin, "verify",
+			"--type", typ, "--sample", "0", "--postgres-url", s.db.dbURL(appAdmin), "--log-format", "text", "--log-level", "warn")
+		if err != nil {
+			return nil, fmt.Errorf("snapshotter verify --type %s: %w", typ, err)
+		}
+		vc, perr := ParseVerifyOutput(out)
+		streams := 0
+		for k := range stored {
+			if k.Type == typ {
+				streams++
+			}
+		}
+		if perr != nil {
+			add("snapshots of "+typ+" equal a full replay", false, "%v (exit %d): %s", perr, code, strings.TrimSpace(errOut))
+			continue
+		}
+		f.Mismatches += vc.Bad()
+		f.Verified += vc.Checked
+		for st, n := range vc.ByStatus {
+			f.VerifyByStatus[st] += n
+		}
+		add("snapshots of "+typ+" equal a full replay", vc.Bad() == 0 && code == 0 && vc.Checked == streams && vc.ByStatus["other_schema"] == 0,
+			"verify --sample 0 checked %d of %d aggregates: %s; exit %d", vc.Checked, streams, formatStatuses(vc.ByStatus), code)
+		for _, p := range vc.Problems {
+			evidence("verify %s: %s", typ, p)
+		}
+		if code != 0 && vc.Bad() == 0 {
+			evidence("verify %s exited %d: %s", typ, code, strings.TrimSpace(errOut))
+		}
+	}
+
+	// Convergence.
+	f.Converged, f.ConvergeTime = conv.Converged, conv.Took
+	if conv.Converged {
+		add("every aggregate converged to within the threshold", true, "%d aggregates within %d events of their head after %v",
+			conv.Streams, s.cfg.Threshold, conv.Took.Round(time.Millisecond))
+	} else {
+		add("every aggregate converged to within the threshold", false, "%v", convErr)
+		for i, l := range conv.Behind {
+			if i == 10 {
+				evidence("... and %d more behind", len(conv.Behind)-10)
+				break
+			}
+			evidence("not converged: %s head v%d, snapshot v%d (schema %d), %d behind", l.Key, l.Head, l.Snapshot, l.SnapshotSchema, l.Behind)
+		}
+	}
+	if n, err := s.db.milestoneMisses(ctx, exampledomain.OrderType, exampledomain.OrderMilestones); err == nil {
+		f.MilestoneMisses = n
+	}
+
+	// Notices in the stream.
+	if st, err := s.nats.streamState(ctx, noticeStream); err == nil {
+		f.StreamMessages = st.LastSeq
+	} else {
+		evidence("stream info: %v", err)
+	}
+
+	// The faults themselves.
+	s.mu.Lock()
+	f.DrainMax = s.drainMax
+	f.Refused = len(s.refused)
+	failures := slices.Clone(s.failures)
+	executed := s.executed
+	s.mu.Unlock()
+	var missing []string
+	for k := range FaultKind(numFaultKinds) {
+		if executed[k] < s.cfg.MinEach {
+			missing = append(missing, fmt.Sprintf("%s %d/%d", k, executed[k], s.cfg.MinEach))
+		}
+	}
+	add("every kind of fault was injected", len(missing) == 0, "kills %d, NATS restarts %d, PG terminations %d rounds (%d connections), drains %d%s",
+		f.Kills, f.NATSRestarts, f.PGRounds, f.PGConns, f.Drains, listIf(" — too few: ", missing))
+	add("faults went as expected (drains exit 0 in time, no crashes)", len(failures) == 0, "%d problems", len(failures))
+	for _, fl := range failures {
+		evidence("fault: %s", fl)
+	}
+
+	// Worker logs.
+	for _, w := range s.workers {
+		b, err := os.ReadFile(w.p.logPath)
+		if err != nil {
+			continue
+		}
+		st := ParseWorkerLog(string(b))
+		f.LogWarnings += st.Warnings
+		f.LogErrors += st.Errors
+		f.Swept += st.Swept
+		f.DrainTimeouts += st.DrainTimeouts
+		s.workerLog[w.name()] = st
+	}
+	if !res.OK() {
+		for _, w := range s.workers {
+			st := s.workerLog[w.name()]
+			var msgs []string
+			for m, n := range st.Samples {
+				msgs = append(msgs, fmt.Sprintf("%dx %s", n, m))
+			}
+			slices.Sort(msgs)
+			if len(msgs) > 0 {
+				evidence("%s log warnings and errors:\n  %s", w.name(), strings.Join(msgs, "\n  "))
+			}
+		}
+	}
+	return res, nil
+}
+
+// auditHistory renders the audit rows of one aggregate.
+func auditHistory(rows []AuditRow, k StreamKey) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "audit history of %s:", k)
+	for _, r := range rows {
+		if r.Type == k.Type && r.ID == k.ID {
+			fmt.Fprintf(&b, "\n    seq %d %s v%d schema %d (was v%d) tx %d %s %s", r.Seq, r.Op, r.Version, r.SchemaVersion, r.OldVersion, r.TxID, r.Writer, r.At.Format("15:04:05.000000"))
+		}
+	}
+	return b.String()
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
+}
+
+func listIf(prefix string, items []string) string {
+	if len(items) == 0 {
+		return ""
+	}
+	return prefix + strings.Join(items, ", ")
+}

@@ -1,0 +1,121 @@
+//go:build unix
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// natsServer is the run's own nats-server with JetStream, restartable on
+// the same port and store directory.
+type natsServer struct {
+	proc *process
+	port int
+}
+
+func newNATSServer(binary, storeDir, logPath string, port int) *natsServer {
+	return &natsServer{
+		port: port,
+		proc: &process{
+			name:    "nats-server",
+			path:    binary,
+			args:    []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", storeDir},
+			logPath: logPath,
+		},
+	}
+}
+
+func (n *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+
+// start starts the server and waits until JetStream answers.
+func (n *natsServer) start(ctx context.Context, timeout time.Duration) error {
+	if err := n.proc.start(); err != nil {
+		return err
+	}
+	return n.waitReady(ctx, timeout)
+}
+
+// stop stops the server with sig (SIGTERM: a clean shutdown; SIGKILL: a
+// crash) and waits for it, killing it if a clean shutdown takes too long.
+func (n *natsServer) stop(sig syscall.Signal) {
+	n.proc.stop(sig, 15*time.Second)
+}
+
+// waitReady waits until a client can connect and JetStream answers.
+func (n *natsServer) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if !n.proc.running() {
+			return fmt.Errorf("nats-server exited while starting (see its log)")
+		}
+		last = n.ping(ctx)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("nats-server on port %d not ready after %v: %w", n.port, timeout, last)
+}
+
+func (n *natsServer) ping(ctx context.Context) error {
+	nc, err := nats.Connect(n.url(), nats.Timeout(time.Second), nats.NoReconnect(), nats.Name("evsnap-chaos"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = js.AccountInfo(cctx)
+	return err
+}
+
+// streamState returns the state of a stream.
+func (n *natsServer) streamState(ctx context.Context, stream string) (jetstream.StreamState, error) {
+	nc, err := nats.Connect(n.url(), nats.Timeout(2*time.Second), nats.NoReconnect(), nats.Name("evsnap-chaos"))
+	if err != nil {
+		return jetstream.StreamState{}, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return jetstream.StreamState{}, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(cctx, stream)
+	if err != nil {
+		return jetstream.StreamState{}, err
+	}
+	info, err := s.Info(cctx)
+	if err != nil {
+		return jetstream.StreamState{}, err
+	}
+	return info.State, nil
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

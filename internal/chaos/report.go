@@ -1,0 +1,157 @@
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Figures are the counts a run prints.
+type Figures struct {
+	Form     string
+	Seed     uint64
+	Workers  int
+	Build    string
+	Duration time.Duration // of the load
+	Total    time.Duration // of the whole run
+
+	Kills        int // SIGKILLs of workers
+	NATSRestarts int
+	NATSKills    int // NATS restarts that used SIGKILL
+	PGRounds     int // pg_terminate_backend rounds
+	PGConns      int // worker connections terminated
+	Drains       int // graceful drains during the load
+	DrainMax     time.Duration
+	Crashes      int // processes that exited on their own
+	Refused      int // worker starts refused while NATS was down
+
+	LoadExitCode     int
+	Saves            int64 // from the load's summary
+	RecordedSaves    int64
+	RecordedEvents   int64
+	StoredEvents     int64
+	Streams          int
+	Conflicts        int64
+	LoadErrors       int64
+	NoticesPublished int64 // the load's last progress line
+	NoticesDropped   int64
+	StreamMessages   uint64 // the notice stream's last sequence
+	InFlight         int64
+	InFlightStreams  int
+
+	SnapshotWrites   int // audit rows (inserts and updates)
+	SnapshotRewrites int // writes at the version already stored
+	SnapshotDeletes  int
+	Snapshotted      int // aggregates with a snapshot at the end
+	Swept            int64
+
+	EventsLost     int64
+	Regressions    int
+	Divergences    int
+	Mismatches     int
+	Verified       int
+	VerifyByStatus map[string]int
+
+	Converged       bool
+	ConvergeTime    time.Duration
+	MilestoneMisses int
+	LogWarnings     int
+	LogErrors       int
+	DrainTimeouts   int
+}
+
+// Check is one pass/fail check.
+type Check struct {
+	Name   string
+	OK     bool
+	Detail string
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Figures Figures
+	Checks  []Check
+	// Evidence holds the details of failed checks: aggregates, versions,
+	// log lines.
+	Evidence []string
+}
+
+// OK reports whether every check passed.
+func (r *Result) OK() bool {
+	for _, c := range r.Checks {
+		if !c.OK {
+			return false
+		}
+	}
+	return len(r.Checks) > 0
+}
+
+// Print writes the figures table, the checks and the evidence.
+func (r *Result) Print(w io.Writer) {
+	f := r.Figures
+	fmt.Fprintf(w, "\nevsnap chaos suite — %s form, seed %d, %d workers, %s\n\n", f.Form, f.Seed, f.Workers, f.Build)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k string, v any, note string) {
+		fmt.Fprintf(tw, "  %s\t%v\t%s\n", k, v, note)
+	}
+	row("duration (load)", f.Duration.Round(time.Second), fmt.Sprintf("whole run %v", f.Total.Round(time.Second)))
+	row("worker kills (SIGKILL)", f.Kills, "")
+	row("NATS restarts", f.NATSRestarts, fmt.Sprintf("%d of them by SIGKILL", f.NATSKills))
+	row("PG connection terminations", f.PGConns, fmt.Sprintf("in %d pg_terminate_backend rounds", f.PGRounds))
+	row("graceful drains (SIGTERM)", f.Drains, fmt.Sprintf("slowest exit %v (every worker also drained at the end)", f.DrainMax.Round(time.Millisecond)))
+	row("worker starts refused, NATS down", f.Refused, "exit 1 at start-up; restarted like a supervisor would")
+	row("unexpected exits", f.Crashes, "must be 0")
+	row("saves", f.Saves, fmt.Sprintf("recorded %d; %d conflicts, %d errors", f.RecordedSaves, f.Conflicts, f.LoadErrors))
+	row("events", f.StoredEvents, fmt.Sprintf("in the store; %d recorded, %d over %d streams in flight at stop", f.RecordedEvents, f.InFlight, f.InFlightStreams))
+	row("notices published", f.NoticesPublished, fmt.Sprintf("load's last progress line; %d dropped; stream last seq %d", f.NoticesDropped, f.StreamMessages))
+	row("snapshots written", f.SnapshotWrites, fmt.Sprintf("audit rows; %d rewrites at the same version, %d by the sweep (logs), %d aggregates", f.SnapshotRewrites, f.Swept, f.Snapshotted))
+	row("events lost", f.EventsLost, "must be 0")
+	row("regressions", f.Regressions, fmt.Sprintf("must be 0 (divergent states at one version: %d)", f.Divergences))
+	row("mismatches", f.Mismatches, fmt.Sprintf("must be 0 (verify checked %d: %s)", f.Verified, formatStatuses(f.VerifyByStatus)))
+	conv := "not converged"
+	if f.Converged {
+		conv = f.ConvergeTime.Round(time.Millisecond).String()
+	}
+	row("convergence time", conv, fmt.Sprintf("after the load stopped; %d streams", f.Streams))
+	row("milestones not snapshotted", f.MilestoneMisses, "information: the sweep is threshold-only")
+	row("worker log warnings/errors", fmt.Sprintf("%d/%d", f.LogWarnings, f.LogErrors), fmt.Sprintf("%d drain timeouts", f.DrainTimeouts))
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	for _, c := range r.Checks {
+		mark := "PASS"
+		if !c.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(w, "  %s  %s", mark, c.Name)
+		if c.Detail != "" {
+			fmt.Fprintf(w, ": %s", c.Detail)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(r.Evidence) > 0 {
+		fmt.Fprintln(w, "\nevidence:")
+		for _, e := range r.Evidence {
+			fmt.Fprintln(w, "  "+strings.ReplaceAll(e, "\n", "\n  "))
+		}
+	}
+	if r.OK() {
+		fmt.Fprintln(w, "\nevery check passed")
+	} else {
+		fmt.Fprintf(w, "\nFAILED; rerun the same schedule with --seed %d (add --keep to keep logs and the database)\n", f.Seed)
+	}
+}
+
+func formatStatuses(m map[string]int) string {
+	var parts []string
+	for _, st := range verifyStatuses {
+		if m[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", st, m[st]))
+		}
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,205 @@
+package chaos
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+)
+
+// FaultKind is a kind of fault the suite injects.
+type FaultKind int
+
+// The faults.
+const (
+	// KillWorker sends SIGKILL to a worker and restarts it after Down.
+	KillWorker FaultKind = iota
+	// RestartNATS stops the NATS server (SIGTERM, or SIGKILL when Hard),
+	// waits Down and starts it again on the same port and store directory.
+	RestartNATS
+	// TerminatePG terminates every PostgreSQL connection of the workers
+	// with pg_terminate_backend.
+	TerminatePG
+	// DrainWorker sends SIGTERM to a worker, checks that it drains and
+	// exits 0 within its drain timeout, and restarts it after Down.
+	DrainWorker
+
+	numFaultKinds = iota
+)
+
+var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain"}
+
+// String returns the kind's name as the schedule prints it.
+func (k FaultKind) String() string {
+	if k < 0 || int(k) >= len(faultNames) {
+		return fmt.Sprintf("FaultKind(%d)", int(k))
+	}
+	return faultNames[k]
+}
+
+// Fault is one scheduled fault.
+type Fault struct {
+	// At is the offset from the start of the load.
+	At   time.Duration
+	Kind FaultKind
+	// Worker is the target of KillWorker and DrainWorker (0-based).
+	Worker int
+	// Down is how long the target stays down before it is restarted
+	// (KillWorker, DrainWorker, RestartNATS).
+	Down time.Duration
+	// Hard makes RestartNATS stop the server with SIGKILL.
+	Hard bool
+}
+
+// String renders the fault as one line of the printed schedule.
+func (f Fault) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%6.1fs %s", f.At.Seconds(), f.Kind)
+	switch f.Kind {
+	case KillWorker, DrainWorker:
+		fmt.Fprintf(&b, " worker-%d, down %v", f.Worker+1, f.Down.Round(time.Millisecond))
+	case RestartNATS:
+		how := "SIGTERM"
+		if f.Hard {
+			how = "SIGKILL"
+		}
+		fmt.Fprintf(&b, " (%s), down %v", how, f.Down.Round(time.Millisecond))
+	}
+	return b.String()
+}
+
+// ScheduleConfig shapes a schedule.
+type ScheduleConfig struct {
+	// Start and End bound the fault times (offsets from the start of the
+	// load): nothing happens in the warm-up before Start, and the quiet
+	// period after End lets the last restarts finish before the load stops.
+	Start, End time.Duration
+	// MeanGap is the average time between faults.
+	MeanGap time.Duration
+	// Workers is how many workers there are (at least 1).
+	Workers int
+	// MinEach is how many faults of every kind the schedule has at least.
+	MinEach int
+	// Weights are the relative frequencies of the kinds beyond MinEach
+	// (indexed by FaultKind); nil means [DefaultWeights].
+	Weights []int
+	// MaxWorkerDown and MaxNATSDown bound the Down times.
+	MaxWorkerDown, MaxNATSDown time.Duration
+	// HardNATSShare is the share of NATS restarts that use SIGKILL.
+	HardNATSShare float64
+}
+
+// DefaultWeights favour worker kills, then NATS restarts and connection
+// terminations, then graceful drains.
+var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2}
+
+// Validate reports what is wrong with c.
+func (c ScheduleConfig) Validate() error {
+	switch {
+	case c.Start < 0 || c.End <= c.Start:
+		return fmt.Errorf("schedule window %v..%v is empty", c.Start, c.End)
+	case c.MeanGap <= 0:
+		return fmt.Errorf("mean gap %v must be positive", c.MeanGap)
+	case c.Workers < 1:
+		return fmt.Errorf("workers %d must be at least 1", c.Workers)
+	case c.MinEach < 0:
+		return fmt.Errorf("min each %d is negative", c.MinEach)
+	case c.Weights != nil && len(c.Weights) != numFaultKinds:
+		return fmt.Errorf("want %d weights, got %d", numFaultKinds, len(c.Weights))
+	case c.MaxWorkerDown <= 0 || c.MaxNATSDown <= 0:
+		return fmt.Errorf("down times must be positive")
+	case c.HardNATSShare < 0 || c.HardNATSShare > 1:
+		return fmt.Errorf("hard NATS share %v is outside 0-1", c.HardNATSShare)
+	}
+	if c.Weights != nil {
+		sum := 0
+		for _, w := range c.Weights {
+			if w < 0 {
+				return fmt.Errorf("negative weight %d", w)
+			}
+			sum += w
+		}
+		if sum == 0 {
+			return fmt.Errorf("weights are all zero")
+		}
+	}
+	return nil
+}
+
+// NewSchedule returns the faults for seed, sorted by time: about
+// (End-Start)/MeanGap of them, and never fewer than MinEach of each kind.
+// Times are uniform in [Start, End); kinds are a shuffle of the required
+// ones and weighted draws for the rest. The same seed and config always
+// give the same schedule.
+func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	weights := c.Weights
+	if weights == nil {
+		weights = DefaultWeights
+	}
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	window := c.End - c.Start
+	n := int(window / c.MeanGap)
+	required := c.MinEach * numFaultKinds
+	n = max(n, required)
+	kinds := make([]FaultKind, 0, n)
+	for k := range FaultKind(numFaultKinds) {
+		for range c.MinEach {
+			kinds = append(kinds, k)
+		}
+	}
+	total := 0
+	for _, w := range weights {
+		total += w
+	}
+	for len(kinds) < n {
+		x := r.IntN(total)
+		for k, w := range weights {
+			if x < w {
+				kinds = append(kinds, FaultKind(k))
+				break
+			}
+			x -= w
+		}
+	}
+	r.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	times := make([]time.Duration, n)
+	for i := range times {
+		times[i] = c.Start + time.Duration(r.Int64N(int64(window)))
+	}
+	slices.Sort(times)
+	out := make([]Fault, n)
+	for i := range out {
+		f := Fault{At: times[i], Kind: kinds[i]}
+		switch f.Kind {
+		case KillWorker, DrainWorker:
+			f.Worker = r.IntN(c.Workers)
+			f.Down = randDuration(r, 200*time.Millisecond, c.MaxWorkerDown)
+		case RestartNATS:
+			f.Down = randDuration(r, time.Second, c.MaxNATSDown)
+			f.Hard = r.Float64() < c.HardNATSShare
+		}
+		out[i] = f
+	}
+	return out, nil
+}
+
+// randDuration is uniform in [lo, hi] (lo when hi <= lo).
+func randDuration(r *rand.Rand, lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + time.Duration(r.Int64N(int64(hi-lo)+1))
+}
+
+// CountKinds counts a schedule's faults by kind.
+func CountKinds(faults []Fault) map[FaultKind]int {
+	out := map[FaultKind]int{}
+	for _, f := range faults {
+		out[f.Kind]++
+	}
+	return out
+}

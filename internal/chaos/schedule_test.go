@@ -1,0 +1,131 @@
+package chaos
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+func testSchedule() ScheduleConfig {
+	return ScheduleConfig{
+		Start: 3 * time.Second, End: 40 * time.Second, MeanGap: 5 * time.Second,
+		Workers: 3, MinEach: 1, MaxWorkerDown: 3 * time.Second, MaxNATSDown: 3 * time.Second, HardNATSShare: 0.3,
+	}
+}
+
+func TestNewScheduleDeterministic(t *testing.T) {
+	c := testSchedule()
+	a, err := NewSchedule(42, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewSchedule(42, c)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("same seed, different schedules:\n%v\n%v", a, b)
+	}
+	other, _ := NewSchedule(43, c)
+	if reflect.DeepEqual(a, other) {
+		t.Errorf("seeds 42 and 43 gave the same schedule %v", a)
+	}
+}
+
+func TestNewScheduleShape(t *testing.T) {
+	for _, c := range []ScheduleConfig{
+		testSchedule(),
+		func() ScheduleConfig { c := testSchedule(); c.MinEach = 5; c.End = 10 * time.Second; return c }(), // more required than the gap allows
+		DefaultConfig(true).scheduleConfig(),
+		DefaultConfig(false).scheduleConfig(),
+	} {
+		for seed := range uint64(200) {
+			s, err := NewSchedule(seed, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := max(int((c.End-c.Start)/c.MeanGap), c.MinEach*numFaultKinds); len(s) != want {
+				t.Fatalf("seed %d: %d faults, want %d", seed, len(s), want)
+			}
+			counts := CountKinds(s)
+			for k := range FaultKind(numFaultKinds) {
+				if counts[k] < c.MinEach {
+					t.Fatalf("seed %d: %d faults of kind %s, want at least %d: %v", seed, counts[k], k, c.MinEach, s)
+				}
+			}
+			for i, f := range s {
+				if f.At < c.Start || f.At >= c.End {
+					t.Fatalf("seed %d: fault %v outside [%v, %v)", seed, f, c.Start, c.End)
+				}
+				if i > 0 && f.At < s[i-1].At {
+					t.Fatalf("seed %d: not sorted: %v", seed, s)
+				}
+				switch f.Kind {
+				case KillWorker, DrainWorker:
+					if f.Worker < 0 || f.Worker >= c.Workers || f.Down <= 0 || f.Down > c.MaxWorkerDown {
+						t.Fatalf("seed %d: bad worker fault %+v", seed, f)
+					}
+				case RestartNATS:
+					if f.Down < time.Second || f.Down > c.MaxNATSDown {
+						t.Fatalf("seed %d: bad NATS fault %+v", seed, f)
+					}
+				case TerminatePG:
+				default:
+					t.Fatalf("seed %d: unknown kind %v", seed, f.Kind)
+				}
+			}
+		}
+	}
+}
+
+func TestNewScheduleWeights(t *testing.T) {
+	c := testSchedule()
+	c.MinEach = 0
+	c.End = time.Hour
+	c.Weights = []int{KillWorker: 1, RestartNATS: 0, TerminatePG: 0, DrainWorker: 0}
+	s, err := NewSchedule(1, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := CountKinds(s)[KillWorker]; n != len(s) {
+		t.Errorf("%d of %d faults are kills, want all", n, len(s))
+	}
+}
+
+func TestShortFormFitsCI(t *testing.T) {
+	c := DefaultConfig(true)
+	if c.Duration > 60*time.Second || c.MinEach < 1 {
+		t.Errorf("short form runs the load %v with at least %d faults of each kind; want at most 60s and at least 1", c.Duration, c.MinEach)
+	}
+	sc := c.scheduleConfig()
+	if sc.End+sc.MaxNATSDown > c.Duration {
+		t.Errorf("a NATS restart at the window's end (%v + %v) would outlast the load (%v)", sc.End, sc.MaxNATSDown, c.Duration)
+	}
+}
+
+func TestScheduleConfigValidate(t *testing.T) {
+	for name, mut := range map[string]func(*ScheduleConfig){
+		"empty window": func(c *ScheduleConfig) { c.End = c.Start },
+		"no gap":       func(c *ScheduleConfig) { c.MeanGap = 0 },
+		"no workers":   func(c *ScheduleConfig) { c.Workers = 0 },
+		"weights":      func(c *ScheduleConfig) { c.Weights = []int{1} },
+		"zero weights": func(c *ScheduleConfig) { c.Weights = []int{0, 0, 0, 0} },
+		"hard share":   func(c *ScheduleConfig) { c.HardNATSShare = 2 },
+		"down":         func(c *ScheduleConfig) { c.MaxNATSDown = 0 },
+	} {
+		c := testSchedule()
+		mut(&c)
+		if _, err := NewSchedule(1, c); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestFaultString(t *testing.T) {
+	for f, want := range map[Fault]string{
+		{At: 1500 * time.Millisecond, Kind: KillWorker, Worker: 1, Down: time.Second}: "   1.5s kill worker-2, down 1s",
+		{At: 2 * time.Second, Kind: RestartNATS, Hard: true, Down: 2 * time.Second}:   "   2.0s nats-restart (SIGKILL), down 2s",
+		{At: 3 * time.Second, Kind: TerminatePG}:                                      "   3.0s pg-terminate",
+	} {
+		if got := f.String(); got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+}
