@@ -21,8 +21,16 @@ test: fmt-check vet
 demo:
 	$(GO) run ./cmd/example-app
 
-## bench: the load benchmarks (go test -bench); BENCHFLAGS passes extra flags
+## bench: the benchmark harness: measures every backend and writes docs/benchmarks.md and its chart (about 6 minutes on 2 cores)
 bench:
+	$(GO) run ./internal/benchharness/cmd/evsnap-bench --out docs/benchmarks.md
+
+## bench-quick: the harness's quick form (under a minute); prints the tables, writes no file
+bench-quick:
+	$(GO) run ./internal/benchharness/cmd/evsnap-bench --quick --out ''
+
+## bench-go: the Go benchmarks (go test -bench); BENCHFLAGS passes extra flags
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) ./...
 
 ## lint: gofmt, go vet and staticcheck (pinned)
@@ -40,3 +48,12 @@ vet:
 
 clean:
 	rm -rf $(BIN) data
+
+## chaos: the chaos suite on real processes, full form (several minutes; needs PostgreSQL and /usr/sbin/nats-server, see docs/chaos.md); CHAOSFLAGS passes extra flags
+.PHONY: chaos chaos-short
+chaos:
+	$(GO) run ./internal/chaos/cmd/evsnap-chaos $(CHAOSFLAGS)
+
+## chaos-short: the chaos suite's short form for CI (about a minute, at least one fault of each kind)
+chaos-short:
+	$(GO) run ./internal/chaos/cmd/evsnap-chaos --short $(CHAOSFLAGS)
