@@ -1,0 +1,135 @@
+// Command evsnap-bench runs evsnap's benchmark harness
+// (internal/benchharness): load times, save latency per snapshot mode, the
+// snapshotter worker's throughput, lag and floor, and the memory of a full
+// replay, on memstore, SQLite and PostgreSQL. It prints progress and then
+// the tables, and writes them to a markdown page with an SVG chart.
+//
+//	go run ./internal/benchharness/cmd/evsnap-bench [--quick] [--runs N] [--out docs/benchmarks.md]
+//	    [--postgres-url URL] [--nats-url URL]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/evsnap/evsnap/internal/benchharness"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr}
+	if err := m.ParseFlags(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "evsnap-bench:", err)
+		os.Exit(2)
+	}
+	if err := m.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "evsnap-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// Main is the program: flags in, harness run, files out.
+type Main struct {
+	Config benchharness.Config
+	// Out is the markdown page to write ("" writes none); the chart goes
+	// next to it as benchmarks-load.svg.
+	Out            string
+	Stdout, Stderr io.Writer
+}
+
+// firstEnv returns the first non-empty environment variable of names.
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// ParseFlags reads the command line.
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("evsnap-bench", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	c := &m.Config
+	fs.BoolVar(&c.Quick, "quick", false, "the quick form: smaller sizes, shorter runs (under a minute)")
+	fs.IntVar(&c.Runs, "runs", 0, fmt.Sprintf("repeated runs per figure, the median is reported (default %d, quick %d)", benchharness.DefaultRuns, benchharness.QuickRuns))
+	fs.StringVar(&m.Out, "out", "docs/benchmarks.md", "markdown page to write, with the chart beside it as benchmarks-load.svg (\"\" writes none)")
+	fs.StringVar(&c.PostgresURL, "postgres-url", firstEnv("EVSNAP_POSTGRES_URL", "EVSNAP_TEST_POSTGRES_URL"),
+		"PostgreSQL to measure (default $EVSNAP_POSTGRES_URL or $EVSNAP_TEST_POSTGRES_URL; empty skips PostgreSQL)")
+	fs.StringVar(&c.NATSURL, "nats-url", firstEnv("EVSNAP_NATS_URL", "EVSNAP_TEST_NATS_URL"),
+		"NATS with JetStream (default $EVSNAP_NATS_URL or $EVSNAP_TEST_NATS_URL; empty starts an embedded nats-server)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if c.Runs < 0 {
+		return fmt.Errorf("--runs %d: must be at least 1", c.Runs)
+	}
+	// The command as the page shows it: flags given explicitly, no secrets.
+	cmd := []string{"go run ./internal/benchharness/cmd/evsnap-bench"}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "postgres-url", "nats-url":
+			cmd = append(cmd, "--"+f.Name+" '…'")
+		case "quick":
+			cmd = append(cmd, "--quick")
+		default:
+			cmd = append(cmd, "--"+f.Name+" "+f.Value.String())
+		}
+	})
+	c.Command = strings.Join(cmd, " ")
+	return nil
+}
+
+// Run runs the harness, prints the tables and writes the page and chart.
+// It fails if any step failed, after writing what was measured.
+func (m *Main) Run(ctx context.Context) error {
+	m.Config.Progress = m.Stderr
+	rep, err := benchharness.Run(ctx, m.Config)
+	if err != nil {
+		return err
+	}
+	chartName := ""
+	var svg []byte
+	if len(rep.Load) > 0 {
+		if svg, err = rep.LoadChartSVG(); err != nil {
+			return err
+		}
+		chartName = "benchmarks-load.svg"
+	}
+	page := rep.Markdown(chartName)
+	fmt.Fprint(m.Stdout, "\n"+page)
+	if m.Out != "" {
+		if err := os.MkdirAll(filepath.Dir(m.Out), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(m.Out, []byte(page), 0o644); err != nil {
+			return err
+		}
+		if svg != nil {
+			if err := os.WriteFile(filepath.Join(filepath.Dir(m.Out), chartName), svg, 0o644); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(m.Stderr, "wrote %s and %s\n", m.Out, filepath.Join(filepath.Dir(m.Out), chartName))
+	}
+	if len(rep.Errors) > 0 {
+		return fmt.Errorf("%d step(s) failed: %s", len(rep.Errors), strings.Join(rep.Errors, "; "))
+	}
+	return nil
+}

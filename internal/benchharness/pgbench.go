@@ -1,0 +1,154 @@
+package benchharness
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/lib/pgstore"
+	"github.com/evsnap/evsnap/lib/snapshotter"
+	"github.com/google/uuid"
+)
+
+// FloorRow is pgbench's throughput running the worker's SQL with Clients
+// connections.
+type FloorRow struct {
+	Clients int
+	// TPS is the median over the runs of pgbench's transactions per
+	// second (one transaction: read the snapshot, read the events, upsert
+	// the snapshot; each statement its own implicit transaction, as the
+	// worker issues them).
+	TPS float64
+}
+
+// Pgbench describes how the floor was measured.
+type Pgbench struct {
+	Version string
+	// Commands are the exact command lines run (password redacted).
+	Commands []string
+	// Script is the pgbench script.
+	Script string
+}
+
+// findPgbench looks on PATH, then in the PostgreSQL install directories.
+func findPgbench() string {
+	if p, err := exec.LookPath("pgbench"); err == nil {
+		return p
+	}
+	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pgbench")
+	if len(found) == 0 {
+		return ""
+	}
+	slices.Sort(found)
+	return found[len(found)-1]
+}
+
+func (h *Harness) pgbenchSeconds() int {
+	if h.cfg.Quick {
+		return 1
+	}
+	return 3
+}
+
+// libpqURL drops the connection parameters only pgx understands, which
+// libpq (and so pgbench) would refuse.
+func libpqURL(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return dsn
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.HasPrefix(k, "pool_") || strings.HasPrefix(k, "statement_cache") || strings.HasPrefix(k, "description_cache") || k == "default_query_exec_mode" {
+			q.Del(k)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// floorScript renders the pgbench script: the worker's three statements
+// for a random backlog aggregate (ids are md5('evsnap-bench-' || n), see
+// benchID), the events read from version 0 as the worker reads them when
+// the aggregate has no snapshot yet.
+func floorScript(sql pgSQL, aggregates int, state []byte) string {
+	id := `md5('evsnap-bench-' || :n::text)::uuid`
+	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	typ := quote(exampledomain.AccountType)
+	get := strings.NewReplacer("$1", id, "$2", typ).Replace(sql.getSnapshot)
+	read := strings.NewReplacer("$1", typ, "$2", id, "$3", "0").Replace(sql.readEvents)
+	save := strings.NewReplacer("$1", id, "$2", typ, "$3", strconv.Itoa(backlogEvents), "$4", "1", "$5", quote(string(state)), "$6", "now()").Replace(sql.saveSnapshot)
+	return fmt.Sprintf("\\set n random(1, %d)\n%s;\n%s;\n%s;\n", aggregates, get, read, save)
+}
+
+var (
+	tpsRE    = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+	failedRE = regexp.MustCompile(`(?m)^number of failed transactions: ([0-9]+)`)
+)
+
+// runPgbench is step 4: pgbench runs the worker's SQL against the
+// worker step's schema at the worker's concurrency (and twice that, the
+// two-replica case).
+func (h *Harness) runPgbench(ctx context.Context, s *site, aggregates int, sample uuid.UUID) error {
+	bin := findPgbench()
+	if bin == "" {
+		h.report.note("pgbench was not found (PATH, /usr/lib/postgresql/*/bin): the worker's floor was not measured.")
+		return nil
+	}
+	snap, err := s.store.GetSnapshot(ctx, exampledomain.AccountType, sample)
+	if err != nil {
+		return err
+	}
+	if snap == nil {
+		return fmt.Errorf("%w: backlog aggregate %s has no snapshot", errSanity, sample)
+	}
+	info := &Pgbench{Script: floorScript(newPGSQL(s.schema), aggregates, snap.State)}
+	if out, err := exec.CommandContext(ctx, bin, "--version").Output(); err == nil {
+		info.Version = strings.TrimSpace(string(out))
+	}
+	script := filepath.Join(h.tmp, "worker-floor.sql")
+	if err := os.WriteFile(script, []byte(info.Script), 0o644); err != nil {
+		return err
+	}
+	conc := snapshotter.DefaultConfig().Concurrency
+	secs := strconv.Itoa(h.pgbenchSeconds())
+	dsn := libpqURL(h.cfg.PostgresURL)
+	for _, c := range []int{conc, 2 * conc} {
+		cs := strconv.Itoa(c)
+		args := []string{"-n", "-M", "prepared", "-f", script, "-c", cs, "-j", cs, "-T", secs, dsn}
+		info.Commands = append(info.Commands, "pgbench -n -M prepared -f worker-floor.sql -c "+cs+" -j "+cs+" -T "+secs+" '"+pgstore.RedactDSN(dsn)+"'")
+		var tps []float64
+		for run := range h.cfg.Runs {
+			if _, err := s.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 0); err != nil {
+				return err
+			}
+			t := time.Now()
+			out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%s: %w\n%s", info.Commands[len(info.Commands)-1], err, out)
+			}
+			m := tpsRE.FindSubmatch(out)
+			if m == nil {
+				return fmt.Errorf("pgbench printed no tps line:\n%s", out)
+			}
+			if f := failedRE.FindSubmatch(out); f != nil && string(f[1]) != "0" {
+				return fmt.Errorf("%w: pgbench had %s failed transactions:\n%s", errSanity, f[1], out)
+			}
+			v, _ := strconv.ParseFloat(string(m[1]), 64)
+			tps = append(tps, v)
+			h.progress("worker floor / postgres: pgbench -c %d run %d/%d: %s tps (%s)", c, run+1, h.cfg.Runs, rate(v), time.Since(t).Round(time.Millisecond))
+		}
+		h.report.Floor = append(h.report.Floor, FloorRow{Clients: c, TPS: Median(tps)})
+	}
+	h.report.Pgbench = info
+	return nil
+}

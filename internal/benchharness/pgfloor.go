@@ -1,0 +1,232 @@
+package benchharness
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/pgstore"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// pgSQL is the store's own SQL for the three statements a snapshot load
+// and a snapshot write issue, copied from lib/pgstore/queries.go (which
+// does not export it) for the schema's default table names. Keep it in
+// step with that file: the floors below are only floors if they run the
+// same statements.
+type pgSQL struct {
+	getSnapshot, readEvents, saveSnapshot string
+	snapshots, events                     string // quoted, schema-qualified table names
+}
+
+func newPGSQL(schema string) pgSQL {
+	sn := pgx.Identifier{schema, pgstore.DefaultSnapshotsTable}.Sanitize()
+	ev := pgx.Identifier{schema, pgstore.DefaultEventsTable}.Sanitize()
+	return pgSQL{
+		snapshots:   sn,
+		events:      ev,
+		getSnapshot: `SELECT version, schema_version, state, created_at FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`,
+		readEvents: `SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
+WHERE aggregate_type = $1 AND aggregate_id = $2 AND version > $3
+ORDER BY version
+LIMIT ` + strconv.Itoa(pgstore.DefaultReadPageSize),
+		saveSnapshot: `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
+SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at
+WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version`,
+	}
+}
+
+// pgFloor runs the store's SQL through raw pgx and decodes with the
+// registry's codec straight into the example domain's types (a type
+// switch, no registry): what a load costs with no library around it.
+type pgFloor struct {
+	pool  *pgxpool.Pool
+	sql   pgSQL
+	codec eventsource.Codec
+}
+
+func newPGFloor(s *site, codec eventsource.Codec) *pgFloor {
+	return &pgFloor{pool: s.pg.Pool(), sql: newPGSQL(s.schema), codec: codec}
+}
+
+// decodeAccountEvent decodes one Account event.
+func decodeAccountEvent(c eventsource.Codec, typ string, payload []byte) (eventsource.Event, error) {
+	var err error
+	switch typ {
+	case exampledomain.TypeAccountOpened:
+		var e exampledomain.AccountOpened
+		err = c.Unmarshal(payload, &e)
+		return e, err
+	case exampledomain.TypeMoneyDeposited:
+		var e exampledomain.MoneyDeposited
+		err = c.Unmarshal(payload, &e)
+		return e, err
+	case exampledomain.TypeMoneyWithdrawn:
+		var e exampledomain.MoneyWithdrawn
+		err = c.Unmarshal(payload, &e)
+		return e, err
+	}
+	return nil, fmt.Errorf("unknown event type %q", typ)
+}
+
+// scanEvents scans a page of events, applying those after skip to st. It
+// returns how many rows it read and the last version.
+func (f *pgFloor) scanEvents(rows pgx.Rows, st *exampledomain.AccountState, skip int64) (n int, last int64, err error) {
+	defer rows.Close()
+	var (
+		id       [16]byte
+		typ      string
+		payload  []byte
+		metadata []byte
+		at       time.Time
+	)
+	for rows.Next() {
+		if err := rows.Scan(&id, &last, &typ, &payload, &metadata, &at); err != nil {
+			return n, last, err
+		}
+		n++
+		if last <= skip {
+			continue
+		}
+		e, err := decodeAccountEvent(f.codec, typ, payload)
+		if err != nil {
+			return n, last, err
+		}
+		*st = st.Apply(e)
+	}
+	return n, last, rows.Err()
+}
+
+func (f *pgFloor) scanSnapshot(row pgx.Row, st *exampledomain.AccountState) (int64, error) {
+	var (
+		version, schema int64
+		state           []byte
+		at              time.Time
+	)
+	if err := row.Scan(&version, &schema, &state, &at); err != nil {
+		return 0, err
+	}
+	return version, f.codec.Unmarshal(state, st)
+}
+
+// loadBatch is the floor of a load from a snapshot at snapVersion: the
+// snapshot and the events from its version on, both queries in one
+// pgx.Batch (one round trip; it needs the snapshot's version in advance).
+func (f *pgFloor) loadBatch(ctx context.Context, id uuid.UUID, snapVersion int64) error {
+	b := &pgx.Batch{}
+	b.Queue(f.sql.getSnapshot, id, exampledomain.AccountType)
+	b.Queue(f.sql.readEvents, exampledomain.AccountType, id, snapVersion-1)
+	br := f.pool.SendBatch(ctx, b)
+	var st exampledomain.AccountState
+	if _, err := f.scanSnapshot(br.QueryRow(), &st); err != nil {
+		_ = br.Close()
+		return err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return err
+	}
+	if _, _, err := f.scanEvents(rows, &st, snapVersion); err != nil {
+		_ = br.Close()
+		return err
+	}
+	return br.Close()
+}
+
+// loadTwo is the floor of a load from a snapshot as two queries: the
+// snapshot, then the events from its version on (two round trips, as
+// Repository.Load does).
+func (f *pgFloor) loadTwo(ctx context.Context, id uuid.UUID) error {
+	var st exampledomain.AccountState
+	v, err := f.scanSnapshot(f.pool.QueryRow(ctx, f.sql.getSnapshot, id, exampledomain.AccountType), &st)
+	if err != nil {
+		return err
+	}
+	rows, err := f.pool.Query(ctx, f.sql.readEvents, exampledomain.AccountType, id, v-1)
+	if err != nil {
+		return err
+	}
+	_, _, err = f.scanEvents(rows, &st, v)
+	return err
+}
+
+// replay is the fetch + scan + decode floor of a full replay: the store's
+// paged query, page after page, decoding every event.
+func (f *pgFloor) replay(ctx context.Context, id uuid.UUID, want int64) error {
+	var (
+		st    exampledomain.AccountState
+		after int64
+	)
+	for {
+		rows, err := f.pool.Query(ctx, f.sql.readEvents, exampledomain.AccountType, id, after)
+		if err != nil {
+			return err
+		}
+		n, last, err := f.scanEvents(rows, &st, 0)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			after = last
+		}
+		if n < pgstore.DefaultReadPageSize {
+			break
+		}
+	}
+	if after != want {
+		return fmt.Errorf("%w: floor replay read to v%d, want v%d", errSanity, after, want)
+	}
+	return nil
+}
+
+// PlanCheck is the plan PostgreSQL chose for the first page of a full
+// replay of the largest aggregate (EXPLAIN ANALYZE of the store's query).
+type PlanCheck struct {
+	Events int
+	// Top is the plan's first two lines, trimmed.
+	Top string
+	// Sort and Spill say whether a Sort node, or anything written to
+	// disk (external sort, "Disk:"), appears in the plan.
+	Sort, Spill bool
+	Full        string
+}
+
+func (f *pgFloor) explain(ctx context.Context, id uuid.UUID) (PlanCheck, error) {
+	rows, err := f.pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+f.sql.readEvents, exampledomain.AccountType, id, int64(0))
+	if err != nil {
+		return PlanCheck{}, fmt.Errorf("explain: %w", err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return PlanCheck{}, fmt.Errorf("explain: %w", err)
+	}
+	var pc PlanCheck
+	pc.Full = strings.Join(lines, "\n")
+	var top []string
+	for _, l := range lines {
+		t := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "->"))
+		if i := strings.Index(t, "  ("); i > 0 {
+			t = t[:i]
+		}
+		if len(top) < 2 && !strings.HasPrefix(t, "Buffers") && !strings.HasPrefix(t, "Index Cond") && t != "" {
+			top = append(top, strings.TrimSpace(t))
+		}
+		if strings.HasPrefix(t, "Sort") || strings.HasPrefix(t, "Incremental Sort") {
+			pc.Sort = true
+		}
+		if strings.Contains(l, "external") || strings.Contains(l, "Disk:") || strings.Contains(l, "temp read") || strings.Contains(l, "temp written") {
+			pc.Spill = true
+		}
+	}
+	pc.Top = strings.Join(top, " → ")
+	return pc, nil
+}
