@@ -173,8 +173,12 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	elapsed := time.Since(start)
-	fmt.Fprintf(stdout, "done: %d saves (%d events) in %v = %.0f saves/s; %d conflicts, %d errors\n",
-		st.saves.Load(), st.events.Load(), elapsed.Round(time.Millisecond), float64(st.saves.Load())/elapsed.Seconds(), st.conflicts.Load(), st.errors.Load())
+	fctx, cancelFlush := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	_ = pub.Flush(fctx) // so the counts below are final
+	cancelFlush()
+	ps := pub.Stats()
+	fmt.Fprintf(stdout, "done: %d saves (%d events) in %v = %.0f saves/s; %d conflicts, %d errors; notices published %d, dropped %d\n",
+		st.saves.Load(), st.events.Load(), elapsed.Round(time.Millisecond), float64(st.saves.Load())/elapsed.Seconds(), st.conflicts.Load(), st.errors.Load(), ps.Published, ps.Dropped)
 	if n := st.errors.Load(); n > 0 {
 		return fmt.Errorf("%d saves failed", n)
 	}

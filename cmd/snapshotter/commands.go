@@ -26,6 +26,9 @@ func (o *options) run(ctx context.Context) error {
 		return err
 	}
 	defer b.Close()
+	// The worker may start before NATS (compose, Kubernetes): it keeps
+	// trying to connect and is not ready until it consumes.
+	o.nats.WaitForServer = true
 	nc, js, err := o.connectNATS(ctx)
 	if err != nil {
 		return err

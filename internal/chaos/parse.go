@@ -26,8 +26,8 @@ type LoadSummary struct {
 }
 
 var (
-	// done: 123 saves (456 events) in 1.5s = 82 saves/s; 0 conflicts, 0 errors
-	loadDoneRE = regexp.MustCompile(`^done: (\d+) saves \((\d+) events\) in (\S+) = \d+ saves/s; (\d+) conflicts, (\d+) errors$`)
+	// done: 123 saves (456 events) in 1.5s = 82 saves/s; 0 conflicts, 0 errors[; notices published 123, dropped 0]
+	loadDoneRE = regexp.MustCompile(`^done: (\d+) saves \((\d+) events\) in (\S+) = \d+ saves/s; (\d+) conflicts, (\d+) errors(?:; notices published (\d+), dropped (\d+))?$`)
 	//      3s     200 saves/s  ...  notices published 600 dropped 0
 	loadProgressRE = regexp.MustCompile(`^\s*(\d+)s\s.*\bnotices published (\d+) dropped (\d+)\s*$`)
 )
@@ -64,6 +64,10 @@ func ParseLoadOutput(out string) (LoadSummary, error) {
 		s.Elapsed = d
 		s.Conflicts, _ = strconv.ParseInt(m[4], 10, 64)
 		s.Errors, _ = strconv.ParseInt(m[5], 10, 64)
+		if m[6] != "" { // the final publisher counts, after a flush
+			s.NoticesPublished, _ = strconv.ParseInt(m[6], 10, 64)
+			s.NoticesDropped, _ = strconv.ParseInt(m[7], 10, 64)
+		}
 		found = true
 	}
 	if !found {

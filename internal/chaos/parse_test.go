@@ -23,6 +23,11 @@ func TestParseLoadOutput(t *testing.T) {
 	if s != want {
 		t.Errorf("got %+v\nwant %+v", s, want)
 	}
+	// The current generator ends its summary with the final publisher counts.
+	final := strings.Replace(loadOutput, "3 errors\n", "3 errors; notices published 7479, dropped 0\n", 1)
+	if s, err := ParseLoadOutput(final); err != nil || s.NoticesPublished != 7479 || s.NoticesDropped != 0 || s.Saves != 7479 {
+		t.Errorf("summary with final counts: %+v, %v", s, err)
+	}
 	if _, err := ParseLoadOutput(strings.Replace(loadOutput, "done:", "gone:", 1)); !errors.Is(err, ErrNoSummary) {
 		t.Errorf("without a done line: %v, want ErrNoSummary", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/evsnap/evsnap/lib/natsnotice"
@@ -77,6 +78,10 @@ type Config struct {
 	Permanent func(error) bool
 	// SubjectPrefix is the notice subject prefix (default natsnotice's).
 	SubjectPrefix string
+	// Connected, when set, reports whether the NATS connection is up. A
+	// drain while it is down stops pulling at once: nats.go's drain waits
+	// for a flush the server cannot answer.
+	Connected func() bool
 
 	Logger     *slog.Logger
 	Meter      metric.Meter
@@ -137,6 +142,10 @@ const (
 
 var outcomeKey = attribute.Key("outcome")
 
+// drainIdle is how long a draining loop waits for buffered messages to
+// come out of the iterator before it stops pulling.
+const drainIdle = time.Second
+
 // Loop is one replica's pull loop over a durable consumer.
 type Loop struct {
 	cfg     Config
@@ -188,6 +197,7 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 	defer cancelWork()
 	stopped := make(chan struct{})
 	finished := make(chan struct{})
+	var lastMsg atomic.Int64 // when Next last returned a message (unix ns)
 	go func() {
 		defer close(stopped)
 		select {
@@ -195,14 +205,37 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 		case <-finished:
 			return
 		}
-		it.Drain()
+		drainStart := time.Now()
+		lastMsg.Store(drainStart.UnixNano())
+		if l.cfg.Connected != nil && !l.cfg.Connected() {
+			// Nothing can be pulled or acked; the buffered notices (if
+			// any) are redelivered after the ack wait.
+			it.Stop()
+		} else {
+			it.Drain()
+		}
 		t := time.NewTimer(l.cfg.DrainTimeout)
 		defer t.Stop()
-		select {
-		case <-t.C:
-			l.cfg.Logger.Warn("drain timed out; cancelling in-flight work (unacked notices are redelivered)", "drain_timeout", l.cfg.DrainTimeout)
-			cancelWork()
-		case <-finished:
+		idle := time.NewTicker(100 * time.Millisecond)
+		defer idle.Stop()
+		for {
+			select {
+			case <-t.C:
+				l.cfg.Logger.Warn("drain timed out; cancelling in-flight work (unacked notices are redelivered)", "drain_timeout", l.cfg.DrainTimeout)
+				cancelWork()
+				it.Stop()
+				return
+			case <-idle.C:
+				// Nothing buffered has come out for a while: the drain is
+				// done pulling even if the server cannot confirm it (NATS
+				// down). Stop the iterator so the loop can finish the work
+				// in flight and return, instead of waiting the full timeout.
+				if time.Since(time.Unix(0, lastMsg.Load())) > drainIdle {
+					it.Stop()
+				}
+			case <-finished:
+				return
+			}
 		}
 	}()
 	defer func() {
@@ -215,6 +248,9 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 
 	for {
 		first, err := it.Next()
+		if err == nil {
+			lastMsg.Store(time.Now().UnixNano())
+		}
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
@@ -224,14 +260,14 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 			}
 			return fmt.Errorf("consumer: next message: %w", err)
 		}
-		batch := l.collect(it, first)
+		batch := l.collect(it, first, &lastMsg)
 		l.dispatchBatch(work, d, batch)
 	}
 }
 
 // collect gathers up to BatchSize messages, waiting at most Linger after
 // the first.
-func (l *Loop) collect(it jetstream.MessagesContext, first jetstream.Msg) []jetstream.Msg {
+func (l *Loop) collect(it jetstream.MessagesContext, first jetstream.Msg, lastMsg *atomic.Int64) []jetstream.Msg {
 	batch := []jetstream.Msg{first}
 	deadline := time.Now().Add(l.cfg.Linger)
 	for len(batch) < l.cfg.BatchSize {
@@ -240,6 +276,9 @@ func (l *Loop) collect(it jetstream.MessagesContext, first jetstream.Msg) []jets
 			break
 		}
 		m, err := it.Next(jetstream.NextMaxWait(wait))
+		if err == nil {
+			lastMsg.Store(time.Now().UnixNano())
+		}
 		if err != nil {
 			break // timeout, or the iterator closed: the next Next reports it
 		}

@@ -33,6 +33,12 @@ type Options struct {
 	CertFile string
 	KeyFile  string
 
+	// WaitForServer makes Connect return at once even when no server
+	// answers yet; the client keeps trying in the background (for a worker
+	// that starts before NATS, as in compose or Kubernetes). Without it the
+	// first connection must succeed.
+	WaitForServer bool
+
 	Logger *slog.Logger
 }
 
@@ -106,6 +112,9 @@ func Connect(ctx context.Context, o Options) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("reconnected to NATS", "nats", Redact(c.ConnectedUrl()))
 		}),
+	}
+	if o.WaitForServer {
+		opts = append(opts, nats.RetryOnFailedConnect(true))
 	}
 	switch {
 	case o.CredsFile != "":

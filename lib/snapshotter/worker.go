@@ -297,6 +297,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		DrainTimeout:    w.cfg.DrainTimeout,
 		Permanent:       permanent,
 		SubjectPrefix:   w.cfg.SubjectPrefix,
+		Connected:       func() bool { return w.cfg.JetStream.Conn().IsConnected() },
 		Logger:          w.log,
 		Meter:           w.cfg.MeterProvider.Meter(InstrumentationName),
 	}, w.handle)

@@ -768,3 +768,30 @@ func TestLongRebuildSendsInProgress(t *testing.T) {
 		t.Fatalf("the notice was redelivered %d times during a long rebuild", info.NumRedelivered)
 	}
 }
+
+// SIGTERM while NATS is down: nothing can be pulled, so the worker stops
+// promptly instead of waiting out its drain timeout.
+func TestDrainWithNATSDownIsPrompt(t *testing.T) {
+	srv := natstest.RunServer(t)
+	e := newEnv(t, srv.ClientURL(), memstore.New(), false)
+	w := e.worker(5, func(c *snapshotter.Config) { c.DrainTimeout = 20 * time.Second })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitFor(t, 10*time.Second, "worker ready", w.Ready)
+	natstest.Shutdown(srv)
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("stopping with NATS down took %v", d)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop")
+	}
+}
