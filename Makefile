@@ -5,7 +5,7 @@ TESTFLAGS   ?=
 BENCHFLAGS  ?=
 BIN         ?= bin
 
-.PHONY: all build test demo bench bench-quick lint fmt fmt-check vet clean
+.PHONY: all build test demo bench bench-quick bench-go lint fmt fmt-check vet clean
 
 all: build test
 
