@@ -62,6 +62,7 @@ func (t Threshold) Due(in Input) bool {
 	return t > 0 && in.EventsSinceSnapshot() >= int64(t)
 }
 
+// String implements Policy.
 func (t Threshold) String() string { return fmt.Sprintf("threshold(%d)", int64(t)) }
 
 // Milestones is due when the save appended an event of one of its types,
@@ -100,6 +101,7 @@ func (m Milestones) Due(in Input) bool {
 	return false
 }
 
+// String implements Policy.
 func (m Milestones) String() string { return "milestones(" + strings.Join(m.types, ",") + ")" }
 
 // AnyOf is due when any of its policies is due. An empty AnyOf is never due.
@@ -115,6 +117,7 @@ func (a AnyOf) Due(in Input) bool {
 	return false
 }
 
+// String implements Policy.
 func (a AnyOf) String() string {
 	parts := make([]string, len(a))
 	for i, p := range a {
@@ -129,4 +132,5 @@ type Never struct{}
 // Due implements Policy.
 func (Never) Due(Input) bool { return false }
 
+// String implements Policy.
 func (Never) String() string { return "never" }

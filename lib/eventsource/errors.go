@@ -48,6 +48,7 @@ type ConflictError struct {
 	Actual int64
 }
 
+// Error implements error.
 func (e *ConflictError) Error() string {
 	return fmt.Sprintf("eventsource: concurrency conflict on %s %s: expected version %d, stream is at %d",
 		e.AggregateType, e.AggregateID, e.Expected, e.Actual)
@@ -62,6 +63,7 @@ type UnknownEventTypeError struct {
 	Type string
 }
 
+// Error implements error.
 func (e *UnknownEventTypeError) Error() string {
 	return fmt.Sprintf("eventsource: unknown event type %q: register it with eventsource.Register", e.Type)
 }
@@ -76,6 +78,7 @@ type DecodeError struct {
 	Err  error
 }
 
+// Error implements error.
 func (e *DecodeError) Error() string {
 	return fmt.Sprintf("eventsource: decode %s: %v", e.What, e.Err)
 }

@@ -102,6 +102,7 @@ func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expec
 // DuplicateEventIDError reports an append whose event id is already stored.
 type DuplicateEventIDError struct{ ID uuid.UUID }
 
+// Error implements error.
 func (e *DuplicateEventIDError) Error() string {
 	return "memstore: duplicate event id " + e.ID.String()
 }

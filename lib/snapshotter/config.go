@@ -166,6 +166,7 @@ func (p Policy) Validate() error {
 	return nil
 }
 
+// String renders p in the form ParsePolicy reads.
 func (p Policy) String() string {
 	var parts []string
 	if p.Threshold > 0 {
