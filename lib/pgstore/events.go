@@ -61,7 +61,7 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	}
 	var (
 		sql  = s.q.appendAny
-		args = []any{typ, id, int64(n), ids, types, payloads, metas, times}
+		args = []any{typ, pgID(id), int64(n), ids, types, payloads, metas, times}
 	)
 	switch {
 	case expected == eventsource.NoStream:
@@ -144,7 +144,7 @@ func (s *Store) StreamVersion(ctx context.Context, typ string, id uuid.UUID) (v 
 
 func (s *Store) streamVersion(ctx context.Context, typ string, id uuid.UUID) (int64, error) {
 	var v int64
-	err := s.pool.QueryRow(ctx, s.q.streamVersion, typ, id).Scan(&v)
+	err := s.pool.QueryRow(ctx, s.q.streamVersion, typ, pgID(id)).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
@@ -202,7 +202,7 @@ func (s *Store) readPage(ctx context.Context, typ string, id uuid.UUID, after in
 	fail := func(err error) (int, int64, bool, error) {
 		return n, last, false, s.wrap(fmt.Sprintf("read events of %s %s after v%d", typ, id, last), err)
 	}
-	rows, err := s.pool.Query(ctx, s.q.readEvents, typ, id, after)
+	rows, err := s.pool.Query(ctx, s.q.readEvents, typ, pgID(id), after)
 	if err != nil {
 		return fail(err)
 	}

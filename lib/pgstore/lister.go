@@ -63,7 +63,7 @@ func (s *Store) listByID(ctx context.Context, typ string, opts eventsource.ListO
 		if opts.Limit > 0 {
 			n = min(n, opts.Limit-listed)
 		}
-		rows, err := s.pool.Query(ctx, s.q.listByID, typ, opts.MinBehind, after, n)
+		rows, err := s.pool.Query(ctx, s.q.listByID, typ, opts.MinBehind, pgID(after), n)
 		if err != nil {
 			return listed, err
 		}

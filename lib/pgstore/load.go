@@ -26,8 +26,8 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	ctx, span := s.span(ctx, "pgstore.LoadSnapshotAndEvents", typ, id)
 	defer func() { endSpan(span, err) }()
 	batch := &pgx.Batch{}
-	batch.Queue(s.q.getSnapshot, id, typ)
-	batch.Queue(s.q.loadEvents, typ, id, int32(schemaVersion))
+	batch.Queue(s.q.getSnapshot, pgID(id), typ)
+	batch.Queue(s.q.loadEvents, typ, pgID(id), int32(schemaVersion))
 	br := s.pool.SendBatch(ctx, batch)
 	defer br.Close()
 

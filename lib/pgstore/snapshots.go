@@ -27,7 +27,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 		span.SetAttributes(attribute.Bool("evsnap.snapshot.stored", stored))
 		endSpan(span, err)
 	}()
-	tag, err := s.pool.Exec(ctx, s.q.saveSnapshot, snap.AggregateID, snap.AggregateType, snap.Version,
+	tag, err := s.pool.Exec(ctx, s.q.saveSnapshot, pgID(snap.AggregateID), snap.AggregateType, snap.Version,
 		int32(snap.SchemaVersion), snap.State, snap.CreatedAt)
 	if err != nil {
 		return false, s.wrap(fmt.Sprintf("save snapshot v%d of %s %s", snap.Version, snap.AggregateType, snap.AggregateID), err)
@@ -45,7 +45,7 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 	defer func() { endSpan(span, err) }()
 	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
 	var schema int32
-	err = s.pool.QueryRow(ctx, s.q.getSnapshot, id, typ).Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt)
+	err = s.pool.QueryRow(ctx, s.q.getSnapshot, pgID(id), typ).Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		span.SetAttributes(attribute.Bool("evsnap.snapshot.found", false))
 		return nil, nil
@@ -66,7 +66,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
-	tag, err := s.pool.Exec(ctx, s.q.deleteSnapshot, id, typ)
+	tag, err := s.pool.Exec(ctx, s.q.deleteSnapshot, pgID(id), typ)
 	if err != nil {
 		return false, s.wrap(fmt.Sprintf("delete snapshot of %s %s", typ, id), err)
 	}
@@ -80,7 +80,7 @@ func (s *Store) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (o
 	}
 	ctx, span := s.span(ctx, "pgstore.SnapshotExists", typ, id)
 	defer func() { endSpan(span, err) }()
-	if err := s.pool.QueryRow(ctx, s.q.snapshotExists, id, typ).Scan(&ok); err != nil {
+	if err := s.pool.QueryRow(ctx, s.q.snapshotExists, pgID(id), typ).Scan(&ok); err != nil {
 		return false, s.wrap(fmt.Sprintf("check snapshot of %s %s", typ, id), err)
 	}
 	return ok, nil
