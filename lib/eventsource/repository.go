@@ -137,16 +137,37 @@ func (r *Repository[T, PT]) New(id uuid.UUID) PT {
 // Load returns the aggregate with the given id at its latest version: from
 // its snapshot plus the events after it when a usable snapshot exists,
 // otherwise by replaying every event. A snapshot of another schema version,
-// one whose state does not decode, or a snapshot store error makes Load log
-// a warning, count a fallback and replay; a snapshot never makes Load fail.
-// An id with no events and no snapshot gives [ErrAggregateNotFound].
+// one whose state does not decode, one ahead of the stream, or a snapshot
+// store error makes Load log a warning, count a fallback and replay; a
+// snapshot never makes Load fail. An id with no events and no snapshot
+// gives [ErrAggregateNotFound].
 func (r *Repository[T, PT]) Load(ctx context.Context, id uuid.UUID) (PT, error) {
+	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) { return r.load(ctx, id) })
+}
+
+// LoadFrom is Load for a caller that has already read the aggregate's
+// snapshot (nil for none) from the snapshot store, such as the snapshotter
+// worker, which reads it to decide whether a snapshot is due: it skips
+// reading it again. The snapshot is checked exactly as Load checks it.
+func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot) (PT, error) {
+	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) {
+		if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
+			return nil, fmt.Errorf("load %s %s: %w: the snapshot given belongs to %s %s", r.typ, id, ErrInvalidArgument, snap.AggregateType, snap.AggregateID)
+		}
+		if err := ValidateStream(r.typ, id); err != nil {
+			return nil, err
+		}
+		return r.loadFrom(ctx, id, snap, nil)
+	})
+}
+
+// observeLoad wraps a load in its span and records its metrics.
+func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load func(context.Context) (PT, error)) (PT, error) {
 	start := time.Now()
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Load", trace.WithAttributes(
 		AttrAggregateType.String(r.typ), AttrAggregateID.String(id.String())))
 	defer span.End()
-
-	a, err := r.load(ctx, id)
+	a, err := load(ctx)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -160,102 +181,103 @@ func (r *Repository[T, PT]) Load(ctx context.Context, id uuid.UUID) (PT, error) 
 	return a, nil
 }
 
-// LoadFrom is Load for a caller that has already read the aggregate's
-// snapshot (nil for none) from the snapshot store, such as the snapshotter
-// worker, which reads it to decide whether a snapshot is due: it skips
-// reading it again. The snapshot is checked exactly as Load checks it.
-func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot) (PT, error) {
-	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Load", trace.WithAttributes(
-		AttrAggregateType.String(r.typ), AttrAggregateID.String(id.String())))
-	defer span.End()
-	if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
-		err := fmt.Errorf("load %s %s: %w: the snapshot given belongs to %s %s", r.typ, id, ErrInvalidArgument, snap.AggregateType, snap.AggregateID)
-		span.RecordError(err)
+// load reads the snapshot and the events a load needs: in one round trip
+// when the store is a SnapshotLoader, else the snapshot (if the repository
+// has a snapshot store) and then the events.
+func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) {
+	if err := ValidateStream(r.typ, id); err != nil {
 		return nil, err
 	}
-	a, err := r.loadWith(ctx, id, func(a PT) { r.useSnapshot(ctx, a, snap) })
+	if r.loader != nil {
+		snap, events, err := r.loader.LoadSnapshotAndEvents(ctx, r.typ, id, r.schemaVersion)
+		if err == nil {
+			return r.loadFrom(ctx, id, snap, events)
+		}
+		r.tel.logger.WarnContext(ctx, "combined snapshot and events read failed; reading them separately",
+			LogKeyAggregateID, id, LogKeyError, err)
+	}
+	var snap *Snapshot
+	if r.snapshots != nil {
+		snap = r.getSnapshot(ctx, id)
+	}
+	return r.loadFrom(ctx, id, snap, nil)
+}
+
+// getSnapshot reads the aggregate's snapshot. A store error is a logged,
+// counted fallback to full replay (nil).
+func (r *Repository[T, PT]) getSnapshot(ctx context.Context, id uuid.UUID) *Snapshot {
+	sctx, span := r.tel.tracer.Start(ctx, "eventsource.GetSnapshot")
+	defer span.End()
+	snap, err := r.snapshots.GetSnapshot(sctx, r.typ, id)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		return nil, err
+		r.tel.logger.WarnContext(ctx, "snapshot store failed; replaying all events",
+			LogKeyAggregateID, id, LogKeyReason, FallbackStoreError, LogKeyError, err)
+		r.tel.fallback(ctx, r.typ, FallbackStoreError)
+		return nil
 	}
-	c := a.rootCore()
-	span.SetAttributes(AttrVersion.Int64(c.version), AttrEventsReplayed.Int64(c.replayed), AttrSnapshotUsed.Bool(c.fromSnapshot))
-	return a, nil
+	return snap
 }
 
-func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) {
-	if r.loader != nil {
-		if a, ok, err := r.loadOneTrip(ctx, id); ok || err != nil {
-			return a, err
-		}
-	}
-	return r.loadWith(ctx, id, func(a PT) {
-		if r.snapshots != nil {
-			r.restoreSnapshot(ctx, a)
-		}
-	})
-}
-
-// loadOneTrip loads through the store's SnapshotLoader: snapshot and tail
-// in one round trip. ok is false when the load must be redone the usual
-// way (the snapshot did not decode after the events were read from it, or
-// the combined read failed: the usual path then reports the error).
-func (r *Repository[T, PT]) loadOneTrip(ctx context.Context, id uuid.UUID) (PT, bool, error) {
-	if err := ValidateStream(r.typ, id); err != nil {
-		return nil, true, err
-	}
-	snap, events, err := r.loader.LoadSnapshotAndEvents(ctx, r.typ, id, r.schemaVersion)
-	if err != nil {
-		return nil, false, nil
-	}
+// loadFrom builds the aggregate from snap (nil for none) and its events.
+// events, when not nil, are what a SnapshotLoader returned: from the
+// snapshot's version if the snapshot has this aggregate's schema version,
+// else from version 1. Otherwise the events are read here. The tail is
+// read from the snapshot's own version, so that a snapshot the stream does
+// not reach (a restored database) is detected and replaced by a replay.
+func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot, events iter.Seq2[RecordedEvent, error]) (PT, error) {
 	a := r.New(id)
 	c := a.rootCore()
 	r.useSnapshot(ctx, a, snap)
-	if snap != nil && snap.SchemaVersion == r.schemaVersion && !c.fromSnapshot {
-		// The events start at the snapshot, but its state did not decode:
-		// a full replay needs the stream from the start.
-		return nil, false, nil
-	}
 	if c.fromSnapshot {
-		found, err := applyTail(ctx, r.reg, a, events, true)
+		if events == nil {
+			events = r.events.ReadEvents(ctx, r.typ, id, c.version-1)
+		}
+		found, err := applyEvents(r.reg, a, events, true)
 		if err != nil {
-			return nil, true, err
+			return nil, err
 		}
-		if !found {
-			r.tel.logger.WarnContext(ctx, "snapshot is ahead of the event stream; replaying all events",
-				LogKeyAggregateID, id, LogKeySnapshotVer, c.snapshotVersion, LogKeyReason, FallbackAheadOfStream)
-			r.tel.fallback(ctx, r.typ, FallbackAheadOfStream)
-			return nil, false, nil
+		if found {
+			return a, nil
 		}
-	} else if _, err := applyTail(ctx, r.reg, a, events, false); err != nil {
-		return nil, true, err
+		r.tel.logger.WarnContext(ctx, "snapshot is ahead of the event stream; replaying all events",
+			LogKeyAggregateID, id, LogKeySnapshotVer, c.snapshotVersion, LogKeyReason, FallbackAheadOfStream)
+		r.tel.fallback(ctx, r.typ, FallbackAheadOfStream)
+		a, events = r.New(id), nil
+		c = a.rootCore()
+	} else if snap != nil && snap.SchemaVersion == r.schemaVersion {
+		events = nil // they start at a snapshot whose state did not decode
+	}
+	if events == nil {
+		events = r.events.ReadEvents(ctx, r.typ, id, 0)
+	}
+	if _, err := applyEvents(r.reg, a, events, false); err != nil {
+		return nil, err
 	}
 	if c.version == 0 {
-		return nil, true, fmt.Errorf("load %s %s: %w", r.typ, id, ErrAggregateNotFound)
+		return nil, fmt.Errorf("load %s %s: %w", r.typ, id, ErrAggregateNotFound)
 	}
-	return a, true, nil
+	return a, nil
 }
 
-// applyTail applies events to a. With skipFirst, the first event must be
-// the one at a's current version (the snapshot's): found reports whether
-// it was there, and it is not applied.
-func applyTail(ctx context.Context, reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, error], skipFirst bool) (found bool, err error) {
+// applyEvents applies events to a, checking that versions are contiguous.
+// With skipFirst, the first event must be the one at a's current version
+// (the snapshot's): found reports whether it was there, and it is not
+// applied.
+func applyEvents(reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, error], skipFirst bool) (found bool, err error) {
 	c := a.rootCore()
-	first := true
 	for rec, err := range events {
 		if err != nil {
-			return false, fmt.Errorf("load %s %s: read events: %w", a.AggregateType(), c.id, err)
+			return false, fmt.Errorf("load %s %s: read events after v%d: %w", a.AggregateType(), c.id, c.version, err)
 		}
-		if first && skipFirst {
-			first = false
+		if skipFirst && !found {
 			if rec.Version != c.version {
 				return false, nil
 			}
 			found = true
 			continue
 		}
-		first = false
 		if rec.Version != c.version+1 {
 			return false, fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
 		}
@@ -267,59 +289,6 @@ func applyTail(ctx context.Context, reg *Registry, a Aggregate, events iter.Seq2
 		c.replayed++
 	}
 	return found, nil
-}
-
-func (r *Repository[T, PT]) loadWith(ctx context.Context, id uuid.UUID, restore func(PT)) (PT, error) {
-	if err := ValidateStream(r.typ, id); err != nil {
-		return nil, err
-	}
-	a := r.New(id)
-	c := a.rootCore()
-	restore(a)
-	if c.fromSnapshot {
-		found, err := replayAfterSnapshot(ctx, r.events, r.reg, a)
-		if err != nil {
-			return nil, err
-		}
-		if !found {
-			// The snapshot claims a version the stream does not have (a
-			// restored database, a deleted stream): it cannot be trusted.
-			r.tel.logger.WarnContext(ctx, "snapshot is ahead of the event stream; replaying all events",
-				LogKeyAggregateID, id, LogKeySnapshotVer, c.snapshotVersion, LogKeyReason, FallbackAheadOfStream)
-			r.tel.fallback(ctx, r.typ, FallbackAheadOfStream)
-			a = r.New(id)
-			c = a.rootCore()
-		}
-	}
-	if !c.fromSnapshot {
-		if err := replay(ctx, r.events, r.reg, a, 0); err != nil {
-			return nil, err
-		}
-	}
-	if c.version == 0 {
-		return nil, fmt.Errorf("load %s %s: %w", r.typ, id, ErrAggregateNotFound)
-	}
-	return a, nil
-}
-
-// restoreSnapshot restores a from its snapshot when a usable one exists.
-// Every failure is a logged, counted fallback to full replay.
-func (r *Repository[T, PT]) restoreSnapshot(ctx context.Context, a PT) {
-	c := a.rootCore()
-	sctx, span := r.tel.tracer.Start(ctx, "eventsource.GetSnapshot")
-	snap, err := r.snapshots.GetSnapshot(sctx, r.typ, c.id)
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
-	if err != nil {
-		r.tel.logger.WarnContext(ctx, "snapshot store failed; replaying all events",
-			LogKeyAggregateID, c.id, LogKeyReason, FallbackStoreError, LogKeyError, err)
-		r.tel.fallback(ctx, r.typ, FallbackStoreError)
-		return
-	}
-	r.useSnapshot(ctx, a, snap)
 }
 
 // useSnapshot restores a from snap if it is usable (nil is "none").
@@ -351,59 +320,6 @@ func (r *Repository[T, PT]) useSnapshot(ctx context.Context, a PT, snap *Snapsho
 	c.version = snap.Version
 	c.snapshotVersion = snap.Version
 	c.fromSnapshot = true
-}
-
-// replayAfterSnapshot applies the events after the snapshot a was
-// restored from. It reads from the snapshot's own version so that it sees
-// the event the snapshot claims to include: if the stream has no event at
-// that version, the snapshot is ahead of the stream and found is false
-// (nothing is applied).
-func replayAfterSnapshot(ctx context.Context, events EventStore, reg *Registry, a Aggregate) (found bool, err error) {
-	c := a.rootCore()
-	v := c.version
-	for rec, err := range events.ReadEvents(ctx, a.AggregateType(), c.id, v-1) {
-		if err != nil {
-			return false, fmt.Errorf("load %s %s: read events after v%d: %w", a.AggregateType(), c.id, v-1, err)
-		}
-		if !found {
-			if rec.Version != v {
-				return false, nil
-			}
-			found = true
-			continue
-		}
-		if rec.Version != c.version+1 {
-			return false, fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
-		}
-		e, err := reg.DecodeRecorded(&rec)
-		if err != nil {
-			return false, fmt.Errorf("load %s %s: %w", a.AggregateType(), c.id, err)
-		}
-		a.applyEvent(e)
-		c.replayed++
-	}
-	return found, nil
-}
-
-// replay applies the events of a's stream after version `after`, checking
-// that versions are contiguous.
-func replay(ctx context.Context, events EventStore, reg *Registry, a Aggregate, after int64) error {
-	c := a.rootCore()
-	for rec, err := range events.ReadEvents(ctx, a.AggregateType(), c.id, after) {
-		if err != nil {
-			return fmt.Errorf("load %s %s: read events after v%d: %w", a.AggregateType(), c.id, after, err)
-		}
-		if rec.Version != c.version+1 {
-			return fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
-		}
-		e, err := reg.DecodeRecorded(&rec)
-		if err != nil {
-			return fmt.Errorf("load %s %s: %w", a.AggregateType(), c.id, err)
-		}
-		a.applyEvent(e)
-		c.replayed++
-	}
-	return nil
 }
 
 // Save appends the aggregate's raised events with an optimistic

@@ -1181,3 +1181,53 @@ func TestOneTripLoadFallbacks(t *testing.T) {
 		t.Fatalf("missing aggregate: %v", err)
 	}
 }
+
+// failingLoader is a combined store whose one-round-trip read fails (a
+// fault a real store cannot be made to produce on demand).
+type failingLoader struct{ *memstore.Store }
+
+func (failingLoader) LoadSnapshotAndEvents(context.Context, string, uuid.UUID, int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
+	return nil, nil, errInjected
+}
+
+// A failed combined read falls back to reading snapshot and events
+// separately; the load still uses the snapshot.
+func TestLoaderFailureFallsBackToSeparateReads(t *testing.T) {
+	h := newHarness(t)
+	st := failingLoader{memstore.New()}
+	r, err := eventsource.NewRepository[exampledomain.Account](st, h.reg, append(h.opts,
+		eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(5))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	a := openAccount(t, r, 6)
+	_ = a.Deposit(1)
+	_ = r.Save(ctx, a)
+	got, err := r.Load(ctx, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, n := got.LoadedFromSnapshot(); !from || n != 1 || got.State() != a.State() {
+		t.Fatalf("from=%v replayed=%d %+v", from, n, got.State())
+	}
+	if !strings.Contains(h.logs.String(), "combined snapshot and events read failed") {
+		t.Fatalf("fallback not logged:\n%s", h.logs.String())
+	}
+}
+
+// LoadFrom is observed like Load: span and metrics.
+func TestLoadFromRecordsMetrics(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(100))
+	a := openAccount(t, r, 4)
+	if _, err := r.LoadFrom(ctx, a.ID(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.counter("evsnap.load.events_replayed"); got != 4 {
+		t.Fatalf("events replayed metric after LoadFrom = %d, want 4", got)
+	}
+	if _, err := r.LoadFrom(ctx, uuid.Nil, nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("LoadFrom(nil id): %v", err)
+	}
+}
