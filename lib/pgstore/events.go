@@ -209,18 +209,14 @@ func (s *Store) readPage(ctx context.Context, typ string, id uuid.UUID, after in
 	defer rows.Close()
 	var metadata []byte
 	for rows.Next() {
-		rec := eventsource.RecordedEvent{AggregateType: typ, AggregateID: id}
-		// *[16]byte takes pgx's binary uuid path; *uuid.UUID would go through
-		// its sql.Scanner and a string.
-		if err := rows.Scan((*[16]byte)(&rec.ID), &rec.Version, &rec.Type, &rec.Payload, &metadata, &rec.OccurredAt); err != nil {
+		rec, err := scanEvent(rows, typ, id, &metadata)
+		if err != nil {
+			var de *eventsource.DecodeError
+			if errors.As(err, &de) {
+				return n, last, false, err
+			}
 			return fail(err)
 		}
-		if len(metadata) > 0 && string(metadata) != string(emptyMetadata) {
-			if err := json.Unmarshal(metadata, &rec.Metadata); err != nil {
-				return n, last, false, &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, typ, id), Err: err}
-			}
-		}
-		rec.OccurredAt = rec.OccurredAt.UTC()
 		last = rec.Version
 		n++
 		if !yield(rec, nil) {
@@ -231,4 +227,22 @@ func (s *Store) readPage(ctx context.Context, typ string, id uuid.UUID, after in
 		return fail(err)
 	}
 	return n, last, false, nil
+}
+
+// scanEvent reads one row of readEvents or loadEvents. metadata is a
+// buffer reused across rows.
+func scanEvent(rows pgx.Rows, typ string, id uuid.UUID, metadata *[]byte) (eventsource.RecordedEvent, error) {
+	rec := eventsource.RecordedEvent{AggregateType: typ, AggregateID: id}
+	// *[16]byte takes pgx's binary uuid path; *uuid.UUID would go through
+	// its sql.Scanner and a string.
+	if err := rows.Scan((*[16]byte)(&rec.ID), &rec.Version, &rec.Type, &rec.Payload, metadata, &rec.OccurredAt); err != nil {
+		return rec, err
+	}
+	if m := *metadata; len(m) > 0 && string(m) != string(emptyMetadata) {
+		if err := json.Unmarshal(m, &rec.Metadata); err != nil {
+			return rec, &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, typ, id), Err: err}
+		}
+	}
+	rec.OccurredAt = rec.OccurredAt.UTC()
+	return rec, nil
 }

@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -49,18 +48,15 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	var page []eventsource.RecordedEvent
 	var metadata []byte
 	for rows.Next() {
-		rec := eventsource.RecordedEvent{AggregateType: typ, AggregateID: id}
-		if err := rows.Scan((*[16]byte)(&rec.ID), &rec.Version, &rec.Type, &rec.Payload, &metadata, &rec.OccurredAt); err != nil {
+		rec, err := scanEvent(rows, typ, id, &metadata)
+		if err != nil {
 			rows.Close()
+			var de *eventsource.DecodeError
+			if errors.As(err, &de) {
+				return nil, nil, err
+			}
 			return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
 		}
-		if len(metadata) > 0 && string(metadata) != string(emptyMetadata) {
-			if err := json.Unmarshal(metadata, &rec.Metadata); err != nil {
-				rows.Close()
-				return nil, nil, &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, typ, id), Err: err}
-			}
-		}
-		rec.OccurredAt = rec.OccurredAt.UTC()
 		page = append(page, rec)
 	}
 	rows.Close()

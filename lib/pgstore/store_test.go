@@ -13,6 +13,7 @@ import (
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 func newEvents(n int, from int) []eventsource.NewEvent {
@@ -399,4 +400,32 @@ func firstDiff(a, b []eventsource.AggregateInfo) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// Metadata of the wrong shape (a hand-edited row) is a decode error naming
+// the event, from both read paths.
+func TestBadMetadataIsADecodeError(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	typ, id := "BadMeta", uuid.New()
+	ev := newEvents(2, 0)
+	if _, err := st.Append(ctx, typ, id, eventsource.NoStream, ev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Pool().Exec(ctx, "UPDATE "+pgx.Identifier{st.Schema(), "events"}.Sanitize()+
+		` SET metadata = '{"attributes": 5}' WHERE event_id = $1`, ev[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	var readErr error
+	for _, err := range st.ReadEvents(ctx, typ, id, 0) {
+		if err != nil {
+			readErr = err
+		}
+	}
+	if !errors.Is(readErr, eventsource.ErrDecode) || !strings.Contains(readErr.Error(), "metadata of event v2") {
+		t.Fatalf("ReadEvents: %v", readErr)
+	}
+	if _, _, err := st.LoadSnapshotAndEvents(ctx, typ, id, 1); !errors.Is(err, eventsource.ErrDecode) {
+		t.Fatalf("LoadSnapshotAndEvents: %v", err)
+	}
 }
