@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -367,24 +368,16 @@ func (o *options) finish() error {
 	o.nats.Logger = o.logger
 	o.nats.Name = "evsnap-snapshotter"
 	for t := range o.policies.m {
-		if !contains(knownTypes(), t) {
+		if !slices.Contains(knownTypes(), t) {
 			return fmt.Errorf("--policy for unknown aggregate type %q (known: %s)", t, strings.Join(knownTypes(), ", "))
 		}
 	}
-	if o.typ != "" && !contains(knownTypes(), o.typ) {
+	if o.typ != "" && !slices.Contains(knownTypes(), o.typ) {
 		return fmt.Errorf("--type %q: unknown aggregate type (known: %s)", o.typ, strings.Join(knownTypes(), ", "))
 	}
 	return nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
 
 func (o *options) openBackend(ctx context.Context) (*backend.Backend, error) {
 	b, err := backend.Open(ctx, backend.Options{PostgresURL: o.postgresURL, SQLitePath: o.sqlitePath, Logger: o.logger})

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -361,7 +362,7 @@ func (g *Group) merge(o *Group) {
 		g.FirstCommit = o.FirstCommit
 	}
 	for _, t := range o.EventTypes {
-		if !contains(g.EventTypes, t) {
+		if !slices.Contains(g.EventTypes, t) {
 			g.EventTypes = append(g.EventTypes, t)
 		}
 	}
@@ -397,39 +398,22 @@ func (l *Loop) coalesce(ctx context.Context, batch []jetstream.Msg) []*Group {
 			l.settleFailed(ctx, []jetstream.Msg{m}, delivered, fmt.Errorf("notice on %q: %w", m.Subject(), err), true)
 			continue
 		}
-		k := groupKey{n.AggregateType, n.AggregateID}
-		g := index[k]
-		if g == nil {
-			g = &Group{AggregateType: n.AggregateType, AggregateID: n.AggregateID, FirstCommit: n.CommittedAt}
-			index[k] = g
-			groups = append(groups, g)
-		}
-		g.msgs = append(g.msgs, m)
-		g.HeadHint = max(g.HeadHint, n.LastVersion)
-		g.Delivered = max(g.Delivered, delivered)
-		if n.CommittedAt.Before(g.FirstCommit) {
-			g.FirstCommit = n.CommittedAt
-		}
-		for _, t := range n.EventTypes {
-			if !contains(g.EventTypes, t) {
-				g.EventTypes = append(g.EventTypes, t)
-			}
-		}
+		one := &Group{AggregateType: n.AggregateType, AggregateID: n.AggregateID, HeadHint: n.LastVersion,
+			EventTypes: n.EventTypes, FirstCommit: n.CommittedAt, Delivered: delivered, msgs: []jetstream.Msg{m}}
 		if sc := trace.SpanContextFromContext(l.cfg.Propagator.Extract(context.Background(), natsnotice.HeaderCarrier(m.Headers()))); sc.IsValid() {
-			g.Links = append(g.Links, trace.Link{SpanContext: sc})
+			one.Links = []trace.Link{{SpanContext: sc}}
+		}
+		k := groupKey{n.AggregateType, n.AggregateID}
+		if g := index[k]; g != nil {
+			g.merge(one)
+		} else {
+			index[k] = one
+			groups = append(groups, one)
 		}
 	}
 	return groups
 }
 
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
 
 // handle runs the handler on one group, keeping its messages alive with
 // in-progress acks while it runs, and settles them.

@@ -371,9 +371,9 @@ func permanent(err error) bool {
 
 // handle processes one aggregate's coalesced notices.
 func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
-	t := w.targets[g.AggregateType]
-	if t == nil {
-		return fmt.Errorf("%w %q (this worker knows %v)", ErrUnknownAggregateType, g.AggregateType, w.Types())
+	t, err := w.target(g.AggregateType)
+	if err != nil {
+		return err
 	}
 	ctx, span := w.tracer.Start(ctx, "snapshotter.Process", trace.WithLinks(g.Links...),
 		trace.WithSpanKind(trace.SpanKindConsumer),
@@ -422,39 +422,39 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, headHint 
 		return false, nil
 	}
 	w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("due")))
-	return w.rebuildWith(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildFrom(ctx, id, snap) })
+	_, err = w.observeRebuild(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildFrom(ctx, id, snap) })
+	return err == nil, err
 }
 
-func (w *Worker) rebuild(ctx context.Context, t *target, id uuid.UUID, source string) (bool, error) {
-	return w.rebuildWith(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuild(ctx, id) })
+// rebuild stores t's aggregate id's snapshot at its head, whatever the
+// policy says.
+func (w *Worker) rebuild(ctx context.Context, t *target, id uuid.UUID, source string) (*eventsource.Snapshot, error) {
+	return w.observeRebuild(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuild(ctx, id) })
 }
 
-func (w *Worker) rebuildWith(ctx context.Context, t *target, id uuid.UUID, source string, do func() (*eventsource.Snapshot, error)) (bool, error) {
+// observeRebuild runs a rebuild and records its duration, the snapshot
+// written and a debug line.
+func (w *Worker) observeRebuild(ctx context.Context, t *target, id uuid.UUID, source string, do func() (*eventsource.Snapshot, error)) (*eventsource.Snapshot, error) {
 	start := time.Now()
 	s, err := do()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	w.m.rebuild.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrType.String(t.name)))
 	w.m.written.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrSource.String(source)))
 	w.log.Debug("snapshot stored", eventsource.LogKeyAggregateType, t.name, eventsource.LogKeyAggregateID, id,
 		eventsource.LogKeyVersion, s.Version, "source", source)
-	return true, nil
+	return s, nil
 }
 
 // SnapshotAggregate snapshots one aggregate at its head now, whatever the
 // policy says, and returns the snapshot. Use it for repairs.
 func (w *Worker) SnapshotAggregate(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
-	t := w.targets[typ]
-	if t == nil {
-		return nil, fmt.Errorf("%w %q (this worker knows %v)", ErrUnknownAggregateType, typ, w.Types())
-	}
-	s, err := t.rb.rebuild(ctx, id)
+	t, err := w.target(typ)
 	if err != nil {
 		return nil, err
 	}
-	w.m.written.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrSource.String(SourceRebuild)))
-	return s, nil
+	return w.rebuild(ctx, t, id, SourceRebuild)
 }
 
 // Ready reports whether the worker is consuming notices (or, without

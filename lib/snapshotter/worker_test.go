@@ -676,6 +676,13 @@ func TestRebuildStatsPrune(t *testing.T) {
 	if _, err := w.Rebuild(context.Background(), "Invoice", snapshotter.RebuildOptions{}); !errors.Is(err, snapshotter.ErrUnknownAggregateType) {
 		t.Fatalf("rebuild of an unknown type: %v", err)
 	}
+	s, err := w.SnapshotAggregate(context.Background(), exampledomain.AccountType, ids[4])
+	if err != nil || s.Version != 121 {
+		t.Fatalf("SnapshotAggregate = %+v, %v", s, err)
+	}
+	if _, err := w.SnapshotAggregate(context.Background(), "Invoice", ids[4]); !errors.Is(err, snapshotter.ErrUnknownAggregateType) {
+		t.Fatalf("SnapshotAggregate of an unknown type: %v", err)
+	}
 	n, err := w.Prune(context.Background(), exampledomain.AccountType, 2)
 	if err != nil || n != 5 {
 		t.Fatalf("Prune = %d, %v", n, err)
