@@ -378,7 +378,6 @@ func (o *options) finish() error {
 	return nil
 }
 
-
 func (o *options) openBackend(ctx context.Context) (*backend.Backend, error) {
 	b, err := backend.Open(ctx, backend.Options{PostgresURL: o.postgresURL, SQLitePath: o.sqlitePath, Logger: o.logger})
 	if err != nil {

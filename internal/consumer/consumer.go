@@ -414,7 +414,6 @@ func (l *Loop) coalesce(ctx context.Context, batch []jetstream.Msg) []*Group {
 	return groups
 }
 
-
 // handle runs the handler on one group, keeping its messages alive with
 // in-progress acks while it runs, and settles them.
 func (l *Loop) handle(ctx context.Context, g *Group) {
