@@ -5,41 +5,21 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/pgtest"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-const (
-	envURL     = "EVSNAP_TEST_POSTGRES_URL"
-	envRequire = "EVSNAP_REQUIRE_SERVICES"
-)
-
-var (
-	probeOnce sync.Once
-	probeErr  error
-)
-
-// testURL returns the PostgreSQL URL the tests run against. Without one
-// the test is skipped, unless EVSNAP_REQUIRE_SERVICES=1 (CI), which turns
-// the skip into a failure.
+// testURL returns the PostgreSQL URL the tests run against (see
+// internal/pgtest: skipped without one unless EVSNAP_REQUIRE_SERVICES=1,
+// and the server is probed once per run).
 func testURL(t testing.TB) string {
 	t.Helper()
-	url := os.Getenv(envURL)
-	if url == "" {
-		msg := envURL + " is not set: the PostgreSQL tests need a server, e.g. " +
-			envURL + "=postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-		if os.Getenv(envRequire) == "1" {
-			t.Fatal(msg + " (" + envRequire + "=1 forbids skipping)")
-		}
-		t.Skip(msg)
-	}
-	return url
+	return pgtest.URL(t)
 }
 
 // testPool returns a pool on the test server, closed when the test ends.
@@ -56,7 +36,7 @@ func testPoolConfig(t testing.TB, configure func(*pgxpool.Config)) *pgxpool.Pool
 	url := testURL(t)
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		t.Fatalf("%s: %v", envURL, err)
+		t.Fatalf("%s: %v", pgtest.EnvURL, err)
 	}
 	if configure != nil {
 		configure(cfg)
@@ -64,16 +44,6 @@ func testPoolConfig(t testing.TB, configure func(*pgxpool.Config)) *pgxpool.Pool
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("pool for %s: %v", pgstore.RedactDSN(url), err)
-	}
-	probeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		probeErr = pool.Ping(ctx)
-	})
-	if probeErr != nil {
-		pool.Close()
-		t.Fatalf("PostgreSQL at %s does not answer: %v\n(start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)",
-			pgstore.RedactDSN(url), probeErr)
 	}
 	t.Cleanup(func() {
 		if n := pool.Stat().AcquiredConns(); n != 0 {
