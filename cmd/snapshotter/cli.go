@@ -165,43 +165,32 @@ func flagEnv(fs *flag.FlagSet, p *string, name, env, def, help string) {
 // envErrs collects env values that do not parse; finish reports them.
 var envErrs []error
 
-func envInt(name string, def int) int {
+// envParse returns the env var parsed by parse, or def when it is unset.
+// A value that does not parse is recorded (finish reports it, saying what
+// was wanted) and def is used meanwhile.
+func envParse[T any](name string, def T, parse func(string) (T, error), want string) T {
 	v, ok := os.LookupEnv(name)
 	if !ok {
 		return def
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
+	x, err := parse(strings.TrimSpace(v))
 	if err != nil {
-		envErrs = append(envErrs, fmt.Errorf("env %s=%q: want a whole number", name, v))
+		envErrs = append(envErrs, fmt.Errorf("env %s=%q: want %s", name, v, want))
 		return def
 	}
-	return n
+	return x
+}
+
+func envInt(name string, def int) int {
+	return envParse(name, def, strconv.Atoi, "a whole number")
 }
 
 func envFloat(name string, def float64) float64 {
-	v, ok := os.LookupEnv(name)
-	if !ok {
-		return def
-	}
-	n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-	if err != nil {
-		envErrs = append(envErrs, fmt.Errorf("env %s=%q: want a number", name, v))
-		return def
-	}
-	return n
+	return envParse(name, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, "a number")
 }
 
 func envDuration(name string, def time.Duration) time.Duration {
-	v, ok := os.LookupEnv(name)
-	if !ok {
-		return def
-	}
-	d, err := time.ParseDuration(strings.TrimSpace(v))
-	if err != nil {
-		envErrs = append(envErrs, fmt.Errorf("env %s=%q: want a duration such as 30s", name, v))
-		return def
-	}
-	return d
+	return envParse(name, def, time.ParseDuration, "a duration such as 30s")
 }
 
 func commonFlags(o *options, name string) *flag.FlagSet {
