@@ -116,7 +116,9 @@ type options struct {
 	logFormat   string
 	logLevel    string
 
-	// run
+	// run (runConfig is set when the run flags were registered, so the
+	// worker takes them; the admin commands keep the worker defaults)
+	runConfig     bool
 	concurrency   int
 	batchSize     int
 	linger        time.Duration
@@ -219,6 +221,7 @@ func natsFlags(fs *flag.FlagSet, o *options) {
 
 func runFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "run")
+	o.runConfig = true
 	natsFlags(fs, o)
 	d := snapshotter.DefaultConfig()
 	flagEnv(fs, &o.consumer, "consumer", "EVSNAP_CONSUMER", d.Consumer, "durable consumer shared by every replica")
@@ -405,7 +408,7 @@ func (o *options) worker(b *backend.Backend, js jetstream.JetStream, tel *teleme
 	if o.consumer != "" {
 		cfg.Consumer = o.consumer
 	}
-	if o.concurrency != 0 {
+	if o.runConfig {
 		cfg.Concurrency = o.concurrency
 		cfg.BatchSize = o.batchSize
 		cfg.Linger = o.linger
