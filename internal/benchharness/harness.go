@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +63,43 @@ type Config struct {
 	// Logger receives the library's own logs (nil: errors only, to
 	// stderr).
 	Logger *slog.Logger
+	// Steps limits the run to these steps (StepLoad, StepSave,
+	// StepWorker); empty runs every step. A partial run says so on its
+	// page.
+	Steps []string
+	// Backends limits the run to these backends (Memstore, SQLite,
+	// Postgres); empty runs every backend there is a server for.
+	Backends []string
+}
+
+// Step names, for Config.Steps.
+const (
+	StepLoad   = "load"
+	StepSave   = "save"
+	StepWorker = "worker"
+)
+
+// Validate reports a step or backend name the harness does not know.
+func (c *Config) Validate() error {
+	for _, s := range c.Steps {
+		if !slices.Contains([]string{StepLoad, StepSave, StepWorker}, s) {
+			return fmt.Errorf("unknown step %q: want %s, %s or %s", s, StepLoad, StepSave, StepWorker)
+		}
+	}
+	for _, b := range c.Backends {
+		if !slices.Contains([]string{Memstore, SQLite, Postgres}, b) {
+			return fmt.Errorf("unknown backend %q: want %s, %s or %s", b, Memstore, SQLite, Postgres)
+		}
+		if b == Postgres && c.PostgresURL == "" {
+			return fmt.Errorf("backend %s needs a PostgreSQL URL (--postgres-url or EVSNAP_POSTGRES_URL)", Postgres)
+		}
+	}
+	return nil
+}
+
+// selected reports whether name is in list; an empty list selects all.
+func (c *Config) selected(list []string, name string) bool {
+	return len(list) == 0 || slices.Contains(list, name)
 }
 
 // sizes returns the event counts of the load table.
@@ -96,6 +134,9 @@ type Harness struct {
 // non-nil only when the harness could not start at all (for example NATS
 // unreachable) or ctx ended.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.Runs <= 0 {
 		cfg.Runs = DefaultRuns
 		if cfg.Quick {
@@ -125,20 +166,33 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer h.teardown()
 
-	backends := []string{Memstore, SQLite}
-	if cfg.PostgresURL != "" {
-		backends = append(backends, Postgres)
-	} else {
+	var backends []string
+	for _, b := range []string{Memstore, SQLite, Postgres} {
+		if cfg.selected(cfg.Backends, b) && (b != Postgres || cfg.PostgresURL != "") {
+			backends = append(backends, b)
+		}
+	}
+	if cfg.PostgresURL == "" {
 		h.report.note("PostgreSQL was skipped: no --postgres-url, EVSNAP_POSTGRES_URL or EVSNAP_TEST_POSTGRES_URL. No PostgreSQL figure appears below.")
 	}
-	for _, b := range backends {
-		h.step(ctx, "load and memory", b, h.runLoad)
+	if len(cfg.Steps) > 0 || len(cfg.Backends) > 0 {
+		h.report.note("A partial run: steps %s, backends %s. The other tables are missing on purpose.", listOrAll(cfg.Steps), listOrAll(cfg.Backends))
 	}
-	for _, b := range backends {
-		h.step(ctx, "save latency", b, h.runSave)
+	steps := []struct {
+		step, name string
+		fn         func(context.Context, string) error
+	}{
+		{StepLoad, "load and memory", h.runLoad},
+		{StepSave, "save latency", h.runSave},
+		{StepWorker, "worker", h.runWorker},
 	}
-	for _, b := range backends {
-		h.step(ctx, "worker", b, h.runWorker)
+	for _, st := range steps {
+		if !cfg.selected(cfg.Steps, st.step) {
+			continue
+		}
+		for _, b := range backends {
+			h.step(ctx, st.name, b, st.fn)
+		}
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -147,6 +201,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	h.report.Machine.LoadEnd = loadAverage()
 	h.progress("done in %s", h.report.Elapsed.Round(time.Second))
 	return h.report, nil
+}
+
+func listOrAll(l []string) string {
+	if len(l) == 0 {
+		return "all"
+	}
+	return strings.Join(l, ", ")
 }
 
 // step runs one step for one backend, recording (not returning) its error.

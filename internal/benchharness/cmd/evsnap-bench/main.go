@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -45,8 +46,21 @@ type Main struct {
 	Config benchharness.Config
 	// Out is the markdown page to write ("" writes none); the chart goes
 	// next to it as benchmarks-load.svg.
-	Out            string
+	Out string
+	// CPUProfile, when set, is where the run's CPU profile is written.
+	CPUProfile     string
 	Stdout, Stderr io.Writer
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // firstEnv returns the first non-empty environment variable of names.
@@ -71,7 +85,15 @@ func (m *Main) ParseFlags(args []string) error {
 		"PostgreSQL to measure (default $EVSNAP_POSTGRES_URL or $EVSNAP_TEST_POSTGRES_URL; empty skips PostgreSQL)")
 	fs.StringVar(&c.NATSURL, "nats-url", firstEnv("EVSNAP_NATS_URL", "EVSNAP_TEST_NATS_URL"),
 		"NATS with JetStream (default $EVSNAP_NATS_URL or $EVSNAP_TEST_NATS_URL; empty starts an embedded nats-server)")
+	var steps, backends string
+	fs.StringVar(&steps, "steps", "", "comma-separated steps to run: load, save, worker (default all; a partial run says so on its page)")
+	fs.StringVar(&backends, "backends", "", "comma-separated backends to run: memstore, sqlite, postgres (default all)")
+	fs.StringVar(&m.CPUProfile, "cpuprofile", "", "write a CPU profile of the harness process (the library, workers and an embedded NATS) to this file")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c.Steps, c.Backends = splitList(steps), splitList(backends)
+	if err := c.Validate(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -100,6 +122,17 @@ func (m *Main) ParseFlags(args []string) error {
 // It fails if any step failed, after writing what was measured.
 func (m *Main) Run(ctx context.Context) error {
 	m.Config.Progress = m.Stderr
+	if m.CPUProfile != "" {
+		f, err := os.Create(m.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := benchharness.Run(ctx, m.Config)
 	if err != nil {
 		return err
