@@ -326,3 +326,52 @@ type SnapshotLoader interface {
 	// store may read their first page eagerly.
 	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
 }
+
+// SnapshotBatchSaver is an optional capability of a [SnapshotStore]: saving
+// many snapshots with one round trip and one commit. The snapshotter worker
+// uses it to write the snapshots of the aggregates it rebuilds at the same
+// time together, which on a durable store costs one commit (one WAL flush,
+// one fsync) instead of one per snapshot.
+//
+// Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotBatchSaver]
+// against every implementation.
+type SnapshotBatchSaver interface {
+	// SaveSnapshots saves each snapshot as SaveSnapshot would, in one
+	// transaction: on an error nothing of the batch is written. stored[i]
+	// reports whether snaps[i] was written. When the batch holds more than
+	// one snapshot of an aggregate, they apply in order under the
+	// [Snapshot.Supersedes] rule and only the one left standing is written
+	// (see [ResolveSnapshotBatch]). An invalid snapshot fails the whole
+	// batch with an error matching ErrInvalidArgument that names its index.
+	// An empty batch does nothing.
+	SaveSnapshots(ctx context.Context, snaps []Snapshot) (stored []bool, err error)
+}
+
+// ResolveSnapshotBatch validates a batch for [SnapshotBatchSaver] and
+// resolves snapshots of the same aggregate within it: it returns the
+// indexes of the snapshots to write, one per aggregate, in batch order.
+// Later snapshots of an aggregate replace earlier ones they supersede, as
+// if the batch were saved one by one. Stores call it first.
+func ResolveSnapshotBatch(snaps []Snapshot) ([]int, error) {
+	type key struct {
+		typ string
+		id  uuid.UUID
+	}
+	winner := make(map[key]int, len(snaps))
+	for i := range snaps {
+		if err := snaps[i].Validate(); err != nil {
+			return nil, fmt.Errorf("snapshot %d of the batch: %w", i, err)
+		}
+		k := key{snaps[i].AggregateType, snaps[i].AggregateID}
+		if w, dup := winner[k]; !dup || snaps[i].Supersedes(&snaps[w]) {
+			winner[k] = i
+		}
+	}
+	out := make([]int, 0, len(winner))
+	for i := range snaps {
+		if winner[key{snaps[i].AggregateType, snaps[i].AggregateID}] == i {
+			out = append(out, i)
+		}
+	}
+	return out, nil
+}

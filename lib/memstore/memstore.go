@@ -187,7 +187,10 @@ type SnapshotStore struct {
 	snaps map[streamKey]eventsource.Snapshot
 }
 
-var _ eventsource.SnapshotStore = (*SnapshotStore)(nil)
+var (
+	_ eventsource.SnapshotStore      = (*SnapshotStore)(nil)
+	_ eventsource.SnapshotBatchSaver = (*SnapshotStore)(nil)
+)
 
 // NewSnapshotStore returns an empty snapshot store.
 func NewSnapshotStore() *SnapshotStore {
@@ -216,6 +219,30 @@ func (s *SnapshotStore) SaveSnapshot(ctx context.Context, snap eventsource.Snaps
 	}
 	s.snaps[key] = cloneSnapshot(snap)
 	return true, nil
+}
+
+// SaveSnapshots implements [eventsource.SnapshotBatchSaver]: the batch is
+// applied under one lock, so readers see all of it or none of it.
+func (s *SnapshotStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
+	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	stored := make([]bool, len(snaps))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, i := range write {
+		key := streamKey{snaps[i].AggregateType, snaps[i].AggregateID}
+		if cur, ok := s.snaps[key]; ok && !snaps[i].Supersedes(&cur) {
+			continue
+		}
+		s.snaps[key] = cloneSnapshot(snaps[i])
+		stored[i] = true
+	}
+	return stored, nil
 }
 
 // GetSnapshot implements [eventsource.SnapshotStore].

@@ -16,6 +16,10 @@ func TestSnapshotStoreConformance(t *testing.T) {
 	storetest.TestSnapshotStore(t, func(t *testing.T) eventsource.SnapshotStore { return memstore.NewSnapshotStore() })
 }
 
+func TestSnapshotBatchSaverConformance(t *testing.T) {
+	storetest.TestSnapshotBatchSaver(t, func(t *testing.T) storetest.BatchSnapshotStore { return memstore.NewSnapshotStore() })
+}
+
 func TestCountAndClear(t *testing.T) {
 	es := memstore.NewEventStore()
 	ss := memstore.NewSnapshotStore()

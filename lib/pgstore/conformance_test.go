@@ -32,3 +32,9 @@ func TestSnapshotLoaderConformance(t *testing.T) {
 	st := newStore(t)
 	storetest.TestSnapshotLoader(t, func(t *testing.T) storetest.LoaderBackend { return st })
 }
+
+func TestSnapshotBatchSaverConformance(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	storetest.TestSnapshotBatchSaver(t, func(*testing.T) storetest.BatchSnapshotStore { return st })
+}

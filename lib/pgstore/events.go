@@ -45,7 +45,7 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	}()
 
 	n := len(events)
-	ids := make([]uuid.UUID, n)
+	ids := make([][16]byte, n) // see pgID: uuid.UUID elements would take pgx's slow reflective path
 	types := make([]string, n)
 	payloads := make([][]byte, n)
 	metas := make([][]byte, n)

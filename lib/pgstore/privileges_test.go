@@ -58,4 +58,5 @@ func TestDocumentedGrantsSuffice(t *testing.T) {
 	storetest.TestEventStore(t, func(*testing.T) eventsource.EventStore { return app })
 	storetest.TestSnapshotStore(t, func(*testing.T) eventsource.SnapshotStore { return app })
 	storetest.TestAggregateLister(t, func(*testing.T) storetest.Backend { return app })
+	storetest.TestSnapshotBatchSaver(t, func(*testing.T) storetest.BatchSnapshotStore { return app })
 }

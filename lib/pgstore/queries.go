@@ -15,8 +15,8 @@ type queries struct {
 	readEvents                             string
 	loadEvents                             string
 
-	saveSnapshot, getSnapshot, deleteSnapshot, snapshotExists string
-	deleteSnapshotsByType, deleteSnapshotsBelow               string
+	saveSnapshot, saveSnapshots, getSnapshot, deleteSnapshot, snapshotExists string
+	deleteSnapshotsByType, deleteSnapshotsBelow                              string
 
 	listByID, listMostBehind string
 }
@@ -79,6 +79,15 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
 SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at
 WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version`
+	// The batch form: the same rule for rows given as arrays, in the
+	// order given (primary-key order, so concurrent batches lock rows in
+	// one order and cannot deadlock). RETURNING names the rows written.
+	q.saveSnapshots = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::jsonb[], $6::timestamptz[])
+ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
+SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at
+WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version
+RETURNING aggregate_id, aggregate_type`
 	q.getSnapshot = `SELECT version, schema_version, state, created_at FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
 	q.deleteSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
 	q.snapshotExists = `SELECT EXISTS (SELECT 1 FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2)`

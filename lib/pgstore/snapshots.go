@@ -1,9 +1,13 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
@@ -33,6 +37,70 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 		return false, s.wrap(fmt.Sprintf("save snapshot v%d of %s %s", snap.Version, snap.AggregateType, snap.AggregateID), err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+var _ eventsource.SnapshotBatchSaver = (*Store)(nil)
+
+// SaveSnapshots implements [eventsource.SnapshotBatchSaver] with one
+// statement, the batch form of SaveSnapshot's: one round trip and one
+// commit for the whole batch. Rows go in primary-key order, so concurrent
+// batches over the same aggregates lock them in one order and never
+// deadlock.
+func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) (stored []bool, err error) {
+	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	if err != nil {
+		return nil, err
+	}
+	if len(write) == 0 {
+		return []bool{}, nil
+	}
+	ctx, span := s.span(ctx, "pgstore.SaveSnapshots", "", uuid.Nil, attribute.Int("evsnap.snapshot.batch", len(snaps)))
+	defer func() { endSpan(span, err) }()
+	slices.SortFunc(write, func(a, b int) int {
+		if c := bytes.Compare(snaps[a].AggregateID[:], snaps[b].AggregateID[:]); c != 0 {
+			return c
+		}
+		return strings.Compare(snaps[a].AggregateType, snaps[b].AggregateType)
+	})
+	n := len(write)
+	ids, types, versions := make([][16]byte, n), make([]string, n), make([]int64, n)
+	schemas, states, created := make([]int32, n), make([][]byte, n), make([]time.Time, n)
+	index := make(map[snapKey]int, n)
+	for j, i := range write {
+		sn := &snaps[i]
+		ids[j], types[j], versions[j] = sn.AggregateID, sn.AggregateType, sn.Version
+		schemas[j], states[j], created[j] = int32(sn.SchemaVersion), sn.State, sn.CreatedAt
+		index[snapKey{sn.AggregateID, sn.AggregateType}] = i
+	}
+	rows, err := s.pool.Query(ctx, s.q.saveSnapshots, ids, types, versions, schemas, states, created)
+	if err != nil {
+		return nil, s.wrap(fmt.Sprintf("save %d snapshots", n), err)
+	}
+	stored = make([]bool, len(snaps))
+	var (
+		id  [16]byte
+		typ string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &typ}, func() error {
+		stored[index[snapKey{id, typ}]] = true
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrap(fmt.Sprintf("save %d snapshots", n), err)
+	}
+	written := 0
+	for _, ok := range stored {
+		if ok {
+			written++
+		}
+	}
+	span.SetAttributes(attribute.Int("evsnap.snapshot.stored", written))
+	return stored, nil
+}
+
+type snapKey struct {
+	id  uuid.UUID
+	typ string
 }
 
 // GetSnapshot implements [eventsource.SnapshotStore]: one primary-key

@@ -48,6 +48,56 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 	return n > 0, nil
 }
 
+var _ eventsource.SnapshotBatchSaver = (*Store)(nil)
+
+// SaveSnapshots implements [eventsource.SnapshotBatchSaver]: SaveSnapshot's
+// upsert for each snapshot, in one write transaction, so the batch costs
+// one commit (one sync of the WAL).
+func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) (stored []bool, err error) {
+	ctx, span := s.startSpan(ctx, "SaveSnapshots", "", uuid.Nil)
+	defer func() { endSpan(span, err) }()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("evsnap.snapshot.batch", len(snaps)))
+	}
+	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	if err != nil {
+		return nil, err
+	}
+	if len(write) == 0 {
+		return []bool{}, nil
+	}
+	// Prepared before the transaction: preparing needs a connection, and
+	// the transaction holds the only write connection.
+	st, err := s.stmt(ctx, true, s.q.saveSnapshot)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: save %d snapshots: %w", len(write), err)
+	}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: save %d snapshots: %w", len(write), s.mapErr(err))
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	upsert := tx.StmtContext(ctx, st)
+	stored = make([]bool, len(snaps))
+	for _, i := range write {
+		sn := &snaps[i]
+		res, err := upsert.ExecContext(ctx, sn.AggregateID.String(), sn.AggregateType, sn.Version, sn.SchemaVersion,
+			string(sn.State), sn.CreatedAt.UnixMicro())
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: save snapshot %d of %d (%s %s v%d): %w", i, len(snaps), sn.AggregateType, sn.AggregateID, sn.Version, s.mapErr(err))
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: save snapshot %d of %d (%s %s v%d): %w", i, len(snaps), sn.AggregateType, sn.AggregateID, sn.Version, err)
+		}
+		stored[i] = n > 0
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: save %d snapshots: %w", len(write), s.mapErr(err))
+	}
+	return stored, nil
+}
+
 // GetSnapshot implements [eventsource.SnapshotStore]: one primary-key
 // lookup.
 func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {

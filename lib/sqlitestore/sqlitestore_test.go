@@ -67,6 +67,14 @@ func TestSnapshotStoreConformance(t *testing.T) {
 	}
 }
 
+func TestSnapshotBatchSaverConformance(t *testing.T) {
+	for name, newStore := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestSnapshotBatchSaver(t, func(t *testing.T) storetest.BatchSnapshotStore { return newStore(t) })
+		})
+	}
+}
+
 func TestAggregateListerConformance(t *testing.T) {
 	for name, newStore := range backends(t) {
 		t.Run(name, func(t *testing.T) {
