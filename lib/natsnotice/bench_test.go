@@ -3,6 +3,7 @@ package natsnotice_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -47,7 +48,12 @@ func benchFlush(b *testing.B, p *natsnotice.Publisher) {
 //   - enqueue: the time a save spends on its notice (ns/op) while the
 //     sender publishes concurrently on the same two cores (the buffer is
 //     large enough that nothing is dropped);
-//   - enqueue/sender-idle: Notify's own cost, with the sender idle;
+//   - enqueue/sender-idle: Notify's own cost, with the sender blocked
+//     (NATS down), so nothing is woken;
+//   - enqueue/paced: one Notify every ~200µs, like one goroutine saving
+//     to a database, so the sender has gone to sleep before each notice
+//     (notify-p50-ns is the save's cost; cpu-µs/notice is the whole
+//     process's CPU per notice, embedded server included);
 //   - end-to-end: Notify b.N notices and Flush until JetStream acknowledged
 //     them all (notices/s), from one goroutine or from parallel savers, and
 //     with different in-flight limits.
@@ -84,6 +90,27 @@ func BenchmarkNotify(b *testing.B) {
 		defer cancel()
 		_ = p.Close(closeCtx) // drops what NATS never got
 	})
+	b.Run("enqueue/paced", func(b *testing.B) {
+		e := newEnv(b)
+		p := e.publisher()
+		took := make([]time.Duration, 0, b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		cpu := processCPU()
+		for range b.N {
+			t := time.Now()
+			benchNotify(b, p, ctx)
+			took = append(took, time.Since(t))
+			time.Sleep(200 * time.Microsecond)
+		}
+		benchFlush(b, p)
+		cpu = processCPU() - cpu
+		b.StopTimer()
+		slices.Sort(took)
+		b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "notify-p50-ns")
+		b.ReportMetric(float64(took[len(took)*9/10].Nanoseconds()), "notify-p90-ns")
+		b.ReportMetric(cpu.Seconds()*1e6/float64(b.N), "cpu-µs/notice")
+	})
 	for _, inFlight := range []int{64, 256, natsnotice.DefaultMaxInFlight, 4096} {
 		b.Run("end-to-end/in-flight="+strconv.Itoa(inFlight), func(b *testing.B) {
 			e := newEnv(b)
@@ -91,12 +118,13 @@ func BenchmarkNotify(b *testing.B) {
 				natsnotice.WithBufferSize(min(max(b.N, 1024), natsnotice.MaxBufferSize)))
 			b.ReportAllocs()
 			b.ResetTimer()
-			start := time.Now()
+			start, cpu := time.Now(), processCPU()
 			for range b.N {
 				benchNotify(b, p, ctx)
 			}
 			benchFlush(b, p)
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "notices/s")
+			b.ReportMetric((processCPU()-cpu).Seconds()*1e6/float64(b.N), "cpu-µs/notice")
 		})
 	}
 	b.Run("end-to-end/parallel-savers", func(b *testing.B) {
@@ -105,7 +133,7 @@ func BenchmarkNotify(b *testing.B) {
 		b.ReportAllocs()
 		b.SetParallelism(4)
 		b.ResetTimer()
-		start := time.Now()
+		start, cpu := time.Now(), processCPU()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				benchNotify(b, p, ctx)
@@ -113,6 +141,7 @@ func BenchmarkNotify(b *testing.B) {
 		})
 		benchFlush(b, p)
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "notices/s")
+		b.ReportMetric((processCPU()-cpu).Seconds()*1e6/float64(b.N), "cpu-µs/notice")
 	})
 }
 
