@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
@@ -71,17 +72,24 @@ func FromAppended(a eventsource.Appended) Notice {
 		LastVersion:   a.LastVersion,
 		CommittedAt:   a.CommittedAt.UTC(),
 	}
-	for _, t := range a.EventTypes {
-		if slices.Contains(n.EventTypes, t) {
+	n.EventTypes, n.Truncated = appendDistinct(nil, a.EventTypes)
+	return n
+}
+
+// appendDistinct appends to dst the types of src that are not in dst yet,
+// in order of first appearance, up to MaxEventTypes in all; it reports
+// whether some did not fit.
+func appendDistinct(dst, src []string) ([]string, bool) {
+	for _, t := range src {
+		if slices.Contains(dst, t) {
 			continue
 		}
-		if len(n.EventTypes) == MaxEventTypes {
-			n.Truncated = true
-			break
+		if len(dst) == MaxEventTypes {
+			return dst, true
 		}
-		n.EventTypes = append(n.EventTypes, t)
+		dst = append(dst, t)
 	}
-	return n
+	return dst, false
 }
 
 // isToken reports whether s can be one literal NATS subject token as this
@@ -146,10 +154,114 @@ func (n *Notice) Validate() error {
 
 // Encode returns n's JSON form after validating it.
 func (n Notice) Encode() ([]byte, error) {
+	return n.appendJSON(make([]byte, 0, 256))
+}
+
+// appendJSON validates n and appends its JSON form to b: byte for byte
+// what encoding/json's Marshal writes for a Notice, without its
+// reflection and allocations (Notify encodes one notice per save).
+func (n *Notice) appendJSON(b []byte) ([]byte, error) {
 	if err := n.Validate(); err != nil {
 		return nil, err
 	}
-	return json.Marshal(n)
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, int64(n.Version), 10)
+	b = append(b, `,"aggregate_type":`...)
+	b = appendJSONString(b, n.AggregateType)
+	b = append(b, `,"aggregate_id":"`...)
+	b = appendUUID(b, n.AggregateID)
+	b = append(b, `","first_version":`...)
+	b = strconv.AppendInt(b, n.FirstVersion, 10)
+	b = append(b, `,"last_version":`...)
+	b = strconv.AppendInt(b, n.LastVersion, 10)
+	b = append(b, `,"event_types":`...)
+	if n.EventTypes == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, t := range n.EventTypes {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, t)
+		}
+		b = append(b, ']')
+	}
+	if n.Truncated {
+		b = append(b, `,"truncated":true`...)
+	}
+	b = append(b, `,"committed_at":"`...)
+	b, err := n.CommittedAt.AppendText(b) // RFC 3339, as Time.MarshalJSON
+	if err != nil {
+		return nil, fmt.Errorf("%w: commit time: %v", ErrMalformed, err)
+	}
+	return append(b, `"}`...), nil
+}
+
+// appendUUID appends id in its canonical 8-4-4-4-12 lower-case form.
+func appendUUID(b []byte, id uuid.UUID) []byte {
+	const hexDigits = "0123456789abcdef"
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return b
+}
+
+// appendJSONString appends s as a JSON string the way encoding/json does
+// by default: HTML characters (<, >, &), control characters, U+2028 and
+// U+2029 escaped, invalid UTF-8 replaced by \ufffd.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // Decode parses and validates a notice. Every failure matches ErrMalformed

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
@@ -177,6 +178,9 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Decode accepted %q but Encode of the result fails: %v", data, err)
 		}
+		if want, _ := json.Marshal(n); !bytes.Equal(enc, want) {
+			t.Fatalf("Encode\n%s\njson.Marshal\n%s", enc, want)
+		}
 		n2, err := natsnotice.Decode(enc)
 		if err != nil {
 			t.Fatalf("Decode(Encode(n)) failed: %v\n%s", err, enc)
@@ -193,6 +197,50 @@ func FuzzDecode(f *testing.F) {
 		}
 		if n.MsgID() != n2.MsgID() {
 			t.Fatalf("MsgID changed")
+		}
+	})
+}
+
+// FuzzEncode checks that Encode, which writes the JSON by hand, produces
+// exactly what encoding/json writes for the same notice (escapes, times
+// in any zone, nil and empty lists, truncated), and that Decode reads it
+// back.
+func FuzzEncode(f *testing.F) {
+	f.Add("MoneyDeposited", "", int64(1795539600123456789), 0, false, false)
+	f.Add("<a&b>\"\\/\b\f\n\r\t\x00\x1f\x7f", "é\u2028\u2029\U0001F600", int64(0), 3600, true, false)
+	f.Add("\xff\xfe", "\xed\xa0\x80", int64(-62135596800), -18000, false, true)
+	f.Add("x", "y", int64(253402300799999999), 50400, true, true)
+	f.Fuzz(func(t *testing.T, t1, t2 string, unixNano int64, offset int, truncated, nilTypes bool) {
+		n := natsnotice.Notice{
+			Version: natsnotice.FormatVersion, AggregateType: "Order", AggregateID: testID,
+			FirstVersion: 1, LastVersion: 2, EventTypes: []string{t1, t2}, Truncated: truncated,
+			CommittedAt: time.Unix(0, unixNano).In(time.FixedZone("z", offset%(24*3600))),
+		}
+		if nilTypes {
+			n.EventTypes = nil
+		}
+		enc, err := n.Encode()
+		if n.Validate() != nil {
+			if !errors.Is(err, natsnotice.ErrMalformed) {
+				t.Fatalf("Encode of an invalid notice = %v, want ErrMalformed", err)
+			}
+			return
+		}
+		want, werr := json.Marshal(n)
+		if werr != nil {
+			if err == nil {
+				t.Fatalf("json.Marshal fails (%v) but Encode wrote %s", werr, enc)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("Encode: %v (json.Marshal wrote %s)", err, want)
+		}
+		if !bytes.Equal(enc, want) {
+			t.Fatalf("Encode\n%s\njson.Marshal\n%s", enc, want)
+		}
+		if _, err := natsnotice.Decode(enc); err != nil {
+			t.Fatalf("Decode(Encode(n)): %v\n%s", err, enc)
 		}
 	})
 }
