@@ -83,13 +83,13 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		_ = pub.Close(cctx)
 	}()
 	reg := exampledomain.NewRegistry()
-	opts := []eventsource.Option{eventsource.WithLogger(c.logger), eventsource.WithSnapshotStore(in.store), eventsource.WithAppendNotifier(pub)}
-	accounts, err := eventsource.NewRepository[exampledomain.Account](in.store, reg, opts...)
+	opts := []eventsource.Option{eventsource.WithLogger(c.logger), eventsource.WithSnapshotStore(in.store.Store), eventsource.WithAppendNotifier(pub)}
+	accounts, err := eventsource.NewRepository[exampledomain.Account](in.store.Store, reg, opts...)
 	if err != nil {
 		return err
 	}
 	defer accounts.Close(ctx)
-	orders, err := eventsource.NewRepository[exampledomain.Order](in.store, reg, opts...)
+	orders, err := eventsource.NewRepository[exampledomain.Order](in.store.Store, reg, opts...)
 	if err != nil {
 		return err
 	}

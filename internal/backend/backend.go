@@ -47,6 +47,11 @@ type Options struct {
 
 // Backend is an open store.
 type Backend struct {
+	// Store is the concrete store (*pgstore.Store, *sqlitestore.Store or
+	// *memstore.Store). Give it, not the Backend, to repositories and the
+	// worker: its optional capabilities (eventsource.SnapshotLoader,
+	// eventsource.SnapshotBatchSaver) are found by type assertion, and
+	// the Backend's method set hides them.
 	Store
 	// Kind is "postgres", "sqlite" or "memory".
 	Kind string

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"github.com/evsnap/evsnap/lib/eventsource"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,6 +42,14 @@ func TestOpenEachKind(t *testing.T) {
 				t.Fatal(err)
 			}
 			var _ storetest.Backend = b
+			// The capabilities the repository and the worker look for
+			// are on the concrete store.
+			if _, ok := b.Store.(eventsource.SnapshotBatchSaver); !ok {
+				t.Errorf("%T is not an eventsource.SnapshotBatchSaver", b.Store)
+			}
+			if _, ok := b.Store.(eventsource.SnapshotLoader); !ok && c.kind == "postgres" {
+				t.Errorf("%T is not an eventsource.SnapshotLoader", b.Store)
+			}
 		})
 	}
 }
