@@ -120,6 +120,7 @@ type options struct {
 	// worker takes them; the admin commands keep the worker defaults)
 	runConfig     bool
 	concurrency   int
+	writeBatch    int
 	batchSize     int
 	linger        time.Duration
 	ackWait       time.Duration
@@ -226,6 +227,7 @@ func runFlags(o *options) *flag.FlagSet {
 	d := snapshotter.DefaultConfig()
 	flagEnv(fs, &o.consumer, "consumer", "EVSNAP_CONSUMER", d.Consumer, "durable consumer shared by every replica")
 	fs.IntVar(&o.concurrency, "concurrency", envInt("EVSNAP_CONCURRENCY", d.Concurrency), "aggregates rebuilt at once per replica (env EVSNAP_CONCURRENCY)")
+	fs.IntVar(&o.writeBatch, "write-batch", envInt("EVSNAP_WRITE_BATCH", d.WriteBatch), "most snapshots written with one statement and one commit; 1 writes each on its own (env EVSNAP_WRITE_BATCH)")
 	fs.IntVar(&o.batchSize, "batch-size", envInt("EVSNAP_BATCH_SIZE", d.BatchSize), "notices per fetch (env EVSNAP_BATCH_SIZE)")
 	fs.DurationVar(&o.linger, "linger", envDuration("EVSNAP_LINGER", d.Linger), "how long a batch waits to fill (env EVSNAP_LINGER)")
 	fs.DurationVar(&o.ackWait, "ack-wait", envDuration("EVSNAP_ACK_WAIT", d.AckWait), "JetStream ack wait (env EVSNAP_ACK_WAIT)")
@@ -398,7 +400,7 @@ func (o *options) connectNATS(ctx context.Context) (*nats.Conn, jetstream.JetStr
 // policies (defaults: threshold 100; Order also on its milestones).
 func (o *options) worker(b *backend.Backend, js jetstream.JetStream, tel *telemetry) (*snapshotter.Worker, error) {
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots, cfg.JetStream = b, b, js
+	cfg.Events, cfg.Snapshots, cfg.JetStream = b.Store, b.Store, js
 	if o.stream != "" {
 		cfg.Stream = o.stream
 	}
@@ -410,6 +412,7 @@ func (o *options) worker(b *backend.Backend, js jetstream.JetStream, tel *teleme
 	}
 	if o.runConfig {
 		cfg.Concurrency = o.concurrency
+		cfg.WriteBatch = o.writeBatch
 		cfg.BatchSize = o.batchSize
 		cfg.Linger = o.linger
 		cfg.AckWait = o.ackWait

@@ -94,6 +94,29 @@ func (c *countingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot
 	return ok, err
 }
 
+// SaveSnapshots implements eventsource.SnapshotBatchSaver, so the worker
+// batches its writes through the wrapper as it would through the store.
+func (c *countingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
+	bs, ok := c.Store.(eventsource.SnapshotBatchSaver)
+	if !ok {
+		return nil, fmt.Errorf("%T cannot save snapshot batches", c.Store)
+	}
+	stored, err := bs.SaveSnapshots(ctx, snaps)
+	if err != nil {
+		return nil, err
+	}
+	at := time.Now()
+	for i, ok := range stored {
+		if ok {
+			c.stored.Add(1)
+			if c.onStored != nil {
+				c.onStored(snaps[i].AggregateID, snaps[i].Version, at)
+			}
+		}
+	}
+	return stored, nil
+}
+
 // replicaSet is N running workers, each with its own store handle and NATS
 // connection, sharing one durable consumer.
 type replicaSet struct {

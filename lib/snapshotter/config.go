@@ -49,6 +49,12 @@ type Config struct {
 	BatchSize int
 	// Concurrency is how many aggregates one replica rebuilds at once (1-1024).
 	Concurrency int
+	// WriteBatch is the most snapshots written with one statement (one
+	// commit) when the snapshot store implements
+	// eventsource.SnapshotBatchSaver (1-1000; 1 writes each on its own).
+	// Rebuilds running at once share a write; none waits for a batch to
+	// fill, so a larger Concurrency gives larger batches.
+	WriteBatch int
 	// Linger is how long a batch waits to fill after its first notice.
 	Linger time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering.
@@ -81,7 +87,8 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: stream EVSNAP_APPENDED, consumer
-// "snapshotter", batches of 256, 4 aggregates at once, a 5ms linger, a 30s
+// "snapshotter", batches of 256, 4 aggregates at once, up to 64 snapshots
+// per write, a 5ms linger, a 30s
 // ack wait, 5 deliveries, and a sweep every minute at 50 rebuilds/s.
 func DefaultConfig() Config {
 	return Config{
@@ -90,6 +97,7 @@ func DefaultConfig() Config {
 		SubjectPrefix: natsnotice.DefaultSubjectPrefix,
 		BatchSize:     256,
 		Concurrency:   4,
+		WriteBatch:    64,
 		Linger:        5 * time.Millisecond,
 		AckWait:       30 * time.Second,
 		MaxDeliveries: 5,
@@ -119,6 +127,8 @@ func (c *Config) Validate() error {
 		return invalid("batch size %d is outside 1-10000", c.BatchSize)
 	case c.Concurrency < 1 || c.Concurrency > 1024:
 		return invalid("concurrency %d is outside 1-1024", c.Concurrency)
+	case c.WriteBatch < 1 || c.WriteBatch > 1000:
+		return invalid("write batch %d is outside 1-1000", c.WriteBatch)
 	case c.Linger < 0 || c.Linger > time.Second:
 		return invalid("linger %v is outside 0-1s", c.Linger)
 	case c.AckWait < time.Second:

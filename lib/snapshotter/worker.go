@@ -98,8 +98,8 @@ func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Pol
 		schemaVersion: probe.SchemaVersion(),
 		policy:        p,
 		build: func(w *Worker) (rebuilder, error) {
-			repo, err := eventsource.NewRepository[T, PT](w.cfg.Events, reg,
-				eventsource.WithSnapshotStore(w.cfg.Snapshots),
+			repo, err := eventsource.NewRepository[T, PT](w.repoEvents, reg,
+				eventsource.WithSnapshotStore(w.repoSnapshots),
 				eventsource.WithSnapshotMode(eventsource.ModeManual),
 				eventsource.WithLogger(w.log),
 				eventsource.WithTracerProvider(w.cfg.TracerProvider),
@@ -133,6 +133,11 @@ type Worker struct {
 	lister  eventsource.AggregateLister
 	m       workerMetrics
 
+	// The stores the per-type repositories use: cfg's, or wrappers that
+	// group snapshot writes (see groupCommit).
+	repoEvents    eventsource.EventStore
+	repoSnapshots eventsource.SnapshotStore
+
 	ready   atomic.Bool
 	running atomic.Bool
 	closeMu sync.Mutex
@@ -145,6 +150,7 @@ type workerMetrics struct {
 	rebuild   metric.Float64Histogram
 	lag       metric.Float64Histogram
 	swept     metric.Int64Counter
+	writes    metric.Int64Histogram
 }
 
 // New validates cfg and returns a worker for the given aggregate types. It
@@ -179,6 +185,7 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 	if err := w.initMetrics(); err != nil {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
+	w.repoEvents, w.repoSnapshots = repoStores(&w.cfg, w.m.writes)
 	policies := map[string]Policy{}
 	for _, t := range types {
 		if t.build == nil {
@@ -225,6 +232,10 @@ func (w *Worker) initMetrics() error {
 	}
 	if w.m.swept, err = m.Int64Counter("evsnap.worker.sweep.aggregates",
 		metric.WithUnit("{aggregate}"), metric.WithDescription("Aggregates the reconciliation sweep found behind and snapshotted.")); err != nil {
+		return err
+	}
+	if w.m.writes, err = m.Int64Histogram("evsnap.worker.write.batch.size",
+		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots per batched write (one statement, one commit).")); err != nil {
 		return err
 	}
 	return nil

@@ -1,0 +1,301 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/memstore"
+	"github.com/google/uuid"
+)
+
+// gatedStore is a real memstore whose batch writes can be held at a gate
+// and made to fail or panic: the faults and timings a test must control.
+type gatedStore struct {
+	*memstore.SnapshotStore
+	mu      sync.Mutex
+	sizes   []int
+	entered chan struct{} // receives when a batch write starts (if set)
+	release chan struct{} // a batch write waits on it (if set)
+	fail    error
+	panics  bool
+}
+
+func (g *gatedStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
+	g.mu.Lock()
+	g.sizes = append(g.sizes, len(snaps))
+	entered, release, fail, panics := g.entered, g.release, g.fail, g.panics
+	g.mu.Unlock()
+	if entered != nil {
+		entered <- struct{}{}
+	}
+	if release != nil {
+		<-release
+	}
+	if panics {
+		panic("store exploded")
+	}
+	if fail != nil {
+		return nil, fail
+	}
+	return g.SnapshotStore.SaveSnapshots(ctx, snaps)
+}
+
+func (g *gatedStore) batchSizes() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]int(nil), g.sizes...)
+}
+
+func newGated() *gatedStore { return &gatedStore{SnapshotStore: memstore.NewSnapshotStore()} }
+
+func testSnap(id uuid.UUID, v int64) eventsource.Snapshot {
+	return eventsource.Snapshot{AggregateID: id, AggregateType: "Account", Version: v, SchemaVersion: 1,
+		State: []byte(fmt.Sprintf(`{"v":%d}`, v)), CreatedAt: time.Now().UTC()}
+}
+
+type saveResult struct {
+	stored bool
+	err    error
+}
+
+// queued waits until n saves wait behind the write in flight.
+func queued(t *testing.T, g *groupCommit, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g.mu.Lock()
+		got := len(g.queue)
+		g.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d saves queued, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// holdFirstWrite starts one save whose write is held at the gate, then
+// n more that queue behind it, and releases the gate. It returns the
+// results of the n queued saves.
+func holdFirstWrite(t *testing.T, st *gatedStore, g *groupCommit, snaps []eventsource.Snapshot) []saveResult {
+	t.Helper()
+	st.entered, st.release = make(chan struct{}, 100), make(chan struct{})
+	first := make(chan saveResult, 1)
+	go func() {
+		ok, err := g.save(context.Background(), testSnap(uuid.New(), 1))
+		first <- saveResult{ok, err}
+	}()
+	<-st.entered
+	results := make([]saveResult, len(snaps))
+	var wg sync.WaitGroup
+	for i, s := range snaps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := g.save(context.Background(), s)
+			results[i] = saveResult{ok, err}
+		}()
+	}
+	queued(t, g, len(snaps))
+	close(st.release)
+	wg.Wait()
+	if r := <-first; !r.stored || r.err != nil {
+		t.Fatalf("the first save: %v, %v", r.stored, r.err)
+	}
+	return results
+}
+
+func TestGroupCommitBatchesWhatQueuesDuringAWrite(t *testing.T) {
+	st := newGated()
+	g := &groupCommit{store: st, single: st, max: 64}
+	var snaps []eventsource.Snapshot
+	for range 10 {
+		snaps = append(snaps, testSnap(uuid.New(), 5))
+	}
+	for i, r := range holdFirstWrite(t, st, g, snaps) {
+		if !r.stored || r.err != nil {
+			t.Errorf("save %d: stored %v, err %v", i, r.stored, r.err)
+		}
+	}
+	if got := st.batchSizes(); len(got) != 2 || got[0] != 1 || got[1] != 10 {
+		t.Fatalf("batch sizes %v, want [1 10]: the saves that queued during the first write go in one", got)
+	}
+	for _, s := range snaps {
+		if got, _ := st.GetSnapshot(context.Background(), s.AggregateType, s.AggregateID); got == nil || got.Version != 5 {
+			t.Fatalf("snapshot of %s: %+v", s.AggregateID, got)
+		}
+	}
+	// Nothing in flight any more: a lone save is written at once, alone.
+	st.entered, st.release = nil, nil
+	if ok, err := g.save(context.Background(), testSnap(uuid.New(), 1)); !ok || err != nil {
+		t.Fatalf("lone save: %v, %v", ok, err)
+	}
+	if got := st.batchSizes(); got[len(got)-1] != 1 {
+		t.Fatalf("lone save went in a batch of %d", got[len(got)-1])
+	}
+}
+
+func TestGroupCommitRespectsMax(t *testing.T) {
+	st := newGated()
+	g := &groupCommit{store: st, single: st, max: 8}
+	var snaps []eventsource.Snapshot
+	for range 20 {
+		snaps = append(snaps, testSnap(uuid.New(), 2))
+	}
+	for i, r := range holdFirstWrite(t, st, g, snaps) {
+		if !r.stored || r.err != nil {
+			t.Errorf("save %d: stored %v, err %v", i, r.stored, r.err)
+		}
+	}
+	got := st.batchSizes()
+	total := 0
+	for _, n := range got[1:] {
+		if n > 8 {
+			t.Fatalf("batch sizes %v: one is over the max of 8", got)
+		}
+		total += n
+	}
+	if total != 20 {
+		t.Fatalf("batch sizes %v write %d queued saves, want 20", got, total)
+	}
+}
+
+func TestGroupCommitReportsRefusedSnapshots(t *testing.T) {
+	st := newGated()
+	g := &groupCommit{store: st, single: st, max: 64}
+	id := uuid.New()
+	if ok, err := g.save(context.Background(), testSnap(id, 10)); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	results := holdFirstWrite(t, st, g, []eventsource.Snapshot{testSnap(id, 9), testSnap(uuid.New(), 1)})
+	if results[0].stored || results[0].err != nil {
+		t.Errorf("an older snapshot: stored %v, err %v; want refused without error", results[0].stored, results[0].err)
+	}
+	if !results[1].stored || results[1].err != nil {
+		t.Errorf("a new snapshot: stored %v, err %v", results[1].stored, results[1].err)
+	}
+}
+
+func TestGroupCommitIsolatesAnInvalidSnapshot(t *testing.T) {
+	st := newGated()
+	g := &groupCommit{store: st, single: st, max: 64}
+	bad := testSnap(uuid.New(), 3)
+	bad.State = []byte(`{"v":`)
+	good := testSnap(uuid.New(), 3)
+	results := holdFirstWrite(t, st, g, []eventsource.Snapshot{bad, good})
+	if !errors.Is(results[0].err, eventsource.ErrInvalidArgument) {
+		t.Errorf("the invalid snapshot: err %v, want ErrInvalidArgument", results[0].err)
+	}
+	if !results[1].stored || results[1].err != nil {
+		t.Errorf("the valid snapshot beside it: stored %v, err %v; one bad snapshot must not fail the others", results[1].stored, results[1].err)
+	}
+}
+
+func TestGroupCommitStoreErrorReachesEverySave(t *testing.T) {
+	st := newGated()
+	g := &groupCommit{store: st, single: st, max: 64}
+	down := errors.New("connection refused")
+	st.fail = down
+	results := holdFirstWrite2(t, st, g, 5)
+	for i, r := range results {
+		if !errors.Is(r.err, down) || r.stored {
+			t.Errorf("save %d: stored %v, err %v; want the store's error", i, r.stored, r.err)
+		}
+	}
+}
+
+// holdFirstWrite2 is holdFirstWrite for a store that fails every write,
+// the first included.
+func holdFirstWrite2(t *testing.T, st *gatedStore, g *groupCommit, n int) []saveResult {
+	t.Helper()
+	st.entered, st.release = make(chan struct{}, 100), make(chan struct{})
+	results := make([]saveResult, n+1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ok, err := g.save(context.Background(), testSnap(uuid.New(), 1))
+		results[0] = saveResult{ok, err}
+	}()
+	<-st.entered
+	for i := 1; i <= n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := g.save(context.Background(), testSnap(uuid.New(), 1))
+			results[i] = saveResult{ok, err}
+		}()
+	}
+	queued(t, g, n)
+	close(st.release)
+	wg.Wait()
+	return results
+}
+
+func TestGroupCommitPanicDoesNotStall(t *testing.T) {
+	st := newGated()
+	g := &groupCommit{store: st, single: st, max: 64}
+	st.entered, st.release, st.panics = make(chan struct{}, 100), make(chan struct{}), true
+	leader := make(chan any, 1)
+	go func() {
+		defer func() { leader <- recover() }()
+		_, _ = g.save(context.Background(), testSnap(uuid.New(), 1))
+	}()
+	<-st.entered
+	follower := make(chan saveResult, 1)
+	go func() {
+		ok, err := g.save(context.Background(), testSnap(uuid.New(), 1))
+		follower <- saveResult{ok, err}
+	}()
+	queued(t, g, 1)
+	st.mu.Lock()
+	st.panics = false // the follower's own write, if it gets one, succeeds
+	st.mu.Unlock()
+	close(st.release)
+	if p := <-leader; p == nil {
+		t.Fatal("the store's panic did not reach the leader")
+	}
+	select {
+	case r := <-follower:
+		if r.err == nil && !r.stored {
+			t.Fatalf("follower: stored false with no error after the panic")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the follower hangs after the leader's write panicked")
+	}
+	st.entered, st.release = nil, nil
+	if ok, err := g.save(context.Background(), testSnap(uuid.New(), 1)); !ok || err != nil {
+		t.Fatalf("a save after the panic: %v, %v", ok, err)
+	}
+}
+
+func TestRepoStoresWrapOnlyWhatCanBatch(t *testing.T) {
+	// One store holding both (memstore.Store, like pgstore): one wrapper
+	// for both, which keeps the one-round-trip loader.
+	mem := memstore.New()
+	cfg := DefaultConfig()
+	cfg.Events, cfg.Snapshots = mem, mem
+	ev, sn := repoStores(&cfg, nil)
+	if _, ok := ev.(eventsource.SnapshotLoader); !ok || !sameValue(ev, sn) {
+		t.Fatalf("one store for both: got %T and %T, want one wrapper that is a SnapshotLoader", ev, sn)
+	}
+	// Separate stores: only the snapshot store is wrapped.
+	events, snaps := memstore.NewEventStore(), memstore.NewSnapshotStore()
+	cfg.Events, cfg.Snapshots = events, snaps
+	ev, sn = repoStores(&cfg, nil)
+	if _, ok := sn.(*batchingSnapshots); !ok || ev != eventsource.EventStore(events) {
+		t.Fatalf("separate stores: got %T and %T", ev, sn)
+	}
+	// WriteBatch 1: nothing is wrapped.
+	cfg.WriteBatch = 1
+	if ev, sn := repoStores(&cfg, nil); ev != eventsource.EventStore(events) || sn != eventsource.SnapshotStore(snaps) {
+		t.Fatalf("WriteBatch 1 wrapped the stores: %T, %T", ev, sn)
+	}
+}
