@@ -452,7 +452,9 @@ func (c *countingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.S
 // Rebuilds that finish while a snapshot write is in flight go in the next
 // write together: fewer writes than snapshots, every aggregate at its head,
 // nothing regressed.
-func TestWorkerBatchesConcurrentWrites(t *testing.T) { forEachSetup(t, testWorkerBatchesConcurrentWrites) }
+func TestWorkerBatchesConcurrentWrites(t *testing.T) {
+	forEachSetup(t, testWorkerBatchesConcurrentWrites)
+}
 
 func testWorkerBatchesConcurrentWrites(t *testing.T, e *env) {
 	ids := make([]uuid.UUID, 40)
