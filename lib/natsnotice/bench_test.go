@@ -50,9 +50,10 @@ func benchFlush(b *testing.B, p *natsnotice.Publisher) {
 //     large enough that nothing is dropped);
 //   - enqueue/sender-idle: Notify's own cost, with the sender blocked
 //     (NATS down), so nothing is woken;
-//   - enqueue/paced: one Notify every ~200µs, like one goroutine saving
-//     to a database, so the sender has gone to sleep before each notice
-//     (notify-p50-ns is the save's cost; cpu-µs/notice is the whole
+//   - enqueue/paced: one Notify every ~200µs (the sleep often takes
+//     longer), like one goroutine saving to a database, with linger 0
+//     (the sender has gone to sleep before each notice), 1ms and the
+//     default (notify-p50-ns is the save's cost; cpu-µs/notice is the whole
 //     process's CPU per notice, embedded server included);
 //   - end-to-end: Notify b.N notices and Flush until JetStream acknowledged
 //     them all (notices/s), from one goroutine or from parallel savers, and
@@ -90,27 +91,29 @@ func BenchmarkNotify(b *testing.B) {
 		defer cancel()
 		_ = p.Close(closeCtx) // drops what NATS never got
 	})
-	b.Run("enqueue/paced", func(b *testing.B) {
-		e := newEnv(b)
-		p := e.publisher()
-		took := make([]time.Duration, 0, b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		cpu := processCPU()
-		for range b.N {
-			t := time.Now()
-			benchNotify(b, p, ctx)
-			took = append(took, time.Since(t))
-			time.Sleep(200 * time.Microsecond)
-		}
-		benchFlush(b, p)
-		cpu = processCPU() - cpu
-		b.StopTimer()
-		slices.Sort(took)
-		b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "notify-p50-ns")
-		b.ReportMetric(float64(took[len(took)*9/10].Nanoseconds()), "notify-p90-ns")
-		b.ReportMetric(cpu.Seconds()*1e6/float64(b.N), "cpu-µs/notice")
-	})
+	for _, linger := range []time.Duration{0, time.Millisecond, natsnotice.DefaultLinger} {
+		b.Run("enqueue/paced/linger="+linger.String(), func(b *testing.B) {
+			e := newEnv(b)
+			p := e.publisher(natsnotice.WithLinger(linger))
+			took := make([]time.Duration, 0, b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := processCPU()
+			for range b.N {
+				t := time.Now()
+				benchNotify(b, p, ctx)
+				took = append(took, time.Since(t))
+				time.Sleep(200 * time.Microsecond)
+			}
+			benchFlush(b, p)
+			cpu = processCPU() - cpu
+			b.StopTimer()
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "notify-p50-ns")
+			b.ReportMetric(float64(took[len(took)*9/10].Nanoseconds()), "notify-p90-ns")
+			b.ReportMetric(cpu.Seconds()*1e6/float64(b.N), "cpu-µs/notice")
+		})
+	}
 	for _, inFlight := range []int{64, 256, natsnotice.DefaultMaxInFlight, 4096} {
 		b.Run("end-to-end/in-flight="+strconv.Itoa(inFlight), func(b *testing.B) {
 			e := newEnv(b)

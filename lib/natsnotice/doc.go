@@ -33,9 +33,12 @@
 // [ErrDropped]; the repository logs and counts that and the save still
 // succeeds.
 //
-// The sender publishes with PublishMsgAsync, at most [WithMaxInFlight]
-// acknowledgements outstanding, and retries a failed or timed-out
-// ([WithPublishTimeout]) publish with exponential backoff
+// The sender takes everything queued at once and publishes it with
+// PublishMsgAsync, at most [WithMaxInFlight] acknowledgements outstanding.
+// After each batch it lingers ([WithLinger], default 5ms) so that the
+// notices of the next saves queue up without waking it one by one; a
+// notice that finds it idle wakes it at once. It retries a failed or
+// timed-out ([WithPublishTimeout]) publish with exponential backoff
 // ([WithRetryBackoff]) for up to [WithRetryMaxElapsed], after which it
 // drops, logs and counts the notice. [Publisher.Flush] waits for what was
 // accepted so far; [Publisher.Close] stops accepting, flushes until its

@@ -60,17 +60,17 @@ type Publisher struct {
 	reg    metric.Registration
 	closed atomic.Bool
 
-	slots    chan struct{} // one token per notice held (the buffer bound)
-	queue    chan *item    // notices waiting for their first attempt
+	held     atomic.Int64  // notices held (the buffer bound); changed only with mu held
 	inflight chan struct{} // one token per unacknowledged publish
-	wake     chan struct{} // a retry was scheduled
+	wake     chan struct{} // notices arrived while the sender slept, or a retry was scheduled
 	stop     chan struct{} // closed by Close: the sender stops publishing
 	done     chan struct{} // closed when the sender has returned
 
-	closeMu sync.RWMutex // Notify holds it for reading while it enqueues; Close writes
-	isShut  bool         // guarded by closeMu
-
 	mu       sync.Mutex
+	queue    []*item             // notices waiting for their first attempt, in order
+	asleep   bool                // the sender waits for wake: the next Notify sends it
+	isShut   bool                // Close has begun: Notify refuses
+	room     chan struct{}       // closed when a notice is settled, for Notify calls waiting for room
 	epoch    uint64              // incremented by every Flush
 	pending  map[uint64]int      // notices held, by the epoch they were enqueued in
 	waiters  []*flushWaiter      // Flush calls in progress
@@ -90,7 +90,7 @@ type Publisher struct {
 
 // item is one notice the publisher holds.
 type item struct {
-	msg      *nats.Msg
+	msg      nats.Msg
 	typ      string
 	epoch    uint64
 	enqueued time.Time
@@ -134,8 +134,6 @@ func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) (*Publisher, 
 	p := &Publisher{
 		cfg:      cfg,
 		tel:      tel,
-		slots:    make(chan struct{}, cfg.bufferSize),
-		queue:    make(chan *item, cfg.bufferSize),
 		inflight: make(chan struct{}, cfg.maxInFlight),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -153,7 +151,7 @@ func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) (*Publisher, 
 	}
 	p.reg, err = cfg.meterProvider.Meter(InstrumentationName).RegisterCallback(
 		func(_ context.Context, o metric.Observer) error {
-			o.ObserveInt64(tel.buffered, int64(len(p.slots)))
+			o.ObserveInt64(tel.buffered, p.held.Load())
 			return nil
 		}, tel.buffered)
 	if err != nil {
@@ -192,30 +190,42 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
 		return fmt.Errorf("natsnotice: notify %s v%d: %w", a.AggregateID, a.LastVersion, err)
 	}
-	n := FromAppended(a)
-	data, err := n.Encode()
+	n := Notice{
+		Version:       FormatVersion,
+		AggregateType: a.AggregateType,
+		AggregateID:   a.AggregateID,
+		FirstVersion:  a.FirstVersion,
+		LastVersion:   a.LastVersion,
+		CommittedAt:   a.CommittedAt.UTC(),
+	}
+	var types [8]string // FromAppended's list, on the stack for most saves
+	n.EventTypes, n.Truncated = appendDistinct(types[:0], a.EventTypes)
+	data, err := n.appendJSON(make([]byte, 0, 256))
 	if err != nil {
 		p.stats.invalid.Add(1)
 		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
 		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", a.AggregateType, a.AggregateID, a.LastVersion, err)
 	}
 	// Subject and MsgID, built from one formatting of the id.
-	id := n.AggregateID.String()
-	subject := p.cfg.subjectPrefix + "." + n.AggregateType + "." + id
-	msgID := n.AggregateType + "/" + id + "/" + strconv.FormatInt(n.LastVersion, 10)
+	var idBuf [36]byte
+	var verBuf [20]byte
+	id := appendUUID(idBuf[:0], n.AggregateID)
+	it := &item{typ: n.AggregateType, enqueued: time.Now()}
+	it.msg.Subject = p.cfg.subjectPrefix + "." + n.AggregateType + "." + string(id)
+	msgID := n.AggregateType + "/" + string(id) + "/" + string(strconv.AppendInt(verBuf[:0], n.LastVersion, 10))
 	ctx, span := p.tel.tracer.Start(ctx, "natsnotice.Notify", producerSpan)
 	defer span.End()
 	if span.IsRecording() {
-		span.SetAttributes(AttrSystem.String("nats"), AttrSubject.String(subject), AttrMsgID.String(msgID),
-			eventsource.AttrAggregateType.String(n.AggregateType), eventsource.AttrAggregateID.String(id),
+		span.SetAttributes(AttrSystem.String("nats"), AttrSubject.String(it.msg.Subject), AttrMsgID.String(msgID),
+			eventsource.AttrAggregateType.String(n.AggregateType), eventsource.AttrAggregateID.String(string(id)),
 			eventsource.AttrVersion.Int64(n.LastVersion))
 	}
 
-	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 3)}
-	msg.Header[HeaderMsgID] = []string{msgID}
-	p.cfg.propagator.Inject(ctx, HeaderCarrier(msg.Header))
+	it.msg.Data = data
+	it.msg.Header = nats.Header{HeaderMsgID: []string{msgID}}
+	p.cfg.propagator.Inject(ctx, HeaderCarrier(it.msg.Header))
 
-	if err := p.enqueue(ctx, &item{msg: msg, typ: n.AggregateType, enqueued: time.Now()}); err != nil {
+	if err := p.enqueue(ctx, it); err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", n.AggregateType, n.AggregateID, n.LastVersion, err)
@@ -223,65 +233,116 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 	return nil
 }
 
-// enqueue takes a buffer slot for it (waiting at most maxEnqueueWait) and
-// hands it to the sender.
+// enqueue takes room in the buffer for it (waiting at most
+// maxEnqueueWait) and queues it for the sender, which it wakes only if the
+// sender is asleep: while the sender works, it finds the notice when it
+// next takes the queue.
 func (p *Publisher) enqueue(ctx context.Context, it *item) error {
-	p.closeMu.RLock()
-	defer p.closeMu.RUnlock()
-	if p.isShut {
-		return ErrClosed
-	}
-	select {
-	case p.slots <- struct{}{}:
-	default:
-		if err := p.waitForSlot(ctx); err != nil {
-			p.stats.bufferFull.Add(1)
-			p.tel.drop(ctx, it.typ, DropBufferFull, 1)
-			return err
+	var timer *time.Timer
+	for {
+		p.mu.Lock()
+		if p.isShut {
+			p.mu.Unlock()
+			return ErrClosed
+		}
+		if p.held.Load() < int64(p.cfg.bufferSize) {
+			p.held.Add(1)
+			it.epoch = p.epoch
+			p.pending[it.epoch]++
+			p.queue = append(p.queue, it)
+			wake := p.asleep
+			p.asleep = false
+			p.stats.enqueued.Add(1)
+			p.mu.Unlock()
+			if wake {
+				p.signal()
+			}
+			return nil
+		}
+		full := fmt.Errorf("%w: buffer full (%d notices held)", ErrDropped, p.cfg.bufferSize)
+		if p.cfg.maxEnqueueWait <= 0 {
+			p.mu.Unlock()
+			return p.dropFull(ctx, it, full)
+		}
+		if p.room == nil {
+			p.room = make(chan struct{})
+		}
+		room := p.room
+		p.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(p.cfg.maxEnqueueWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-room: // a notice was settled: try again
+		case <-timer.C:
+			return p.dropFull(ctx, it, full)
+		case <-ctx.Done():
+			return p.dropFull(ctx, it, fmt.Errorf("%w and %w", full, ctx.Err()))
 		}
 	}
-	p.mu.Lock()
-	it.epoch = p.epoch
-	p.pending[it.epoch]++
-	p.mu.Unlock()
-	p.stats.enqueued.Add(1)
-	p.queue <- it // never blocks: len(queue) <= len(slots) <= cap(queue)
-	return nil
 }
 
-func (p *Publisher) waitForSlot(ctx context.Context) error {
-	full := fmt.Errorf("%w: buffer full (%d notices held)", ErrDropped, cap(p.slots))
-	if p.cfg.maxEnqueueWait <= 0 {
-		return full
-	}
-	t := time.NewTimer(p.cfg.maxEnqueueWait)
-	defer t.Stop()
+// dropFull counts a notice Notify dropped because the buffer was full.
+func (p *Publisher) dropFull(ctx context.Context, it *item, err error) error {
+	p.stats.bufferFull.Add(1)
+	p.tel.drop(ctx, it.typ, DropBufferFull, 1)
+	return err
+}
+
+// signal wakes the sender if it is not already due to wake.
+func (p *Publisher) signal() {
 	select {
-	case p.slots <- struct{}{}:
-		return nil
-	case <-t.C:
-		return full
-	case <-ctx.Done():
-		return fmt.Errorf("%w: buffer full (%d notices held) and %w", ErrDropped, cap(p.slots), ctx.Err())
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
-// run is the sender: it publishes queued notices and due retries, at most
-// maxInFlight unacknowledged at once, until Close stops it.
+// run is the sender: it takes every queued notice and due retry at once
+// and publishes them, at most maxInFlight unacknowledged at once, until
+// Close stops it. After a batch it lingers (WithLinger) before it looks
+// again, so that notices arriving meanwhile are queued without waking it
+// and go out together. When there is nothing to do it sleeps until a
+// Notify (or a failure, Flush or Close) wakes it or the next retry is due.
 func (p *Publisher) run() {
 	defer close(p.done)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	var batch []*item
 	for {
 		select {
 		case <-p.stop: // checked first: the select below picks at random
 			return
 		default:
 		}
-		it, wait := p.nextRetry(time.Now())
-		if it != nil {
+		p.mu.Lock()
+		batch, p.queue = p.queue, batch[:0]
+		wait := p.dueRetriesLocked(time.Now(), &batch)
+		if len(batch) == 0 {
+			p.asleep = true
+		}
+		p.mu.Unlock()
+		for i, it := range batch {
 			if !p.publish(it) {
+				p.mu.Lock()
+				for _, rest := range batch[i+1:] { // left for Close to drop
+					heap.Push(&p.retries, rest)
+				}
+				p.mu.Unlock()
 				return
+			}
+		}
+		if len(batch) > 0 {
+			clear(batch)
+			if p.cfg.linger > 0 {
+				timer.Reset(p.cfg.linger)
+				select {
+				case <-p.stop:
+					return
+				case <-p.wake: // Flush or a retry cut the linger short
+				case <-timer.C:
+				}
+				timer.Stop()
 			}
 			continue
 		}
@@ -293,29 +354,26 @@ func (p *Publisher) run() {
 		select {
 		case <-p.stop:
 			return
-		case it := <-p.queue:
-			if !p.publish(it) {
-				return
-			}
 		case <-p.wake:
 		case <-timerC:
 		}
 		timer.Stop()
+		p.mu.Lock()
+		p.asleep = false
+		p.mu.Unlock()
 	}
 }
 
-// nextRetry pops a retry that is due, or says how long until the next one
-// is (-1: none scheduled).
-func (p *Publisher) nextRetry(now time.Time) (*item, time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.retries) == 0 {
-		return nil, -1
+// dueRetriesLocked moves the retries that are due into batch and says how
+// long until the next one is (-1: none scheduled).
+func (p *Publisher) dueRetriesLocked(now time.Time, batch *[]*item) time.Duration {
+	for len(p.retries) > 0 {
+		if d := p.retries[0].due.Sub(now); d > 0 {
+			return d
+		}
+		*batch = append(*batch, heap.Pop(&p.retries).(*item))
 	}
-	if d := p.retries[0].due.Sub(now); d > 0 {
-		return nil, d
-	}
-	return heap.Pop(&p.retries).(*item), 0
+	return -1
 }
 
 // publish sends one attempt of it. It reports false when Close stopped the
@@ -332,10 +390,10 @@ func (p *Publisher) publish(it *item) bool {
 	}
 	it.attempts++
 	p.mu.Lock()
-	p.sent[it.msg] = it // before publishing: the ack may come first
+	p.sent[&it.msg] = it // before publishing: the ack may come first
 	p.mu.Unlock()
-	if _, err := p.js.PublishMsgAsync(it.msg); err != nil {
-		if p.take(it.msg) != nil {
+	if _, err := p.js.PublishMsgAsync(&it.msg); err != nil {
+		if p.take(&it.msg) != nil {
 			p.failed(it, err)
 		}
 	}
@@ -412,7 +470,7 @@ func (p *Publisher) failed(it *item, err error) {
 		return
 	}
 	it.due = now.Add(d)
-	msg, attempts := it.msg, it.attempts // it belongs to the sender once pushed
+	subject, msgID, attempts := it.msg.Subject, it.msg.Header.Get(HeaderMsgID), it.attempts // it belongs to the sender once pushed
 	heap.Push(&p.retries, it)
 	p.mu.Unlock()
 
@@ -420,13 +478,10 @@ func (p *Publisher) failed(it *item, err error) {
 	p.tel.retried.Add(context.Background(), 1)
 	if p.tel.logger.Enabled(context.Background(), slog.LevelDebug) {
 		p.tel.logger.Debug("append notice publish failed; retrying",
-			LogKeySubject, msg.Subject, LogKeyMsgID, msg.Header.Get(HeaderMsgID),
+			LogKeySubject, subject, LogKeyMsgID, msgID,
 			LogKeyAttempts, attempts, LogKeyRetryIn, d, eventsource.LogKeyError, err)
 	}
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
+	p.signal() // the sender may sleep until a later retry
 }
 
 // permanent reports whether a publish error cannot be fixed by retrying.
@@ -457,8 +512,12 @@ func (p *Publisher) dropOne(it *item, reason string, err error) {
 // settle forgets it (published or dropped), frees its buffer slot and
 // wakes the Flush calls that were waiting for it.
 func (p *Publisher) settle(it *item, dropped bool) {
-	<-p.slots // first, so that Stats after Flush shows it gone
 	p.mu.Lock()
+	p.held.Add(-1) // before waking Flush calls, so that Stats after Flush shows it gone
+	if p.room != nil {
+		close(p.room)
+		p.room = nil
+	}
 	if dropped {
 		for _, w := range p.waiters {
 			if w.epoch >= it.epoch {
@@ -505,6 +564,7 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	if p.closed.Load() {
 		return fmt.Errorf("natsnotice: flush: %w", ErrClosed)
 	}
+	p.signal() // a lingering sender publishes at once
 	dropped, held, err := p.waitFlush(ctx)
 	switch {
 	case err != nil && dropped > 0:
@@ -571,11 +631,12 @@ func (p *Publisher) Close(ctx context.Context) error {
 
 func (p *Publisher) close(ctx context.Context) error {
 	p.closed.Store(true)
-	p.closeMu.Lock() // waits for Notify calls that are enqueueing
+	p.mu.Lock() // after Notify calls that are enqueueing
 	p.isShut = true
-	p.closeMu.Unlock()
+	p.mu.Unlock()
 
 	before := p.stats.closedDrops.Load()
+	p.signal() // a lingering sender publishes at once
 	flushDropped, _, _ := p.waitFlush(ctx)
 
 	p.mu.Lock()
@@ -594,16 +655,9 @@ func (p *Publisher) close(ctx context.Context) error {
 		<-p.inflight
 	}
 	rest = append(rest, p.retries...)
-	p.retries = nil
+	rest = append(rest, p.queue...)
+	p.retries, p.queue = nil, nil
 	p.mu.Unlock()
-	for drained := false; !drained; {
-		select {
-		case it := <-p.queue:
-			rest = append(rest, it)
-		default:
-			drained = true
-		}
-	}
 	byType := map[string]int64{}
 	for _, it := range rest {
 		p.stats.closedDrops.Add(1)
@@ -676,7 +730,7 @@ func (p *Publisher) Stats() Stats {
 		DroppedRejected:         p.stats.rejected.Load(),
 		DroppedClosed:           p.stats.closedDrops.Load(),
 		Invalid:                 p.stats.invalid.Load(),
-		Buffered:                len(p.slots),
+		Buffered:                int(p.held.Load()),
 		InFlight:                len(p.inflight),
 	}
 	s.Dropped = s.DroppedBufferFull + s.DroppedRetriesExhausted + s.DroppedRejected + s.DroppedClosed + s.Invalid

@@ -36,6 +36,8 @@ func TestNewPublisherValidatesOptions(t *testing.T) {
 		"backoff inverted":    natsnotice.WithRetryBackoff(time.Second, time.Millisecond),
 		"backoff 0":           natsnotice.WithRetryBackoff(0, time.Second),
 		"max elapsed 0":       natsnotice.WithRetryMaxElapsed(0),
+		"negative linger":     natsnotice.WithLinger(-time.Millisecond),
+		"long linger":         natsnotice.WithLinger(natsnotice.MaxLingerLimit + 1),
 		"empty prefix":        natsnotice.WithSubjectPrefix(""),
 		"wildcard prefix":     natsnotice.WithSubjectPrefix("evsnap.*"),
 		"empty token prefix":  natsnotice.WithSubjectPrefix("evsnap..appended"),
@@ -419,6 +421,113 @@ func TestCloseFlushes(t *testing.T) {
 	if err := p.Flush(ctx); !errors.Is(err, natsnotice.ErrClosed) {
 		t.Fatalf("Flush after Close = %v, want ErrClosed", err)
 	}
+}
+
+// TestConcurrentNotifyAndFlush: many goroutines notify, pausing now and
+// then so the sender goes to sleep and must be woken, while others call
+// Flush; with and without linger every notice is published without a
+// final Flush, and no Flush hangs (a lost wake-up would leave notices
+// queued).
+func TestConcurrentNotifyAndFlush(t *testing.T) {
+	for _, linger := range []time.Duration{0, time.Millisecond, natsnotice.DefaultLinger} {
+		t.Run("linger="+linger.String(), func(t *testing.T) {
+			e := newEnv(t)
+			p := e.publisher(natsnotice.WithLinger(linger), natsnotice.WithMaxInFlight(16))
+			ctx := ctxTimeout(t, 60*time.Second)
+			const savers, each = 8, 150
+			var wg sync.WaitGroup
+			for g := range savers {
+				wg.Go(func() {
+					id := uuid.New()
+					for v := range each {
+						if err := p.Notify(ctx, appended("Order", id, int64(v+1), int64(v+1), "OrderPlaced")); err != nil {
+							t.Errorf("saver %d: Notify: %v", g, err)
+							return
+						}
+						switch {
+						case v%50 == 20: // not last: the savers end without a Flush
+							if err := p.Flush(ctx); err != nil {
+								t.Errorf("saver %d: Flush: %v", g, err)
+								return
+							}
+						case v%7 == g%7:
+							time.Sleep(time.Duration(v%3) * 100 * time.Microsecond)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			// Without a Flush (which wakes the sender too), every notice
+			// is published: each Notify that found the sender asleep woke
+			// it.
+			for deadline := time.Now().Add(20 * time.Second); p.Stats().Published < savers*each; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("notices left unpublished: stats %+v", p.Stats())
+				}
+			}
+			if err := p.Flush(ctx); err != nil {
+				t.Fatalf("Flush: %v (stats %+v)", err, p.Stats())
+			}
+			// Lone notices, each to a sleeping sender.
+			lone := uuid.New()
+			for v := range 20 {
+				if err := p.Notify(ctx, appended("Order", lone, int64(v+1), int64(v+1), "OrderPlaced")); err != nil {
+					t.Fatalf("Notify: %v", err)
+				}
+				for deadline := time.Now().Add(20 * time.Second); p.Stats().Published < savers*each+int64(v+1); time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("lone notice %d left unpublished: stats %+v", v+1, p.Stats())
+					}
+				}
+				time.Sleep(linger + time.Millisecond) // the sender goes back to sleep
+			}
+			st := p.Stats()
+			if st.Published != savers*each+20 || st.Dropped != 0 || st.Buffered != 0 || st.InFlight != 0 {
+				t.Fatalf("stats %+v, want %d published", st, savers*each+20)
+			}
+			covered := map[string]int64{}
+			for _, m := range e.messages() {
+				n, err := natsnotice.Decode(m.Data)
+				if err != nil {
+					t.Fatalf("Decode: %v", err)
+				}
+				k := n.AggregateID.String()
+				if n.FirstVersion != covered[k]+1 {
+					t.Fatalf("%s: notice of v%d-%d after v%d", k, n.FirstVersion, n.LastVersion, covered[k])
+				}
+				covered[k] = n.LastVersion
+			}
+			for k, v := range covered {
+				if want := map[bool]int64{true: 20, false: each}[k == lone.String()]; v != want {
+					t.Errorf("%s: notices up to v%d, want v%d", k, v, want)
+				}
+			}
+			if len(covered) != savers+1 {
+				t.Errorf("notices about %d aggregates, want %d", len(covered), savers+1)
+			}
+		})
+	}
+}
+
+// TestFlushCutsLingerShort: Flush does not wait out the sender's linger.
+func TestFlushCutsLingerShort(t *testing.T) {
+	e := newEnv(t)
+	p := e.publisher(natsnotice.WithLinger(natsnotice.MaxLingerLimit))
+	ctx := ctxTimeout(t, 30*time.Second)
+	const rounds = 10
+	start := time.Now()
+	for v := range rounds {
+		if err := p.Notify(ctx, appended("Account", testID, int64(v+1), int64(v+1))); err != nil {
+			t.Fatalf("Notify: %v", err)
+		}
+		if err := p.Flush(ctx); err != nil {
+			t.Fatalf("Flush: %v", err)
+		}
+	}
+	// Waiting out the linger would take rounds × 100ms; Flush normally
+	// takes well under a millisecond.
+	within(t, fmt.Sprintf("%d Notify+Flush with a %s linger", rounds, natsnotice.MaxLingerLimit),
+		time.Since(start), rounds*natsnotice.MaxLingerLimit/2)
 }
 
 // TestRetriesExhausted: with no stream capturing the subjects, publishes
