@@ -108,6 +108,22 @@ func (s *site) replica(ctx context.Context) (backend.Store, func(), error) {
 	return s.store, func() {}, nil
 }
 
+// poolSize returns how many PostgreSQL connections one worker replica's
+// store may open (pgstore's pool default): the concurrency the worker's
+// floor runs pgbench at.
+func (s *site) poolSize(ctx context.Context) (int, error) {
+	st, closeStore, err := s.replica(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer closeStore()
+	pg, ok := st.(*pgstore.Store)
+	if !ok {
+		return 0, fmt.Errorf("%T is not a *pgstore.Store", st)
+	}
+	return int(pg.Pool().Config().MaxConns), nil
+}
+
 // close closes every handle (newest first) and drops the PostgreSQL schema.
 func (s *site) close(context.Context) error {
 	var errs []error

@@ -11,11 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/lib/pgstore"
-	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/google/uuid"
 )
 
@@ -28,6 +26,12 @@ type FloorRow struct {
 	// the snapshot; each statement its own implicit transaction, as the
 	// worker issues them).
 	TPS float64
+	// Replicas is the worker run this floor is compared with, and
+	// WorkerRatio the median over the runs of the worker's snapshots/s
+	// over pgbench's tps, each pair measured back to back (0: no worker
+	// figure).
+	Replicas    int
+	WorkerRatio float64
 }
 
 // Pgbench describes how the floor was measured.
@@ -95,21 +99,31 @@ var (
 	failedRE = regexp.MustCompile(`(?m)^number of failed transactions: ([0-9]+)`)
 )
 
-// runPgbench is step 4: pgbench runs the worker's SQL against the
-// worker step's schema at the worker's concurrency (and twice that, the
-// two-replica case).
-func (h *Harness) runPgbench(ctx context.Context, s *site, aggregates int, sample uuid.UUID) error {
+// floorBench is step 4's pgbench, prepared once per worker step and run
+// after each worker run it is compared with.
+type floorBench struct {
+	h      *Harness
+	s      *site
+	bin    string
+	script string
+	dsn    string
+	info   *Pgbench
+}
+
+// newFloorBench writes the pgbench script for the worker step's schema.
+// It returns nil, and notes why, when pgbench is not installed.
+func (h *Harness) newFloorBench(ctx context.Context, s *site, aggregates int, sample uuid.UUID) (*floorBench, error) {
 	bin := findPgbench()
 	if bin == "" {
 		h.report.note("pgbench was not found (PATH, /usr/lib/postgresql/*/bin): the worker's floor was not measured.")
-		return nil
+		return nil, nil
 	}
 	snap, err := s.store.GetSnapshot(ctx, exampledomain.AccountType, sample)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if snap == nil {
-		return fmt.Errorf("%w: backlog aggregate %s has no snapshot", errSanity, sample)
+		return nil, fmt.Errorf("%w: backlog aggregate %s has no snapshot", errSanity, sample)
 	}
 	info := &Pgbench{Script: floorScript(newPGSQL(s.schema), aggregates, snap.State)}
 	if out, err := exec.CommandContext(ctx, bin, "--version").Output(); err == nil {
@@ -117,38 +131,36 @@ func (h *Harness) runPgbench(ctx context.Context, s *site, aggregates int, sampl
 	}
 	script := filepath.Join(h.tmp, "worker-floor.sql")
 	if err := os.WriteFile(script, []byte(info.Script), 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	conc := snapshotter.DefaultConfig().Concurrency
-	secs := strconv.Itoa(h.pgbenchSeconds())
-	dsn := libpqURL(h.cfg.PostgresURL)
-	for _, c := range []int{conc, 2 * conc} {
-		cs := strconv.Itoa(c)
-		args := []string{"-n", "-M", "prepared", "-f", script, "-c", cs, "-j", cs, "-T", secs, dsn}
-		info.Commands = append(info.Commands, "pgbench -n -M prepared -f worker-floor.sql -c "+cs+" -j "+cs+" -T "+secs+" '"+pgstore.RedactDSN(dsn)+"'")
-		var tps []float64
-		for run := range h.cfg.Runs {
-			if _, err := s.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 0); err != nil {
-				return err
-			}
-			t := time.Now()
-			out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("%s: %w\n%s", info.Commands[len(info.Commands)-1], err, out)
-			}
-			m := tpsRE.FindSubmatch(out)
-			if m == nil {
-				return fmt.Errorf("pgbench printed no tps line:\n%s", out)
-			}
-			if f := failedRE.FindSubmatch(out); f != nil && string(f[1]) != "0" {
-				return fmt.Errorf("%w: pgbench had %s failed transactions:\n%s", errSanity, f[1], out)
-			}
-			v, _ := strconv.ParseFloat(string(m[1]), 64)
-			tps = append(tps, v)
-			h.progress("worker floor / postgres: pgbench -c %d run %d/%d: %s tps (%s)", c, run+1, h.cfg.Runs, rate(v), time.Since(t).Round(time.Millisecond))
-		}
-		h.report.Floor = append(h.report.Floor, FloorRow{Clients: c, TPS: Median(tps)})
+	return &floorBench{h: h, s: s, bin: bin, script: script, dsn: libpqURL(h.cfg.PostgresURL), info: info}, nil
+}
+
+// command is the pgbench command line for c clients, as the page shows it.
+func (f *floorBench) command(c int) string {
+	cs := strconv.Itoa(c)
+	return "pgbench -n -M prepared -f worker-floor.sql -c " + cs + " -j " + cs + " -T " + strconv.Itoa(f.h.pgbenchSeconds()) + " '" + pgstore.RedactDSN(f.dsn) + "'"
+}
+
+// run deletes the snapshots and runs pgbench once with c clients,
+// returning its tps.
+func (f *floorBench) run(ctx context.Context, c int) (float64, error) {
+	if _, err := f.s.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 0); err != nil {
+		return 0, err
 	}
-	h.report.Pgbench = info
-	return nil
+	cs := strconv.Itoa(c)
+	args := []string{"-n", "-M", "prepared", "-f", f.script, "-c", cs, "-j", cs, "-T", strconv.Itoa(f.h.pgbenchSeconds()), f.dsn}
+	out, err := exec.CommandContext(ctx, f.bin, args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w\n%s", f.command(c), err, out)
+	}
+	m := tpsRE.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("pgbench printed no tps line:\n%s", out)
+	}
+	if fl := failedRE.FindSubmatch(out); fl != nil && string(fl[1]) != "0" {
+		return 0, fmt.Errorf("%w: pgbench had %s failed transactions:\n%s", errSanity, fl[1], out)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v, nil
 }

@@ -35,3 +35,50 @@ func TestMarkdownTargets(t *testing.T) {
 		t.Errorf("targets: flat %v, external %v, replay %v; want all met: %+v", flat, ext, replay, ts)
 	}
 }
+
+// The worker's floor target uses the median of the per-run ratios, not the
+// ratio of the medians (taken minutes apart on a drifting box).
+func TestWorkerFloorUsesPerRunRatios(t *testing.T) {
+	r := &Report{Runs: 3, Machine: Machine{Cores: 2}}
+	r.Worker = []WorkerRow{{Backend: Postgres, Replicas: 1, SnapshotsPerSec: 1000}, {Backend: Postgres, Replicas: 2, SnapshotsPerSec: 1100}}
+	r.Floor = []FloorRow{{Clients: 4, TPS: 2000, Replicas: 1, WorkerRatio: 0.65}, {Clients: 8, TPS: 2400, Replicas: 2, WorkerRatio: 0.45}}
+	var found bool
+	for _, x := range r.Targets() {
+		if strings.Contains(x.What, "pgbench floor") {
+			found = true
+			if x.Ratio != 0.65 || !x.Met {
+				t.Errorf("floor target: ratio %v met %v, want 0.65 met (the per-run median, not 1000/2000)", x.Ratio, x.Met)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no pgbench floor target")
+	}
+	md := r.Markdown("")
+	for _, want := range []string{"## 4. The worker's floor", "0.650", "0.450"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+}
+
+func TestConfigValidateNamesUnknownSteps(t *testing.T) {
+	for _, c := range []Config{
+		{Steps: []string{"load", "laod"}},
+		{Backends: []string{"mysql"}},
+		{Backends: []string{Postgres}}, // no URL
+	} {
+		err := c.Validate()
+		if err == nil {
+			t.Errorf("%+v: no error", c)
+			continue
+		}
+		if !strings.Contains(err.Error(), "laod") && !strings.Contains(err.Error(), "mysql") && !strings.Contains(err.Error(), "PostgreSQL URL") {
+			t.Errorf("%+v: error %q does not name the problem", c, err)
+		}
+	}
+	ok := Config{Steps: []string{StepWorker}, Backends: []string{SQLite}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("valid selection refused: %v", err)
+	}
+}

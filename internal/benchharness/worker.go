@@ -262,9 +262,21 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 	}
 	h.progress("worker / %s: wrote %s accounts of %d events in %s", b, thousands(int64(n)), backlogEvents, time.Since(t).Round(time.Millisecond))
 
+	// On PostgreSQL each worker run is followed by its pgbench floor at
+	// the worker's connection count, so that the ratio compares two
+	// figures taken moments apart on a box whose speed drifts.
+	var floor *floorBench
+	var conns int
+	noFloor := b != Postgres
+	if b == Postgres {
+		if conns, err = s.poolSize(ctx); err != nil {
+			return err
+		}
+	}
 	type agg struct {
 		notices, snaps []float64
 		elapsed        []time.Duration
+		tps, ratios    []float64
 	}
 	res := map[int]*agg{1: {}, 2: {}}
 	for run := range h.cfg.Runs {
@@ -279,6 +291,35 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 			r.notices = append(r.notices, float64(notices)/el.Seconds())
 			r.snaps = append(r.snaps, float64(snaps)/el.Seconds())
 			h.progress("worker / %s: run %d/%d, %d replica(s): %d notices, %d snapshots in %s", b, run+1, h.cfg.Runs, replicas, notices, snaps, el.Round(time.Millisecond))
+			if noFloor {
+				continue
+			}
+			if floor == nil {
+				if floor, err = h.newFloorBench(ctx, s, n, ids[0]); err != nil {
+					return fmt.Errorf("pgbench floor: %w", err)
+				}
+				if floor == nil { // no pgbench: noted, no floor for any run
+					noFloor = true
+					continue
+				}
+			}
+			c := replicas * conns
+			t := time.Now()
+			tps, err := floor.run(ctx, c)
+			if err != nil {
+				return fmt.Errorf("pgbench floor: %w", err)
+			}
+			r.tps = append(r.tps, tps)
+			r.ratios = append(r.ratios, r.snaps[len(r.snaps)-1]/tps)
+			h.progress("worker floor / postgres: pgbench -c %d run %d/%d: %s tps (%s); worker / floor %s", c, run+1, h.cfg.Runs, rate(tps), time.Since(t).Round(time.Millisecond), sig(r.ratios[len(r.ratios)-1]))
+		}
+	}
+	if floor != nil {
+		floor.info.Commands = []string{floor.command(conns), floor.command(2 * conns)}
+		h.report.Pgbench = floor.info
+		for _, replicas := range []int{1, 2} {
+			r := res[replicas]
+			h.report.Floor = append(h.report.Floor, FloorRow{Clients: replicas * conns, TPS: Median(r.tps), Replicas: replicas, WorkerRatio: Median(r.ratios)})
 		}
 	}
 	for _, replicas := range []int{1, 2} {
@@ -287,12 +328,6 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 			Backend: b, Replicas: replicas, Aggregates: n, Notices: n * backlogEvents / backlogPerNotice,
 			NoticesPerSec: Median(r.notices), SnapshotsPerSec: Median(r.snaps), Elapsed: Median(r.elapsed),
 		})
-	}
-
-	if b == Postgres {
-		if err := h.runPgbench(ctx, s, n, ids[0]); err != nil {
-			return fmt.Errorf("pgbench floor: %w", err)
-		}
 	}
 	return h.runLag(ctx, s, b, plain)
 }

@@ -47,7 +47,10 @@ type Config struct {
 
 	// BatchSize is how many notices one fetch takes (1-10000).
 	BatchSize int
-	// Concurrency is how many aggregates one replica rebuilds at once (1-1024).
+	// Concurrency is how many aggregates one replica rebuilds at once
+	// (1-1024). It bounds the size of the batched snapshot writes, and it
+	// can exceed the store's connections: a rebuild holds a connection only
+	// while it reads.
 	Concurrency int
 	// WriteBatch is the most snapshots written with one statement (one
 	// commit) when the snapshot store implements
@@ -87,7 +90,7 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: stream EVSNAP_APPENDED, consumer
-// "snapshotter", batches of 256, 4 aggregates at once, up to 64 snapshots
+// "snapshotter", batches of 256, 16 aggregates at once, up to 64 snapshots
 // per write, a 5ms linger, a 30s
 // ack wait, 5 deliveries, and a sweep every minute at 50 rebuilds/s.
 func DefaultConfig() Config {
@@ -96,7 +99,7 @@ func DefaultConfig() Config {
 		Consumer:      DefaultConsumer,
 		SubjectPrefix: natsnotice.DefaultSubjectPrefix,
 		BatchSize:     256,
-		Concurrency:   4,
+		Concurrency:   16,
 		WriteBatch:    64,
 		Linger:        5 * time.Millisecond,
 		AckWait:       30 * time.Second,
