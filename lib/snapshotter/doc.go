@@ -14,6 +14,14 @@
 // snapshot plus the events after it, streamed) and stores a snapshot at the
 // head. Snapshot stores never move backwards, so racing replicas are safe.
 //
+// When the snapshot store implements eventsource.SnapshotBatchSaver (every
+// store in this module does), the snapshots of the aggregates a replica
+// rebuilds at the same time are written together: one statement and one
+// commit per batch (Config.WriteBatch, up to 64; Config.Concurrency, 16,
+// rebuilds at once). A write never waits for a batch to fill: a snapshot
+// that finds no write in flight goes at once, and those that arrive during
+// a write go in the next one.
+//
 // A notice is acked only after the snapshot is stored or the policy said
 // no. Transient failures (a database or NATS outage) are naked with a
 // growing delay. Failures that can never succeed (a malformed notice, an
