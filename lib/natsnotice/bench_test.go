@@ -52,9 +52,10 @@ func benchFlush(b *testing.B, p *natsnotice.Publisher) {
 //     (NATS down), so nothing is woken;
 //   - enqueue/paced: one Notify every ~200µs (the sleep often takes
 //     longer), like one goroutine saving to a database, with linger 0
-//     (the sender has gone to sleep before each notice), 1ms and the
-//     default (notify-p50-ns is the save's cost; cpu-µs/notice is the whole
-//     process's CPU per notice, embedded server included);
+//     (the sender has gone to sleep before each notice), 1ms and 5ms, and
+//     about one aggregate saved again and again, without and with
+//     coalescing (notify-p50-ns is the save's cost; cpu-µs/notice is the
+//     whole process's CPU per notice, embedded server included);
 //   - end-to-end: Notify b.N notices and Flush until JetStream acknowledged
 //     them all (notices/s), from one goroutine or from parallel savers, and
 //     with different in-flight limits.
@@ -91,17 +92,34 @@ func BenchmarkNotify(b *testing.B) {
 		defer cancel()
 		_ = p.Close(closeCtx) // drops what NATS never got
 	})
-	for _, linger := range []time.Duration{0, time.Millisecond, natsnotice.DefaultLinger} {
-		b.Run("enqueue/paced/linger="+linger.String(), func(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		opts []natsnotice.PublisherOption
+		one  bool // every notice about one aggregate, the next versions each time
+	}{
+		{"linger=0s", []natsnotice.PublisherOption{natsnotice.WithLinger(0)}, false},
+		{"linger=1ms", []natsnotice.PublisherOption{natsnotice.WithLinger(time.Millisecond)}, false},
+		{"linger=5ms", []natsnotice.PublisherOption{natsnotice.WithLinger(5 * time.Millisecond)}, false},
+		{"one-aggregate/linger=5ms", []natsnotice.PublisherOption{natsnotice.WithLinger(5 * time.Millisecond)}, true},
+		{"one-aggregate/linger=5ms/coalescing", []natsnotice.PublisherOption{natsnotice.WithLinger(5 * time.Millisecond), natsnotice.WithCoalescing(true)}, true},
+	} {
+		b.Run("enqueue/paced/"+c.name, func(b *testing.B) {
 			e := newEnv(b)
-			p := e.publisher(natsnotice.WithLinger(linger))
+			p := e.publisher(c.opts...)
+			id := uuid.New()
 			took := make([]time.Duration, 0, b.N)
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu := processCPU()
-			for range b.N {
+			for i := range b.N {
 				t := time.Now()
-				benchNotify(b, p, ctx)
+				if c.one {
+					if err := p.Notify(ctx, appended("Account", id, int64(i+1), int64(i+1), "MoneyDeposited")); err != nil {
+						b.Fatalf("Notify: %v", err)
+					}
+				} else {
+					benchNotify(b, p, ctx)
+				}
 				took = append(took, time.Since(t))
 				time.Sleep(200 * time.Microsecond)
 			}
@@ -112,6 +130,7 @@ func BenchmarkNotify(b *testing.B) {
 			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "notify-p50-ns")
 			b.ReportMetric(float64(took[len(took)*9/10].Nanoseconds()), "notify-p90-ns")
 			b.ReportMetric(cpu.Seconds()*1e6/float64(b.N), "cpu-µs/notice")
+			b.ReportMetric(float64(b.N)/float64(max(b.N-int(p.Stats().Coalesced), 1)), "notices/msg")
 		})
 	}
 	for _, inFlight := range []int{64, 256, natsnotice.DefaultMaxInFlight, 4096} {

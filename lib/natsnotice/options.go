@@ -56,6 +56,7 @@ type publisherConfig struct {
 	retryMaxInterval time.Duration
 	retryMaxElapsed  time.Duration
 	linger           time.Duration
+	coalesce         bool
 	subjectPrefix    string
 	logger           *slog.Logger
 	tracerProvider   trace.TracerProvider
@@ -186,6 +187,29 @@ func WithLinger(d time.Duration) PublisherOption {
 			return invalidOption("linger must be 0..%s, got %s", MaxLingerLimit, d)
 		}
 		c.linger = d
+		return nil
+	}
+}
+
+// WithCoalescing makes the sender merge queued notices of one aggregate
+// before it publishes them (default off). A notice merges into the
+// previous queued notice of the same aggregate when it directly follows
+// it (its first version is that one's last version plus one) and neither
+// carries a trace context (so no save's trace link is lost). The merged
+// notice has the first one's first version and commit time, the last
+// one's last version, and so its message id, and the distinct event
+// types of both, in order of first appearance (at most [MaxEventTypes],
+// Truncated beyond). Notices already attempted are never merged.
+//
+// A merged notice says exactly what the notices it replaces said
+// together: the same versions, event types and earliest commit, one
+// message instead of several. Flush, Close and Stats still count each
+// accepted notice ([Stats.Coalesced] counts those merged). It matters
+// with WithLinger, when one aggregate is saved several times within a
+// linger. See docs/notice-format.md, "Coalesced notices".
+func WithCoalescing(on bool) PublisherOption {
+	return func(c *publisherConfig) error {
+		c.coalesce = on
 		return nil
 	}
 }

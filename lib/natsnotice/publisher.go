@@ -84,8 +84,9 @@ type Publisher struct {
 	stats struct {
 		enqueued, published, duplicates, retried atomic.Int64
 		bufferFull, invalid, exhausted, rejected atomic.Int64
-		closedDrops                              atomic.Int64
+		closedDrops, coalesced                   atomic.Int64
 	}
+	tails map[string]*item // the sender's, reused by coalesce
 }
 
 // item is one notice the publisher holds.
@@ -98,7 +99,15 @@ type item struct {
 	bo       *backoff.ExponentialBackOff // created at the first failure
 	due      time.Time                   // when the next retry may go
 	index    int                         // in retryHeap
+
+	// The notice's content, for coalescing (WithCoalescing).
+	n      Notice
+	traced bool    // headers besides the message id (a trace context)
+	merged []*item // later notices whose content this message carries
 }
+
+// count is how many accepted notices it stands for.
+func (it *item) count() int64 { return 1 + int64(len(it.merged)) }
 
 type flushWaiter struct {
 	epoch   uint64
@@ -224,6 +233,9 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 	it.msg.Data = data
 	it.msg.Header = nats.Header{HeaderMsgID: []string{msgID}}
 	p.cfg.propagator.Inject(ctx, HeaderCarrier(it.msg.Header))
+	if p.cfg.coalesce {
+		it.n, it.traced = n, len(it.msg.Header) > 1
+	}
 
 	if err := p.enqueue(ctx, it); err != nil {
 		span.RecordError(err)
@@ -308,7 +320,7 @@ func (p *Publisher) run() {
 	defer close(p.done)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var batch []*item
+	var batch, retries []*item
 	for {
 		select {
 		case <-p.stop: // checked first: the select below picks at random
@@ -317,11 +329,17 @@ func (p *Publisher) run() {
 		}
 		p.mu.Lock()
 		batch, p.queue = p.queue, batch[:0]
-		wait := p.dueRetriesLocked(time.Now(), &batch)
-		if len(batch) == 0 {
+		wait := p.dueRetriesLocked(time.Now(), &retries)
+		if len(batch)+len(retries) == 0 {
 			p.asleep = true
 		}
 		p.mu.Unlock()
+		if p.cfg.coalesce {
+			batch = p.coalesce(batch)
+		}
+		batch = append(batch, retries...)
+		clear(retries)
+		retries = retries[:0]
 		for i, it := range batch {
 			if !p.publish(it) {
 				p.mu.Lock()
@@ -362,6 +380,56 @@ func (p *Publisher) run() {
 		p.asleep = false
 		p.mu.Unlock()
 	}
+}
+
+// coalesce merges each notice of batch (notices never attempted, in the
+// order Notify accepted them) into the previous notice of the same
+// aggregate in batch when it directly follows it (its first version is
+// that one's last plus one) and neither carries a trace context: the
+// merged notice has the first one's first version and earliest commit
+// time, the last one's last version (and so its message id), and the
+// distinct event types of both. It returns the notices left, re-encoded
+// where merged, in batch's backing array.
+func (p *Publisher) coalesce(batch []*item) []*item {
+	if len(batch) < 2 {
+		return batch
+	}
+	if p.tails == nil {
+		p.tails = map[string]*item{}
+	}
+	out := batch[:0]
+	for _, it := range batch {
+		tail := p.tails[it.msg.Subject]
+		if tail == nil || tail.traced || it.traced || it.n.FirstVersion != tail.n.LastVersion+1 {
+			p.tails[it.msg.Subject] = it
+			out = append(out, it)
+			continue
+		}
+		var truncated bool
+		tail.n.EventTypes, truncated = appendDistinct(tail.n.EventTypes, it.n.EventTypes)
+		tail.n.Truncated = tail.n.Truncated || it.n.Truncated || truncated
+		tail.n.LastVersion = it.n.LastVersion
+		if it.n.CommittedAt.Before(tail.n.CommittedAt) {
+			tail.n.CommittedAt = it.n.CommittedAt
+		}
+		tail.msg.Header[HeaderMsgID] = it.msg.Header[HeaderMsgID] // <type>/<id>/<merged last version>
+		tail.merged = append(tail.merged, it)
+		it.msg.Data, it.n = nil, Notice{} // its content is tail's now
+		p.stats.coalesced.Add(1)
+	}
+	clear(p.tails)
+	for _, it := range out {
+		if it.merged == nil {
+			continue
+		}
+		data, err := it.n.appendJSON(it.msg.Data[:0])
+		if err != nil { // cannot happen: both parts were valid
+			panic(fmt.Sprintf("natsnotice: merged notice %+v: %v", it.n, err))
+		}
+		it.msg.Data = data
+	}
+	clear(batch[len(out):])
+	return out
 }
 
 // dueRetriesLocked moves the retries that are due into batch and says how
@@ -424,14 +492,19 @@ func (p *Publisher) onAck(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.Pub
 		return
 	}
 	ctx := context.Background()
-	p.stats.published.Add(1)
+	n := it.count()
+	p.stats.published.Add(n)
 	if ack.Duplicate {
-		p.stats.duplicates.Add(1)
-		p.tel.published.Add(ctx, 1, p.tel.pubDup)
+		p.stats.duplicates.Add(n)
+		p.tel.published.Add(ctx, n, p.tel.pubDup)
 	} else {
-		p.tel.published.Add(ctx, 1, p.tel.pubOrig)
+		p.tel.published.Add(ctx, n, p.tel.pubOrig)
 	}
-	p.tel.publishDuration.Record(ctx, time.Since(it.enqueued).Seconds())
+	now := time.Now()
+	p.tel.publishDuration.Record(ctx, now.Sub(it.enqueued).Seconds())
+	for _, m := range it.merged {
+		p.tel.publishDuration.Record(ctx, now.Sub(m.enqueued).Seconds())
+	}
 	p.settle(it, false)
 }
 
@@ -491,15 +564,16 @@ func permanent(err error) bool {
 }
 
 func (p *Publisher) dropOne(it *item, reason string, err error) {
+	n := it.count()
 	switch reason {
 	case DropRetriesExhausted:
-		p.stats.exhausted.Add(1)
+		p.stats.exhausted.Add(n)
 	case DropRejected:
-		p.stats.rejected.Add(1)
+		p.stats.rejected.Add(n)
 	case DropClosed:
-		p.stats.closedDrops.Add(1)
+		p.stats.closedDrops.Add(n)
 	}
-	p.tel.drop(context.Background(), it.typ, reason, 1)
+	p.tel.drop(context.Background(), it.typ, reason, n)
 	if reason != DropClosed { // Close logs one summary line instead
 		if errors.Is(err, jetstream.ErrNoStreamResponse) {
 			err = fmt.Errorf("%w (no stream captures subject %s: run `snapshotter migrate` or natsnotice.EnsureStream)", err, it.msg.Subject)
@@ -513,6 +587,14 @@ func (p *Publisher) dropOne(it *item, reason string, err error) {
 // wakes the Flush calls that were waiting for it.
 func (p *Publisher) settle(it *item, dropped bool) {
 	p.mu.Lock()
+	p.settleLocked(it, dropped)
+	for _, m := range it.merged {
+		p.settleLocked(m, dropped)
+	}
+	p.mu.Unlock()
+}
+
+func (p *Publisher) settleLocked(it *item, dropped bool) {
 	p.held.Add(-1) // before waking Flush calls, so that Stats after Flush shows it gone
 	if p.room != nil {
 		close(p.room)
@@ -530,7 +612,6 @@ func (p *Publisher) settle(it *item, dropped bool) {
 		delete(p.pending, it.epoch)
 		p.wakeFlushersLocked()
 	}
-	p.mu.Unlock()
 }
 
 // wakeFlushersLocked releases the waiters whose epochs hold no notice.
@@ -660,8 +741,8 @@ func (p *Publisher) close(ctx context.Context) error {
 	p.mu.Unlock()
 	byType := map[string]int64{}
 	for _, it := range rest {
-		p.stats.closedDrops.Add(1)
-		byType[it.typ]++
+		p.stats.closedDrops.Add(it.count())
+		byType[it.typ] += it.count()
 		p.settle(it, true)
 	}
 	for typ, n := range byType {
@@ -711,6 +792,11 @@ type Stats struct {
 	// Invalid counts Notify calls with an append that cannot make a valid
 	// notice.
 	Invalid int64
+	// Coalesced counts notices that went out inside the message of an
+	// earlier notice of the same aggregate ([WithCoalescing]); Published
+	// and Dropped count them as well, so Published - Coalesced messages
+	// were acknowledged when nothing was dropped.
+	Coalesced int64
 	// Buffered is how many notices are held now (queued, in flight or
 	// waiting to be retried); InFlight how many of them await an ack.
 	Buffered int
@@ -730,6 +816,7 @@ func (p *Publisher) Stats() Stats {
 		DroppedRejected:         p.stats.rejected.Load(),
 		DroppedClosed:           p.stats.closedDrops.Load(),
 		Invalid:                 p.stats.invalid.Load(),
+		Coalesced:               p.stats.coalesced.Load(),
 		Buffered:                int(p.held.Load()),
 		InFlight:                len(p.inflight),
 	}

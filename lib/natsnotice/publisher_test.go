@@ -530,6 +530,114 @@ func TestFlushCutsLingerShort(t *testing.T) {
 		time.Since(start), rounds*natsnotice.MaxLingerLimit/2)
 }
 
+// TestCoalescingPublishesEverything: with coalescing, concurrent savers'
+// notices, some flushed and the rest left for Close, all reach the stream:
+// per aggregate the messages cover every version once, in order, each
+// listing the event types of the versions it covers and carrying the
+// message id of its last version; the counters add up.
+func TestCoalescingPublishesEverything(t *testing.T) {
+	e := newEnv(t)
+	p := e.publisher(natsnotice.WithCoalescing(true))
+	ctx := ctxTimeout(t, 30*time.Second)
+	const savers, each = 4, 300
+	typeOf := func(v int64) string { return fmt.Sprint("T", v%3) }
+	notify := func(from, to int64) {
+		var wg sync.WaitGroup
+		for g := range savers {
+			wg.Go(func() {
+				id := ids[g]
+				for v := from; v <= to; v++ {
+					if err := p.Notify(ctx, appended("Order", id, v, v, typeOf(v))); err != nil {
+						t.Errorf("Notify: %v", err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	notify(1, each/2)
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	notify(each/2+1, each)
+	if err := p.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	msgs := e.messages()
+	covered := map[uuid.UUID]int64{}
+	for _, m := range msgs {
+		n, err := natsnotice.Decode(m.Data)
+		if err != nil {
+			t.Fatalf("Decode: %v", err)
+		}
+		if n.FirstVersion != covered[n.AggregateID]+1 {
+			t.Fatalf("%s: notice of v%d-%d after v%d", n.AggregateID, n.FirstVersion, n.LastVersion, covered[n.AggregateID])
+		}
+		covered[n.AggregateID] = n.LastVersion
+		var types []string
+		for v := n.FirstVersion; v <= n.LastVersion && len(types) < 3; v++ {
+			if !slices.Contains(types, typeOf(v)) {
+				types = append(types, typeOf(v))
+			}
+		}
+		if !slices.Equal(n.EventTypes, types) || m.Header.Get(jetstream.MsgIDHeader) != n.MsgID() ||
+			m.Subject != natsnotice.Subject(e.cfg.SubjectPrefix, "Order", n.AggregateID) {
+			t.Fatalf("message %s %v: %+v (want types %v)", m.Subject, m.Header, n, types)
+		}
+	}
+	for _, id := range ids[:savers] {
+		if covered[id] != each {
+			t.Errorf("%s: notices up to v%d, want v%d", id, covered[id], each)
+		}
+	}
+	st := p.Stats()
+	if st.Enqueued != savers*each || st.Published != savers*each || st.Dropped != 0 || st.Buffered != 0 ||
+		st.Coalesced != st.Published-int64(len(msgs)) {
+		t.Fatalf("stats %+v with %d messages", st, len(msgs))
+	}
+	t.Logf("%d notices in %d messages", st.Published, len(msgs))
+}
+
+// ids are aggregates the tests share.
+var ids = func() []uuid.UUID {
+	ids := make([]uuid.UUID, 8)
+	for i := range ids {
+		ids[i] = uuid.New()
+	}
+	return ids
+}()
+
+// TestCoalescedDropsCounted: notices merged into one message that is
+// never acknowledged are each counted when Close drops it.
+func TestCoalescedDropsCounted(t *testing.T) {
+	e := newEnv(t)
+	p := e.publisher(natsnotice.WithCoalescing(true), natsnotice.WithLinger(20*time.Millisecond))
+	ctx := ctxTimeout(t, 10*time.Second)
+	if err := p.Notify(ctx, appended("Order", ids[0], 1, 1)); err != nil {
+		t.Fatalf("Notify: %v", err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	natstest.Shutdown(e.srv)
+	const n = 50
+	for v := int64(2); v < 2+n; v++ {
+		if err := p.Notify(ctx, appended("Order", ids[0], v, v)); err != nil {
+			t.Fatalf("Notify: %v", err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err := p.Close(short)
+	if !errors.Is(err, natsnotice.ErrDropped) || !strings.Contains(err.Error(), fmt.Sprintf("%d notices not published", n)) {
+		t.Fatalf("Close = %v, want ErrDropped for %d notices", err, n)
+	}
+	if st := p.Stats(); st.DroppedClosed != n || st.Published != 1 || st.Buffered != 0 || st.InFlight != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 // TestRetriesExhausted: with no stream capturing the subjects, publishes
 // fail, are retried, and are dropped after the max elapsed time; Flush
 // reports the drops.

@@ -1,0 +1,129 @@
+package natsnotice
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+)
+
+// queued builds the item Notify would queue for the notice of versions
+// first..last of typ/id; traced adds a trace context header.
+func queued(t *testing.T, typ string, id uuid.UUID, first, last int64, at time.Time, traced bool, types ...string) *item {
+	t.Helper()
+	n := Notice{Version: FormatVersion, AggregateType: typ, AggregateID: id, FirstVersion: first, LastVersion: last,
+		EventTypes: types, CommittedAt: at}
+	data, err := n.Encode()
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	it := &item{typ: typ, n: n, traced: traced}
+	it.msg = nats.Msg{Subject: Subject(DefaultSubjectPrefix, typ, id), Data: data, Header: nats.Header{HeaderMsgID: {n.MsgID()}}}
+	if traced {
+		it.msg.Header["traceparent"] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	}
+	return it
+}
+
+// TestCoalesce: consecutive notices of one aggregate merge (versions,
+// event types, earliest commit, message id of the last); a gap, another
+// aggregate, a trace context or a repeated notice keeps them apart.
+func TestCoalesce(t *testing.T) {
+	p := &Publisher{cfg: publisherConfig{coalesce: true}}
+	a, b := uuid.New(), uuid.New()
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	batch := []*item{
+		queued(t, "Order", a, 1, 2, t0.Add(2*time.Second), false, "X", "Y"),
+		queued(t, "Order", a, 3, 3, t0.Add(time.Second), false, "Y", "Z"), // merges; earlier commit
+		queued(t, "Order", b, 1, 1, t0, false, "X"),                       // another aggregate
+		queued(t, "Order", a, 4, 5, t0.Add(3*time.Second), false, "W"),    // merges
+		queued(t, "Order", a, 7, 7, t0, false, "X"),                       // gap: v6 is missing
+		queued(t, "Order", a, 8, 8, t0, false, "Q"),                       // merges into v7
+		queued(t, "Order", a, 9, 9, t0, true, "X"),                        // traced
+		queued(t, "Order", a, 10, 10, t0, false, "X"),                     // after a traced one
+		queued(t, "Order", a, 11, 11, t0, false, "X"),                     // merges into v10
+		queued(t, "Order", a, 3, 3, t0, false, "Y", "Z"),                  // a repeat of v3
+	}
+	first := slices.Clone(batch)
+	out := p.coalesce(batch)
+	type want struct {
+		id          uuid.UUID
+		first, last int64
+		types       []string
+		at          time.Time
+		merged      int
+		traced      bool
+	}
+	wants := []want{
+		{a, 1, 5, []string{"X", "Y", "Z", "W"}, t0.Add(time.Second), 2, false},
+		{b, 1, 1, []string{"X"}, t0, 0, false},
+		{a, 7, 8, []string{"X", "Q"}, t0, 1, false},
+		{a, 9, 9, []string{"X"}, t0, 0, true},
+		{a, 10, 11, []string{"X"}, t0, 1, false},
+		{a, 3, 3, []string{"Y", "Z"}, t0, 0, false},
+	}
+	if len(out) != len(wants) {
+		t.Fatalf("%d notices after coalescing, want %d", len(out), len(wants))
+	}
+	for i, w := range wants {
+		it := out[i]
+		got, err := Decode(it.msg.Data)
+		if err != nil {
+			t.Fatalf("notice %d: Decode: %v\n%s", i, err, it.msg.Data)
+		}
+		exp := Notice{Version: FormatVersion, AggregateType: "Order", AggregateID: w.id, FirstVersion: w.first, LastVersion: w.last,
+			EventTypes: w.types, CommittedAt: w.at}
+		if !reflect.DeepEqual(got, exp) {
+			t.Errorf("notice %d:\n got %+v\nwant %+v", i, got, exp)
+		}
+		if id := it.msg.Header.Get(HeaderMsgID); id != exp.MsgID() {
+			t.Errorf("notice %d: Nats-Msg-Id %q, want %q", i, id, exp.MsgID())
+		}
+		if len(it.merged) != w.merged || it.traced != w.traced || (it.msg.Header.Get("traceparent") != "") != w.traced {
+			t.Errorf("notice %d: %d merged, traced %v (headers %v), want %d, %v", i, len(it.merged), it.traced, it.msg.Header, w.merged, w.traced)
+		}
+	}
+	if out[0] != first[0] || out[0].merged[0] != first[1] || out[0].merged[1] != first[3] {
+		t.Errorf("the merged notice does not carry the notices it replaced")
+	}
+	if n := p.stats.coalesced.Load(); n != 4 {
+		t.Errorf("coalesced %d, want 4", n)
+	}
+	if len(p.tails) != 0 {
+		t.Errorf("tails left: %v", p.tails)
+	}
+}
+
+// TestCoalesceTruncates: the union of event types is capped at
+// MaxEventTypes and the merged notice says it was truncated.
+func TestCoalesceTruncates(t *testing.T) {
+	p := &Publisher{cfg: publisherConfig{coalesce: true}}
+	id := uuid.New()
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	types := func(from, to int) []string {
+		var ts []string
+		for i := from; i < to; i++ {
+			ts = append(ts, fmt.Sprint("E", i))
+		}
+		return ts
+	}
+	out := p.coalesce([]*item{
+		queued(t, "Order", id, 1, 40, at, false, types(0, 40)...),
+		queued(t, "Order", id, 41, 80, at, false, types(20, 60)...),
+	})
+	if len(out) != 1 || len(out[0].n.EventTypes) != 60 || out[0].n.Truncated {
+		t.Fatalf("after two merges: %d notices, %d types, truncated %v", len(out), len(out[0].n.EventTypes), out[0].n.Truncated)
+	}
+	out = p.coalesce(append(out, queued(t, "Order", id, 81, 90, at, false, types(60, 70)...)))
+	got, err := Decode(out[0].msg.Data)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if len(out) != 1 || !slices.Equal(got.EventTypes, types(0, MaxEventTypes)) || !got.Truncated || got.LastVersion != 90 {
+		t.Fatalf("merged notice %+v", got)
+	}
+}
