@@ -37,13 +37,15 @@
 // PublishMsgAsync, at most [WithMaxInFlight] acknowledgements outstanding.
 // After each batch it lingers ([WithLinger], default 5ms) so that the
 // notices of the next saves queue up without waking it one by one; a
-// notice that finds it idle wakes it at once. It retries a failed or
-// timed-out ([WithPublishTimeout]) publish with exponential backoff
-// ([WithRetryBackoff]) for up to [WithRetryMaxElapsed], after which it
-// drops, logs and counts the notice. [Publisher.Flush] waits for what was
-// accepted so far; [Publisher.Close] stops accepting, flushes until its
-// context ends, drops and counts the rest and waits for the sender.
-// Close the repository first, then the publisher, then the NATS
+// notice that finds it idle wakes it at once. With [WithCoalescing] it
+// first merges the queued notices of consecutive saves of one aggregate
+// into one (docs/notice-format.md, "Coalesced notices"). It retries a
+// failed or timed-out ([WithPublishTimeout]) publish with exponential
+// backoff ([WithRetryBackoff]) for up to [WithRetryMaxElapsed], after
+// which it drops, logs and counts the notice. [Publisher.Flush] waits for
+// what was accepted so far; [Publisher.Close] stops accepting, flushes
+// until its context ends, drops and counts the rest and waits for the
+// sender. Close the repository first, then the publisher, then the NATS
 // connection.
 //
 // # Stream

@@ -418,18 +418,20 @@ func (p *Publisher) coalesce(batch []*item) []*item {
 		p.stats.coalesced.Add(1)
 	}
 	clear(p.tails)
+	kept := out[:0]
 	for _, it := range out {
-		if it.merged == nil {
-			continue
+		if it.merged != nil {
+			data, err := it.n.appendJSON(it.msg.Data[:0])
+			if err != nil { // not expected: it merges valid notices
+				p.dropOne(it, DropInvalid, err)
+				continue
+			}
+			it.msg.Data = data
 		}
-		data, err := it.n.appendJSON(it.msg.Data[:0])
-		if err != nil { // cannot happen: both parts were valid
-			panic(fmt.Sprintf("natsnotice: merged notice %+v: %v", it.n, err))
-		}
-		it.msg.Data = data
+		kept = append(kept, it)
 	}
-	clear(batch[len(out):])
-	return out
+	clear(batch[len(kept):])
+	return kept
 }
 
 // dueRetriesLocked moves the retries that are due into batch and says how
@@ -572,6 +574,8 @@ func (p *Publisher) dropOne(it *item, reason string, err error) {
 		p.stats.rejected.Add(n)
 	case DropClosed:
 		p.stats.closedDrops.Add(n)
+	case DropInvalid:
+		p.stats.invalid.Add(n)
 	}
 	p.tel.drop(context.Background(), it.typ, reason, n)
 	if reason != DropClosed { // Close logs one summary line instead
