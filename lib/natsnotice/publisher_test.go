@@ -265,6 +265,35 @@ func TestBufferFull(t *testing.T) {
 	}
 }
 
+// TestWaitForRoom: with a buffer of one and a wait allowed, each Notify
+// waits for the previous notice's acknowledgement to free the room, and
+// none is dropped.
+func TestWaitForRoom(t *testing.T) {
+	e := newEnv(t)
+	p := e.publisher(natsnotice.WithBufferSize(1), natsnotice.WithMaxEnqueueWait(natsnotice.MaxEnqueueWaitLimit),
+		natsnotice.WithLinger(0))
+	ctx := ctxTimeout(t, 30*time.Second)
+	const n = 50
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Go(func() {
+			for v := range n {
+				if err := p.Notify(ctx, appended("Order", ids[g], int64(v+1), int64(v+1))); err != nil {
+					t.Errorf("Notify: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if st := p.Stats(); st.Published != 2*n || st.Dropped != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 // TestNATSDown: with the server gone, Notify keeps returning within its
 // bound (buffering, then dropping), and Close with a short deadline
 // returns, drops what it holds and reports it.
