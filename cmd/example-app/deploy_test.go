@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/evsnap/evsnap/internal/composetest"
 	"io"
 	"os"
 	"path"
@@ -155,82 +156,14 @@ func entrypoint(t *testing.T) (ep, cmd []string) {
 	return ep, cmd
 }
 
-func strOf(v any) string {
-	if v == nil {
-		return ""
-	}
-	if s, ok := v.(string); ok {
-		return s
-	}
-	return fmt.Sprint(v)
-}
+var (
+	strOf = composetest.StrOf
+	mapOf = composetest.MapOf
+	words = composetest.Words
+)
 
-func mapOf(v any) map[string]any {
-	m, _ := v.(map[string]any)
-	return m
-}
-
-// words reads a compose command or entrypoint: a list, or a string split
-// the way compose splits it (shell quoting, no expansion).
-func words(v any) ([]string, error) {
-	switch v := v.(type) {
-	case []any:
-		out := make([]string, len(v))
-		for i, x := range v {
-			out[i] = strOf(x)
-		}
-		return out, nil
-	case string:
-		var out []string
-		var cur strings.Builder
-		in, quote, escaped := false, rune(0), false
-		for _, r := range v {
-			switch {
-			case escaped:
-				cur.WriteRune(r)
-				escaped = false
-			case r == '\\' && quote != '\'':
-				escaped, in = true, true
-			case quote != 0 && r == quote:
-				quote = 0
-			case quote != 0:
-				cur.WriteRune(r)
-			case r == '\'' || r == '"':
-				quote, in = r, true
-			case r == ' ' || r == '\t' || r == '\n':
-				if in {
-					out = append(out, cur.String())
-					cur.Reset()
-					in = false
-				}
-			default:
-				cur.WriteRune(r)
-				in = true
-			}
-		}
-		if quote != 0 || escaped {
-			return nil, fmt.Errorf("unterminated quote in %q", v)
-		}
-		if in {
-			out = append(out, cur.String())
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("want a list or a string, have %T", v)
-}
-
-// composeVar is compose's interpolation; defaults are used, so the file
-// must work without the user's environment.
-var composeVar = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
-
-func interpolate(s string) string {
-	return composeVar.ReplaceAllStringFunc(s, func(v string) string {
-		if v == "$$" {
-			return "$"
-		}
-		return composeVar.FindStringSubmatch(v)[3]
-	})
-}
+// interpolate replaces compose variables with their defaults.
+func interpolate(s string) string { return composetest.Interpolate(s).(string) }
 
 // service is one compose service that runs example-app.
 type service struct {

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/evsnap/evsnap/internal/composetest"
 	"io"
 	"io/fs"
 	"net"
@@ -416,35 +417,13 @@ func metricsPort(t *testing.T, where, addr string) int {
 
 // ------------------------------------------------------------------- YAML
 
-// mapOf, listOf and strOf read decoded YAML leniently; a missing or
-// differently typed value reads as empty.
-func mapOf(v any) map[string]any {
-	m, _ := v.(map[string]any)
-	return m
-}
-
-func listOf(v any) []any {
-	l, _ := v.([]any)
-	return l
-}
-
-func strOf(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	default:
-		return fmt.Sprint(v)
-	}
-}
-
-func dig(v any, keys ...string) any {
-	for _, k := range keys {
-		v = mapOf(v)[k]
-	}
-	return v
-}
+// The lenient YAML accessors are internal/composetest's.
+var (
+	mapOf  = composetest.MapOf
+	listOf = composetest.ListOf
+	strOf  = composetest.StrOf
+	dig    = composetest.Dig
+)
 
 // yamlDocs decodes every document of a (multi-document) YAML file.
 func yamlDocs(t testing.TB, rel string) []map[string]any {
@@ -473,89 +452,10 @@ func yamlDocs(t testing.TB, rel string) []map[string]any {
 
 // ---------------------------------------------------------------- compose
 
-// composeVar is compose's interpolation: ${NAME}, ${NAME:-default},
-// ${NAME-default}; $$ is a literal $.
-var composeVar = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
-
-// interpolate replaces variables with their defaults (or nothing): the
-// file must work without the user's environment.
-func interpolate(v any) any {
-	switch v := v.(type) {
-	case string:
-		return composeVar.ReplaceAllStringFunc(v, func(s string) string {
-			if s == "$$" {
-				return "$"
-			}
-			m := composeVar.FindStringSubmatch(s)
-			return m[3]
-		})
-	case map[string]any:
-		for k, x := range v {
-			v[k] = interpolate(x)
-		}
-	case []any:
-		for i, x := range v {
-			v[i] = interpolate(x)
-		}
-	}
-	return v
-}
-
-// shellWords splits a compose string command the way compose does (shell
-// quoting, no expansion).
-func shellWords(s string) ([]string, error) {
-	var words []string
-	var cur strings.Builder
-	in, quote, escaped := false, rune(0), false
-	for _, r := range s {
-		switch {
-		case escaped:
-			cur.WriteRune(r)
-			escaped = false
-		case r == '\\' && quote != '\'':
-			escaped, in = true, true
-		case quote != 0 && r == quote:
-			quote = 0
-		case quote != 0:
-			cur.WriteRune(r)
-		case r == '\'' || r == '"':
-			quote, in = r, true
-		case r == ' ' || r == '\t' || r == '\n':
-			if in {
-				words = append(words, cur.String())
-				cur.Reset()
-				in = false
-			}
-		default:
-			cur.WriteRune(r)
-			in = true
-		}
-	}
-	if quote != 0 || escaped {
-		return nil, fmt.Errorf("unterminated quote in %q", s)
-	}
-	if in {
-		words = append(words, cur.String())
-	}
-	return words, nil
-}
-
-// words reads a compose command or entrypoint: a list, or a string split
-// like a shell would.
-func words(v any) ([]string, error) {
-	switch v := v.(type) {
-	case string:
-		return shellWords(v)
-	case []any:
-		out := make([]string, len(v))
-		for i, x := range v {
-			out[i] = strOf(x)
-		}
-		return out, nil
-	default:
-		return nil, fmt.Errorf("want a list or a string, have %T", v)
-	}
-}
+var (
+	interpolate = composetest.Interpolate
+	words       = composetest.Words
+)
 
 // composeEnv reads a service's environment: a map or a list of NAME=value.
 // A name without a value (taken from the user's environment) maps to "".
