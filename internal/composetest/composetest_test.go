@@ -7,11 +7,11 @@ import (
 
 func TestShellWords(t *testing.T) {
 	cases := map[string][]string{
-		`run --a 1`:                {"run", "--a", "1"},
+		`run --a 1`:                 {"run", "--a", "1"},
 		`  run   "two words" 'x y'`: {"run", "two words", "x y"},
-		`a\ b "c\"d" 'e\f'`:        {"a b", `c"d`, `e\f`},
-		`""`:                       {""},
-		"":                         nil,
+		`a\ b "c\"d" 'e\f'`:         {"a b", `c"d`, `e\f`},
+		`""`:                        {""},
+		"":                          nil,
 	}
 	for in, want := range cases {
 		got, err := ShellWords(in)
