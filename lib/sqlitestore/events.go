@@ -27,8 +27,10 @@ type encodedEvent struct {
 	occurred int64
 }
 
-// encodeEvents checks what the database would refuse less clearly (JSON,
-// ids repeated within the append) and encodes the rows to insert.
+// encodeEvents checks what the database would refuse less clearly (ids
+// repeated within the append; eventsource.ValidateAppend, which Append
+// calls first, has checked the payloads are JSON) and encodes the rows to
+// insert.
 func encodeEvents(typ string, id uuid.UUID, events []eventsource.NewEvent) ([]encodedEvent, error) {
 	out := make([]encodedEvent, len(events))
 	var seen map[uuid.UUID]struct{}
@@ -42,10 +44,6 @@ func encodeEvents(typ string, id uuid.UUID, events []eventsource.NewEvent) ([]en
 				return nil, &DuplicateEventIDError{ID: e.ID, AggregateType: typ, AggregateID: id, InBatch: true}
 			}
 			seen[e.ID] = struct{}{}
-		}
-		if !json.Valid(e.Payload) {
-			return nil, fmt.Errorf("%w: sqlitestore: event %d (%s) of append to %s %s: payload is not valid JSON: %.64q",
-				eventsource.ErrInvalidArgument, i, e.Type, typ, id, e.Payload)
 		}
 		md := emptyMetadata
 		if !e.Metadata.IsZero() {

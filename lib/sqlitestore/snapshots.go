@@ -3,7 +3,6 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -25,12 +24,8 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 		}
 		endSpan(span, err)
 	}()
-	if err := snap.Validate(); err != nil {
+	if err := snap.Validate(); err != nil { // checks the state is JSON too
 		return false, err
-	}
-	if !json.Valid(snap.State) {
-		return false, fmt.Errorf("%w: sqlitestore: snapshot of %s %s v%d: state is not valid JSON: %.64q",
-			eventsource.ErrInvalidArgument, snap.AggregateType, snap.AggregateID, snap.Version, snap.State)
 	}
 	st, err := s.stmt(ctx, true, s.q.saveSnapshot)
 	if err != nil {
