@@ -82,9 +82,9 @@ func queued(t *testing.T, g *groupCommit, n int) {
 }
 
 // holdFirstWrite starts one save whose write is held at the gate, then
-// n more that queue behind it, and releases the gate. It returns the
-// results of the n queued saves.
-func holdFirstWrite(t *testing.T, st *gatedStore, g *groupCommit, snaps []eventsource.Snapshot) []saveResult {
+// one save per snapshot of snaps, which queue behind it, and releases the
+// gate. It returns the first save's result and those of the queued ones.
+func holdFirstWrite(t *testing.T, st *gatedStore, g *groupCommit, snaps []eventsource.Snapshot) (saveResult, []saveResult) {
 	t.Helper()
 	st.entered, st.release = make(chan struct{}, 100), make(chan struct{})
 	first := make(chan saveResult, 1)
@@ -106,8 +106,16 @@ func holdFirstWrite(t *testing.T, st *gatedStore, g *groupCommit, snaps []events
 	queued(t, g, len(snaps))
 	close(st.release)
 	wg.Wait()
-	if r := <-first; !r.stored || r.err != nil {
-		t.Fatalf("the first save: %v, %v", r.stored, r.err)
+	return <-first, results
+}
+
+// queuedResults is holdFirstWrite for a store that takes the first write:
+// it checks that write and returns the queued saves' results.
+func queuedResults(t *testing.T, st *gatedStore, g *groupCommit, snaps []eventsource.Snapshot) []saveResult {
+	t.Helper()
+	first, results := holdFirstWrite(t, st, g, snaps)
+	if !first.stored || first.err != nil {
+		t.Fatalf("the first save: %v, %v", first.stored, first.err)
 	}
 	return results
 }
@@ -119,7 +127,7 @@ func TestGroupCommitBatchesWhatQueuesDuringAWrite(t *testing.T) {
 	for range 10 {
 		snaps = append(snaps, testSnap(uuid.New(), 5))
 	}
-	for i, r := range holdFirstWrite(t, st, g, snaps) {
+	for i, r := range queuedResults(t, st, g, snaps) {
 		if !r.stored || r.err != nil {
 			t.Errorf("save %d: stored %v, err %v", i, r.stored, r.err)
 		}
@@ -149,7 +157,7 @@ func TestGroupCommitRespectsMax(t *testing.T) {
 	for range 20 {
 		snaps = append(snaps, testSnap(uuid.New(), 2))
 	}
-	for i, r := range holdFirstWrite(t, st, g, snaps) {
+	for i, r := range queuedResults(t, st, g, snaps) {
 		if !r.stored || r.err != nil {
 			t.Errorf("save %d: stored %v, err %v", i, r.stored, r.err)
 		}
@@ -174,7 +182,7 @@ func TestGroupCommitReportsRefusedSnapshots(t *testing.T) {
 	if ok, err := g.save(context.Background(), testSnap(id, 10)); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	results := holdFirstWrite(t, st, g, []eventsource.Snapshot{testSnap(id, 9), testSnap(uuid.New(), 1)})
+	results := queuedResults(t, st, g, []eventsource.Snapshot{testSnap(id, 9), testSnap(uuid.New(), 1)})
 	if results[0].stored || results[0].err != nil {
 		t.Errorf("an older snapshot: stored %v, err %v; want refused without error", results[0].stored, results[0].err)
 	}
@@ -189,7 +197,7 @@ func TestGroupCommitIsolatesAnInvalidSnapshot(t *testing.T) {
 	bad := testSnap(uuid.New(), 3)
 	bad.State = []byte(`{"v":`)
 	good := testSnap(uuid.New(), 3)
-	results := holdFirstWrite(t, st, g, []eventsource.Snapshot{bad, good})
+	results := queuedResults(t, st, g, []eventsource.Snapshot{bad, good})
 	if !errors.Is(results[0].err, eventsource.ErrInvalidArgument) {
 		t.Errorf("the invalid snapshot: err %v, want ErrInvalidArgument", results[0].err)
 	}
@@ -203,40 +211,16 @@ func TestGroupCommitStoreErrorReachesEverySave(t *testing.T) {
 	g := &groupCommit{store: st, single: st, max: 64}
 	down := errors.New("connection refused")
 	st.fail = down
-	results := holdFirstWrite2(t, st, g, 5)
-	for i, r := range results {
+	var snaps []eventsource.Snapshot
+	for range 5 {
+		snaps = append(snaps, testSnap(uuid.New(), 1))
+	}
+	first, results := holdFirstWrite(t, st, g, snaps)
+	for i, r := range append([]saveResult{first}, results...) {
 		if !errors.Is(r.err, down) || r.stored {
 			t.Errorf("save %d: stored %v, err %v; want the store's error", i, r.stored, r.err)
 		}
 	}
-}
-
-// holdFirstWrite2 is holdFirstWrite for a store that fails every write,
-// the first included.
-func holdFirstWrite2(t *testing.T, st *gatedStore, g *groupCommit, n int) []saveResult {
-	t.Helper()
-	st.entered, st.release = make(chan struct{}, 100), make(chan struct{})
-	results := make([]saveResult, n+1)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ok, err := g.save(context.Background(), testSnap(uuid.New(), 1))
-		results[0] = saveResult{ok, err}
-	}()
-	<-st.entered
-	for i := 1; i <= n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ok, err := g.save(context.Background(), testSnap(uuid.New(), 1))
-			results[i] = saveResult{ok, err}
-		}()
-	}
-	queued(t, g, n)
-	close(st.release)
-	wg.Wait()
-	return results
 }
 
 func TestGroupCommitPanicDoesNotStall(t *testing.T) {
