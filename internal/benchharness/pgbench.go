@@ -136,10 +136,17 @@ func (h *Harness) newFloorBench(ctx context.Context, s *site, aggregates int, sa
 	return &floorBench{h: h, s: s, bin: bin, script: script, dsn: libpqURL(h.cfg.PostgresURL), info: info}, nil
 }
 
-// command is the pgbench command line for c clients, as the page shows it.
-func (f *floorBench) command(c int) string {
+// args returns pgbench's arguments for c clients, given the script's
+// path and the connection string.
+func (f *floorBench) args(c int, script, dsn string) []string {
 	cs := strconv.Itoa(c)
-	return "pgbench -n -M prepared -f worker-floor.sql -c " + cs + " -j " + cs + " -T " + strconv.Itoa(f.h.pgbenchSeconds()) + " '" + pgstore.RedactDSN(f.dsn) + "'"
+	return []string{"-n", "-M", "prepared", "-f", script, "-c", cs, "-j", cs, "-T", strconv.Itoa(f.h.pgbenchSeconds()), dsn}
+}
+
+// command is the pgbench command line for c clients, as the page shows it
+// (the script by its name, the password redacted).
+func (f *floorBench) command(c int) string {
+	return "pgbench " + strings.Join(f.args(c, "worker-floor.sql", "'"+pgstore.RedactDSN(f.dsn)+"'"), " ")
 }
 
 // run deletes the snapshots and runs pgbench once with c clients,
@@ -148,9 +155,7 @@ func (f *floorBench) run(ctx context.Context, c int) (float64, error) {
 	if _, err := f.s.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 0); err != nil {
 		return 0, err
 	}
-	cs := strconv.Itoa(c)
-	args := []string{"-n", "-M", "prepared", "-f", f.script, "-c", cs, "-j", cs, "-T", strconv.Itoa(f.h.pgbenchSeconds()), f.dsn}
-	out, err := exec.CommandContext(ctx, f.bin, args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, f.bin, f.args(c, f.script, f.dsn)...).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w\n%s", f.command(c), err, out)
 	}

@@ -82,3 +82,20 @@ func TestConfigValidateNamesUnknownSteps(t *testing.T) {
 		t.Errorf("valid selection refused: %v", err)
 	}
 }
+
+// The command the page shows is the one the harness runs, with the script
+// by name and the password redacted.
+func TestFloorBenchCommandMatchesArgs(t *testing.T) {
+	f := &floorBench{h: &Harness{cfg: Config{Quick: true}}, script: "/tmp/x/worker-floor.sql", dsn: "postgres://u:secret@h/db"}
+	got := f.command(4)
+	if want := "pgbench -n -M prepared -f worker-floor.sql -c 4 -j 4 -T 1 'postgres://u:xxxxx@h/db'"; got != want {
+		t.Errorf("command = %q, want %q", got, want)
+	}
+	if strings.Contains(got, "secret") {
+		t.Errorf("command shows the password: %q", got)
+	}
+	args := f.args(8, f.script, f.dsn)
+	if args[4] != f.script || args[len(args)-1] != f.dsn || args[6] != "8" {
+		t.Errorf("args = %q", args)
+	}
+}

@@ -81,17 +81,13 @@ type countingStore struct {
 	onStored func(id uuid.UUID, version int64, at time.Time)
 }
 
-// SaveSnapshot implements eventsource.SnapshotStore.
+// SaveSnapshot implements eventsource.SnapshotStore, as a batch of one.
 func (c *countingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot) (bool, error) {
-	ok, err := c.Store.SaveSnapshot(ctx, s)
-	if ok && err == nil {
-		at := time.Now()
-		c.stored.Add(1)
-		if c.onStored != nil {
-			c.onStored(s.AggregateID, s.Version, at)
-		}
+	stored, err := c.SaveSnapshots(ctx, []eventsource.Snapshot{s})
+	if err != nil {
+		return false, err
 	}
-	return ok, err
+	return stored[0], nil
 }
 
 // SaveSnapshots implements eventsource.SnapshotBatchSaver, so the worker
