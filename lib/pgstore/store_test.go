@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/evsnap/evsnap/lib/storetest"
 	"slices"
 	"strings"
 	"sync"
@@ -25,18 +26,6 @@ func newEvents(n int, from int) []eventsource.NewEvent {
 			Payload:    fmt.Appendf(nil, `{"amount": %d, "note": "deposit number %d"}`, 10+from+i, from+i),
 			OccurredAt: time.Now().UTC().Truncate(time.Microsecond),
 		}
-	}
-	return out
-}
-
-func readAll(t testing.TB, s eventsource.EventStore, typ string, id uuid.UUID, after int64) []eventsource.RecordedEvent {
-	t.Helper()
-	var out []eventsource.RecordedEvent
-	for rec, err := range s.ReadEvents(context.Background(), typ, id, after) {
-		if err != nil {
-			t.Fatalf("ReadEvents(%s, %s, after %d): %v", typ, id, after, err)
-		}
-		out = append(out, rec)
 	}
 	return out
 }
@@ -110,23 +99,7 @@ func TestConcurrentAppendersTwoPools(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	got := readAll(t, st2, typ, id, 0)
-	if len(got) != writers*perWriter {
-		t.Fatalf("stream has %d events, want %d", len(got), writers*perWriter)
-	}
-	seen := map[uuid.UUID]bool{}
-	for i, rec := range got {
-		if rec.Version != int64(i+1) {
-			t.Fatalf("event %d has version %d: gap or duplicate", i, rec.Version)
-		}
-		if seen[rec.ID] {
-			t.Fatalf("event %s stored twice", rec.ID)
-		}
-		seen[rec.ID] = true
-		if v, ok := won[rec.ID]; !ok || v != rec.Version {
-			t.Fatalf("event %s stored at v%d, its append reported v%d (%v)", rec.ID, rec.Version, v, ok)
-		}
-	}
+	storetest.CheckAppended(t, st2, typ, id, won, writers*perWriter)
 	t.Logf("%d appends won, %d lost with a conflict", len(won), conflicts)
 }
 
@@ -163,7 +136,7 @@ func TestNoStreamRace(t *testing.T) {
 	if wins != 1 {
 		t.Fatalf("%d creators won, want 1", wins)
 	}
-	if got := readAll(t, st, typ, id, 0); len(got) != 3 {
+	if got := storetest.ReadAll(t, st, typ, id, 0); len(got) != 3 {
 		t.Fatalf("stream has %d events, want 3", len(got))
 	}
 }
@@ -180,7 +153,7 @@ func TestReadPaging(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, after := range []int64{0, 5, 10, int64(n) - 1, int64(n)} {
-			got := readAll(t, st, typ, id, after)
+			got := storetest.ReadAll(t, st, typ, id, after)
 			if want := max(int64(n)-after, 0); int64(len(got)) != want {
 				t.Fatalf("stream of %d after %d: read %d events, want %d", n, after, len(got), want)
 			}
@@ -216,7 +189,7 @@ func TestMetadataAndTimesRoundTrip(t *testing.T) {
 	if res.CommittedAt.Location() != time.UTC || res.CommittedAt.Nanosecond()%1000 != 0 || time.Since(res.CommittedAt) > time.Minute {
 		t.Fatalf("CommittedAt = %v, want a recent UTC time in microseconds", res.CommittedAt)
 	}
-	got := readAll(t, st, typ, id, 0)
+	got := storetest.ReadAll(t, st, typ, id, 0)
 	if got[0].Metadata.Attributes["k"] != `"quoted" \ value` || got[0].Metadata.CorrelationID != "c" {
 		t.Fatalf("metadata = %+v", got[0].Metadata)
 	}
@@ -253,7 +226,7 @@ func TestInvalidJSON(t *testing.T) {
 	if v, err := st.StreamVersion(ctx, typ, id); err != nil || v != 0 {
 		t.Fatalf("after a refused append StreamVersion = %d, %v; want 0", v, err)
 	}
-	if got := readAll(t, st, typ, id, 0); len(got) != 0 {
+	if got := storetest.ReadAll(t, st, typ, id, 0); len(got) != 0 {
 		t.Fatalf("a refused append stored %d events", len(got))
 	}
 	// The stream is still usable.

@@ -64,7 +64,9 @@ func jsonEqual(a, b []byte) bool {
 	return reflect.DeepEqual(va, vb)
 }
 
-func readAll(t *testing.T, s eventsource.EventStore, typ string, id uuid.UUID, after int64) []eventsource.RecordedEvent {
+// ReadAll reads every event of typ/id after a version, failing t on an
+// error.
+func ReadAll(t testing.TB, s eventsource.EventStore, typ string, id uuid.UUID, after int64) []eventsource.RecordedEvent {
 	t.Helper()
 	var out []eventsource.RecordedEvent
 	for rec, err := range s.ReadEvents(context.Background(), typ, id, after) {
@@ -143,7 +145,7 @@ func testAppendRoundTrip(t *testing.T, s eventsource.EventStore) {
 	if res.CommittedAt.IsZero() || time.Since(res.CommittedAt) > time.Hour || res.CommittedAt.Location() != time.UTC {
 		t.Fatalf("AppendResult.CommittedAt = %v, want a recent UTC time", res.CommittedAt)
 	}
-	got := readAll(t, s, typ, id, 0)
+	got := ReadAll(t, s, typ, id, 0)
 	if len(got) != 3 {
 		t.Fatalf("read %d events, want 3", len(got))
 	}
@@ -187,7 +189,7 @@ func testReadAfter(t *testing.T, s eventsource.EventStore) {
 		{99, nil},
 	} {
 		var got []int64
-		for _, rec := range readAll(t, s, typ, id, c.after) {
+		for _, rec := range ReadAll(t, s, typ, id, c.after) {
 			got = append(got, rec.Version)
 		}
 		if !reflect.DeepEqual(got, c.want) {
@@ -198,7 +200,7 @@ func testReadAfter(t *testing.T, s eventsource.EventStore) {
 
 func testMissingStream(t *testing.T, s eventsource.EventStore) {
 	typ, id := uniqueType("Missing"), uuid.New()
-	if got := readAll(t, s, typ, id, 0); len(got) != 0 {
+	if got := ReadAll(t, s, typ, id, 0); len(got) != 0 {
 		t.Fatalf("missing stream yielded %d events", len(got))
 	}
 	checkVersion(t, s, typ, id, 0)
@@ -244,7 +246,7 @@ func testConflictAtomic(t *testing.T, s eventsource.EventStore) {
 	mustAppend(t, s, typ, id, eventsource.NoStream, testEvents("Thing", 1, 3))
 	_, err := s.Append(context.Background(), typ, id, 1, testEvents("Thing", 10, 4))
 	checkConflict(t, err, 1, 3)
-	if got := readAll(t, s, typ, id, 0); len(got) != 3 {
+	if got := ReadAll(t, s, typ, id, 0); len(got) != 3 {
 		t.Fatalf("after a refused append the stream has %d events, want 3", len(got))
 	}
 	checkVersion(t, s, typ, id, 3)
@@ -313,7 +315,7 @@ func testStreamsIsolated(t *testing.T, s eventsource.EventStore) {
 	checkVersion(t, s, typA, id, 2)
 	checkVersion(t, s, typB, id, 3)
 	checkVersion(t, s, typA, id2, 1)
-	for _, rec := range readAll(t, s, typB, id, 0) {
+	for _, rec := range ReadAll(t, s, typB, id, 0) {
 		if rec.Type != "Other" || rec.AggregateType != typB {
 			t.Fatalf("stream %s/%s yielded an event of %s (%s)", typB, id, rec.AggregateType, rec.Type)
 		}
@@ -377,9 +379,18 @@ func testConcurrentAppenders(t *testing.T, s eventsource.EventStore) {
 	if t.Failed() {
 		return
 	}
-	got := readAll(t, s, typ, id, 0)
-	if len(got) != writers*perWriter {
-		t.Fatalf("stream has %d events, want %d", len(got), writers*perWriter)
+	CheckAppended(t, s, typ, id, won, writers*perWriter)
+}
+
+// CheckAppended checks a stream after racing appenders of one event each:
+// it holds want events, versions 1..want with no gap, each event once, at
+// the version its append reported (won maps event id to that version).
+// Backends use it in their own multi-handle races.
+func CheckAppended(t testing.TB, s eventsource.EventStore, typ string, id uuid.UUID, won map[uuid.UUID]int64, want int) {
+	t.Helper()
+	got := ReadAll(t, s, typ, id, 0)
+	if len(got) != want {
+		t.Fatalf("stream has %d events, want %d", len(got), want)
 	}
 	seen := map[uuid.UUID]bool{}
 	for i, rec := range got {
@@ -419,7 +430,7 @@ func testLargeStream(t *testing.T, s eventsource.EventStore) {
 	if n != batches*size {
 		t.Fatalf("read %d events, want %d", n, batches*size)
 	}
-	tail := readAll(t, s, typ, id, batches*size-7)
+	tail := ReadAll(t, s, typ, id, batches*size-7)
 	if len(tail) != 7 || tail[0].Version != batches*size-6 {
 		t.Fatalf("tail read gave %d events starting at %v", len(tail), tail)
 	}
