@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"github.com/evsnap/evsnap/internal/composetest"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -244,15 +245,6 @@ func composeServices(t *testing.T) []service {
 	return out
 }
 
-func sortedSet(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func TestDeployComposeLoad(t *testing.T) {
 	services := composeServices(t)
 	loads := 0
@@ -269,9 +261,9 @@ func TestDeployComposeLoad(t *testing.T) {
 			continue
 		}
 		flags, accepted := help(t, sub)
-		for _, name := range sortedKeys(s.env) {
+		for _, name := range slices.Sorted(maps.Keys(s.env)) {
 			if strings.HasPrefix(name, "EVSNAP_") && !accepted[name] {
-				t.Errorf("%s: sets %s, which `example-app %s` does not read (it reads %s)", s.where(), name, sub, strings.Join(sortedSet(accepted), ", "))
+				t.Errorf("%s: sets %s, which `example-app %s` does not read (it reads %s)", s.where(), name, sub, strings.Join(slices.Sorted(maps.Keys(accepted)), ", "))
 			}
 		}
 		if sub == "load" {
@@ -310,15 +302,6 @@ func TestDeployComposeLoad(t *testing.T) {
 	}
 }
 
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // TestDeployHelpParsing guards the help-based flag discovery above: if
 // the -h format changed, flags would go missing silently.
 func TestDeployHelpParsing(t *testing.T) {
@@ -330,7 +313,7 @@ func TestDeployHelpParsing(t *testing.T) {
 	}
 	for _, want := range []string{"EVSNAP_POSTGRES_URL", "EVSNAP_NATS_URL"} {
 		if !env[want] {
-			t.Errorf("example-app load -h: %s not found; have %v", want, sortedSet(env))
+			t.Errorf("example-app load -h: %s not found; have %v", want, slices.Sorted(maps.Keys(env)))
 		}
 	}
 	if _, err := parse(t, "load", []string{"--no-such-flag"}, nil, flags); err == nil {

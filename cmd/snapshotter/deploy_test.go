@@ -18,6 +18,7 @@ import (
 	"github.com/evsnap/evsnap/internal/composetest"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -25,7 +26,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -99,22 +99,13 @@ func binaryEnv() map[string]bool {
 	return set
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // TestDeployEnvNamesMatchTheSource keeps the accepted-variable list honest:
 // every "EVSNAP_..." literal in this binary's source is in a help text or
 // in envAllowList, and every allow-listed name is still in the source.
 func TestDeployEnvNamesMatchTheSource(t *testing.T) {
 	known := binaryEnv()
 	if len(known) < 10 {
-		t.Fatalf("found only %d EVSNAP_* variables in the flag sets' help texts: %v", len(known), sortedKeys(known))
+		t.Fatalf("found only %d EVSNAP_* variables in the flag sets' help texts: %v", len(known), slices.Sorted(maps.Keys(known)))
 	}
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -235,7 +226,7 @@ func TestDeployDockerfile(t *testing.T) {
 	if len(img.cmd) == 0 {
 		t.Errorf("%s: no CMD: want [\"run\"]", dockerfileName)
 	} else if _, ok := commands[img.cmd[0]]; !ok {
-		t.Errorf("%s: CMD %q: %q is not a snapshotter subcommand (have %s)", dockerfileName, img.cmd, img.cmd[0], strings.Join(sortedKeys(commands), ", "))
+		t.Errorf("%s: CMD %q: %q is not a snapshotter subcommand (have %s)", dockerfileName, img.cmd, img.cmd[0], strings.Join(slices.Sorted(maps.Keys(commands)), ", "))
 	}
 	if u, _, _ := strings.Cut(img.user, ":"); u == "" || u == "root" || u == "0" {
 		t.Errorf("%s: the final stage's USER is %q: want a non-root user", dockerfileName, img.user)
@@ -342,7 +333,7 @@ func checkInvocation(t *testing.T, inv *invocation) *options {
 	t.Helper()
 	sub := inv.sub()
 	if _, ok := commands[sub]; !ok {
-		t.Errorf("%s: runs %q: %q is not a snapshotter subcommand (have %s)", inv.where, inv.argv, sub, strings.Join(sortedKeys(commands), ", "))
+		t.Errorf("%s: runs %q: %q is not a snapshotter subcommand (have %s)", inv.where, inv.argv, sub, strings.Join(slices.Sorted(maps.Keys(commands)), ", "))
 		return nil
 	}
 	accepted, all := subcommandEnv(sub), binaryEnv()
@@ -352,7 +343,7 @@ func checkInvocation(t *testing.T, inv *invocation) *options {
 		}
 		switch {
 		case inv.direct[name] && !accepted[name]:
-			t.Errorf("%s: sets %s, which `snapshotter %s` does not read (it reads %s)", inv.where, name, sub, strings.Join(sortedKeys(accepted), ", "))
+			t.Errorf("%s: sets %s, which `snapshotter %s` does not read (it reads %s)", inv.where, name, sub, strings.Join(slices.Sorted(maps.Keys(accepted)), ", "))
 		case !inv.direct[name] && !all[name]:
 			t.Errorf("%s: gets %s from %s, which snapshotter does not read", inv.where, name, inv.imported[name])
 		}
@@ -511,7 +502,7 @@ func (p composeProject) ours(svc map[string]any) bool {
 func (p composeProject) invocations(t *testing.T, img dockerImage) []*invocation {
 	t.Helper()
 	var out []*invocation
-	for _, name := range sortedKeys(p.services) {
+	for _, name := range slices.Sorted(maps.Keys(p.services)) {
 		svc := p.services[name]
 		if !p.ours(svc) {
 			continue
@@ -542,7 +533,7 @@ func (p composeProject) invocations(t *testing.T, img dockerImage) []*invocation
 			t.Errorf("%s: env_file is not checked by this test; set the variables in environment:", where)
 		}
 		if !img.binaries[inv.binary()] {
-			t.Errorf("%s: runs %q, which is not a binary of the image (have %s)", where, inv.argv, strings.Join(sortedKeys(img.binaries), ", "))
+			t.Errorf("%s: runs %q, which is not a binary of the image (have %s)", where, inv.argv, strings.Join(slices.Sorted(maps.Keys(img.binaries)), ", "))
 			continue
 		}
 		out = append(out, inv)
@@ -568,9 +559,9 @@ func TestDeployCompose(t *testing.T) {
 
 	// Dependencies: every target exists, health conditions have a
 	// healthcheck, completion conditions a one-shot target.
-	for _, name := range sortedKeys(p.services) {
+	for _, name := range slices.Sorted(maps.Keys(p.services)) {
 		deps := p.services[name]["depends_on"]
-		for _, dep := range sortedKeys(mapOf(deps)) {
+		for _, dep := range slices.Sorted(maps.Keys(mapOf(deps))) {
 			target, ok := p.services[dep]
 			if !ok {
 				t.Errorf("%s: service %q depends on %q, which does not exist", composeFile, name, dep)
@@ -678,7 +669,7 @@ func checkComposeRun(t *testing.T, p composeProject, inv *invocation, o *options
 // finds the service's replicas by DNS on the metrics port.
 func checkPrometheus(t *testing.T, p composeProject, service string, port int) {
 	t.Helper()
-	for _, name := range sortedKeys(p.services) {
+	for _, name := range slices.Sorted(maps.Keys(p.services)) {
 		svc := p.services[name]
 		if !strings.Contains(strOf(svc["image"]), "prometheus") {
 			continue
@@ -936,7 +927,7 @@ func k8sInvocations(t *testing.T, img dockerImage, objs []k8sObject) []k8sContai
 				inv.direct[name] = true
 			}
 			if !img.binaries[inv.binary()] {
-				t.Errorf("%s: runs %q, which is not a binary of the image (have %s)", where, inv.argv, strings.Join(sortedKeys(img.binaries), ", "))
+				t.Errorf("%s: runs %q, which is not a binary of the image (have %s)", where, inv.argv, strings.Join(slices.Sorted(maps.Keys(img.binaries)), ", "))
 				continue
 			}
 			out = append(out, k8sContainer{obj: o, container: c, inv: inv})
@@ -966,9 +957,9 @@ func TestDeployKubernetes(t *testing.T) {
 			continue
 		}
 		data := configData(t, o)
-		for _, key := range sortedKeys(data) {
+		for _, key := range slices.Sorted(maps.Keys(data)) {
 			if strings.HasPrefix(key, "EVSNAP_") && !all[key] {
-				t.Errorf("%s: %s is not read by snapshotter (it reads %s)", o, key, strings.Join(sortedKeys(all), ", "))
+				t.Errorf("%s: %s is not read by snapshotter (it reads %s)", o, key, strings.Join(slices.Sorted(maps.Keys(all)), ", "))
 			}
 		}
 		checkEnvValues(t, o.String(), data)
