@@ -15,7 +15,6 @@ import (
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/lib/eventsource"
-	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/google/uuid"
 )
@@ -339,15 +338,11 @@ func (d *demo) schemaVersioning(ctx context.Context) error {
 // snapshot.
 func (d *demo) external(ctx context.Context) error {
 	d.h1("4. External mode: notices on JetStream, snapshotter workers")
-	pub, err := natsnotice.NewPublisher(d.in.js, natsnotice.WithLogger(d.logger))
+	pub, closePub, err := d.in.publisher(ctx, d.logger)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = pub.Close(cctx)
-	}()
+	defer closePub()
 	const threshold = 20
 	wctx, stopWorkers := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -115,4 +116,22 @@ func (in *infra) Close() {
 	if in.store != nil {
 		_ = in.store.Close()
 	}
+}
+
+// publisher returns a notice publisher on the infra's JetStream and the
+// function that closes it, flushing what is queued within 10s even after
+// ctx has ended. A failed close is logged: the worker's sweep snapshots
+// what the lost notices would have announced.
+func (in *infra) publisher(ctx context.Context, logger *slog.Logger) (*natsnotice.Publisher, func(), error) {
+	pub, err := natsnotice.NewPublisher(in.js, natsnotice.WithLogger(logger))
+	if err != nil {
+		return nil, nil, err
+	}
+	return pub, func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := pub.Close(cctx); err != nil {
+			logger.Warn("closing the notice publisher", "error", err)
+		}
+	}, nil
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/lib/eventsource"
-	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
 	"golang.org/x/time/rate"
 )
@@ -73,15 +72,11 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer f.Close()
 		rec = &recorder{w: f}
 	}
-	pub, err := natsnotice.NewPublisher(in.js, natsnotice.WithLogger(c.logger))
+	pub, closePub, err := in.publisher(ctx, c.logger)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = pub.Close(cctx)
-	}()
+	defer closePub()
 	reg := exampledomain.NewRegistry()
 	opts := []eventsource.Option{eventsource.WithLogger(c.logger), eventsource.WithSnapshotStore(in.store.Store), eventsource.WithAppendNotifier(pub)}
 	accounts, err := eventsource.NewRepository[exampledomain.Account](in.store.Store, reg, opts...)
