@@ -283,3 +283,19 @@ func TestRepoStoresWrapOnlyWhatCanBatch(t *testing.T) {
 		t.Fatalf("WriteBatch 1 wrapped the stores: %T, %T", ev, sn)
 	}
 }
+
+// A batch is written under its leader's context: when that context has
+// ended, the batch fails with its error for every save in it, and the next
+// save leads a fresh write.
+func TestGroupCommitLeaderContextEnded(t *testing.T) {
+	st := newGated()
+	g := &groupCommit{store: st, single: st, max: 64}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if ok, err := g.save(ctx, testSnap(uuid.New(), 1)); ok || !errors.Is(err, context.Canceled) {
+		t.Fatalf("save under an ended context: %v, %v; want context.Canceled", ok, err)
+	}
+	if ok, err := g.save(context.Background(), testSnap(uuid.New(), 1)); !ok || err != nil {
+		t.Fatalf("the next save: %v, %v", ok, err)
+	}
+}
