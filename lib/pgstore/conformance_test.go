@@ -38,3 +38,15 @@ func TestSnapshotBatchSaverConformance(t *testing.T) {
 	st := newStore(t)
 	storetest.TestSnapshotBatchSaver(t, func(*testing.T) storetest.BatchSnapshotStore { return st })
 }
+
+func TestSnapshotBatchGetterConformance(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	storetest.TestSnapshotBatchGetter(t, func(*testing.T) storetest.SnapshotGetterStore { return st })
+}
+
+func TestEventTailReaderConformance(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	storetest.TestEventTailReader(t, func(*testing.T) storetest.TailReaderStore { return st })
+}

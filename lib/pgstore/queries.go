@@ -14,6 +14,10 @@ type queries struct {
 	streamVersion                          string
 	readEvents                             string
 	loadEvents                             string
+	// readTails ends in "LIMIT ": see readTailsSQL.
+	readTails string
+
+	getSnapshots string
 
 	saveSnapshot, saveSnapshots, getSnapshot, deleteSnapshot, snapshotExists string
 	deleteSnapshotsByType, deleteSnapshotsBelow                              string
@@ -72,6 +76,19 @@ WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= coalesce(
 ORDER BY version
 LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 
+	// Many streams' first events after given versions, one index walk
+	// each: $1 type, $2 ids, $3 after versions. The streams come out in
+	// the order asked and each in version order, because the nested loop
+	// runs the lateral index scan once per input row; the caller checks
+	// that order rather than paying for a sort.
+	q.readTails = `SELECT r.ord, e.event_id, e.version, e.event_type, e.payload, e.metadata, e.occurred_at
+FROM unnest($2::uuid[], $3::bigint[]) WITH ORDINALITY AS r(id, after, ord)
+CROSS JOIN LATERAL (
+	SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
+	WHERE aggregate_type = $1 AND aggregate_id = r.id AND version > r.after
+	ORDER BY version
+	LIMIT `
+
 	// Snapshot.Supersedes, as SQL: the stored row is replaced unless the
 	// new one has a lower version or an older schema version.
 	q.saveSnapshot = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at)
@@ -88,6 +105,7 @@ ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
 SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at
 WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version
 RETURNING aggregate_id, aggregate_type`
+	q.getSnapshots = `SELECT aggregate_id, version, schema_version, state, created_at FROM ` + sn + ` WHERE aggregate_type = $1 AND aggregate_id = ANY($2::uuid[])`
 	q.getSnapshot = `SELECT version, schema_version, state, created_at FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
 	q.deleteSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
 	q.snapshotExists = `SELECT EXISTS (SELECT 1 FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2)`
@@ -109,4 +127,11 @@ LIMIT $4`
 ORDER BY behind DESC, st.aggregate_id
 LIMIT $3`
 	return q
+}
+
+// readTailsSQL returns the tail query with its per-stream limit written
+// as a constant, for the reason readEvents' is one: the planner then
+// knows each index walk is short.
+func (q *queries) readTailsSQL(limit int) string {
+	return q.readTails + strconv.Itoa(limit) + "\n) e"
 }
