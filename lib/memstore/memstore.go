@@ -9,8 +9,10 @@
 package memstore
 
 import (
+	"bytes"
 	"context"
 	"iter"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,7 +34,10 @@ type EventStore struct {
 	count   int
 }
 
-var _ eventsource.EventStore = (*EventStore)(nil)
+var (
+	_ eventsource.EventStore      = (*EventStore)(nil)
+	_ eventsource.EventTailReader = (*EventStore)(nil)
+)
 
 // NewEventStore returns an empty event store.
 func NewEventStore() *EventStore {
@@ -166,6 +171,38 @@ func (s *EventStore) StreamVersion(ctx context.Context, typ string, id uuid.UUID
 	return int64(len(s.streams[streamKey{typ, id}])), nil
 }
 
+// ReadTails implements [eventsource.EventTailReader]. It takes the read
+// lock once for the whole batch, only to copy out the window of each tail
+// (at most limit events per read); it then gives every event its own copy
+// of the payload and metadata, so two reads of one stream share nothing.
+// Event, the decoded event, is shared as ReadEvents shares it.
+func (s *EventStore) ReadTails(ctx context.Context, typ string, reads []eventsource.TailRead, limit int) ([][]eventsource.RecordedEvent, error) {
+	if err := eventsource.ValidateReadTails(typ, reads, limit); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	tails := make([][]eventsource.RecordedEvent, len(reads))
+	s.mu.RLock()
+	for i, r := range reads {
+		stream := s.streams[streamKey{typ, r.AggregateID}]
+		if r.After < int64(len(stream)) {
+			end := min(r.After+int64(limit), int64(len(stream)))
+			tails[i] = slices.Clone(stream[r.After:end])
+		}
+	}
+	s.mu.RUnlock()
+	// Stored payloads are never modified, so they are copied unlocked.
+	for _, tail := range tails {
+		for j := range tail {
+			tail[j].Payload = bytes.Clone(tail[j].Payload)
+			tail[j].Metadata = tail[j].Metadata.Clone()
+		}
+	}
+	return tails, nil
+}
+
 // Count returns how many events are stored.
 func (s *EventStore) Count() int {
 	s.mu.RLock()
@@ -188,8 +225,9 @@ type SnapshotStore struct {
 }
 
 var (
-	_ eventsource.SnapshotStore      = (*SnapshotStore)(nil)
-	_ eventsource.SnapshotBatchSaver = (*SnapshotStore)(nil)
+	_ eventsource.SnapshotStore       = (*SnapshotStore)(nil)
+	_ eventsource.SnapshotBatchSaver  = (*SnapshotStore)(nil)
+	_ eventsource.SnapshotBatchGetter = (*SnapshotStore)(nil)
 )
 
 // NewSnapshotStore returns an empty snapshot store.
@@ -261,6 +299,34 @@ func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUI
 	}
 	snap = cloneSnapshot(snap)
 	return &snap, nil
+}
+
+// GetSnapshots implements [eventsource.SnapshotBatchGetter]. It takes the
+// read lock once for the whole batch, and each request gets its own copy
+// of its snapshot, even when an id is asked for twice.
+func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
+	if err := eventsource.ValidateGetSnapshots(typ, ids); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	found := make([]eventsource.Snapshot, len(ids))
+	ok := make([]bool, len(ids))
+	s.mu.RLock()
+	for i, id := range ids {
+		found[i], ok[i] = s.snaps[streamKey{typ, id}]
+	}
+	s.mu.RUnlock()
+	// Stored states are never modified, so they are copied unlocked.
+	out := make([]*eventsource.Snapshot, len(ids))
+	for i := range found {
+		if ok[i] {
+			snap := cloneSnapshot(found[i])
+			out[i] = &snap
+		}
+	}
+	return out, nil
 }
 
 // DeleteSnapshot implements [eventsource.SnapshotStore].

@@ -15,7 +15,13 @@ type Store struct {
 	*SnapshotStore
 }
 
-var _ eventsource.AggregateLister = (*Store)(nil)
+// Store has the optional capabilities of the stores it embeds.
+var (
+	_ eventsource.AggregateLister     = (*Store)(nil)
+	_ eventsource.SnapshotBatchSaver  = (*Store)(nil)
+	_ eventsource.SnapshotBatchGetter = (*Store)(nil)
+	_ eventsource.EventTailReader     = (*Store)(nil)
+)
 
 // New returns an empty Store.
 func New() *Store {

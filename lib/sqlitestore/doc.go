@@ -1,7 +1,10 @@
 // Package sqlitestore is the SQLite backend of evsnap: an
 // [eventsource.EventStore], an [eventsource.SnapshotStore] and an
 // [eventsource.AggregateLister] on one SQLite database, through
-// modernc.org/sqlite (pure Go, no cgo).
+// modernc.org/sqlite (pure Go, no cgo). It also has the optional batch
+// capabilities: [eventsource.SnapshotBatchSaver] (one transaction, one
+// commit), [eventsource.SnapshotBatchGetter] (one query) and
+// [eventsource.EventTailReader] (one read transaction).
 //
 //	s, err := sqlitestore.Open(ctx, "./data/evsnap.db")
 //	if err != nil { ... }
@@ -35,7 +38,10 @@
 //
 // Reads fetch events a window at a time and hold no connection while the
 // caller iterates, so a caller may call the store inside a ReadEvents loop,
-// even on the single connection of an in-memory store.
+// even on the single connection of an in-memory store. [Store.ReadTails]
+// returns whole slices instead: it reads every tail of the batch in one
+// read-only transaction (a plain BEGIN, whatever the DSN says, so it never
+// takes the write lock) and sees one state of the database.
 //
 // # Durability
 //

@@ -14,6 +14,7 @@ type queries struct {
 
 	saveSnapshot   string
 	getSnapshot    string
+	getSnapshots   string
 	snapshotExists string
 	deleteSnapshot string
 	deleteByType   string
@@ -67,6 +68,15 @@ ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE SET
 WHERE excluded.version >= {snapshots}.version AND excluded.schema_version >= {snapshots}.schema_version`),
 		getSnapshot: r.Replace(`SELECT version, schema_version, state, created_at FROM {snapshots}
 WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
+		// ?2 is a JSON array of distinct ids: one statement for any
+		// number of ids, with no variable limit to chunk for. CROSS JOIN
+		// pins the join order: SQLite walks the array and looks each id up
+		// by primary key. (Written as IN (SELECT value FROM json_each(?2)),
+		// the planner, which has no statistics for json_each, scans the
+		// whole table once ANALYZE says it is small.)
+		getSnapshots: r.Replace(`SELECT s.aggregate_id, s.version, s.schema_version, s.state, s.created_at
+FROM json_each(?2) AS j CROSS JOIN {snapshots} AS s
+ON s.aggregate_id = j.value AND s.aggregate_type = ?1`),
 		snapshotExists: r.Replace(`SELECT EXISTS (SELECT 1 FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2)`),
 		deleteSnapshot: r.Replace(`DELETE FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
 		deleteByType:   r.Replace(`DELETE FROM {snapshots} WHERE aggregate_type = ?1`),

@@ -1,8 +1,10 @@
 package sqlitestore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -105,17 +107,114 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: get snapshot of %s %s: %w", typ, id, err)
 	}
-	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
-	var created int64
-	err = st.QueryRowContext(ctx, id.String(), typ).Scan(&snap.Version, &snap.SchemaVersion, &snap.State, &created)
+	snap, err := scanSnapshot(st.QueryRowContext(ctx, id.String(), typ), typ)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("sqlitestore: get snapshot of %s %s: %w", typ, id, s.mapErr(err))
 	}
+	snap.AggregateID = id
+	return snap, nil
+}
+
+// rowScanner is a *sql.Row or *sql.Rows.
+type rowScanner interface{ Scan(dest ...any) error }
+
+// scanSnapshot scans a snapshot of typ from row, whose columns are those of
+// lead followed by version, schema_version, state and created_at. The
+// caller sets AggregateID.
+func scanSnapshot(row rowScanner, typ string, lead ...any) (*eventsource.Snapshot, error) {
+	snap := &eventsource.Snapshot{AggregateType: typ}
+	var created int64
+	if err := row.Scan(append(lead, &snap.Version, &snap.SchemaVersion, &snap.State, &created)...); err != nil {
+		return nil, err
+	}
 	snap.CreatedAt = time.UnixMicro(created).UTC()
 	return snap, nil
+}
+
+var _ eventsource.SnapshotBatchGetter = (*Store)(nil)
+
+// GetSnapshots implements [eventsource.SnapshotBatchGetter] with one query
+// whatever the number of ids: the distinct ids go as one JSON array
+// parameter, which SQLite walks, looking each id up by primary key, so
+// there is no variable limit to chunk for and one prepared statement
+// serves every batch size. Each request gets its own copy of its snapshot,
+// even when an id is asked for twice.
+func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (snaps []*eventsource.Snapshot, err error) {
+	ctx, span := s.startSpan(ctx, "GetSnapshots", typ, uuid.Nil)
+	defer func() { endSpan(span, err) }()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("evsnap.snapshot.batch", len(ids)))
+	}
+	if err := eventsource.ValidateGetSnapshots(typ, ids); err != nil {
+		return nil, err
+	}
+	found, err := s.getSnapshots(ctx, typ, ids)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: get %d snapshots of %s: %w", len(ids), typ, s.mapErr(err))
+	}
+	snaps = make([]*eventsource.Snapshot, len(ids))
+	taken := make(map[uuid.UUID]bool, len(found))
+	for i, id := range ids {
+		snap := found[id]
+		if snap == nil {
+			continue
+		}
+		if taken[id] {
+			c := *snap
+			c.State = bytes.Clone(snap.State)
+			snap = &c
+		}
+		taken[id] = true
+		snaps[i] = snap
+	}
+	return snaps, nil
+}
+
+// getSnapshots runs the getSnapshots query for the distinct ids of ids and
+// returns the snapshots it found by id.
+func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (_ map[uuid.UUID]*eventsource.Snapshot, err error) {
+	distinct := make([]uuid.UUID, 0, len(ids))
+	seen := make(map[uuid.UUID]struct{}, len(ids))
+	for _, id := range ids {
+		if _, dup := seen[id]; !dup {
+			seen[id] = struct{}{}
+			distinct = append(distinct, id)
+		}
+	}
+	// uuid.UUID marshals as its canonical lowercase string: the stored form.
+	idsJSON, err := json.Marshal(distinct)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.stmt(ctx, false, s.q.getSnapshots)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, typ, string(idsJSON))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := rows.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	found := make(map[uuid.UUID]*eventsource.Snapshot, len(distinct))
+	var idBytes sql.RawBytes
+	for rows.Next() {
+		snap, err := scanSnapshot(rows, typ, &idBytes)
+		if err != nil {
+			return nil, err
+		}
+		if snap.AggregateID, err = uuid.ParseBytes(idBytes); err != nil {
+			return nil, fmt.Errorf("stored aggregate id %q: %w", idBytes, err)
+		}
+		found[snap.AggregateID] = snap
+	}
+	return found, rows.Err()
 }
 
 // DeleteSnapshot implements [eventsource.SnapshotStore].

@@ -75,6 +75,22 @@ func TestSnapshotBatchSaverConformance(t *testing.T) {
 	}
 }
 
+func TestSnapshotBatchGetterConformance(t *testing.T) {
+	for name, newStore := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestSnapshotBatchGetter(t, func(t *testing.T) storetest.SnapshotGetterStore { return newStore(t) })
+		})
+	}
+}
+
+func TestEventTailReaderConformance(t *testing.T) {
+	for name, newStore := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestEventTailReader(t, func(t *testing.T) storetest.TailReaderStore { return newStore(t) })
+		})
+	}
+}
+
 func TestAggregateListerConformance(t *testing.T) {
 	for name, newStore := range backends(t) {
 		t.Run(name, func(t *testing.T) {

@@ -773,6 +773,65 @@ func TestNew(t *testing.T) {
 	}
 }
 
+// TestBatchReadsTakeNoWriteLock runs ReadTails and GetSnapshots on a store
+// over a caller's *sql.DB whose DSN makes transactions BEGIN IMMEDIATE,
+// while another connection holds the write lock: the batch reads do not
+// wait for it (ReadTails' transaction is read-only), and they see the
+// database as it was before the uncommitted write.
+func TestBatchReadsTakeNoWriteLock(t *testing.T) {
+	path := tempDB(t)
+	db, err := sql.Open(sqlitestore.DriverName, path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s, err := sqlitestore.New(db, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	typ, id := "BatchRead", uuid.New()
+	mustAppend(t, s, typ, id, eventsource.NoStream, events(1, 3))
+	if _, err := s.SaveSnapshot(context.Background(), snapshot(typ, id, 2)); err != nil {
+		t.Fatal(err)
+	}
+
+	other := rawDB(t, path)
+	conn, err := other.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(context.Background(), "ROLLBACK") //nolint:errcheck // the test is over
+	if _, err := conn.ExecContext(context.Background(), `DELETE FROM "snapshots"`); err != nil {
+		t.Fatal(err)
+	}
+
+	// Far below the busy timeout: a read that waited for the lock fails.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	tails, err := s.ReadTails(ctx, typ, []eventsource.TailRead{{AggregateID: id, After: 1}, {AggregateID: id}}, 10)
+	if err != nil {
+		t.Fatalf("ReadTails while another connection holds the write lock: %v", err)
+	}
+	if len(tails[0]) != 2 || len(tails[1]) != 3 {
+		t.Fatalf("ReadTails: tails of %d and %d events, want 2 and 3", len(tails[0]), len(tails[1]))
+	}
+	snaps, err := s.GetSnapshots(ctx, typ, []uuid.UUID{id, uuid.New()})
+	if err != nil {
+		t.Fatalf("GetSnapshots while another connection holds the write lock: %v", err)
+	}
+	if snaps[0] == nil || snaps[0].Version != 2 || snaps[1] != nil {
+		t.Fatalf("GetSnapshots = %v, %v; want the committed v2 snapshot and none", snaps[0], snaps[1])
+	}
+}
+
 func TestSpans(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
