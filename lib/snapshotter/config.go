@@ -58,6 +58,14 @@ type Config struct {
 	// Rebuilds running at once share a write; none waits for a batch to
 	// fill, so a larger Concurrency gives larger batches.
 	WriteBatch int
+	// ReadBatch is the most aggregates whose snapshots (for the policy's
+	// decision), or whose events after their snapshots (for a rebuild), are
+	// read with one statement when the stores implement
+	// eventsource.SnapshotBatchGetter and eventsource.EventTailReader
+	// (1-1000; 1 reads each on its own). Like writes, reads of rebuilds
+	// running at once share a round trip and none waits for a batch to
+	// fill.
+	ReadBatch int
 	// Linger is how long a batch waits to fill after its first notice.
 	Linger time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering.
@@ -91,8 +99,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults: stream EVSNAP_APPENDED, consumer
 // "snapshotter", batches of 256, 16 aggregates at once, up to 64 snapshots
-// per write, a 5ms linger, a 30s
-// ack wait, 5 deliveries, and a sweep every minute at 50 rebuilds/s.
+// per write and 64 aggregates per read, a 5ms linger, a 30s ack wait, 5
+// deliveries, and a sweep every minute at 50 rebuilds/s.
 func DefaultConfig() Config {
 	return Config{
 		Stream:        natsnotice.DefaultStream,
@@ -101,6 +109,7 @@ func DefaultConfig() Config {
 		BatchSize:     256,
 		Concurrency:   16,
 		WriteBatch:    64,
+		ReadBatch:     64,
 		Linger:        5 * time.Millisecond,
 		AckWait:       30 * time.Second,
 		MaxDeliveries: 5,
@@ -132,6 +141,8 @@ func (c *Config) Validate() error {
 		return invalid("concurrency %d is outside 1-1024", c.Concurrency)
 	case c.WriteBatch < 1 || c.WriteBatch > 1000:
 		return invalid("write batch %d is outside 1-1000", c.WriteBatch)
+	case c.ReadBatch < 1 || c.ReadBatch > 1000:
+		return invalid("read batch %d is outside 1-1000", c.ReadBatch)
 	case c.Linger < 0 || c.Linger > time.Second:
 		return invalid("linger %v is outside 0-1s", c.Linger)
 	case c.AckWait < time.Second:

@@ -84,6 +84,7 @@ func TestConfigValidate(t *testing.T) {
 		"batch size":     func(c *Config) { c.BatchSize = 0 },
 		"concurrency":    func(c *Config) { c.Concurrency = 5000 },
 		"write batch":    func(c *Config) { c.WriteBatch = 0 },
+		"read batch":     func(c *Config) { c.ReadBatch = 1001 },
 		"ack wait":       func(c *Config) { c.AckWait = time.Millisecond },
 		"max deliveries": func(c *Config) { c.MaxDeliveries = 0 },
 		"stream name":    func(c *Config) { c.Stream = "a.b" },

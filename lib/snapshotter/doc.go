@@ -22,6 +22,14 @@
 // that finds no write in flight goes at once, and those that arrive during
 // a write go in the next one.
 //
+// Reads are batched the same way when the stores implement
+// eventsource.SnapshotBatchGetter and eventsource.EventTailReader (every
+// store in this module does): the snapshots the policy decides on, and the
+// events after them that rebuilds replay, are read for many aggregates
+// with one statement each (Config.ReadBatch, up to 64 aggregates; a tail
+// longer than 256 events reads on with ReadEvents). On PostgreSQL an
+// aggregate then costs a share of three statements instead of three.
+//
 // A notice is acked only after the snapshot is stored or the policy said
 // no. Transient failures (a database or NATS outage) are naked with a
 // growing delay. Failures that can never succeed (a malformed notice, an

@@ -68,14 +68,11 @@ func queued(t *testing.T, g *groupCommit, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		g.mu.Lock()
-		got := len(g.queue)
-		g.mu.Unlock()
-		if got >= n {
+		if got := g.pending(); got >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d saves queued, want %d", got, n)
+			t.Fatalf("%d saves queued, want %d", g.pending(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -122,7 +119,7 @@ func queuedResults(t *testing.T, st *gatedStore, g *groupCommit, snaps []eventso
 
 func TestGroupCommitBatchesWhatQueuesDuringAWrite(t *testing.T) {
 	st := newGated()
-	g := &groupCommit{store: st, single: st, max: 64}
+	g := newGroupCommit(st, st, 64, nil)
 	var snaps []eventsource.Snapshot
 	for range 10 {
 		snaps = append(snaps, testSnap(uuid.New(), 5))
@@ -152,7 +149,7 @@ func TestGroupCommitBatchesWhatQueuesDuringAWrite(t *testing.T) {
 
 func TestGroupCommitRespectsMax(t *testing.T) {
 	st := newGated()
-	g := &groupCommit{store: st, single: st, max: 8}
+	g := newGroupCommit(st, st, 8, nil)
 	var snaps []eventsource.Snapshot
 	for range 20 {
 		snaps = append(snaps, testSnap(uuid.New(), 2))
@@ -177,7 +174,7 @@ func TestGroupCommitRespectsMax(t *testing.T) {
 
 func TestGroupCommitReportsRefusedSnapshots(t *testing.T) {
 	st := newGated()
-	g := &groupCommit{store: st, single: st, max: 64}
+	g := newGroupCommit(st, st, 64, nil)
 	id := uuid.New()
 	if ok, err := g.save(context.Background(), testSnap(id, 10)); !ok || err != nil {
 		t.Fatal(ok, err)
@@ -193,7 +190,7 @@ func TestGroupCommitReportsRefusedSnapshots(t *testing.T) {
 
 func TestGroupCommitIsolatesAnInvalidSnapshot(t *testing.T) {
 	st := newGated()
-	g := &groupCommit{store: st, single: st, max: 64}
+	g := newGroupCommit(st, st, 64, nil)
 	bad := testSnap(uuid.New(), 3)
 	bad.State = []byte(`{"v":`)
 	good := testSnap(uuid.New(), 3)
@@ -208,7 +205,7 @@ func TestGroupCommitIsolatesAnInvalidSnapshot(t *testing.T) {
 
 func TestGroupCommitStoreErrorReachesEverySave(t *testing.T) {
 	st := newGated()
-	g := &groupCommit{store: st, single: st, max: 64}
+	g := newGroupCommit(st, st, 64, nil)
 	down := errors.New("connection refused")
 	st.fail = down
 	var snaps []eventsource.Snapshot
@@ -225,7 +222,7 @@ func TestGroupCommitStoreErrorReachesEverySave(t *testing.T) {
 
 func TestGroupCommitPanicDoesNotStall(t *testing.T) {
 	st := newGated()
-	g := &groupCommit{store: st, single: st, max: 64}
+	g := newGroupCommit(st, st, 64, nil)
 	st.entered, st.release, st.panics = make(chan struct{}, 100), make(chan struct{}), true
 	leader := make(chan any, 1)
 	go func() {
@@ -266,30 +263,52 @@ func TestRepoStoresWrapOnlyWhatCanBatch(t *testing.T) {
 	mem := memstore.New()
 	cfg := DefaultConfig()
 	cfg.Events, cfg.Snapshots = mem, mem
-	ev, sn := repoStores(&cfg, nil)
+	ev, sn := repoStores(&cfg, nil, nil)
 	if _, ok := ev.(eventsource.SnapshotLoader); !ok || !sameValue(ev, sn) {
 		t.Fatalf("one store for both: got %T and %T, want one wrapper that is a SnapshotLoader", ev, sn)
 	}
-	// Separate stores: only the snapshot store is wrapped.
+	if ws := sn.(*workerStore); ws.writes == nil || ws.reads == nil || ws.tails == nil {
+		t.Fatalf("one store for both: writes %v, snapshot reads %v, tails %v; want all batched", ws.writes != nil, ws.reads != nil, ws.tails != nil)
+	}
+	// Separate stores: each is wrapped for what it can batch.
 	events, snaps := memstore.NewEventStore(), memstore.NewSnapshotStore()
 	cfg.Events, cfg.Snapshots = events, snaps
-	ev, sn = repoStores(&cfg, nil)
-	if _, ok := sn.(*batchingSnapshots); !ok || ev != eventsource.EventStore(events) {
-		t.Fatalf("separate stores: got %T and %T", ev, sn)
+	ev, sn = repoStores(&cfg, nil, nil)
+	if we, ok := ev.(*workerEvents); !ok || we.tails == nil {
+		t.Fatalf("separate stores: events %T, want tails batched", ev)
 	}
-	// WriteBatch 1: nothing is wrapped.
+	if ws, ok := sn.(*workerSnapshots); !ok || ws.writes == nil || ws.reads == nil {
+		t.Fatalf("separate stores: snapshots %T, want writes and reads batched", sn)
+	}
+	// WriteBatch 1: reads are still batched, writes are not.
 	cfg.WriteBatch = 1
-	if ev, sn := repoStores(&cfg, nil); ev != eventsource.EventStore(events) || sn != eventsource.SnapshotStore(snaps) {
-		t.Fatalf("WriteBatch 1 wrapped the stores: %T, %T", ev, sn)
+	if _, sn := repoStores(&cfg, nil, nil); sn.(*workerSnapshots).writes != nil || sn.(*workerSnapshots).reads == nil {
+		t.Fatal("WriteBatch 1: writes batched, or reads not")
+	}
+	// And ReadBatch 1: nothing is wrapped.
+	cfg.ReadBatch = 1
+	if ev, sn := repoStores(&cfg, nil, nil); ev != eventsource.EventStore(events) || sn != eventsource.SnapshotStore(snaps) {
+		t.Fatalf("WriteBatch and ReadBatch 1 wrapped the stores: %T, %T", ev, sn)
+	}
+	// A store without the capabilities is never wrapped.
+	cfg = DefaultConfig()
+	cfg.Events, cfg.Snapshots = plainEvents{events}, plainSnapshots{snaps}
+	if ev, sn := repoStores(&cfg, nil, nil); ev != eventsource.EventStore(cfg.Events) || sn != eventsource.SnapshotStore(cfg.Snapshots) {
+		t.Fatalf("stores without batch capabilities were wrapped: %T, %T", ev, sn)
 	}
 }
+
+// plainEvents and plainSnapshots hide every optional capability of the
+// stores they wrap.
+type plainEvents struct{ eventsource.EventStore }
+type plainSnapshots struct{ eventsource.SnapshotStore }
 
 // A batch is written under its leader's context: when that context has
 // ended, the batch fails with its error for every save in it, and the next
 // save leads a fresh write.
 func TestGroupCommitLeaderContextEnded(t *testing.T) {
 	st := newGated()
-	g := &groupCommit{store: st, single: st, max: 64}
+	g := newGroupCommit(st, st, 64, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if ok, err := g.save(ctx, testSnap(uuid.New(), 1)); ok || !errors.Is(err, context.Canceled) {

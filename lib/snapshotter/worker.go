@@ -133,8 +133,8 @@ type Worker struct {
 	lister  eventsource.AggregateLister
 	m       workerMetrics
 
-	// The stores the per-type repositories use: cfg's, or wrappers that
-	// group snapshot writes (see groupCommit).
+	// The stores the worker and its per-type repositories use: cfg's, or
+	// wrappers that batch snapshot writes and reads (see repoStores).
 	repoEvents    eventsource.EventStore
 	repoSnapshots eventsource.SnapshotStore
 
@@ -151,6 +151,7 @@ type workerMetrics struct {
 	lag       metric.Float64Histogram
 	swept     metric.Int64Counter
 	writes    metric.Int64Histogram
+	reads     metric.Int64Histogram
 }
 
 // New validates cfg and returns a worker for the given aggregate types. It
@@ -185,7 +186,7 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 	if err := w.initMetrics(); err != nil {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
-	w.repoEvents, w.repoSnapshots = repoStores(&w.cfg, w.m.writes)
+	w.repoEvents, w.repoSnapshots = repoStores(&w.cfg, w.m.writes, w.m.reads)
 	policies := map[string]Policy{}
 	for _, t := range types {
 		if t.build == nil {
@@ -236,6 +237,10 @@ func (w *Worker) initMetrics() error {
 	}
 	if w.m.writes, err = m.Int64Histogram("evsnap.worker.write.batch.size",
 		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots per batched write (one statement, one commit).")); err != nil {
+		return err
+	}
+	if w.m.reads, err = m.Int64Histogram("evsnap.worker.read.batch.size",
+		metric.WithUnit("{aggregate}"), metric.WithDescription("Aggregates per batched read (one statement), by read: snapshots (decisions) or tails (rebuilds).")); err != nil {
 		return err
 	}
 	return nil
@@ -406,7 +411,7 @@ func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
 // process decides by the policy and, when due, rebuilds and stores the
 // snapshot. headHint 0 means "ask the store".
 func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, headHint int64, appended []string, source string) (bool, error) {
-	snap, err := w.cfg.Snapshots.GetSnapshot(ctx, t.name, id)
+	snap, err := w.repoSnapshots.GetSnapshot(ctx, t.name, id)
 	if err != nil {
 		return false, fmt.Errorf("read snapshot of %s %s: %w", t.name, id, err)
 	}
