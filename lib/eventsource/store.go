@@ -412,7 +412,10 @@ type EventTailReader interface {
 	// in version order: at most limit of them, so a caller that gets limit
 	// events reads the rest with ReadEvents from the last one's version.
 	// tails[i] is empty for a missing stream or one that ends at After.
-	// The events are the caller's to keep. An empty typ, a nil id or a
+	// The events are the caller's to keep (their payload and metadata are
+	// not shared with the store or with another tail; a store that keeps
+	// decoded events may share RecordedEvent.Event, as ReadEvents does).
+	// An empty typ, a nil id or a
 	// negative After (named by its index), an empty reads or a limit
 	// below 1 is an error matching ErrInvalidArgument.
 	ReadTails(ctx context.Context, typ string, reads []TailRead, limit int) (tails [][]RecordedEvent, err error)
