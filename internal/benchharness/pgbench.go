@@ -84,13 +84,13 @@ func libpqURL(dsn string) string {
 // for a random backlog aggregate (ids are md5('evsnap-bench-' || n), see
 // benchID), the events read from version 0 as the worker reads them when
 // the aggregate has no snapshot yet.
-func floorScript(sql pgSQL, aggregates int, state []byte) string {
+func floorScript(sql pgstore.Statements, aggregates int, state []byte) string {
 	id := `md5('evsnap-bench-' || :n::text)::uuid`
 	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	typ := quote(exampledomain.AccountType)
-	get := strings.NewReplacer("$1", id, "$2", typ).Replace(sql.getSnapshot)
-	read := strings.NewReplacer("$1", typ, "$2", id, "$3", "0").Replace(sql.readEvents)
-	save := strings.NewReplacer("$1", id, "$2", typ, "$3", strconv.Itoa(backlogEvents), "$4", "1", "$5", quote(string(state)), "$6", "now()").Replace(sql.saveSnapshot)
+	get := strings.NewReplacer("$1", id, "$2", typ).Replace(sql.GetSnapshot)
+	read := strings.NewReplacer("$1", typ, "$2", id, "$3", "0").Replace(sql.ReadEvents)
+	save := strings.NewReplacer("$1", id, "$2", typ, "$3", strconv.Itoa(backlogEvents), "$4", "1", "$5", quote(string(state)), "$6", "now()").Replace(sql.SaveSnapshot)
 	return fmt.Sprintf("\\set n random(1, %d)\n%s;\n%s;\n%s;\n", aggregates, get, read, save)
 }
 
@@ -125,7 +125,7 @@ func (h *Harness) newFloorBench(ctx context.Context, s *site, aggregates int, sa
 	if snap == nil {
 		return nil, fmt.Errorf("%w: backlog aggregate %s has no snapshot", errSanity, sample)
 	}
-	info := &Pgbench{Script: floorScript(newPGSQL(s.schema), aggregates, snap.State)}
+	info := &Pgbench{Script: floorScript(s.pg.Statements(), aggregates, snap.State)}
 	if out, err := exec.CommandContext(ctx, bin, "--version").Output(); err == nil {
 		info.Version = strings.TrimSpace(string(out))
 	}

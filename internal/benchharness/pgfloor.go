@@ -3,7 +3,6 @@ package benchharness
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,46 +14,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// pgSQL is the store's own SQL for the three statements a snapshot load
-// and a snapshot write issue, copied from lib/pgstore/queries.go (which
-// does not export it) for the schema's default table names. Keep it in
-// step with that file: the floors below are only floors if they run the
-// same statements.
-type pgSQL struct {
-	getSnapshot, readEvents, saveSnapshot string
-	snapshots, events                     string // quoted, schema-qualified table names
-}
-
-func newPGSQL(schema string) pgSQL {
-	sn := pgx.Identifier{schema, pgstore.DefaultSnapshotsTable}.Sanitize()
-	ev := pgx.Identifier{schema, pgstore.DefaultEventsTable}.Sanitize()
-	return pgSQL{
-		snapshots:   sn,
-		events:      ev,
-		getSnapshot: `SELECT version, schema_version, state, created_at FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`,
-		readEvents: `SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
-WHERE aggregate_type = $1 AND aggregate_id = $2 AND version > $3
-ORDER BY version
-LIMIT ` + strconv.Itoa(pgstore.DefaultReadPageSize),
-		saveSnapshot: `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
-SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at
-WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version`,
-	}
-}
-
 // pgFloor runs the store's SQL through raw pgx and decodes with the
 // registry's codec straight into the example domain's types (a type
 // switch, no registry): what a load costs with no library around it.
 type pgFloor struct {
 	pool  *pgxpool.Pool
-	sql   pgSQL
+	sql   pgstore.Statements
 	codec eventsource.Codec
 }
 
 func newPGFloor(s *site, codec eventsource.Codec) *pgFloor {
-	return &pgFloor{pool: s.pg.Pool(), sql: newPGSQL(s.schema), codec: codec}
+	return &pgFloor{pool: s.pg.Pool(), sql: s.pg.Statements(), codec: codec}
 }
 
 // decodeAccountEvent decodes one Account event.
@@ -122,8 +92,8 @@ func (f *pgFloor) scanSnapshot(row pgx.Row, st *exampledomain.AccountState) (int
 // pgx.Batch (one round trip; it needs the snapshot's version in advance).
 func (f *pgFloor) loadBatch(ctx context.Context, id uuid.UUID, snapVersion int64) error {
 	b := &pgx.Batch{}
-	b.Queue(f.sql.getSnapshot, id, exampledomain.AccountType)
-	b.Queue(f.sql.readEvents, exampledomain.AccountType, id, snapVersion-1)
+	b.Queue(f.sql.GetSnapshot, id, exampledomain.AccountType)
+	b.Queue(f.sql.ReadEvents, exampledomain.AccountType, id, snapVersion-1)
 	br := f.pool.SendBatch(ctx, b)
 	var st exampledomain.AccountState
 	if _, err := f.scanSnapshot(br.QueryRow(), &st); err != nil {
@@ -147,11 +117,11 @@ func (f *pgFloor) loadBatch(ctx context.Context, id uuid.UUID, snapVersion int64
 // Repository.Load does).
 func (f *pgFloor) loadTwo(ctx context.Context, id uuid.UUID) error {
 	var st exampledomain.AccountState
-	v, err := f.scanSnapshot(f.pool.QueryRow(ctx, f.sql.getSnapshot, id, exampledomain.AccountType), &st)
+	v, err := f.scanSnapshot(f.pool.QueryRow(ctx, f.sql.GetSnapshot, id, exampledomain.AccountType), &st)
 	if err != nil {
 		return err
 	}
-	rows, err := f.pool.Query(ctx, f.sql.readEvents, exampledomain.AccountType, id, v-1)
+	rows, err := f.pool.Query(ctx, f.sql.ReadEvents, exampledomain.AccountType, id, v-1)
 	if err != nil {
 		return err
 	}
@@ -167,7 +137,7 @@ func (f *pgFloor) replay(ctx context.Context, id uuid.UUID, want int64) error {
 		after int64
 	)
 	for {
-		rows, err := f.pool.Query(ctx, f.sql.readEvents, exampledomain.AccountType, id, after)
+		rows, err := f.pool.Query(ctx, f.sql.ReadEvents, exampledomain.AccountType, id, after)
 		if err != nil {
 			return err
 		}
@@ -201,7 +171,7 @@ type PlanCheck struct {
 }
 
 func (f *pgFloor) explain(ctx context.Context, id uuid.UUID) (PlanCheck, error) {
-	rows, err := f.pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+f.sql.readEvents, exampledomain.AccountType, id, int64(0))
+	rows, err := f.pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+f.sql.ReadEvents, exampledomain.AccountType, id, int64(0))
 	if err != nil {
 		return PlanCheck{}, fmt.Errorf("explain: %w", err)
 	}

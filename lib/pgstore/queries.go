@@ -133,5 +133,46 @@ LIMIT $3`
 // as a constant, for the reason readEvents' is one: the planner then
 // knows each index walk is short.
 func (q *queries) readTailsSQL(limit int) string {
-	return q.readTails + strconv.Itoa(limit) + "\n) e"
+	return Statements{readTails: q.readTails}.ReadTails(limit)
+}
+
+// Statements is the SQL a [Store] runs to read and write snapshots and to
+// read events, rendered with its table names: for EXPLAIN, for pgbench
+// scripts that measure the database's floor under the store, and for
+// review. Changing the strings changes nothing the store does.
+type Statements struct {
+	// ReadEvents reads one page of a stream: $1 aggregate type, $2
+	// aggregate id, $3 the version to read after.
+	ReadEvents string
+	// GetSnapshot reads one snapshot: $1 aggregate id, $2 aggregate type.
+	GetSnapshot string
+	// GetSnapshots reads many: $1 aggregate type, $2 aggregate ids (uuid[]).
+	GetSnapshots string
+	// SaveSnapshot upserts one snapshot: $1 aggregate id, $2 aggregate
+	// type, $3 version, $4 schema version, $5 state, $6 created at.
+	SaveSnapshot string
+	// SaveSnapshots upserts many: $1..$6 arrays of SaveSnapshot's
+	// arguments, in primary-key order (aggregate id, then type).
+	SaveSnapshots string
+
+	readTails string
+}
+
+// ReadTails returns the statement that reads the first limit events of
+// many streams: $1 aggregate type, $2 aggregate ids (uuid[]), $3 the
+// versions to read after (bigint[]).
+func (st Statements) ReadTails(limit int) string {
+	return st.readTails + strconv.Itoa(limit) + "\n) e"
+}
+
+// Statements returns the store's SQL.
+func (s *Store) Statements() Statements {
+	return Statements{
+		ReadEvents:    s.q.readEvents,
+		GetSnapshot:   s.q.getSnapshot,
+		GetSnapshots:  s.q.getSnapshots,
+		SaveSnapshot:  s.q.saveSnapshot,
+		SaveSnapshots: s.q.saveSnapshots,
+		readTails:     s.q.readTails,
+	}
 }
