@@ -1,7 +1,6 @@
 package natsnotice
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -262,23 +261,6 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
-}
-
-// Decode parses and validates a notice. Every failure matches ErrMalformed
-// and says what was wrong; Decode never panics.
-func Decode(data []byte) (Notice, error) {
-	var n Notice
-	if len(data) == 0 {
-		return n, fmt.Errorf("%w: empty message", ErrMalformed)
-	}
-	if err := json.Unmarshal(data, &n); err != nil {
-		return Notice{}, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if err := n.Validate(); err != nil {
-		return Notice{}, err
-	}
-	n.CommittedAt = n.CommittedAt.UTC()
-	return n, nil
 }
 
 // Subject returns the subject of a notice about typ/id under prefix.

@@ -72,7 +72,8 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 }
 
-func TestDecodeRejects(t *testing.T) {
+// decodeRejectCases are messages Decode must refuse, by what is wrong.
+func decodeRejectCases() map[string][]byte {
 	good := func(mut func(m map[string]any)) []byte {
 		m := map[string]any{
 			"v": 1, "aggregate_type": "Order", "aggregate_id": testID.String(),
@@ -83,7 +84,7 @@ func TestDecodeRejects(t *testing.T) {
 		b, _ := json.Marshal(m)
 		return b
 	}
-	cases := map[string][]byte{
+	return map[string][]byte{
 		"empty":                 {},
 		"not json":              []byte("hello"),
 		"array":                 []byte("[1,2]"),
@@ -97,8 +98,13 @@ func TestDecodeRejects(t *testing.T) {
 		"empty event type":      good(func(m map[string]any) { m["event_types"] = []string{""} }),
 		"time as number":        good(func(m map[string]any) { m["committed_at"] = 5 }),
 		"time beyond year 9999": good(func(m map[string]any) { m["committed_at"] = "9999-12-31T23:30:00-05:00" }),
+		"float version":         good(func(m map[string]any) { m["first_version"] = 1.5 }),
+		"trailing data":         append(good(func(map[string]any) {}), '}'),
 	}
-	for name, data := range cases {
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for name, data := range decodeRejectCases() {
 		t.Run(name, func(t *testing.T) {
 			if _, err := natsnotice.Decode(data); !errors.Is(err, natsnotice.ErrMalformed) {
 				t.Fatalf("Decode(%s) = %v, want ErrMalformed", data, err)
@@ -106,7 +112,12 @@ func TestDecodeRejects(t *testing.T) {
 		})
 	}
 	// Unknown fields are accepted: additive changes keep version 1.
-	if _, err := natsnotice.Decode(good(func(m map[string]any) { m["new_field"] = true })); err != nil {
+	data, _ := json.Marshal(map[string]any{
+		"v": 1, "aggregate_type": "Order", "aggregate_id": testID.String(),
+		"first_version": 1, "last_version": 2, "event_types": []string{"OrderPlaced"},
+		"committed_at": "2026-11-25T17:00:00Z", "new_field": true,
+	})
+	if _, err := natsnotice.Decode(data); err != nil {
 		t.Fatalf("unknown field: %v", err)
 	}
 }
@@ -152,9 +163,18 @@ func TestHeaderCarrier(t *testing.T) {
 	var _ propagation.TextMapCarrier = c
 }
 
-// FuzzDecode checks that Decode never panics and that whatever it accepts
-// survives Encode and Decode unchanged.
+// FuzzDecode checks that Decode never panics, that it agrees with
+// encoding/json on what it accepts and what it decodes (decodeStdlib), and
+// that whatever it accepts survives Encode and Decode unchanged.
 func FuzzDecode(f *testing.F) {
+	for _, c := range decodeCases {
+		if len(c.data) < 1000 { // not the deep nesting ones
+			f.Add([]byte(c.data))
+		}
+	}
+	for _, data := range decodeRejectCases() {
+		f.Add(data)
+	}
 	valid, _ := natsnotice.FromAppended(appended("Account", testID, 1, 3, "AccountOpened", "MoneyDeposited")).Encode()
 	f.Add(valid)
 	f.Add([]byte(`{"v":1,"aggregate_type":"Order","aggregate_id":"0b6f2c7e-4d1a-4c59-9a39-6f1f7d2e8a10","first_version":1,"last_version":1,"event_types":[],"truncated":true,"committed_at":"0001-01-01T00:00:00Z","extra":{"a":[1,2]}}`))
@@ -167,6 +187,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0xff, 0xfe, '{'})
 	f.Add([]byte(``))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeAgrees(t, data)
 		n, err := natsnotice.Decode(data)
 		if err != nil {
 			if !errors.Is(err, natsnotice.ErrMalformed) {
