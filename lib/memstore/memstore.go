@@ -9,10 +9,8 @@
 package memstore
 
 import (
-	"bytes"
 	"context"
 	"iter"
-	"slices"
 	"sync"
 	"time"
 
@@ -34,10 +32,7 @@ type EventStore struct {
 	count   int
 }
 
-var (
-	_ eventsource.EventStore      = (*EventStore)(nil)
-	_ eventsource.EventTailReader = (*EventStore)(nil)
-)
+var _ eventsource.EventStore = (*EventStore)(nil)
 
 // NewEventStore returns an empty event store.
 func NewEventStore() *EventStore {
@@ -169,38 +164,6 @@ func (s *EventStore) StreamVersion(ctx context.Context, typ string, id uuid.UUID
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return int64(len(s.streams[streamKey{typ, id}])), nil
-}
-
-// ReadTails implements [eventsource.EventTailReader]. It takes the read
-// lock once for the whole batch, only to copy out the window of each tail
-// (at most limit events per read); it then gives every event its own copy
-// of the payload and metadata, so two reads of one stream share nothing.
-// Event, the decoded event, is shared as ReadEvents shares it.
-func (s *EventStore) ReadTails(ctx context.Context, typ string, reads []eventsource.TailRead, limit int) ([][]eventsource.RecordedEvent, error) {
-	if err := eventsource.ValidateReadTails(typ, reads, limit); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	tails := make([][]eventsource.RecordedEvent, len(reads))
-	s.mu.RLock()
-	for i, r := range reads {
-		stream := s.streams[streamKey{typ, r.AggregateID}]
-		if r.After < int64(len(stream)) {
-			end := min(r.After+int64(limit), int64(len(stream)))
-			tails[i] = slices.Clone(stream[r.After:end])
-		}
-	}
-	s.mu.RUnlock()
-	// Stored payloads are never modified, so they are copied unlocked.
-	for _, tail := range tails {
-		for j := range tail {
-			tail[j].Payload = bytes.Clone(tail[j].Payload)
-			tail[j].Metadata = tail[j].Metadata.Clone()
-		}
-	}
-	return tails, nil
 }
 
 // Count returns how many events are stored.

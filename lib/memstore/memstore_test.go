@@ -24,10 +24,6 @@ func TestSnapshotBatchGetterConformance(t *testing.T) {
 	storetest.TestSnapshotBatchGetter(t, func(t *testing.T) storetest.SnapshotGetterStore { return memstore.NewSnapshotStore() })
 }
 
-func TestEventTailReaderConformance(t *testing.T) {
-	storetest.TestEventTailReader(t, func(t *testing.T) storetest.TailReaderStore { return memstore.NewEventStore() })
-}
-
 func TestCountAndClear(t *testing.T) {
 	es := memstore.NewEventStore()
 	ss := memstore.NewSnapshotStore()

@@ -20,7 +20,6 @@ var (
 	_ eventsource.AggregateLister     = (*Store)(nil)
 	_ eventsource.SnapshotBatchSaver  = (*Store)(nil)
 	_ eventsource.SnapshotBatchGetter = (*Store)(nil)
-	_ eventsource.EventTailReader     = (*Store)(nil)
 )
 
 // New returns an empty Store.

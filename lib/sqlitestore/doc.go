@@ -3,8 +3,7 @@
 // [eventsource.AggregateLister] on one SQLite database, through
 // modernc.org/sqlite (pure Go, no cgo). It also has the optional batch
 // capabilities: [eventsource.SnapshotBatchSaver] (one transaction, one
-// commit), [eventsource.SnapshotBatchGetter] (one query) and
-// [eventsource.EventTailReader] (one read transaction).
+// commit) and [eventsource.SnapshotBatchGetter] (one query).
 //
 //	s, err := sqlitestore.Open(ctx, "./data/evsnap.db")
 //	if err != nil { ... }
@@ -38,10 +37,7 @@
 //
 // Reads fetch events a window at a time and hold no connection while the
 // caller iterates, so a caller may call the store inside a ReadEvents loop,
-// even on the single connection of an in-memory store. [Store.ReadTails]
-// returns whole slices instead: it reads every tail of the batch in one
-// read-only transaction (a plain BEGIN, whatever the DSN says, so it never
-// takes the write lock) and sees one state of the database.
+// even on the single connection of an in-memory store.
 //
 // # Durability
 //

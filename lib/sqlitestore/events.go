@@ -211,7 +211,7 @@ func (s *Store) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after 
 		next := after
 		var buf []eventsource.RecordedEvent
 		for {
-			buf, e = s.readWindow(ctx, st, typ, id, idStr, next, s.window, buf[:0])
+			buf, e = s.readWindow(ctx, st, typ, id, idStr, next, buf[:0])
 			if e != nil {
 				fail(e)
 				return
@@ -230,10 +230,10 @@ func (s *Store) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after 
 	}
 }
 
-// readWindow runs st, the readEvents query, to append up to limit events
-// after version next to buf, and closes its rows before returning.
-func (s *Store) readWindow(ctx context.Context, st *sql.Stmt, typ string, id uuid.UUID, idStr string, next int64, limit int, buf []eventsource.RecordedEvent) (_ []eventsource.RecordedEvent, err error) {
-	rows, err := st.QueryContext(ctx, typ, idStr, next, limit)
+// readWindow appends up to s.window events after version next to buf and
+// closes its rows before returning.
+func (s *Store) readWindow(ctx context.Context, st *sql.Stmt, typ string, id uuid.UUID, idStr string, next int64, buf []eventsource.RecordedEvent) (_ []eventsource.RecordedEvent, err error) {
+	rows, err := st.QueryContext(ctx, typ, idStr, next, s.window)
 	if err != nil {
 		return buf, err
 	}
@@ -273,55 +273,6 @@ func (s *Store) readWindow(ctx context.Context, st *sql.Stmt, typ string, id uui
 		buf = append(buf, rec)
 	}
 	return buf, rows.Err()
-}
-
-var _ eventsource.EventTailReader = (*Store)(nil)
-
-// ReadTails implements [eventsource.EventTailReader]: ReadEvents' query,
-// with limit as its window, for each read, all in one read-only
-// transaction. The call holds one read connection and sees one state of
-// the database (in WAL mode writes go on meanwhile); each tail costs one
-// walk of the (aggregate_type, aggregate_id, version) index over at most
-// limit events, whatever the length of the stream. Every tail is read on
-// its own, so two reads of one stream share no payload bytes. Payload is
-// the stored JSON text; Event is nil.
-func (s *Store) ReadTails(ctx context.Context, typ string, reads []eventsource.TailRead, limit int) (tails [][]eventsource.RecordedEvent, err error) {
-	ctx, span := s.startSpan(ctx, "ReadTails", typ, uuid.Nil)
-	read := 0
-	defer func() {
-		if span.IsRecording() {
-			span.SetAttributes(attribute.Int("evsnap.tail_reads", len(reads)), attribute.Int("evsnap.tail_limit", limit),
-				attribute.Int("evsnap.events_read", read))
-		}
-		endSpan(span, err)
-	}()
-	if err := eventsource.ValidateReadTails(typ, reads, limit); err != nil {
-		return nil, err
-	}
-	// Prepared before the transaction: preparing needs a connection, and on
-	// a single-connection store the transaction holds the only one.
-	st, err := s.stmt(ctx, false, s.q.readEvents)
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: read %d tails of %s: %w", len(reads), typ, err)
-	}
-	// ReadOnly makes the driver issue a plain (deferred) BEGIN even on a
-	// *sql.DB given to New with _txlock=immediate: reads never take the
-	// write lock.
-	tx, err := s.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: read %d tails of %s: %w", len(reads), typ, s.mapErr(err))
-	}
-	defer tx.Rollback() //nolint:errcheck // it only read; ending it is all that is left
-	txSt := tx.StmtContext(ctx, st)
-	tails = make([][]eventsource.RecordedEvent, len(reads))
-	for i, r := range reads {
-		tails[i], err = s.readWindow(ctx, txSt, typ, r.AggregateID, r.AggregateID.String(), r.After, limit, nil)
-		if err != nil {
-			return nil, fmt.Errorf("sqlitestore: read tail %d of %d (%s %s after version %d): %w", i, len(reads), typ, r.AggregateID, r.After, s.mapErr(err))
-		}
-		read += len(tails[i])
-	}
-	return tails, nil
 }
 
 // StreamVersion implements [eventsource.EventStore]: one primary-key lookup

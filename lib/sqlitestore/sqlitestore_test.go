@@ -83,14 +83,6 @@ func TestSnapshotBatchGetterConformance(t *testing.T) {
 	}
 }
 
-func TestEventTailReaderConformance(t *testing.T) {
-	for name, newStore := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			storetest.TestEventTailReader(t, func(t *testing.T) storetest.TailReaderStore { return newStore(t) })
-		})
-	}
-}
-
 func TestAggregateListerConformance(t *testing.T) {
 	for name, newStore := range backends(t) {
 		t.Run(name, func(t *testing.T) {
