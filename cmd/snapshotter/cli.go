@@ -229,7 +229,7 @@ func runFlags(o *options) *flag.FlagSet {
 	flagEnv(fs, &o.consumer, "consumer", "EVSNAP_CONSUMER", d.Consumer, "durable consumer shared by every replica")
 	fs.IntVar(&o.concurrency, "concurrency", envInt("EVSNAP_CONCURRENCY", d.Concurrency), "aggregates rebuilt at once per replica (env EVSNAP_CONCURRENCY)")
 	fs.IntVar(&o.writeBatch, "write-batch", envInt("EVSNAP_WRITE_BATCH", d.WriteBatch), "most snapshots written with one statement and one commit; 1 writes each on its own (env EVSNAP_WRITE_BATCH)")
-	fs.IntVar(&o.readBatch, "read-batch", envInt("EVSNAP_READ_BATCH", d.ReadBatch), "most aggregates whose snapshots, or whose events since, are read with one statement; 1 reads each on its own (env EVSNAP_READ_BATCH)")
+	fs.IntVar(&o.readBatch, "read-batch", envInt("EVSNAP_READ_BATCH", d.ReadBatch), "most aggregates whose snapshots are read with one statement for the policy's decision; 1 reads each on its own (env EVSNAP_READ_BATCH)")
 	fs.IntVar(&o.batchSize, "batch-size", envInt("EVSNAP_BATCH_SIZE", d.BatchSize), "notices per fetch (env EVSNAP_BATCH_SIZE)")
 	fs.DurationVar(&o.linger, "linger", envDuration("EVSNAP_LINGER", d.Linger), "how long a batch waits to fill (env EVSNAP_LINGER)")
 	fs.DurationVar(&o.ackWait, "ack-wait", envDuration("EVSNAP_ACK_WAIT", d.AckWait), "JetStream ack wait (env EVSNAP_ACK_WAIT)")

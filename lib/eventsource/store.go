@@ -379,7 +379,8 @@ func ResolveSnapshotBatch(snaps []Snapshot) ([]int, error) {
 // SnapshotBatchGetter is an optional capability of a [SnapshotStore]:
 // reading the snapshots of many aggregates of one type with one round
 // trip. The snapshotter worker uses it for the decision reads of the
-// notices it handles at the same time.
+// notices it handles at the same time: most notices are not due, and their
+// only cost to the database is this read.
 //
 // Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotBatchGetter]
 // against every implementation.
@@ -392,35 +393,6 @@ type SnapshotBatchGetter interface {
 	GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (snaps []*Snapshot, err error)
 }
 
-// TailRead asks an [EventTailReader] for the events of one aggregate with
-// a version greater than After.
-type TailRead struct {
-	AggregateID uuid.UUID
-	After       int64
-}
-
-// EventTailReader is an optional capability of an [EventStore]: reading
-// the tails of many streams of one type with one round trip. The
-// snapshotter worker uses it to read the events after the snapshots of the
-// aggregates it rebuilds at the same time.
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestEventTailReader] against
-// every implementation.
-type EventTailReader interface {
-	// ReadTails returns, for each read i, the first events of stream
-	// typ/reads[i].AggregateID with a version greater than reads[i].After,
-	// in version order: at most limit of them, so a caller that gets limit
-	// events reads the rest with ReadEvents from the last one's version.
-	// tails[i] is empty for a missing stream or one that ends at After.
-	// The events are the caller's to keep (their payload and metadata are
-	// not shared with the store or with another tail; a store that keeps
-	// decoded events may share RecordedEvent.Event, as ReadEvents does).
-	// An empty typ, a nil id or a
-	// negative After (named by its index), an empty reads or a limit
-	// below 1 is an error matching ErrInvalidArgument.
-	ReadTails(ctx context.Context, typ string, reads []TailRead, limit int) (tails [][]RecordedEvent, err error)
-}
-
 // ValidateGetSnapshots checks GetSnapshots' arguments, as an error matching
 // ErrInvalidArgument. Stores call it first.
 func ValidateGetSnapshots(typ string, ids []uuid.UUID) error {
@@ -430,26 +402,6 @@ func ValidateGetSnapshots(typ string, ids []uuid.UUID) error {
 	for i, id := range ids {
 		if err := ValidateStream(typ, id); err != nil {
 			return fmt.Errorf("id %d of the batch: %w", i, err)
-		}
-	}
-	return nil
-}
-
-// ValidateReadTails checks ReadTails' arguments, as an error matching
-// ErrInvalidArgument. Stores call it first.
-func ValidateReadTails(typ string, reads []TailRead, limit int) error {
-	if len(reads) == 0 {
-		return fmt.Errorf("%w: no streams to read the tails of (%s)", ErrInvalidArgument, typ)
-	}
-	if limit < 1 {
-		return fmt.Errorf("%w: tail limit %d for %s; read at least 1 event per stream", ErrInvalidArgument, limit, typ)
-	}
-	for i, r := range reads {
-		if err := ValidateStream(typ, r.AggregateID); err != nil {
-			return fmt.Errorf("read %d of the batch: %w", i, err)
-		}
-		if r.After < 0 {
-			return fmt.Errorf("read %d of the batch: %w: events after version %d of %s %s; versions start at 1", i, ErrInvalidArgument, r.After, typ, r.AggregateID)
 		}
 	}
 	return nil

@@ -1,7 +1,6 @@
 package pgstore
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -11,10 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-var (
-	_ eventsource.SnapshotBatchGetter = (*Store)(nil)
-	_ eventsource.EventTailReader     = (*Store)(nil)
-)
+var _ eventsource.SnapshotBatchGetter = (*Store)(nil)
 
 // GetSnapshots implements [eventsource.SnapshotBatchGetter] with one
 // statement: a primary-key lookup of every distinct id (aggregate_id =
@@ -73,69 +69,3 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	span.SetAttributes(attribute.Int("evsnap.read.found", len(found)))
 	return out, nil
 }
-
-// ReadTails implements [eventsource.EventTailReader] with one statement:
-// the streams to read are unnested from arrays, and each is read by a
-// lateral walk of the (aggregate_type, aggregate_id, version) index that
-// stops at the limit, so the cost is the events returned, whatever the
-// streams' lengths, and nothing is sorted. The limit is written into the
-// statement as a constant: a caller should use few distinct limits, each
-// of which is one prepared statement per connection.
-func (s *Store) ReadTails(ctx context.Context, typ string, reads []eventsource.TailRead, limit int) (_ [][]eventsource.RecordedEvent, err error) {
-	if err := eventsource.ValidateReadTails(typ, reads, limit); err != nil {
-		return nil, err
-	}
-	ctx, span := s.span(ctx, "pgstore.ReadTails", typ, uuid.Nil,
-		attribute.Int("evsnap.read.batch", len(reads)), attribute.Int("evsnap.read.limit", limit))
-	var read int
-	defer func() {
-		span.SetAttributes(attribute.Int("evsnap.read.events", read))
-		endSpan(span, err)
-	}()
-	ids, afters := make([][16]byte, len(reads)), make([]int64, len(reads))
-	for i, r := range reads {
-		ids[i], afters[i] = r.AggregateID, r.After
-	}
-	what := fmt.Sprintf("read the tails of %d streams of %s", len(reads), typ)
-	rows, err := s.pool.Query(ctx, s.q.readTailsSQL(limit), typ, ids, afters)
-	if err != nil {
-		return nil, s.wrap(what, err)
-	}
-	defer rows.Close()
-	tails := make([][]eventsource.RecordedEvent, len(reads))
-	var (
-		ord      int64
-		metadata []byte
-		rec      eventsource.RecordedEvent
-	)
-	dest := []any{&ord, (*[16]byte)(&rec.ID), &rec.Version, &rec.Type, &rec.Payload, &metadata, &rec.OccurredAt}
-	for rows.Next() {
-		rec = eventsource.RecordedEvent{AggregateType: typ}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, s.wrap(what, err)
-		}
-		i := int(ord) - 1
-		if i < 0 || i >= len(reads) {
-			return nil, fmt.Errorf("pgstore: %s: row for read %d of %d", what, ord, len(reads))
-		}
-		rec.AggregateID = reads[i].AggregateID
-		if err := finishEvent(&rec, metadata); err != nil {
-			return nil, err
-		}
-		tails[i] = append(tails[i], rec)
-		read++
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.wrap(what, err)
-	}
-	// The nested loop yields each stream in version order; should a plan
-	// ever not, put it right here instead of handing out a wrong order.
-	for _, tail := range tails {
-		if !slices.IsSortedFunc(tail, byVersion) {
-			slices.SortFunc(tail, byVersion)
-		}
-	}
-	return tails, nil
-}
-
-func byVersion(a, b eventsource.RecordedEvent) int { return cmp.Compare(a.Version, b.Version) }

@@ -44,9 +44,3 @@ func TestSnapshotBatchGetterConformance(t *testing.T) {
 	st := newStore(t)
 	storetest.TestSnapshotBatchGetter(t, func(*testing.T) storetest.SnapshotGetterStore { return st })
 }
-
-func TestEventTailReaderConformance(t *testing.T) {
-	t.Parallel()
-	st := newStore(t)
-	storetest.TestEventTailReader(t, func(*testing.T) storetest.TailReaderStore { return st })
-}

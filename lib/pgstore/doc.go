@@ -79,14 +79,11 @@
 // the default work_mem. Payloads come back as stored (jsonb's normalised
 // text); decoding them is the caller's (RecordedEvent.Event is nil).
 //
-// [Store.ReadTails] ([eventsource.EventTailReader]) reads the first events
-// after given versions of many streams in one statement: the streams are
-// unnested from arrays and each is a lateral walk of the same index, cut
-// at the caller's limit, so nothing is sorted (the EXPLAIN test checks the
-// plan on a 1,000,000-event table). [Store.GetSnapshots]
-// ([eventsource.SnapshotBatchGetter]) reads many snapshots by primary key
-// in one statement. The snapshotter worker uses both to read what the
-// notices it handles at the same time need with one round trip each.
+// [Store.GetSnapshots] ([eventsource.SnapshotBatchGetter]) reads many
+// snapshots with one primary-key lookup of an array of ids; the
+// snapshotter worker uses it for the decision reads of the notices it
+// handles at the same time. [Store.Statements] returns the store's SQL,
+// for EXPLAIN and pgbench.
 //
 // # Snapshots
 //
@@ -143,7 +140,7 @@
 // # Telemetry
 //
 // Every operation has a client span (pgstore.Append, pgstore.ReadEvents,
-// pgstore.ReadTails, pgstore.StreamVersion, pgstore.SaveSnapshot,
+// pgstore.StreamVersion, pgstore.SaveSnapshot,
 // pgstore.SaveSnapshots, pgstore.GetSnapshot, pgstore.GetSnapshots,
 // pgstore.DeleteSnapshot, pgstore.SnapshotExists,
 // pgstore.DeleteSnapshotsByType, pgstore.ListAggregates, pgstore.Migrate)

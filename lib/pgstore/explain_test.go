@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/google/uuid"
 )
@@ -118,35 +117,6 @@ ORDER BY v, a`, id, streamLen, others); err != nil {
 			t.Errorf("after v%d: no forward Index Scan using events_stream_version_key: %v", after, plan)
 		}
 	}
-	// ReadTails: the streams' tails are lateral forward walks of the same
-	// index, with no sort however long the streams are.
-	ids := []uuid.UUID{id, uuid.MustParse("00000000-0000-4000-8000-000000000003"), id, uuid.New()}
-	afters := []int64{0, streamLen / 2, streamLen - 100, 0}
-	tails := explain(t, st, pgstore.ReadTailsQuery(st, 256), "Account", ids, afters)
-	t.Logf("tails of %d streams: %v", len(ids), tails)
-	var lateral bool
-	tails.walk(func(n planNode) {
-		switch n.NodeType {
-		case "Sort", "Incremental Sort", "Gather Merge", "Bitmap Heap Scan", "Seq Scan", "Hash Join", "Merge Join":
-			t.Errorf("tails: plan has a %s node: %v", n.NodeType, tails)
-		case "Index Scan":
-			lateral = n.IndexName == "events_stream_version_key" && n.ScanDirection == "Forward"
-		}
-		if n.TempReadBlocks > 0 || n.TempWrittenBlocks > 0 {
-			t.Errorf("tails: %s spilled to disk (%d blocks written): %v", n.NodeType, n.TempWrittenBlocks, tails)
-		}
-	})
-	if !lateral {
-		t.Errorf("tails: no forward Index Scan using events_stream_version_key: %v", tails)
-	}
-	got, err := st.ReadTails(ctx, "Account", []eventsource.TailRead{{AggregateID: id, After: streamLen - 100}, {AggregateID: id}}, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got[0]) != 100 || got[0][0].Version != streamLen-99 || len(got[1]) != 256 || got[1][255].Version != 256 {
-		t.Fatalf("ReadTails: %d events from v%d and %d, want 100 from v%d and 256 (v1..v256)", len(got[0]), got[0][0].Version, len(got[1]), streamLen-99)
-	}
-
 	unbounded := query[:strings.LastIndex(query, "LIMIT")]
 	t.Logf("for comparison, without the page bound: %v", explain(t, st, unbounded, "Account", id, int64(0)))
 

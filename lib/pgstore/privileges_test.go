@@ -60,5 +60,4 @@ func TestDocumentedGrantsSuffice(t *testing.T) {
 	storetest.TestAggregateLister(t, func(*testing.T) storetest.Backend { return app })
 	storetest.TestSnapshotBatchSaver(t, func(*testing.T) storetest.BatchSnapshotStore { return app })
 	storetest.TestSnapshotBatchGetter(t, func(*testing.T) storetest.SnapshotGetterStore { return app })
-	storetest.TestEventTailReader(t, func(*testing.T) storetest.TailReaderStore { return app })
 }

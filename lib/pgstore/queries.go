@@ -14,8 +14,6 @@ type queries struct {
 	streamVersion                          string
 	readEvents                             string
 	loadEvents                             string
-	// readTails ends in "LIMIT ": see readTailsSQL.
-	readTails string
 
 	getSnapshots string
 
@@ -76,19 +74,6 @@ WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= coalesce(
 ORDER BY version
 LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 
-	// Many streams' first events after given versions, one index walk
-	// each: $1 type, $2 ids, $3 after versions. The streams come out in
-	// the order asked and each in version order, because the nested loop
-	// runs the lateral index scan once per input row; the caller checks
-	// that order rather than paying for a sort.
-	q.readTails = `SELECT r.ord, e.event_id, e.version, e.event_type, e.payload, e.metadata, e.occurred_at
-FROM unnest($2::uuid[], $3::bigint[]) WITH ORDINALITY AS r(id, after, ord)
-CROSS JOIN LATERAL (
-	SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
-	WHERE aggregate_type = $1 AND aggregate_id = r.id AND version > r.after
-	ORDER BY version
-	LIMIT `
-
 	// Snapshot.Supersedes, as SQL: the stored row is replaced unless the
 	// new one has a lower version or an older schema version.
 	q.saveSnapshot = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at)
@@ -129,13 +114,6 @@ LIMIT $3`
 	return q
 }
 
-// readTailsSQL returns the tail query with its per-stream limit written
-// as a constant, for the reason readEvents' is one: the planner then
-// knows each index walk is short.
-func (q *queries) readTailsSQL(limit int) string {
-	return Statements{readTails: q.readTails}.ReadTails(limit)
-}
-
 // Statements is the SQL a [Store] runs to read and write snapshots and to
 // read events, rendered with its table names: for EXPLAIN, for pgbench
 // scripts that measure the database's floor under the store, and for
@@ -154,15 +132,6 @@ type Statements struct {
 	// SaveSnapshots upserts many: $1..$6 arrays of SaveSnapshot's
 	// arguments, in primary-key order (aggregate id, then type).
 	SaveSnapshots string
-
-	readTails string
-}
-
-// ReadTails returns the statement that reads the first limit events of
-// many streams: $1 aggregate type, $2 aggregate ids (uuid[]), $3 the
-// versions to read after (bigint[]).
-func (st Statements) ReadTails(limit int) string {
-	return st.readTails + strconv.Itoa(limit) + "\n) e"
 }
 
 // Statements returns the store's SQL.
@@ -173,6 +142,5 @@ func (s *Store) Statements() Statements {
 		GetSnapshots:  s.q.getSnapshots,
 		SaveSnapshot:  s.q.saveSnapshot,
 		SaveSnapshots: s.q.saveSnapshots,
-		readTails:     s.q.readTails,
 	}
 }

@@ -58,13 +58,11 @@ type Config struct {
 	// Rebuilds running at once share a write; none waits for a batch to
 	// fill, so a larger Concurrency gives larger batches.
 	WriteBatch int
-	// ReadBatch is the most aggregates whose snapshots (for the policy's
-	// decision), or whose events after their snapshots (for a rebuild), are
-	// read with one statement when the stores implement
-	// eventsource.SnapshotBatchGetter and eventsource.EventTailReader
-	// (1-1000; 1 reads each on its own). Like writes, reads of rebuilds
-	// running at once share a round trip and none waits for a batch to
-	// fill.
+	// ReadBatch is the most aggregates whose snapshots are read with one
+	// statement for the policy's decision, when the snapshot store
+	// implements eventsource.SnapshotBatchGetter (1-1000; 1 reads each on
+	// its own). Like writes, the decisions of notices handled at once
+	// share a round trip and none waits for a batch to fill.
 	ReadBatch int
 	// Linger is how long a batch waits to fill after its first notice.
 	Linger time.Duration

@@ -22,13 +22,12 @@
 // that finds no write in flight goes at once, and those that arrive during
 // a write go in the next one.
 //
-// Reads are batched the same way when the stores implement
-// eventsource.SnapshotBatchGetter and eventsource.EventTailReader (every
-// store in this module does): the snapshots the policy decides on, and the
-// events after them that rebuilds replay, are read for many aggregates
-// with one statement each (Config.ReadBatch, up to 64 aggregates; a tail
-// longer than 256 events reads on with ReadEvents). On PostgreSQL an
-// aggregate then costs a share of three statements instead of three.
+// The decision reads are batched the same way when the snapshot store
+// implements eventsource.SnapshotBatchGetter (every store in this module
+// does): the snapshots the policy decides on are read for many notices
+// with one statement (Config.ReadBatch, up to 64). Most notices are not
+// due, and this read is all they cost the database. A rebuild's events
+// are read per aggregate, streamed.
 //
 // A notice is acked only after the snapshot is stored or the policy said
 // no. Transient failures (a database or NATS outage) are naked with a

@@ -22,7 +22,7 @@ type groupCommit struct {
 
 func newGroupCommit(store eventsource.SnapshotBatchSaver, single eventsource.SnapshotStore, max int, sizes metric.Int64Histogram) *groupCommit {
 	g := &groupCommit{store: store, single: single}
-	g.batcher = newBatcher(max, sizes, nil, g.write)
+	g.batcher = newBatcher(max, 1, sizes, g.write)
 	return g
 }
 

@@ -267,15 +267,15 @@ func TestRepoStoresWrapOnlyWhatCanBatch(t *testing.T) {
 	if _, ok := ev.(eventsource.SnapshotLoader); !ok || !sameValue(ev, sn) {
 		t.Fatalf("one store for both: got %T and %T, want one wrapper that is a SnapshotLoader", ev, sn)
 	}
-	if ws := sn.(*workerStore); ws.writes == nil || ws.reads == nil || ws.tails == nil {
-		t.Fatalf("one store for both: writes %v, snapshot reads %v, tails %v; want all batched", ws.writes != nil, ws.reads != nil, ws.tails != nil)
+	if ws := sn.(*workerStore); ws.writes == nil || ws.reads == nil {
+		t.Fatalf("one store for both: writes %v, reads %v; want both batched", ws.writes != nil, ws.reads != nil)
 	}
-	// Separate stores: each is wrapped for what it can batch.
+	// Separate stores: only the snapshot store is wrapped.
 	events, snaps := memstore.NewEventStore(), memstore.NewSnapshotStore()
 	cfg.Events, cfg.Snapshots = events, snaps
 	ev, sn = repoStores(&cfg, nil, nil)
-	if we, ok := ev.(*workerEvents); !ok || we.tails == nil {
-		t.Fatalf("separate stores: events %T, want tails batched", ev)
+	if ev != eventsource.EventStore(events) {
+		t.Fatalf("separate stores: events %T, want the store itself", ev)
 	}
 	if ws, ok := sn.(*workerSnapshots); !ok || ws.writes == nil || ws.reads == nil {
 		t.Fatalf("separate stores: snapshots %T, want writes and reads batched", sn)

@@ -20,16 +20,15 @@ type gatedReads struct {
 	*memstore.Store
 	mu         sync.Mutex
 	snapSizes  []int
-	tailSizes  []int
 	entered    chan struct{} // receives when a batched read starts (if set)
 	release    chan struct{} // a batched read waits on it (if set)
 	fail       error
 	singleGets int
 }
 
-func (g *gatedReads) gate(sizes *[]int, n int) error {
+func (g *gatedReads) gate(n int) error {
 	g.mu.Lock()
-	*sizes = append(*sizes, n)
+	g.snapSizes = append(g.snapSizes, n)
 	entered, release, fail := g.entered, g.release, g.fail
 	g.mu.Unlock()
 	if entered != nil {
@@ -42,7 +41,7 @@ func (g *gatedReads) gate(sizes *[]int, n int) error {
 }
 
 func (g *gatedReads) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
-	if err := g.gate(&g.snapSizes, len(ids)); err != nil {
+	if err := g.gate(len(ids)); err != nil {
 		return nil, err
 	}
 	return g.Store.GetSnapshots(ctx, typ, ids)
@@ -55,17 +54,10 @@ func (g *gatedReads) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) 
 	return g.Store.GetSnapshot(ctx, typ, id)
 }
 
-func (g *gatedReads) ReadTails(ctx context.Context, typ string, reads []eventsource.TailRead, limit int) ([][]eventsource.RecordedEvent, error) {
-	if err := g.gate(&g.tailSizes, len(reads)); err != nil {
-		return nil, err
-	}
-	return g.Store.ReadTails(ctx, typ, reads, limit)
-}
-
-func (g *gatedReads) sizes() (snaps, tails []int) {
+func (g *gatedReads) sizes() []int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return slices.Clone(g.snapSizes), slices.Clone(g.tailSizes)
+	return slices.Clone(g.snapSizes)
 }
 
 // readStores returns the worker's wrappers over a gated memstore.
@@ -76,37 +68,30 @@ func readStores(t *testing.T) (*gatedReads, *workerStore) {
 	cfg.Events, cfg.Snapshots = g, g
 	ev, _ := repoStores(&cfg, nil, nil)
 	ws, ok := ev.(*workerStore)
-	if !ok || ws.reads == nil || ws.tails == nil {
+	if !ok || ws.reads == nil {
 		t.Fatalf("repoStores over a store with batch reads: %T", ev)
 	}
 	return g, ws
 }
 
-func appendN(t *testing.T, s eventsource.EventStore, id uuid.UUID, n int) {
-	t.Helper()
-	events := make([]eventsource.NewEvent, n)
-	for i := range events {
-		events[i] = eventsource.NewEvent{ID: uuid.New(), Type: "Deposited", Payload: []byte(fmt.Sprintf(`{"amount":%d}`, i+1)), OccurredAt: time.Now().UTC()}
-	}
-	if _, err := s.Append(context.Background(), "Account", id, eventsource.NoStream, events); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// holdFirstRead starts one call whose batched read is held at the gate,
-// then the others, which queue behind it, and releases the gate once they
-// have queued.
-func holdFirstRead(t *testing.T, g *gatedReads, b interface{ pending() int }, first func(), others []func()) {
+// holdFirstReads starts one call per batch slot of b, whose batched reads
+// are held at the gate, then the others, which queue behind them, and
+// releases the gate once they have queued. first(i) is the i-th slot's
+// call.
+func holdFirstReads(t *testing.T, g *gatedReads, b interface{ pending() int }, slots int, first func(i int), others []func()) {
 	t.Helper()
 	g.mu.Lock()
 	g.entered, g.release = make(chan struct{}, 100), make(chan struct{})
 	g.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		first()
-	}()
-	<-g.entered
+	var firsts sync.WaitGroup
+	for i := range slots {
+		firsts.Add(1)
+		go func() {
+			defer firsts.Done()
+			first(i)
+		}()
+		<-g.entered
+	}
 	var wg sync.WaitGroup
 	for _, f := range others {
 		wg.Add(1)
@@ -124,7 +109,13 @@ func holdFirstRead(t *testing.T, g *gatedReads, b interface{ pending() int }, fi
 	}
 	close(g.release)
 	wg.Wait()
-	<-done
+	firsts.Wait()
+}
+
+// slotSizes is the batch sizes of slots batches of one, then one of n.
+func slotSizes(slots, n int) []int {
+	out := slices.Repeat([]int{1}, slots)
+	return append(out, n)
 }
 
 func TestReadBatcherBatchesDecisionReads(t *testing.T) {
@@ -146,13 +137,13 @@ func TestReadBatcherBatchesDecisionReads(t *testing.T) {
 	for i, id := range ids {
 		others = append(others, func() { got[i], errs[i] = ws.GetSnapshot(ctx, "Account", id) })
 	}
-	holdFirstRead(t, g, ws.reads, func() {
+	holdFirstReads(t, g, ws.reads, ws.reads.inFlight, func(int) {
 		if _, err := ws.GetSnapshot(ctx, "Account", uuid.New()); err != nil {
-			t.Errorf("the first read: %v", err)
+			t.Errorf("a first read: %v", err)
 		}
 	}, others)
-	if snaps, _ := g.sizes(); !slices.Equal(snaps, []int{1, len(ids)}) {
-		t.Fatalf("batched read sizes %v, want [1 %d]", snaps, len(ids))
+	if snaps := g.sizes(); !slices.Equal(snaps, slotSizes(ws.reads.inFlight, len(ids))) {
+		t.Fatalf("batched read sizes %v, want %v", snaps, slotSizes(ws.reads.inFlight, len(ids)))
 	}
 	for i, id := range ids {
 		if errs[i] != nil {
@@ -173,85 +164,6 @@ func TestReadBatcherBatchesDecisionReads(t *testing.T) {
 	}
 }
 
-func TestReadBatcherBatchesTailReads(t *testing.T) {
-	g, ws := readStores(t)
-	ctx := context.Background()
-	ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}
-	for i, id := range ids[:3] {
-		appendN(t, g, id, 5*(i+1))
-	}
-	afters := []int64{0, 3, 15, 0} // the last stream does not exist
-	got := make([][]int64, len(ids))
-	errs := make([]error, len(ids))
-	var others []func()
-	for i, id := range ids {
-		others = append(others, func() {
-			for rec, err := range ws.ReadEvents(ctx, "Account", id, afters[i]) {
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				got[i] = append(got[i], rec.Version)
-			}
-		})
-	}
-	first := uuid.New()
-	appendN(t, g, first, 1)
-	holdFirstRead(t, g, ws.tails, func() {
-		for _, err := range ws.ReadEvents(ctx, "Account", first, 0) {
-			if err != nil {
-				t.Errorf("the first read: %v", err)
-			}
-		}
-	}, others)
-	if _, tails := g.sizes(); !slices.Equal(tails, []int{1, len(ids)}) {
-		t.Fatalf("batched tail read sizes %v, want [1 %d]", tails, len(ids))
-	}
-	want := [][]int64{{1, 2, 3, 4, 5}, {4, 5, 6, 7, 8, 9, 10}, nil, nil}
-	for i := range ids {
-		if errs[i] != nil || !slices.Equal(got[i], want[i]) {
-			t.Fatalf("tail %d: %v, %v; want %v", i, got[i], errs[i], want[i])
-		}
-	}
-}
-
-// A tail longer than the batched read's limit continues with the store's
-// ReadEvents, contiguously; a reader may stop early either side of the
-// limit.
-func TestTailLongerThanTheLimitReadsOn(t *testing.T) {
-	g, ws := readStores(t)
-	ctx := context.Background()
-	id := uuid.New()
-	appendN(t, g, id, tailLimit+150)
-	for _, c := range []struct {
-		after, stopAt int64
-		want          int
-	}{
-		{0, 0, tailLimit + 150},
-		{100, 0, tailLimit + 50},
-		{tailLimit + 100, 0, 50},
-		{0, 10, 10},
-		{0, tailLimit + 20, tailLimit + 20},
-	} {
-		n, next := 0, c.after+1
-		for rec, err := range ws.ReadEvents(ctx, "Account", id, c.after) {
-			if err != nil {
-				t.Fatalf("after v%d: %v", c.after, err)
-			}
-			if rec.Version != next {
-				t.Fatalf("after v%d: got v%d, want v%d", c.after, rec.Version, next)
-			}
-			next++
-			if n++; int64(n) == c.stopAt {
-				break
-			}
-		}
-		if n != c.want {
-			t.Fatalf("after v%d (stop at %d): read %d events, want %d", c.after, c.stopAt, n, c.want)
-		}
-	}
-}
-
 // A failed batched read fails every call in it with the store's error;
 // the next call leads a fresh read.
 func TestReadBatchFailureFailsItsCalls(t *testing.T) {
@@ -264,7 +176,7 @@ func TestReadBatchFailureFailsItsCalls(t *testing.T) {
 	for i := range errs {
 		others = append(others, func() { _, errs[i] = ws.GetSnapshot(ctx, "Account", uuid.New()) })
 	}
-	holdFirstRead(t, g, ws.reads, func() { _, _ = ws.GetSnapshot(ctx, "Account", uuid.New()) }, others)
+	holdFirstReads(t, g, ws.reads, ws.reads.inFlight, func(int) { _, _ = ws.GetSnapshot(ctx, "Account", uuid.New()) }, others)
 	for i, err := range errs {
 		if !errors.Is(err, errDown) {
 			t.Fatalf("read %d: %v, want the store's error", i, err)
@@ -286,13 +198,8 @@ func TestReadBadArgumentFailsAlone(t *testing.T) {
 	if _, err := ws.GetSnapshot(ctx, "Account", uuid.Nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Fatalf("GetSnapshot of a nil id: %v, want ErrInvalidArgument", err)
 	}
-	for _, err := range ws.ReadEvents(ctx, "", uuid.New(), 0) {
-		if !errors.Is(err, eventsource.ErrInvalidArgument) {
-			t.Fatalf("ReadEvents of an empty type: %v, want ErrInvalidArgument", err)
-		}
-	}
-	if snaps, tails := g.sizes(); len(snaps)+len(tails) != 0 {
-		t.Fatalf("bad arguments reached the store: %v, %v", snaps, tails)
+	if snaps := g.sizes(); len(snaps) != 0 {
+		t.Fatalf("a bad argument reached the store: %v", snaps)
 	}
 }
 
@@ -319,5 +226,69 @@ func TestByTypeSplitsMixedBatches(t *testing.T) {
 		if !slices.Equal(parts[i], want[i]) {
 			t.Fatalf("mixed: part %d has %d calls, want %d, in order", i, len(parts[i]), len(want[i]))
 		}
+	}
+}
+
+// Many callers hammering a batcher with several batches in flight: every
+// call is settled exactly once, with its own result, no batch is larger
+// than max, and no more than inFlight run at once.
+func TestBatcherSettlesEveryCallOnce(t *testing.T) {
+	for _, inFlight := range []int{1, 2, 4} {
+		t.Run(fmt.Sprint("inFlight=", inFlight), func(t *testing.T) {
+			var (
+				mu              sync.Mutex
+				running, peak   int
+				seen            = map[int]int{}
+				oversized, runs int
+			)
+			b := newBatcher(8, inFlight, nil, func(_ context.Context, batch []*call[int, int]) {
+				mu.Lock()
+				running++
+				peak = max(peak, running)
+				runs++
+				if len(batch) > 8 {
+					oversized++
+				}
+				for _, c := range batch {
+					seen[c.in]++
+				}
+				mu.Unlock()
+				time.Sleep(50 * time.Microsecond)
+				for _, c := range batch {
+					c.out, c.err = c.in*2, nil
+				}
+				mu.Lock()
+				running--
+				mu.Unlock()
+			})
+			const callers, each = 32, 200
+			var wg sync.WaitGroup
+			for g := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						in := g*each + i
+						if out, err := b.do(context.Background(), in); err != nil || out != 2*in {
+							t.Errorf("do(%d) = %d, %v", in, out, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if len(seen) != callers*each || oversized > 0 || peak > inFlight {
+				t.Fatalf("%d calls run, want %d; %d batches over max; %d batches at once, want at most %d", len(seen), callers*each, oversized, peak, inFlight)
+			}
+			for in, n := range seen {
+				if n != 1 {
+					t.Fatalf("call %d ran %d times", in, n)
+				}
+			}
+			if b.pending() != 0 || b.running != 0 {
+				t.Fatalf("after the calls: %d queued, %d batches running", b.pending(), b.running)
+			}
+			t.Logf("%d calls in %d batches, %d at once at most", callers*each, runs, peak)
+		})
 	}
 }

@@ -240,7 +240,7 @@ func (w *Worker) initMetrics() error {
 		return err
 	}
 	if w.m.reads, err = m.Int64Histogram("evsnap.worker.read.batch.size",
-		metric.WithUnit("{aggregate}"), metric.WithDescription("Aggregates per batched read (one statement), by read: snapshots (decisions) or tails (rebuilds).")); err != nil {
+		metric.WithUnit("{aggregate}"), metric.WithDescription("Aggregates whose snapshots one batched decision read (one statement) fetched.")); err != nil {
 		return err
 	}
 	return nil

@@ -41,9 +41,8 @@ type recordingStore struct {
 	regressions []string
 	writes      atomic.Int64
 	batches     atomic.Int64 // batch writes (SaveSnapshots calls)
-	// Batched reads: GetSnapshots and ReadTails calls, and what they read.
+	// Batched decision reads: GetSnapshots calls, and the ids they read.
 	snapReads, snapReadBatches atomic.Int64
-	tailReads, tailReadBatches atomic.Int64
 	failing                    atomic.Bool
 	block                      chan struct{}
 	onStored                   func(id uuid.UUID, version int64)
@@ -112,8 +111,8 @@ func (r *recordingStore) GetSnapshot(ctx context.Context, typ string, id uuid.UU
 	return r.Backend.GetSnapshot(ctx, typ, id)
 }
 
-// GetSnapshots and ReadTails make the worker read through its read
-// batchers, as it does on every real store.
+// GetSnapshots makes the worker read through its read batcher, as it does
+// on every real store.
 func (r *recordingStore) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
 	if r.failing.Load() {
 		return nil, errDown
@@ -121,12 +120,6 @@ func (r *recordingStore) GetSnapshots(ctx context.Context, typ string, ids []uui
 	r.snapReadBatches.Add(1)
 	r.snapReads.Add(int64(len(ids)))
 	return r.Backend.(eventsource.SnapshotBatchGetter).GetSnapshots(ctx, typ, ids)
-}
-
-func (r *recordingStore) ReadTails(ctx context.Context, typ string, reads []eventsource.TailRead, limit int) ([][]eventsource.RecordedEvent, error) {
-	r.tailReadBatches.Add(1)
-	r.tailReads.Add(int64(len(reads)))
-	return r.Backend.(eventsource.EventTailReader).ReadTails(ctx, typ, reads, limit)
 }
 
 func (r *recordingStore) checkNoRegressions(t testing.TB) {
@@ -501,13 +494,11 @@ func testWorkerBatchesConcurrentWrites(t *testing.T, e *env) {
 	if writes < int64(len(ids)) || batches >= writes {
 		t.Fatalf("%d snapshots in %d writes: want every aggregate's snapshot, in fewer writes than snapshots", writes, batches)
 	}
-	// The decisions and the rebuilds read through the batched reads (how
-	// many share a statement depends on timing; TestReadBatcher* pins it).
-	t.Logf("decision reads: %d in %d statements; tail reads: %d in %d statements",
-		e.store.snapReads.Load(), e.store.snapReadBatches.Load(), e.store.tailReads.Load(), e.store.tailReadBatches.Load())
-	if e.store.snapReads.Load() < int64(len(ids)) || e.store.tailReads.Load() < int64(len(ids)) {
-		t.Fatalf("%d decision reads and %d tail reads went through the batch capabilities, want at least %d each",
-			e.store.snapReads.Load(), e.store.tailReads.Load(), len(ids))
+	// The decisions read through the batched reads (how many share a
+	// statement depends on timing; TestReadBatcher* pins it).
+	t.Logf("decision reads: %d in %d statements", e.store.snapReads.Load(), e.store.snapReadBatches.Load())
+	if e.store.snapReads.Load() < int64(len(ids)) {
+		t.Fatalf("%d decision reads went through GetSnapshots, want at least %d", e.store.snapReads.Load(), len(ids))
 	}
 	e.store.checkNoRegressions(t)
 }
