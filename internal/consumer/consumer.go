@@ -33,6 +33,9 @@ type Group struct {
 	// HeadHint is the highest LastVersion among the notices: the head the
 	// notices know of. The store's head may be further on.
 	HeadHint int64
+	// FirstHint is the lowest FirstVersion among the notices: with
+	// HeadHint, the span of versions the notices announce.
+	FirstHint int64
 	// EventTypes is the union of the notices' event types.
 	EventTypes []string
 	// FirstCommit is the earliest commit time among the notices.
@@ -357,6 +360,7 @@ func (d *dispatcher) wait() { d.wg.Wait() }
 func (g *Group) merge(o *Group) {
 	g.msgs = append(g.msgs, o.msgs...)
 	g.HeadHint = max(g.HeadHint, o.HeadHint)
+	g.FirstHint = min(g.FirstHint, o.FirstHint)
 	g.Delivered = max(g.Delivered, o.Delivered)
 	if o.FirstCommit.Before(g.FirstCommit) {
 		g.FirstCommit = o.FirstCommit
@@ -398,7 +402,7 @@ func (l *Loop) coalesce(ctx context.Context, batch []jetstream.Msg) []*Group {
 			l.settleFailed(ctx, []jetstream.Msg{m}, delivered, fmt.Errorf("notice on %q: %w", m.Subject(), err), true)
 			continue
 		}
-		one := &Group{AggregateType: n.AggregateType, AggregateID: n.AggregateID, HeadHint: n.LastVersion,
+		one := &Group{AggregateType: n.AggregateType, AggregateID: n.AggregateID, HeadHint: n.LastVersion, FirstHint: n.FirstVersion,
 			EventTypes: n.EventTypes, FirstCommit: n.CommittedAt, Delivered: delivered, msgs: []jetstream.Msg{m}}
 		if sc := trace.SpanContextFromContext(l.cfg.Propagator.Extract(context.Background(), natsnotice.HeaderCarrier(m.Headers()))); sc.IsValid() {
 			one.Links = []trace.Link{{SpanContext: sc}}

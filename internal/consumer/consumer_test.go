@@ -72,9 +72,9 @@ func TestDispatcherSerialisesPerAggregate(t *testing.T) {
 
 func TestGroupMerge(t *testing.T) {
 	t0 := time.Now()
-	g := &Group{HeadHint: 5, Delivered: 1, FirstCommit: t0, EventTypes: []string{"A"}}
-	g.merge(&Group{HeadHint: 9, Delivered: 3, FirstCommit: t0.Add(-time.Second), EventTypes: []string{"A", "B"}})
-	if g.HeadHint != 9 || g.Delivered != 3 || !g.FirstCommit.Equal(t0.Add(-time.Second)) || len(g.EventTypes) != 2 {
+	g := &Group{HeadHint: 5, FirstHint: 4, Delivered: 1, FirstCommit: t0, EventTypes: []string{"A"}}
+	g.merge(&Group{HeadHint: 9, FirstHint: 1, Delivered: 3, FirstCommit: t0.Add(-time.Second), EventTypes: []string{"A", "B"}})
+	if g.HeadHint != 9 || g.FirstHint != 1 || g.Delivered != 3 || !g.FirstCommit.Equal(t0.Add(-time.Second)) || len(g.EventTypes) != 2 {
 		t.Fatalf("merged %+v", g)
 	}
 }

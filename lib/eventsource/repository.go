@@ -161,6 +161,31 @@ func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 	})
 }
 
+// LoadFromEvents is Load for a caller that has already read what a load
+// needs with a [SnapshotLoader]: the aggregate's snapshot (nil for none)
+// and the events that follow it, exactly as LoadSnapshotAndEvents returns
+// them for this repository's schema version (from the snapshot's own
+// version when its schema version matches, otherwise from version 1). The
+// snapshotter worker uses it to read a backlog aggregate in one round trip
+// and decide from the snapshot before replaying. The snapshot is checked
+// exactly as Load checks it; events that do not fit it (a snapshot whose
+// state does not decode, or one ahead of the stream) are set aside and the
+// stream read again in full.
+func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, snap *Snapshot, events iter.Seq2[RecordedEvent, error]) (PT, error) {
+	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) {
+		if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
+			return nil, fmt.Errorf("load %s %s: %w: the snapshot given belongs to %s %s", r.typ, id, ErrInvalidArgument, snap.AggregateType, snap.AggregateID)
+		}
+		if events == nil {
+			return nil, fmt.Errorf("load %s %s: %w: no events given (use LoadFrom to read them)", r.typ, id, ErrInvalidArgument)
+		}
+		if err := ValidateStream(r.typ, id); err != nil {
+			return nil, err
+		}
+		return r.loadFrom(ctx, id, snap, events)
+	})
+}
+
 // observeLoad wraps a load in its span and records its metrics.
 func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load func(context.Context) (PT, error)) (PT, error) {
 	start := time.Now()

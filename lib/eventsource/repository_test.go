@@ -1067,6 +1067,76 @@ func TestLoadFrom(t *testing.T) {
 	}
 }
 
+// LoadFromEvents builds the aggregate from what a SnapshotLoader read, as
+// Load would: from a usable snapshot plus the events after it, from all
+// the events when the snapshot is of another schema version, and from a
+// fresh full read when the snapshot's state does not decode.
+func TestLoadFromEvents(t *testing.T) {
+	st := memstore.New()
+	reg := exampledomain.NewRegistry()
+	r, err := eventsource.NewRepository[exampledomain.Account](st, reg, eventsource.WithSnapshotStore(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.New(uuid.New())
+	_ = a.Open("Ada", 10)
+	for range 6 {
+		_ = a.Deposit(1)
+	}
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.CreateSnapshot(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Deposit(5)
+	if err := r.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	load := func(schema int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error]) {
+		snap, events, err := st.LoadSnapshotAndEvents(ctx, exampledomain.AccountType, a.ID(), schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap, events
+	}
+	snap, events := load(1)
+	got, err := r.LoadFromEvents(ctx, a.ID(), snap, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, n := got.LoadedFromSnapshot(); !from || n != 1 || got.State() != a.State() || got.Version() != 8 {
+		t.Fatalf("from a snapshot: from=%v replayed=%d v%d %+v, want from the snapshot, 1 replayed, v8 %+v", from, n, got.Version(), got.State(), a.State())
+	}
+	// A snapshot of another schema: the loader read every event.
+	snap, events = load(2)
+	snap.SchemaVersion = 2
+	if got, err = r.LoadFromEvents(ctx, a.ID(), snap, events); err != nil || got.State() != a.State() {
+		t.Fatalf("another schema: %v, %+v", err, got)
+	}
+	if from, n := got.LoadedFromSnapshot(); from || n != 8 {
+		t.Fatalf("another schema: from=%v replayed=%d, want a full replay of 8", from, n)
+	}
+	// A snapshot whose state does not decode: the events from it are set
+	// aside and the stream read in full.
+	snap, events = load(1)
+	snap.State = []byte(`{"balance": "not a number"}`)
+	if got, err = r.LoadFromEvents(ctx, a.ID(), snap, events); err != nil || got.State() != a.State() {
+		t.Fatalf("undecodable snapshot: %v, %+v", err, got)
+	}
+	if from, n := got.LoadedFromSnapshot(); from || n != 8 {
+		t.Fatalf("undecodable snapshot: from=%v replayed=%d, want a full replay of 8", from, n)
+	}
+	if _, err := r.LoadFromEvents(ctx, a.ID(), nil, nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("no events: %v, want ErrInvalidArgument", err)
+	}
+	other := uuid.New()
+	snap, events = load(1)
+	if _, err := r.LoadFromEvents(ctx, other, snap, events); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Fatalf("another aggregate's snapshot: %v, want ErrInvalidArgument", err)
+	}
+}
+
 // During a NATS outage every save fails to notify; the warning is logged
 // once per interval, while the metric counts every failure.
 func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {

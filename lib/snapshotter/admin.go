@@ -84,7 +84,7 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 			}
 			// Another replica (or a notice) may have caught it up since the
 			// listing: process re-reads the snapshot and asks the policy.
-			written, err := w.process(ctx, t, info.AggregateID, 0, nil, SourceSweep)
+			written, err := w.process(ctx, t, info.AggregateID, hints{}, SourceSweep)
 			if err != nil {
 				if ctx.Err() != nil {
 					return total, ctx.Err()

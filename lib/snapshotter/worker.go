@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -57,6 +58,7 @@ func (t Type) WithPolicy(p Policy) Type {
 type rebuilder interface {
 	rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error)
 	rebuildFrom(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot) (*eventsource.Snapshot, error)
+	rebuildWith(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot, events iter.Seq2[eventsource.RecordedEvent, error]) (*eventsource.Snapshot, error)
 	verify(ctx context.Context, id uuid.UUID) (eventsource.VerifyResult, error)
 	close(ctx context.Context) error
 }
@@ -75,6 +77,14 @@ func (r *repoRebuilder[T, PT]) rebuild(ctx context.Context, id uuid.UUID) (*even
 
 func (r *repoRebuilder[T, PT]) rebuildFrom(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot) (*eventsource.Snapshot, error) {
 	a, err := r.repo.LoadFrom(ctx, id, snap)
+	if err != nil {
+		return nil, err
+	}
+	return r.repo.CreateSnapshot(ctx, a)
+}
+
+func (r *repoRebuilder[T, PT]) rebuildWith(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot, events iter.Seq2[eventsource.RecordedEvent, error]) (*eventsource.Snapshot, error) {
+	a, err := r.repo.LoadFromEvents(ctx, id, snap, events)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +141,10 @@ type Worker struct {
 	tracer  trace.Tracer
 	targets map[string]*target
 	lister  eventsource.AggregateLister
-	m       workerMetrics
+	// loader reads a snapshot and the events after it in one round trip,
+	// when one store holds both (nil otherwise).
+	loader eventsource.SnapshotLoader
+	m      workerMetrics
 
 	// The stores the worker and its per-type repositories use: cfg's, or
 	// wrappers that batch snapshot writes and reads (see repoStores).
@@ -182,6 +195,9 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		w.lister = l
 	} else if l, ok := cfg.Events.(eventsource.AggregateLister); ok {
 		w.lister = l
+	}
+	if l, ok := cfg.Events.(eventsource.SnapshotLoader); ok && sameValue(cfg.Events, cfg.Snapshots) {
+		w.loader = l
 	}
 	if err := w.initMetrics(); err != nil {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
@@ -396,7 +412,7 @@ func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
 		trace.WithAttributes(attrType.String(g.AggregateType), attrID.String(g.AggregateID.String()),
 			attribute.Int64("evsnap.notice.head_hint", g.HeadHint), attribute.Int("evsnap.notice.coalesced", g.Size())))
 	defer span.End()
-	written, err := w.process(ctx, t, g.AggregateID, g.HeadHint, g.EventTypes, SourceNotice)
+	written, err := w.process(ctx, t, g.AggregateID, hints{head: g.HeadHint, first: g.FirstHint, appended: g.EventTypes}, SourceNotice)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -408,38 +424,77 @@ func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
 	return nil
 }
 
+// hints is what notices say about an aggregate: its head, the first
+// version they announce and the event types appended. The zero value
+// (the sweep's) knows nothing.
+type hints struct {
+	head, first int64
+	appended    []string
+}
+
 // process decides by the policy and, when due, rebuilds and stores the
-// snapshot. headHint 0 means "ask the store".
-func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, headHint int64, appended []string, source string) (bool, error) {
+// snapshot. A zero head hint means "ask the store".
+//
+// When the notices announce so many events that the aggregate is due even
+// if its snapshot covers every version before them (a backlog, or a
+// milestone), and one store holds the snapshots and the events, the
+// snapshot and the events after it are read in one round trip before the
+// decision; the decision is then made exactly as below, and the events are
+// dropped if it says no. Otherwise the snapshot is read for the decision
+// (batched with other notices' where the store can), and the events only
+// when a snapshot is due: most notices are not due.
+func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, source string) (bool, error) {
+	if w.loader != nil && h.first > 0 && h.head >= h.first &&
+		t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: h.first - 1, Appended: h.appended}) {
+		snap, events, err := w.loader.LoadSnapshotAndEvents(ctx, t.name, id, t.schemaVersion)
+		if err != nil {
+			return false, fmt.Errorf("read snapshot and events of %s %s: %w", t.name, id, err)
+		}
+		if !w.due(ctx, t, snap, h) {
+			return false, nil
+		}
+		_, err = w.observeRebuild(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildWith(ctx, id, snap, events) })
+		return err == nil, err
+	}
 	snap, err := w.repoSnapshots.GetSnapshot(ctx, t.name, id)
 	if err != nil {
 		return false, fmt.Errorf("read snapshot of %s %s: %w", t.name, id, err)
 	}
-	var snapVersion int64
-	if snap != nil {
-		switch {
-		case snap.SchemaVersion > t.schemaVersion:
-			// A newer deploy owns this aggregate's snapshots; ours would be
-			// refused by the store anyway.
-			w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("newer_schema")))
-			return false, nil
-		case snap.SchemaVersion == t.schemaVersion:
-			snapVersion = snap.Version
-		}
-	}
-	if headHint == 0 {
-		if headHint, err = w.cfg.Events.StreamVersion(ctx, t.name, id); err != nil {
+	if h.head == 0 && !w.newerSchema(t, snap) {
+		if h.head, err = w.cfg.Events.StreamVersion(ctx, t.name, id); err != nil {
 			return false, fmt.Errorf("read head of %s %s: %w", t.name, id, err)
 		}
 	}
-	in := policy.Input{AggregateType: t.name, HeadVersion: headHint, SnapshotVersion: snapVersion, Appended: appended}
-	if !t.policy.Due(in) {
-		w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("not_due")))
+	if !w.due(ctx, t, snap, h) {
 		return false, nil
 	}
-	w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("due")))
 	_, err = w.observeRebuild(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildFrom(ctx, id, snap) })
 	return err == nil, err
+}
+
+// newerSchema reports whether snap is of a newer schema version than the
+// worker's: a newer deploy owns the aggregate's snapshots, and the store
+// would refuse ours anyway.
+func (w *Worker) newerSchema(t *target, snap *eventsource.Snapshot) bool {
+	return snap != nil && snap.SchemaVersion > t.schemaVersion
+}
+
+// due asks t's policy whether the aggregate, whose stored snapshot is snap
+// (nil: none), needs a snapshot at h.head, and counts the decision.
+func (w *Worker) due(ctx context.Context, t *target, snap *eventsource.Snapshot, h hints) bool {
+	decision := "due"
+	var snapVersion int64
+	switch {
+	case w.newerSchema(t, snap):
+		decision = "newer_schema"
+	case snap != nil && snap.SchemaVersion == t.schemaVersion:
+		snapVersion = snap.Version
+	}
+	if decision == "due" && !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: snapVersion, Appended: h.appended}) {
+		decision = "not_due"
+	}
+	w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String(decision)))
+	return decision == "due"
 }
 
 // rebuild stores t's aggregate id's snapshot at its head, whatever the

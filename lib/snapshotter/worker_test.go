@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -43,9 +44,11 @@ type recordingStore struct {
 	batches     atomic.Int64 // batch writes (SaveSnapshots calls)
 	// Batched decision reads: GetSnapshots calls, and the ids they read.
 	snapReads, snapReadBatches atomic.Int64
-	failing                    atomic.Bool
-	block                      chan struct{}
-	onStored                   func(id uuid.UUID, version int64)
+	// Combined reads (LoadSnapshotAndEvents) and event reads (ReadEvents).
+	combinedReads, eventReads atomic.Int64
+	failing                   atomic.Bool
+	block                     chan struct{}
+	onStored                  func(id uuid.UUID, version int64)
 }
 
 func newRecordingStore(b storetest.Backend) *recordingStore {
@@ -120,6 +123,31 @@ func (r *recordingStore) GetSnapshots(ctx context.Context, typ string, ids []uui
 	r.snapReadBatches.Add(1)
 	r.snapReads.Add(int64(len(ids)))
 	return r.Backend.(eventsource.SnapshotBatchGetter).GetSnapshots(ctx, typ, ids)
+}
+
+func (r *recordingStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
+	r.eventReads.Add(1)
+	return r.Backend.ReadEvents(ctx, typ, id, after)
+}
+
+// loaderStore is a recordingStore over a backend that reads a snapshot and
+// its events in one round trip (memstore, pgstore), with that capability
+// visible, as the worker sees those stores.
+type loaderStore struct{ *recordingStore }
+
+func (l loaderStore) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
+	if l.failing.Load() {
+		return nil, nil, errDown
+	}
+	l.combinedReads.Add(1)
+	return l.Backend.(eventsource.SnapshotLoader).LoadSnapshotAndEvents(ctx, typ, id, schemaVersion)
+}
+
+// hasLoader reports whether the worker reads this env's store with
+// LoadSnapshotAndEvents.
+func (e *env) hasLoader() bool {
+	_, ok := e.store.Backend.(eventsource.SnapshotLoader)
+	return ok
 }
 
 func (r *recordingStore) checkNoRegressions(t testing.TB) {
@@ -228,6 +256,10 @@ func forEachSetup(t *testing.T, test func(t *testing.T, e *env)) {
 func (e *env) config(mutate func(*snapshotter.Config)) snapshotter.Config {
 	cfg := snapshotter.DefaultConfig()
 	cfg.Events, cfg.Snapshots, cfg.JetStream = e.store, e.store, e.js
+	if e.hasLoader() {
+		l := loaderStore{e.store}
+		cfg.Events, cfg.Snapshots = l, l
+	}
 	cfg.Stream, cfg.SubjectPrefix = e.stream, e.prefix
 	cfg.Consumer = "snapshotter"
 	cfg.SweepInterval = 0
@@ -494,11 +526,13 @@ func testWorkerBatchesConcurrentWrites(t *testing.T, e *env) {
 	if writes < int64(len(ids)) || batches >= writes {
 		t.Fatalf("%d snapshots in %d writes: want every aggregate's snapshot, in fewer writes than snapshots", writes, batches)
 	}
-	// The decisions read through the batched reads (how many share a
-	// statement depends on timing; TestReadBatcher* pins it).
-	t.Logf("decision reads: %d in %d statements", e.store.snapReads.Load(), e.store.snapReadBatches.Load())
-	if e.store.snapReads.Load() < int64(len(ids)) {
-		t.Fatalf("%d decision reads went through GetSnapshots, want at least %d", e.store.snapReads.Load(), len(ids))
+	// Each save announced 6 events with threshold 5: due whatever the
+	// snapshot, so where the store can, the snapshot and the events are
+	// read together; elsewhere the decision reads are batched (how many
+	// share a statement depends on timing; TestReadBatcher* pins it).
+	t.Logf("combined reads: %d; decision reads: %d in %d statements", e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.snapReadBatches.Load())
+	if got := e.store.combinedReads.Load() + e.store.snapReads.Load(); got < int64(len(ids)) {
+		t.Fatalf("%d reads for the decisions, want at least %d", got, len(ids))
 	}
 	e.store.checkNoRegressions(t)
 }
@@ -882,4 +916,62 @@ func TestDrainWithNATSDownIsPrompt(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker did not stop")
 	}
+}
+
+// A notice that is not due costs the worker one snapshot read (batched
+// with other notices' where the store can) and no event read.
+func TestNotDueNoticesReadOnlySnapshots(t *testing.T) {
+	forEachSetup(t, testNotDueNoticesReadOnlySnapshots)
+}
+
+func testNotDueNoticesReadOnlySnapshots(t *testing.T, e *env) {
+	ids := make([]uuid.UUID, 30)
+	for i := range ids {
+		ids[i] = uuid.New()
+		e.save(ids[i], 3)
+	}
+	reads := e.store.eventReads.Load() // the app's own loads
+	e.start(e.worker(50, nil))
+	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
+	if w, c, r, ev := e.store.writes.Load(), e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.eventReads.Load()-reads; w != 0 || c != 0 || r < int64(len(ids)) || ev != 0 {
+		t.Fatalf("%d snapshots written, %d combined reads, %d snapshot reads, %d event reads; want 0, 0, at least %d, 0", w, c, r, ev, len(ids))
+	}
+}
+
+// A notice that announces a threshold of events is due whatever the
+// snapshot: where one store holds both and can read them together, the
+// worker does, and still decides from the snapshot it read (one already at
+// the head is left alone).
+func TestDueNoticesReadSnapshotAndEventsTogether(t *testing.T) {
+	forEachSetup(t, testDueNoticesReadSnapshotAndEventsTogether)
+}
+
+func testDueNoticesReadSnapshotAndEventsTogether(t *testing.T, e *env) {
+	fresh, current := uuid.New(), uuid.New()
+	e.save(fresh, 12)
+	e.save(current, 12)
+	// current already has its snapshot at the head (another replica, say).
+	a, err := e.repo.Load(context.Background(), current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.repo.CreateSnapshot(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	before, reads := e.store.writes.Load(), e.store.eventReads.Load()
+	e.start(e.worker(10, nil))
+	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
+	if v := e.snapshotVersion(fresh); v != 12 {
+		t.Fatalf("fresh aggregate's snapshot is v%d, want v12", v)
+	}
+	// Without the capability (SQLite): a decision read each, and the
+	// events read for the one that is due.
+	want := [4]int64{1, 0, 2, 1}
+	if e.hasLoader() {
+		want = [4]int64{1, 2, 0, 0}
+	}
+	if got := [4]int64{e.store.writes.Load() - before, e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.eventReads.Load() - reads}; got != want {
+		t.Fatalf("snapshots written, combined reads, snapshot reads, separate event reads: %v, want %v", got, want)
+	}
+	e.store.checkNoRegressions(t)
 }
