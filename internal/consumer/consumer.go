@@ -308,20 +308,36 @@ func (l *Loop) dispatchBatch(ctx context.Context, d *dispatcher, batch []jetstre
 // aggregate at once: notices for an aggregate being processed wait, merged
 // into one follow-up group, and run right after it (usually finding the
 // snapshot already current). There is no barrier between batches: a slow
-// aggregate holds one slot, not the whole loop.
+// aggregate holds one runner, not the whole loop.
+//
+// The runners are Concurrency long-lived goroutines, so a group does not
+// pay for starting one and growing its stack through the store's call
+// path.
 type dispatcher struct {
 	ctx  context.Context
 	l    *Loop
-	sem  chan struct{}
+	jobs chan *Group // unbuffered: a send waits for a free runner
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	busy map[groupKey]*Group // aggregate in flight -> its follow-up (nil: none yet)
 }
 
 func newDispatcher(ctx context.Context, l *Loop) *dispatcher {
-	return &dispatcher{ctx: ctx, l: l, sem: make(chan struct{}, l.cfg.Concurrency), busy: map[groupKey]*Group{}}
+	d := &dispatcher{ctx: ctx, l: l, jobs: make(chan *Group), busy: map[groupKey]*Group{}}
+	d.wg.Add(l.cfg.Concurrency)
+	for range l.cfg.Concurrency {
+		go func() {
+			defer d.wg.Done()
+			for g := range d.jobs {
+				d.run(g)
+			}
+		}()
+	}
+	return d
 }
 
+// dispatch hands g to a runner, waiting for one to be free, unless its
+// aggregate is in flight: then g becomes (or joins) the follow-up.
 func (d *dispatcher) dispatch(g *Group) {
 	k := groupKey{g.AggregateType, g.AggregateID}
 	d.mu.Lock()
@@ -336,25 +352,31 @@ func (d *dispatcher) dispatch(g *Group) {
 	}
 	d.busy[k] = nil
 	d.mu.Unlock()
-	d.sem <- struct{}{}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer func() { <-d.sem }()
-		for g != nil {
-			d.l.handle(d.ctx, g)
-			d.mu.Lock()
-			if g = d.busy[k]; g == nil {
-				delete(d.busy, k)
-			} else {
-				d.busy[k] = nil
-			}
-			d.mu.Unlock()
-		}
-	}()
+	d.jobs <- g
 }
 
-func (d *dispatcher) wait() { d.wg.Wait() }
+// run handles g and then the follow-ups that arrive for its aggregate
+// meanwhile.
+func (d *dispatcher) run(g *Group) {
+	k := groupKey{g.AggregateType, g.AggregateID}
+	for g != nil {
+		d.l.handle(d.ctx, g)
+		d.mu.Lock()
+		if g = d.busy[k]; g == nil {
+			delete(d.busy, k)
+		} else {
+			d.busy[k] = nil
+		}
+		d.mu.Unlock()
+	}
+}
+
+// wait lets the runners finish what they hold and stops them. Call it
+// once, after the last dispatch.
+func (d *dispatcher) wait() {
+	close(d.jobs)
+	d.wg.Wait()
+}
 
 // merge folds o's notices into g.
 func (g *Group) merge(o *Group) {
@@ -421,27 +443,31 @@ func (l *Loop) coalesce(ctx context.Context, batch []jetstream.Msg) []*Group {
 // handle runs the handler on one group, keeping its messages alive with
 // in-progress acks while it runs, and settles them.
 func (l *Loop) handle(ctx context.Context, g *Group) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(l.cfg.InProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				for _, m := range g.msgs {
-					_ = m.InProgress()
-				}
-			}
+	// A timer rather than a goroutine: most groups finish long before it
+	// fires. Once finished is set (under mu) no in-progress ack follows.
+	var (
+		mu       sync.Mutex
+		finished bool
+		timer    *time.Timer
+	)
+	mu.Lock()
+	timer = time.AfterFunc(l.cfg.InProgressEvery, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if finished {
+			return
 		}
-	}()
+		for _, m := range g.msgs {
+			_ = m.InProgress()
+		}
+		timer.Reset(l.cfg.InProgressEvery)
+	})
+	mu.Unlock()
 	err := l.handler(ctx, g)
-	close(done)
-	wg.Wait()
+	mu.Lock()
+	finished = true
+	timer.Stop()
+	mu.Unlock()
 	if err == nil {
 		for _, m := range g.msgs {
 			if aerr := m.Ack(); aerr != nil {
