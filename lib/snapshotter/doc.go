@@ -27,7 +27,11 @@
 // does): the snapshots the policy decides on are read for many notices
 // with one statement (Config.ReadBatch, up to 64). Most notices are not
 // due, and this read is all they cost the database. A rebuild's events
-// are read per aggregate, streamed.
+// are read per aggregate, streamed. When the notices announce so many
+// events that the aggregate is due whatever its snapshot (a backlog, or a
+// milestone) and the store implements eventsource.SnapshotLoader, the
+// snapshot and the events after it are read in one round trip, and the
+// decision is made from the snapshot read.
 //
 // A notice is acked only after the snapshot is stored or the policy said
 // no. Transient failures (a database or NATS outage) are naked with a
