@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,41 @@ func (c *countingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.S
 	return stored, nil
 }
 
+// GetSnapshots implements eventsource.SnapshotBatchGetter, so the worker
+// batches its decision reads through the wrapper as it would through the
+// store.
+func (c *countingStore) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
+	g, ok := c.Store.(eventsource.SnapshotBatchGetter)
+	if !ok {
+		return nil, fmt.Errorf("%T cannot read snapshot batches", c.Store)
+	}
+	return g.GetSnapshots(ctx, typ, ids)
+}
+
+// loadingStore is a countingStore over a store that reads a snapshot and
+// its events in one round trip (pgstore, memstore), with that capability
+// visible to the worker, as the store itself would have it.
+type loadingStore struct {
+	*countingStore
+	loader eventsource.SnapshotLoader
+}
+
+// LoadSnapshotAndEvents implements eventsource.SnapshotLoader.
+func (l *loadingStore) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
+	return l.loader.LoadSnapshotAndEvents(ctx, typ, id, schemaVersion)
+}
+
+// workerStore wraps a replica's store for the worker: the same value as
+// its event store and its snapshot store, as cmd/snapshotter passes one
+// store for both, so the worker sees every capability the store has.
+func workerStore(store backend.Store, stored *atomic.Int64, onStored func(uuid.UUID, int64, time.Time)) backend.Store {
+	c := &countingStore{Store: store, stored: stored, onStored: onStored}
+	if l, ok := store.(eventsource.SnapshotLoader); ok {
+		return &loadingStore{countingStore: c, loader: l}
+	}
+	return c
+}
+
 // replicaSet is N running workers, each with its own store handle and NATS
 // connection, sharing one durable consumer.
 type replicaSet struct {
@@ -148,8 +184,8 @@ func (h *Harness) startReplicas(ctx context.Context, s *site, st *stream, n int,
 			return fail(err)
 		}
 		cfg := snapshotter.DefaultConfig()
-		cfg.Events = store
-		cfg.Snapshots = &countingStore{Store: store, stored: &rs.stored, onStored: onStored}
+		ws := workerStore(store, &rs.stored, onStored)
+		cfg.Events, cfg.Snapshots = ws, ws
 		cfg.JetStream = js
 		cfg.Stream, cfg.SubjectPrefix = st.name, st.prefix
 		cfg.SweepInterval = 0 // notices only: the sweep would add work the figures do not name
