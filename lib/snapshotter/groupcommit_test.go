@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,21 +14,22 @@ import (
 	"github.com/google/uuid"
 )
 
-// gatedStore is a real memstore whose batch writes can be held at a gate
-// and made to fail or panic: the faults and timings a test must control.
-type gatedStore struct {
-	*memstore.SnapshotStore
+// gate holds a store's batch calls and makes them fail or panic: the
+// faults and timings a test must control. Set its fields under mu.
+type gate struct {
 	mu      sync.Mutex
 	sizes   []int
-	entered chan struct{} // receives when a batch write starts (if set)
-	release chan struct{} // a batch write waits on it (if set)
+	entered chan struct{} // receives when a batch call starts (if set)
+	release chan struct{} // a batch call waits on it (if set)
 	fail    error
 	panics  bool
 }
 
-func (g *gatedStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
+// pass records a batch of n, waits at the gate and returns the fault to
+// inject (nil: go on to the store).
+func (g *gate) pass(n int) error {
 	g.mu.Lock()
-	g.sizes = append(g.sizes, len(snaps))
+	g.sizes = append(g.sizes, n)
 	entered, release, fail, panics := g.entered, g.release, g.fail, g.panics
 	g.mu.Unlock()
 	if entered != nil {
@@ -39,16 +41,27 @@ func (g *gatedStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snap
 	if panics {
 		panic("store exploded")
 	}
-	if fail != nil {
-		return nil, fail
-	}
-	return g.SnapshotStore.SaveSnapshots(ctx, snaps)
+	return fail
 }
 
-func (g *gatedStore) batchSizes() []int {
+// batchSizes returns the sizes of the batches that reached the gate.
+func (g *gate) batchSizes() []int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return append([]int(nil), g.sizes...)
+	return slices.Clone(g.sizes)
+}
+
+// gatedStore is a real memstore whose batch writes pass a gate.
+type gatedStore struct {
+	*memstore.SnapshotStore
+	gate
+}
+
+func (g *gatedStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
+	if err := g.pass(len(snaps)); err != nil {
+		return nil, err
+	}
+	return g.SnapshotStore.SaveSnapshots(ctx, snaps)
 }
 
 func newGated() *gatedStore { return &gatedStore{SnapshotStore: memstore.NewSnapshotStore()} }

@@ -14,34 +14,16 @@ import (
 	"github.com/google/uuid"
 )
 
-// gatedReads is a real memstore whose batched reads can be held at a gate
-// and made to fail: the timings and faults a test must control.
+// gatedReads is a real memstore whose batched reads pass a gate, and which
+// counts the reads that did not batch.
 type gatedReads struct {
 	*memstore.Store
-	mu         sync.Mutex
-	snapSizes  []int
-	entered    chan struct{} // receives when a batched read starts (if set)
-	release    chan struct{} // a batched read waits on it (if set)
-	fail       error
+	gate
 	singleGets int
 }
 
-func (g *gatedReads) gate(n int) error {
-	g.mu.Lock()
-	g.snapSizes = append(g.snapSizes, n)
-	entered, release, fail := g.entered, g.release, g.fail
-	g.mu.Unlock()
-	if entered != nil {
-		entered <- struct{}{}
-	}
-	if release != nil {
-		<-release
-	}
-	return fail
-}
-
 func (g *gatedReads) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
-	if err := g.gate(len(ids)); err != nil {
+	if err := g.pass(len(ids)); err != nil {
 		return nil, err
 	}
 	return g.Store.GetSnapshots(ctx, typ, ids)
@@ -52,12 +34,6 @@ func (g *gatedReads) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) 
 	g.singleGets++
 	g.mu.Unlock()
 	return g.Store.GetSnapshot(ctx, typ, id)
-}
-
-func (g *gatedReads) sizes() []int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return slices.Clone(g.snapSizes)
 }
 
 // readStores returns the worker's wrappers over a gated memstore.
@@ -142,7 +118,7 @@ func TestReadBatcherBatchesDecisionReads(t *testing.T) {
 			t.Errorf("a first read: %v", err)
 		}
 	}, others)
-	if snaps := g.sizes(); !slices.Equal(snaps, slotSizes(ws.reads.inFlight, len(ids))) {
+	if snaps := g.batchSizes(); !slices.Equal(snaps, slotSizes(ws.reads.inFlight, len(ids))) {
 		t.Fatalf("batched read sizes %v, want %v", snaps, slotSizes(ws.reads.inFlight, len(ids)))
 	}
 	for i, id := range ids {
@@ -198,7 +174,7 @@ func TestReadBadArgumentFailsAlone(t *testing.T) {
 	if _, err := ws.GetSnapshot(ctx, "Account", uuid.Nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Fatalf("GetSnapshot of a nil id: %v, want ErrInvalidArgument", err)
 	}
-	if snaps := g.sizes(); len(snaps) != 0 {
+	if snaps := g.batchSizes(); len(snaps) != 0 {
 		t.Fatalf("a bad argument reached the store: %v", snaps)
 	}
 }

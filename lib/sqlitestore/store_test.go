@@ -724,22 +724,31 @@ func TestCloseIsIdempotent(t *testing.T) {
 	}
 }
 
+// newOnDB opens path as a caller's *sql.DB with the recommended DSN (WAL,
+// a busy timeout, BEGIN IMMEDIATE transactions) and returns a migrated
+// store over it.
+func newOnDB(t *testing.T, path string) (*sql.DB, *sqlitestore.Store) {
+	t.Helper()
+	db, err := sql.Open(sqlitestore.DriverName, path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s, err := sqlitestore.New(db, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db, s
+}
+
 // TestNew runs the suites on stores over a caller's *sql.DB: a file with the
 // recommended DSN and a pool, and ":memory:" on one connection.
 func TestNew(t *testing.T) {
 	newFile := func(t *testing.T) *sqlitestore.Store {
-		db, err := sql.Open(sqlitestore.DriverName, tempDB(t)+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		s, err := sqlitestore.New(db, quiet)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Migrate(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		db, s := newOnDB(t, tempDB(t))
 		t.Cleanup(func() {
 			s.Close()
 			if err := db.Ping(); err != nil {
@@ -779,19 +788,8 @@ func TestNew(t *testing.T) {
 // for it, and it sees the database as it was before the uncommitted write.
 func TestGetSnapshotsTakesNoWriteLock(t *testing.T) {
 	path := tempDB(t)
-	db, err := sql.Open(sqlitestore.DriverName, path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	s, err := sqlitestore.New(db, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := newOnDB(t, path)
 	t.Cleanup(func() { s.Close() })
-	if err := s.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	typ, id := "BatchRead", uuid.New()
 	if _, err := s.SaveSnapshot(context.Background(), snapshot(typ, id, 2)); err != nil {
 		t.Fatal(err)
