@@ -369,10 +369,18 @@ func (e *env) converged(ids []uuid.UUID, threshold int64) func() bool {
 	}
 }
 
+// consumerIdle reports whether every notice the app published has reached
+// the stream and the consumer has none pending or unacknowledged. It
+// flushes the publisher first: it lingers before publishing, and a
+// consumer that has not yet seen the last notices looks idle.
 func (e *env) consumerIdle(name string) func() bool {
 	return func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
+		if err := e.pub.Flush(ctx); err != nil {
+			e.t.Logf("flush the publisher: %v", err)
+			return false
+		}
 		c, err := e.js.Consumer(ctx, e.stream, name)
 		if err != nil {
 			return false
