@@ -9,6 +9,7 @@ import (
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 var _ eventsource.SnapshotLoader = (*Store)(nil)
@@ -17,7 +18,10 @@ var _ eventsource.SnapshotLoader = (*Store)(nil)
 // snapshot and the first page of events from it go in one pgx.Batch, one
 // round trip; later pages (streams longer than a page past the snapshot)
 // are read like ReadEvents. The first page is read before returning, so no
-// connection is held while the caller decodes.
+// connection is held while the caller decodes. When a snapshot write
+// between the two statements makes the page start elsewhere than the
+// snapshot returned says, the events are read again from the right
+// version.
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (_ *eventsource.Snapshot, _ iter.Seq2[eventsource.RecordedEvent, error], err error) {
 	if err := eventsource.ValidateStream(typ, id); err != nil {
 		return nil, nil, err
@@ -62,6 +66,19 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
+	}
+	// The two statements each see the database at their own moment, so a
+	// snapshot written or deleted between them makes the events start at
+	// another version than the snapshot returned asks for. Then the page
+	// is dropped and the events read again from where they should start
+	// (one more round trip, only after such a race).
+	start := int64(1)
+	if snap != nil && snap.SchemaVersion == schemaVersion {
+		start = snap.Version
+	}
+	if len(page) > 0 && page[0].Version != start {
+		span.SetAttributes(attribute.Bool("evsnap.load.reread", true))
+		return snap, s.ReadEvents(ctx, typ, id, start-1), nil
 	}
 	full := len(page) == s.cfg.readPageSize
 	events := func(yield func(eventsource.RecordedEvent, error) bool) {

@@ -2,7 +2,10 @@ package storetest
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
@@ -114,4 +117,74 @@ func TestSnapshotLoader(t *testing.T, newBackend func(t *testing.T) LoaderBacken
 			t.Fatalf("missing aggregate: %+v, %v", s, vs)
 		}
 	})
+	t.Run("ConsistentUnderSnapshotWrites", func(t *testing.T) { testLoaderUnderSnapshotWrites(t, b) })
+}
+
+// testLoaderUnderSnapshotWrites races loads against writers that keep
+// replacing and deleting the snapshots: whatever snapshot a load returns,
+// its events must start where the contract says (at that snapshot's
+// version when its schema matches, else at 1). A store that reads the
+// snapshot and the events as two statements sees a snapshot written
+// between them; it must not let the events start elsewhere.
+func testLoaderUnderSnapshotWrites(t *testing.T, b LoaderBackend) {
+	ctx := context.Background()
+	typ := uniqueType("LoaderRace")
+	ids := make([]uuid.UUID, 4)
+	for i := range ids {
+		ids[i] = uuid.New()
+		mustAppend(t, b, typ, ids[i], eventsource.NoStream, testEvents("Thing", 1, 40))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := ids[(n+w)%len(ids)]
+				if n%7 == 0 {
+					_, _ = b.DeleteSnapshot(ctx, typ, id)
+					continue
+				}
+				s := snap(typ, id, int64(1+n%40), 1+n%3/2)
+				if _, err := b.SaveSnapshot(ctx, s); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for n := 0; time.Now().Before(deadline) && !t.Failed(); n++ {
+		s, events, err := b.LoadSnapshotAndEvents(ctx, typ, ids[n%len(ids)], 1)
+		if err != nil {
+			t.Fatalf("LoadSnapshotAndEvents: %v", err)
+		}
+		want := int64(1)
+		if s != nil && s.SchemaVersion == 1 {
+			want = s.Version
+		}
+		for rec, err := range events {
+			if err != nil {
+				t.Fatalf("events: %v", err)
+			}
+			if rec.Version != want {
+				got := "no snapshot"
+				if s != nil {
+					got = fmt.Sprintf("a snapshot at v%d (schema %d)", s.Version, s.SchemaVersion)
+				}
+				t.Errorf("load %d returned %s and events from v%d, want from v%d", n, got, rec.Version, want)
+			}
+			break
+		}
+	}
 }
