@@ -238,17 +238,11 @@ func scanEvent(rows pgx.Rows, typ string, id uuid.UUID, metadata *[]byte) (event
 	if err := rows.Scan((*[16]byte)(&rec.ID), &rec.Version, &rec.Type, &rec.Payload, metadata, &rec.OccurredAt); err != nil {
 		return rec, err
 	}
-	return rec, finishEvent(&rec, *metadata)
-}
-
-// finishEvent completes a scanned event: it decodes its stored metadata m
-// and puts its time in UTC.
-func finishEvent(rec *eventsource.RecordedEvent, m []byte) error {
-	if len(m) > 0 && string(m) != string(emptyMetadata) {
+	if m := *metadata; len(m) > 0 && string(m) != string(emptyMetadata) {
 		if err := json.Unmarshal(m, &rec.Metadata); err != nil {
-			return &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, rec.AggregateType, rec.AggregateID), Err: err}
+			return rec, &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, typ, id), Err: err}
 		}
 	}
 	rec.OccurredAt = rec.OccurredAt.UTC()
-	return nil
+	return rec, nil
 }
