@@ -406,3 +406,40 @@ func ValidateGetSnapshots(typ string, ids []uuid.UUID) error {
 	}
 	return nil
 }
+
+// DistinctIDs returns ids without repeats, in the order they first
+// appear: the ids a store reads for GetSnapshots.
+func DistinctIDs(ids []uuid.UUID) []uuid.UUID {
+	out := make([]uuid.UUID, 0, len(ids))
+	seen := make(map[uuid.UUID]struct{}, len(ids))
+	for _, id := range ids {
+		if _, dup := seen[id]; !dup {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// SnapshotsInOrder lays out what a store found for GetSnapshots (by
+// aggregate id) in the order asked: snaps[i] is found[ids[i]], nil when
+// there is none. An id asked for more than once gets its own copy each
+// time after the first, so no two callers share a snapshot.
+func SnapshotsInOrder(ids []uuid.UUID, found map[uuid.UUID]*Snapshot) []*Snapshot {
+	snaps := make([]*Snapshot, len(ids))
+	given := make(map[uuid.UUID]bool, len(found))
+	for i, id := range ids {
+		s := found[id]
+		if s == nil {
+			continue
+		}
+		if given[id] {
+			c := *s
+			c.State = bytes.Clone(s.State)
+			s = &c
+		}
+		given[id] = true
+		snaps[i] = s
+	}
+	return snaps
+}

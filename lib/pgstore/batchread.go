@@ -3,7 +3,6 @@ package pgstore
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
@@ -22,15 +21,14 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	}
 	ctx, span := s.span(ctx, "pgstore.GetSnapshots", typ, uuid.Nil, attribute.Int("evsnap.read.batch", len(ids)))
 	defer func() { endSpan(span, err) }()
-	distinct := make([][16]byte, 0, len(ids))
-	unclaimed := make(map[uuid.UUID]struct{}, len(ids)) // ids whose row no request has taken yet
-	for _, id := range ids {
-		if _, dup := unclaimed[id]; !dup {
-			unclaimed[id] = struct{}{}
-			distinct = append(distinct, id)
-		}
+	// [16]byte elements take pgx's binary path; uuid.UUID ones would go
+	// through its reflective one (see pgID).
+	distinct := eventsource.DistinctIDs(ids)
+	keys := make([][16]byte, len(distinct))
+	for i, id := range distinct {
+		keys[i] = id
 	}
-	rows, err := s.pool.Query(ctx, s.q.getSnapshots, typ, distinct)
+	rows, err := s.pool.Query(ctx, s.q.getSnapshots, typ, keys)
 	if err != nil {
 		return nil, s.wrap(fmt.Sprintf("get %d snapshots of %s", len(distinct), typ), err)
 	}
@@ -51,21 +49,6 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	if err := rows.Err(); err != nil {
 		return nil, s.wrap(fmt.Sprintf("get %d snapshots of %s", len(distinct), typ), err)
 	}
-	out := make([]*eventsource.Snapshot, len(ids))
-	for i, id := range ids {
-		sn := found[id]
-		if sn == nil {
-			continue
-		}
-		if _, ok := unclaimed[id]; !ok {
-			// A second request for id gets its own copy.
-			c := *sn
-			c.State = slices.Clone(sn.State)
-			sn = &c
-		}
-		delete(unclaimed, id)
-		out[i] = sn
-	}
 	span.SetAttributes(attribute.Int("evsnap.read.found", len(found)))
-	return out, nil
+	return eventsource.SnapshotsInOrder(ids, found), nil
 }

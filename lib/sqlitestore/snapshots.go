@@ -1,7 +1,6 @@
 package sqlitestore
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -155,35 +154,13 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: get %d snapshots of %s: %w", len(ids), typ, s.mapErr(err))
 	}
-	snaps = make([]*eventsource.Snapshot, len(ids))
-	taken := make(map[uuid.UUID]bool, len(found))
-	for i, id := range ids {
-		snap := found[id]
-		if snap == nil {
-			continue
-		}
-		if taken[id] {
-			c := *snap
-			c.State = bytes.Clone(snap.State)
-			snap = &c
-		}
-		taken[id] = true
-		snaps[i] = snap
-	}
-	return snaps, nil
+	return eventsource.SnapshotsInOrder(ids, found), nil
 }
 
 // getSnapshots runs the getSnapshots query for the distinct ids of ids and
 // returns the snapshots it found by id.
 func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (_ map[uuid.UUID]*eventsource.Snapshot, err error) {
-	distinct := make([]uuid.UUID, 0, len(ids))
-	seen := make(map[uuid.UUID]struct{}, len(ids))
-	for _, id := range ids {
-		if _, dup := seen[id]; !dup {
-			seen[id] = struct{}{}
-			distinct = append(distinct, id)
-		}
-	}
+	distinct := eventsource.DistinctIDs(ids)
 	// uuid.UUID marshals as its canonical lowercase string: the stored form.
 	idsJSON, err := json.Marshal(distinct)
 	if err != nil {
