@@ -42,6 +42,7 @@ type recordingStore struct {
 	regressions []string
 	writes      atomic.Int64
 	batches     atomic.Int64 // batch writes (SaveSnapshots calls)
+	attempted   atomic.Int64 // snapshots handed to SaveSnapshots, stored or not
 	// Batched decision reads: GetSnapshots calls, and the ids they read.
 	snapReads, snapReadBatches atomic.Int64
 	// Combined reads (LoadSnapshotAndEvents) and event reads (ReadEvents).
@@ -81,6 +82,7 @@ func (r *recordingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.
 			return nil, ctx.Err()
 		}
 	}
+	r.attempted.Add(int64(len(snaps)))
 	stored, err := r.Backend.(eventsource.SnapshotBatchSaver).SaveSnapshots(ctx, snaps)
 	if err != nil {
 		return nil, err
@@ -948,16 +950,17 @@ func testNotDueNoticesReadOnlySnapshots(t *testing.T, e *env) {
 
 // A notice that announces a threshold of events is due whatever the
 // snapshot: where one store holds both and can read them together, the
-// worker does, and still decides from the snapshot it read (one already at
-// the head is left alone).
+// worker does, and still decides from the snapshot it read: one already at
+// the head, or one of a newer schema, is left alone.
 func TestDueNoticesReadSnapshotAndEventsTogether(t *testing.T) {
 	forEachSetup(t, testDueNoticesReadSnapshotAndEventsTogether)
 }
 
 func testDueNoticesReadSnapshotAndEventsTogether(t *testing.T, e *env) {
-	fresh, current := uuid.New(), uuid.New()
+	fresh, current, newer := uuid.New(), uuid.New(), uuid.New()
 	e.save(fresh, 12)
 	e.save(current, 12)
+	e.save(newer, 12)
 	// current already has its snapshot at the head (another replica, say).
 	a, err := e.repo.Load(context.Background(), current)
 	if err != nil {
@@ -966,20 +969,30 @@ func testDueNoticesReadSnapshotAndEventsTogether(t *testing.T, e *env) {
 	if _, err := e.repo.CreateSnapshot(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
-	before, reads := e.store.writes.Load(), e.store.eventReads.Load()
+	// newer has one of a newer schema (a newer release's worker), behind
+	// the head: this worker must leave it alone.
+	if _, err := e.store.Backend.SaveSnapshot(context.Background(), eventsource.Snapshot{AggregateID: newer, AggregateType: exampledomain.AccountType,
+		Version: 2, SchemaVersion: 2, State: []byte(`{"balance": 1}`), CreatedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	before, attempted, reads := e.store.writes.Load(), e.store.attempted.Load(), e.store.eventReads.Load()
 	e.start(e.worker(10, nil))
 	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
 	if v := e.snapshotVersion(fresh); v != 12 {
 		t.Fatalf("fresh aggregate's snapshot is v%d, want v12", v)
 	}
-	// Without the capability (SQLite): a decision read each, and the
-	// events read for the one that is due.
-	want := [4]int64{1, 0, 2, 1}
+	// Only fresh's snapshot is even attempted. Without the capability
+	// (SQLite): a decision read each, and the events read for the one
+	// that is due.
+	want := [5]int64{1, 1, 0, 3, 1}
 	if e.hasLoader() {
-		want = [4]int64{1, 2, 0, 0}
+		want = [5]int64{1, 1, 3, 0, 0}
 	}
-	if got := [4]int64{e.store.writes.Load() - before, e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.eventReads.Load() - reads}; got != want {
-		t.Fatalf("snapshots written, combined reads, snapshot reads, separate event reads: %v, want %v", got, want)
+	if got := [5]int64{e.store.attempted.Load() - attempted, e.store.writes.Load() - before, e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.eventReads.Load() - reads}; got != want {
+		t.Fatalf("snapshots attempted, written, combined reads, snapshot reads, separate event reads: %v, want %v", got, want)
+	}
+	if s, err := e.store.Backend.GetSnapshot(context.Background(), exampledomain.AccountType, newer); err != nil || s == nil || s.SchemaVersion != 2 || s.Version != 2 {
+		t.Fatalf("the newer schema's snapshot became %+v (%v), want it left at v2 schema 2", s, err)
 	}
 	e.store.checkNoRegressions(t)
 }
