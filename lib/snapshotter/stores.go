@@ -85,11 +85,21 @@ func repoStores(cfg *Config, writeSizes, readSizes metric.Int64Histogram) (event
 	if snaps.writes == nil && snaps.reads == nil {
 		return cfg.Events, cfg.Snapshots
 	}
-	if l, ok := cfg.Events.(eventsource.SnapshotLoader); ok && sameValue(cfg.Events, cfg.Snapshots) {
+	if l := sharedLoader(cfg); l != nil {
 		s := &workerStore{EventStore: cfg.Events, workerSnapshots: snaps, loader: l}
 		return s, s
 	}
 	return cfg.Events, snaps
+}
+
+// sharedLoader returns cfg's store as a SnapshotLoader when one store
+// holds the events and the snapshots and can read both in one round trip;
+// nil otherwise.
+func sharedLoader(cfg *Config) eventsource.SnapshotLoader {
+	if l, ok := cfg.Events.(eventsource.SnapshotLoader); ok && sameValue(cfg.Events, cfg.Snapshots) {
+		return l
+	}
+	return nil
 }
 
 // byType splits a batch by aggregate type, keeping the calls' order; a

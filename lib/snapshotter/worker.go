@@ -196,9 +196,7 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 	} else if l, ok := cfg.Events.(eventsource.AggregateLister); ok {
 		w.lister = l
 	}
-	if l, ok := cfg.Events.(eventsource.SnapshotLoader); ok && sameValue(cfg.Events, cfg.Snapshots) {
-		w.loader = l
-	}
+	w.loader = sharedLoader(&cfg)
 	if err := w.initMetrics(); err != nil {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
