@@ -189,19 +189,8 @@ func TestConcurrentWritersNeverLocked(t *testing.T) {
 // append's first statement is a write, so even a deferred transaction
 // takes the write lock before it reads.
 func TestNewDeferredPoolNeverLocked(t *testing.T) {
-	db, err := sql.Open(sqlitestore.DriverName, tempDB(t)+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, s := newOnDB(t, tempDB(t)+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
 	db.SetMaxOpenConns(8)
-	t.Cleanup(func() { db.Close() })
-	s, err := sqlitestore.New(db, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	hammer(t, s)
 }
 
@@ -724,12 +713,15 @@ func TestCloseIsIdempotent(t *testing.T) {
 	}
 }
 
-// newOnDB opens path as a caller's *sql.DB with the recommended DSN (WAL,
-// a busy timeout, BEGIN IMMEDIATE transactions) and returns a migrated
-// store over it.
-func newOnDB(t *testing.T, path string) (*sql.DB, *sqlitestore.Store) {
+// recommendedDSN is the DSN the package docs recommend for a caller's own
+// *sql.DB: WAL, a busy timeout and BEGIN IMMEDIATE transactions.
+const recommendedDSN = "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate"
+
+// newOnDB opens dsn as a caller's *sql.DB and returns a migrated store
+// over it.
+func newOnDB(t *testing.T, dsn string) (*sql.DB, *sqlitestore.Store) {
 	t.Helper()
-	db, err := sql.Open(sqlitestore.DriverName, path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+	db, err := sql.Open(sqlitestore.DriverName, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,7 +740,7 @@ func newOnDB(t *testing.T, path string) (*sql.DB, *sqlitestore.Store) {
 // recommended DSN and a pool, and ":memory:" on one connection.
 func TestNew(t *testing.T) {
 	newFile := func(t *testing.T) *sqlitestore.Store {
-		db, s := newOnDB(t, tempDB(t))
+		db, s := newOnDB(t, tempDB(t)+recommendedDSN)
 		t.Cleanup(func() {
 			s.Close()
 			if err := db.Ping(); err != nil {
@@ -788,7 +780,7 @@ func TestNew(t *testing.T) {
 // for it, and it sees the database as it was before the uncommitted write.
 func TestGetSnapshotsTakesNoWriteLock(t *testing.T) {
 	path := tempDB(t)
-	_, s := newOnDB(t, path)
+	_, s := newOnDB(t, path+recommendedDSN)
 	t.Cleanup(func() { s.Close() })
 	typ, id := "BatchRead", uuid.New()
 	if _, err := s.SaveSnapshot(context.Background(), snapshot(typ, id, 2)); err != nil {
