@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/attribute"
 )
 
@@ -207,9 +208,9 @@ func (s *Store) readPage(ctx context.Context, typ string, id uuid.UUID, after in
 		return fail(err)
 	}
 	defer rows.Close()
-	var metadata []byte
+	sc := newEventScanner(typ, id)
 	for rows.Next() {
-		rec, err := scanEvent(rows, typ, id, &metadata)
+		rec, err := sc.scan(rows)
 		if err != nil {
 			var de *eventsource.DecodeError
 			if errors.As(err, &de) {
@@ -229,20 +230,108 @@ func (s *Store) readPage(ctx context.Context, typ string, id uuid.UUID, after in
 	return n, last, false, nil
 }
 
-// scanEvent reads one row of readEvents or loadEvents. metadata is a
-// buffer reused across rows.
-func scanEvent(rows pgx.Rows, typ string, id uuid.UUID, metadata *[]byte) (eventsource.RecordedEvent, error) {
-	rec := eventsource.RecordedEvent{AggregateType: typ, AggregateID: id}
+// eventScanner reads the rows of one events query (a page of ReadEvents,
+// or the events of LoadSnapshotAndEvents). Scanning each row into a fresh
+// RecordedEvent cost eight allocations per event, most of them garbage
+// at once: the record and the []any that rows.Scan's arguments escaped
+// to, the event type string, the payload copy. The scanner keeps the scan
+// targets and their []any for the whole query, scanning bytes the driver
+// owns (valid until the next row); it interns the event types, which
+// repeat, and copies the payloads into shared chunks. The events it
+// returns own what they hold: each payload is its own capped window of a
+// chunk, which nothing else writes to, so a caller may keep or append to it.
+type eventScanner struct {
+	typ  string
+	id   uuid.UUID
+	row  scannedEvent
+	dest [6]any
+	// types holds the event types seen, at most maxInternedTypes.
+	types []string
+	// chunk is where payloads are copied, up to its capacity.
+	chunk []byte
+}
+
+// scannedEvent is one row as the driver hands it over.
+type scannedEvent struct {
+	id                [16]byte
+	version           int64
+	eventType         pgtype.DriverBytes
+	payload, metadata pgtype.DriverBytes
+	occurredAt        time.Time
+}
+
+const (
+	// maxInternedTypes bounds the event types an eventScanner interns; a
+	// stream with more allocates each further type's string per row.
+	maxInternedTypes = 16
+	// payloadChunk is the size of the chunks payloads are copied into; a
+	// payload larger than a quarter of it gets a slice of its own, so a
+	// chunk wastes little and a kept event keeps little else alive.
+	payloadChunk = 4 << 10
+)
+
+func newEventScanner(typ string, id uuid.UUID) *eventScanner {
+	sc := &eventScanner{typ: typ, id: id}
+	r := &sc.row
 	// *[16]byte takes pgx's binary uuid path; *uuid.UUID would go through
 	// its sql.Scanner and a string.
-	if err := rows.Scan((*[16]byte)(&rec.ID), &rec.Version, &rec.Type, &rec.Payload, metadata, &rec.OccurredAt); err != nil {
-		return rec, err
+	sc.dest = [6]any{&r.id, &r.version, &r.eventType, &r.payload, &r.metadata, &r.occurredAt}
+	return sc
+}
+
+// scan reads the current row.
+func (sc *eventScanner) scan(rows pgx.Rows) (eventsource.RecordedEvent, error) {
+	if err := rows.Scan(sc.dest[:]...); err != nil {
+		return eventsource.RecordedEvent{}, err
 	}
-	if m := *metadata; len(m) > 0 && string(m) != string(emptyMetadata) {
-		if err := json.Unmarshal(m, &rec.Metadata); err != nil {
-			return rec, &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, typ, id), Err: err}
+	r := &sc.row
+	rec := eventsource.RecordedEvent{
+		ID:            r.id,
+		AggregateType: sc.typ,
+		AggregateID:   sc.id,
+		Version:       r.version,
+		Type:          sc.intern(r.eventType),
+		Payload:       sc.copyPayload(r.payload),
+		OccurredAt:    r.occurredAt.UTC(),
+	}
+	if m := r.metadata; len(m) > 0 && string(m) != string(emptyMetadata) {
+		// A local, so that rec itself does not escape for every row.
+		var md eventsource.Metadata
+		if err := json.Unmarshal(m, &md); err != nil {
+			return rec, &eventsource.DecodeError{What: fmt.Sprintf("metadata of event v%d of %s %s", rec.Version, sc.typ, sc.id), Err: err}
+		}
+		rec.Metadata = md
+	}
+	return rec, nil
+}
+
+// intern returns b as a string, the same string for the same bytes.
+func (sc *eventScanner) intern(b []byte) string {
+	for _, t := range sc.types {
+		if t == string(b) {
+			return t
 		}
 	}
-	rec.OccurredAt = rec.OccurredAt.UTC()
-	return rec, nil
+	t := string(b)
+	if len(sc.types) < maxInternedTypes {
+		sc.types = append(sc.types, t)
+	}
+	return t
+}
+
+// copyPayload returns a copy of b that the caller owns (nil for nil, as
+// for a NULL).
+func (sc *eventScanner) copyPayload(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	if len(b) > payloadChunk/4 {
+		return append(make([]byte, 0, len(b)), b...)
+	}
+	if cap(sc.chunk)-len(sc.chunk) < len(b) {
+		sc.chunk = make([]byte, 0, payloadChunk)
+	}
+	start := len(sc.chunk)
+	sc.chunk = append(sc.chunk, b...)
+	return sc.chunk[start:len(sc.chunk):len(sc.chunk)]
 }

@@ -50,9 +50,9 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 		return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
 	}
 	var page []eventsource.RecordedEvent
-	var metadata []byte
+	sc := newEventScanner(typ, id)
 	for rows.Next() {
-		rec, err := scanEvent(rows, typ, id, &metadata)
+		rec, err := sc.scan(rows)
 		if err != nil {
 			rows.Close()
 			var de *eventsource.DecodeError

@@ -402,3 +402,75 @@ func TestBadMetadataIsADecodeError(t *testing.T) {
 		t.Fatalf("LoadSnapshotAndEvents: %v", err)
 	}
 }
+
+// TestReadEventsOwnTheirBytes: the events a read returns share chunks of
+// payload bytes and interned type names (eventScanner), yet each is the
+// caller's own: kept after the read, appended to or overwritten, one
+// event's payload never changes another's. It reads across pages and
+// chunks, with more distinct types than are interned and payloads larger
+// than a chunk's share, through ReadEvents and LoadSnapshotAndEvents.
+func TestReadEventsOwnTheirBytes(t *testing.T) {
+	t.Parallel()
+	st := newStore(t, pgstore.WithReadPageSize(100))
+	ctx := context.Background()
+	typ, id := "Owned", uuid.New()
+	const n = 300
+	want := make([]string, n)
+	evs := make([]eventsource.NewEvent, n)
+	for i := range evs {
+		note := strings.Repeat("x", i%40)
+		if i%50 == 3 {
+			note = strings.Repeat("y", 3000) // more than a quarter of a chunk
+		}
+		// jsonb's normal form, so the stored text reads back byte for byte.
+		want[i] = fmt.Sprintf(`{"n": %d, "note": "%s"}`, i, note)
+		evs[i] = eventsource.NewEvent{ID: uuid.New(), Type: fmt.Sprintf("Type%d", i%40), Payload: []byte(want[i]), OccurredAt: time.Now().UTC()}
+	}
+	if _, err := st.Append(ctx, typ, id, eventsource.NoStream, evs); err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, got []eventsource.RecordedEvent) {
+		t.Helper()
+		if len(got) != n {
+			t.Fatalf("%s: %d events, want %d", name, len(got), n)
+		}
+		for i, rec := range got {
+			if string(rec.Payload) != want[i] || rec.Type != fmt.Sprintf("Type%d", i%40) {
+				t.Fatalf("%s: event %d = %s %s, want Type%d %s", name, i+1, rec.Type, rec.Payload, i%40, want[i])
+			}
+		}
+		// Appending to every payload, then overwriting each, must leave
+		// every other event as it was.
+		for i := range got {
+			got[i].Payload = append(got[i].Payload, "tail"...)
+		}
+		for i, rec := range got {
+			if string(rec.Payload) != want[i]+"tail" {
+				t.Fatalf("%s: event %d's payload changed when another's grew: %q", name, i+1, rec.Payload)
+			}
+		}
+		for i := range got {
+			for j := range got[i].Payload {
+				got[i].Payload[j] = '!'
+			}
+		}
+		for i, rec := range got {
+			if string(rec.Payload) != strings.Repeat("!", len(want[i])+4) {
+				t.Fatalf("%s: event %d's payload changed with another's: %q", name, i+1, rec.Payload)
+			}
+		}
+	}
+	check("ReadEvents", storetest.ReadAll(t, st, typ, id, 0))
+	_, seq, err := st.LoadSnapshotAndEvents(ctx, typ, id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loaded []eventsource.RecordedEvent
+	for rec, err := range seq {
+		if err != nil {
+			t.Fatal(err)
+		}
+		loaded = append(loaded, rec)
+	}
+	check("LoadSnapshotAndEvents", loaded)
+}
