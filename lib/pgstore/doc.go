@@ -28,11 +28,13 @@
 //     written in the same statement as its events.
 //   - snapshots (aggregate_id uuid, aggregate_type varchar(255), version
 //     bigint, schema_version integer, state jsonb, created_at timestamptz;
-//     PK (aggregate_id, aggregate_type); INDEX (aggregate_type,
-//     schema_version)): the tutorial's table, one row per aggregate.
+//     PK (aggregate_id, aggregate_type)): the tutorial's table, one row
+//     per aggregate, without the tutorial's (aggregate_type,
+//     schema_version) index, which migration 2 drops: before the table
+//     had statistics the planner took it for lookups of one aggregate.
 //
 // Index and constraint names are derived from the table names (for example
-// "snapshots_type_schema_idx"), so two stores with different table names can
+// "snapshots_pkey"), so two stores with different table names can
 // share a schema without an index of one silently standing in for the
 // other's. Names are validated ([a-z_][a-z0-9_]*, table names at most 44
 // characters so derived names fit PostgreSQL's 63) and quoted with

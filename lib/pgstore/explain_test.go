@@ -4,17 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // planNode is the part of EXPLAIN (FORMAT JSON) the test inspects.
 type planNode struct {
 	NodeType          string     `json:"Node Type"`
+	RelationName      string     `json:"Relation Name"`
 	IndexName         string     `json:"Index Name"`
 	ScanDirection     string     `json:"Scan Direction"`
 	ActualRows        float64    `json:"Actual Rows"`
@@ -134,4 +138,70 @@ ORDER BY v, a`, id, streamLen, others); err != nil {
 		t.Fatalf("read %d events, want %d", n, streamLen)
 	}
 	t.Logf("ReadEvents streamed %d events in %v", n, time.Since(start).Round(time.Millisecond))
+}
+
+// TestSnapshotLookupsUseThePrimaryKeyBeforeAnalyze: a snapshots table
+// that has rows but no statistics yet (a new deployment before autovacuum
+// first analyzes it, a table emptied and refilled) gave the planner no
+// reason to prefer the primary key over the tutorial's (aggregate_type,
+// schema_version) index, and pgx's prepared statements keep the generic
+// plan, which walks every snapshot of the type: in the benchmark
+// harness's worker run PostgreSQL's CPU per snapshot doubled as the table
+// filled. With 3,000 snapshots (the harness's backlog) every lookup the
+// worker and loads run must be a primary-key lookup in that state, as a
+// generic plan. (At a few hundred, GetSnapshots rightly scans the table.)
+func TestSnapshotLookupsUseThePrimaryKeyBeforeAnalyze(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	typ := "Planned"
+	// No autovacuum, so no ANALYZE, on this table while the test runs.
+	table := pgx.Identifier{st.Schema(), "snapshots"}.Sanitize()
+	if _, err := st.Pool().Exec(ctx, "ALTER TABLE "+table+" SET (autovacuum_enabled = false)"); err != nil {
+		t.Fatal(err)
+	}
+	snaps := make([]eventsource.Snapshot, 3000)
+	for i := range snaps {
+		snaps[i] = eventsource.Snapshot{AggregateID: uuid.New(), AggregateType: typ, Version: 10, SchemaVersion: 1, State: []byte(`{"n": 1}`), CreatedAt: time.Now()}
+	}
+	slices.SortFunc(snaps, func(a, b eventsource.Snapshot) int { return slices.Compare(a.AggregateID[:], b.AggregateID[:]) })
+	if _, err := st.SaveSnapshots(ctx, snaps); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := st.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = conn.Exec(ctx, "RESET plan_cache_mode") }()
+	sql := st.Statements()
+	id := snaps[250].AggregateID
+	// EXPLAIN EXECUTE takes its parameters as SQL, not bound.
+	lit := func(id uuid.UUID) string { return "'" + id.String() + "'::uuid" }
+	for name, c := range map[string]struct{ query, args string }{
+		"GetSnapshot":  {sql.GetSnapshot, lit(id) + ", '" + typ + "'"},
+		"GetSnapshots": {sql.GetSnapshots, "'" + typ + "', ARRAY[" + lit(id) + ", " + lit(snaps[3].AggregateID) + "]"},
+		"loadEvents":   {pgstore.LoadEventsQuery(st), "'" + typ + "', " + lit(id) + ", 1"},
+	} {
+		stmt := "plan_" + strings.ToLower(name)
+		if _, err := conn.Conn().Prepare(ctx, stmt, c.query); err != nil {
+			t.Fatal(err)
+		}
+		var raw []byte
+		if err := conn.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "+stmt+"("+c.args+")").Scan(&raw); err != nil {
+			t.Fatalf("%s: EXPLAIN: %v", name, err)
+		}
+		var out []struct{ Plan planNode }
+		if err := json.Unmarshal(raw, &out); err != nil || len(out) != 1 {
+			t.Fatalf("%s: EXPLAIN output %s: %v", name, raw, err)
+		}
+		out[0].Plan.walk(func(n planNode) {
+			if n.RelationName == "snapshots" && n.IndexName != "snapshots_pkey" {
+				t.Errorf("%s reads the snapshots with %s, want the primary key: %s", name, n, out[0].Plan)
+			}
+		})
+	}
 }

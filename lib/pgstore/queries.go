@@ -67,10 +67,12 @@ LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 	// The first page of a load: the events from the snapshot's version
 	// (when its schema version is $3) or from the start, found by an
 	// InitPlan on the snapshots primary key, so a pgx.Batch of this and
-	// getSnapshot reads a whole load in one round trip.
+	// getSnapshot reads a whole load in one round trip. The schema
+	// version is compared in the select list, not the WHERE, so that the
+	// lookup names only the primary key's columns (see migration 2).
 	q.loadEvents = `SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
 WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= coalesce(
-	(SELECT version FROM ` + sn + ` WHERE aggregate_id = $2 AND aggregate_type = $1 AND schema_version = $3), 1)
+	(SELECT CASE WHEN schema_version = $3 THEN version END FROM ` + sn + ` WHERE aggregate_id = $2 AND aggregate_type = $1), 1)
 ORDER BY version
 LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 

@@ -154,9 +154,10 @@ func (s *Store) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (o
 	return ok, nil
 }
 
-// DeleteSnapshotsByType implements [eventsource.SnapshotStore]. It uses the
-// (aggregate_type, schema_version) index and returns the number of rows
-// deleted.
+// DeleteSnapshotsByType implements [eventsource.SnapshotStore] and returns
+// the number of rows deleted. It scans the snapshots table (one row per
+// aggregate): an administrative bulk delete, for which the table keeps no
+// index of its own (see migration 2).
 func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (n int64, err error) {
 	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err

@@ -1,0 +1,19 @@
+-- evsnap pgstore migration 2: the snapshots table keeps only its primary
+-- key; the tutorial's (aggregate_type, schema_version) index goes.
+--
+-- That index could serve any lookup that names the type, and while the
+-- table has rows but no statistics (a new deployment until autovacuum
+-- first analyzes it, a table emptied and refilled) the planner rated it as
+-- good as the primary key for reading one snapshot, or several by id.
+-- pgx prepares statements and PostgreSQL keeps a generic plan, so a
+-- connection opened in that state went on walking every snapshot of the
+-- type for each lookup: a worker's reads got slower as it filled the
+-- table. An index led by schema_version instead was tried: PostgreSQL
+-- still used it for lookups, with the type as an index condition on a
+-- scan of the whole index. See
+-- docs/decisions/0014-snapshot-lookups-by-primary-key.md.
+--
+-- The index served only the administrative bulk deletes
+-- (DeleteSnapshotsByType), which now scan the table: one row per
+-- aggregate, read once per such delete. Every write saves an index entry.
+DROP INDEX {{.Schema}}.{{.Snapshots.Derived "type_schema_idx"}};
