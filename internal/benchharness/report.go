@@ -460,14 +460,15 @@ func (r *Report) writeWorker(b *strings.Builder) {
 		p("Then 1 or 2 `snapshotter.Worker` replicas (default config: batches of %d notices, %d aggregates at once, up to %d snapshots per write and %d per decision read, %s linger; sweep off), each with its own store connections and NATS connection, ",
 			d.BatchSize, d.Concurrency, d.WriteBatch, d.ReadBatch, d.Linger)
 		p("share the durable consumer; the time runs from starting them to the consumer having nothing pending or unacknowledged. ")
+		p("It includes their start-up: binding the consumer, the first fetch, and opening their PostgreSQL connections, which pgxpool does on first use; *first snapshot* is when the first snapshot was stored. ")
 		p("Every aggregate is checked to end with its snapshot at the head. NATS: %s.\n\n", r.NATSWhere)
-		t := NewTable("backend", "replicas:", "notices/s:", "snapshots/s:", "drain s:", "vs 1 replica:")
+		t := NewTable("backend", "replicas:", "notices/s:", "snapshots/s:", "drain s:", "first snapshot ms:", "vs 1 replica:")
 		for _, w := range r.Worker {
 			vs := ""
 			if w1, ok := r.workerRow(w.Backend, 1); ok && w.Replicas != 1 {
 				vs = times(w.SnapshotsPerSec / w1.SnapshotsPerSec)
 			}
-			t.Add(w.Backend, fmt.Sprint(w.Replicas), rate(w.NoticesPerSec), rate(w.SnapshotsPerSec), sig(w.Elapsed.Seconds()), vs)
+			t.Add(w.Backend, fmt.Sprint(w.Replicas), rate(w.NoticesPerSec), rate(w.SnapshotsPerSec), sig(w.Elapsed.Seconds()), ms(w.FirstSnapshot), vs)
 		}
 		b.WriteString(t.String())
 	}
