@@ -211,9 +211,10 @@ func (h *Harness) newStream(ctx context.Context) (*stream, error) {
 	return s, nil
 }
 
-// publisher returns a notice publisher for the stream.
-func (s *stream) publisher() (*natsnotice.Publisher, error) {
-	return natsnotice.NewPublisher(s.h.js, natsnotice.WithSubjectPrefix(s.prefix), natsnotice.WithLogger(s.h.log))
+// publisher returns a notice publisher for the stream; opts come after
+// its subject prefix and logger.
+func (s *stream) publisher(opts ...natsnotice.PublisherOption) (*natsnotice.Publisher, error) {
+	return natsnotice.NewPublisher(s.h.js, append([]natsnotice.PublisherOption{natsnotice.WithSubjectPrefix(s.prefix), natsnotice.WithLogger(s.h.log)}, opts...)...)
 }
 
 // drop deletes the stream.

@@ -393,20 +393,14 @@ func (h *Harness) backlogRun(ctx context.Context, s *site, ids []uuid.UUID, repl
 			h.report.fail("worker / %s: %v", s.kind, err)
 		}
 	}()
-	pub, err := st.publisher()
+	// The backlog is larger than the publisher's buffer: Notify waits for
+	// room rather than dropping (checkPublisher fails on any drop).
+	pub, err := st.publisher(natsnotice.WithMaxEnqueueWait(natsnotice.MaxEnqueueWaitLimit))
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	now := time.Now()
-	for i, id := range ids {
-		// The publisher holds at most DefaultBufferSize notices; a
-		// larger backlog waits for them to be published now and then.
-		if i > 0 && i%1000 == 0 {
-			if err := pub.Flush(ctx); err != nil {
-				_ = pub.Close(ctx)
-				return 0, 0, 0, err
-			}
-		}
+	for _, id := range ids {
 		for from := int64(1); from <= backlogEvents; from += backlogPerNotice {
 			types := []string{exampledomain.TypeMoneyDeposited, exampledomain.TypeMoneyWithdrawn}
 			if from == 1 {
