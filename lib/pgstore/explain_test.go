@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +163,6 @@ func TestSnapshotLookupsUseThePrimaryKeyBeforeAnalyze(t *testing.T) {
 	for i := range snaps {
 		snaps[i] = eventsource.Snapshot{AggregateID: uuid.New(), AggregateType: typ, Version: 10, SchemaVersion: 1, State: []byte(`{"n": 1}`), CreatedAt: time.Now()}
 	}
-	slices.SortFunc(snaps, func(a, b eventsource.Snapshot) int { return slices.Compare(a.AggregateID[:], b.AggregateID[:]) })
 	if _, err := st.SaveSnapshots(ctx, snaps); err != nil {
 		t.Fatal(err)
 	}

@@ -140,3 +140,75 @@ func TestNotMigrated(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrationTwoUpgradesAStoreInUse: a schema at migration 1 (its
+// snapshots table with the tutorial's index, and data) moves to migration 2
+// with nothing lost: the index is gone, every snapshot and event is still
+// there, and the store works. The schema is put back at migration 1 by
+// recreating the index and forgetting that migration 2 ran.
+func TestMigrationTwoUpgradesAStoreInUse(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	typ, id := "Upgraded", uuid.New()
+	if _, err := st.Append(ctx, typ, id, eventsource.NoStream, newEvents(3, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 3, SchemaVersion: 1, State: []byte(`{"n": 3}`), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	snapshots := qualified(st, "snapshots")
+	indexExists := func() bool {
+		t.Helper()
+		var ok bool
+		if err := st.Pool().QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", qualified(st, "snapshots_type_schema_idx")).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if indexExists() {
+		t.Fatal("a new store still has the snapshots type index after migration 2")
+	}
+	if _, err := st.Pool().Exec(ctx, "CREATE INDEX snapshots_type_schema_idx ON "+snapshots+" (aggregate_type, schema_version)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Pool().Exec(ctx, "DELETE FROM "+qualified(st, pgstore.DefaultMigrationsTable)+" WHERE version = 2"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := st.PendingMigrations(ctx); err != nil || !slices.Equal(p, pgstore.MigrationNames()[1:]) {
+		t.Fatalf("PendingMigrations at migration 1 = %v, %v", p, err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate from 1: %v", err)
+	}
+	if indexExists() {
+		t.Fatal("migration 2 left the snapshots type index")
+	}
+	if p, err := st.PendingMigrations(ctx); err != nil || len(p) != 0 {
+		t.Fatalf("PendingMigrations after = %v, %v", p, err)
+	}
+	snap, err := st.GetSnapshot(ctx, typ, id)
+	if err != nil || snap == nil || snap.Version != 3 {
+		t.Fatalf("snapshot after the upgrade: %+v, %v", snap, err)
+	}
+	_, events, err := st.LoadSnapshotAndEvents(ctx, typ, id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rec, err := range events {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Version != 3 {
+			t.Fatalf("load from the snapshot at v3 read v%d", rec.Version)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("load from the snapshot at v3 read %d events, want 1 (v3)", n)
+	}
+	if deleted, err := st.DeleteSnapshotsByType(ctx, typ, 0); err != nil || deleted != 1 {
+		t.Fatalf("DeleteSnapshotsByType after the upgrade = %d, %v", deleted, err)
+	}
+}
