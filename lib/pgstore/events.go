@@ -8,6 +8,7 @@ import (
 	"iter"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/bytechunk"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -237,18 +238,16 @@ func (s *Store) readPage(ctx context.Context, typ string, id uuid.UUID, after in
 // to, the event type string, the payload copy. The scanner keeps the scan
 // targets and their []any for the whole query, scanning bytes the driver
 // owns (valid until the next row); it interns the event types, which
-// repeat, and copies the payloads into shared chunks. The events it
-// returns own what they hold: each payload is its own capped window of a
-// chunk, which nothing else writes to, so a caller may keep or append to it.
+// repeat, and copies the payloads into shared chunks (bytechunk). The
+// events it returns are the caller's, as ReadEvents promises.
 type eventScanner struct {
 	typ  string
 	id   uuid.UUID
 	row  scannedEvent
 	dest [6]any
 	// types holds the event types seen, at most maxInternedTypes.
-	types []string
-	// chunk is where payloads are copied, up to its capacity.
-	chunk []byte
+	types    []string
+	payloads bytechunk.Copier
 }
 
 // scannedEvent is one row as the driver hands it over.
@@ -260,15 +259,9 @@ type scannedEvent struct {
 	occurredAt        time.Time
 }
 
-const (
-	// maxInternedTypes bounds the event types an eventScanner interns; a
-	// stream with more allocates each further type's string per row.
-	maxInternedTypes = 16
-	// payloadChunk is the size of the chunks payloads are copied into; a
-	// payload larger than a quarter of it gets a slice of its own, so a
-	// chunk wastes little and a kept event keeps little else alive.
-	payloadChunk = 4 << 10
-)
+// maxInternedTypes bounds the event types an eventScanner interns; a
+// stream with more allocates each further type's string per row.
+const maxInternedTypes = 16
 
 func newEventScanner(typ string, id uuid.UUID) *eventScanner {
 	sc := &eventScanner{typ: typ, id: id}
@@ -291,7 +284,7 @@ func (sc *eventScanner) scan(rows pgx.Rows) (eventsource.RecordedEvent, error) {
 		AggregateID:   sc.id,
 		Version:       r.version,
 		Type:          sc.intern(r.eventType),
-		Payload:       sc.copyPayload(r.payload),
+		Payload:       sc.payloads.Copy(r.payload),
 		OccurredAt:    r.occurredAt.UTC(),
 	}
 	if m := r.metadata; len(m) > 0 && string(m) != string(emptyMetadata) {
@@ -317,21 +310,4 @@ func (sc *eventScanner) intern(b []byte) string {
 		sc.types = append(sc.types, t)
 	}
 	return t
-}
-
-// copyPayload returns a copy of b that the caller owns (nil for nil, as
-// for a NULL).
-func (sc *eventScanner) copyPayload(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	if len(b) > payloadChunk/4 {
-		return append(make([]byte, 0, len(b)), b...)
-	}
-	if cap(sc.chunk)-len(sc.chunk) < len(b) {
-		sc.chunk = make([]byte, 0, payloadChunk)
-	}
-	start := len(sc.chunk)
-	sc.chunk = append(sc.chunk, b...)
-	return sc.chunk[start:len(sc.chunk):len(sc.chunk)]
 }
