@@ -67,7 +67,10 @@ type EventStore interface {
 	// the last pair. The cost of reading must depend on the number of events
 	// after `after`, not on the length of the stream. The caller may call
 	// the store's other methods while iterating (a store with a single
-	// connection must not hold it across yields).
+	// connection must not hold it across yields). The events it yields are
+	// the caller's: the store keeps no reference to what they hold (Payload,
+	// Metadata), so the caller may keep, change or append to them without
+	// touching the stored events or each other.
 	ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[RecordedEvent, error]
 
 	// StreamVersion returns the version of the stream's last event, or 0

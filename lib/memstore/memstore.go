@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/bytechunk"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 )
@@ -114,7 +115,8 @@ func (e *DuplicateEventIDError) Is(target error) bool {
 
 // ReadEvents implements [eventsource.EventStore]. It copies only the events
 // after `after`, a window at a time, holding the read lock only while
-// copying.
+// copying. Each event it yields is the caller's: payload copied (into
+// shared chunks) and metadata cloned; Event is the stored value.
 func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
 	if err := eventsource.ValidateStream(typ, id); err != nil {
 		return eventsource.ErrorSeq(err)
@@ -124,6 +126,7 @@ func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, a
 		const window = 256
 		next := max(after, 0)
 		buf := make([]eventsource.RecordedEvent, 0, window)
+		var payloads bytechunk.Copier
 		for {
 			if err := ctx.Err(); err != nil {
 				yield(eventsource.RecordedEvent{}, err)
@@ -143,6 +146,7 @@ func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, a
 			}
 			for i := range buf {
 				rec := buf[i]
+				rec.Payload = payloads.Copy(rec.Payload)
 				rec.Metadata = rec.Metadata.Clone()
 				if !yield(rec, nil) {
 					return

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"iter"
 	"sync"
 	"testing"
 	"time"
@@ -118,6 +119,16 @@ func TestSnapshotLoader(t *testing.T, newBackend func(t *testing.T) LoaderBacken
 		}
 	})
 	t.Run("ConsistentUnderSnapshotWrites", func(t *testing.T) { testLoaderUnderSnapshotWrites(t, b) })
+	t.Run("EventsAreTheCallers", func(t *testing.T) {
+		typ, id := ownedStream(t, b)
+		checkOwned(t, func() iter.Seq2[eventsource.RecordedEvent, error] {
+			_, events, err := b.LoadSnapshotAndEvents(t.Context(), typ, id, 1)
+			if err != nil {
+				return eventsource.ErrorSeq(err)
+			}
+			return events
+		})
+	})
 }
 
 // testLoaderUnderSnapshotWrites races loads against writers that keep
