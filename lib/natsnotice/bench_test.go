@@ -100,7 +100,7 @@ func BenchmarkNotify(b *testing.B) {
 		{"linger=0s", []natsnotice.PublisherOption{natsnotice.WithLinger(0)}, false},
 		{"linger=1ms", []natsnotice.PublisherOption{natsnotice.WithLinger(time.Millisecond)}, false},
 		{"linger=5ms", []natsnotice.PublisherOption{natsnotice.WithLinger(5 * time.Millisecond)}, false},
-		{"one-aggregate/linger=5ms", []natsnotice.PublisherOption{natsnotice.WithLinger(5 * time.Millisecond)}, true},
+		{"one-aggregate/linger=5ms/no-coalescing", []natsnotice.PublisherOption{natsnotice.WithLinger(5 * time.Millisecond), natsnotice.WithCoalescing(false)}, true},
 		{"one-aggregate/linger=5ms/coalescing", []natsnotice.PublisherOption{natsnotice.WithLinger(5 * time.Millisecond), natsnotice.WithCoalescing(true)}, true},
 	} {
 		b.Run("enqueue/paced/"+c.name, func(b *testing.B) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 )
 
 // queued builds the item Notify would queue for the notice of versions
@@ -17,14 +16,12 @@ func queued(t *testing.T, typ string, id uuid.UUID, first, last int64, at time.T
 	t.Helper()
 	n := Notice{Version: FormatVersion, AggregateType: typ, AggregateID: id, FirstVersion: first, LastVersion: last,
 		EventTypes: types, CommittedAt: at}
-	data, err := n.Encode()
-	if err != nil {
-		t.Fatalf("Encode: %v", err)
+	if err := n.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
 	}
-	it := &item{typ: typ, n: n, traced: traced}
-	it.msg = nats.Msg{Subject: Subject(DefaultSubjectPrefix, typ, id), Data: data, Header: nats.Header{HeaderMsgID: {n.MsgID()}}}
+	it := &item{n: n}
 	if traced {
-		it.msg.Header["traceparent"] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+		it.trace.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	}
 	return it
 }
@@ -33,7 +30,7 @@ func queued(t *testing.T, typ string, id uuid.UUID, first, last int64, at time.T
 // event types, earliest commit, message id of the last); a gap, another
 // aggregate, a trace context or a repeated notice keeps them apart.
 func TestCoalesce(t *testing.T) {
-	p := &Publisher{cfg: publisherConfig{coalesce: true}}
+	p := &Publisher{cfg: publisherConfig{coalesce: true, subjectPrefix: DefaultSubjectPrefix}}
 	a, b := uuid.New(), uuid.New()
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	batch := []*item{
@@ -71,6 +68,12 @@ func TestCoalesce(t *testing.T) {
 	}
 	for i, w := range wants {
 		it := out[i]
+		if err := p.build(it); err != nil {
+			t.Fatalf("notice %d: build: %v", i, err)
+		}
+		if want := Subject(DefaultSubjectPrefix, "Order", w.id); it.msg.Subject != want {
+			t.Errorf("notice %d: subject %q, want %q", i, it.msg.Subject, want)
+		}
 		got, err := Decode(it.msg.Data)
 		if err != nil {
 			t.Fatalf("notice %d: Decode: %v\n%s", i, err, it.msg.Data)
@@ -83,8 +86,8 @@ func TestCoalesce(t *testing.T) {
 		if id := it.msg.Header.Get(HeaderMsgID); id != exp.MsgID() {
 			t.Errorf("notice %d: Nats-Msg-Id %q, want %q", i, id, exp.MsgID())
 		}
-		if len(it.merged) != w.merged || it.traced != w.traced || (it.msg.Header.Get("traceparent") != "") != w.traced {
-			t.Errorf("notice %d: %d merged, traced %v (headers %v), want %d, %v", i, len(it.merged), it.traced, it.msg.Header, w.merged, w.traced)
+		if len(it.merged) != w.merged || it.traced() != w.traced || (it.msg.Header.Get("traceparent") != "") != w.traced {
+			t.Errorf("notice %d: %d merged, traced %v (headers %v), want %d, %v", i, len(it.merged), it.traced(), it.msg.Header, w.merged, w.traced)
 		}
 	}
 	if out[0] != first[0] || out[0].merged[0] != first[1] || out[0].merged[1] != first[3] {
@@ -119,11 +122,32 @@ func TestCoalesceTruncates(t *testing.T) {
 		t.Fatalf("after two merges: %d notices, %d types, truncated %v", len(out), len(out[0].n.EventTypes), out[0].n.Truncated)
 	}
 	out = p.coalesce(append(out, queued(t, "Order", id, 81, 90, at, false, types(60, 70)...)))
+	if err := p.build(out[0]); err != nil {
+		t.Fatalf("build: %v", err)
+	}
 	got, err := Decode(out[0].msg.Data)
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
 	if len(out) != 1 || !slices.Equal(got.EventTypes, types(0, MaxEventTypes)) || !got.Truncated || got.LastVersion != 90 {
 		t.Fatalf("merged notice %+v", got)
+	}
+}
+
+// TestTraceFields: the carrier Notify injects into keeps keys as given,
+// replaces a key set twice, and allocates nothing when nothing is set.
+func TestTraceFields(t *testing.T) {
+	var f traceFields
+	if f.Get("traceparent") != "" || len(f.Keys()) != 0 || f != nil {
+		t.Fatalf("empty carrier: %v", f)
+	}
+	f.Set("traceparent", "a")
+	f.Set("baggage", "k=v")
+	f.Set("traceparent", "b")
+	if f.Get("traceparent") != "b" || f.Get("baggage") != "k=v" || f.Get("Traceparent") != "" {
+		t.Errorf("Get after Set: %v", f)
+	}
+	if got := f.Keys(); !slices.Equal(got, []string{"traceparent", "baggage"}) {
+		t.Errorf("Keys = %v", got)
 	}
 }

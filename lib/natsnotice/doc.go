@@ -26,7 +26,7 @@
 //
 // [NewPublisher] takes a jetstream.JetStream and options, does no I/O, and
 // starts one background sender goroutine. [Publisher.Notify] validates the
-// append, encodes the notice and enqueues it into a bounded buffer
+// append, builds the notice and enqueues it into a bounded buffer
 // ([WithBufferSize]); it never waits longer than [WithMaxEnqueueWait]
 // (default: not at all). When the buffer is full (NATS down or too slow)
 // it drops the notice, counts it and returns an error matching
@@ -37,9 +37,11 @@
 // PublishMsgAsync, at most [WithMaxInFlight] acknowledgements outstanding.
 // After each batch it lingers ([WithLinger], default 5ms) so that the
 // notices of the next saves queue up without waking it one by one; a
-// notice that finds it idle wakes it at once. With [WithCoalescing] it
-// first merges the queued notices of consecutive saves of one aggregate
-// into one (docs/notice-format.md, "Coalesced notices"). It retries a
+// notice that finds it idle wakes it at once. It first merges the queued
+// notices of consecutive saves of one aggregate into one ([WithCoalescing],
+// on by default; docs/notice-format.md, "Coalesced notices") and only then
+// encodes each message, so Notify, on the save's goroutine, only builds
+// the notice and queues it. It retries a
 // failed or timed-out ([WithPublishTimeout]) publish with exponential
 // backoff ([WithRetryBackoff]) for up to [WithRetryMaxElapsed], after
 // which it drops, logs and counts the notice. [Publisher.Flush] waits for

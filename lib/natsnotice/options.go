@@ -75,6 +75,7 @@ func defaultPublisherConfig() publisherConfig {
 		retryMaxElapsed:  DefaultRetryMaxElapsed,
 		linger:           DefaultLinger,
 		subjectPrefix:    DefaultSubjectPrefix,
+		coalesce:         true,
 	}
 }
 
@@ -191,8 +192,8 @@ func WithLinger(d time.Duration) PublisherOption {
 	}
 }
 
-// WithCoalescing makes the sender merge queued notices of one aggregate
-// before it publishes them (default off). A notice merges into the
+// WithCoalescing sets whether the sender merges queued notices of one
+// aggregate before it publishes them (default on). A notice merges into the
 // previous queued notice of the same aggregate when it directly follows
 // it (its first version is that one's last version plus one) and neither
 // carries a trace context (so no save's trace link is lost). The merged
@@ -205,8 +206,12 @@ func WithLinger(d time.Duration) PublisherOption {
 // together: the same versions, event types and earliest commit, one
 // message instead of several. Flush, Close and Stats still count each
 // accepted notice ([Stats.Coalesced] counts those merged). It matters
-// with WithLinger, when one aggregate is saved several times within a
-// linger. See docs/notice-format.md, "Coalesced notices".
+// when one aggregate is saved several times within a linger
+// ([WithLinger]): a hot aggregate then costs JetStream, and every worker,
+// one message per linger instead of one per save, and the publisher keeps
+// up with saves faster than JetStream stores messages instead of dropping
+// their notices. Turn it off only for a consumer that must see one
+// message per save. See docs/notice-format.md, "Coalesced notices".
 func WithCoalescing(on bool) PublisherOption {
 	return func(c *publisherConfig) error {
 		c.coalesce = on

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
@@ -86,13 +87,16 @@ type Publisher struct {
 		bufferFull, invalid, exhausted, rejected atomic.Int64
 		closedDrops, coalesced                   atomic.Int64
 	}
-	tails map[string]*item // the sender's, reused by coalesce
+	tails map[aggregateKey]*item // the sender's, reused by coalesce
 }
 
-// item is one notice the publisher holds.
+// item is one notice the publisher holds. Notify fills in the notice
+// (n, typ, trace); the sender builds msg from it (build) just before the
+// first attempt, after merging (coalesce), so a notice merged into another
+// is never encoded and the save's goroutine does no encoding at all. It
+// is kept small: Notify allocates one per save.
 type item struct {
-	msg      nats.Msg
-	typ      string
+	msg      *nats.Msg // nil until the sender builds it: subject, Nats-Msg-Id, trace headers, JSON body
 	epoch    uint64
 	enqueued time.Time
 	attempts int
@@ -100,10 +104,49 @@ type item struct {
 	due      time.Time                   // when the next retry may go
 	index    int                         // in retryHeap
 
-	// The notice's content, for coalescing (WithCoalescing).
-	n      Notice
-	traced bool    // headers besides the message id (a trace context)
-	merged []*item // later notices whose content this message carries
+	n      Notice      // after a merge into another item, only n.AggregateType is kept
+	types  [4]string   // n.EventTypes' backing array for most saves
+	trace  traceFields // what the propagator injected in Notify
+	merged []*item     // later notices whose content this message carries
+}
+
+// traced reports whether the notice carries a trace context (anything
+// the propagator injected); such notices are never merged.
+func (it *item) traced() bool { return len(it.trace) > 0 }
+
+// traceFields is the [propagation.TextMapCarrier] Notify injects into: key
+// and value pairs, nil (no allocation) when the propagator writes nothing,
+// which is the case for a save without a valid span context.
+type traceFields []string
+
+// Get returns the value of key; "" when absent.
+func (f *traceFields) Get(key string) string {
+	for i := 0; i+1 < len(*f); i += 2 {
+		if (*f)[i] == key {
+			return (*f)[i+1]
+		}
+	}
+	return ""
+}
+
+// Set replaces the value of key with value.
+func (f *traceFields) Set(key, value string) {
+	for i := 0; i+1 < len(*f); i += 2 {
+		if (*f)[i] == key {
+			(*f)[i+1] = value
+			return
+		}
+	}
+	*f = append(*f, key, value)
+}
+
+// Keys lists the keys set.
+func (f *traceFields) Keys() []string {
+	keys := make([]string, 0, len(*f)/2)
+	for i := 0; i+1 < len(*f); i += 2 {
+		keys = append(keys, (*f)[i])
+	}
+	return keys
 }
 
 // count is how many accepted notices it stands for.
@@ -174,17 +217,20 @@ func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) (*Publisher, 
 //
 // It validates a (an aggregate type that is not a NATS subject token is an
 // error matching [ErrInvalidAggregateType], and nothing is published),
-// builds the notice ([FromAppended]), encodes it, and makes a message to
-// [Subject](prefix, type, id) with header Nats-Msg-Id set to
-// [Notice.MsgID] and the trace context of ctx (the save's span, through a
-// short producer span) injected by the propagator. Then it enqueues it.
+// builds the notice ([FromAppended]) and captures the trace context of ctx
+// through the propagator (the save's span, through a short producer span
+// when the save's span is recorded). Then it enqueues it. The background
+// sender encodes it into a message to [Subject](prefix, type, id) with
+// header Nats-Msg-Id set to [Notice.MsgID] and the trace headers, after
+// merging it into an earlier notice of the aggregate where it can
+// ([WithCoalescing]); the save's goroutine does no encoding.
 //
 // Bound: Notify never waits longer than [WithMaxEnqueueWait] (default 0:
-// not at all) plus the time to encode the notice, a few microseconds. It
-// does no I/O. When the buffer is full it drops the notice, counts it
-// (reason buffer_full) and returns an error matching [ErrDropped]; ctx
-// ending while it waits for room does the same. After Close it returns an
-// error matching [ErrClosed].
+// not at all) plus the time to build the notice, a fraction of a
+// microsecond. It does no I/O. When the buffer is full it drops the
+// notice, counts it (reason buffer_full) and returns an error matching
+// [ErrDropped]; ctx ending while it waits for room does the same. After
+// Close it returns an error matching [ErrClosed].
 //
 // A nil error means the notice was accepted, not that it was published: it
 // is published, retried, or eventually dropped and counted in the
@@ -199,7 +245,8 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
 		return fmt.Errorf("natsnotice: notify %s v%d: %w", a.AggregateID, a.LastVersion, err)
 	}
-	n := Notice{
+	it := new(item)
+	it.n = Notice{
 		Version:       FormatVersion,
 		AggregateType: a.AggregateType,
 		AggregateID:   a.AggregateID,
@@ -207,41 +254,59 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 		LastVersion:   a.LastVersion,
 		CommittedAt:   a.CommittedAt.UTC(),
 	}
-	var types [8]string // FromAppended's list, on the stack for most saves
-	n.EventTypes, n.Truncated = appendDistinct(types[:0], a.EventTypes)
-	data, err := n.appendJSON(make([]byte, 0, 256))
-	if err != nil {
+	it.n.EventTypes, it.n.Truncated = appendDistinct(it.types[:0], a.EventTypes)
+	if err := it.n.Validate(); err != nil {
 		p.stats.invalid.Add(1)
 		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
 		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", a.AggregateType, a.AggregateID, a.LastVersion, err)
 	}
-	// Subject and MsgID, built from one formatting of the id.
-	var idBuf [36]byte
-	var verBuf [20]byte
-	id := appendUUID(idBuf[:0], n.AggregateID)
-	it := &item{typ: n.AggregateType, enqueued: time.Now()}
-	it.msg.Subject = p.cfg.subjectPrefix + "." + n.AggregateType + "." + string(id)
-	msgID := n.AggregateType + "/" + string(id) + "/" + string(strconv.AppendInt(verBuf[:0], n.LastVersion, 10))
-	ctx, span := p.tel.tracer.Start(ctx, "natsnotice.Notify", producerSpan)
-	defer span.End()
-	if span.IsRecording() {
-		span.SetAttributes(AttrSystem.String("nats"), AttrSubject.String(it.msg.Subject), AttrMsgID.String(msgID),
-			eventsource.AttrAggregateType.String(n.AggregateType), eventsource.AttrAggregateID.String(string(id)),
-			eventsource.AttrVersion.Int64(n.LastVersion))
+	it.enqueued = time.Now()
+	// The producer span is a child of the save's span, made only when
+	// that span is recorded: an unrecorded save (no SDK, or not sampled)
+	// costs Notify no span.
+	var span trace.Span
+	if trace.SpanFromContext(ctx).IsRecording() {
+		ctx, span = p.tel.tracer.Start(ctx, "natsnotice.Notify", producerSpan)
+		defer span.End()
+		if span.IsRecording() {
+			span.SetAttributes(AttrSystem.String("nats"),
+				AttrSubject.String(Subject(p.cfg.subjectPrefix, it.n.AggregateType, it.n.AggregateID)),
+				AttrMsgID.String(it.n.MsgID()),
+				eventsource.AttrAggregateType.String(it.n.AggregateType), eventsource.AttrAggregateID.String(it.n.AggregateID.String()),
+				eventsource.AttrVersion.Int64(it.n.LastVersion))
+		}
 	}
-
-	it.msg.Data = data
-	it.msg.Header = nats.Header{HeaderMsgID: []string{msgID}}
-	p.cfg.propagator.Inject(ctx, HeaderCarrier(it.msg.Header))
-	if p.cfg.coalesce {
-		it.n, it.traced = n, len(it.msg.Header) > 1
-	}
+	p.cfg.propagator.Inject(ctx, &it.trace)
 
 	if err := p.enqueue(ctx, it); err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", n.AggregateType, n.AggregateID, n.LastVersion, err)
+		if span != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", it.n.AggregateType, it.n.AggregateID, it.n.LastVersion, err)
 	}
+	return nil
+}
+
+// build makes the message of it: subject and Nats-Msg-Id from one
+// formatting of the id, the trace headers Notify captured, and the JSON
+// body. The sender calls it once, before the first attempt.
+func (p *Publisher) build(it *item) error {
+	var idBuf [36]byte
+	var verBuf [20]byte
+	id := appendUUID(idBuf[:0], it.n.AggregateID)
+	typ := it.n.AggregateType
+	m := &nats.Msg{Subject: p.cfg.subjectPrefix + "." + typ + "." + string(id), Header: make(nats.Header, 1+len(it.trace)/2)}
+	m.Header[HeaderMsgID] = []string{typ + "/" + string(id) + "/" + string(strconv.AppendInt(verBuf[:0], it.n.LastVersion, 10))}
+	for i := 0; i+1 < len(it.trace); i += 2 {
+		m.Header[it.trace[i]] = []string{it.trace[i+1]}
+	}
+	it.msg = m // before encoding: a drop logs the subject
+	data, err := it.n.appendJSON(make([]byte, 0, 256))
+	if err != nil {
+		return err
+	}
+	m.Data = data
 	return nil
 }
 
@@ -298,7 +363,7 @@ func (p *Publisher) enqueue(ctx context.Context, it *item) error {
 // dropFull counts a notice Notify dropped because the buffer was full.
 func (p *Publisher) dropFull(ctx context.Context, it *item, err error) error {
 	p.stats.bufferFull.Add(1)
-	p.tel.drop(ctx, it.typ, DropBufferFull, 1)
+	p.tel.drop(ctx, it.n.AggregateType, DropBufferFull, 1)
 	return err
 }
 
@@ -388,20 +453,21 @@ func (p *Publisher) run() {
 // that one's last plus one) and neither carries a trace context: the
 // merged notice has the first one's first version and earliest commit
 // time, the last one's last version (and so its message id), and the
-// distinct event types of both. It returns the notices left, re-encoded
-// where merged, in batch's backing array.
+// distinct event types of both. It returns the notices left, in batch's
+// backing array; build encodes them afterwards.
 func (p *Publisher) coalesce(batch []*item) []*item {
 	if len(batch) < 2 {
 		return batch
 	}
 	if p.tails == nil {
-		p.tails = map[string]*item{}
+		p.tails = map[aggregateKey]*item{}
 	}
 	out := batch[:0]
 	for _, it := range batch {
-		tail := p.tails[it.msg.Subject]
-		if tail == nil || tail.traced || it.traced || it.n.FirstVersion != tail.n.LastVersion+1 {
-			p.tails[it.msg.Subject] = it
+		key := aggregateKey{it.n.AggregateType, it.n.AggregateID}
+		tail := p.tails[key]
+		if tail == nil || tail.traced() || it.traced() || it.n.FirstVersion != tail.n.LastVersion+1 {
+			p.tails[key] = it
 			out = append(out, it)
 			continue
 		}
@@ -412,26 +478,19 @@ func (p *Publisher) coalesce(batch []*item) []*item {
 		if it.n.CommittedAt.Before(tail.n.CommittedAt) {
 			tail.n.CommittedAt = it.n.CommittedAt
 		}
-		tail.msg.Header[HeaderMsgID] = it.msg.Header[HeaderMsgID] // <type>/<id>/<merged last version>
 		tail.merged = append(tail.merged, it)
-		it.msg.Data, it.n = nil, Notice{} // its content is tail's now
+		it.n = Notice{AggregateType: it.n.AggregateType} // its content is tail's now
 		p.stats.coalesced.Add(1)
 	}
 	clear(p.tails)
-	kept := out[:0]
-	for _, it := range out {
-		if it.merged != nil {
-			data, err := it.n.appendJSON(it.msg.Data[:0])
-			if err != nil { // not expected: it merges valid notices
-				p.dropOne(it, DropInvalid, err)
-				continue
-			}
-			it.msg.Data = data
-		}
-		kept = append(kept, it)
-	}
-	clear(batch[len(kept):])
-	return kept
+	clear(batch[len(out):])
+	return out
+}
+
+// aggregateKey identifies an aggregate, for coalesce.
+type aggregateKey struct {
+	typ string
+	id  uuid.UUID
 }
 
 // dueRetriesLocked moves the retries that are due into batch and says how
@@ -450,6 +509,12 @@ func (p *Publisher) dueRetriesLocked(now time.Time, batch *[]*item) time.Duratio
 // sender while it waited for an in-flight slot (it is then left for Close
 // to drop).
 func (p *Publisher) publish(it *item) bool {
+	if it.msg == nil {
+		if err := p.build(it); err != nil { // not expected: Notify validated it
+			p.dropOne(it, DropInvalid, err)
+			return true
+		}
+	}
 	select {
 	case p.inflight <- struct{}{}:
 	case <-p.stop:
@@ -459,11 +524,12 @@ func (p *Publisher) publish(it *item) bool {
 		return false
 	}
 	it.attempts++
+	m := it.msg
 	p.mu.Lock()
-	p.sent[&it.msg] = it // before publishing: the ack may come first
+	p.sent[m] = it // before publishing: the ack may come first
 	p.mu.Unlock()
-	if _, err := p.js.PublishMsgAsync(&it.msg); err != nil {
-		if p.take(&it.msg) != nil {
+	if _, err := p.js.PublishMsgAsync(m); err != nil {
+		if it := p.take(m); it != nil {
 			p.failed(it, err)
 		}
 	}
@@ -577,7 +643,7 @@ func (p *Publisher) dropOne(it *item, reason string, err error) {
 	case DropInvalid:
 		p.stats.invalid.Add(n)
 	}
-	p.tel.drop(context.Background(), it.typ, reason, n)
+	p.tel.drop(context.Background(), it.n.AggregateType, reason, n)
 	if reason != DropClosed { // Close logs one summary line instead
 		if errors.Is(err, jetstream.ErrNoStreamResponse) {
 			err = fmt.Errorf("%w (no stream captures subject %s: run `snapshotter migrate` or natsnotice.EnsureStream)", err, it.msg.Subject)
@@ -746,7 +812,7 @@ func (p *Publisher) close(ctx context.Context) error {
 	byType := map[string]int64{}
 	for _, it := range rest {
 		p.stats.closedDrops.Add(it.count())
-		byType[it.typ] += it.count()
+		byType[it.n.AggregateType] += it.count()
 		p.settle(it, true)
 	}
 	for typ, n := range byType {

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -77,19 +78,7 @@ func TestPublish(t *testing.T) {
 	ctx, save := tp.Tracer("test").Start(ctxTimeout(t, 10*time.Second), "eventsource.Save")
 	a := appended("Account", testID, 1, 5,
 		"AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "MoneyDeposited", "MoneyWithdrawn")
-	if err := p.Notify(ctx, a); err != nil {
-		t.Fatalf("Notify: %v", err)
-	}
-	save.End()
-	if err := p.Flush(ctx); err != nil {
-		t.Fatalf("Flush: %v", err)
-	}
-
-	msgs := e.messages()
-	if len(msgs) != 1 {
-		t.Fatalf("%d messages in the stream, want 1", len(msgs))
-	}
-	m := msgs[0]
+	m := notifyInSave(t, e, p, ctx, save, a)
 	if want := e.cfg.SubjectPrefix + ".Account." + testID.String(); m.Subject != want {
 		t.Errorf("subject %q, want %q", m.Subject, want)
 	}
@@ -138,6 +127,24 @@ func TestPublish(t *testing.T) {
 	}
 }
 
+// notifyInSave notifies a inside the save's span, ends the span, flushes
+// and returns the one message the stream then holds.
+func notifyInSave(t *testing.T, e *env, p *natsnotice.Publisher, ctx context.Context, save trace.Span, a eventsource.Appended) *jetstream.RawStreamMsg {
+	t.Helper()
+	if err := p.Notify(ctx, a); err != nil {
+		t.Fatalf("Notify: %v", err)
+	}
+	save.End()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	msgs := e.messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages in the stream, want 1", len(msgs))
+	}
+	return msgs[0]
+}
+
 // TestPublishWithoutSpan: no span in ctx, no traceparent header.
 func TestPublishWithoutSpan(t *testing.T) {
 	e := newEnv(t)
@@ -152,6 +159,40 @@ func TestPublishWithoutSpan(t *testing.T) {
 	msgs := e.messages()
 	if len(msgs) != 1 || msgs[0].Header.Get("traceparent") != "" {
 		t.Fatalf("messages %d, headers %v", len(msgs), msgs[0].Header)
+	}
+}
+
+// TestPublishUnsampledSave: a save whose span is not recorded gets no
+// producer span, and its message still carries the save's trace context
+// (unsampled), with whatever else the propagator writes.
+func TestPublishUnsampledSave(t *testing.T) {
+	e := newEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithSpanProcessor(rec))
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	p := e.publisher(natsnotice.WithTracerProvider(tp), natsnotice.WithPropagator(prop))
+
+	member, err := baggage.NewMember("tenant", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bag, err := baggage.New(member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, save := tp.Tracer("test").Start(baggage.ContextWithBaggage(ctxTimeout(t, 10*time.Second), bag), "eventsource.Save")
+	if save.IsRecording() || !save.SpanContext().IsValid() {
+		t.Fatalf("the save's span: recording %v, valid %v; want an unsampled, valid span", save.IsRecording(), save.SpanContext().IsValid())
+	}
+	h := notifyInSave(t, e, p, ctx, save, appended("Account", testID, 1, 1)).Header
+	if want := fmt.Sprintf("00-%s-%s-00", save.SpanContext().TraceID(), save.SpanContext().SpanID()); h.Get("traceparent") != want {
+		t.Errorf("traceparent %q, want %q", h.Get("traceparent"), want)
+	}
+	if h.Get("baggage") != "tenant=acme" {
+		t.Errorf("baggage %q, want tenant=acme (headers %v)", h.Get("baggage"), h)
+	}
+	if n := len(rec.Ended()); n != 0 {
+		t.Errorf("%d spans recorded, want none", n)
 	}
 }
 
@@ -413,10 +454,11 @@ func TestNATSRestart(t *testing.T) {
 }
 
 // TestCloseFlushes: Close publishes everything accepted, is idempotent, and
-// Notify and Flush fail with ErrClosed afterwards.
+// Notify and Flush fail with ErrClosed afterwards. Without coalescing, so
+// that the stream holds one message per notice.
 func TestCloseFlushes(t *testing.T) {
 	e := newEnv(t)
-	p := e.publisher()
+	p := e.publisher(natsnotice.WithCoalescing(false))
 	ctx := ctxTimeout(t, 30*time.Second)
 	const n = 2000
 	var wg sync.WaitGroup
@@ -559,14 +601,15 @@ func TestFlushCutsLingerShort(t *testing.T) {
 		time.Since(start), rounds*natsnotice.MaxLingerLimit/2)
 }
 
-// TestCoalescingPublishesEverything: with coalescing, concurrent savers'
-// notices, some flushed and the rest left for Close, all reach the stream:
+// TestCoalescingPublishesEverything: with coalescing (the default),
+// concurrent savers' notices, some flushed and the rest left for Close,
+// all reach the stream:
 // per aggregate the messages cover every version once, in order, each
 // listing the event types of the versions it covers and carrying the
 // message id of its last version; the counters add up.
 func TestCoalescingPublishesEverything(t *testing.T) {
 	e := newEnv(t)
-	p := e.publisher(natsnotice.WithCoalescing(true))
+	p := e.publisher()
 	ctx := ctxTimeout(t, 30*time.Second)
 	const savers, each = 4, 300
 	typeOf := func(v int64) string { return fmt.Sprint("T", v%3) }
@@ -718,10 +761,11 @@ func TestFlushDeadline(t *testing.T) {
 }
 
 // TestAgainstRealServer runs the publish test against the real NATS server
-// (EVSNAP_TEST_NATS_URL), on its own stream and subjects.
+// (EVSNAP_TEST_NATS_URL), on its own stream and subjects, one message per
+// notice (no coalescing), so that the duplicate is a message of its own.
 func TestAgainstRealServer(t *testing.T) {
 	e := connectEnv(t, natstest.ExternalURL(t), true)
-	p := e.publisher()
+	p := e.publisher(natsnotice.WithCoalescing(false))
 	ctx := ctxTimeout(t, 30*time.Second)
 	const n = 500
 	id := uuid.New()

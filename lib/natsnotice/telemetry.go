@@ -146,10 +146,14 @@ func (t *telemetry) logDrop(reason string, it *item, err error) {
 	t.quiet[reason] = 0
 	t.lastLog[reason] = now
 	t.logMu.Unlock()
+	var subject, msgID string
+	if it.msg != nil {
+		subject, msgID = it.msg.Subject, it.msg.Header.Get(HeaderMsgID)
+	}
 	t.logger.Warn("append notice dropped; the snapshotter's sweep will catch up",
 		eventsource.LogKeyReason, reason,
-		LogKeySubject, it.msg.Subject,
-		LogKeyMsgID, it.msg.Header.Get(HeaderMsgID),
+		LogKeySubject, subject,
+		LogKeyMsgID, msgID,
 		LogKeyAttempts, it.attempts,
 		LogKeySuppressed, suppressed,
 		eventsource.LogKeyError, err)
