@@ -394,8 +394,11 @@ func (h *Harness) backlogRun(ctx context.Context, s *site, ids []uuid.UUID, repl
 		}
 	}()
 	// The backlog is larger than the publisher's buffer: Notify waits for
-	// room rather than dropping (checkPublisher fails on any drop).
-	pub, err := st.publisher(natsnotice.WithMaxEnqueueWait(natsnotice.MaxEnqueueWaitLimit))
+	// room rather than dropping (checkPublisher fails on any drop). Without
+	// coalescing, which would merge each aggregate's notices, published in
+	// one burst, into one message: the step measures the worker on one
+	// message per save, the most it can be sent.
+	pub, err := st.publisher(natsnotice.WithMaxEnqueueWait(natsnotice.MaxEnqueueWaitLimit), natsnotice.WithCoalescing(false))
 	if err != nil {
 		return 0, 0, 0, err
 	}
