@@ -118,6 +118,7 @@ func TestSnapshotLoader(t *testing.T, newBackend func(t *testing.T) LoaderBacken
 			t.Fatalf("missing aggregate: %+v, %v", s, vs)
 		}
 	})
+	t.Run("IteratedAgain", func(t *testing.T) { testLoaderIteratedAgain(t, b, typ, mk) })
 	t.Run("ConsistentUnderSnapshotWrites", func(t *testing.T) { testLoaderUnderSnapshotWrites(t, b) })
 	t.Run("EventsAreTheCallers", func(t *testing.T) {
 		typ, id := ownedStream(t, b)
@@ -129,6 +130,55 @@ func TestSnapshotLoader(t *testing.T, newBackend func(t *testing.T) LoaderBacken
 			return events
 		})
 	})
+}
+
+// testLoaderIteratedAgain: the events of one load yield the same events
+// each time they are iterated, after a complete iteration, after a
+// break, and after other loads; and the events an earlier iteration
+// yielded keep their content meanwhile (a store may recycle what it read).
+func testLoaderIteratedAgain(t *testing.T, b LoaderBackend, typ string, mk func(int) uuid.UUID) {
+	id, other := mk(30), mk(30)
+	mustSave(t, b, snap(typ, id, 10, 1), true)
+	_, events, err := b.LoadSnapshotAndEvents(t.Context(), typ, id, 1)
+	if err != nil {
+		t.Fatalf("LoadSnapshotAndEvents: %v", err)
+	}
+	collect := func(limit int) []eventsource.RecordedEvent {
+		var out []eventsource.RecordedEvent
+		for rec, err := range events {
+			if err != nil {
+				t.Fatalf("events: %v", err)
+			}
+			out = append(out, rec)
+			if len(out) == limit {
+				break
+			}
+		}
+		return out
+	}
+	check := func(what string, got []eventsource.RecordedEvent, want int) {
+		t.Helper()
+		if len(got) != want {
+			t.Fatalf("%s: %d events, want %d", what, len(got), want)
+		}
+		for i, rec := range got {
+			v := int64(10 + i)
+			if rec.Version != v || rec.AggregateID != id || rec.Type != testEvent("Thing", int(v)).Type ||
+				!jsonEqual(rec.Payload, testEvent("Thing", int(v)).Payload) {
+				t.Fatalf("%s: event %d is %s v%d %s %s, want v%d of %s", what, i, rec.AggregateID, rec.Version, rec.Type, rec.Payload, v, id)
+			}
+		}
+	}
+	kept := collect(0)
+	check("first iteration", kept, 21)
+	for range 3 { // loads of another aggregate, which may reuse what the first read into
+		_, vs := loadVersions(t, b, typ, other, 1)
+		checkRange(t, vs, 1, 30)
+	}
+	check("the first iteration's events after other loads", kept, 21)
+	check("second iteration", collect(0), 21)
+	check("iteration stopped after 5", collect(5), 5)
+	check("iteration after a break", collect(0), 21)
 }
 
 // testLoaderUnderSnapshotWrites races loads against writers that keep
