@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -226,3 +228,50 @@ func BenchmarkJetStreamBaseline(b *testing.B) {
 }
 
 func natstestShutdown(e *env) { natstest.Shutdown(e.srv) }
+
+// BenchmarkSaveMemstore is the save step of make bench in miniature: one
+// goroutine saving one event at a time to one aggregate on memstore,
+// without snapshotting and in the external mode with this publisher
+// (default options, so the notices of consecutive saves coalesce). The
+// difference is what the external mode costs a save whose own cost is a
+// couple of microseconds.
+func BenchmarkSaveMemstore(b *testing.B) {
+	for _, mode := range []string{"none", "external"} {
+		b.Run(mode, func(b *testing.B) {
+			opts := []eventsource.Option{}
+			var p *natsnotice.Publisher
+			if mode == "external" {
+				p = newEnv(b).publisher()
+				opts = append(opts, eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(p))
+			}
+			repo, err := eventsource.NewRepository[ticket](memstore.NewEventStore(), ticketRegistry(), opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			tk := repo.New(uuid.New())
+			tk.Raise(ticketOpened{})
+			if err := repo.Save(ctx, tk); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				tk.Raise(ticketNoted{Text: "n"})
+				if err := repo.Save(ctx, tk); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if p != nil {
+				benchFlush(b, p)
+				if st := p.Stats(); st.Dropped != 0 {
+					b.Fatalf("dropped: %+v", st)
+				}
+			}
+			if err := repo.Close(ctx); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}

@@ -53,7 +53,8 @@ func TestRepositoryExternalMode(t *testing.T) {
 	e := newEnv(t)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(rec))
-	p := e.publisher(natsnotice.WithTracerProvider(tp))
+	// Without coalescing: the two saves' notices could otherwise merge.
+	p := e.publisher(natsnotice.WithTracerProvider(tp), natsnotice.WithCoalescing(false))
 	repo, err := eventsource.NewRepository[ticket](memstore.NewEventStore(), ticketRegistry(),
 		eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(p),
 		eventsource.WithTracerProvider(tp), eventsource.WithLogger(testLogger(t)))
