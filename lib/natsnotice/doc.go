@@ -41,7 +41,8 @@
 // notices of consecutive saves of one aggregate into one ([WithCoalescing],
 // on by default; docs/notice-format.md, "Coalesced notices") and only then
 // encodes each message, so Notify, on the save's goroutine, only builds
-// the notice and queues it. It retries a
+// the notice and queues it, or merges it into the notice queued just
+// before it. It retries a
 // failed or timed-out ([WithPublishTimeout]) publish with exponential
 // backoff ([WithRetryBackoff]) for up to [WithRetryMaxElapsed], after
 // which it drops, logs and counts the notice. [Publisher.Flush] waits for

@@ -89,7 +89,8 @@ func invalidOption(format string, args ...any) error {
 // drops the new notice and returns an error matching [ErrDropped]. Each
 // held notice costs about a kilobyte of memory (so the default holds at
 // most about 16 MiB), and the buffer also bounds how much Close may have
-// to flush.
+// to flush. A notice that Notify merges into the notice queued just
+// before it ([WithCoalescing]) takes no room of its own.
 func WithBufferSize(n int) PublisherOption {
 	return func(c *publisherConfig) error {
 		if n < 1 || n > MaxBufferSize {
@@ -192,11 +193,14 @@ func WithLinger(d time.Duration) PublisherOption {
 	}
 }
 
-// WithCoalescing sets whether the sender merges queued notices of one
-// aggregate before it publishes them (default on). A notice merges into the
-// previous queued notice of the same aggregate when it directly follows
-// it (its first version is that one's last version plus one) and neither
-// carries a trace context (so no save's trace link is lost). The merged
+// WithCoalescing sets whether queued notices of one aggregate are merged
+// before they are published (default on): Notify merges a notice into the
+// one queued just before it when it can, without allocating, and the
+// sender merges the rest of a batch before encoding it. A notice merges
+// into the previous queued notice of the same aggregate when it directly
+// follows it (its first version is that one's last version plus one), and
+// neither carries a trace context (so no save's trace link is lost) nor
+// was accepted before a Flush the other was not. The merged
 // notice has the first one's first version and commit time, the last
 // one's last version, and so its message id, and the distinct event
 // types of both, in order of first appearance (at most [MaxEventTypes],

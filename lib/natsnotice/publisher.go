@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -61,7 +62,7 @@ type Publisher struct {
 	reg    metric.Registration
 	closed atomic.Bool
 
-	held     atomic.Int64  // notices held (the buffer bound); changed only with mu held
+	held     atomic.Int64  // items held (the buffer bound); changed only with mu held
 	inflight chan struct{} // one token per unacknowledged publish
 	wake     chan struct{} // notices arrived while the sender slept, or a retry was scheduled
 	stop     chan struct{} // closed by Close: the sender stops publishing
@@ -81,6 +82,11 @@ type Publisher struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// spanOnly: the propagator is TraceContext, which writes nothing for a
+	// context without a valid span context, so such a notice is untraced
+	// without injecting (absorb needs to know before it allocates).
+	spanOnly bool
 
 	stats struct {
 		enqueued, published, duplicates, retried atomic.Int64
@@ -108,6 +114,9 @@ type item struct {
 	types  [4]string   // n.EventTypes' backing array for most saves
 	trace  traceFields // what the propagator injected in Notify
 	merged []*item     // later notices whose content this message carries
+	// absorbed counts the later notices Notify merged into this one while
+	// it was the last one queued (absorb); they have no item of their own.
+	absorbed int64
 }
 
 // traced reports whether the notice carries a trace context (anything
@@ -150,7 +159,13 @@ func (f *traceFields) Keys() []string {
 }
 
 // count is how many accepted notices it stands for.
-func (it *item) count() int64 { return 1 + int64(len(it.merged)) }
+func (it *item) count() int64 {
+	n := 1 + it.absorbed
+	for _, m := range it.merged {
+		n += m.count()
+	}
+	return n
+}
 
 type flushWaiter struct {
 	epoch   uint64
@@ -193,6 +208,7 @@ func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) (*Publisher, 
 		pending:  map[uint64]int{},
 		sent:     map[*nats.Msg]*item{},
 	}
+	_, p.spanOnly = cfg.propagator.(propagation.TraceContext)
 	p.js, err = jetstream.New(js.Conn(),
 		jetstream.WithPublishAsyncMaxPending(cfg.maxInFlight),
 		jetstream.WithPublishAsyncTimeout(cfg.publishTimeout),
@@ -245,15 +261,17 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
 		return fmt.Errorf("natsnotice: notify %s v%d: %w", a.AggregateID, a.LastVersion, err)
 	}
-	it := new(item)
-	it.n = Notice{
+	if p.cfg.coalesce && p.spanOnly && !trace.SpanContextFromContext(ctx).IsValid() && appendedValid(a) && p.absorb(a) {
+		return nil
+	}
+	it := &item{n: Notice{
 		Version:       FormatVersion,
 		AggregateType: a.AggregateType,
 		AggregateID:   a.AggregateID,
 		FirstVersion:  a.FirstVersion,
 		LastVersion:   a.LastVersion,
 		CommittedAt:   a.CommittedAt.UTC(),
-	}
+	}}
 	it.n.EventTypes, it.n.Truncated = appendDistinct(it.types[:0], a.EventTypes)
 	if err := it.n.Validate(); err != nil {
 		p.stats.invalid.Add(1)
@@ -286,6 +304,55 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", it.n.AggregateType, it.n.AggregateID, it.n.LastVersion, err)
 	}
 	return nil
+}
+
+// absorb merges the notice of a into the last queued notice when that one
+// is of the same aggregate, directly precedes it (a's first version is its
+// last plus one), carries no trace context and was accepted since the last
+// Flush; a must be valid and untraced. It reports whether it did: then a
+// costs no allocation, and the sender has one message fewer to build and
+// publish. The sender's coalesce merges what this cannot (notices of
+// several aggregates interleaved).
+func (p *Publisher) absorb(a eventsource.Appended) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.isShut || len(p.queue) == 0 {
+		return false
+	}
+	tail := p.queue[len(p.queue)-1]
+	if tail.epoch != p.epoch || tail.traced() || tail.n.AggregateID != a.AggregateID ||
+		tail.n.AggregateType != a.AggregateType || a.FirstVersion != tail.n.LastVersion+1 {
+		return false
+	}
+	var truncated bool
+	tail.n.EventTypes, truncated = appendDistinct(tail.n.EventTypes, a.EventTypes)
+	tail.n.Truncated = tail.n.Truncated || truncated
+	tail.n.LastVersion = a.LastVersion
+	if at := a.CommittedAt.UTC(); at.Before(tail.n.CommittedAt) {
+		tail.n.CommittedAt = at
+	}
+	tail.absorbed++
+	p.stats.enqueued.Add(1)
+	p.stats.coalesced.Add(1)
+	return true
+}
+
+// appendedValid reports whether a makes a valid notice (see
+// [Notice.Validate]; the aggregate type is checked before), without
+// building one.
+func appendedValid(a eventsource.Appended) bool {
+	if a.AggregateID == uuid.Nil || a.FirstVersion < 1 || a.LastVersion < a.FirstVersion {
+		return false
+	}
+	if y := a.CommittedAt.UTC().Year(); y < 0 || y > 9999 {
+		return false
+	}
+	for _, t := range a.EventTypes {
+		if t == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // build makes the message of it: subject and Nats-Msg-Id from one
@@ -569,11 +636,22 @@ func (p *Publisher) onAck(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.Pub
 		p.tel.published.Add(ctx, n, p.tel.pubOrig)
 	}
 	now := time.Now()
-	p.tel.publishDuration.Record(ctx, now.Sub(it.enqueued).Seconds())
+	p.recordDuration(ctx, now, it)
 	for _, m := range it.merged {
-		p.tel.publishDuration.Record(ctx, now.Sub(m.enqueued).Seconds())
+		p.recordDuration(ctx, now, m)
 	}
 	p.settle(it, false)
+}
+
+// recordDuration records the publish duration of it's notice and of the
+// notices it absorbed, which are timed from its own Notify (they came
+// later, so theirs is shorter by at most the time the sender took to
+// pick the message up).
+func (p *Publisher) recordDuration(ctx context.Context, now time.Time, it *item) {
+	d := now.Sub(it.enqueued).Seconds()
+	for range 1 + it.absorbed {
+		p.tel.publishDuration.Record(ctx, d)
+	}
 }
 
 // onErr is the JetStream error callback (a failed or timed-out publish).
@@ -673,7 +751,7 @@ func (p *Publisher) settleLocked(it *item, dropped bool) {
 	if dropped {
 		for _, w := range p.waiters {
 			if w.epoch >= it.epoch {
-				w.dropped++
+				w.dropped += int(1 + it.absorbed)
 			}
 		}
 	}

@@ -268,9 +268,9 @@ func TestBufferFull(t *testing.T) {
 			natstest.Shutdown(e.srv)
 			ctx := ctxTimeout(t, 20*time.Second)
 			var dropped int
-			for i := range size + 5 {
+			for range size + 5 {
 				start := time.Now()
-				err := p.Notify(ctx, appended("Account", testID, int64(i+1), int64(i+1)))
+				err := p.Notify(ctx, appended("Account", uuid.New(), 1, 1)) // one aggregate each: nothing merges
 				took := time.Since(start)
 				switch {
 				case err == nil:
@@ -355,9 +355,9 @@ func TestNATSDown(t *testing.T) {
 
 	var accepted, dropped int
 	var slowest time.Duration
-	for i := range 200 {
+	for range 200 {
 		start := time.Now()
-		err := p.Notify(ctx, appended("Account", testID, int64(i+2), int64(i+2)))
+		err := p.Notify(ctx, appended("Account", uuid.New(), 1, 1)) // one aggregate each: nothing merges
 		slowest = max(slowest, time.Since(start))
 		switch {
 		case err == nil:
@@ -393,6 +393,52 @@ func TestNATSDown(t *testing.T) {
 	}
 	if err := p.Notify(ctx, appended("Account", testID, 999, 999)); !errors.Is(err, natsnotice.ErrClosed) {
 		t.Fatalf("Notify after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestHotAggregateMerges: the saves of one aggregate that come while the
+// sender lingers go out as one message (Notify merges each into the
+// notice queued before it), which covers every version once, lists their
+// event types and carries the last version's message id.
+func TestHotAggregateMerges(t *testing.T) {
+	e := newEnv(t)
+	p := e.publisher(natsnotice.WithLinger(natsnotice.MaxLingerLimit))
+	ctx := ctxTimeout(t, 30*time.Second)
+	hot := uuid.New()
+	const n = 50
+	for v := int64(1); v <= n; v++ {
+		if err := p.Notify(ctx, appended("Account", hot, v, v, fmt.Sprint("T", v%2))); err != nil {
+			t.Fatalf("Notify v%d: %v", v, err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	msgs := e.messages()
+	// The first notice wakes the idle sender; the rest queue during its
+	// linger, unless the sender had not yet taken the first.
+	if len(msgs) == 0 || len(msgs) > 2 {
+		t.Fatalf("%d messages for %d saves within one linger, want 1 or 2", len(msgs), n)
+	}
+	next := int64(1)
+	for _, m := range msgs {
+		nt, err := natsnotice.Decode(m.Data)
+		if err != nil {
+			t.Fatalf("Decode: %v", err)
+		}
+		if nt.FirstVersion != next || m.Header.Get(jetstream.MsgIDHeader) != nt.MsgID() {
+			t.Fatalf("message %v: %+v, want it to start at v%d", m.Header, nt, next)
+		}
+		if nt.LastVersion > nt.FirstVersion && !slices.Equal(nt.EventTypes, []string{fmt.Sprint("T", nt.FirstVersion%2), fmt.Sprint("T", (nt.FirstVersion+1)%2)}) {
+			t.Fatalf("merged notice lists %v", nt.EventTypes)
+		}
+		next = nt.LastVersion + 1
+	}
+	if next != n+1 {
+		t.Fatalf("messages cover v1-v%d, want v1-v%d", next-1, n)
+	}
+	if st := p.Stats(); st.Enqueued != n || st.Published != n || st.Coalesced != n-int64(len(msgs)) || st.Buffered != 0 {
+		t.Fatalf("stats %+v with %d messages", st, len(msgs))
 	}
 }
 

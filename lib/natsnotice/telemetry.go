@@ -28,7 +28,9 @@ const (
 	// evsnap.reason: one of the Drop* constants) and aggregate type.
 	MetricDropped = "evsnap.notices.dropped"
 	// MetricPublishDuration is the time from Notify to JetStream's
-	// acknowledgement, queueing and retries included.
+	// acknowledgement, queueing and retries included, one value per
+	// notice. A notice Notify merged into the one queued before it is
+	// timed from that one's Notify.
 	MetricPublishDuration = "evsnap.notice.publish.duration"
 	// MetricBuffered observes how many notices the publisher holds
 	// (queued, in flight or waiting to be retried).
