@@ -158,7 +158,7 @@ func (n Notice) Encode() ([]byte, error) {
 
 // appendJSON validates n and appends its JSON form to b: byte for byte
 // what encoding/json's Marshal writes for a Notice, without its
-// reflection and allocations (Notify encodes one notice per save).
+// reflection and allocations (the sender encodes one notice per message).
 func (n *Notice) appendJSON(b []byte) ([]byte, error) {
 	if err := n.Validate(); err != nil {
 		return nil, err

@@ -100,7 +100,7 @@ type Publisher struct {
 // (n, typ, trace); the sender builds msg from it (build) just before the
 // first attempt, after merging (coalesce), so a notice merged into another
 // is never encoded and the save's goroutine does no encoding at all. It
-// is kept small: Notify allocates one per save.
+// is kept small: Notify allocates one per save it does not merge.
 type item struct {
 	msg      *nats.Msg // nil until the sender builds it: subject, Nats-Msg-Id, trace headers, JSON body
 	epoch    uint64
