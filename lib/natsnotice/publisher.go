@@ -97,7 +97,7 @@ type Publisher struct {
 }
 
 // item is one notice the publisher holds. Notify fills in the notice
-// (n, typ, trace); the sender builds msg from it (build) just before the
+// (n, trace); the sender builds msg from it (build) just before the
 // first attempt, after merging (coalesce), so a notice merged into another
 // is never encoded and the save's goroutine does no encoding at all. It
 // is kept small: Notify allocates one per save it does not merge.
