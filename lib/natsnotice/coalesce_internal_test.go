@@ -1,6 +1,8 @@
 package natsnotice
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -9,6 +11,8 @@ import (
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // queued builds the item Notify would queue for the notice of versions
@@ -155,35 +159,49 @@ func TestTraceFields(t *testing.T) {
 
 // TestAbsorb: Notify's merge into the last queued notice takes no room in
 // the buffer and happens only for the same aggregate, directly following,
-// untraced and within the same Flush epoch; the merged notice counts every
-// notice it stands for.
+// untraced (by whatever the propagator writes) and within the same Flush
+// epoch; the merged notice counts every notice it stands for.
 func TestAbsorb(t *testing.T) {
 	id := uuid.New()
 	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	app := func(typ string, id uuid.UUID, v int64, types ...string) eventsource.Appended {
 		return eventsource.Appended{AggregateType: typ, AggregateID: id, FirstVersion: v, LastVersion: v, EventTypes: types, CommittedAt: at}
 	}
-	p := &Publisher{cfg: publisherConfig{coalesce: true, bufferSize: 1}, pending: map[uint64]int{}}
-	if p.absorb(app("Order", id, 1, "A")) {
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	p := &Publisher{cfg: publisherConfig{coalesce: true, bufferSize: 1, propagator: prop}, pending: map[uint64]int{}}
+	ctx := context.Background()
+	if p.absorb(ctx, app("Order", id, 1, "A")) {
 		t.Fatal("absorbed into an empty queue")
 	}
 	tail := queued(t, "Order", id, 1, 1, at, false, "A")
 	p.queue = []*item{tail}
 	p.held.Store(1) // the buffer is full
+
+	sampled := trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}}))
+	withBaggage := WithTenantBaggage(t, ctx)
 	for _, c := range []struct {
 		name string
+		ctx  context.Context
 		a    eventsource.Appended
 	}{
-		{"another aggregate", app("Order", uuid.New(), 2, "A")},
-		{"another type", app("Invoice", id, 2, "A")},
-		{"a gap", app("Order", id, 3, "A")},
-		{"a repeat", app("Order", id, 1, "A")},
+		{"another aggregate", ctx, app("Order", uuid.New(), 2, "A")},
+		{"another type", ctx, app("Invoice", id, 2, "A")},
+		{"a gap", ctx, app("Order", id, 3, "A")},
+		{"a repeat", ctx, app("Order", id, 1, "A")},
+		{"a save with a span context", sampled, app("Order", id, 2, "A")},
+		{"a save with baggage", withBaggage, app("Order", id, 2, "A")},
 	} {
-		if p.absorb(c.a) {
+		if p.absorb(c.ctx, c.a) {
 			t.Fatalf("absorbed %s", c.name)
 		}
+		for _, v := range p.scratch {
+			if v != "" {
+				t.Fatalf("after %s the carrier still holds %v", c.name, p.scratch)
+			}
+		}
 	}
-	if !p.absorb(app("Order", id, 2, "B")) || !p.absorb(app("Order", id, 3, "A", "C")) {
+	if !p.absorb(ctx, app("Order", id, 2, "B")) || !p.absorb(ctx, app("Order", id, 3, "A", "C")) {
 		t.Fatal("did not absorb the next versions")
 	}
 	if tail.n.LastVersion != 3 || !slices.Equal(tail.n.EventTypes, []string{"A", "B", "C"}) || tail.count() != 3 ||
@@ -191,17 +209,17 @@ func TestAbsorb(t *testing.T) {
 		t.Fatalf("after two merges: %+v, count %d, held %d", tail.n, tail.count(), p.held.Load())
 	}
 	p.epoch++ // a Flush began: later notices are not merged into earlier ones
-	if p.absorb(app("Order", id, 4, "A")) {
+	if p.absorb(ctx, app("Order", id, 4, "A")) {
 		t.Fatal("absorbed across a Flush")
 	}
 	p.epoch--
 	tail.trace.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	if p.absorb(app("Order", id, 4, "A")) {
+	if p.absorb(ctx, app("Order", id, 4, "A")) {
 		t.Fatal("absorbed into a traced notice")
 	}
 	tail.trace = nil
 	p.isShut = true
-	if p.absorb(app("Order", id, 4, "A")) {
+	if p.absorb(ctx, app("Order", id, 4, "A")) {
 		t.Fatal("absorbed after Close began")
 	}
 	// A merged item carries its own absorbed notices in the count.
@@ -212,23 +230,32 @@ func TestAbsorb(t *testing.T) {
 	}
 }
 
-// TestAppendedValid matches Notice.Validate on the appends Notify gets.
-func TestAppendedValid(t *testing.T) {
+// TestValidateAppended agrees with Notice.Validate on the notice of each
+// append, without refusing a save of more events than a notice lists.
+func TestValidateAppended(t *testing.T) {
 	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	ok := eventsource.Appended{AggregateType: "Order", AggregateID: uuid.New(), FirstVersion: 2, LastVersion: 3, EventTypes: []string{"A"}, CommittedAt: at}
+	many := make([]string, 3*MaxEventTypes)
+	for i := range many {
+		many[i] = fmt.Sprint("E", i)
+	}
 	for name, mut := range map[string]func(*eventsource.Appended){
 		"valid":             func(*eventsource.Appended) {},
+		"many event types":  func(a *eventsource.Appended) { a.EventTypes = many },
+		"bad type":          func(a *eventsource.Appended) { a.AggregateType = "a.b" },
 		"nil id":            func(a *eventsource.Appended) { a.AggregateID = uuid.Nil },
 		"first version 0":   func(a *eventsource.Appended) { a.FirstVersion = 0 },
 		"last before first": func(a *eventsource.Appended) { a.LastVersion = 1 },
 		"empty type":        func(a *eventsource.Appended) { a.EventTypes = []string{"A", ""} },
 		"year 10000":        func(a *eventsource.Appended) { a.CommittedAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) },
+		"year -1":           func(a *eventsource.Appended) { a.CommittedAt = time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC) },
 	} {
 		a := ok
 		mut(&a)
 		n := FromAppended(a)
-		if got, want := appendedValid(a), n.Validate() == nil; got != want {
-			t.Errorf("%s: appendedValid %v, Validate says valid %v", name, got, want)
+		got, want := validateAppended(a), n.Validate()
+		if (got == nil) != (want == nil) || (got != nil && !errors.Is(got, ErrMalformed)) {
+			t.Errorf("%s: validateAppended %v, Validate %v", name, got, want)
 		}
 	}
 }

@@ -75,6 +75,20 @@ func FromAppended(a eventsource.Appended) Notice {
 	return n
 }
 
+// extend folds into n the notice of the saves that directly follow it:
+// their last version, their distinct event types (truncated says their
+// list already was) and their commit time when it is earlier. Both ways
+// of merging (Notify's absorb, the sender's coalesce) go through it.
+func (n *Notice) extend(last int64, types []string, truncated bool, at time.Time) {
+	var cut bool
+	n.EventTypes, cut = appendDistinct(n.EventTypes, types)
+	n.Truncated = n.Truncated || truncated || cut
+	n.LastVersion = last
+	if at.Before(n.CommittedAt) {
+		n.CommittedAt = at
+	}
+}
+
 // appendDistinct appends to dst the types of src that are not in dst yet,
 // in order of first appearance, up to MaxEventTypes in all; it reports
 // whether some did not fit.
@@ -138,7 +152,7 @@ func (n *Notice) Validate() error {
 		return bad("last version %d is before first version %d", n.LastVersion, n.FirstVersion)
 	case len(n.EventTypes) > MaxEventTypes:
 		return bad("%d event types; at most %d", len(n.EventTypes), MaxEventTypes)
-	case n.CommittedAt.UTC().Year() < 0 || n.CommittedAt.UTC().Year() > 9999:
+	case !representable(n.CommittedAt):
 		// JSON (RFC 3339) cannot carry such a time: without this check a
 		// decoded "9999-12-31T23:00:00-05:00" would fail to re-encode.
 		return bad("commit time %s is outside years 0-9999 (UTC)", n.CommittedAt.UTC().Format(time.RFC3339))
@@ -149,6 +163,13 @@ func (n *Notice) Validate() error {
 		}
 	}
 	return nil
+}
+
+// representable reports whether t's year in UTC is within 0-9999, which
+// RFC 3339 can carry.
+func representable(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
 }
 
 // Encode returns n's JSON form after validating it.

@@ -281,6 +281,8 @@ func WithMeterProvider(mp metric.MeterProvider) PublisherOption {
 // which propagates nothing unless the program installs one, because the
 // notice format promises a traceparent. Pass otel.GetTextMapPropagator()
 // to use the program's choice (baggage included, if it propagates that).
+// Its Inject must not block: Notify may call it while it holds the
+// publisher's lock, to see whether a notice may merge (WithCoalescing).
 func WithPropagator(p propagation.TextMapPropagator) PublisherOption {
 	return func(c *publisherConfig) error {
 		if p == nil {

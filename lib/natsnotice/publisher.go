@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -77,16 +76,12 @@ type Publisher struct {
 	pending  map[uint64]int      // notices held, by the epoch they were enqueued in
 	waiters  []*flushWaiter      // Flush calls in progress
 	sent     map[*nats.Msg]*item // published, awaiting the ack or error callback
+	scratch  traceFields         // absorb's carrier, to see whether a notice is traced
 	retries  retryHeap
 	stopping bool
 
 	closeOnce sync.Once
 	closeErr  error
-
-	// spanOnly: the propagator is TraceContext, which writes nothing for a
-	// context without a valid span context, so such a notice is untraced
-	// without injecting (absorb needs to know before it allocates).
-	spanOnly bool
 
 	stats struct {
 		enqueued, published, duplicates, retried atomic.Int64
@@ -208,7 +203,6 @@ func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) (*Publisher, 
 		pending:  map[uint64]int{},
 		sent:     map[*nats.Msg]*item{},
 	}
-	_, p.spanOnly = cfg.propagator.(propagation.TraceContext)
 	p.js, err = jetstream.New(js.Conn(),
 		jetstream.WithPublishAsyncMaxPending(cfg.maxInFlight),
 		jetstream.WithPublishAsyncTimeout(cfg.publishTimeout),
@@ -261,7 +255,12 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
 		return fmt.Errorf("natsnotice: notify %s v%d: %w", a.AggregateID, a.LastVersion, err)
 	}
-	if p.cfg.coalesce && p.spanOnly && !trace.SpanContextFromContext(ctx).IsValid() && appendedValid(a) && p.absorb(a) {
+	if err := validateAppended(a); err != nil {
+		p.stats.invalid.Add(1)
+		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
+		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", a.AggregateType, a.AggregateID, a.LastVersion, err)
+	}
+	if p.cfg.coalesce && p.absorb(ctx, a) {
 		return nil
 	}
 	it := &item{n: Notice{
@@ -273,11 +272,6 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 		CommittedAt:   a.CommittedAt.UTC(),
 	}}
 	it.n.EventTypes, it.n.Truncated = appendDistinct(it.types[:0], a.EventTypes)
-	if err := it.n.Validate(); err != nil {
-		p.stats.invalid.Add(1)
-		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
-		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", a.AggregateType, a.AggregateID, a.LastVersion, err)
-	}
 	it.enqueued = time.Now()
 	// The producer span is a child of the save's span, made only when
 	// that span is recorded: an unrecorded save (no SDK, or not sampled)
@@ -306,14 +300,16 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 	return nil
 }
 
-// absorb merges the notice of a into the last queued notice when that one
-// is of the same aggregate, directly precedes it (a's first version is its
-// last plus one), carries no trace context and was accepted since the last
-// Flush; a must be valid and untraced. It reports whether it did: then a
-// costs no allocation, and the sender has one message fewer to build and
-// publish. The sender's coalesce merges what this cannot (notices of
-// several aggregates interleaved).
-func (p *Publisher) absorb(a eventsource.Appended) bool {
+// absorb merges the notice of the valid append a into the last queued
+// notice when that one is of the same aggregate, directly precedes it
+// (a's first version is its last plus one), was accepted since the last
+// Flush, and neither carries a trace context: the propagator writes
+// nothing for ctx (it runs under the lock, into a carrier the publisher
+// reuses, and only once the rest matches). It reports whether it merged:
+// then a costs no allocation, and the sender has one message fewer to
+// build and publish. The sender's coalesce merges what this cannot
+// (notices of several aggregates interleaved).
+func (p *Publisher) absorb(ctx context.Context, a eventsource.Appended) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.isShut || len(p.queue) == 0 {
@@ -324,35 +320,34 @@ func (p *Publisher) absorb(a eventsource.Appended) bool {
 		tail.n.AggregateType != a.AggregateType || a.FirstVersion != tail.n.LastVersion+1 {
 		return false
 	}
-	var truncated bool
-	tail.n.EventTypes, truncated = appendDistinct(tail.n.EventTypes, a.EventTypes)
-	tail.n.Truncated = tail.n.Truncated || truncated
-	tail.n.LastVersion = a.LastVersion
-	if at := a.CommittedAt.UTC(); at.Before(tail.n.CommittedAt) {
-		tail.n.CommittedAt = at
+	p.scratch = p.scratch[:0]
+	p.cfg.propagator.Inject(ctx, &p.scratch)
+	if len(p.scratch) > 0 {
+		clear(p.scratch)
+		return false
 	}
+	tail.n.extend(a.LastVersion, a.EventTypes, false, a.CommittedAt.UTC())
 	tail.absorbed++
 	p.stats.enqueued.Add(1)
 	p.stats.coalesced.Add(1)
 	return true
 }
 
-// appendedValid reports whether a makes a valid notice (see
-// [Notice.Validate]; the aggregate type is checked before), without
-// building one.
-func appendedValid(a eventsource.Appended) bool {
-	if a.AggregateID == uuid.Nil || a.FirstVersion < 1 || a.LastVersion < a.FirstVersion {
-		return false
+// validateAppended reports what is wrong with the notice of a, as
+// [Notice.Validate] does, without building the notice's list of distinct
+// event types.
+func validateAppended(a eventsource.Appended) error {
+	n := Notice{Version: FormatVersion, AggregateType: a.AggregateType, AggregateID: a.AggregateID,
+		FirstVersion: a.FirstVersion, LastVersion: a.LastVersion, CommittedAt: a.CommittedAt}
+	if err := n.Validate(); err != nil {
+		return err
 	}
-	if y := a.CommittedAt.UTC().Year(); y < 0 || y > 9999 {
-		return false
-	}
-	for _, t := range a.EventTypes {
+	for i, t := range a.EventTypes {
 		if t == "" {
-			return false
+			return fmt.Errorf("%w: event type %d is empty", ErrMalformed, i)
 		}
 	}
-	return true
+	return nil
 }
 
 // build makes the message of it: subject and Nats-Msg-Id from one
@@ -538,13 +533,7 @@ func (p *Publisher) coalesce(batch []*item) []*item {
 			out = append(out, it)
 			continue
 		}
-		var truncated bool
-		tail.n.EventTypes, truncated = appendDistinct(tail.n.EventTypes, it.n.EventTypes)
-		tail.n.Truncated = tail.n.Truncated || it.n.Truncated || truncated
-		tail.n.LastVersion = it.n.LastVersion
-		if it.n.CommittedAt.Before(tail.n.CommittedAt) {
-			tail.n.CommittedAt = it.n.CommittedAt
-		}
+		tail.n.extend(it.n.LastVersion, it.n.EventTypes, it.n.Truncated, it.n.CommittedAt)
 		tail.merged = append(tail.merged, it)
 		it.n = Notice{AggregateType: it.n.AggregateType} // its content is tail's now
 		p.stats.coalesced.Add(1)

@@ -16,7 +16,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -172,15 +171,7 @@ func TestPublishUnsampledSave(t *testing.T) {
 	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	p := e.publisher(natsnotice.WithTracerProvider(tp), natsnotice.WithPropagator(prop))
 
-	member, err := baggage.NewMember("tenant", "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bag, err := baggage.New(member)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, save := tp.Tracer("test").Start(baggage.ContextWithBaggage(ctxTimeout(t, 10*time.Second), bag), "eventsource.Save")
+	ctx, save := tp.Tracer("test").Start(natsnotice.WithTenantBaggage(t, ctxTimeout(t, 10*time.Second)), "eventsource.Save")
 	if save.IsRecording() || !save.SpanContext().IsValid() {
 		t.Fatalf("the save's span: recording %v, valid %v; want an unsampled, valid span", save.IsRecording(), save.SpanContext().IsValid())
 	}
