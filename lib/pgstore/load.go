@@ -93,13 +93,8 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	full := len(page) == s.cfg.readPageSize
 	var taken atomic.Bool // the first iteration takes the page
 	events := func(yield func(eventsource.RecordedEvent, error) bool) {
-		if taken.Swap(true) {
-			// Iterated before: the page went back to the pool.
-			for rec, err := range s.ReadEvents(ctx, typ, id, start-1) {
-				if !yield(rec, err) || err != nil {
-					return
-				}
-			}
+		if taken.Swap(true) { // iterated before: the page went back to the pool
+			s.ReadEvents(ctx, typ, id, start-1)(yield)
 			return
 		}
 		defer putPage(pp, page)
@@ -108,13 +103,8 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 				return
 			}
 		}
-		if !full {
-			return
-		}
-		for rec, err := range s.ReadEvents(ctx, typ, id, page[len(page)-1].Version) {
-			if !yield(rec, err) || err != nil {
-				return
-			}
+		if full {
+			s.ReadEvents(ctx, typ, id, page[len(page)-1].Version)(yield)
 		}
 	}
 	return snap, events, nil

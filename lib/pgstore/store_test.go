@@ -401,4 +401,29 @@ func TestBadMetadataIsADecodeError(t *testing.T) {
 	if _, _, err := st.LoadSnapshotAndEvents(ctx, typ, id, 1); !errors.Is(err, eventsource.ErrDecode) {
 		t.Fatalf("LoadSnapshotAndEvents: %v", err)
 	}
+	// The failed load gave its page back; later loads are whole and right.
+	good := uuid.New()
+	want := newEvents(30, 0)
+	if _, err := st.Append(ctx, typ, good, eventsource.NoStream, want); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_, events, err := st.LoadSnapshotAndEvents(ctx, typ, good, 1)
+		if err != nil {
+			t.Fatalf("LoadSnapshotAndEvents after a decode error: %v", err)
+		}
+		n := 0
+		for rec, err := range events {
+			if err != nil {
+				t.Fatalf("events after a decode error: %v", err)
+			}
+			if rec.AggregateID != good || rec.ID != want[n].ID || rec.Version != int64(n+1) {
+				t.Fatalf("event %d after a decode error: %s v%d %s, want %s v%d %s", n, rec.AggregateID, rec.Version, rec.ID, good, n+1, want[n].ID)
+			}
+			n++
+		}
+		if n != len(want) {
+			t.Fatalf("%d events after a decode error, want %d", n, len(want))
+		}
+	}
 }
