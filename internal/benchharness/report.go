@@ -2,6 +2,7 @@ package benchharness
 
 import (
 	"fmt"
+	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"math"
 	"strings"
@@ -425,7 +426,7 @@ func (r *Report) writeSave(b *strings.Builder) {
 	p("1 or %d goroutines, each saving one event at a time to its own Account, in a closed loop, for %s per mode per run; the modes take turns within each run, each run starting at the next mode (memstore keeps every event, so a mode that always went first would always run on the smallest heap). ",
 		saveConcurrency[len(saveConcurrency)-1], map[bool]string{true: "100 ms", false: "750 ms"}[r.Quick])
 	p("*none*: no snapshot store; *sync* and *background*: threshold 100 (every 100th save of an aggregate takes a snapshot); ")
-	p("*external*: a notice to JetStream per save (`natsnotice` publisher, asynchronous, default options, so consecutive saves of one aggregate queued within one 5 ms linger go out as one merged message), on a stream of its own deleted afterwards. ")
+	p("*external*: a notice to JetStream per save (`natsnotice` publisher, asynchronous, default options, so consecutive saves of one aggregate queued within one %s linger go out as one merged message), on a stream of its own deleted afterwards. ", natsnotice.DefaultLinger)
 	p("With 4 goroutines the loop keeps every core busy (the database and NATS run on the same cores), so any CPU a mode adds shows up as latency. ")
 	p("*in Notify* is the time a save spends inside the publisher's Notify (build the notice and enqueue it; the publisher's goroutine encodes it), timed on one call in %d; the rest of the external mode's cost is CPU the publisher goroutine, the garbage collector and the NATS server take from the saves. ", notifySample)
 	p("p50 and p99 are taken over every save of a run, then the median of the runs.\n\n")

@@ -11,14 +11,16 @@ import (
 	"github.com/google/uuid"
 )
 
+// ownedEvents is the length of ownedStream's stream.
+const ownedEvents = 2500
+
 // ownedStream appends one stream built to cross a store's pages, windows
-// and payload chunks: 2,500 events of 40 event types, with payloads of 20
-// to 60 bytes and every 50th one of 3,000.
+// and payload chunks: ownedEvents events of 40 event types, with payloads
+// of 20 to 60 bytes and every 50th one of 3,000.
 func ownedStream(t *testing.T, s eventsource.EventStore) (typ string, id uuid.UUID) {
 	t.Helper()
 	typ, id = uniqueType("Owned"), uuid.New()
-	const n = 2500
-	evs := make([]eventsource.NewEvent, n)
+	evs := make([]eventsource.NewEvent, ownedEvents)
 	for i := range evs {
 		note := strings.Repeat("x", i%40)
 		if i%50 == 3 {
@@ -48,8 +50,8 @@ func checkOwned(t *testing.T, read func() iter.Seq2[eventsource.RecordedEvent, e
 		return out
 	}
 	got := collect()
-	if len(got) != 2500 {
-		t.Fatalf("read %d events, want 2500", len(got))
+	if len(got) != ownedEvents {
+		t.Fatalf("read %d events, want %d", len(got), ownedEvents)
 	}
 	stored := make([]string, len(got))
 	for i, rec := range got {
