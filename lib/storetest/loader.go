@@ -179,6 +179,30 @@ func testLoaderIteratedAgain(t *testing.T, b LoaderBackend, typ string, mk func(
 	check("second iteration", collect(0), 21)
 	check("iteration stopped after 5", collect(5), 5)
 	check("iteration after a break", collect(0), 21)
+
+	// Two goroutines iterating the events of one fresh load at once (one
+	// of them may take what the store read ahead, the other reads again).
+	_, events, err = b.LoadSnapshotAndEvents(t.Context(), typ, id, 1)
+	if err != nil {
+		t.Fatalf("LoadSnapshotAndEvents: %v", err)
+	}
+	var wg sync.WaitGroup
+	got := make([][]eventsource.RecordedEvent, 2)
+	for g := range got {
+		wg.Go(func() {
+			for rec, err := range events {
+				if err != nil {
+					t.Errorf("concurrent iteration: %v", err)
+					return
+				}
+				got[g] = append(got[g], rec)
+			}
+		})
+	}
+	wg.Wait()
+	for g := range got {
+		check(fmt.Sprintf("concurrent iteration %d", g+1), got[g], 21)
+	}
 }
 
 // testLoaderUnderSnapshotWrites races loads against writers that keep
