@@ -132,18 +132,20 @@ func ValidateAggregateType(typ string) error {
 	return nil
 }
 
-// Validate reports what is wrong with n, as an error matching ErrMalformed.
+// Validate reports what is wrong with n, as an error matching ErrMalformed
+// (and ErrInvalidAggregateType when that is what is wrong).
 func (n *Notice) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+	}
+	if err := ValidateAggregateType(n.AggregateType); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	switch {
 	case n.Version < 1:
 		return bad("missing or invalid format version %d", n.Version)
 	case n.Version > FormatVersion:
 		return bad("format version %d is newer than this build understands (%d)", n.Version, FormatVersion)
-	case ValidateAggregateType(n.AggregateType) != nil:
-		return bad("aggregate type %q is not valid", n.AggregateType)
 	case n.AggregateID == uuid.Nil:
 		return bad("missing aggregate id")
 	case n.FirstVersion < 1:

@@ -250,11 +250,6 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 	if p.closed.Load() {
 		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", a.AggregateType, a.AggregateID, a.LastVersion, ErrClosed)
 	}
-	if err := ValidateAggregateType(a.AggregateType); err != nil {
-		p.stats.invalid.Add(1)
-		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
-		return fmt.Errorf("natsnotice: notify %s v%d: %w", a.AggregateID, a.LastVersion, err)
-	}
 	if err := validateAppended(a); err != nil {
 		p.stats.invalid.Add(1)
 		p.tel.drop(ctx, a.AggregateType, DropInvalid, 1)
