@@ -57,8 +57,10 @@
 //     (natsnotice publishes it to NATS JetStream) and the out-of-process
 //     snapshotter worker decides and writes.
 //
-// A snapshot or notice failure after a committed append is logged and
-// counted (evsnap.snapshot.failures) and never returned from Save.
+// A snapshot or notice failure after a committed append, including a panic
+// in the notifier, the codec or the snapshot store, is logged and counted
+// (evsnap.snapshot.failures, reason "panic" for a panic) and never returned
+// from Save or let through to its caller.
 //
 // # Stores
 //

@@ -24,12 +24,16 @@ type Appended struct {
 
 // AppendNotifier receives committed appends in [ModeExternal].
 //
-// Notify is called on the saving goroutine after the events are committed.
-// It must return quickly (within a bound the implementation documents, e.g.
-// by buffering) and must take care of retries itself. An error it returns
-// (for example "buffer full, notice dropped") is logged and counted by the
-// repository and never turns the save into an error: the events are
-// committed. ctx carries the save's trace context.
+// Notify is called on the saving goroutine after the events are committed,
+// and Save waits for it: whatever it takes is added to every save. It must
+// not do network I/O inline; it should queue the notice and return within
+// microseconds (natsnotice.Publisher takes about 0.1–1 µs, and at most its
+// WithMaxEnqueueWait, never more than a second, when its buffer is full),
+// and must take care of retries itself. An error it returns (for example
+// "buffer full, notice dropped"), and even a panic, is logged and counted
+// by the repository and never reaches Save's caller: the events are
+// committed, and a caller who saw a failure might append them twice. ctx
+// carries the save's trace context.
 type AppendNotifier interface {
 	Notify(ctx context.Context, a Appended) error
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -44,6 +45,8 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	bg        *backgroundWriter
 	maxState  int
 	notifyLog logLimiter
+	panicLog  logLimiter
+	now       func() time.Time // the log limiters' clock
 	loader    SnapshotLoader
 
 	closeOnce sync.Once
@@ -110,6 +113,7 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 		notifier:      c.notifier,
 		tel:           tel,
 		maxState:      c.maxState,
+		now:           time.Now,
 	}
 	if l, ok := events.(SnapshotLoader); ok && sameStore(events, c.snapshots) {
 		r.loader = l
@@ -382,7 +386,28 @@ func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
 		return err
 	}
 	span.SetAttributes(AttrVersion.Int64(res.LastVersion))
+	r.afterCommit(ctx, a, res, types)
+	return nil
+}
 
+// afterCommit does what follows a committed append: the snapshot a due
+// policy asks for (sync, background) or the notice (external). Nothing it
+// meets reaches the caller, not even a panic in a notifier, a codec or a
+// snapshot store: the events are committed, and a caller who saw a failure
+// might retry the command and append it twice. Failures are logged (at
+// most one line per interval for each kind) and counted.
+func (r *Repository[T, PT]) afterCommit(ctx context.Context, a PT, res AppendResult, types []string) {
+	c := a.rootCore()
+	defer func() {
+		if p := recover(); p != nil {
+			if suppressed, ok := r.panicLog.allow(r.now()); ok {
+				r.tel.logger.ErrorContext(ctx, "panicked after a committed save; the save succeeded",
+					LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyMode, r.mode,
+					LogKeyError, fmt.Sprint(p), "stack", string(debug.Stack()), "suppressed_since_last", suppressed)
+			}
+			r.tel.failure(ctx, r.typ, r.mode, FailurePanic)
+		}
+	}()
 	switch r.mode {
 	case ModeSync, ModeBackground:
 		in := policy.Input{AggregateType: r.typ, HeadVersion: c.version, SnapshotVersion: c.snapshotVersion, Appended: types}
@@ -398,14 +423,13 @@ func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
 		if err != nil {
 			// During an outage every save fails to notify: log the first
 			// failure and then one line per interval with the count.
-			if suppressed, ok := r.notifyLog.allow(time.Now()); ok {
+			if suppressed, ok := r.notifyLog.allow(r.now()); ok {
 				r.tel.logger.WarnContext(ctx, "append notice not sent; the snapshotter's sweep will catch up",
 					LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyError, err, "suppressed_since_last", suppressed)
 			}
 			r.tel.failure(ctx, r.typ, r.mode, FailureNotify)
 		}
 	}
-	return nil
 }
 
 func (r *Repository[T, PT]) append(ctx context.Context, a PT) (AppendResult, []string, error) {
@@ -620,10 +644,11 @@ type backgroundWriter struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	pending int
-	idle    chan struct{} // closed while pending == 0
+	mu       sync.Mutex
+	closed   bool
+	pending  int
+	idle     chan struct{} // closed while pending == 0
+	panicLog logLimiter
 }
 
 type bgJob struct {
@@ -689,6 +714,17 @@ func (w *backgroundWriter) write(job bgJob) {
 	ctx, span := w.tel.tracer.Start(w.ctx, "eventsource.BackgroundSnapshot", trace.WithLinks(job.link))
 	defer span.End()
 	s := job.snap
+	defer func() {
+		// A panicking store must not take the process down with it.
+		if p := recover(); p != nil {
+			if suppressed, ok := w.panicLog.allow(time.Now()); ok {
+				w.tel.logger.ErrorContext(ctx, "background snapshot store panicked after a committed save",
+					LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyError, fmt.Sprint(p),
+					"stack", string(debug.Stack()), "suppressed_since_last", suppressed)
+			}
+			w.tel.failure(ctx, w.typ, ModeBackground, FailurePanic)
+		}
+	}()
 	if _, err := saveSnapshotTraced(ctx, w.tel, w.store, ModeBackground, s); err != nil {
 		reason := FailureStore
 		if errors.Is(err, context.Canceled) && w.ctx.Err() != nil {

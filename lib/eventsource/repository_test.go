@@ -623,16 +623,21 @@ func TestMetadataFromContext(t *testing.T) {
 	if err := r.Save(mctx, a); err != nil {
 		t.Fatal(err)
 	}
+	read := 0
 	for rec, err := range h.events.ReadEvents(ctx, exampledomain.AccountType, a.ID(), 0) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		read++
 		if rec.Metadata.CorrelationID != "req-42" || rec.Metadata.CausationID != "cmd-7" || rec.Metadata.Attributes["user"] != "ada" {
 			t.Fatalf("metadata %+v", rec.Metadata)
 		}
 		if rec.OccurredAt.IsZero() || rec.OccurredAt.Location() != time.UTC {
 			t.Fatalf("occurred at %v", rec.OccurredAt)
 		}
+	}
+	if read != 1 {
+		t.Fatalf("read %d events back, want the 1 saved", read)
 	}
 }
 
@@ -1143,6 +1148,8 @@ func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
 	h := newHarness(t)
 	n := &recordingNotifier{err: errInjected}
 	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	clock := newFrozenClock() // however slow the machine, the 50 saves fall in one interval
+	eventsource.SetClock(r, clock.Now)
 	for range 50 {
 		openAccount(t, r, 1)
 	}
@@ -1151,6 +1158,15 @@ func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
 	}
 	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureNotify)); got != 50 {
 		t.Fatalf("notify failures counted = %d, want 50", got)
+	}
+	clock.Advance(time.Minute)
+	openAccount(t, r, 1)
+	logs := h.logs.String()
+	if got := strings.Count(logs, "append notice not sent"); got != 2 {
+		t.Fatalf("%d warnings once the interval passed, want 2:\n%s", got, logs)
+	}
+	if !strings.Contains(logs, "suppressed_since_last=49") {
+		t.Fatalf("the second warning does not count the 49 suppressed:\n%s", logs)
 	}
 }
 

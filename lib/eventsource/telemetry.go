@@ -54,6 +54,9 @@ const (
 	FailureQueueFull  = "queue_full"
 	FailureNotify     = "notify"
 	FailureRepoClosed = "closed"
+	// FailurePanic: a notifier, codec or snapshot store panicked after the
+	// append committed; the mode attribute says which path it was.
+	FailurePanic = "panic"
 )
 
 type telemetry struct {
