@@ -90,7 +90,7 @@ func floorScript(sql pgstore.Statements, aggregates int, state []byte) string {
 	typ := quote(exampledomain.AccountType)
 	get := strings.NewReplacer("$1", id, "$2", typ).Replace(sql.GetSnapshot)
 	read := strings.NewReplacer("$1", typ, "$2", id, "$3", "0").Replace(sql.ReadEvents)
-	save := strings.NewReplacer("$1", id, "$2", typ, "$3", strconv.Itoa(backlogEvents), "$4", "1", "$5", quote(string(state)), "$6", "now()").Replace(sql.SaveSnapshot)
+	save := strings.NewReplacer("$1", id, "$2", typ, "$3", strconv.Itoa(backlogEvents), "$4", "1", "$5", quote(string(state)), "$6", "now()", "$7", "gen_random_uuid()").Replace(sql.SaveSnapshot)
 	return fmt.Sprintf("\\set n random(1, %d)\n%s;\n%s;\n%s;\n", aggregates, get, read, save)
 }
 

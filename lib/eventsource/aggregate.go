@@ -49,6 +49,11 @@ type Aggregate interface {
 type core struct {
 	id      uuid.UUID
 	version int64
+	// lastEventID is the id of the stored event at version: from the
+	// snapshot or the events a load read, or the last event a save
+	// appended. Snapshots record it (Snapshot.EventID). It is nil for an
+	// aggregate built with LoadFromHistory, which cannot be snapshotted.
+	lastEventID uuid.UUID
 	// pending are raised but not yet saved, in order.
 	pending []pendingEvent
 	// snapshotVersion is the version of the latest snapshot this instance
@@ -110,12 +115,15 @@ func (r *Root[S]) Uncommitted() []Event {
 }
 
 // LoadFromHistory applies already-stored events, advancing the version by
-// one per event without recording them. The repository does this while
-// loading; tests can use it to build an aggregate in a known state.
+// one per event without recording them. Tests can use it to build an
+// aggregate in a known state. The events carry no stored ids, so such an
+// aggregate cannot be snapshotted until a save appends events of its own
+// (a snapshot names the stored event at its version: Snapshot.EventID).
 func (r *Root[S]) LoadFromHistory(events ...Event) {
 	for _, e := range events {
 		r.applyEvent(e)
 	}
+	r.c.lastEventID = uuid.Nil
 }
 
 // SnapshotVersion returns the version of the latest snapshot this instance

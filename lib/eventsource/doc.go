@@ -33,9 +33,21 @@
 // [Repository.Load] reads the latest snapshot (if its schema version matches
 // the aggregate's) and replays only the events after it, streamed from the
 // store. A snapshot of another schema version, one whose state does not
-// decode, and a snapshot store error each log a warning, count a fallback
-// (metric evsnap.snapshot.fallbacks, by reason) and replay every event:
-// loading never fails because of a snapshot.
+// decode, a stale one, and a snapshot store error each log a warning,
+// count a fallback (metric evsnap.snapshot.fallbacks, by reason) and
+// replay every event: loading never fails because of a snapshot.
+//
+// A snapshot is tied to the history it was built from: [Snapshot.EventID]
+// is the id of the stream's event at the snapshot's version, and every
+// store refuses a snapshot without one. A load reads the tail from that
+// event and checks it; if the stream has no event there (the events were
+// restored from an older backup than the snapshots) or it has another id
+// (the aggregate was created anew over a left-over snapshot), the snapshot
+// is stale: the load replays, counts a [FallbackStale] fallback, and
+// removes it with [SnapshotStore.DeleteStaleSnapshot], a compare-and-delete
+// that never removes a snapshot written since (metric
+// evsnap.snapshot.stale_deletes, by result). The next due snapshot then
+// replaces it. [Repository.VerifySnapshot] reports it as [VerifyStale].
 //
 // [Repository.Save] appends with an optimistic concurrency check. A conflict
 // is a [*ConflictError] (errors.Is [ErrConcurrencyConflict]) carrying the
@@ -67,15 +79,18 @@
 // Backends live in their own packages: memstore, pgstore, sqlitestore. All
 // run the conformance suites in storetest. A snapshot store never lets a
 // snapshot move backwards: a write with a lower version or an older schema
-// version than the stored one is a no-op ([Snapshot.Supersedes]).
+// version than the stored one is a no-op ([Snapshot.Supersedes]). A
+// snapshot proven stale is removed by a load instead, never overwritten by
+// loosening that rule.
 //
 // # Observability
 //
 // Spans (eventsource.Load, eventsource.Save, eventsource.GetSnapshot,
-// eventsource.SaveSnapshot, eventsource.CreateSnapshot) and metrics
-// (evsnap.load.duration, evsnap.load.events_replayed,
-// evsnap.snapshots.written, evsnap.snapshots.superseded,
-// evsnap.snapshot.fallbacks, evsnap.snapshot.failures) use the
+// eventsource.SaveSnapshot, eventsource.CreateSnapshot,
+// eventsource.DeleteStaleSnapshot) and metrics (evsnap.load.duration,
+// evsnap.load.events_replayed, evsnap.snapshots.written,
+// evsnap.snapshots.superseded, evsnap.snapshot.fallbacks,
+// evsnap.snapshot.failures, evsnap.snapshot.stale_deletes) use the
 // OpenTelemetry API only, through the providers given with
 // [WithTracerProvider] and [WithMeterProvider] (the global ones by default).
 // Logs go to the [log/slog] logger given with [WithLogger].

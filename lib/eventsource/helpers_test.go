@@ -151,9 +151,10 @@ func openAccount(t *testing.T, r *accountRepo, n int) *exampledomain.Account {
 // store cannot be made to produce on demand.
 type faultySnapshots struct {
 	eventsource.SnapshotStore
-	mu      sync.Mutex
-	saveErr error
-	getErr  error
+	mu        sync.Mutex
+	saveErr   error
+	getErr    error
+	deleteErr error // DeleteStaleSnapshot's
 	// corrupt, when set, replaces the state GetSnapshot returns: what a
 	// damaged row looks like (real stores refuse to write invalid JSON).
 	corrupt []byte
@@ -198,6 +199,16 @@ func (f *faultySnapshots) GetSnapshot(ctx context.Context, typ string, id uuid.U
 		s.State = corrupt
 	}
 	return s, err
+}
+
+func (f *faultySnapshots) DeleteStaleSnapshot(ctx context.Context, s eventsource.Snapshot) (bool, error) {
+	f.mu.Lock()
+	err := f.deleteErr
+	f.mu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	return f.SnapshotStore.DeleteStaleSnapshot(ctx, s)
 }
 
 var errInjected = errors.New("injected snapshot store failure")

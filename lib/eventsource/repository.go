@@ -141,10 +141,13 @@ func (r *Repository[T, PT]) New(id uuid.UUID) PT {
 // Load returns the aggregate with the given id at its latest version: from
 // its snapshot plus the events after it when a usable snapshot exists,
 // otherwise by replaying every event. A snapshot of another schema version,
-// one whose state does not decode, one ahead of the stream, or a snapshot
-// store error makes Load log a warning, count a fallback and replay; a
-// snapshot never makes Load fail. An id with no events and no snapshot
-// gives [ErrAggregateNotFound].
+// one whose state does not decode, a stale one, or a snapshot store error
+// makes Load log a warning, count a fallback and replay; a snapshot never
+// makes Load fail. A snapshot is stale when the stream's event at its
+// version is missing (the stream is behind it) or has another id than the
+// snapshot's EventID (another history): Load then also removes it with
+// [SnapshotStore.DeleteStaleSnapshot], so the next due snapshot replaces
+// it. An id with no events and no snapshot gives [ErrAggregateNotFound].
 func (r *Repository[T, PT]) Load(ctx context.Context, id uuid.UUID) (PT, error) {
 	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) { return r.load(ctx, id) })
 }
@@ -173,8 +176,8 @@ func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 // snapshotter worker uses it to read a backlog aggregate in one round trip
 // and decide from the snapshot before replaying. The snapshot is checked
 // exactly as Load checks it; events that do not fit it (a snapshot whose
-// state does not decode, or one ahead of the stream) are set aside and the
-// stream read again in full.
+// state does not decode, or a stale one) are set aside and the stream read
+// again in full.
 func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, snap *Snapshot, events iter.Seq2[RecordedEvent, error]) (PT, error) {
 	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) {
 		if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
@@ -253,8 +256,10 @@ func (r *Repository[T, PT]) getSnapshot(ctx context.Context, id uuid.UUID) *Snap
 // events, when not nil, are what a SnapshotLoader returned: from the
 // snapshot's version if the snapshot has this aggregate's schema version,
 // else from version 1. Otherwise the events are read here. The tail is
-// read from the snapshot's own version, so that a snapshot the stream does
-// not reach (a restored database) is detected and replaced by a replay.
+// read from the snapshot's own version, so that the stream's event there
+// is checked against the snapshot's EventID: a stale snapshot (the stream
+// does not reach it, or it was built from another history) is replaced by
+// a replay and removed from the store.
 func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot, events iter.Seq2[RecordedEvent, error]) (PT, error) {
 	a := r.New(id)
 	c := a.rootCore()
@@ -263,17 +268,18 @@ func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 		if events == nil {
 			events = r.events.ReadEvents(ctx, r.typ, id, c.version-1)
 		}
-		found, err := applyEvents(r.reg, a, events, true)
+		stale, err := applyEvents(r.reg, a, events, true)
 		if err != nil {
 			return nil, err
 		}
-		if found {
+		if stale == "" {
 			return a, nil
 		}
-		r.tel.logger.WarnContext(ctx, "snapshot is ahead of the event stream; replaying all events",
-			LogKeyAggregateID, id, LogKeySnapshotVer, c.snapshotVersion, LogKeyReason, FallbackAheadOfStream)
-		r.tel.fallback(ctx, r.typ, FallbackAheadOfStream)
-		a, events = r.New(id), nil
+		r.tel.logger.WarnContext(ctx, "snapshot is stale: "+stale+"; replaying all events and removing it",
+			LogKeyAggregateID, id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackStale)
+		r.tel.fallback(ctx, r.typ, FallbackStale)
+		r.deleteStale(ctx, snap)
+		a, events = r.New(id), nil // snapshotVersion 0: the next due save replaces it
 		c = a.rootCore()
 	} else if snap != nil && snap.SchemaVersion == r.schemaVersion {
 		events = nil // they start at a snapshot whose state did not decode
@@ -291,33 +297,71 @@ func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 }
 
 // applyEvents applies events to a, checking that versions are contiguous.
-// With skipFirst, the first event must be the one at a's current version
-// (the snapshot's): found reports whether it was there, and it is not
-// applied.
-func applyEvents(reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, error], skipFirst bool) (found bool, err error) {
+// With fromSnapshot, a holds a snapshot's state and the first event must
+// be the stream's event at a's current version (the snapshot's) with the
+// id the snapshot recorded (c.lastEventID); it is not applied. When it is
+// not, stale says why (and nothing is applied); "" means the snapshot is
+// tied to the stream.
+func applyEvents(reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, error], fromSnapshot bool) (stale string, err error) {
 	c := a.rootCore()
+	checked := !fromSnapshot
 	for rec, err := range events {
 		if err != nil {
-			return false, fmt.Errorf("load %s %s: read events after v%d: %w", a.AggregateType(), c.id, c.version, err)
+			return "", fmt.Errorf("load %s %s: read events after v%d: %w", a.AggregateType(), c.id, c.version, err)
 		}
-		if skipFirst && !found {
+		if !checked {
 			if rec.Version != c.version {
-				return false, nil
+				return fmt.Sprintf("the stream has no event at v%d", c.version), nil
 			}
-			found = true
+			if rec.ID != c.lastEventID {
+				return fmt.Sprintf("the stream's event at v%d is %s, not the snapshot's %s", c.version, rec.ID, c.lastEventID), nil
+			}
+			checked = true
 			continue
 		}
 		if rec.Version != c.version+1 {
-			return false, fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
+			return "", fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
 		}
 		e, err := reg.DecodeRecorded(&rec)
 		if err != nil {
-			return false, fmt.Errorf("load %s %s: %w", a.AggregateType(), c.id, err)
+			return "", fmt.Errorf("load %s %s: %w", a.AggregateType(), c.id, err)
 		}
 		a.applyEvent(e)
+		c.lastEventID = rec.ID
 		c.replayed++
 	}
-	return found, nil
+	if !checked {
+		return fmt.Sprintf("the stream has no event at v%d", c.version), nil
+	}
+	return "", nil
+}
+
+// deleteStale removes the stale snapshot snap from the store, unless it
+// has changed since it was read. Failing to is logged and counted, never
+// an error: the load goes on from the events, and the next load tries
+// again.
+func (r *Repository[T, PT]) deleteStale(ctx context.Context, snap *Snapshot) {
+	if r.snapshots == nil {
+		return
+	}
+	ctx, span := r.tel.tracer.Start(ctx, "eventsource.DeleteStaleSnapshot", trace.WithAttributes(
+		AttrAggregateType.String(snap.AggregateType), AttrAggregateID.String(snap.AggregateID.String()),
+		AttrVersion.Int64(snap.Version)))
+	defer span.End()
+	deleted, err := r.snapshots.DeleteStaleSnapshot(ctx, *snap)
+	result := StaleDeleted
+	switch {
+	case err != nil:
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		r.tel.logger.WarnContext(ctx, "stale snapshot not removed; the next load tries again",
+			LogKeyAggregateID, snap.AggregateID, LogKeySnapshotVer, snap.Version, LogKeyError, err)
+		result = StaleDeleteFailed
+	case !deleted:
+		result = StaleAlreadyReplaced
+	}
+	span.SetAttributes(attribute.String("evsnap.snapshot.stale_delete", result))
+	r.tel.staleDelete(ctx, r.typ, result)
 }
 
 // useSnapshot restores a from snap if it is usable (nil is "none").
@@ -347,6 +391,7 @@ func (r *Repository[T, PT]) useSnapshot(ctx context.Context, a PT, snap *Snapsho
 		return
 	}
 	c.version = snap.Version
+	c.lastEventID = snap.EventID
 	c.snapshotVersion = snap.Version
 	c.fromSnapshot = true
 }
@@ -460,6 +505,7 @@ func (r *Repository[T, PT]) append(ctx context.Context, a PT) (AppendResult, []s
 		return res, nil, fmt.Errorf("save %s %s: %w: store committed v%d-v%d, aggregate expected v%d-v%d",
 			r.typ, c.id, ErrCorruptStream, res.FirstVersion, res.LastVersion, expected+1, c.version)
 	}
+	c.lastEventID = batch[len(batch)-1].ID
 	c.pending = c.pending[:0]
 	return res, types, nil
 }
@@ -500,6 +546,10 @@ func (r *Repository[T, PT]) buildSnapshot(a PT) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("encode state of %s %s v%d: %w", r.typ, c.id, c.version, err)
 	}
+	if c.lastEventID == uuid.Nil {
+		return Snapshot{}, fmt.Errorf("%w: %s %s v%d has no stored event id at its version to tie a snapshot to (built with LoadFromHistory?)",
+			ErrInvalidArgument, r.typ, c.id, c.version)
+	}
 	if len(state) == 0 {
 		return Snapshot{}, fmt.Errorf("encode state of %s %s v%d: codec returned no bytes", r.typ, c.id, c.version)
 	}
@@ -515,6 +565,7 @@ func (r *Repository[T, PT]) buildSnapshot(a PT) (Snapshot, error) {
 		AggregateType: r.typ,
 		Version:       c.version,
 		SchemaVersion: r.schemaVersion,
+		EventID:       c.lastEventID,
 		State:         state,
 		CreatedAt:     nowMicro(),
 	}, nil

@@ -922,8 +922,17 @@ func TestVerifySnapshot(t *testing.T) {
 	}
 	s.State, s.Version = []byte(`{}`), 99
 	_, _ = h.snaps.SaveSnapshot(ctx, *s)
-	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyMismatch || !strings.Contains(res.Detail, "ends at v8") {
+	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyStale || !strings.Contains(res.Detail, "ends at v8") {
 		t.Fatalf("ahead-of-stream verify = %+v", res)
+	}
+	// Right state, right version, but built from another history.
+	_, _ = h.snaps.DeleteSnapshot(ctx, exampledomain.AccountType, a.ID())
+	s, _ = r.CreateSnapshot(ctx, a)
+	other := *s
+	other.EventID = uuid.New()
+	_, _ = h.snaps.SaveSnapshot(ctx, other)
+	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyStale || !strings.Contains(res.Detail, other.EventID.String()) {
+		t.Fatalf("other-history verify = %+v", res)
 	}
 	b := openAccount(t, h.accounts(nil), 2)
 	if res, _ = r.VerifySnapshot(ctx, b.ID()); res.Status != eventsource.VerifyNoSnapshot {
@@ -932,13 +941,13 @@ func TestVerifySnapshot(t *testing.T) {
 }
 
 // A snapshot claiming a version the stream does not have (a restored
-// database) is not trusted: the load replays and counts it.
+// database) is not trusted: the load replays, counts it and removes it.
 func TestSnapshotAheadOfStreamFallsBack(t *testing.T) {
 	h := newHarness(t)
 	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(100))
 	a := openAccount(t, r, 3)
 	_, _ = h.snaps.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: a.ID(), AggregateType: exampledomain.AccountType,
-		Version: 10, SchemaVersion: 1, State: []byte(`{"open":true,"balance":12345}`), CreatedAt: time.Now()})
+		Version: 10, SchemaVersion: 1, EventID: uuid.New(), State: []byte(`{"open":true,"balance":12345}`), CreatedAt: time.Now()})
 	loaded, err := r.Load(ctx, a.ID())
 	if err != nil {
 		t.Fatal(err)
@@ -946,15 +955,92 @@ func TestSnapshotAheadOfStreamFallsBack(t *testing.T) {
 	if loaded.Version() != 3 || loaded.State() != a.State() {
 		t.Fatalf("loaded v%d %+v, want v3 %+v", loaded.Version(), loaded.State(), a.State())
 	}
-	if from, _ := loaded.LoadedFromSnapshot(); from {
-		t.Fatal("the ahead-of-stream snapshot was used")
+	if from, _ := loaded.LoadedFromSnapshot(); from || loaded.SnapshotVersion() != 0 {
+		t.Fatalf("the ahead-of-stream snapshot was used (from=%v, snapshot version %d)", from, loaded.SnapshotVersion())
 	}
-	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackAheadOfStream)); got != 1 {
-		t.Fatalf("ahead-of-stream fallbacks = %d", got)
+	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackStale)); got != 1 {
+		t.Fatalf("stale fallbacks = %d", got)
+	}
+	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleDeleted)); got != 1 {
+		t.Fatalf("stale deletes = %d", got)
+	}
+	if h.snaps.Count() != 0 {
+		t.Fatal("the stale snapshot is still stored")
 	}
 	_ = loaded.Deposit(1)
 	if err := r.Save(ctx, loaded); err != nil {
 		t.Fatalf("saving after the fallback: %v", err)
+	}
+}
+
+// A snapshot at a version the stream has, but built from another history
+// (an aggregate created anew over a left-over snapshot), is stale too;
+// a correct snapshot written between the load's read and its delete is
+// kept; and a failing delete never fails the load.
+func TestSnapshotOfAnotherHistoryFallsBack(t *testing.T) {
+	h := newHarness(t)
+	fs := &faultySnapshots{SnapshotStore: h.snaps}
+	r := h.accounts(fs, eventsource.WithSnapshotThreshold(100), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	a := openAccount(t, r, 6)
+	good, err := r.CreateSnapshot(ctx, a)
+	if err != nil || good.EventID == uuid.Nil {
+		t.Fatalf("CreateSnapshot = %+v, %v; want one with an event id", good, err)
+	}
+	stale := *good
+	stale.EventID, stale.State = uuid.New(), []byte(`{"open":true,"balance":12345}`)
+	_, _ = h.snaps.SaveSnapshot(ctx, stale)
+
+	loaded, err := r.LoadFrom(ctx, a.ID(), &stale)
+	if err != nil || loaded.State() != a.State() {
+		t.Fatalf("load over a snapshot of another history: %+v, %v; want %+v", loaded.State(), err, a.State())
+	}
+	if h.snaps.Count() != 0 {
+		t.Fatal("the stale snapshot is still stored")
+	}
+	// The store holds the correct snapshot again: a load that still has
+	// the stale one in hand must not remove it.
+	_, _ = h.snaps.SaveSnapshot(ctx, *good)
+	if loaded, err = r.LoadFrom(ctx, a.ID(), &stale); err != nil || loaded.State() != a.State() {
+		t.Fatalf("second load: %v", err)
+	}
+	if got, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); got == nil || got.EventID != good.EventID {
+		t.Fatalf("a load with a stale snapshot in hand removed the correct one: %+v", got)
+	}
+	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleAlreadyReplaced)); got != 1 {
+		t.Fatalf("already-replaced stale deletes = %d", got)
+	}
+	// A failing delete is logged and counted; the load still succeeds.
+	_, _ = h.snaps.SaveSnapshot(ctx, stale)
+	fs.mu.Lock()
+	fs.deleteErr = errInjected
+	fs.mu.Unlock()
+	if loaded, err = r.Load(ctx, a.ID()); err != nil || loaded.State() != a.State() {
+		t.Fatalf("load with a failing delete: %v", err)
+	}
+	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleDeleteFailed)); got != 1 {
+		t.Fatalf("failed stale deletes = %d", got)
+	}
+	if !strings.Contains(h.logs.String(), "stale snapshot not removed") {
+		t.Fatalf("no log line for the failed delete:\n%s", h.logs.String())
+	}
+	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackStale)); got != 3 {
+		t.Fatalf("stale fallbacks = %d, want 3", got)
+	}
+}
+
+// An aggregate built with LoadFromHistory names no stored event, so it
+// cannot be snapshotted; a nil EventID is refused by every store.
+func TestSnapshotNeedsAnEventID(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeManual))
+	a := r.New(uuid.New())
+	a.LoadFromHistory(exampledomain.AccountOpened{OwnerName: "Ada", InitialBalance: 1})
+	if _, err := r.CreateSnapshot(ctx, a); !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), "event id") {
+		t.Fatalf("CreateSnapshot of a LoadFromHistory aggregate: %v", err)
+	}
+	s := eventsource.Snapshot{AggregateID: a.ID(), AggregateType: "Account", Version: 1, SchemaVersion: 1, State: []byte(`{}`)}
+	if err := s.Validate(); !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), "nil event id") {
+		t.Fatalf("Validate of a snapshot without an event id: %v", err)
 	}
 }
 
@@ -979,8 +1065,15 @@ func FuzzLoadWithSnapshotState(f *testing.F) {
 		if err := r.Save(context.Background(), a); err != nil {
 			t.Fatal(err)
 		}
+		// Tied to the stream's event at its version when there is one.
+		eventID := uuid.New()
+		for rec, err := range es.ReadEvents(context.Background(), exampledomain.AccountType, a.ID(), 0) {
+			if err == nil && rec.Version == version {
+				eventID = rec.ID
+			}
+		}
 		ss.row = &eventsource.Snapshot{AggregateID: a.ID(), AggregateType: exampledomain.AccountType,
-			Version: version, SchemaVersion: schema, State: state, CreatedAt: time.Now()}
+			Version: version, SchemaVersion: schema, EventID: eventID, State: state, CreatedAt: time.Now()}
 		loaded, err := r.Load(context.Background(), a.ID())
 		if err != nil {
 			t.Fatalf("load failed because of a snapshot (state %q, v%d, schema %d): %v", state, version, schema, err)
@@ -1043,6 +1136,14 @@ func (r *rowStore) GetSnapshot(context.Context, string, uuid.UUID) (*eventsource
 	}
 	s := *r.row
 	return &s, nil
+}
+
+func (r *rowStore) DeleteStaleSnapshot(_ context.Context, s eventsource.Snapshot) (bool, error) {
+	if r.row == nil || r.row.Version != s.Version || r.row.SchemaVersion != s.SchemaVersion || r.row.EventID != s.EventID {
+		return false, nil
+	}
+	r.row = nil
+	return true, nil
 }
 
 func TestLoadFrom(t *testing.T) {

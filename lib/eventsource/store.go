@@ -85,6 +85,13 @@ type Snapshot struct {
 	AggregateType string
 	// Version is the aggregate version the state reflects.
 	Version int64
+	// EventID is the id of the stream's event at Version: the history the
+	// state was built from. A load uses the snapshot only if the stream's
+	// event at Version has this id; otherwise the snapshot is stale (the
+	// events were restored from an older backup, or the aggregate was
+	// created anew over a left-over snapshot) and is replayed past and
+	// removed (see [SnapshotStore.DeleteStaleSnapshot]). Required.
+	EventID uuid.UUID
 	// SchemaVersion is the aggregate's declared state schema version when
 	// the snapshot was taken. Loads ignore snapshots of another schema.
 	SchemaVersion int
@@ -108,6 +115,8 @@ func (s *Snapshot) Validate() error {
 		return fmt.Errorf("%w: snapshot of %s %s has version %d; versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	case s.SchemaVersion < 1:
 		return fmt.Errorf("%w: snapshot of %s %s has schema version %d; schema versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.SchemaVersion)
+	case s.EventID == uuid.Nil:
+		return fmt.Errorf("%w: snapshot of %s %s v%d has a nil event id; it must name the event at its version", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	case len(s.State) == 0:
 		return fmt.Errorf("%w: snapshot of %s %s has empty state", ErrInvalidArgument, s.AggregateType, s.AggregateID)
 	case len(s.AggregateType) > MaxAggregateTypeLen:
@@ -148,6 +157,18 @@ type SnapshotStore interface {
 	// DeleteSnapshot removes the snapshot of typ/id and reports whether one
 	// existed.
 	DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (bool, error)
+
+	// DeleteStaleSnapshot removes the stored snapshot of s's aggregate
+	// only if it still has s's Version, SchemaVersion and EventID, and
+	// reports whether it removed one. A load calls it with a snapshot it
+	// found stale (not tied to the stream's history), so a correct
+	// snapshot written since by another process is never removed. The
+	// compare and the delete are atomic; a second call, or a call after
+	// the snapshot changed or went, removes nothing and returns false
+	// (idempotent). Only s's aggregate type and id are validated (an error
+	// matching ErrInvalidArgument); a nil EventID matches no stored
+	// snapshot.
+	DeleteStaleSnapshot(ctx context.Context, s Snapshot) (deleted bool, err error)
 
 	// SnapshotExists reports whether a snapshot of typ/id exists.
 	SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (bool, error)
@@ -324,8 +345,9 @@ type SnapshotLoader interface {
 	// is none) and the aggregate's events from version `from` on, where
 	// from is the snapshot's version when the snapshot has schema version
 	// schemaVersion, and 1 otherwise. (The event at the snapshot's own
-	// version is included so the caller can check the snapshot is not
-	// ahead of the stream.) The events follow ReadEvents' contract; a
+	// version is included so the caller can check the snapshot belongs to
+	// the stream's history: that the event exists and its id is the
+	// snapshot's EventID.) The events follow ReadEvents' contract; a
 	// store may read their first page eagerly.
 	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
 }

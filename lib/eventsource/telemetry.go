@@ -35,6 +35,7 @@ const (
 	AttrEventsAppended = attribute.Key("evsnap.save.events_appended")
 	AttrMode           = attribute.Key("evsnap.snapshot.mode")
 	AttrReason         = attribute.Key("evsnap.reason")
+	AttrResult         = attribute.Key("evsnap.result")
 )
 
 // Reasons a load ignored a snapshot (the "reason" attribute of the
@@ -43,7 +44,22 @@ const (
 	FallbackSchemaMismatch = "schema_mismatch"
 	FallbackDecodeError    = "decode_error"
 	FallbackStoreError     = "store_error"
-	FallbackAheadOfStream  = "ahead_of_stream"
+	// FallbackStale: the snapshot is not tied to the stream's history
+	// (the stream has no event at its version, or that event's id is not
+	// the snapshot's EventID); the load also removes it.
+	FallbackStale = "stale"
+)
+
+// Outcomes of removing a stale snapshot (the "result" attribute of
+// evsnap.snapshot.stale_deletes).
+const (
+	// StaleDeleted: the stale snapshot was removed.
+	StaleDeleted = "deleted"
+	// StaleAlreadyReplaced: the store no longer held that snapshot (another
+	// load removed it, or a snapshot was written since); nothing removed.
+	StaleAlreadyReplaced = "already_replaced"
+	// StaleDeleteFailed: the snapshot store returned an error (logged).
+	StaleDeleteFailed = "error"
 )
 
 // Reasons a snapshot was not written after a successful save (the "reason"
@@ -69,6 +85,7 @@ type telemetry struct {
 	snapshotsSkipped metric.Int64Counter
 	fallbacks        metric.Int64Counter
 	failures         metric.Int64Counter
+	staleDeletes     metric.Int64Counter
 }
 
 func newTelemetry(c *config) (*telemetry, error) {
@@ -102,6 +119,10 @@ func newTelemetry(c *config) (*telemetry, error) {
 		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots or notices not written after a committed save, by reason.")); err != nil {
 		return nil, err
 	}
+	if t.staleDeletes, err = m.Int64Counter("evsnap.snapshot.stale_deletes",
+		metric.WithUnit("{snapshot}"), metric.WithDescription("Stale snapshots a load tried to remove, by result.")); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -111,4 +132,8 @@ func (t *telemetry) fallback(ctx context.Context, typ string, reason string) {
 
 func (t *telemetry) failure(ctx context.Context, typ string, mode SnapshotMode, reason string) {
 	t.failures.Add(ctx, 1, metric.WithAttributes(AttrAggregateType.String(typ), AttrMode.String(string(mode)), AttrReason.String(reason)))
+}
+
+func (t *telemetry) staleDelete(ctx context.Context, typ string, result string) {
+	t.staleDeletes.Add(ctx, 1, metric.WithAttributes(AttrAggregateType.String(typ), AttrResult.String(result)))
 }

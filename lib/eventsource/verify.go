@@ -17,9 +17,13 @@ type VerifyStatus string
 const (
 	// VerifyOK: the snapshot equals a full replay up to its version.
 	VerifyOK VerifyStatus = "ok"
-	// VerifyMismatch: the snapshot differs from the replay (or claims a
-	// version the stream does not have).
+	// VerifyMismatch: the snapshot is tied to the stream's history but its
+	// state differs from the replay.
 	VerifyMismatch VerifyStatus = "mismatch"
+	// VerifyStale: the snapshot is not tied to the stream's history: the
+	// stream has no event at its version, or that event's id is not the
+	// snapshot's EventID. Loads ignore it and remove it.
+	VerifyStale VerifyStatus = "stale"
 	// VerifyUndecodable: the snapshot's state does not decode (loads fall
 	// back to replay; a rebuild repairs it).
 	VerifyUndecodable VerifyStatus = "undecodable"
@@ -40,9 +44,12 @@ type VerifyResult struct {
 }
 
 // VerifySnapshot checks the aggregate's stored snapshot against a full
-// replay of its events up to the snapshot's version: the two states must
-// encode identically. It needs a snapshot store. Store errors are returned;
-// everything about the snapshot itself is a status.
+// replay of its events up to the snapshot's version: the stream's event at
+// that version must be the one the snapshot names (else [VerifyStale]) and
+// the two states must encode identically (else [VerifyMismatch]). It needs
+// a snapshot store, and changes nothing (a load removes a stale snapshot;
+// VerifySnapshot only reports it). Store errors are returned; everything
+// about the snapshot itself is a status.
 func (r *Repository[T, PT]) VerifySnapshot(ctx context.Context, id uuid.UUID) (VerifyResult, error) {
 	res := VerifyResult{AggregateID: id}
 	if r.snapshots == nil {
@@ -85,10 +92,16 @@ func (r *Repository[T, PT]) VerifySnapshot(ctx context.Context, id uuid.UUID) (V
 			return res, fmt.Errorf("verify %s %s: %w", r.typ, id, err)
 		}
 		replayed.applyEvent(e)
+		c.lastEventID = rec.ID
 	}
 	if c.version != snap.Version {
-		res.Status = VerifyMismatch
+		res.Status = VerifyStale
 		res.Detail = fmt.Sprintf("snapshot at v%d but the stream ends at v%d", snap.Version, c.version)
+		return res, nil
+	}
+	if c.lastEventID != snap.EventID {
+		res.Status = VerifyStale
+		res.Detail = fmt.Sprintf("the stream's event at v%d is %s, not the snapshot's %s", snap.Version, c.lastEventID, snap.EventID)
 		return res, nil
 	}
 	want, err := replayed.exportState(r.codec)

@@ -312,6 +312,26 @@ func (s *SnapshotStore) DeleteSnapshot(ctx context.Context, typ string, id uuid.
 	return ok, nil
 }
 
+// DeleteStaleSnapshot implements [eventsource.SnapshotStore]: the compare
+// and the delete happen under the store's lock.
+func (s *SnapshotStore) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (bool, error) {
+	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	key := streamKey{snap.AggregateType, snap.AggregateID}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.snaps[key]
+	if !ok || cur.Version != snap.Version || cur.SchemaVersion != snap.SchemaVersion || cur.EventID != snap.EventID {
+		return false, nil
+	}
+	delete(s.snaps, key)
+	return true, nil
+}
+
 // SnapshotExists implements [eventsource.SnapshotStore].
 func (s *SnapshotStore) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (bool, error) {
 	if err := eventsource.ValidateStream(typ, id); err != nil {

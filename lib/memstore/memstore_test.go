@@ -49,3 +49,7 @@ func TestAggregateListerConformance(t *testing.T) {
 func TestSnapshotLoaderConformance(t *testing.T) {
 	storetest.TestSnapshotLoader(t, func(t *testing.T) storetest.LoaderBackend { return memstore.New() })
 }
+
+func TestStaleSnapshotsConformance(t *testing.T) {
+	storetest.TestStaleSnapshots(t, func(t *testing.T) storetest.RepositoryBackend { return memstore.New() })
+}

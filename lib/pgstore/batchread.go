@@ -34,16 +34,16 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	}
 	found := make(map[uuid.UUID]*eventsource.Snapshot, len(distinct))
 	var (
-		id     [16]byte
-		schema int32
+		id, eventID [16]byte
+		schema      int32
 	)
 	for rows.Next() {
 		sn := &eventsource.Snapshot{AggregateType: typ}
-		if err := rows.Scan(&id, &sn.Version, &schema, &sn.State, &sn.CreatedAt); err != nil {
+		if err := rows.Scan(&id, &sn.Version, &schema, &sn.State, &sn.CreatedAt, &eventID); err != nil {
 			rows.Close()
 			return nil, s.wrap(fmt.Sprintf("get %d snapshots of %s", len(distinct), typ), err)
 		}
-		sn.AggregateID, sn.SchemaVersion, sn.CreatedAt = id, int(schema), sn.CreatedAt.UTC()
+		sn.AggregateID, sn.SchemaVersion, sn.CreatedAt, sn.EventID = id, int(schema), sn.CreatedAt.UTC(), eventID
 		found[sn.AggregateID] = sn
 	}
 	if err := rows.Err(); err != nil {

@@ -120,7 +120,7 @@ func BenchmarkSnapshotUpsert(b *testing.B) {
 		for b.Loop() {
 			v := int64(i/len(ids)) + 1
 			if _, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: ids[i%len(ids)], AggregateType: "Bench",
-				Version: v, SchemaVersion: 1, State: state, CreatedAt: time.Now().UTC()}); err != nil {
+				Version: v, SchemaVersion: 1, EventID: uuid.New(), State: state, CreatedAt: time.Now().UTC()}); err != nil {
 				b.Fatal(err)
 			}
 			i++
@@ -136,7 +136,7 @@ func BenchmarkSnapshotUpsert(b *testing.B) {
 				// Each goroutine's rows differ from the serial run's, and
 				// versions only rise.
 				_, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: uuid.New(), AggregateType: "BenchP",
-					Version: i, SchemaVersion: 1, State: state, CreatedAt: time.Now().UTC()})
+					Version: i, SchemaVersion: 1, EventID: uuid.New(), State: state, CreatedAt: time.Now().UTC()})
 				if err != nil {
 					b.Error(err)
 					return
@@ -152,7 +152,7 @@ func BenchmarkGetSnapshot(b *testing.B) {
 	ctx := context.Background()
 	id := uuid.New()
 	if _, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: "Bench",
-		Version: 100, SchemaVersion: 1, State: snapshotState(100), CreatedAt: time.Now().UTC()}); err != nil {
+		Version: 100, SchemaVersion: 1, EventID: uuid.New(), State: snapshotState(100), CreatedAt: time.Now().UTC()}); err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {

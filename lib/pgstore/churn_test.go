@@ -67,7 +67,7 @@ func churn(tb testing.TB, st *pgstore.Store, snapshotsTable string, rows, upsert
 	save := func(i int) error {
 		v := int64(i/rows) + 1
 		_, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: ids[i%rows], AggregateType: typ,
-			Version: v, SchemaVersion: 1, State: snapshotState(v), CreatedAt: time.Now().UTC()})
+			Version: v, SchemaVersion: 1, EventID: uuid.New(), State: snapshotState(v), CreatedAt: time.Now().UTC()})
 		return err
 	}
 	run := func(from, to int) {

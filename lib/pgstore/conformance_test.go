@@ -44,3 +44,9 @@ func TestSnapshotBatchGetterConformance(t *testing.T) {
 	st := newStore(t)
 	storetest.TestSnapshotBatchGetter(t, func(*testing.T) storetest.SnapshotGetterStore { return st })
 }
+
+func TestStaleSnapshotsConformance(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	storetest.TestStaleSnapshots(t, func(*testing.T) storetest.RepositoryBackend { return st })
+}

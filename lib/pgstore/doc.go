@@ -27,11 +27,19 @@
 //     PK (aggregate_type, aggregate_id)): each aggregate's head version,
 //     written in the same statement as its events.
 //   - snapshots (aggregate_id uuid, aggregate_type varchar(255), version
-//     bigint, schema_version integer, state jsonb, created_at timestamptz;
-//     PK (aggregate_id, aggregate_type)): the tutorial's table, one row
-//     per aggregate, without the tutorial's (aggregate_type,
+//     bigint, schema_version integer, state jsonb, created_at timestamptz,
+//     event_id uuid; PK (aggregate_id, aggregate_type)): the tutorial's
+//     table, one row per aggregate, without the tutorial's (aggregate_type,
 //     schema_version) index, which migration 2 drops: before the table
 //     had statistics the planner took it for lookups of one aggregate.
+//     event_id (migration 3) is the id of the stream's event at the
+//     snapshot's version, which ties the snapshot to its history (see
+//     [eventsource.Snapshot]). Migration 3 fills it from the events table
+//     and deletes the snapshots whose event is not there (ahead of their
+//     stream after a restore, or of a stream that is gone): they are
+//     rebuilt by the next due save or the snapshotter's sweep. A
+//     deployment that keeps only its snapshots in this store, and its
+//     events elsewhere, loses every snapshot to that migration.
 //
 // Index and constraint names are derived from the table names (for example
 // "snapshots_pkey"), so two stores with different table names can
@@ -93,7 +101,10 @@
 // aggregate_type) DO UPDATE ... WHERE excluded.version >= version AND
 // excluded.schema_version >= schema_version, which is
 // [eventsource.Snapshot.Supersedes] done atomically by the server: racing
-// writers never move a snapshot backwards.
+// writers never move a snapshot backwards. [Store.DeleteStaleSnapshot],
+// which a load calls on a snapshot not tied to its stream's history, is
+// one DELETE by primary key that also compares version, schema_version
+// and event_id, so it never removes a snapshot written since.
 //
 // Snapshot rows are rewritten all the time, and PostgreSQL never
 // overwrites a row: every upsert leaves a dead row version behind.

@@ -161,7 +161,7 @@ func TestSnapshotLookupsUseThePrimaryKeyBeforeAnalyze(t *testing.T) {
 	}
 	snaps := make([]eventsource.Snapshot, 3000)
 	for i := range snaps {
-		snaps[i] = eventsource.Snapshot{AggregateID: uuid.New(), AggregateType: typ, Version: 10, SchemaVersion: 1, State: []byte(`{"n": 1}`), CreatedAt: time.Now()}
+		snaps[i] = eventsource.Snapshot{AggregateID: uuid.New(), AggregateType: typ, Version: 10, SchemaVersion: 1, EventID: uuid.New(), State: []byte(`{"n": 1}`), CreatedAt: time.Now()}
 	}
 	if _, err := st.SaveSnapshots(ctx, snaps); err != nil {
 		t.Fatal(err)

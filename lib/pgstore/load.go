@@ -41,14 +41,17 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	defer br.Close()
 
 	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
-	var schema int32
-	switch err := br.QueryRow().Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt); {
+	var (
+		schema  int32
+		eventID [16]byte // see pgID
+	)
+	switch err := br.QueryRow().Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt, &eventID); {
 	case errors.Is(err, pgx.ErrNoRows):
 		snap = nil
 	case err != nil:
 		return nil, nil, s.wrap(fmt.Sprintf("load snapshot of %s %s", typ, id), err)
 	default:
-		snap.SchemaVersion = int(schema)
+		snap.SchemaVersion, snap.EventID = int(schema), eventID
 		snap.CreatedAt = snap.CreatedAt.UTC()
 	}
 	rows, err := br.Query()

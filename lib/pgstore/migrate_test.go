@@ -11,6 +11,7 @@ import (
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
+	"github.com/evsnap/evsnap/lib/storetest"
 	"github.com/google/uuid"
 )
 
@@ -123,7 +124,7 @@ func TestNotMigrated(t *testing.T) {
 		for _, err := range st.ReadEvents(ctx, "T", id, 0) {
 			check("ReadEvents", err)
 		}
-		_, err = st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: "T", Version: 1, SchemaVersion: 1, State: []byte(`{}`), CreatedAt: time.Now()})
+		_, err = st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: "T", Version: 1, SchemaVersion: 1, EventID: uuid.New(), State: []byte(`{}`), CreatedAt: time.Now()})
 		check("SaveSnapshot", err)
 		_, err = st.GetSnapshot(ctx, "T", id)
 		check("GetSnapshot", err)
@@ -154,7 +155,7 @@ func TestMigrationTwoUpgradesAStoreInUse(t *testing.T) {
 	if _, err := st.Append(ctx, typ, id, eventsource.NoStream, newEvents(3, 0)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 3, SchemaVersion: 1, State: []byte(`{"n": 3}`), CreatedAt: time.Now()}); err != nil {
+	if _, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 3, SchemaVersion: 1, EventID: uuid.New(), State: []byte(`{"n": 3}`), CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	snapshots := qualified(st, "snapshots")
@@ -175,7 +176,7 @@ func TestMigrationTwoUpgradesAStoreInUse(t *testing.T) {
 	if _, err := st.Pool().Exec(ctx, "DELETE FROM "+qualified(st, pgstore.DefaultMigrationsTable)+" WHERE version = 2"); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := st.PendingMigrations(ctx); err != nil || !slices.Equal(p, pgstore.MigrationNames()[1:]) {
+	if p, err := st.PendingMigrations(ctx); err != nil || !slices.Equal(p, pgstore.MigrationNames()[1:2]) {
 		t.Fatalf("PendingMigrations at migration 1 = %v, %v", p, err)
 	}
 	if err := st.Migrate(ctx); err != nil {
@@ -210,5 +211,72 @@ func TestMigrationTwoUpgradesAStoreInUse(t *testing.T) {
 	}
 	if deleted, err := st.DeleteSnapshotsByType(ctx, typ, 0); err != nil || deleted != 1 {
 		t.Fatalf("DeleteSnapshotsByType after the upgrade = %d, %v", deleted, err)
+	}
+}
+
+// TestMigrationThreeTiesSnapshotsToHistory: a schema at migration 2
+// holding snapshots moves to migration 3. A snapshot whose event is in its
+// stream takes that event's id; the others (ahead of their stream after a
+// restore, of a stream that does not exist, of a stream of another type)
+// cannot be tied to any history and are gone. The schema is put back at
+// migration 2 by dropping the column and forgetting that migration 3 ran.
+func TestMigrationThreeTiesSnapshotsToHistory(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	const typ = "Tied"
+	tied, ahead, noStream, otherType := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	events := newEvents(3, 0)
+	for _, a := range []struct {
+		typ    string
+		id     uuid.UUID
+		events []eventsource.NewEvent
+	}{{typ, tied, events}, {typ, ahead, newEvents(1, 0)}, {"Other", otherType, newEvents(2, 0)}} {
+		if _, err := st.Append(ctx, a.typ, a.id, eventsource.NoStream, a.events); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snapshots := qualified(st, "snapshots")
+	if _, err := st.Pool().Exec(ctx, "ALTER TABLE "+snapshots+" DROP COLUMN event_id"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Pool().Exec(ctx, "DELETE FROM "+qualified(st, pgstore.DefaultMigrationsTable)+" WHERE version = 3"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct {
+		id      uuid.UUID
+		version int64
+	}{{tied, 3}, {ahead, 50}, {noStream, 5}, {otherType, 2}} {
+		if _, err := st.Pool().Exec(ctx, "INSERT INTO "+snapshots+` (aggregate_id, aggregate_type, version, schema_version, state, created_at)
+VALUES ($1, $2, $3, 1, '{"n": 1}', now())`, s.id, typ, s.version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, err := st.PendingMigrations(ctx); err != nil || !slices.Equal(p, pgstore.MigrationNames()[2:3]) {
+		t.Fatalf("PendingMigrations at migration 2 = %v, %v", p, err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate from 2: %v", err)
+	}
+	got, err := st.GetSnapshot(ctx, typ, tied)
+	if err != nil || got == nil || got.Version != 3 || got.EventID != events[2].ID {
+		t.Fatalf("snapshot matching its stream after the upgrade: %+v, %v; want v3 tied to event %s", got, err, events[2].ID)
+	}
+	for name, id := range map[string]uuid.UUID{"ahead of its stream": ahead, "without a stream": noStream, "of another type's stream": otherType} {
+		if got, err := st.GetSnapshot(ctx, typ, id); err != nil || got != nil {
+			t.Errorf("snapshot %s after the upgrade: %+v, %v; want it gone", name, got, err)
+		}
+	}
+	var nullable string
+	if err := st.Pool().QueryRow(ctx, `SELECT is_nullable FROM information_schema.columns
+WHERE table_schema = $1 AND table_name = 'snapshots' AND column_name = 'event_id'`, st.Schema()).Scan(&nullable); err != nil || nullable != "NO" {
+		t.Fatalf("event_id is_nullable = %q, %v; want NO", nullable, err)
+	}
+	// The store goes on working: a new snapshot of the aggregate whose
+	// snapshot was dropped is stored.
+	evs := storetest.ReadAll(t, st, typ, ahead, 0)
+	if stored, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: ahead, AggregateType: typ, Version: 1, SchemaVersion: 1,
+		EventID: evs[0].ID, State: []byte(`{"n": 1}`), CreatedAt: time.Now()}); err != nil || !stored {
+		t.Fatalf("SaveSnapshot after the upgrade = %v, %v", stored, err)
 	}
 }

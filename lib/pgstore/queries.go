@@ -18,6 +18,7 @@ type queries struct {
 	getSnapshots string
 
 	saveSnapshot, saveSnapshots, getSnapshot, deleteSnapshot, snapshotExists string
+	deleteStaleSnapshot                                                      string
 	deleteSnapshotsByType, deleteSnapshotsBelow                              string
 
 	listByID, listMostBehind string
@@ -78,23 +79,29 @@ LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 
 	// Snapshot.Supersedes, as SQL: the stored row is replaced unless the
 	// new one has a lower version or an older schema version.
-	q.saveSnapshot = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+	q.saveSnapshot = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
-SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at
+SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at,
+	event_id = excluded.event_id
 WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version`
 	// The batch form: the same rule for rows given as arrays, in the
 	// order given (primary-key order, so concurrent batches lock rows in
 	// one order and cannot deadlock). RETURNING names the rows written.
-	q.saveSnapshots = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::jsonb[], $6::timestamptz[])
+	q.saveSnapshots = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::jsonb[], $6::timestamptz[], $7::uuid[])
 ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
-SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at
+SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at,
+	event_id = excluded.event_id
 WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version
 RETURNING aggregate_id, aggregate_type`
-	q.getSnapshots = `SELECT aggregate_id, version, schema_version, state, created_at FROM ` + sn + ` WHERE aggregate_type = $1 AND aggregate_id = ANY($2::uuid[])`
-	q.getSnapshot = `SELECT version, schema_version, state, created_at FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
+	q.getSnapshots = `SELECT aggregate_id, version, schema_version, state, created_at, event_id FROM ` + sn + ` WHERE aggregate_type = $1 AND aggregate_id = ANY($2::uuid[])`
+	q.getSnapshot = `SELECT version, schema_version, state, created_at, event_id FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
 	q.deleteSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
+	// DeleteStaleSnapshot's compare-and-delete: one statement, by primary
+	// key, so the comparison and the delete are atomic.
+	q.deleteStaleSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2
+	AND version = $3 AND schema_version = $4 AND event_id = $5`
 	q.snapshotExists = `SELECT EXISTS (SELECT 1 FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2)`
 	q.deleteSnapshotsByType = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1`
 	q.deleteSnapshotsBelow = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1 AND schema_version < $2`
@@ -124,14 +131,16 @@ type Statements struct {
 	// ReadEvents reads one page of a stream: $1 aggregate type, $2
 	// aggregate id, $3 the version to read after.
 	ReadEvents string
-	// GetSnapshot reads one snapshot: $1 aggregate id, $2 aggregate type.
+	// GetSnapshot reads one snapshot (version, schema version, state,
+	// created at, event id): $1 aggregate id, $2 aggregate type.
 	GetSnapshot string
 	// GetSnapshots reads many: $1 aggregate type, $2 aggregate ids (uuid[]).
 	GetSnapshots string
 	// SaveSnapshot upserts one snapshot: $1 aggregate id, $2 aggregate
-	// type, $3 version, $4 schema version, $5 state, $6 created at.
+	// type, $3 version, $4 schema version, $5 state, $6 created at, $7
+	// the id of the event at the version.
 	SaveSnapshot string
-	// SaveSnapshots upserts many: $1..$6 arrays of SaveSnapshot's
+	// SaveSnapshots upserts many: $1..$7 arrays of SaveSnapshot's
 	// arguments, in primary-key order (aggregate id, then type).
 	SaveSnapshots string
 }

@@ -32,7 +32,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 		endSpan(span, err)
 	}()
 	tag, err := s.pool.Exec(ctx, s.q.saveSnapshot, pgID(snap.AggregateID), snap.AggregateType, snap.Version,
-		int32(snap.SchemaVersion), snap.State, snap.CreatedAt)
+		int32(snap.SchemaVersion), snap.State, snap.CreatedAt, pgID(snap.EventID))
 	if err != nil {
 		return false, s.wrap(fmt.Sprintf("save snapshot v%d of %s %s", snap.Version, snap.AggregateType, snap.AggregateID), err)
 	}
@@ -65,14 +65,16 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 	n := len(write)
 	ids, types, versions := make([][16]byte, n), make([]string, n), make([]int64, n)
 	schemas, states, created := make([]int32, n), make([][]byte, n), make([]time.Time, n)
+	eventIDs := make([][16]byte, n)
 	index := make(map[snapKey]int, n)
 	for j, i := range write {
 		sn := &snaps[i]
 		ids[j], types[j], versions[j] = sn.AggregateID, sn.AggregateType, sn.Version
 		schemas[j], states[j], created[j] = int32(sn.SchemaVersion), sn.State, sn.CreatedAt
+		eventIDs[j] = sn.EventID
 		index[snapKey{sn.AggregateID, sn.AggregateType}] = i
 	}
-	rows, err := s.pool.Query(ctx, s.q.saveSnapshots, ids, types, versions, schemas, states, created)
+	rows, err := s.pool.Query(ctx, s.q.saveSnapshots, ids, types, versions, schemas, states, created, eventIDs)
 	if err != nil {
 		return nil, s.wrap(fmt.Sprintf("save %d snapshots", n), err)
 	}
@@ -112,8 +114,11 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 	ctx, span := s.span(ctx, "pgstore.GetSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
 	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
-	var schema int32
-	err = s.pool.QueryRow(ctx, s.q.getSnapshot, pgID(id), typ).Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt)
+	var (
+		schema  int32
+		eventID [16]byte // see pgID
+	)
+	err = s.pool.QueryRow(ctx, s.q.getSnapshot, pgID(id), typ).Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt, &eventID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		span.SetAttributes(attribute.Bool("evsnap.snapshot.found", false))
 		return nil, nil
@@ -121,7 +126,7 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 	if err != nil {
 		return nil, s.wrap(fmt.Sprintf("get snapshot of %s %s", typ, id), err)
 	}
-	snap.SchemaVersion = int(schema)
+	snap.SchemaVersion, snap.EventID = int(schema), eventID
 	snap.CreatedAt = snap.CreatedAt.UTC()
 	span.SetAttributes(attribute.Bool("evsnap.snapshot.found", true), eventsource.AttrVersion.Int64(snap.Version))
 	return snap, nil
@@ -137,6 +142,23 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 	tag, err := s.pool.Exec(ctx, s.q.deleteSnapshot, pgID(id), typ)
 	if err != nil {
 		return false, s.wrap(fmt.Sprintf("delete snapshot of %s %s", typ, id), err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
+// DeleteStaleSnapshot implements [eventsource.SnapshotStore] with one
+// DELETE by primary key whose WHERE clause is the comparison, so the
+// compare and the delete are atomic.
+func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
+	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+		return false, err
+	}
+	ctx, span := s.span(ctx, "pgstore.DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID, eventsource.AttrVersion.Int64(snap.Version))
+	defer func() { endSpan(span, err) }()
+	tag, err := s.pool.Exec(ctx, s.q.deleteStaleSnapshot, pgID(snap.AggregateID), snap.AggregateType, snap.Version,
+		int32(snap.SchemaVersion), pgID(snap.EventID))
+	if err != nil {
+		return false, s.wrap(fmt.Sprintf("delete stale snapshot v%d of %s %s", snap.Version, snap.AggregateType, snap.AggregateID), err)
 	}
 	return tag.RowsAffected() > 0, nil
 }

@@ -25,15 +25,15 @@ func TestStatementsRunAsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	if _, err := pool.Exec(ctx, sql.SaveSnapshot, a, "Account", int64(1), int32(1), []byte(`{"v":1}`), now); err != nil {
+	if _, err := pool.Exec(ctx, sql.SaveSnapshot, a, "Account", int64(1), int32(1), []byte(`{"v":1}`), now, uuid.New()); err != nil {
 		t.Fatalf("SaveSnapshot: %v", err)
 	}
 	if _, err := pool.Exec(ctx, sql.SaveSnapshots, []uuid.UUID{a, b}, []string{"Account", "Account"}, []int64{2, 5},
-		[]int32{1, 1}, [][]byte{[]byte(`{"v":2}`), []byte(`{"v":5}`)}, []time.Time{now, now}); err != nil {
+		[]int32{1, 1}, [][]byte{[]byte(`{"v":2}`), []byte(`{"v":5}`)}, []time.Time{now, now}, []uuid.UUID{uuid.New(), uuid.New()}); err != nil {
 		t.Fatalf("SaveSnapshots: %v", err)
 	}
 	var version int64
-	if err := pool.QueryRow(ctx, sql.GetSnapshot, a, "Account").Scan(&version, new(int32), new([]byte), new(time.Time)); err != nil || version != 2 {
+	if err := pool.QueryRow(ctx, sql.GetSnapshot, a, "Account").Scan(&version, new(int32), new([]byte), new(time.Time), new(uuid.UUID)); err != nil || version != 2 {
 		t.Fatalf("GetSnapshot: v%d, %v; want v2", version, err)
 	}
 	rows, err := pool.Query(ctx, sql.GetSnapshots, "Account", []uuid.UUID{a, b, uuid.New()})

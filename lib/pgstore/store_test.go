@@ -234,7 +234,7 @@ func TestInvalidJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	snap := eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 1, SchemaVersion: 1,
+	snap := eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 1, SchemaVersion: 1, EventID: uuid.New(),
 		State: []byte(`not json`), CreatedAt: time.Now().UTC()}
 	stored, err := st.SaveSnapshot(ctx, snap)
 	if !errors.Is(err, eventsource.ErrInvalidArgument) || stored {
@@ -325,8 +325,8 @@ SELECT 'Many', gen_random_uuid(), 1 + i % 50 FROM generate_series(1, $1::int) i`
 		t.Fatal(err)
 	}
 	if _, err := st.Pool().Exec(ctx, `INSERT INTO `+qualified(st, "snapshots")+`
-	(aggregate_id, aggregate_type, version, schema_version, state, created_at)
-SELECT aggregate_id, aggregate_type, greatest(version - 7, 1), 2, '{}', now()
+	(aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+SELECT aggregate_id, aggregate_type, greatest(version - 7, 1), 2, '{}', now(), gen_random_uuid()
 FROM `+qualified(st, "streams")+` WHERE aggregate_type = 'Many' AND version % 3 = 0`); err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func TestSpans(t *testing.T) {
 	if _, err := st.StreamVersion(ctx, typ, id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 2, SchemaVersion: 1,
+	if _, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 2, SchemaVersion: 1, EventID: uuid.New(),
 		State: []byte(`{}`), CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestSpans(t *testing.T) {
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := st.SaveSnapshot(cancelled, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 3, SchemaVersion: 1,
+	if _, err := st.SaveSnapshot(cancelled, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 3, SchemaVersion: 1, EventID: uuid.New(),
 		State: []byte(`{}`), CreatedAt: time.Now()}); err == nil {
 		t.Fatal("want an error from a cancelled context")
 	}

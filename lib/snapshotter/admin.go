@@ -285,13 +285,16 @@ type VerifyReport struct {
 	Checked       int
 	// ByStatus counts the results by status.
 	ByStatus map[eventsource.VerifyStatus]int
-	// Problems lists the mismatched and undecodable snapshots (at most 50).
+	// Problems lists the stale, mismatched and undecodable snapshots (at
+	// most 50).
 	Problems []eventsource.VerifyResult
 }
 
 // Verify checks the snapshots of up to sample aggregates of typ, chosen at
 // random (every aggregate when sample is 0), against a full replay of their
-// events up to the snapshot's version.
+// events up to the snapshot's version (see
+// [eventsource.Repository.VerifySnapshot]): a snapshot not tied to its
+// stream's history is reported stale. It changes nothing.
 func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyReport, error) {
 	rep := VerifyReport{AggregateType: typ, ByStatus: map[eventsource.VerifyStatus]int{}}
 	t, err := w.target(typ)
@@ -328,9 +331,14 @@ func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyRepo
 		}
 		rep.Checked++
 		rep.ByStatus[res.Status]++
-		if (res.Status == eventsource.VerifyMismatch || res.Status == eventsource.VerifyUndecodable) && len(rep.Problems) < 50 {
+		if problem(res.Status) && len(rep.Problems) < 50 {
 			rep.Problems = append(rep.Problems, res)
 		}
 	}
 	return rep, nil
+}
+
+// problem reports whether a verify status needs a repair.
+func problem(st eventsource.VerifyStatus) bool {
+	return st == eventsource.VerifyStale || st == eventsource.VerifyMismatch || st == eventsource.VerifyUndecodable
 }

@@ -13,6 +13,9 @@
 // and if so loads the aggregate exactly as the application would (latest
 // snapshot plus the events after it, streamed) and stores a snapshot at the
 // head. Snapshot stores never move backwards, so racing replicas are safe.
+// The load checks the snapshot is tied to the stream's history (see
+// eventsource.Snapshot.EventID): a stale one is never built on, it is
+// removed and the worker writes one from a full replay.
 //
 // When the snapshot store implements eventsource.SnapshotBatchSaver (every
 // store in this module does), the snapshots of the aggregates a replica

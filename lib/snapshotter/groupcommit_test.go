@@ -67,7 +67,7 @@ func (g *gatedStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snap
 func newGated() *gatedStore { return &gatedStore{SnapshotStore: memstore.NewSnapshotStore()} }
 
 func testSnap(id uuid.UUID, v int64) eventsource.Snapshot {
-	return eventsource.Snapshot{AggregateID: id, AggregateType: "Account", Version: v, SchemaVersion: 1,
+	return eventsource.Snapshot{AggregateID: id, AggregateType: "Account", Version: v, SchemaVersion: 1, EventID: uuid.New(),
 		State: []byte(fmt.Sprintf(`{"v":%d}`, v)), CreatedAt: time.Now().UTC()}
 }
 

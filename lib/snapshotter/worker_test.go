@@ -419,6 +419,48 @@ func testSaveNoticeWorkerSnapshotAtHead(t *testing.T, e *env) {
 	e.store.checkNoRegressions(t)
 }
 
+// A snapshot left over from an earlier aggregate with the same id (or a
+// snapshot store restored from a newer backup than the events) is not
+// tied to the stream's history: the worker, when a notice makes the
+// aggregate due, never builds on it, and replaces it with a snapshot of
+// the stream as it is.
+func TestWorkerReplacesStaleSnapshot(t *testing.T) { forEachSetup(t, testWorkerReplacesStaleSnapshot) }
+
+func testWorkerReplacesStaleSnapshot(t *testing.T, e *env) {
+	ctx := context.Background()
+	id := uuid.New()
+	if _, err := e.store.Backend.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: exampledomain.AccountType,
+		Version: 50, SchemaVersion: 1, EventID: uuid.New(), CreatedAt: time.Now().UTC(),
+		State: []byte(`{"open":true,"owner_name":"left over","balance":999,"transaction_count":49}`)}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(e.worker(10, nil))
+	// Created anew, in one save (no load of the app's sees the snapshot).
+	a := e.repo.New(id)
+	_ = a.Open("anew", 0)
+	for range 59 {
+		_ = a.Deposit(1)
+	}
+	if err := e.repo.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	events := storetest.ReadAll(t, e.store, exampledomain.AccountType, id, 59)
+	waitFor(t, 10*time.Second, "the worker's snapshot at v60", func() bool {
+		s, err := e.store.Backend.GetSnapshot(ctx, exampledomain.AccountType, id)
+		return err == nil && s != nil && s.EventID == events[0].ID
+	})
+	s, _ := e.store.Backend.GetSnapshot(ctx, exampledomain.AccountType, id)
+	loaded, err := e.repo.Load(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, n := loaded.LoadedFromSnapshot(); s.Version != 60 || !from || n != 0 || loaded.State().Balance != 59 {
+		t.Fatalf("after the worker: snapshot v%d, load fromSnapshot=%v replayed=%d balance=%v; want v60, from it, balance 59",
+			s.Version, from, n, loaded.State().Balance)
+	}
+	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
+}
+
 func TestMilestoneNoticeSnapshotsOrder(t *testing.T) {
 	forEachSetup(t, testMilestoneNoticeSnapshotsOrder)
 }
@@ -851,6 +893,10 @@ func TestVerifyReport(t *testing.T) {
 	s, _ := store.GetSnapshot(context.Background(), exampledomain.AccountType, ids[0])
 	s.State = []byte(`{"open":true,"balance":999}`)
 	_, _ = store.SaveSnapshot(context.Background(), *s)
+	// The right state at the right version, built from another history.
+	s, _ = store.GetSnapshot(context.Background(), exampledomain.AccountType, ids[1])
+	s.EventID = uuid.New()
+	_, _ = store.SaveSnapshot(context.Background(), *s)
 	cfg := snapshotter.DefaultConfig()
 	cfg.Events, cfg.Snapshots = store, store
 	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
@@ -859,8 +905,18 @@ func TestVerifyReport(t *testing.T) {
 	}
 	defer w.Close(context.Background())
 	rep, err := w.Verify(context.Background(), exampledomain.AccountType, 0)
-	if err != nil || rep.Checked != 6 || rep.ByStatus[eventsource.VerifyOK] != 5 || rep.ByStatus[eventsource.VerifyMismatch] != 1 || rep.Problems[0].AggregateID != ids[0] {
+	if err != nil || rep.Checked != 6 || rep.ByStatus[eventsource.VerifyOK] != 4 || rep.ByStatus[eventsource.VerifyMismatch] != 1 ||
+		rep.ByStatus[eventsource.VerifyStale] != 1 || len(rep.Problems) != 2 {
 		t.Fatalf("Verify = %+v, %v", rep, err)
+	}
+	for _, p := range rep.Problems {
+		if want := map[uuid.UUID]eventsource.VerifyStatus{ids[0]: eventsource.VerifyMismatch, ids[1]: eventsource.VerifyStale}[p.AggregateID]; p.Status != want {
+			t.Fatalf("problem %+v, want status %q", p, want)
+		}
+	}
+	// Verify changes nothing: the stale snapshot is still there.
+	if got, _ := store.GetSnapshot(context.Background(), exampledomain.AccountType, ids[1]); got == nil || got.EventID != s.EventID {
+		t.Fatalf("Verify changed the stale snapshot: %+v", got)
 	}
 	rep, err = w.Verify(context.Background(), exampledomain.AccountType, 2)
 	if err != nil || rep.Checked != 2 {
@@ -972,7 +1028,7 @@ func testDueNoticesReadSnapshotAndEventsTogether(t *testing.T, e *env) {
 	// newer has one of a newer schema (a newer release's worker), behind
 	// the head: this worker must leave it alone.
 	if _, err := e.store.Backend.SaveSnapshot(context.Background(), eventsource.Snapshot{AggregateID: newer, AggregateType: exampledomain.AccountType,
-		Version: 2, SchemaVersion: 2, State: []byte(`{"balance": 1}`), CreatedAt: time.Now().UTC()}); err != nil {
+		Version: 2, SchemaVersion: 2, EventID: uuid.New(), State: []byte(`{"balance": 1}`), CreatedAt: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
 	before, attempted, reads := e.store.writes.Load(), e.store.attempted.Load(), e.store.eventReads.Load()

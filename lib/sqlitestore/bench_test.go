@@ -200,7 +200,7 @@ func BenchmarkSnapshotUpsert(b *testing.B) {
 			for b.Loop() {
 				sn := eventsource.Snapshot{
 					AggregateID: ids[i%len(ids)], AggregateType: "Account", Version: int64(i/len(ids) + 1),
-					SchemaVersion: 1, State: state, CreatedAt: time.Now().UTC(),
+					SchemaVersion: 1, EventID: uuid.New(), State: state, CreatedAt: time.Now().UTC(),
 				}
 				stored, err := s.SaveSnapshot(ctx, sn)
 				if err != nil || !stored {
@@ -247,7 +247,7 @@ func BenchmarkLoadShape(b *testing.B) {
 		for _, behind := range []int{50, 0} { // rising: a snapshot never moves back
 			snapV := int64(size - behind)
 			if _, err := s.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: "Account", Version: snapV,
-				SchemaVersion: 1, State: []byte(`{"balance":1}`), CreatedAt: time.Now()}); err != nil {
+				SchemaVersion: 1, EventID: uuid.New(), State: []byte(`{"balance":1}`), CreatedAt: time.Now()}); err != nil {
 				b.Fatal(err)
 			}
 			b.Run(fmt.Sprintf("events=%d/snapshot-%d-behind", size, behind), func(b *testing.B) {

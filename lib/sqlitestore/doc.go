@@ -76,7 +76,15 @@
 //     aggregates without reading events.
 //   - snapshots: the tutorial's table, primary key (aggregate_id,
 //     aggregate_type), with an (aggregate_type, schema_version) index for
-//     DeleteSnapshotsByType. The upsert never moves a snapshot backwards.
+//     DeleteSnapshotsByType, and event_id, the id of the stream's event at
+//     the snapshot's version, which ties it to its history (see
+//     [eventsource.Snapshot]). The upsert never moves a snapshot
+//     backwards; DeleteStaleSnapshot is one DELETE that compares version,
+//     schema_version and event_id, so it never removes a snapshot written
+//     since. Migration 2 added event_id, filled from the events table; it
+//     drops the snapshots whose event the store does not have (ahead of
+//     their stream after a restore, or of a stream that is gone), which
+//     the next due save or the snapshotter's sweep rebuilds.
 //
 // Table names are configurable ([WithEventsTable], [WithSnapshotsTable],
 // [WithStreamsTable], [WithMigrationsTable]).

@@ -47,7 +47,7 @@ func TestQueryPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%2 == 0 {
-			snap := eventsource.Snapshot{AggregateID: id, AggregateType: "P", Version: 1, SchemaVersion: 1, State: []byte(`{}`)}
+			snap := eventsource.Snapshot{AggregateID: id, AggregateType: "P", Version: 1, SchemaVersion: 1, EventID: uuid.New(), State: []byte(`{}`)}
 			if _, err := s.SaveSnapshot(context.Background(), snap); err != nil {
 				t.Fatal(err)
 			}

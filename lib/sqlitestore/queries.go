@@ -17,6 +17,7 @@ type queries struct {
 	getSnapshots   string
 	snapshotExists string
 	deleteSnapshot string
+	deleteStale    string
 	deleteByType   string
 	deleteByTypeLt string
 
@@ -58,15 +59,16 @@ LIMIT ?4`),
 
 		// Exactly eventsource.Snapshot.Supersedes: a write never moves the
 		// snapshot backwards; changes() says whether it was stored.
-		saveSnapshot: r.Replace(`INSERT INTO {snapshots} (aggregate_id, aggregate_type, version, schema_version, state, created_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+		saveSnapshot: r.Replace(`INSERT INTO {snapshots} (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE SET
   version = excluded.version,
   schema_version = excluded.schema_version,
+  event_id = excluded.event_id,
   state = excluded.state,
   created_at = excluded.created_at
 WHERE excluded.version >= {snapshots}.version AND excluded.schema_version >= {snapshots}.schema_version`),
-		getSnapshot: r.Replace(`SELECT version, schema_version, state, created_at FROM {snapshots}
+		getSnapshot: r.Replace(`SELECT version, schema_version, state, created_at, event_id FROM {snapshots}
 WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
 		// ?2 is a JSON array of distinct ids: one statement for any
 		// number of ids, with no variable limit to chunk for. CROSS JOIN
@@ -74,11 +76,14 @@ WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
 		// by primary key. (Written as IN (SELECT value FROM json_each(?2)),
 		// the planner, which has no statistics for json_each, scans the
 		// whole table once ANALYZE says it is small.)
-		getSnapshots: r.Replace(`SELECT s.aggregate_id, s.version, s.schema_version, s.state, s.created_at
+		getSnapshots: r.Replace(`SELECT s.aggregate_id, s.version, s.schema_version, s.state, s.created_at, s.event_id
 FROM json_each(?2) AS j CROSS JOIN {snapshots} AS s
 ON s.aggregate_id = j.value AND s.aggregate_type = ?1`),
 		snapshotExists: r.Replace(`SELECT EXISTS (SELECT 1 FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2)`),
 		deleteSnapshot: r.Replace(`DELETE FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
+		// DeleteStaleSnapshot's compare-and-delete: one statement.
+		deleteStale: r.Replace(`DELETE FROM {snapshots}
+WHERE aggregate_id = ?1 AND aggregate_type = ?2 AND version = ?3 AND schema_version = ?4 AND event_id = ?5`),
 		deleteByType:   r.Replace(`DELETE FROM {snapshots} WHERE aggregate_type = ?1`),
 		deleteByTypeLt: r.Replace(`DELETE FROM {snapshots} WHERE aggregate_type = ?1 AND schema_version < ?2`),
 

@@ -33,7 +33,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s: %w", snap.AggregateType, snap.AggregateID, err)
 	}
 	res, err := st.ExecContext(ctx, snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion,
-		string(snap.State), snap.CreatedAt.UnixMicro())
+		string(snap.State), snap.CreatedAt.UnixMicro(), snap.EventID.String())
 	if err != nil {
 		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s v%d: %w", snap.AggregateType, snap.AggregateID, snap.Version, s.mapErr(err))
 	}
@@ -78,7 +78,7 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 	for _, i := range write {
 		sn := &snaps[i]
 		res, err := upsert.ExecContext(ctx, sn.AggregateID.String(), sn.AggregateType, sn.Version, sn.SchemaVersion,
-			string(sn.State), sn.CreatedAt.UnixMicro())
+			string(sn.State), sn.CreatedAt.UnixMicro(), sn.EventID.String())
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: save snapshot %d of %d (%s %s v%d): %w", i, len(snaps), sn.AggregateType, sn.AggregateID, sn.Version, s.mapErr(err))
 		}
@@ -121,13 +121,20 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 type rowScanner interface{ Scan(dest ...any) error }
 
 // scanSnapshot scans a snapshot of typ from row, whose columns are those of
-// lead followed by version, schema_version, state and created_at. The
-// caller sets AggregateID.
+// lead followed by version, schema_version, state, created_at and
+// event_id. The caller sets AggregateID.
 func scanSnapshot(row rowScanner, typ string, lead ...any) (*eventsource.Snapshot, error) {
 	snap := &eventsource.Snapshot{AggregateType: typ}
-	var created int64
-	if err := row.Scan(append(lead, &snap.Version, &snap.SchemaVersion, &snap.State, &created)...); err != nil {
+	var (
+		created int64
+		eventID []byte
+	)
+	if err := row.Scan(append(lead, &snap.Version, &snap.SchemaVersion, &snap.State, &created, &eventID)...); err != nil {
 		return nil, err
+	}
+	var err error
+	if snap.EventID, err = uuid.ParseBytes(eventID); err != nil {
+		return nil, fmt.Errorf("stored event id %q of the snapshot: %w", eventID, err)
 	}
 	snap.CreatedAt = time.UnixMicro(created).UTC()
 	return snap, nil
@@ -204,6 +211,22 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 	n, err := s.exec(ctx, s.q.deleteSnapshot, id.String(), typ)
 	if err != nil {
 		return false, fmt.Errorf("sqlitestore: delete snapshot of %s %s: %w", typ, id, err)
+	}
+	return n > 0, nil
+}
+
+// DeleteStaleSnapshot implements [eventsource.SnapshotStore] with one
+// DELETE whose WHERE clause is the comparison, so the compare and the
+// delete are atomic.
+func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
+	ctx, span := s.startSpan(ctx, "DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID)
+	defer func() { endSpan(span, err) }()
+	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+		return false, err
+	}
+	n, err := s.exec(ctx, s.q.deleteStale, snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion, snap.EventID.String())
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: delete stale snapshot v%d of %s %s: %w", snap.Version, snap.AggregateType, snap.AggregateID, err)
 	}
 	return n > 0, nil
 }

@@ -90,3 +90,11 @@ func TestAggregateListerConformance(t *testing.T) {
 		})
 	}
 }
+
+func TestStaleSnapshotsConformance(t *testing.T) {
+	for name, newStore := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestStaleSnapshots(t, func(t *testing.T) storetest.RepositoryBackend { return newStore(t) })
+		})
+	}
+}

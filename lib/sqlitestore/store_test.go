@@ -40,7 +40,7 @@ func events(from, count int) []eventsource.NewEvent {
 
 func snapshot(typ string, id uuid.UUID, v int64) eventsource.Snapshot {
 	return eventsource.Snapshot{
-		AggregateID: id, AggregateType: typ, Version: v, SchemaVersion: 1,
+		AggregateID: id, AggregateType: typ, Version: v, SchemaVersion: 1, EventID: uuid.New(),
 		State: []byte(fmt.Sprintf(`{"v":%d}`, v)), CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
 	}
 }
@@ -433,6 +433,83 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestMigrationTwoTiesSnapshotsToHistory: a database at migration 1
+// holding snapshots moves to migration 2. A snapshot whose event is in its
+// stream takes that event's id; the others (ahead of their stream after a
+// restore, of a stream that does not exist, of a stream of another type)
+// cannot be tied to any history and are gone. The database is put back at
+// migration 1 by rebuilding the snapshots table as migration 1 made it and
+// forgetting that migration 2 ran.
+func TestMigrationTwoTiesSnapshotsToHistory(t *testing.T) {
+	ctx := context.Background()
+	path := tempDB(t)
+	st := openStore(t, path)
+	const typ = "Tied"
+	tied, ahead, noStream, otherType := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	evs3 := events(1, 3)
+	for _, a := range []struct {
+		typ    string
+		id     uuid.UUID
+		events []eventsource.NewEvent
+	}{{typ, tied, evs3}, {typ, ahead, events(1, 1)}, {"Other", otherType, events(1, 2)}} {
+		if _, err := st.Append(ctx, a.typ, a.id, eventsource.NoStream, a.events); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	if _, err := db.Exec(`DROP TABLE snapshots;
+CREATE TABLE snapshots (
+    aggregate_id   TEXT    NOT NULL,
+    aggregate_type TEXT    NOT NULL,
+    version        INTEGER NOT NULL CHECK (version >= 1),
+    schema_version INTEGER NOT NULL CHECK (schema_version >= 1),
+    state          TEXT    NOT NULL CHECK (json_valid(state)),
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (aggregate_id, aggregate_type)
+) STRICT;
+CREATE INDEX snapshots_type_schema_idx ON snapshots (aggregate_type, schema_version);
+DELETE FROM evsnap_migrations WHERE version = 2;`); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct {
+		id      uuid.UUID
+		version int64
+	}{{tied, 3}, {ahead, 50}, {noStream, 5}, {otherType, 2}} {
+		if _, err := db.Exec(`INSERT INTO snapshots VALUES (?, ?, ?, 1, '{"n": 1}', 0)`, s.id.String(), typ, s.version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st = openStore(t, path) // migrates
+	got, err := st.GetSnapshot(ctx, typ, tied)
+	if err != nil || got == nil || got.Version != 3 || got.EventID != evs3[2].ID {
+		t.Fatalf("snapshot matching its stream after the upgrade: %+v, %v; want v3 tied to event %s", got, err, evs3[2].ID)
+	}
+	for name, id := range map[string]uuid.UUID{"ahead of its stream": ahead, "without a stream": noStream, "of another type's stream": otherType} {
+		if got, err := st.GetSnapshot(ctx, typ, id); err != nil || got != nil {
+			t.Errorf("snapshot %s after the upgrade: %+v, %v; want it gone", name, got, err)
+		}
+	}
+	db = rawDB(t, path)
+	var schema string
+	if err := db.QueryRow(`SELECT group_concat(sql, ';') FROM sqlite_schema WHERE tbl_name = 'snapshots'`).Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(schema, "event_id       TEXT    NOT NULL") || !strings.Contains(schema, "snapshots_type_schema_idx") {
+		t.Fatalf("snapshots schema after the upgrade:\n%s", schema)
+	}
+	evs := storetest.ReadAll(t, st, typ, ahead, 0)
+	if stored, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: ahead, AggregateType: typ, Version: 1, SchemaVersion: 1,
+		EventID: evs[0].ID, State: []byte(`{"n": 1}`), CreatedAt: time.Now()}); err != nil || !stored {
+		t.Fatalf("SaveSnapshot after the upgrade = %v, %v", stored, err)
+	}
+}
+
 func TestUseBeforeMigrate(t *testing.T) {
 	for _, path := range []string{tempDB(t), sqlitestore.MemoryPath} {
 		s, err := sqlitestore.Open(context.Background(), path, quiet)
@@ -601,7 +678,8 @@ func TestInvalidJSONRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "CHECK constraint failed") {
 		t.Fatalf("raw insert of invalid JSON: error %v, want a CHECK constraint failure", err)
 	}
-	_, err = db.Exec(`INSERT INTO snapshots VALUES (?, ?, 1, 1, 'nope', 0)`, uuid.NewString(), typ)
+	_, err = db.Exec(`INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, event_id, state, created_at)
+		VALUES (?, ?, 1, 1, ?, 'nope', 0)`, uuid.NewString(), typ, uuid.NewString())
 	if err == nil || !strings.Contains(err.Error(), "CHECK constraint failed") {
 		t.Fatalf("raw snapshot insert of invalid JSON: error %v, want a CHECK constraint failure", err)
 	}

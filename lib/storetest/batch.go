@@ -69,6 +69,9 @@ func testBatchInsertUpdate(t *testing.T, s BatchSnapshotStore) {
 	mustSaveBatch(t, s, batch, want)
 	for _, sn := range batch {
 		checkStored(t, s, sn.AggregateType, sn.AggregateID, sn.Version, sn.SchemaVersion)
+		if got := mustGet(t, s, sn.AggregateType, sn.AggregateID); got.EventID != sn.EventID {
+			t.Fatalf("batch-saved snapshot has event id %s, want %s", got.EventID, sn.EventID)
+		}
 	}
 }
 
@@ -112,10 +115,13 @@ func testBatchInvalid(t *testing.T, s BatchSnapshotStore) {
 	good, bad := uuid.New(), uuid.New()
 	notJSON := snap(typ, bad, 2, 1)
 	notJSON.State = []byte(`{"balance": 1`)
+	noEventID := snap(typ, bad, 2, 1)
+	noEventID.EventID = uuid.Nil
 	for name, b := range map[string]eventsource.Snapshot{
 		"version 0":      snap(typ, bad, 0, 1),
 		"state not JSON": notJSON,
 		"nil id":         snap(typ, uuid.Nil, 1, 1),
+		"nil event id":   noEventID,
 	} {
 		stored, err := s.SaveSnapshots(context.Background(), []eventsource.Snapshot{snap(typ, good, 1, 1), b})
 		if !errors.Is(err, eventsource.ErrInvalidArgument) {

@@ -52,7 +52,7 @@ func checkSameSnapshot(t *testing.T, what string, got, want *eventsource.Snapsho
 		t.Fatalf("%s: got %+v, want %+v", what, got, want)
 	}
 	if got.AggregateID != want.AggregateID || got.AggregateType != want.AggregateType || got.Version != want.Version ||
-		got.SchemaVersion != want.SchemaVersion || !got.CreatedAt.Equal(want.CreatedAt) || got.CreatedAt.Location() != time.UTC ||
+		got.SchemaVersion != want.SchemaVersion || got.EventID != want.EventID || !got.CreatedAt.Equal(want.CreatedAt) || got.CreatedAt.Location() != time.UTC ||
 		!jsonEqual(got.State, want.State) {
 		t.Fatalf("%s: got %s %s v%d schema %d at %v state %s, want %s %s v%d schema %d at %v (UTC) state %s", what,
 			got.AggregateType, got.AggregateID, got.Version, got.SchemaVersion, got.CreatedAt, got.State,
@@ -76,7 +76,7 @@ func testGetBatchMatches(t *testing.T, s SnapshotGetterStore) {
 	for i, id := range ids {
 		checkSameSnapshot(t, fmt.Sprintf("GetSnapshots[%d] (%s)", i, id), got[i], mustGet(t, s, typ, id))
 	}
-	if got[1] == nil || got[1].Version != 7 || got[3] == nil || got[3].SchemaVersion != 2 || got[2] != nil {
+	if got[1] == nil || got[1].Version != 7 || got[1].EventID != in.EventID || got[3] == nil || got[3].SchemaVersion != 2 || got[2] != nil {
 		t.Fatalf("GetSnapshots = %v, %v, %v; want v7, schema 2 and none (another type's)", got[1], got[3], got[2])
 	}
 	if got[1] == got[4] {

@@ -530,6 +530,7 @@ func TestSnapshotStore(t *testing.T, newStore SnapshotStoreFactory) {
 	t.Run("NeverMovesBackwards", func(t *testing.T) { testMonotonic(t, newStore(t)) })
 	t.Run("ConcurrentWritersKeepNewest", func(t *testing.T) { testConcurrentSnapshots(t, newStore(t)) })
 	t.Run("ExistsAndDelete", func(t *testing.T) { testExistsDelete(t, newStore(t)) })
+	t.Run("DeleteStaleOnlyOnExactMatch", func(t *testing.T) { testDeleteStale(t, newStore(t)) })
 	t.Run("DeleteByType", func(t *testing.T) { testDeleteByType(t, newStore(t)) })
 	t.Run("TypesAreIsolated", func(t *testing.T) { testSnapshotIsolation(t, newStore(t)) })
 	t.Run("InvalidArguments", func(t *testing.T) { testInvalidSnapshot(t, newStore(t)) })
@@ -541,6 +542,7 @@ func snap(typ string, id uuid.UUID, version int64, schema int) eventsource.Snaps
 		AggregateType: typ,
 		Version:       version,
 		SchemaVersion: schema,
+		EventID:       uuid.New(),
 		State:         []byte(fmt.Sprintf(`{"version": %d, "schema": %d, "owner": "Ada ☃", "balance": 12.5, "tags": ["a", "b"]}`, version, schema)),
 		CreatedAt:     time.Now().UTC().Truncate(time.Microsecond),
 	}
@@ -595,8 +597,8 @@ func testSnapshotRoundTrip(t *testing.T, s eventsource.SnapshotStore) {
 	if got == nil {
 		t.Fatal("saved snapshot not found")
 	}
-	if got.AggregateID != id || got.AggregateType != typ || got.Version != 100 || got.SchemaVersion != 1 {
-		t.Fatalf("got %+v", got)
+	if got.AggregateID != id || got.AggregateType != typ || got.Version != 100 || got.SchemaVersion != 1 || got.EventID != in.EventID {
+		t.Fatalf("got %+v, want v100 schema 1 event id %s", got, in.EventID)
 	}
 	if !jsonEqual(got.State, in.State) {
 		t.Fatalf("state = %s, want %s", got.State, in.State)
@@ -697,6 +699,56 @@ func testExistsDelete(t *testing.T, s eventsource.SnapshotStore) {
 	mustSave(t, s, snap(typ, id, 1, 1), true)
 }
 
+func testDeleteStale(t *testing.T, s eventsource.SnapshotStore) {
+	ctx := context.Background()
+	typ, id := uniqueType("Stale"), uuid.New()
+	if ok, err := s.DeleteStaleSnapshot(ctx, snap(typ, id, 5, 1)); err != nil || ok {
+		t.Fatalf("DeleteStaleSnapshot with nothing stored = %v, %v; want false", ok, err)
+	}
+	stored := snap(typ, id, 5, 2)
+	mustSave(t, s, stored, true)
+	for name, other := range map[string]func(eventsource.Snapshot) eventsource.Snapshot{
+		"another version":        func(o eventsource.Snapshot) eventsource.Snapshot { o.Version = 6; return o },
+		"another schema version": func(o eventsource.Snapshot) eventsource.Snapshot { o.SchemaVersion = 1; return o },
+		"another event id":       func(o eventsource.Snapshot) eventsource.Snapshot { o.EventID = uuid.New(); return o },
+		"a nil event id":         func(o eventsource.Snapshot) eventsource.Snapshot { o.EventID = uuid.Nil; return o },
+		"another type":           func(o eventsource.Snapshot) eventsource.Snapshot { o.AggregateType = uniqueType("Stale"); return o },
+		"another id":             func(o eventsource.Snapshot) eventsource.Snapshot { o.AggregateID = uuid.New(); return o },
+	} {
+		if ok, err := s.DeleteStaleSnapshot(ctx, other(stored)); err != nil || ok {
+			t.Fatalf("DeleteStaleSnapshot with %s = %v, %v; want false", name, ok, err)
+		}
+		if got := mustGet(t, s, typ, id); got == nil || got.EventID != stored.EventID {
+			t.Fatalf("DeleteStaleSnapshot with %s changed the stored snapshot: %+v", name, got)
+		}
+	}
+	// State and CreatedAt play no part: the snapshot as a load read it.
+	match := stored
+	match.State, match.CreatedAt = []byte(`{}`), time.Time{}
+	if ok, err := s.DeleteStaleSnapshot(ctx, match); err != nil || !ok {
+		t.Fatalf("DeleteStaleSnapshot of the stored snapshot = %v, %v; want true", ok, err)
+	}
+	if got := mustGet(t, s, typ, id); got != nil {
+		t.Fatalf("deleted snapshot still returned: %+v", got)
+	}
+	if ok, err := s.DeleteStaleSnapshot(ctx, stored); err != nil || ok {
+		t.Fatalf("second DeleteStaleSnapshot = %v, %v; want false", ok, err)
+	}
+	// Once removed, a lower version may be written (the guard no longer
+	// holds it back).
+	mustSave(t, s, snap(typ, id, 1, 1), true)
+	bad := stored
+	bad.AggregateID = uuid.Nil
+	if _, err := s.DeleteStaleSnapshot(ctx, bad); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Errorf("DeleteStaleSnapshot(nil id) error = %v, want ErrInvalidArgument", err)
+	}
+	bad = stored
+	bad.AggregateType = ""
+	if _, err := s.DeleteStaleSnapshot(ctx, bad); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Errorf("DeleteStaleSnapshot(empty type) error = %v, want ErrInvalidArgument", err)
+	}
+}
+
 func testDeleteByType(t *testing.T, s eventsource.SnapshotStore) {
 	ctx := context.Background()
 	typ, other := uniqueType("ByType"), uniqueType("Keep")
@@ -763,6 +815,9 @@ func testInvalidSnapshot(t *testing.T, s eventsource.SnapshotStore) {
 	bad["version 0"] = b
 	b = snap(typ, id, 1, 0)
 	bad["schema 0"] = b
+	b = snap(typ, id, 1, 1)
+	b.EventID = uuid.Nil
+	bad["nil event id"] = b
 	b = snap(typ, id, 1, 1)
 	b.State = nil
 	bad["empty state"] = b
