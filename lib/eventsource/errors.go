@@ -89,8 +89,6 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrDecode) true.
 func (e *DecodeError) Is(target error) bool { return target == ErrDecode }
 
-func asDecodeError(err error, target **DecodeError) bool { return errors.As(err, target) }
-
 // IsPermanent reports whether err can never succeed on retry: an unknown
 // event type, undecodable data, a corrupt stream, a state too large to
 // snapshot or an invalid argument.

@@ -130,6 +130,7 @@ func TestEventStore(t *testing.T, newStore EventStoreFactory) {
 	t.Run("InvalidArguments", func(t *testing.T) { testInvalidAppend(t, newStore(t)) })
 	t.Run("CancelledContext", func(t *testing.T) { testCancelledContext(t, newStore(t)) })
 	t.Run("ReadEventsAreTheCallers", func(t *testing.T) { testReadEventsOwned(t, newStore(t)) })
+	t.Run("UnknownEventTypeOnLoad", func(t *testing.T) { testUnknownEventTypeOnLoad(t, newStore(t)) })
 }
 
 func testAppendRoundTrip(t *testing.T, s eventsource.EventStore) {
