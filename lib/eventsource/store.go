@@ -54,9 +54,10 @@ type EventStore interface {
 	// concurrent appends at one version therefore have exactly one winner.
 	// An empty events slice, an empty typ, a nil id, an expected version
 	// below -1, or an event whose payload is not valid JSON is an error
-	// matching ErrInvalidArgument (see ValidateAppend). So is an event id
-	// that is already stored or repeated within the append; nothing is
-	// committed then either.
+	// matching ErrInvalidArgument (see ValidateAppend). An event id that is
+	// already stored (in any stream) or repeated within the append is a
+	// *DuplicateEventIDError, which matches ErrDuplicateEventID and also
+	// ErrInvalidArgument; nothing is committed then either.
 	Append(ctx context.Context, typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) (AppendResult, error)
 
 	// ReadEvents streams the events of aggregate typ/id with a version
@@ -176,7 +177,9 @@ func ValidateStream(typ string, id uuid.UUID) error {
 }
 
 // ValidateAppend checks Append's arguments, as an error matching
-// ErrInvalidArgument. Stores call it first.
+// ErrInvalidArgument: an event id repeated within the append is a
+// [*DuplicateEventIDError] with InBatch set. Stores call it first, and need
+// only find the ids that are already stored.
 func ValidateAppend(typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) error {
 	if err := ValidateStream(typ, id); err != nil {
 		return err
@@ -202,7 +205,34 @@ func ValidateAppend(typ string, id uuid.UUID, expected ExpectedVersion, events [
 			return fmt.Errorf("%w: event %d (%s, id %s) of append to %s %s: payload is not valid JSON", ErrInvalidArgument, i, e.Type, e.ID, typ, id)
 		}
 	}
+	if dup, ok := repeatedID(events); ok {
+		return &DuplicateEventIDError{EventID: dup, AggregateType: typ, AggregateID: id, InBatch: true}
+	}
 	return nil
+}
+
+// repeatedID returns the first event id that appears a second time in
+// events, if any. Appends are mostly a few events, compared pairwise
+// without allocating; longer ones go through a set.
+func repeatedID(events []NewEvent) (uuid.UUID, bool) {
+	if len(events) <= 16 {
+		for i := 1; i < len(events); i++ {
+			for j := range i {
+				if events[i].ID == events[j].ID {
+					return events[i].ID, true
+				}
+			}
+		}
+		return uuid.Nil, false
+	}
+	seen := make(map[uuid.UUID]struct{}, len(events))
+	for i := range events {
+		if _, dup := seen[events[i].ID]; dup {
+			return events[i].ID, true
+		}
+		seen[events[i].ID] = struct{}{}
+	}
+	return uuid.Nil, false
 }
 
 // ErrorSeq returns a sequence that yields only err. Stores use it to report
