@@ -7,11 +7,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"math"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
 )
+
+// MaxSchemaVersion is the highest schema version (of a snapshot or an
+// aggregate) that every store keeps exactly: PostgreSQL's integer column
+// holds 32 bits. Schema versions run from 1 to MaxSchemaVersion; stores
+// refuse others, and DeleteSnapshotsByType bounds beyond it, as errors
+// matching ErrInvalidArgument. (Versions and expected versions are int64
+// on every store, with no narrower range.)
+const MaxSchemaVersion = math.MaxInt32
 
 // MaxAggregateTypeLen is the longest aggregate type name, in bytes, that
 // every store accepts (the tutorial's snapshot table has varchar(255)).
@@ -87,7 +96,8 @@ type Snapshot struct {
 	// Version is the aggregate version the state reflects.
 	Version int64
 	// SchemaVersion is the aggregate's declared state schema version when
-	// the snapshot was taken. Loads ignore snapshots of another schema.
+	// the snapshot was taken, from 1 to [MaxSchemaVersion]. Loads ignore
+	// snapshots of another schema.
 	SchemaVersion int
 	// State is the encoded state (JSON).
 	State []byte
@@ -107,8 +117,8 @@ func (s *Snapshot) Validate() error {
 		return fmt.Errorf("%w: snapshot of %s has a nil aggregate id", ErrInvalidArgument, s.AggregateType)
 	case s.Version < 1:
 		return fmt.Errorf("%w: snapshot of %s %s has version %d; versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
-	case s.SchemaVersion < 1:
-		return fmt.Errorf("%w: snapshot of %s %s has schema version %d; schema versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.SchemaVersion)
+	case s.SchemaVersion < 1 || s.SchemaVersion > MaxSchemaVersion:
+		return fmt.Errorf("%w: snapshot of %s %s has schema version %d; schema versions run from 1 to %d (MaxSchemaVersion)", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.SchemaVersion, MaxSchemaVersion)
 	case len(s.State) == 0:
 		return fmt.Errorf("%w: snapshot of %s %s has empty state", ErrInvalidArgument, s.AggregateType, s.AggregateID)
 	case len(s.AggregateType) > MaxAggregateTypeLen:
@@ -157,7 +167,8 @@ type SnapshotStore interface {
 	// and returns how many it removed. When schemaVersionBelow is positive
 	// only snapshots with a schema version below it are removed (the cleanup
 	// after a schema migration); 0 removes all of the type. A negative
-	// value is an error matching ErrInvalidArgument.
+	// value, or one above [MaxSchemaVersion], is an error matching
+	// ErrInvalidArgument.
 	DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error)
 }
 
@@ -249,8 +260,19 @@ func ValidateDeleteByType(typ string, schemaVersionBelow int) error {
 	if typ == "" {
 		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
 	}
-	if schemaVersionBelow < 0 {
-		return fmt.Errorf("%w: schema version below %d for %s; use 0 for every schema version", ErrInvalidArgument, schemaVersionBelow, typ)
+	if schemaVersionBelow < 0 || schemaVersionBelow > MaxSchemaVersion {
+		return fmt.Errorf("%w: schema version below %d for %s; use a schema version from 1 to %d (MaxSchemaVersion), or 0 for every schema version", ErrInvalidArgument, schemaVersionBelow, typ, MaxSchemaVersion)
+	}
+	return nil
+}
+
+// ValidateSchemaVersion checks a schema version argument (such as
+// LoadSnapshotAndEvents' schemaVersion), as an error matching
+// ErrInvalidArgument that names the value and the range 1 to
+// [MaxSchemaVersion]. Stores call it first.
+func ValidateSchemaVersion(schemaVersion int) error {
+	if schemaVersion < 1 || schemaVersion > MaxSchemaVersion {
+		return fmt.Errorf("%w: schema version %d; schema versions run from 1 to %d (MaxSchemaVersion)", ErrInvalidArgument, schemaVersion, MaxSchemaVersion)
 	}
 	return nil
 }
@@ -356,7 +378,9 @@ type SnapshotLoader interface {
 	// schemaVersion, and 1 otherwise. (The event at the snapshot's own
 	// version is included so the caller can check the snapshot is not
 	// ahead of the stream.) The events follow ReadEvents' contract; a
-	// store may read their first page eagerly.
+	// store may read their first page eagerly. A schemaVersion outside 1
+	// to [MaxSchemaVersion] is an error matching ErrInvalidArgument (see
+	// ValidateSchemaVersion).
 	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
 }
 

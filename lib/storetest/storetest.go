@@ -560,6 +560,7 @@ func TestSnapshotStore(t *testing.T, newStore SnapshotStoreFactory) {
 	t.Run("DeleteByType", func(t *testing.T) { testDeleteByType(t, newStore(t)) })
 	t.Run("TypesAreIsolated", func(t *testing.T) { testSnapshotIsolation(t, newStore(t)) })
 	t.Run("InvalidArguments", func(t *testing.T) { testInvalidSnapshot(t, newStore(t)) })
+	t.Run("SchemaVersionRange", func(t *testing.T) { testSchemaVersionRange(t, newStore(t)) })
 }
 
 func snap(typ string, id uuid.UUID, version int64, schema int) eventsource.Snapshot {
