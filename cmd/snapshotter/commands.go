@@ -147,6 +147,9 @@ func (o *options) prune(ctx context.Context) error {
 	if o.schemaBelow < 1 {
 		return fmt.Errorf("%w: --schema-below N is required and must be at least 1", errUsage)
 	}
+	if o.schemaBelow > eventsource.MaxSchemaVersion {
+		return fmt.Errorf("%w: --schema-below %d is out of range: schema versions run from 1 to %d", errUsage, o.schemaBelow, eventsource.MaxSchemaVersion)
+	}
 	w, done, err := o.adminWorker(ctx)
 	if err != nil {
 		return err

@@ -145,6 +145,17 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestPruneSchemaBelowOutOfRange: a --schema-below beyond the schema
+// versions every store keeps is a usage error naming the value and the
+// range, not a prune that silently removes nothing.
+func TestPruneSchemaBelowOutOfRange(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"prune", "--type", "Account", "--schema-below", "4294967298", "--sqlite-path", ":memory:"}, &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "4294967298") || !strings.Contains(errOut.String(), "2147483647") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2 naming 4294967298 and the range up to 2147483647", code, out.String(), errOut.String())
+	}
+}
+
 func TestBadEnvIsAnError(t *testing.T) {
 	t.Setenv("EVSNAP_CONCURRENCY", "lots")
 	var out, errOut bytes.Buffer

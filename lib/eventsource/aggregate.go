@@ -35,7 +35,8 @@ type Aggregate interface {
 	AggregateType() string
 	// SchemaVersion returns the version of the state's encoded form. Bump it
 	// whenever a change to the state type makes older snapshots unusable;
-	// loads then ignore those snapshots and replay the events.
+	// loads then ignore those snapshots and replay the events. It runs from
+	// 1 to [MaxSchemaVersion]; NewRepository refuses other values.
 	SchemaVersion() int
 
 	rootCore() *core

@@ -83,6 +83,14 @@
 // snapshot proven stale is removed by a load instead, never overwritten by
 // loosening that rule.
 //
+// Every store behaves the same at its limits. An event id already stored,
+// or repeated within one append, is a [*DuplicateEventIDError] (errors.Is
+// [ErrDuplicateEventID] and [ErrInvalidArgument]). Schema versions run
+// from 1 to [MaxSchemaVersion] (PostgreSQL keeps them in 32 bits); others
+// are refused with [ErrInvalidArgument] when a snapshot is saved, a
+// repository created or snapshots deleted by type. Versions are int64
+// everywhere.
+//
 // # Observability
 //
 // Spans (eventsource.Load, eventsource.Save, eventsource.GetSnapshot,

@@ -33,6 +33,12 @@ var (
 	// ErrCorruptStream: a stream read back with a gap or a version out of
 	// order. It points at a broken store, never at a caller mistake.
 	ErrCorruptStream = errors.New("eventsource: corrupt event stream")
+	// ErrDuplicateEventID: an append held an event id that is already
+	// stored (in any stream: event ids are unique across a store) or that
+	// appears twice in the append. Nothing was committed. It wraps
+	// ErrInvalidArgument, so every error that matches it also matches
+	// ErrInvalidArgument: retrying the same append cannot succeed.
+	ErrDuplicateEventID = fmt.Errorf("%w: duplicate event id", ErrInvalidArgument)
 )
 
 // ConflictError is the typed form of [ErrConcurrencyConflict]. Stores return
@@ -56,6 +62,40 @@ func (e *ConflictError) Error() string {
 
 // Is makes errors.Is(err, ErrConcurrencyConflict) true.
 func (e *ConflictError) Is(target error) bool { return target == ErrConcurrencyConflict }
+
+// DuplicateEventIDError is the typed form of [ErrDuplicateEventID], which
+// every store returns from Append for an event id that is already stored or
+// repeated within the append; nothing is committed then. It matches both
+// [ErrDuplicateEventID] and [ErrInvalidArgument] with errors.Is (the
+// [EventStore.Append] contract counts a duplicate id among the invalid
+// arguments, and [IsPermanent] relies on that).
+type DuplicateEventIDError struct {
+	// EventID is the duplicated event id.
+	EventID uuid.UUID
+	// AggregateType and AggregateID name the stream of the refused append
+	// (not the stream that holds the stored event, which may be another).
+	AggregateType string
+	AggregateID   uuid.UUID
+	// InBatch is true when the append itself held EventID twice, false
+	// when EventID was already stored.
+	InBatch bool
+}
+
+// Error implements error.
+func (e *DuplicateEventIDError) Error() string {
+	where := "is already stored"
+	if e.InBatch {
+		where = "appears twice in the append"
+	}
+	return fmt.Sprintf("eventsource: duplicate event id in append to %s %s: %s %s; nothing was committed",
+		e.AggregateType, e.AggregateID, e.EventID, where)
+}
+
+// Is makes errors.Is(err, ErrDuplicateEventID) and errors.Is(err,
+// ErrInvalidArgument) true.
+func (e *DuplicateEventIDError) Is(target error) bool {
+	return target == ErrDuplicateEventID || target == ErrInvalidArgument
+}
 
 // UnknownEventTypeError is the typed form of [ErrUnknownEventType].
 type UnknownEventTypeError struct {
@@ -88,8 +128,6 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrDecode) true.
 func (e *DecodeError) Is(target error) bool { return target == ErrDecode }
-
-func asDecodeError(err error, target **DecodeError) bool { return errors.As(err, target) }
 
 // IsPermanent reports whether err can never succeed on retry: an unknown
 // event type, undecodable data, a corrupt stream, a state too large to

@@ -93,7 +93,9 @@ type RecordedEvent struct {
 	// Payload is the encoded event, as stored.
 	Payload []byte
 	// Event is the decoded event when the store has it at hand (memstore);
-	// nil otherwise, in which case readers decode Payload with a Registry.
+	// nil otherwise. Readers go through [Registry.DecodeRecorded], which
+	// uses it only when the registry registers Type to its Go type, and
+	// otherwise decodes Payload (or reports the type unknown).
 	Event Event
 	// Metadata is the metadata stored with the event.
 	Metadata Metadata

@@ -181,19 +181,27 @@ func (r *Registry) Decode(eventType string, payload []byte) (Event, error) {
 	return e, nil
 }
 
-// DecodeRecorded returns rec's decoded event: rec.Event when the store
-// provided it, otherwise the decoded payload.
+// DecodeRecorded returns rec's decoded event, as r registers its type: an
+// unregistered type gives an [*UnknownEventTypeError] and an undecodable
+// payload a [*DecodeError], whatever the store kept. rec.Event, the value
+// an in-memory store may keep from the append, is handed back only when
+// it is of the Go type r registers under rec.Type (so the decode it saves
+// would give the same type); otherwise the payload is decoded. A load
+// therefore fails on every backend alike when the reader's registry lacks
+// an event type that the writer's had.
 func (r *Registry) DecodeRecorded(rec *RecordedEvent) (Event, error) {
-	if rec.Event != nil {
+	r.mu.RLock()
+	reg, ok := r.types[rec.Type]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, &UnknownEventTypeError{Type: rec.Type}
+	}
+	if rec.Event != nil && reflect.TypeOf(rec.Event) == reg.goType {
 		return rec.Event, nil
 	}
-	e, err := r.Decode(rec.Type, rec.Payload)
+	e, err := reg.decode(r.codec, rec.Payload)
 	if err != nil {
-		var de *DecodeError
-		if asDecodeError(err, &de) {
-			de.What = fmt.Sprintf("event %s v%d of %s %s", rec.Type, rec.Version, rec.AggregateType, rec.AggregateID)
-		}
-		return nil, err
+		return nil, &DecodeError{What: fmt.Sprintf("event %s v%d of %s %s", rec.Type, rec.Version, rec.AggregateType, rec.AggregateID), Err: err}
 	}
 	return e, nil
 }

@@ -59,6 +59,8 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 // snapshots; invalid options and invalid combinations (a threshold below 1,
 // a mode that needs a store without one, an unknown mode) are reported here
 // as errors matching [ErrInvalidOption], never after events are committed.
+// So is an aggregate whose SchemaVersion is outside 1 to [MaxSchemaVersion]
+// (that error also matches [ErrInvalidArgument]).
 func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, opts ...Option) (*Repository[T, PT], error) {
 	if events == nil {
 		return nil, invalid("nil event store")
@@ -71,8 +73,9 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 	if typ == "" {
 		return nil, invalid("%T.AggregateType() returned an empty name", probe)
 	}
-	if sv < 1 {
-		return nil, invalid("%T.SchemaVersion() returned %d; schema versions start at 1", probe, sv)
+	if err := ValidateSchemaVersion(sv); err != nil {
+		// Both an invalid option (a bad setup) and an invalid argument.
+		return nil, fmt.Errorf("%w: %T.SchemaVersion(): %w", ErrInvalidOption, probe, err)
 	}
 	c := &config{}
 	for _, o := range opts {

@@ -7,11 +7,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"math"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
 )
+
+// MaxSchemaVersion is the highest schema version (of a snapshot or an
+// aggregate) that every store keeps exactly: PostgreSQL's integer column
+// holds 32 bits. Schema versions run from 1 to MaxSchemaVersion; stores
+// refuse others, and DeleteSnapshotsByType bounds beyond it, as errors
+// matching ErrInvalidArgument. (Versions and expected versions are int64
+// on every store, with no narrower range.)
+const MaxSchemaVersion = math.MaxInt32
 
 // MaxAggregateTypeLen is the longest aggregate type name, in bytes, that
 // every store accepts (the tutorial's snapshot table has varchar(255)).
@@ -54,9 +63,10 @@ type EventStore interface {
 	// concurrent appends at one version therefore have exactly one winner.
 	// An empty events slice, an empty typ, a nil id, an expected version
 	// below -1, or an event whose payload is not valid JSON is an error
-	// matching ErrInvalidArgument (see ValidateAppend). So is an event id
-	// that is already stored or repeated within the append; nothing is
-	// committed then either.
+	// matching ErrInvalidArgument (see ValidateAppend). An event id that is
+	// already stored (in any stream) or repeated within the append is a
+	// *DuplicateEventIDError, which matches ErrDuplicateEventID and also
+	// ErrInvalidArgument; nothing is committed then either.
 	Append(ctx context.Context, typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) (AppendResult, error)
 
 	// ReadEvents streams the events of aggregate typ/id with a version
@@ -93,7 +103,8 @@ type Snapshot struct {
 	// removed (see [SnapshotStore.DeleteStaleSnapshot]). Required.
 	EventID uuid.UUID
 	// SchemaVersion is the aggregate's declared state schema version when
-	// the snapshot was taken. Loads ignore snapshots of another schema.
+	// the snapshot was taken, from 1 to [MaxSchemaVersion]. Loads ignore
+	// snapshots of another schema.
 	SchemaVersion int
 	// State is the encoded state (JSON).
 	State []byte
@@ -113,8 +124,8 @@ func (s *Snapshot) Validate() error {
 		return fmt.Errorf("%w: snapshot of %s has a nil aggregate id", ErrInvalidArgument, s.AggregateType)
 	case s.Version < 1:
 		return fmt.Errorf("%w: snapshot of %s %s has version %d; versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
-	case s.SchemaVersion < 1:
-		return fmt.Errorf("%w: snapshot of %s %s has schema version %d; schema versions start at 1", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.SchemaVersion)
+	case s.SchemaVersion < 1 || s.SchemaVersion > MaxSchemaVersion:
+		return fmt.Errorf("%w: snapshot of %s %s has schema version %d; schema versions run from 1 to %d (MaxSchemaVersion)", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.SchemaVersion, MaxSchemaVersion)
 	case s.EventID == uuid.Nil:
 		return fmt.Errorf("%w: snapshot of %s %s v%d has a nil event id; it must name the event at its version", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	case len(s.State) == 0:
@@ -177,7 +188,8 @@ type SnapshotStore interface {
 	// and returns how many it removed. When schemaVersionBelow is positive
 	// only snapshots with a schema version below it are removed (the cleanup
 	// after a schema migration); 0 removes all of the type. A negative
-	// value is an error matching ErrInvalidArgument.
+	// value, or one above [MaxSchemaVersion], is an error matching
+	// ErrInvalidArgument.
 	DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error)
 }
 
@@ -197,7 +209,9 @@ func ValidateStream(typ string, id uuid.UUID) error {
 }
 
 // ValidateAppend checks Append's arguments, as an error matching
-// ErrInvalidArgument. Stores call it first.
+// ErrInvalidArgument: an event id repeated within the append is a
+// [*DuplicateEventIDError] with InBatch set. Stores call it first, and need
+// only find the ids that are already stored.
 func ValidateAppend(typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) error {
 	if err := ValidateStream(typ, id); err != nil {
 		return err
@@ -223,7 +237,34 @@ func ValidateAppend(typ string, id uuid.UUID, expected ExpectedVersion, events [
 			return fmt.Errorf("%w: event %d (%s, id %s) of append to %s %s: payload is not valid JSON", ErrInvalidArgument, i, e.Type, e.ID, typ, id)
 		}
 	}
+	if dup, ok := repeatedID(events); ok {
+		return &DuplicateEventIDError{EventID: dup, AggregateType: typ, AggregateID: id, InBatch: true}
+	}
 	return nil
+}
+
+// repeatedID returns the first event id that appears a second time in
+// events, if any. Appends are mostly a few events, compared pairwise
+// without allocating; longer ones go through a set.
+func repeatedID(events []NewEvent) (uuid.UUID, bool) {
+	if len(events) <= 16 {
+		for i := 1; i < len(events); i++ {
+			for j := range i {
+				if events[i].ID == events[j].ID {
+					return events[i].ID, true
+				}
+			}
+		}
+		return uuid.Nil, false
+	}
+	seen := make(map[uuid.UUID]struct{}, len(events))
+	for i := range events {
+		if _, dup := seen[events[i].ID]; dup {
+			return events[i].ID, true
+		}
+		seen[events[i].ID] = struct{}{}
+	}
+	return uuid.Nil, false
 }
 
 // ErrorSeq returns a sequence that yields only err. Stores use it to report
@@ -240,8 +281,19 @@ func ValidateDeleteByType(typ string, schemaVersionBelow int) error {
 	if typ == "" {
 		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
 	}
-	if schemaVersionBelow < 0 {
-		return fmt.Errorf("%w: schema version below %d for %s; use 0 for every schema version", ErrInvalidArgument, schemaVersionBelow, typ)
+	if schemaVersionBelow < 0 || schemaVersionBelow > MaxSchemaVersion {
+		return fmt.Errorf("%w: schema version below %d for %s; use a schema version from 1 to %d (MaxSchemaVersion), or 0 for every schema version", ErrInvalidArgument, schemaVersionBelow, typ, MaxSchemaVersion)
+	}
+	return nil
+}
+
+// ValidateSchemaVersion checks a schema version argument (such as
+// LoadSnapshotAndEvents' schemaVersion), as an error matching
+// ErrInvalidArgument that names the value and the range 1 to
+// [MaxSchemaVersion]. Stores call it first.
+func ValidateSchemaVersion(schemaVersion int) error {
+	if schemaVersion < 1 || schemaVersion > MaxSchemaVersion {
+		return fmt.Errorf("%w: schema version %d; schema versions run from 1 to %d (MaxSchemaVersion)", ErrInvalidArgument, schemaVersion, MaxSchemaVersion)
 	}
 	return nil
 }
@@ -348,7 +400,9 @@ type SnapshotLoader interface {
 	// version is included so the caller can check the snapshot belongs to
 	// the stream's history: that the event exists and its id is the
 	// snapshot's EventID.) The events follow ReadEvents' contract; a
-	// store may read their first page eagerly.
+	// store may read their first page eagerly. A schemaVersion outside 1
+	// to [MaxSchemaVersion] is an error matching ErrInvalidArgument (see
+	// ValidateSchemaVersion).
 	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
 }
 

@@ -75,6 +75,9 @@ var _ eventsource.SnapshotLoader = (*Store)(nil)
 
 // LoadSnapshotAndEvents implements [eventsource.SnapshotLoader].
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
+	if err := eventsource.ValidateSchemaVersion(schemaVersion); err != nil {
+		return nil, nil, err
+	}
 	snap, err := s.GetSnapshot(ctx, typ, id)
 	if err != nil {
 		return nil, nil, err

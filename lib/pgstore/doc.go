@@ -75,9 +75,11 @@
 // 10 events it costs the same as a pipelined pgx.Batch (BEGIN, UPDATE,
 // INSERT, COMMIT) and about 40% less than COPY in a transaction
 // (BenchmarkAppendStrategies), and it needs no client-side transaction or
-// branching on the UPDATE's result. A
-// repeated event id or a payload that is not JSON is an error matching
-// eventsource.ErrInvalidArgument. AppendResult.CommittedAt is the server's
+// branching on the UPDATE's result. An
+// event id that is already stored is an *eventsource.DuplicateEventIDError
+// (the unique violation translated, the id looked up afresh), and a payload
+// that is not JSON an error matching eventsource.ErrInvalidArgument.
+// AppendResult.CommittedAt is the server's
 // clock at the end of the statement, in UTC.
 //
 // [Store.ReadEvents] streams rows in version order, a page of

@@ -17,6 +17,13 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
+// PostgreSQL error codes (SQLSTATE) the store translates; pgx defines no
+// constants for them.
+const (
+	codeUniqueViolation      = "23505" // unique_violation
+	codeSerializationFailure = "40001" // serialization_failure
+)
+
 // emptyMetadata is how zero metadata is stored (the JSON of a zero
 // eventsource.Metadata), and recognised on read without decoding.
 var emptyMetadata = []byte("{}")
@@ -29,8 +36,10 @@ var emptyMetadata = []byte("{}")
 // INSERT ... ON CONFLICT DO NOTHING, for [eventsource.AnyVersion] an
 // upsert. When the condition fails nothing is inserted and Append reads the
 // stream's version afresh for the *eventsource.ConflictError. A stored or
-// repeated event id, or a payload that is not JSON, is an error matching
-// [eventsource.ErrInvalidArgument]; nothing is committed then either.
+// repeated event id is an [*eventsource.DuplicateEventIDError] (the unique
+// violation on the event id, translated here), a payload that is not JSON
+// an error matching [eventsource.ErrInvalidArgument]; nothing is committed
+// then either.
 func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (res eventsource.AppendResult, err error) {
 	if err := eventsource.ValidateAppend(typ, id, expected, events); err != nil {
 		return res, err
@@ -91,10 +100,9 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
-		case pgErr.Code == "23505" && pgErr.ConstraintName == s.events.name+"_event_id_key":
-			return res, fmt.Errorf("pgstore: append to %s %s: %w: an event id is already stored or repeated (%s)",
-				typ, id, eventsource.ErrInvalidArgument, pgErr.Detail)
-		case pgErr.Code == "23505", pgErr.Code == "40001":
+		case pgErr.Code == codeUniqueViolation && pgErr.ConstraintName == s.events.name+"_event_id_key":
+			return res, s.duplicateEventID(ctx, typ, id, ids, err)
+		case pgErr.Code == codeUniqueViolation, pgErr.Code == codeSerializationFailure:
 			// A version clash the stream row did not catch (rows written
 			// around the store), or a serialization failure under a
 			// stricter default isolation level: both are lost races.
@@ -105,6 +113,22 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 		}
 	}
 	return res, s.wrap(fmt.Sprintf("append to %s %s", typ, id), err)
+}
+
+// duplicateEventID builds the error of an append refused for an event id
+// that is already stored (ValidateAppend refused ids repeated within it):
+// it looks up which of the append's ids is stored, in a new statement that
+// sees the commit the insert collided with. If the lookup fails, the
+// server's error is returned with it; it still matches
+// ErrInvalidArgument.
+func (s *Store) duplicateEventID(ctx context.Context, typ string, id uuid.UUID, ids [][16]byte, cause error) error {
+	var dup [16]byte
+	err := s.pool.QueryRow(ctx, s.q.storedEventID, ids).Scan(&dup)
+	if err != nil {
+		return fmt.Errorf("pgstore: append to %s %s: %w: an event id of the append is already stored (%w); looking up which failed: %v",
+			typ, id, eventsource.ErrDuplicateEventID, cause, err)
+	}
+	return &eventsource.DuplicateEventIDError{EventID: dup, AggregateType: typ, AggregateID: id}
 }
 
 // badJSON names the first event whose payload is not JSON, for an error.

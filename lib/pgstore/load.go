@@ -32,6 +32,9 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	if err := eventsource.ValidateStream(typ, id); err != nil {
 		return nil, nil, err
 	}
+	if err := eventsource.ValidateSchemaVersion(schemaVersion); err != nil {
+		return nil, nil, err
+	}
 	ctx, span := s.span(ctx, "pgstore.LoadSnapshotAndEvents", typ, id)
 	defer func() { endSpan(span, err) }()
 	batch := &pgx.Batch{}

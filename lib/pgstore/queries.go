@@ -12,6 +12,7 @@ type queries struct {
 	// row when the expected version did not hold.
 	appendExact, appendNoStream, appendAny string
 	streamVersion                          string
+	storedEventID                          string
 	readEvents                             string
 	loadEvents                             string
 
@@ -56,6 +57,13 @@ SELECT version, clock_timestamp() FROM head`
 )` + insertEvents
 
 	q.streamVersion = `SELECT version FROM ` + st + ` WHERE aggregate_type = $1 AND aggregate_id = $2`
+
+	// The first of a refused append's event ids ($1, in append order)
+	// that is already stored: what a unique violation on the event id
+	// does not say when the server hides its detail.
+	q.storedEventID = `SELECT a.id FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, ord)
+WHERE EXISTS (SELECT 1 FROM ` + ev + ` e WHERE e.event_id = a.id)
+ORDER BY a.ord LIMIT 1`
 
 	// The LIMIT is a constant so the planner knows a page is small and
 	// walks the (aggregate_type, aggregate_id, version) index in order

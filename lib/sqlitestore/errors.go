@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/evsnap/evsnap/lib/eventsource"
-	"github.com/google/uuid"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -19,34 +17,6 @@ var (
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("sqlitestore: store closed")
 )
-
-// DuplicateEventIDError reports an append with an event id that is already
-// stored (event ids are unique across the store) or that appears twice in
-// the append. Nothing was committed. It matches
-// [eventsource.ErrInvalidArgument]: retrying cannot succeed.
-type DuplicateEventIDError struct {
-	// ID is the duplicated event id.
-	ID uuid.UUID
-	// AggregateType and AggregateID name the stream of the refused append.
-	AggregateType string
-	AggregateID   uuid.UUID
-	// InBatch is true when the append itself held the id twice.
-	InBatch bool
-}
-
-// Error describes the refused append.
-func (e *DuplicateEventIDError) Error() string {
-	where := "is already stored"
-	if e.InBatch {
-		where = "appears twice in the append"
-	}
-	return fmt.Sprintf("sqlitestore: append to %s %s: event id %s %s; nothing was committed", e.AggregateType, e.AggregateID, e.ID, where)
-}
-
-// Is makes errors.Is(err, eventsource.ErrInvalidArgument) true.
-func (e *DuplicateEventIDError) Is(target error) bool {
-	return target == eventsource.ErrInvalidArgument
-}
 
 // sqliteCode returns the extended result code of a driver error, or 0.
 func sqliteCode(err error) int {

@@ -27,24 +27,13 @@ type encodedEvent struct {
 	occurred int64
 }
 
-// encodeEvents checks what the database would refuse less clearly (ids
-// repeated within the append; eventsource.ValidateAppend, which Append
-// calls first, has checked the payloads are JSON) and encodes the rows to
-// insert.
+// encodeEvents encodes the rows to insert (eventsource.ValidateAppend,
+// which Append calls first, has checked the payloads are JSON and the ids
+// distinct within the append).
 func encodeEvents(typ string, id uuid.UUID, events []eventsource.NewEvent) ([]encodedEvent, error) {
 	out := make([]encodedEvent, len(events))
-	var seen map[uuid.UUID]struct{}
-	if len(events) > 1 {
-		seen = make(map[uuid.UUID]struct{}, len(events))
-	}
 	for i := range events {
 		e := &events[i]
-		if seen != nil {
-			if _, dup := seen[e.ID]; dup {
-				return nil, &DuplicateEventIDError{ID: e.ID, AggregateType: typ, AggregateID: id, InBatch: true}
-			}
-			seen[e.ID] = struct{}{}
-		}
 		md := emptyMetadata
 		if !e.Metadata.IsZero() {
 			b, err := json.Marshal(e.Metadata)
@@ -68,10 +57,10 @@ func encodeEvents(typ string, id uuid.UUID, events []eventsource.NewEvent) ([]en
 // Append implements [eventsource.EventStore]. It runs one write transaction
 // that bumps the stream's head in the streams table (taking the write lock),
 // checks the expected version against the old head, and inserts the events.
-// A payload that is not valid JSON, or an event id that is already stored
-// ([DuplicateEventIDError]), is an error matching
-// [eventsource.ErrInvalidArgument]; nothing is committed then, nor on a
-// conflict.
+// A payload that is not valid JSON is an error matching
+// [eventsource.ErrInvalidArgument], and an event id that is already stored
+// or repeated within the append an [*eventsource.DuplicateEventIDError];
+// nothing is committed then, nor on a conflict.
 func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (res eventsource.AppendResult, err error) {
 	ctx, span := s.startSpan(ctx, "Append", typ, id)
 	defer func() { endSpan(span, err) }()
@@ -88,8 +77,7 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	head, err := s.appendTx(ctx, typ, id, expected, rows)
 	if err != nil {
 		var ce *eventsource.ConflictError
-		var de *DuplicateEventIDError
-		if errors.As(err, &ce) || errors.As(err, &de) || errors.Is(err, eventsource.ErrInvalidArgument) {
+		if errors.As(err, &ce) || errors.Is(err, eventsource.ErrInvalidArgument) {
 			return res, err
 		}
 		return res, fmt.Errorf("sqlitestore: append to %s %s: %w", typ, id, s.mapErr(err))
@@ -158,7 +146,7 @@ func (s *Store) insertError(ctx context.Context, tx *sql.Tx, typ string, id uuid
 		}
 		if exists {
 			dup, _ := uuid.Parse(rows[i].id)
-			return &DuplicateEventIDError{ID: dup, AggregateType: typ, AggregateID: id}
+			return &eventsource.DuplicateEventIDError{EventID: dup, AggregateType: typ, AggregateID: id}
 		}
 		// The version is taken: the streams table is behind the events
 		// table (events written around the store). Report the conflict

@@ -694,8 +694,8 @@ func TestDuplicateEventID(t *testing.T) {
 
 	check := func(name string, err error, wantID uuid.UUID, inBatch bool) {
 		t.Helper()
-		var de *sqlitestore.DuplicateEventIDError
-		if !errors.Is(err, eventsource.ErrInvalidArgument) || !errors.As(err, &de) || de.ID != wantID || de.InBatch != inBatch {
+		var de *eventsource.DuplicateEventIDError
+		if !errors.Is(err, eventsource.ErrDuplicateEventID) || !errors.As(err, &de) || de.EventID != wantID || de.InBatch != inBatch {
 			t.Fatalf("%s: error %v, want a DuplicateEventIDError for %s (in batch %v) matching ErrInvalidArgument", name, err, wantID, inBatch)
 		}
 	}

@@ -31,6 +31,7 @@ func TestSnapshotBatchSaver(t *testing.T, newStore func(t *testing.T) BatchSnaps
 	t.Run("NeverMovesBackwards", func(t *testing.T) { testBatchMonotonic(t, newStore(t)) })
 	t.Run("DuplicatesResolveInOrder", func(t *testing.T) { testBatchDuplicates(t, newStore(t)) })
 	t.Run("InvalidFailsWholeBatch", func(t *testing.T) { testBatchInvalid(t, newStore(t)) })
+	t.Run("SchemaVersionRange", func(t *testing.T) { testBatchSchemaVersionRange(t, newStore(t)) })
 	t.Run("CancelledContextWritesNothing", func(t *testing.T) { testBatchCancelled(t, newStore(t)) })
 	t.Run("ConcurrentOverlappingBatches", func(t *testing.T) { testBatchConcurrent(t, newStore(t)) })
 }

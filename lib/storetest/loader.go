@@ -118,6 +118,7 @@ func TestSnapshotLoader(t *testing.T, newBackend func(t *testing.T) LoaderBacken
 			t.Fatalf("missing aggregate: %+v, %v", s, vs)
 		}
 	})
+	t.Run("SchemaVersionRange", func(t *testing.T) { testLoaderSchemaVersionRange(t, b) })
 	t.Run("IteratedAgain", func(t *testing.T) { testLoaderIteratedAgain(t, b, typ, mk) })
 	t.Run("ConsistentUnderSnapshotWrites", func(t *testing.T) { testLoaderUnderSnapshotWrites(t, b) })
 	t.Run("EventsAreTheCallers", func(t *testing.T) {

@@ -130,6 +130,7 @@ func TestEventStore(t *testing.T, newStore EventStoreFactory) {
 	t.Run("InvalidArguments", func(t *testing.T) { testInvalidAppend(t, newStore(t)) })
 	t.Run("CancelledContext", func(t *testing.T) { testCancelledContext(t, newStore(t)) })
 	t.Run("ReadEventsAreTheCallers", func(t *testing.T) { testReadEventsOwned(t, newStore(t)) })
+	t.Run("UnknownEventTypeOnLoad", func(t *testing.T) { testUnknownEventTypeOnLoad(t, newStore(t)) })
 }
 
 func testAppendRoundTrip(t *testing.T, s eventsource.EventStore) {
@@ -253,32 +254,58 @@ func testConflictAtomic(t *testing.T, s eventsource.EventStore) {
 	checkVersion(t, s, typ, id, 3)
 }
 
+// testDuplicateEventID appends event ids that are already stored, in the
+// same stream and in another aggregate's, and an id repeated within one
+// append: each is a *DuplicateEventIDError naming the id and the append's
+// stream, matching ErrDuplicateEventID and ErrInvalidArgument (never a
+// conflict), and commits nothing.
 func testDuplicateEventID(t *testing.T, s eventsource.EventStore) {
 	ctx := context.Background()
 	typ, id := uniqueType("DupID"), uuid.New()
 	first := testEvents("Thing", 1, 1)
 	mustAppend(t, s, typ, id, eventsource.NoStream, first)
+	check := func(what string, err error, typ string, id, eventID uuid.UUID, inBatch bool) {
+		t.Helper()
+		var de *eventsource.DuplicateEventIDError
+		if !errors.As(err, &de) || !errors.Is(err, eventsource.ErrDuplicateEventID) ||
+			!errors.Is(err, eventsource.ErrInvalidArgument) || errors.Is(err, eventsource.ErrConcurrencyConflict) {
+			t.Fatalf("%s: error %v, want a *DuplicateEventIDError matching ErrDuplicateEventID and ErrInvalidArgument (not a conflict)", what, err)
+		}
+		want := eventsource.DuplicateEventIDError{EventID: eventID, AggregateType: typ, AggregateID: id, InBatch: inBatch}
+		if *de != want {
+			t.Fatalf("%s: error %+v, want %+v", what, *de, want)
+		}
+	}
 	again := testEvents("Thing", 2, 2)
 	again[1].ID = first[0].ID
-	if _, err := s.Append(ctx, typ, id, 1, again); !errors.Is(err, eventsource.ErrInvalidArgument) || errors.Is(err, eventsource.ErrConcurrencyConflict) {
-		t.Fatalf("appending a stored event id: error %v, want one matching ErrInvalidArgument (not a conflict)", err)
-	}
+	_, err := s.Append(ctx, typ, id, 1, again)
+	check("appending a stored event id to its stream", err, typ, id, first[0].ID, false)
 	checkVersion(t, s, typ, id, 1)
-	// The same id on another stream is refused too: event ids are global.
-	other, otherID := testEvents("Thing", 1, 1), uuid.New()
-	other[0].ID = first[0].ID
-	if _, err := s.Append(ctx, typ, otherID, eventsource.NoStream, other); !errors.Is(err, eventsource.ErrInvalidArgument) {
-		t.Fatalf("appending a stored event id to another stream: error %v, want ErrInvalidArgument", err)
+	if got := ReadAll(t, s, typ, id, 0); len(got) != 1 || got[0].ID != first[0].ID {
+		t.Fatalf("after a refused append the stream holds %d events", len(got))
 	}
-	checkVersion(t, s, typ, otherID, 0)
+	// The same id on another stream, of another type, is refused too:
+	// event ids are unique across the store.
+	other, otherTyp, otherID := testEvents("Thing", 1, 3), uniqueType("DupIDOther"), uuid.New()
+	other[2].ID = first[0].ID
+	_, err = s.Append(ctx, otherTyp, otherID, eventsource.NoStream, other)
+	check("appending a stored event id to another stream", err, otherTyp, otherID, first[0].ID, false)
+	checkVersion(t, s, otherTyp, otherID, 0)
+	// Nothing of the refused append was kept: its other ids are free.
+	mustAppend(t, s, otherTyp, otherID, eventsource.NoStream, other[:2])
 	// An id repeated within one append.
-	twice := testEvents("Thing", 1, 2)
-	twice[1].ID = twice[0].ID
+	twice := testEvents("Thing", 1, 3)
+	twice[2].ID = twice[1].ID
 	inBatch := uuid.New()
-	if _, err := s.Append(ctx, typ, inBatch, eventsource.NoStream, twice); !errors.Is(err, eventsource.ErrInvalidArgument) {
-		t.Fatalf("an id repeated within one append: error %v, want ErrInvalidArgument", err)
-	}
+	_, err = s.Append(ctx, typ, inBatch, eventsource.NoStream, twice)
+	check("an id repeated within one append", err, typ, inBatch, twice[1].ID, true)
 	checkVersion(t, s, typ, inBatch, 0)
+	long := testEvents("Thing", 1, 40)
+	long[37].ID = long[5].ID
+	_, err = s.Append(ctx, typ, inBatch, eventsource.NoStream, long)
+	check("an id repeated within a long append", err, typ, inBatch, long[5].ID, true)
+	checkVersion(t, s, typ, inBatch, 0)
+	mustAppend(t, s, typ, inBatch, eventsource.NoStream, twice[:2])
 }
 
 // testNestedCalls calls the store from inside a read loop, as a caller may:
@@ -534,6 +561,7 @@ func TestSnapshotStore(t *testing.T, newStore SnapshotStoreFactory) {
 	t.Run("DeleteByType", func(t *testing.T) { testDeleteByType(t, newStore(t)) })
 	t.Run("TypesAreIsolated", func(t *testing.T) { testSnapshotIsolation(t, newStore(t)) })
 	t.Run("InvalidArguments", func(t *testing.T) { testInvalidSnapshot(t, newStore(t)) })
+	t.Run("SchemaVersionRange", func(t *testing.T) { testSchemaVersionRange(t, newStore(t)) })
 }
 
 func snap(typ string, id uuid.UUID, version int64, schema int) eventsource.Snapshot {
