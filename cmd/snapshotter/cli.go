@@ -38,7 +38,8 @@ Usage:
   snapshotter prune     --type T --schema-below N    delete snapshots of old schema versions
   snapshotter stats     --type T [--top N]           snapshot coverage of a type
   snapshotter verify    --type T [--sample N]        compare snapshots with a full replay
-  snapshotter healthcheck [--url URL]                exit 0 if a running worker is ready (for images without curl)
+  snapshotter healthcheck [--url URL]                exit 0 if a running worker is ready: connected to NATS,
+                                                     bound, pulling (for images without curl)
 
 Run 'snapshotter <command> -h' for a command's flags. Every flag can also be
 set by the EVSNAP_* environment variable shown in its help; flags win.
@@ -118,21 +119,22 @@ type options struct {
 
 	// run (runConfig is set when the run flags were registered, so the
 	// worker takes them; the admin commands keep the worker defaults)
-	runConfig     bool
-	concurrency   int
-	writeBatch    int
-	readBatch     int
-	batchSize     int
-	linger        time.Duration
-	ackWait       time.Duration
-	maxDeliveries int
-	policies      policyFlag
-	sweepInterval time.Duration
-	sweepRate     float64
-	sweepBatch    int
-	drainTimeout  time.Duration
-	metricsAddr   string
-	maxSnapshot   int
+	runConfig       bool
+	concurrency     int
+	writeBatch      int
+	readBatch       int
+	batchSize       int
+	linger          time.Duration
+	ackWait         time.Duration
+	maxDeliveries   int
+	policies        policyFlag
+	sweepInterval   time.Duration
+	sweepRate       float64
+	sweepBatch      int
+	drainTimeout    time.Duration
+	summaryInterval time.Duration
+	metricsAddr     string
+	maxSnapshot     int
 
 	// migrate
 	replicas  int
@@ -233,7 +235,7 @@ func runFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.batchSize, "batch-size", envInt("EVSNAP_BATCH_SIZE", d.BatchSize), "notices per fetch (env EVSNAP_BATCH_SIZE)")
 	fs.DurationVar(&o.linger, "linger", envDuration("EVSNAP_LINGER", d.Linger), "how long a batch waits to fill (env EVSNAP_LINGER)")
 	fs.DurationVar(&o.ackWait, "ack-wait", envDuration("EVSNAP_ACK_WAIT", d.AckWait), "JetStream ack wait (env EVSNAP_ACK_WAIT)")
-	fs.IntVar(&o.maxDeliveries, "max-deliveries", envInt("EVSNAP_MAX_DELIVERIES", d.MaxDeliveries), "deliveries before a notice that can never succeed is terminated (env EVSNAP_MAX_DELIVERIES)")
+	fs.IntVar(&o.maxDeliveries, "max-deliveries", envInt("EVSNAP_MAX_DELIVERIES", d.MaxDeliveries), "deliveries of a notice that keeps failing with transient errors before it is terminated; one that can never succeed is terminated on its first (env EVSNAP_MAX_DELIVERIES)")
 	o.policies = policyFlag{}
 	if v := os.Getenv("EVSNAP_POLICY"); v != "" {
 		if err := o.policies.Set(v); err != nil {
@@ -247,7 +249,8 @@ func runFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.sweepBatch, "sweep-batch", envInt("EVSNAP_SWEEP_BATCH", d.SweepBatch), "aggregates per type per sweep at most (env EVSNAP_SWEEP_BATCH)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", envDuration("EVSNAP_DRAIN_TIMEOUT", d.DrainTimeout), "how long SIGTERM may take to finish in-flight work (env EVSNAP_DRAIN_TIMEOUT)")
 	fs.IntVar(&o.maxSnapshot, "max-snapshot-bytes", envInt("EVSNAP_MAX_SNAPSHOT_BYTES", d.MaxSnapshotBytes), "largest encoded state to snapshot; larger ones are refused and reported (env EVSNAP_MAX_SNAPSHOT_BYTES)")
-	flagEnv(fs, &o.metricsAddr, "metrics-addr", "EVSNAP_METRICS_ADDR", ":9090", "address serving /healthz, /readyz and /metrics; empty disables")
+	fs.DurationVar(&o.summaryInterval, "summary-interval", envDuration("EVSNAP_SUMMARY_INTERVAL", d.SummaryInterval), "how often to log a summary line of the work done (at info; none for an interval without work); 0 disables (env EVSNAP_SUMMARY_INTERVAL)")
+	flagEnv(fs, &o.metricsAddr, "metrics-addr", "EVSNAP_METRICS_ADDR", ":9090", "address serving /healthz, /readyz and /metrics; empty disables. /readyz answers 200 while the worker is connected to NATS, bound to its consumer, and its pull was answered within "+snapshotter.ReadyWithin.String()+" (3 times the 5s pull expiry), else 503")
 	return fs
 }
 
@@ -283,7 +286,7 @@ func pruneFlags(o *options) *flag.FlagSet {
 func healthcheckFlags(o *options) *flag.FlagSet {
 	envErrs = nil
 	fs := flag.NewFlagSet("snapshotter healthcheck", flag.ContinueOnError)
-	fs.StringVar(&o.url, "url", envOr("EVSNAP_HEALTHCHECK_URL", "http://127.0.0.1:9090/readyz"), "URL to check; 200 means healthy (env EVSNAP_HEALTHCHECK_URL)")
+	fs.StringVar(&o.url, "url", envOr("EVSNAP_HEALTHCHECK_URL", "http://127.0.0.1:9090/readyz"), "URL to check; 200 means healthy. A worker's /readyz is 200 while it is connected to NATS, bound to its consumer, and its pull was answered within "+snapshotter.ReadyWithin.String()+" (3 times the 5s pull expiry) (env EVSNAP_HEALTHCHECK_URL)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for the answer")
 	o.logLevel, o.logFormat = "error", "text"
 	return fs
@@ -424,6 +427,7 @@ func (o *options) worker(b *backend.Backend, js jetstream.JetStream, tel *teleme
 		cfg.SweepRate = o.sweepRate
 		cfg.SweepBatch = o.sweepBatch
 		cfg.DrainTimeout = o.drainTimeout
+		cfg.SummaryInterval = o.summaryInterval
 		cfg.MaxSnapshotBytes = o.maxSnapshot
 	}
 	cfg.Logger = o.logger

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/logattr"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -52,9 +53,10 @@ type Group struct {
 func (g *Group) Size() int { return len(g.msgs) }
 
 // Handler processes one aggregate's coalesced notices. A nil error acks
-// every message of the group. An error naks them with a backoff delay, or
-// terminates them once Permanent(err) holds and they have been delivered
-// MaxDeliveries times. The handler must honour ctx.
+// every message of the group. An error for which Permanent holds
+// terminates them at once; any other error naks them with a backoff delay,
+// and terminates them when they have been delivered MaxDeliveries times.
+// The handler must honour ctx.
 type Handler func(ctx context.Context, g *Group) error
 
 // Config tunes the loop. Zero values take the defaults noted.
@@ -66,8 +68,10 @@ type Config struct {
 	// Linger is how long a batch waits for more messages after its first
 	// (default 5ms): a longer linger coalesces more under load.
 	Linger time.Duration
-	// MaxDeliveries bounds the deliveries of a message that fails
-	// permanently before it is terminated (default 5).
+	// MaxDeliveries bounds the deliveries of a message whose handling keeps
+	// failing with transient errors: when its MaxDeliveries-th delivery
+	// fails too, it is terminated (default 10). A permanent failure is
+	// terminated on its first delivery.
 	MaxDeliveries int
 	// NakDelay returns the redelivery delay after the n-th failed delivery
 	// (default: exponential from 1s, capped at 1m).
@@ -103,7 +107,7 @@ func (c *Config) defaults() {
 		c.Linger = 5 * time.Millisecond
 	}
 	if c.MaxDeliveries <= 0 {
-		c.MaxDeliveries = 5
+		c.MaxDeliveries = 10
 	}
 	if c.NakDelay == nil {
 		c.NakDelay = DefaultNakDelay
@@ -150,6 +154,22 @@ var outcomeKey = attribute.Key("outcome")
 // come out of the iterator before it stops pulling.
 const drainIdle = time.Second
 
+// FetchExpiry is how long one pull request waits on the server for
+// notices. While a pull waits, the server sends a heartbeat every half of
+// it; a pull that misses them for a whole FetchExpiry ends Run with an
+// error (the caller rebinds).
+const FetchExpiry = 5 * time.Second
+
+// idleProbe is how long the loop waits for a first notice before it
+// counts the quiet as an answered pull: a wait of more than FetchExpiry
+// with no missed heartbeat proves the pull is alive.
+const idleProbe = 2 * FetchExpiry
+
+// FreshFetch is how recent the last answered pull must be for
+// [Loop.Fetching] to hold: three times FetchExpiry, so an idle loop, which
+// has an answer every idleProbe, stays fresh.
+const FreshFetch = 3 * FetchExpiry
+
 // Loop is one replica's pull loop over a durable consumer.
 type Loop struct {
 	cfg     Config
@@ -158,7 +178,44 @@ type Loop struct {
 	received metric.Int64Counter
 	outcomes metric.Int64Counter
 	batches  metric.Int64Histogram
+
+	// lastFetch is when a pull was last answered (unix ns): notices came,
+	// or a quiet idleProbe passed with the heartbeats arriving. busy is
+	// set while a fetched batch is being dispatched: time spent working
+	// does not make the fetch stale.
+	lastFetch atomic.Int64
+	busy      atomic.Bool
+
+	counts struct{ received, acked, naked, terminated atomic.Int64 }
 }
+
+// Counts are the notices a loop took and settled since it was created.
+type Counts struct {
+	Received, Acked, Naked, Terminated int64
+}
+
+// Counts returns the notices taken and settled so far.
+func (l *Loop) Counts() Counts {
+	return Counts{
+		Received:   l.counts.received.Load(),
+		Acked:      l.counts.acked.Load(),
+		Naked:      l.counts.naked.Load(),
+		Terminated: l.counts.terminated.Load(),
+	}
+}
+
+// Fetching reports whether the loop's pull has been answered within
+// FreshFetch of now, or the loop is busy with notices it fetched. It is
+// false before Run and after it returns.
+func (l *Loop) Fetching(now time.Time) bool {
+	last := l.lastFetch.Load()
+	if last == 0 {
+		return false
+	}
+	return l.busy.Load() || now.Sub(time.Unix(0, last)) <= FreshFetch
+}
+
+func (l *Loop) fetched() { l.lastFetch.Store(time.Now().UnixNano()) }
 
 // New returns a loop; it does no I/O.
 func New(cfg Config, h Handler) (*Loop, error) {
@@ -184,17 +241,21 @@ func New(cfg Config, h Handler) (*Loop, error) {
 
 // Run consumes until ctx ends, then stops pulling, finishes the messages
 // already buffered (within DrainTimeout), settles them and returns nil.
-// Iterator failures (a deleted consumer, lost heartbeats) are retried with
-// a backoff; Run returns an error only if ctx is still live and the
-// consumer cannot be read at all, which the caller may retry.
+// It returns an error if ctx is still live and the consumer cannot be read
+// (a deleted consumer, missed heartbeats), which the caller may retry.
+// The caller has just bound cons: Run counts that as the first answered
+// pull (see [Loop.Fetching]).
 func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 	it, err := cons.Messages(
 		jetstream.PullMaxMessages(2*l.cfg.BatchSize),
-		jetstream.PullExpiry(5*time.Second),
+		jetstream.PullExpiry(FetchExpiry),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true),
 	)
 	if err != nil {
 		return fmt.Errorf("consumer: start pulling: %w", err)
 	}
+	l.fetched()
+	defer l.lastFetch.Store(0)
 	// Processing continues after ctx ends, for the drain; it gets its own
 	// context, cancelled only when the drain runs out of time.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -225,7 +286,7 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 		for {
 			select {
 			case <-t.C:
-				l.cfg.Logger.Warn("drain timed out; cancelling in-flight work (unacked notices are redelivered)", "drain_timeout", l.cfg.DrainTimeout)
+				l.cfg.Logger.Warn("drain timed out; cancelling in-flight work (unacked notices are redelivered)", logattr.Seconds("drain_timeout", l.cfg.DrainTimeout))
 				cancelWork()
 				it.Stop()
 				return
@@ -251,9 +312,19 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 	defer d.wait() // runs first: in-flight groups finish (or the drain timer cancels them)
 
 	for {
-		first, err := it.Next()
+		first, err := it.Next(jetstream.NextMaxWait(idleProbe))
 		if err == nil {
 			lastMsg.Store(time.Now().UnixNano())
+		}
+		if errors.Is(err, nats.ErrTimeout) {
+			// No notice for idleProbe and no missed heartbeat (that would
+			// have ended the wait with ErrNoHeartbeat): the pull is alive,
+			// unless the connection is down, which stops the heartbeat
+			// check.
+			if l.cfg.Connected == nil || l.cfg.Connected() {
+				l.fetched()
+			}
+			continue
 		}
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -264,8 +335,12 @@ func (l *Loop) Run(ctx context.Context, cons jetstream.Consumer) error {
 			}
 			return fmt.Errorf("consumer: next message: %w", err)
 		}
+		l.busy.Store(true)
+		l.fetched()
 		batch := l.collect(it, first, &lastMsg)
 		l.dispatchBatch(work, d, batch)
+		l.fetched()
+		l.busy.Store(false)
 	}
 }
 
@@ -295,6 +370,7 @@ func (l *Loop) collect(it jetstream.MessagesContext, first jetstream.Msg, lastMs
 // dispatcher, which blocks while every slot is busy: that back-pressure is
 // what stops the loop from pulling more than it can process.
 func (l *Loop) dispatchBatch(ctx context.Context, d *dispatcher, batch []jetstream.Msg) {
+	l.counts.received.Add(int64(len(batch)))
 	if l.received != nil {
 		l.received.Add(ctx, int64(len(batch)))
 		l.batches.Record(ctx, int64(len(batch)))
@@ -475,41 +551,62 @@ func (l *Loop) handle(ctx context.Context, g *Group) {
 					"subject", m.Subject(), "error", aerr)
 			}
 		}
+		l.counts.acked.Add(int64(len(g.msgs)))
 		l.count(ctx, OutcomeAcked, len(g.msgs))
 		return
 	}
 	l.settleFailed(ctx, g.msgs, g.Delivered, fmt.Errorf("%s %s: %w", g.AggregateType, g.AggregateID, err), l.cfg.Permanent(err))
 }
 
-// settleFailed naks msgs with a backoff delay, or terminates them when the
-// failure is permanent and they have been delivered MaxDeliveries times.
+// settleFailed terminates msgs when the failure is permanent, or when
+// they have been delivered MaxDeliveries times, logging each once at warn
+// with its stream sequence, message id and the reason; otherwise it naks
+// them with a backoff delay.
 func (l *Loop) settleFailed(ctx context.Context, msgs []jetstream.Msg, delivered uint64, err error, permanent bool) {
-	if permanent && delivered >= uint64(l.cfg.MaxDeliveries) {
-		l.cfg.Logger.ErrorContext(ctx, "notice terminated: it can never succeed",
-			"deliveries", delivered, "notices", len(msgs), "error", err)
+	if permanent || delivered >= uint64(l.cfg.MaxDeliveries) {
+		msg := "notice terminated: it can never succeed"
+		if !permanent {
+			msg = "notice terminated: it failed on every delivery; the reconciliation sweep catches its aggregate up"
+		}
 		// Plain Term, not TermWithReason: servers before 2.10 do not
 		// understand a reason and would leave the message pending. The
-		// reason is in the log line above.
+		// reason is in the log line.
 		for _, m := range msgs {
-			_ = m.Term()
+			var seq uint64
+			if md, merr := m.Metadata(); merr == nil {
+				seq = md.Sequence.Stream
+			}
+			l.cfg.Logger.WarnContext(ctx, msg,
+				LogKeyStreamSeq, seq, LogKeyMsgID, m.Headers().Get(jetstream.MsgIDHeader), LogKeySubject, m.Subject(),
+				LogKeyDeliveries, delivered, LogKeyReason, err.Error())
+			if terr := m.Term(); terr != nil && !errors.Is(terr, nats.ErrConnectionClosed) {
+				l.cfg.Logger.WarnContext(ctx, "term failed; JetStream redelivers after the ack wait", LogKeyStreamSeq, seq, "error", terr)
+			}
 		}
+		l.counts.terminated.Add(int64(len(msgs)))
 		l.count(ctx, OutcomeTerminated, len(msgs))
 		return
 	}
 	delay := l.cfg.NakDelay(delivered)
-	level := slog.LevelWarn
-	if !permanent {
-		level = slog.LevelInfo
-	}
-	l.cfg.Logger.Log(ctx, level, "notice failed; retrying later",
-		"deliveries", delivered, "permanent", permanent, "retry_in", delay, "error", err)
+	l.cfg.Logger.InfoContext(ctx, "notice failed; retrying later",
+		LogKeyDeliveries, delivered, logattr.Seconds("retry_in", delay), "error", err)
 	for _, m := range msgs {
 		if nerr := m.NakWithDelay(delay); nerr != nil && !errors.Is(nerr, nats.ErrConnectionClosed) {
 			l.cfg.Logger.WarnContext(ctx, "nak failed; JetStream redelivers after the ack wait", "error", nerr)
 		}
 	}
+	l.counts.naked.Add(int64(len(msgs)))
 	l.count(ctx, OutcomeNaked, len(msgs))
 }
+
+// Log keys of the loop's lines about single notices.
+const (
+	LogKeyStreamSeq  = "stream_seq"
+	LogKeyMsgID      = "msg_id"
+	LogKeySubject    = "subject"
+	LogKeyDeliveries = "deliveries"
+	LogKeyReason     = "reason"
+)
 
 func (l *Loop) count(ctx context.Context, outcome string, n int) {
 	if l.outcomes != nil {

@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/natsurl"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -74,18 +74,7 @@ func (o Options) Validate() error {
 }
 
 // Redact returns u with any password or token in its userinfo replaced.
-func Redact(u string) string {
-	p, err := url.Parse(u)
-	if err != nil || p.User == nil {
-		return u
-	}
-	if _, has := p.User.Password(); has {
-		p.User = url.UserPassword(p.User.Username(), "xxxxx")
-	} else if p.User.Username() != "" {
-		p.User = url.User("xxxxx") // a bare userinfo is a token
-	}
-	return p.String()
-}
+func Redact(u string) string { return natsurl.Redact(u) }
 
 // Connect dials NATS and keeps reconnecting for ever (with a wait between
 // tries) so a NATS restart never needs a process restart. The first

@@ -76,6 +76,7 @@ type config struct {
 	bgQueue        int
 	maxState       int
 	notifier       AppendNotifier
+	reportedMode   SnapshotMode
 	logger         *slog.Logger
 	tracerProvider trace.TracerProvider
 	meterProvider  metric.MeterProvider
@@ -133,6 +134,23 @@ func WithSnapshotMode(m SnapshotMode) Option {
 		}
 		c.mode = m
 		c.modeSet = true
+		return nil
+	}
+}
+
+// WithReportedMode sets the mode the repository's snapshot writes report,
+// in place of its own, as the evsnap.snapshot.mode attribute of the
+// evsnap.snapshots.written and evsnap.snapshots.superseded metrics and of
+// the eventsource.SaveSnapshot span. It changes nothing else. The
+// snapshotter worker's repositories run in ModeManual and report
+// ModeExternal: the snapshots they write are those of applications in
+// external mode, and a dashboard must not count them as manual ones.
+func WithReportedMode(m SnapshotMode) Option {
+	return func(c *config) error {
+		if _, err := ParseSnapshotMode(string(m)); err != nil || string(m) != strings.ToLower(strings.TrimSpace(string(m))) {
+			return invalid("WithReportedMode: unknown snapshot mode %q (want sync, background, manual or external)", string(m))
+		}
+		c.reportedMode = m
 		return nil
 	}
 }

@@ -579,6 +579,7 @@ func (r *Repository[T, PT]) writeSnapshot(ctx context.Context, s Snapshot) (bool
 }
 
 func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore, mode SnapshotMode, s Snapshot) (bool, error) {
+	mode = tel.writeMode(mode)
 	ctx, span := tel.tracer.Start(ctx, "eventsource.SaveSnapshot", trace.WithAttributes(
 		AttrAggregateType.String(s.AggregateType), AttrAggregateID.String(s.AggregateID.String()),
 		AttrVersion.Int64(s.Version), AttrMode.String(string(mode))))

@@ -75,9 +75,20 @@ const (
 	FailurePanic = "panic"
 )
 
+// durationBuckets are the bucket boundaries, in seconds, of this
+// package's duration histograms (evsnap.load.duration): 100 µs to 10 s,
+// about three to a decade, which spans a load from a snapshot (tens of
+// µs on SQLite) to a full replay of 100,000 events from PostgreSQL.
+// OpenTelemetry's default boundaries (0, 5, 10 ... 10000) are meant for
+// milliseconds and would put every load in the first bucket.
+var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
 type telemetry struct {
 	tracer trace.Tracer
 	logger *slog.Logger
+	// reportedMode, when set, is the mode snapshot writes report in place
+	// of the repository's (WithReportedMode).
+	reportedMode SnapshotMode
 
 	loadDuration     metric.Float64Histogram
 	eventsReplayed   metric.Int64Counter
@@ -90,13 +101,15 @@ type telemetry struct {
 
 func newTelemetry(c *config) (*telemetry, error) {
 	t := &telemetry{
-		tracer: c.tracerProvider.Tracer(InstrumentationName),
-		logger: c.logger,
+		tracer:       c.tracerProvider.Tracer(InstrumentationName),
+		logger:       c.logger,
+		reportedMode: c.reportedMode,
 	}
 	m := c.meterProvider.Meter(InstrumentationName)
 	var err error
 	if t.loadDuration, err = m.Float64Histogram("evsnap.load.duration",
-		metric.WithUnit("s"), metric.WithDescription("Time to load an aggregate (snapshot + replay).")); err != nil {
+		metric.WithUnit("s"), metric.WithDescription("Time to load an aggregate (snapshot + replay)."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
 		return nil, err
 	}
 	if t.eventsReplayed, err = m.Int64Counter("evsnap.load.events_replayed",
@@ -124,6 +137,14 @@ func newTelemetry(c *config) (*telemetry, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// writeMode is the mode a snapshot write by a repository in mode m reports.
+func (t *telemetry) writeMode(m SnapshotMode) SnapshotMode {
+	if t.reportedMode != "" {
+		return t.reportedMode
+	}
+	return m
 }
 
 func (t *telemetry) fallback(ctx context.Context, typ string, reason string) {

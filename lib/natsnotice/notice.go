@@ -127,9 +127,30 @@ func isToken(s string) bool {
 // 1 to 128 letters, digits, '_' or '-' (no '.', spaces or wildcards).
 func ValidateAggregateType(typ string) error {
 	if !isToken(typ) {
-		return fmt.Errorf("%w %q: it must be one NATS subject token: use 1-128 of A-Z a-z 0-9 _ -", ErrInvalidAggregateType, typ)
+		return fmt.Errorf("%w %s", ErrInvalidAggregateType, badTypeDetail(typ))
 	}
 	return nil
+}
+
+// badTypeDetail says what is wrong with an aggregate type that is not a
+// subject token, after the words "invalid aggregate type".
+func badTypeDetail(typ string) string {
+	return fmt.Sprintf("%q: it must be one NATS subject token: use 1-128 of A-Z a-z 0-9 _ -", typ)
+}
+
+// malformedTypeError is a notice's invalid aggregate type: it matches
+// ErrMalformed and ErrInvalidAggregateType, and its text names the
+// package once ("natsnotice: malformed notice: invalid aggregate type
+// ..."), where wrapping one sentinel's error in the other's would repeat
+// the "natsnotice: " prefix.
+type malformedTypeError struct{ typ string }
+
+func (e *malformedTypeError) Error() string {
+	return ErrMalformed.Error() + ": invalid aggregate type " + badTypeDetail(e.typ)
+}
+
+func (e *malformedTypeError) Unwrap() []error {
+	return []error{ErrMalformed, ErrInvalidAggregateType}
 }
 
 // Validate reports what is wrong with n, as an error matching ErrMalformed
@@ -138,8 +159,8 @@ func (n *Notice) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 	}
-	if err := ValidateAggregateType(n.AggregateType); err != nil {
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	if !isToken(n.AggregateType) {
+		return &malformedTypeError{typ: n.AggregateType}
 	}
 	switch {
 	case n.Version < 1:

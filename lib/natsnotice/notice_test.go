@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +120,31 @@ func TestDecodeRejects(t *testing.T) {
 	})
 	if _, err := natsnotice.Decode(data); err != nil {
 		t.Fatalf("unknown field: %v", err)
+	}
+}
+
+// Every error Decode returns names the package once: no chain repeats
+// the "natsnotice: " prefix (as "natsnotice: malformed notice:
+// natsnotice: invalid aggregate type" did), and a bad aggregate type still
+// matches both sentinels.
+func TestDecodeErrorsSayThePrefixOnce(t *testing.T) {
+	for name, data := range decodeRejectCases() {
+		_, err := natsnotice.Decode(data)
+		if err == nil {
+			t.Fatalf("%s: no error", name)
+		}
+		if n := strings.Count(err.Error(), "natsnotice: "); n != 1 {
+			t.Errorf("%s: %q names the package %d times", name, err, n)
+		}
+	}
+	data, _ := natsnotice.Notice{Version: 1, AggregateType: "Order", AggregateID: testID, FirstVersion: 1, LastVersion: 1, CommittedAt: time.Now()}.Encode()
+	data = bytes.Replace(data, []byte(`"Order"`), []byte(`"a.b"`), 1)
+	_, err := natsnotice.Decode(data)
+	if !errors.Is(err, natsnotice.ErrMalformed) || !errors.Is(err, natsnotice.ErrInvalidAggregateType) {
+		t.Fatalf("Decode of a bad aggregate type = %v, want ErrMalformed and ErrInvalidAggregateType", err)
+	}
+	if want := `natsnotice: malformed notice: invalid aggregate type "a.b": it must be one NATS subject token`; !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Decode of a bad aggregate type = %q, want it to start with %q", err, want)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/evsnap/evsnap/internal/logattr"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -682,7 +683,7 @@ func (p *Publisher) failed(it *item, err error) {
 	if p.tel.logger.Enabled(context.Background(), slog.LevelDebug) {
 		p.tel.logger.Debug("append notice publish failed; retrying",
 			LogKeySubject, subject, LogKeyMsgID, msgID,
-			LogKeyAttempts, attempts, LogKeyRetryIn, d, eventsource.LogKeyError, err)
+			LogKeyAttempts, attempts, logattr.Seconds(LogKeyRetryIn, d), eventsource.LogKeyError, err)
 	}
 	p.signal() // the sender may sleep until a later retry
 }

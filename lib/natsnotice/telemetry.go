@@ -70,13 +70,20 @@ const (
 	LogKeyMsgID      = "msg_id"
 	LogKeyCount      = "count"
 	LogKeyAttempts   = "attempts"
-	LogKeyRetryIn    = "retry_in"
+	LogKeyRetryIn    = "retry_in_seconds" // a number of seconds, as every duration in evsnap's logs
 	LogKeySuppressed = "suppressed"
 )
 
 // dropLogEvery is the least time between two log lines about drops of one
 // reason: while NATS is down thousands of notices a second can be dropped.
 const dropLogEvery = 10 * time.Second
+
+// publishBuckets are the bucket boundaries, in seconds, of
+// evsnap.notice.publish.duration: 100 µs to 1 min, about three to a
+// decade. A notice usually waits out the 5 ms linger and one round trip;
+// retries after a NATS outage take seconds to a minute. OpenTelemetry's
+// default boundaries (0, 5, 10 ... 10000) are meant for milliseconds.
+var publishBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
 type telemetry struct {
 	tracer trace.Tracer
@@ -119,6 +126,7 @@ func newTelemetry(c *publisherConfig) (*telemetry, error) {
 		return nil, err
 	}
 	if t.publishDuration, err = m.Float64Histogram(MetricPublishDuration, metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(publishBuckets...),
 		metric.WithDescription("Time from Notify to JetStream's acknowledgement, queueing and retries included.")); err != nil {
 		return nil, err
 	}

@@ -69,14 +69,19 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 			continue // milestone-only types are not "behind" by a count
 		}
 		var behind []eventsource.AggregateInfo
+		listed := true
 		for info, err := range w.lister.ListAggregates(ctx, t.name, eventsource.ListOptions{
 			MinBehind: int64(t.spec.Threshold), Order: eventsource.MostBehind, Limit: w.cfg.SweepBatch,
 		}) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("list %s: %w", t.name, err))
+				listed = false
 				break
 			}
 			behind = append(behind, info)
+		}
+		if listed {
+			t.behind.Store(int64(len(behind))) // the evsnap.worker.aggregates.behind gauge
 		}
 		for _, info := range behind {
 			if err := lim.Wait(ctx); err != nil {
@@ -95,6 +100,7 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 			if written {
 				total++
 				w.m.swept.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name)))
+				w.sum.swept.Add(1)
 			}
 		}
 	}

@@ -68,8 +68,14 @@ type Config struct {
 	Linger time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering.
 	AckWait time.Duration
-	// MaxDeliveries bounds how often a notice that can never succeed is
-	// tried before it is terminated (1-100).
+	// MaxDeliveries bounds how often a notice whose handling keeps failing
+	// with transient errors (a database outage) is delivered: each failure
+	// is naked with a growing delay (1s, 2s, 4s ... 1m), and when the
+	// MaxDeliveries-th delivery fails too the notice is terminated and
+	// logged; the reconciliation sweep catches its aggregate up (1-100).
+	// A notice that can never succeed (malformed, an unknown aggregate
+	// type, an aggregate that does not exist, events that do not decode)
+	// is terminated on its first delivery whatever this says.
 	MaxDeliveries int
 
 	// SweepInterval is the period of the reconciliation sweep that finds
@@ -90,6 +96,18 @@ type Config struct {
 	// context ends.
 	DrainTimeout time.Duration
 
+	// SummaryInterval is how often Run logs, at info, a one-line summary
+	// of the work done since the last one: notices taken, acked, retried
+	// and terminated, snapshots written (and by the sweep), and the
+	// snapshot lag's p50 and p99. An interval without work logs nothing.
+	// 0 turns the summary off.
+	SummaryInterval time.Duration
+	// BacklogInterval is how often Run reads the durable consumer's info
+	// for the evsnap.worker.consumer.pending and .ack_pending gauges (one
+	// JetStream API request per replica per interval). 0 turns the
+	// sampling off.
+	BacklogInterval time.Duration
+
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
@@ -97,8 +115,9 @@ type Config struct {
 
 // DefaultConfig returns the defaults: stream EVSNAP_APPENDED, consumer
 // "snapshotter", batches of 256, 16 aggregates at once, up to 64 snapshots
-// per write and 64 aggregates per read, a 5ms linger, a 30s ack wait, 5
-// deliveries, and a sweep every minute at 50 rebuilds/s.
+// per write and 64 aggregates per read, a 5ms linger, a 30s ack wait, 10
+// deliveries (about four minutes of retries), a sweep every minute at 50
+// rebuilds/s, a summary line every minute and a backlog sample every 15s.
 func DefaultConfig() Config {
 	return Config{
 		Stream:        natsnotice.DefaultStream,
@@ -110,11 +129,14 @@ func DefaultConfig() Config {
 		ReadBatch:     64,
 		Linger:        5 * time.Millisecond,
 		AckWait:       30 * time.Second,
-		MaxDeliveries: 5,
+		MaxDeliveries: 10,
 		SweepInterval: time.Minute,
 		SweepRate:     50,
 		SweepBatch:    1000,
 		DrainTimeout:  20 * time.Second,
+
+		SummaryInterval: time.Minute,
+		BacklogInterval: 15 * time.Second,
 
 		MaxSnapshotBytes: eventsource.DefaultMaxSnapshotBytes,
 	}
@@ -157,6 +179,10 @@ func (c *Config) Validate() error {
 		return invalid("max snapshot bytes %d must be at least 1", c.MaxSnapshotBytes)
 	case c.DrainTimeout < 0:
 		return invalid("drain timeout %v is negative", c.DrainTimeout)
+	case c.SummaryInterval < 0:
+		return invalid("summary interval %v is negative", c.SummaryInterval)
+	case c.BacklogInterval < 0:
+		return invalid("backlog interval %v is negative", c.BacklogInterval)
 	}
 	return nil
 }

@@ -38,10 +38,12 @@
 //
 // A notice is acked only after the snapshot is stored or the policy said
 // no. Transient failures (a database or NATS outage) are naked with a
-// growing delay. Failures that can never succeed (a malformed notice, an
-// unknown aggregate type, events that do not decode) are terminated after
-// Config.MaxDeliveries and logged with the reason; they never hold up other
-// notices. Long rebuilds tell JetStream they are in progress.
+// growing delay, up to Config.MaxDeliveries deliveries. Failures that can
+// never succeed (a malformed notice, an unknown aggregate type, an
+// aggregate that does not exist, events that do not decode) are
+// terminated on their first delivery and logged once at warn with the
+// notice's stream sequence, message id and the reason; they never hold up
+// other notices. Long rebuilds tell JetStream they are in progress.
 //
 // Notices are hints, not the source of truth: an application can crash
 // between commit and publish, and JetStream can lose acknowledged messages.
@@ -60,9 +62,17 @@
 //	defer stop()
 //	err = w.Run(ctx) // returns nil after draining on SIGTERM
 //
-// [Worker.HealthHandler] serves /healthz and /readyz. Metrics and spans go
-// through the OpenTelemetry API (Config.MeterProvider, Config.TracerProvider);
-// a worker's span links to the span of the save that published the notice.
+// [Worker.HealthHandler] serves /healthz and /readyz: ready means
+// connected to NATS, bound to the durable consumer, and the pull answered
+// within [ReadyWithin]. Metrics and spans go through the OpenTelemetry API
+// (Config.MeterProvider, Config.TracerProvider); a worker's span links to
+// the span of the save that published the notice. Besides counters and
+// histograms (durations in seconds, with buckets that fit each) the worker
+// exports gauges of the consumer's backlog (sampled every
+// Config.BacklogInterval) and of the aggregates the last sweep found
+// behind, and logs a summary line of its work every
+// Config.SummaryInterval. Durations in its logs are numbers of seconds
+// under keys ending in "_seconds".
 //
 // # Administration
 //

@@ -7,16 +7,20 @@ import (
 	"iter"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/evsnap/evsnap/internal/consumer"
+	"github.com/evsnap/evsnap/internal/logattr"
+	"github.com/evsnap/evsnap/internal/natsurl"
 	"github.com/evsnap/evsnap/internal/policy"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -30,7 +34,8 @@ import (
 const InstrumentationName = "github.com/evsnap/evsnap/lib/snapshotter"
 
 // ErrUnknownAggregateType: a notice or command named an aggregate type the
-// worker was not given. Notices of it are terminated after MaxDeliveries.
+// worker was not given. Notices of it are terminated on their first
+// delivery.
 var ErrUnknownAggregateType = errors.New("snapshotter: unknown aggregate type")
 
 // Type is an aggregate type the worker snapshots. Build one with [For].
@@ -111,6 +116,9 @@ func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Pol
 			repo, err := eventsource.NewRepository[T, PT](w.repoEvents, reg,
 				eventsource.WithSnapshotStore(w.repoSnapshots),
 				eventsource.WithSnapshotMode(eventsource.ModeManual),
+				// The worker writes the snapshots of applications in
+				// external mode: its writes count as such, not as manual.
+				eventsource.WithReportedMode(eventsource.ModeExternal),
 				eventsource.WithLogger(w.log),
 				eventsource.WithTracerProvider(w.cfg.TracerProvider),
 				eventsource.WithMeterProvider(w.cfg.MeterProvider),
@@ -130,6 +138,9 @@ type target struct {
 	spec          Policy
 	policy        policy.Policy
 	rb            rebuilder
+	// behind is how many aggregates the last sweep listed as at least the
+	// threshold behind (-1: no sweep has listed this type yet).
+	behind atomic.Int64
 }
 
 // Worker consumes "events appended" notices and keeps snapshots current.
@@ -151,7 +162,13 @@ type Worker struct {
 	repoEvents    eventsource.EventStore
 	repoSnapshots eventsource.SnapshotStore
 
+	// ready: the durable consumer is bound and its loop runs (or, without
+	// JetStream, Run runs). loop is the pull loop, once Run made it.
 	ready   atomic.Bool
+	loop    atomic.Pointer[consumer.Loop]
+	backlog backlog
+	gauges  metric.Registration
+	sum     summary
 	running atomic.Bool
 	closeMu sync.Mutex
 	closed  bool
@@ -219,8 +236,13 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("snapshotter: %s: %w", t.name, err)
 		}
-		w.targets[t.name] = &target{name: t.name, schemaVersion: t.schemaVersion, spec: t.policy, policy: t.policy.build(), rb: rb}
+		tg := &target{name: t.name, schemaVersion: t.schemaVersion, spec: t.policy, policy: t.policy.build(), rb: rb}
+		tg.behind.Store(-1)
+		w.targets[t.name] = tg
 		policies[t.name] = t.policy
+	}
+	if err := w.initGauges(w.cfg.MeterProvider.Meter(InstrumentationName)); err != nil {
+		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
 	w.log.Debug("snapshotter configured", "policies", formatPolicies(policies))
 	return w, nil
@@ -238,11 +260,13 @@ func (w *Worker) initMetrics() error {
 		return err
 	}
 	if w.m.rebuild, err = m.Float64Histogram("evsnap.worker.rebuild.duration",
-		metric.WithUnit("s"), metric.WithDescription("Time to load an aggregate and store its snapshot.")); err != nil {
+		metric.WithUnit("s"), metric.WithDescription("Time to load an aggregate and store its snapshot."),
+		metric.WithExplicitBucketBoundaries(rebuildBuckets...)); err != nil {
 		return err
 	}
 	if w.m.lag, err = m.Float64Histogram("evsnap.worker.snapshot.lag",
-		metric.WithUnit("s"), metric.WithDescription("Time from the commit of the oldest coalesced save to its snapshot being stored.")); err != nil {
+		metric.WithUnit("s"), metric.WithDescription("Time from the commit of the oldest coalesced save to its snapshot being stored."),
+		metric.WithExplicitBucketBoundaries(lagBuckets...)); err != nil {
 		return err
 	}
 	if w.m.swept, err = m.Int64Counter("evsnap.worker.sweep.aggregates",
@@ -299,6 +323,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		_ = w.Close(cctx)
 	}()
 	var wg sync.WaitGroup
+	if w.cfg.SummaryInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.summaryLoop(ctx)
+		}()
+	}
 	if w.cfg.SweepInterval > 0 {
 		if w.lister == nil {
 			w.log.Warn("reconciliation sweep disabled: neither store can list aggregates (eventsource.AggregateLister)")
@@ -334,35 +365,78 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.loop.Store(loop)
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 250 * time.Millisecond
 	bo.MaxInterval = 10 * time.Second
 	bo.MaxElapsedTime = 0
+	nc := w.cfg.JetStream.Conn()
 	for ctx.Err() == nil {
-		cons, err := w.bindConsumer(ctx)
-		if err == nil {
-			w.ready.Store(true)
-			w.log.Info("consuming notices", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer)
-			err = loop.Run(ctx, cons)
-			w.ready.Store(false)
+		var err error
+		if !nc.IsConnected() {
+			// Binding would only wait out its timeout.
+			err = fmt.Errorf("not connected (%s)", nc.Status())
+		} else if cons, berr := w.bindConsumer(ctx); berr != nil {
+			err = berr
+		} else {
+			err = w.consume(ctx, loop, cons)
 			if ctx.Err() != nil {
 				break // drained
 			}
-			if err == nil {
-				err = errors.New("message iterator closed")
-			}
+			bo.Reset()
 		}
 		if ctx.Err() != nil {
 			break
 		}
 		wait := bo.NextBackOff()
-		w.log.Warn("notices unavailable; retrying", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer, "retry_in", wait, "error", err)
+		if !nc.IsConnected() {
+			w.log.Warn("NATS server unreachable; retrying", "nats", natsServers(nc), "status", nc.Status().String(),
+				"stream", w.cfg.Stream, "consumer", w.cfg.Consumer, logattr.Seconds("retry_in", wait), "error", err)
+		} else {
+			w.log.Warn("notices unavailable; retrying", "nats", natsServers(nc), "stream", w.cfg.Stream, "consumer", w.cfg.Consumer,
+				logattr.Seconds("retry_in", wait), "error", err)
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
 		}
 	}
 	return nil
+}
+
+// consume runs loop on the bound consumer cons, with the backlog sampler
+// alongside, until the loop returns. The error is never nil while ctx is
+// live.
+func (w *Worker) consume(ctx context.Context, loop *consumer.Loop, cons jetstream.Consumer) error {
+	var wg sync.WaitGroup
+	if w.cfg.BacklogInterval > 0 {
+		sctx, stop := context.WithCancel(ctx)
+		defer func() { stop(); wg.Wait() }()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.sampleBacklog(sctx, cons)
+		}()
+	}
+	w.ready.Store(true)
+	defer w.ready.Store(false)
+	w.log.Info("consuming notices", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer)
+	if err := loop.Run(ctx, cons); err != nil {
+		return err
+	}
+	return errors.New("message iterator closed")
+}
+
+// natsServers names the servers nc knows, credentials redacted.
+func natsServers(nc *nats.Conn) string {
+	if u := nc.ConnectedUrl(); u != "" {
+		return natsurl.Redact(u)
+	}
+	servers := nc.Servers()
+	for i, s := range servers {
+		servers[i] = natsurl.Redact(s)
+	}
+	return strings.Join(servers, ",")
 }
 
 // ConsumerConfig returns the durable consumer's configuration.
@@ -372,7 +446,7 @@ func (w *Worker) ConsumerConfig() jetstream.ConsumerConfig {
 		Description:   "evsnap snapshotter workers (shared by every replica)",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       w.cfg.AckWait,
-		MaxDeliver:    w.cfg.MaxDeliveries + 5, // backstop; the worker terminates at MaxDeliveries
+		MaxDeliver:    w.cfg.MaxDeliveries + 5, // backstop; the worker terminates at MaxDeliveries, these cover deliveries it never settled (crashes)
 		FilterSubject: w.cfg.SubjectPrefix + ".>",
 		MaxAckPending: max(1000, 4*w.cfg.BatchSize*w.cfg.Concurrency),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -417,7 +491,9 @@ func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
 		return err
 	}
 	if written {
-		w.m.lag.Record(ctx, time.Since(g.FirstCommit).Seconds(), metric.WithAttributes(attrType.String(t.name)))
+		lag := time.Since(g.FirstCommit).Seconds()
+		w.m.lag.Record(ctx, lag, metric.WithAttributes(attrType.String(t.name)))
+		w.sum.lag.record(lag)
 	}
 	return nil
 }
@@ -511,6 +587,7 @@ func (w *Worker) observeRebuild(ctx context.Context, t *target, id uuid.UUID, so
 	}
 	w.m.rebuild.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrType.String(t.name)))
 	w.m.written.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrSource.String(source)))
+	w.sum.written.Add(1)
 	w.log.Debug("snapshot stored", eventsource.LogKeyAggregateType, t.name, eventsource.LogKeyAggregateID, id,
 		eventsource.LogKeyVersion, s.Version, "source", source)
 	return s, nil
@@ -526,12 +603,42 @@ func (w *Worker) SnapshotAggregate(ctx context.Context, typ string, id uuid.UUID
 	return w.rebuild(ctx, t, id, SourceRebuild)
 }
 
-// Ready reports whether the worker is consuming notices (or, without
-// JetStream, running).
-func (w *Worker) Ready() bool { return w.ready.Load() }
+// ReadyWithin is how recent the worker's last answered pull must be for it
+// to be ready: three times the 5s pull expiry. An idle worker's pull is
+// answered by the server's heartbeats and checked every 10s.
+const ReadyWithin = consumer.FreshFetch
+
+// Ready reports whether the worker is consuming notices: connected to
+// NATS, bound to the durable consumer, and its pull answered (notices,
+// or the server's heartbeats) within ReadyWithin, or busy with notices it
+// fetched. Without JetStream it reports whether Run runs.
+func (w *Worker) Ready() bool {
+	ok, _ := w.readiness()
+	return ok
+}
+
+// readiness is Ready with the reason when not.
+func (w *Worker) readiness() (bool, string) {
+	if !w.ready.Load() {
+		if w.cfg.JetStream != nil && !w.cfg.JetStream.Conn().IsConnected() {
+			return false, "NATS server unreachable"
+		}
+		return false, "not consuming notices: the durable consumer is not bound"
+	}
+	if w.cfg.JetStream == nil {
+		return true, ""
+	}
+	if !w.cfg.JetStream.Conn().IsConnected() {
+		return false, "NATS server unreachable"
+	}
+	if l := w.loop.Load(); l == nil || !l.Fetching(time.Now()) {
+		return false, fmt.Sprintf("no pull from the consumer answered within %v", ReadyWithin)
+	}
+	return true, ""
+}
 
 // HealthHandler serves /healthz (the process is alive: always 200) and
-// /readyz (200 while consuming, 503 otherwise).
+// /readyz (200 while [Worker.Ready], 503 with the reason otherwise).
 func (w *Worker) HealthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
@@ -540,9 +647,9 @@ func (w *Worker) HealthHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !w.Ready() {
+		if ok, why := w.readiness(); !ok {
 			rw.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = rw.Write([]byte("not ready: not consuming notices\n"))
+			_, _ = rw.Write([]byte("not ready: " + why + "\n"))
 			return
 		}
 		_, _ = rw.Write([]byte("ready\n"))
@@ -560,6 +667,11 @@ func (w *Worker) Close(ctx context.Context) error {
 	}
 	w.closed = true
 	var errs []error
+	if w.gauges != nil {
+		if err := w.gauges.Unregister(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, t := range w.targets {
 		if err := t.rb.close(ctx); err != nil {
 			errs = append(errs, err)
