@@ -20,6 +20,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/evsnap/evsnap/internal/envflag"
 )
 
 func main() {
@@ -70,19 +72,14 @@ type common struct {
 	logger      *slog.Logger
 }
 
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
+// register adds the common flags to fs. Their defaults come from EVSNAP_*
+// variables; envflag keeps secrets out of help.
 func (c *common) register(fs *flag.FlagSet, defaultDB string) {
-	fs.StringVar(&c.postgresURL, "postgres-url", envOr("EVSNAP_POSTGRES_URL", ""), "PostgreSQL URL; empty uses SQLite (env EVSNAP_POSTGRES_URL)")
-	fs.StringVar(&c.sqlitePath, "sqlite-path", envOr("EVSNAP_SQLITE_PATH", ""), "SQLite file (default <data-dir>/"+defaultDB+") (env EVSNAP_SQLITE_PATH)")
-	fs.StringVar(&c.natsURL, "nats-url", envOr("EVSNAP_NATS_URL", ""), "NATS URL; empty starts an embedded server (env EVSNAP_NATS_URL)")
-	fs.StringVar(&c.dataDir, "data-dir", envOr("EVSNAP_DATA_DIR", "data"), "directory for the embedded default's files (env EVSNAP_DATA_DIR)")
-	fs.StringVar(&c.logLevel, "log-level", envOr("EVSNAP_LOG_LEVEL", "error"), "log level for library logs on stderr: debug, info, warn, error (env EVSNAP_LOG_LEVEL)")
+	envflag.String(fs, &c.postgresURL, "postgres-url", "EVSNAP_POSTGRES_URL", "", "PostgreSQL URL; empty uses SQLite")
+	envflag.String(fs, &c.sqlitePath, "sqlite-path", "EVSNAP_SQLITE_PATH", "", "SQLite file (default <data-dir>/"+defaultDB+")")
+	envflag.String(fs, &c.natsURL, "nats-url", "EVSNAP_NATS_URL", "", "NATS URL; empty starts an embedded server")
+	envflag.String(fs, &c.dataDir, "data-dir", "EVSNAP_DATA_DIR", "data", "directory for the embedded default's files")
+	envflag.String(fs, &c.logLevel, "log-level", "EVSNAP_LOG_LEVEL", "error", "log level for library logs on stderr: debug, info, warn, error")
 }
 
 func (c *common) finish(stderr io.Writer) error {
