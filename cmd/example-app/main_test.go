@@ -8,10 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/evsnap/evsnap/internal/envflag"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	envflag.UnsetProgramVars() // the caller's EVSNAP_* settings must not change what the tests see
+	goleak.VerifyTestMain(m)
+}
 
 // The demo end to end on the embedded default (embedded NATS, SQLite), at
 // small sizes: every section runs and it exits 0, leaving nothing running
