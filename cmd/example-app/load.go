@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
@@ -24,7 +25,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var c common
 	fs := flag.NewFlagSet("example-app load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c.register(fs, "load.db")
+	c.register(fs, backend.DefaultSQLiteFile)
 	aggregates := fs.Int("aggregates", 100, "how many aggregates to spread the saves over")
 	saveRate := fs.Float64("rate", 200, "saves per second (all goroutines together)")
 	duration := fs.Duration("duration", 30*time.Second, "how long to run; 0 runs until interrupted")
@@ -58,7 +59,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := c.finish(stderr); err != nil {
 		return err
 	}
-	in, err := openInfra(ctx, &c, "load.db", false, !*noMigrate)
+	in, err := openInfra(ctx, &c, backend.DefaultSQLiteFile, false, !*noMigrate)
 	if err != nil {
 		return err
 	}

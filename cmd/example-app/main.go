@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/envflag"
 )
 
@@ -76,10 +77,18 @@ type common struct {
 // variables; envflag keeps secrets out of help.
 func (c *common) register(fs *flag.FlagSet, defaultDB string) {
 	envflag.String(fs, &c.postgresURL, "postgres-url", "EVSNAP_POSTGRES_URL", "", "PostgreSQL URL; empty uses SQLite")
-	envflag.String(fs, &c.sqlitePath, "sqlite-path", "EVSNAP_SQLITE_PATH", "", "SQLite file (default <data-dir>/"+defaultDB+")")
+	envflag.String(fs, &c.sqlitePath, "sqlite-path", "EVSNAP_SQLITE_PATH", "", "SQLite file (default <data-dir>/"+defaultDB+dbNote(defaultDB)+")")
 	envflag.String(fs, &c.natsURL, "nats-url", "EVSNAP_NATS_URL", "", "NATS URL; empty starts an embedded server")
-	envflag.String(fs, &c.dataDir, "data-dir", "EVSNAP_DATA_DIR", "data", "directory for the embedded default's files")
+	envflag.String(fs, &c.dataDir, "data-dir", "EVSNAP_DATA_DIR", backend.DefaultDataDir, "directory for the embedded default's files")
 	envflag.String(fs, &c.logLevel, "log-level", "EVSNAP_LOG_LEVEL", "error", "log level for library logs on stderr: debug, info, warn, error")
+}
+
+// dbNote says, in help, which default database is shared with snapshotter.
+func dbNote(defaultDB string) string {
+	if defaultDB == backend.DefaultSQLiteFile {
+		return ", the file snapshotter uses by default"
+	}
+	return ", recreated on every run"
 }
 
 func (c *common) finish(stderr io.Writer) error {
