@@ -41,6 +41,9 @@ func TestDemoOnTheEmbeddedDefault(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
+	if strings.Contains(out.String(), "\r") {
+		t.Errorf("progress drawn with carriage returns in output that is not a terminal:\n%q", out.String())
+	}
 	if _, err := os.Stat(filepath.Join(dir, "demo.db")); err != nil {
 		t.Errorf("no SQLite database under the data dir: %v", err)
 	}
