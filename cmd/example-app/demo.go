@@ -31,8 +31,7 @@ type demo struct {
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	d := &demo{out: stdout, reg: exampledomain.NewRegistry()}
-	fs := flag.NewFlagSet("example-app demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("example-app [demo] [flags]", "The snapshotting tutorial end to end, as a report: load times with and\nwithout snapshots, the snapshot modes, schema versioning, external mode.", stderr)
 	d.register(fs, "demo.db")
 	sizes := fs.String("sizes", "100,1000,10000,100000", "event counts for the performance comparison, comma-separated")
 	fs.IntVar(&d.workers, "workers", 2, "in-process snapshotter workers for the external mode")

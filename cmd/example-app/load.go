@@ -43,8 +43,7 @@ const saveTimeout = 30 * time.Second
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	var lc loadConfig
-	fs := flag.NewFlagSet("example-app load", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("example-app load [flags]", "Steady saves of accounts and orders in external mode at a target rate,\nprinting throughput every second.", stderr)
 	c.register(fs, backend.DefaultSQLiteFile)
 	fs.IntVar(&lc.aggregates, "aggregates", 100, "how many aggregates to spread the saves over")
 	fs.Float64Var(&lc.rate, "rate", 200, "saves per second (all goroutines together)")
@@ -53,7 +52,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&lc.maxEvents, "max-events", 3, "events per account save: 1 to this many")
 	fs.IntVar(&lc.concurrency, "concurrency", 8, "saving goroutines")
 	fs.StringVar(&lc.record, "record", "", "append one line per successful save (type id first last) to this file")
-	fs.BoolVar(&lc.noMigrate, "no-migrate", false, "do not create or upgrade the tables (run as a role without schema privileges; `snapshotter migrate` did it)")
+	fs.BoolVar(&lc.noMigrate, "no-migrate", false, "do not create or upgrade the tables (run as a role without schema privileges, after 'snapshotter migrate')")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

@@ -33,8 +33,36 @@ func main() {
 
 var errUsage = errors.New("usage")
 
+const usage = `example-app walks through evsnap's snapshotting on the tutorial's scenario,
+and generates steady load for the snapshotter.
+
+Usage:
+  example-app [demo] [flags]   the tutorial as a report (the default command)
+  example-app load [flags]     steady saves of accounts and orders, printing throughput
+
+Without EVSNAP_NATS_URL and EVSNAP_POSTGRES_URL (or --nats-url,
+--postgres-url) both run on an embedded NATS server and SQLite under ./data.
+Run 'example-app <command> -h' for a command's flags.
+`
+
+// newFlagSet returns a command's flag set, whose help starts with the
+// command line and what the command does.
+func newFlagSet(cmdline, what string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("example-app", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s\n\n%s\n\nFlags:\n", cmdline, what)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
 // Main runs the command line and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
 	cmd := "demo"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -45,10 +73,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, args, stdout, stderr)
 	case "load":
 		err = runLoad(ctx, args, stdout, stderr)
-	case "help":
-		fmt.Fprintln(stdout, "usage: example-app [demo|load] [flags]; example-app <command> -h for flags")
-		return 0
 	default:
+		fmt.Fprint(stderr, usage)
 		err = fmt.Errorf("%w: unknown command %q (want demo or load)", errUsage, cmd)
 	}
 	switch {
