@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/progress"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/google/uuid"
@@ -30,8 +31,7 @@ type demo struct {
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	d := &demo{out: stdout, reg: exampledomain.NewRegistry()}
-	fs := flag.NewFlagSet("example-app demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("example-app [demo] [flags]", "The snapshotting tutorial end to end, as a report: load times with and\nwithout snapshots, the snapshot modes, schema versioning, external mode.", stderr)
 	d.register(fs, "demo.db")
 	sizes := fs.String("sizes", "100,1000,10000,100000", "event counts for the performance comparison, comma-separated")
 	fs.IntVar(&d.workers, "workers", 2, "in-process snapshotter workers for the external mode")
@@ -118,7 +118,7 @@ func (d *demo) performance(ctx context.Context) error {
 		a := snap.New(id)
 		_ = a.Open("Performance Test Account", 1000)
 		start := time.Now()
-		lastShown := time.Time{}
+		line := progress.New(d.out)
 		for v := 2; v <= n; v++ {
 			if v%2 == 0 {
 				_ = a.Deposit(10)
@@ -129,10 +129,7 @@ func (d *demo) performance(ctx context.Context) error {
 				if err := snap.Save(ctx, a); err != nil {
 					return err
 				}
-				if time.Since(lastShown) > 200*time.Millisecond || v == n {
-					lastShown = time.Now()
-					fmt.Fprintf(d.out, "\r  writing %s events: %3d%%", commas(n), v*100/n)
-				}
+				line.Update("  writing %s events: %3d%%", commas(n), v*100/n)
 			}
 		}
 		if n == 1 {
@@ -140,7 +137,7 @@ func (d *demo) performance(ctx context.Context) error {
 				return err
 			}
 		}
-		fmt.Fprintf(d.out, "\r  wrote %s events in %v (saves of 100, snapshot every 100)%s\n", commas(n), time.Since(start).Round(time.Millisecond), strings.Repeat(" ", 10))
+		line.Done("  wrote %s events in %v (saves of 100, snapshot every 100)", commas(n), time.Since(start).Round(time.Millisecond))
 		reps := max(3, min(50, 200_000/n))
 		without, _, err := medianLoad(ctx, reps, func() (*exampledomain.Account, error) { return plain.Load(ctx, id) })
 		if err != nil {

@@ -124,7 +124,11 @@ func parse(t *testing.T, sub string, args []string, env map[string]string, flags
 	if code != 0 {
 		return nil, fmt.Errorf("exit %d: %s", code, strings.TrimSpace(stderr.String()))
 	}
-	if !strings.Contains(stderr.String(), "Usage of example-app "+sub) {
+	header := "Usage: example-app " + sub + " [flags]"
+	if sub == "demo" {
+		header = "Usage: example-app [demo] [flags]"
+	}
+	if !strings.Contains(stderr.String(), header) {
 		return nil, fmt.Errorf("the trailing -h was not reached: %s", strings.TrimSpace(stderr.String()))
 	}
 	return given, nil

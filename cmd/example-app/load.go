@@ -6,33 +6,53 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"golang.org/x/time/rate"
 )
 
+// loadConfig is what `example-app load` is asked to do.
+type loadConfig struct {
+	aggregates  int
+	rate        float64
+	duration    time.Duration // 0: until ctx ends
+	orderShare  float64
+	maxEvents   int
+	concurrency int
+	record      string // file of one line per successful save; "" records nothing
+	noMigrate   bool
+}
+
+// saveTimeout bounds one save. A save runs to its end even after the load
+// stops (at --duration or on a signal), so that nothing it committed goes
+// uncounted, unrecorded or unannounced; this keeps a hung store from
+// holding the exit for ever.
+const saveTimeout = 30 * time.Second
+
 // runLoad drives steady traffic: saves of accounts and orders in external
 // mode at a target rate, printing throughput every second.
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
-	fs := flag.NewFlagSet("example-app load", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c.register(fs, "load.db")
-	aggregates := fs.Int("aggregates", 100, "how many aggregates to spread the saves over")
-	saveRate := fs.Float64("rate", 200, "saves per second (all goroutines together)")
-	duration := fs.Duration("duration", 30*time.Second, "how long to run; 0 runs until interrupted")
-	orderShare := fs.Float64("orders", 0.3, "share of aggregates that are orders (the rest are accounts)")
-	maxEvents := fs.Int("max-events", 3, "events per account save: 1 to this many")
-	concurrency := fs.Int("concurrency", 8, "saving goroutines")
-	record := fs.String("record", "", "append one line per successful save (type id first last) to this file")
-	noMigrate := fs.Bool("no-migrate", false, "do not create or upgrade the tables (run as a role without schema privileges; `snapshotter migrate` did it)")
+	var lc loadConfig
+	fs := newFlagSet("example-app load [flags]", "Steady saves of accounts and orders in external mode at a target rate,\nprinting throughput every second.", stderr)
+	c.register(fs, backend.DefaultSQLiteFile)
+	fs.IntVar(&lc.aggregates, "aggregates", 100, "how many aggregates to spread the saves over")
+	fs.Float64Var(&lc.rate, "rate", 200, "saves per second (all goroutines together)")
+	fs.DurationVar(&lc.duration, "duration", 30*time.Second, "how long to run; 0 runs until interrupted")
+	fs.Float64Var(&lc.orderShare, "orders", 0.3, "share of aggregates that are orders (the rest are accounts)")
+	fs.IntVar(&lc.maxEvents, "max-events", 3, "events per account save: 1 to this many")
+	fs.IntVar(&lc.concurrency, "concurrency", 8, "saving goroutines")
+	fs.StringVar(&lc.record, "record", "", "append one line per successful save (type id first last) to this file")
+	fs.BoolVar(&lc.noMigrate, "no-migrate", false, "do not create or upgrade the tables (run as a role without schema privileges, after 'snapshotter migrate')")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -42,97 +62,113 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	switch {
 	case fs.NArg() > 0:
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	case *aggregates < 1:
+	case lc.aggregates < 1:
 		return fmt.Errorf("%w: --aggregates must be at least 1", errUsage)
-	case *saveRate <= 0:
+	case lc.rate <= 0:
 		return fmt.Errorf("%w: --rate must be positive", errUsage)
-	case *duration < 0:
+	case lc.duration < 0:
 		return fmt.Errorf("%w: --duration must not be negative", errUsage)
-	case *orderShare < 0 || *orderShare > 1:
+	case lc.orderShare < 0 || lc.orderShare > 1:
 		return fmt.Errorf("%w: --orders must be between 0 and 1", errUsage)
-	case *maxEvents < 1 || *maxEvents > 1000:
+	case lc.maxEvents < 1 || lc.maxEvents > 1000:
 		return fmt.Errorf("%w: --max-events must be 1-1000", errUsage)
-	case *concurrency < 1 || *concurrency > 1024:
+	case lc.concurrency < 1 || lc.concurrency > 1024:
 		return fmt.Errorf("%w: --concurrency must be 1-1024", errUsage)
 	}
 	if err := c.finish(stderr); err != nil {
 		return err
 	}
-	in, err := openInfra(ctx, &c, "load.db", false, !*noMigrate)
+	in, err := openInfra(ctx, &c, backend.DefaultSQLiteFile, false, !lc.noMigrate)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
+	return generateLoad(ctx, lc, in, in.store.Store, c.logger, stdout, stderr)
+}
+
+// generateLoad saves to store (the infra's, or a wrapper of it) and
+// publishes notices on the infra's JetStream, as lc says.
+//
+// At the deadline, or when ctx ends, no new save starts; every save
+// already started runs to its end (with a context that neither cancels,
+// bounded by saveTimeout) and is counted, and recorded if it succeeded.
+// Then the publisher is flushed and closed, so each committed save's
+// notice is published before generateLoad returns.
+func generateLoad(ctx context.Context, lc loadConfig, in *infra, store backend.Store, logger *slog.Logger, stdout, stderr io.Writer) error {
 	var rec *recorder
-	if *record != "" {
-		f, err := os.OpenFile(*record, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if lc.record != "" {
+		f, err := os.OpenFile(lc.record, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			return fmt.Errorf("--record: %w", err)
 		}
 		defer f.Close()
 		rec = &recorder{w: f}
 	}
-	pub, closePub, err := in.publisher(ctx, c.logger)
+	pub, closePub, err := in.publisher(ctx, logger)
 	if err != nil {
 		return err
 	}
 	defer closePub()
 	reg := exampledomain.NewRegistry()
-	opts := []eventsource.Option{eventsource.WithLogger(c.logger), eventsource.WithSnapshotStore(in.store.Store), eventsource.WithAppendNotifier(pub)}
-	accounts, err := eventsource.NewRepository[exampledomain.Account](in.store.Store, reg, opts...)
+	opts := []eventsource.Option{eventsource.WithLogger(logger), eventsource.WithSnapshotStore(store), eventsource.WithAppendNotifier(pub)}
+	accounts, err := eventsource.NewRepository[exampledomain.Account](store, reg, opts...)
 	if err != nil {
 		return err
 	}
-	defer accounts.Close(ctx)
-	orders, err := eventsource.NewRepository[exampledomain.Order](in.store.Store, reg, opts...)
+	defer accounts.Close(context.WithoutCancel(ctx))
+	orders, err := eventsource.NewRepository[exampledomain.Order](store, reg, opts...)
 	if err != nil {
 		return err
 	}
-	defer orders.Close(ctx)
+	defer orders.Close(context.WithoutCancel(ctx))
 
-	ids := make([]uuid.UUID, *aggregates)
-	isOrder := make([]bool, *aggregates)
+	ids := make([]uuid.UUID, lc.aggregates)
+	isOrder := make([]bool, lc.aggregates)
 	for i := range ids {
 		ids[i] = uuid.New()
-		isOrder[i] = float64(i) < *orderShare*float64(*aggregates)
+		isOrder[i] = float64(i) < lc.orderShare*float64(lc.aggregates)
 	}
 	fmt.Fprintf(stdout, "load: %d aggregates (%.0f%% orders), %.0f saves/s, %s; store %s, bus %s\n",
-		*aggregates, *orderShare*100, *saveRate, durationText(*duration), in.store, in.natsWhere)
+		lc.aggregates, lc.orderShare*100, lc.rate, durationText(lc.duration), in.store, in.natsWhere)
 
+	// runCtx only decides when saves stop starting; saves run on saveCtx.
 	runCtx := ctx
-	if *duration > 0 {
+	if lc.duration > 0 {
 		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, *duration)
+		runCtx, cancel = context.WithTimeout(ctx, lc.duration)
 		defer cancel()
 	}
-	lim := rate.NewLimiter(rate.Limit(*saveRate), max(1, int(*saveRate/20)))
+	saveCtx := context.WithoutCancel(ctx)
+	lim := rate.NewLimiter(rate.Limit(lc.rate), max(1, int(lc.rate/20)))
 	var st loadStats
 	locks := make([]sync.Mutex, len(ids)) // one saver per aggregate at a time keeps conflicts rare
 	var wg sync.WaitGroup
-	for range *concurrency {
+	for range lc.concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 			for lim.Wait(runCtx) == nil {
 				i := r.IntN(len(ids))
+				sctx, cancel := context.WithTimeout(saveCtx, saveTimeout)
 				locks[i].Lock() // ids[i] is only read and replaced under its lock
 				var first, last int64
 				var typ string
 				var err error
 				if isOrder[i] {
 					typ = exampledomain.OrderType
-					first, last, err = saveOrder(runCtx, orders, ids[i], r)
+					first, last, err = saveOrder(sctx, orders, ids[i], r)
 					if errors.Is(err, errShipped) {
 						ids[i] = uuid.New() // a shipped order is done; a new order takes its slot
-						first, last, err = saveOrder(runCtx, orders, ids[i], r)
+						first, last, err = saveOrder(sctx, orders, ids[i], r)
 					}
 				} else {
 					typ = exampledomain.AccountType
-					first, last, err = saveAccount(runCtx, accounts, ids[i], 1+r.IntN(*maxEvents), r)
+					first, last, err = saveAccount(sctx, accounts, ids[i], 1+r.IntN(lc.maxEvents), r)
 				}
 				id := ids[i]
 				locks[i].Unlock()
+				cancel()
 				switch {
 				case err == nil:
 					st.saves.Add(1)
@@ -140,7 +176,6 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					rec.write(typ, id, first, last)
 				case errors.Is(err, eventsource.ErrConcurrencyConflict):
 					st.conflicts.Add(1)
-				case runCtx.Err() != nil:
 				default:
 					if st.errors.Add(1) <= 5 {
 						fmt.Fprintln(stderr, "load: save failed:", err)

@@ -20,6 +20,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/envflag"
 )
 
 func main() {
@@ -30,8 +33,36 @@ func main() {
 
 var errUsage = errors.New("usage")
 
+const usage = `example-app walks through evsnap's snapshotting on the tutorial's scenario,
+and generates steady load for the snapshotter.
+
+Usage:
+  example-app [demo] [flags]   the tutorial as a report (the default command)
+  example-app load [flags]     steady saves of accounts and orders, printing throughput
+
+Without EVSNAP_NATS_URL and EVSNAP_POSTGRES_URL (or --nats-url,
+--postgres-url) both run on an embedded NATS server and SQLite under ./data.
+Run 'example-app <command> -h' for a command's flags.
+`
+
+// newFlagSet returns a command's flag set, whose help starts with the
+// command line and what the command does.
+func newFlagSet(cmdline, what string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("example-app", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s\n\n%s\n\nFlags:\n", cmdline, what)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
 // Main runs the command line and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
 	cmd := "demo"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -42,10 +73,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, args, stdout, stderr)
 	case "load":
 		err = runLoad(ctx, args, stdout, stderr)
-	case "help":
-		fmt.Fprintln(stdout, "usage: example-app [demo|load] [flags]; example-app <command> -h for flags")
-		return 0
 	default:
+		fmt.Fprint(stderr, usage)
 		err = fmt.Errorf("%w: unknown command %q (want demo or load)", errUsage, cmd)
 	}
 	switch {
@@ -70,19 +99,22 @@ type common struct {
 	logger      *slog.Logger
 }
 
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
+// register adds the common flags to fs. Their defaults come from EVSNAP_*
+// variables; envflag keeps secrets out of help.
+func (c *common) register(fs *flag.FlagSet, defaultDB string) {
+	envflag.String(fs, &c.postgresURL, "postgres-url", "EVSNAP_POSTGRES_URL", "", "PostgreSQL URL; empty uses SQLite")
+	envflag.String(fs, &c.sqlitePath, "sqlite-path", "EVSNAP_SQLITE_PATH", "", "SQLite file (default <data-dir>/"+defaultDB+dbNote(defaultDB)+")")
+	envflag.String(fs, &c.natsURL, "nats-url", "EVSNAP_NATS_URL", "", "NATS URL; empty starts an embedded server")
+	envflag.String(fs, &c.dataDir, "data-dir", "EVSNAP_DATA_DIR", backend.DefaultDataDir, "directory for the embedded default's files")
+	envflag.String(fs, &c.logLevel, "log-level", "EVSNAP_LOG_LEVEL", "error", "log level for library logs on stderr: debug, info, warn, error")
 }
 
-func (c *common) register(fs *flag.FlagSet, defaultDB string) {
-	fs.StringVar(&c.postgresURL, "postgres-url", envOr("EVSNAP_POSTGRES_URL", ""), "PostgreSQL URL; empty uses SQLite (env EVSNAP_POSTGRES_URL)")
-	fs.StringVar(&c.sqlitePath, "sqlite-path", envOr("EVSNAP_SQLITE_PATH", ""), "SQLite file (default <data-dir>/"+defaultDB+") (env EVSNAP_SQLITE_PATH)")
-	fs.StringVar(&c.natsURL, "nats-url", envOr("EVSNAP_NATS_URL", ""), "NATS URL; empty starts an embedded server (env EVSNAP_NATS_URL)")
-	fs.StringVar(&c.dataDir, "data-dir", envOr("EVSNAP_DATA_DIR", "data"), "directory for the embedded default's files (env EVSNAP_DATA_DIR)")
-	fs.StringVar(&c.logLevel, "log-level", envOr("EVSNAP_LOG_LEVEL", "error"), "log level for library logs on stderr: debug, info, warn, error (env EVSNAP_LOG_LEVEL)")
+// dbNote says, in help, which default database is shared with snapshotter.
+func dbNote(defaultDB string) string {
+	if defaultDB == backend.DefaultSQLiteFile {
+		return ", the file snapshotter uses by default"
+	}
+	return ", recreated on every run"
 }
 
 func (c *common) finish(stderr io.Writer) error {

@@ -8,10 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/evsnap/evsnap/internal/envflag"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	envflag.UnsetProgramVars() // the caller's EVSNAP_* settings must not change what the tests see
+	goleak.VerifyTestMain(m)
+}
 
 // The demo end to end on the embedded default (embedded NATS, SQLite), at
 // small sizes: every section runs and it exits 0, leaving nothing running
@@ -36,6 +40,9 @@ func TestDemoOnTheEmbeddedDefault(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+	if strings.Contains(out.String(), "\r") {
+		t.Errorf("progress drawn with carriage returns in output that is not a terminal:\n%q", out.String())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "demo.db")); err != nil {
 		t.Errorf("no SQLite database under the data dir: %v", err)

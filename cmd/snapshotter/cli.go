@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/envflag"
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natsconn"
 	"github.com/evsnap/evsnap/lib/natsnotice"
@@ -163,9 +164,10 @@ func envOr(name, def string) string {
 	return def
 }
 
-// flagEnv registers a string flag defaulting to an env var.
+// flagEnv registers a string flag defaulting to an env var; help never
+// shows a secret the variable holds (see envflag).
 func flagEnv(fs *flag.FlagSet, p *string, name, env, def, help string) {
-	fs.StringVar(p, name, envOr(env, def), help+" (env "+env+")")
+	envflag.String(fs, p, name, env, def, help)
 }
 
 // envErrs collects env values that do not parse; finish reports them.

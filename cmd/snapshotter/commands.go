@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/progress"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
@@ -118,19 +119,15 @@ func (o *options) rebuild(ctx context.Context) error {
 	}
 	defer done()
 	start := time.Now()
-	last := time.Time{}
+	line := progress.New(o.stdout)
 	res, err := w.Rebuild(ctx, o.typ, snapshotter.RebuildOptions{ID: id, Rate: o.rate, Progress: func(n, failed, total int) {
-		if time.Since(last) < time.Second && n+failed != total {
-			return
-		}
-		last = time.Now()
 		if total > 0 {
-			fmt.Fprintf(o.stdout, "\rrebuilt %d/%d %s (%d failed, %.0f/s)", n, total, o.typ, failed, float64(n+failed)/time.Since(start).Seconds())
+			line.Update("rebuilt %d/%d %s (%d failed, %.0f/s)", n, total, o.typ, failed, float64(n+failed)/time.Since(start).Seconds())
 		} else {
-			fmt.Fprintf(o.stdout, "\rrebuilt %d %s (%d failed)", n, o.typ, failed)
+			line.Update("rebuilt %d %s (%d failed)", n, o.typ, failed)
 		}
 	}})
-	fmt.Fprintf(o.stdout, "\nrebuilt %d %s snapshots in %v, %d failed\n", res.Rebuilt, o.typ, time.Since(start).Round(time.Millisecond), res.Failed)
+	line.Done("rebuilt %d %s snapshots in %v, %d failed", res.Rebuilt, o.typ, time.Since(start).Round(time.Millisecond), res.Failed)
 	for _, e := range res.Errors {
 		fmt.Fprintln(o.stdout, "  failed:", e)
 	}

@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/envflag"
 	"github.com/evsnap/evsnap/internal/natstest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
+	envflag.UnsetProgramVars() // the caller's EVSNAP_* settings must not change what the tests see
 	goleak.VerifyTestMain(m)
 }
 

@@ -17,8 +17,21 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// DefaultSQLitePath is where the embedded default keeps its database.
-const DefaultSQLitePath = "data/evsnap.db"
+// The SQLite default, shared by both cmd/ programs so that `example-app
+// load` and `snapshotter run`, started without configuration in one
+// directory, use one store (with two files the worker finds none of the
+// aggregates the notices name).
+const (
+	// DefaultDataDir is the directory, relative to the working directory,
+	// where the programs keep local files when not told otherwise.
+	DefaultDataDir = "data"
+	// DefaultSQLiteFile is the name of the default SQLite database in
+	// the data directory.
+	DefaultSQLiteFile = "evsnap.db"
+	// DefaultSQLitePath is where the embedded default keeps its database:
+	// DefaultSQLiteFile in DefaultDataDir.
+	DefaultSQLitePath = DefaultDataDir + "/" + DefaultSQLiteFile
+)
 
 // Store is what a backend provides: events, snapshots and aggregate
 // listings in one place.

@@ -73,7 +73,8 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// Redact returns u with any password or token in its userinfo replaced.
+// Redact returns u with any password or token in its userinfo replaced
+// (see [natsurl.Redact]).
 func Redact(u string) string { return natsurl.Redact(u) }
 
 // Connect dials NATS and keeps reconnecting for ever (with a wait between

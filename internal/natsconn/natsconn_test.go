@@ -104,6 +104,10 @@ func TestValidateAndRedact(t *testing.T) {
 		"nats://u:pw@host:4222": "nats://u:xxxxx@host:4222",
 		"nats://tok@host:4222":  "nats://xxxxx@host:4222",
 		"nats://host:4222":      "nats://host:4222",
+		// every URL of a list, and one that does not parse
+		"nats://u:pw@h1:4222,nats://u:pw@h2:4222": "nats://u:xxxxx@h1:4222,nats://u:xxxxx@h2:4222",
+		"nats://tok@h1, nats://tok@h2":            "nats://xxxxx@h1, nats://xxxxx@h2",
+		"nats://u:p%zz@host:4222":                 "nats://xxxxx@host:4222",
 	} {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)

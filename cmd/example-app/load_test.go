@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/google/uuid"
+)
+
+// deadlineStore commits the first Append and then holds its answer for
+// hold, longer than the load's --duration, so the load's deadline passes
+// while that save is in flight. If the save's context ends meanwhile, the
+// Append returns its error although the events are committed, as a
+// driver does whose context is cancelled just after the commit.
+type deadlineStore struct {
+	backend.Store
+	hold    time.Duration
+	first   atomic.Bool
+	firstID uuid.UUID // the aggregate of the held Append
+}
+
+func (s *deadlineStore) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (eventsource.AppendResult, error) {
+	res, err := s.Store.Append(context.WithoutCancel(ctx), typ, id, expected, events)
+	if err != nil || !s.first.CompareAndSwap(false, true) {
+		return res, err
+	}
+	s.firstID = id
+	t := time.NewTimer(s.hold)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-t.C:
+		return res, nil
+	}
+}
+
+// A save that commits as --duration expires is counted, recorded and
+// announced: the store's head equals what --record holds, and the stream
+// has the notice of the head.
+func TestLoadFinishesTheSaveInFlightAtItsDeadline(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := common{dataDir: dir, logLevel: "error"}
+	if err := c.finish(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	in, err := openInfra(ctx, &c, backend.DefaultSQLiteFile, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	rec := filepath.Join(dir, "saves.txt")
+	// One account, one event per save: the head is the number of saves.
+	lc := loadConfig{aggregates: 1, rate: 100, duration: time.Second, maxEvents: 1, concurrency: 1, record: rec}
+	store := &deadlineStore{Store: in.store.Store, hold: lc.duration + 100*time.Millisecond} // the Append starts after the deadline is set
+	var out, errOut bytes.Buffer
+	if err := generateLoad(ctx, lc, in, store, c.logger, &out, &errOut); err != nil {
+		t.Fatalf("load: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+	if !store.first.Load() {
+		t.Fatal("no save was made")
+	}
+	data, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	if s := strings.TrimSpace(string(data)); s != "" {
+		lines = strings.Split(s, "\n")
+	}
+	id := store.firstID
+	var recordedLast int64
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 4 || f[0] != exampledomain.AccountType || f[1] != id.String() {
+			t.Fatalf("bad record line %q", l)
+		}
+		recordedLast, _ = strconv.ParseInt(f[3], 10, 64)
+	}
+	head, err := in.store.StreamVersion(ctx, exampledomain.AccountType, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head != int64(len(lines)) || head != recordedLast {
+		t.Fatalf("store head %d, %d saves recorded (the last at v%d)\nstdout:\n%s", head, len(lines), recordedLast, out.String())
+	}
+	stream, err := in.js.Stream(ctx, natsnotice.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, natsnotice.Subject(natsnotice.DefaultSubjectPrefix, exampledomain.AccountType, id))
+	if err != nil {
+		t.Fatalf("no notice for %s in the stream: %v", id, err)
+	}
+	n, err := natsnotice.Decode(msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.LastVersion != head {
+		t.Fatalf("the stream's last notice is for v%d, the head is v%d", n.LastVersion, head)
+	}
+}
