@@ -18,6 +18,7 @@ import (
 	"github.com/evsnap/evsnap/internal/envflag"
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/google/uuid"
@@ -108,6 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // ones it uses.
 type options struct {
 	stdout, stderr io.Writer
+	envErrs        []error // env values that did not parse; finish reports them
 
 	postgresURL string
 	sqlitePath  string
@@ -156,53 +158,42 @@ type options struct {
 	logger *slog.Logger
 }
 
-// envOr returns the environment variable's value, or def.
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
 // flagEnv registers a string flag defaulting to an env var; help never
 // shows a secret the variable holds (see envflag).
 func flagEnv(fs *flag.FlagSet, p *string, name, env, def, help string) {
 	envflag.String(fs, p, name, env, def, help)
 }
 
-// envErrs collects env values that do not parse; finish reports them.
-var envErrs []error
-
 // envParse returns the env var parsed by parse, or def when it is unset.
-// A value that does not parse is recorded (finish reports it, saying what
-// was wanted) and def is used meanwhile.
-func envParse[T any](name string, def T, parse func(string) (T, error), want string) T {
+// A value that does not parse is recorded in errs (finish reports it,
+// saying what was wanted) and def is used meanwhile. The errors belong to
+// one command's options, so two commands parsed at once never share them.
+func envParse[T any](errs *[]error, name string, def T, parse func(string) (T, error), want string) T {
 	v, ok := os.LookupEnv(name)
 	if !ok {
 		return def
 	}
 	x, err := parse(strings.TrimSpace(v))
 	if err != nil {
-		envErrs = append(envErrs, fmt.Errorf("env %s=%q: want %s", name, v, want))
+		*errs = append(*errs, fmt.Errorf("env %s=%q: want %s", name, v, want))
 		return def
 	}
 	return x
 }
 
-func envInt(name string, def int) int {
-	return envParse(name, def, strconv.Atoi, "a whole number")
+func (o *options) envInt(name string, def int) int {
+	return envParse(&o.envErrs, name, def, strconv.Atoi, "a whole number")
 }
 
-func envFloat(name string, def float64) float64 {
-	return envParse(name, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, "a number")
+func (o *options) envFloat(name string, def float64) float64 {
+	return envParse(&o.envErrs, name, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, "a number")
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	return envParse(name, def, time.ParseDuration, "a duration such as 30s")
+func (o *options) envDuration(name string, def time.Duration) time.Duration {
+	return envParse(&o.envErrs, name, def, time.ParseDuration, "a duration such as 30s")
 }
 
 func commonFlags(o *options, name string) *flag.FlagSet {
-	envErrs = nil
 	fs := flag.NewFlagSet("snapshotter "+name, flag.ContinueOnError)
 	flagEnv(fs, &o.postgresURL, "postgres-url", "EVSNAP_POSTGRES_URL", "", "PostgreSQL URL; empty uses SQLite")
 	flagEnv(fs, &o.sqlitePath, "sqlite-path", "EVSNAP_SQLITE_PATH", backend.DefaultSQLitePath, "SQLite database file when no PostgreSQL URL is set")
@@ -231,27 +222,27 @@ func runFlags(o *options) *flag.FlagSet {
 	natsFlags(fs, o)
 	d := snapshotter.DefaultConfig()
 	flagEnv(fs, &o.consumer, "consumer", "EVSNAP_CONSUMER", d.Consumer, "durable consumer shared by every replica")
-	fs.IntVar(&o.concurrency, "concurrency", envInt("EVSNAP_CONCURRENCY", d.Concurrency), "aggregates rebuilt at once per replica (env EVSNAP_CONCURRENCY)")
-	fs.IntVar(&o.writeBatch, "write-batch", envInt("EVSNAP_WRITE_BATCH", d.WriteBatch), "most snapshots written with one statement and one commit; 1 writes each on its own (env EVSNAP_WRITE_BATCH)")
-	fs.IntVar(&o.readBatch, "read-batch", envInt("EVSNAP_READ_BATCH", d.ReadBatch), "most aggregates whose snapshots are read with one statement for the policy's decision; 1 reads each on its own (env EVSNAP_READ_BATCH)")
-	fs.IntVar(&o.batchSize, "batch-size", envInt("EVSNAP_BATCH_SIZE", d.BatchSize), "notices per fetch (env EVSNAP_BATCH_SIZE)")
-	fs.DurationVar(&o.linger, "linger", envDuration("EVSNAP_LINGER", d.Linger), "how long a batch waits to fill (env EVSNAP_LINGER)")
-	fs.DurationVar(&o.ackWait, "ack-wait", envDuration("EVSNAP_ACK_WAIT", d.AckWait), "JetStream ack wait (env EVSNAP_ACK_WAIT)")
-	fs.IntVar(&o.maxDeliveries, "max-deliveries", envInt("EVSNAP_MAX_DELIVERIES", d.MaxDeliveries), "deliveries of a notice that keeps failing with transient errors before it is terminated; one that can never succeed is terminated on its first (env EVSNAP_MAX_DELIVERIES)")
+	fs.IntVar(&o.concurrency, "concurrency", o.envInt("EVSNAP_CONCURRENCY", d.Concurrency), "aggregates rebuilt at once per replica (env EVSNAP_CONCURRENCY)")
+	fs.IntVar(&o.writeBatch, "write-batch", o.envInt("EVSNAP_WRITE_BATCH", d.WriteBatch), "most snapshots written with one statement and one commit; 1 writes each on its own (env EVSNAP_WRITE_BATCH)")
+	fs.IntVar(&o.readBatch, "read-batch", o.envInt("EVSNAP_READ_BATCH", d.ReadBatch), "most aggregates whose snapshots are read with one statement for the policy's decision; 1 reads each on its own (env EVSNAP_READ_BATCH)")
+	fs.IntVar(&o.batchSize, "batch-size", o.envInt("EVSNAP_BATCH_SIZE", d.BatchSize), "notices per fetch (env EVSNAP_BATCH_SIZE)")
+	fs.DurationVar(&o.linger, "linger", o.envDuration("EVSNAP_LINGER", d.Linger), "how long a batch waits to fill (env EVSNAP_LINGER)")
+	fs.DurationVar(&o.ackWait, "ack-wait", o.envDuration("EVSNAP_ACK_WAIT", d.AckWait), "JetStream ack wait (env EVSNAP_ACK_WAIT)")
+	fs.IntVar(&o.maxDeliveries, "max-deliveries", o.envInt("EVSNAP_MAX_DELIVERIES", d.MaxDeliveries), "deliveries of a notice that keeps failing with transient errors before it is terminated; one that can never succeed is terminated on its first (env EVSNAP_MAX_DELIVERIES)")
 	o.policies = policyFlag{}
 	if v := os.Getenv("EVSNAP_POLICY"); v != "" {
 		if err := o.policies.Set(v); err != nil {
-			envErrs = append(envErrs, fmt.Errorf("env EVSNAP_POLICY: %w", err))
+			o.envErrs = append(o.envErrs, fmt.Errorf("env EVSNAP_POLICY: %w", err))
 		}
 		o.policies.fromEnv = true
 	}
 	fs.Var(&o.policies, "policy", "per-type policy Type=threshold:N[,milestones:A|B], repeatable or ';'-separated (env EVSNAP_POLICY; default Account=threshold:100;Order=threshold:100,milestones:OrderPaid|OrderShipped)")
-	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("EVSNAP_SWEEP_INTERVAL", d.SweepInterval), "reconciliation sweep period; 0 disables (env EVSNAP_SWEEP_INTERVAL)")
-	fs.Float64Var(&o.sweepRate, "sweep-rate", envFloat("EVSNAP_SWEEP_RATE", d.SweepRate), "sweep rebuilds per second at most (env EVSNAP_SWEEP_RATE)")
-	fs.IntVar(&o.sweepBatch, "sweep-batch", envInt("EVSNAP_SWEEP_BATCH", d.SweepBatch), "aggregates per type per sweep at most (env EVSNAP_SWEEP_BATCH)")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", envDuration("EVSNAP_DRAIN_TIMEOUT", d.DrainTimeout), "how long SIGTERM may take to finish in-flight work (env EVSNAP_DRAIN_TIMEOUT)")
-	fs.IntVar(&o.maxSnapshot, "max-snapshot-bytes", envInt("EVSNAP_MAX_SNAPSHOT_BYTES", d.MaxSnapshotBytes), "largest encoded state to snapshot; larger ones are refused and reported (env EVSNAP_MAX_SNAPSHOT_BYTES)")
-	fs.DurationVar(&o.summaryInterval, "summary-interval", envDuration("EVSNAP_SUMMARY_INTERVAL", d.SummaryInterval), "how often to log a summary line of the work done (at info; none for an interval without work); 0 disables (env EVSNAP_SUMMARY_INTERVAL)")
+	fs.DurationVar(&o.sweepInterval, "sweep-interval", o.envDuration("EVSNAP_SWEEP_INTERVAL", d.SweepInterval), "reconciliation sweep period; 0 disables (env EVSNAP_SWEEP_INTERVAL)")
+	fs.Float64Var(&o.sweepRate, "sweep-rate", o.envFloat("EVSNAP_SWEEP_RATE", d.SweepRate), "sweep rebuilds per second at most (env EVSNAP_SWEEP_RATE)")
+	fs.IntVar(&o.sweepBatch, "sweep-batch", o.envInt("EVSNAP_SWEEP_BATCH", d.SweepBatch), "aggregates per type per sweep at most (env EVSNAP_SWEEP_BATCH)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", o.envDuration("EVSNAP_DRAIN_TIMEOUT", d.DrainTimeout), "how long SIGTERM may take to finish in-flight work (env EVSNAP_DRAIN_TIMEOUT)")
+	fs.IntVar(&o.maxSnapshot, "max-snapshot-bytes", o.envInt("EVSNAP_MAX_SNAPSHOT_BYTES", d.MaxSnapshotBytes), "largest encoded state to snapshot; larger ones are refused and reported (env EVSNAP_MAX_SNAPSHOT_BYTES)")
+	fs.DurationVar(&o.summaryInterval, "summary-interval", o.envDuration("EVSNAP_SUMMARY_INTERVAL", d.SummaryInterval), "how often to log a summary line of the work done (at info; none for an interval without work); 0 disables (env EVSNAP_SUMMARY_INTERVAL)")
 	flagEnv(fs, &o.metricsAddr, "metrics-addr", "EVSNAP_METRICS_ADDR", ":9090", "address serving /healthz, /readyz and /metrics; empty disables. /readyz answers 200 while the worker is connected to NATS, bound to its consumer, and its pull was answered within "+snapshotter.ReadyWithin.String()+" (3 times the 5s pull expiry), else 503")
 	return fs
 }
@@ -259,10 +250,10 @@ func runFlags(o *options) *flag.FlagSet {
 func migrateFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "migrate")
 	natsFlags(fs, o)
-	fs.IntVar(&o.replicas, "stream-replicas", envInt("EVSNAP_STREAM_REPLICAS", 1), "stream replicas (3 on a 3-node cluster) (env EVSNAP_STREAM_REPLICAS)")
-	fs.DurationVar(&o.dupWindow, "duplicate-window", envDuration("EVSNAP_DUPLICATE_WINDOW", natsnotice.DefaultDuplicates), "stream duplicate window (env EVSNAP_DUPLICATE_WINDOW)")
-	fs.Int64Var(&o.maxBytes, "stream-max-bytes", int64(envInt("EVSNAP_STREAM_MAX_BYTES", int(natsnotice.DefaultMaxBytes))), "stream size cap, reserved on the server; oldest notices go first; -1 unlimited (env EVSNAP_STREAM_MAX_BYTES)")
-	fs.DurationVar(&o.maxAge, "stream-max-age", envDuration("EVSNAP_STREAM_MAX_AGE", natsnotice.DefaultMaxAge), "discard notices older than this; 0 keeps them until consumed (env EVSNAP_STREAM_MAX_AGE)")
+	fs.IntVar(&o.replicas, "stream-replicas", o.envInt("EVSNAP_STREAM_REPLICAS", 1), "stream replicas (3 on a 3-node cluster) (env EVSNAP_STREAM_REPLICAS)")
+	fs.DurationVar(&o.dupWindow, "duplicate-window", o.envDuration("EVSNAP_DUPLICATE_WINDOW", natsnotice.DefaultDuplicates), "stream duplicate window (env EVSNAP_DUPLICATE_WINDOW)")
+	fs.Int64Var(&o.maxBytes, "stream-max-bytes", int64(o.envInt("EVSNAP_STREAM_MAX_BYTES", int(natsnotice.DefaultMaxBytes))), "stream size cap, reserved on the server; oldest notices go first; -1 unlimited (env EVSNAP_STREAM_MAX_BYTES)")
+	fs.DurationVar(&o.maxAge, "stream-max-age", o.envDuration("EVSNAP_STREAM_MAX_AGE", natsnotice.DefaultMaxAge), "discard notices older than this; 0 keeps them until consumed (env EVSNAP_STREAM_MAX_AGE)")
 	return fs
 }
 
@@ -274,21 +265,20 @@ func rebuildFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "rebuild")
 	typeFlags(fs, o)
 	fs.StringVar(&o.id, "id", "", "rebuild only this aggregate id")
-	fs.Float64Var(&o.rate, "rate", envFloat("EVSNAP_REBUILD_RATE", 100), "rebuilds per second at most (env EVSNAP_REBUILD_RATE)")
+	fs.Float64Var(&o.rate, "rate", o.envFloat("EVSNAP_REBUILD_RATE", 100), "rebuilds per second at most (env EVSNAP_REBUILD_RATE)")
 	return fs
 }
 
 func pruneFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "prune")
 	typeFlags(fs, o)
-	fs.IntVar(&o.schemaBelow, "schema-below", 0, "delete snapshots with a schema version below N (required, >= 1)")
+	fs.IntVar(&o.schemaBelow, "schema-below", 0, "delete snapshots with a schema version below N (required, 1 to "+strconv.Itoa(eventsource.MaxSchemaVersion)+")")
 	return fs
 }
 
 func healthcheckFlags(o *options) *flag.FlagSet {
-	envErrs = nil
 	fs := flag.NewFlagSet("snapshotter healthcheck", flag.ContinueOnError)
-	fs.StringVar(&o.url, "url", envOr("EVSNAP_HEALTHCHECK_URL", "http://127.0.0.1:9090/readyz"), "URL to check; 200 means healthy. A worker's /readyz is 200 while it is connected to NATS, bound to its consumer, and its pull was answered within "+snapshotter.ReadyWithin.String()+" (3 times the 5s pull expiry) (env EVSNAP_HEALTHCHECK_URL)")
+	flagEnv(fs, &o.url, "url", "EVSNAP_HEALTHCHECK_URL", "http://127.0.0.1:9090/readyz", "URL to check; 200 means healthy. A worker's /readyz is 200 while it is connected to NATS, bound to its consumer, and its pull was answered within "+snapshotter.ReadyWithin.String()+" (3 times the 5s pull expiry)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Second, "how long to wait for the answer")
 	o.logLevel, o.logFormat = "error", "text"
 	return fs
@@ -350,8 +340,8 @@ func (p *policyFlag) Set(s string) error {
 func knownTypes() []string { return []string{exampledomain.AccountType, exampledomain.OrderType} }
 
 func (o *options) finish() error {
-	if len(envErrs) > 0 {
-		return errors.Join(envErrs...)
+	if len(o.envErrs) > 0 {
+		return errors.Join(o.envErrs...)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {

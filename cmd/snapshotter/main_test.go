@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,4 +207,34 @@ func TestTracerProviderFollowsOTELEnv(t *testing.T) {
 	if _, recording := tp.(interface{ ForceFlush(context.Context) error }); recording {
 		t.Fatal("OTEL_TRACES_EXPORTER=none did not turn tracing off")
 	}
+}
+
+// Commands parsed at once in one process (tests do it, and so may a program
+// that embeds Main) share no parsing state: an environment error belongs to
+// the command that read the variable, every time.
+func TestCommandsParseIndependently(t *testing.T) {
+	t.Setenv("EVSNAP_CONCURRENCY", "many") // read by run only
+	closed := "http://" + freeAddr(t) + "/readyz"
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			var out, errOut bytes.Buffer
+			code := Main(ctx, []string{"run"}, &out, &errOut)
+			if code != 2 || !strings.Contains(errOut.String(), "EVSNAP_CONCURRENCY") {
+				t.Errorf("run with a bad EVSNAP_CONCURRENCY: exit %d, %q", code, errOut.String())
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			var out, errOut bytes.Buffer
+			Main(ctx, []string{"healthcheck", "--url", closed, "--timeout", "50ms"}, &out, &errOut)
+			if strings.Contains(errOut.String(), "EVSNAP_CONCURRENCY") {
+				t.Errorf("healthcheck reported run's environment error: %q", errOut.String())
+			}
+		}()
+	}
+	wg.Wait()
 }
