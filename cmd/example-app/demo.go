@@ -57,7 +57,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := d.finish(stderr); err != nil {
 		return err
 	}
-	in, err := openInfra(ctx, &d.common, "demo.db", true, true)
+	in, err := openInfra(ctx, &d.common, "demo.db", true, true, false)
 	if err != nil {
 		return err
 	}

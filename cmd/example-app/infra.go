@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/evsnap/evsnap/internal/backend"
@@ -26,12 +28,19 @@ type infra struct {
 	natsWhere string
 }
 
+// natsDefaultAddr is natsconn.DefaultURL's host:port; a variable so tests
+// can point it at a server (or a free port) of their own.
+var natsDefaultAddr = strings.TrimPrefix(natsconn.DefaultURL, "nats://")
+
 // openInfra opens the store (fresh SQLite file when using the default
 // path and fresh is set), migrates it when migrate is set, and connects to
-// NATS (starting an embedded server when no URL is configured), creating
-// the notice stream if it does not exist. NATS credentials and TLS come
-// from the EVSNAP_NATS_* variables the snapshotter reads.
-func openInfra(ctx context.Context, c *common, defaultDB string, fresh, migrate bool) (*infra, error) {
+// NATS, creating the notice stream if it does not exist. With no NATS URL
+// configured it starts an embedded server: on a random port, or, with
+// shareNATS (example-app load), on natsconn.DefaultURL's address, where
+// `snapshotter run` looks when it is not configured either, unless a
+// server already answers there, which it then uses. NATS credentials and
+// TLS come from the EVSNAP_NATS_* variables the snapshotter reads.
+func openInfra(ctx context.Context, c *common, defaultDB string, fresh, migrate, shareNATS bool) (*infra, error) {
 	in := &infra{}
 	sqlitePath := c.sqlitePath
 	if c.postgresURL == "" && sqlitePath == "" {
@@ -58,18 +67,30 @@ func openInfra(ctx context.Context, c *common, defaultDB string, fresh, migrate 
 	url := c.natsURL
 	if url == "" {
 		dir := filepath.Join(c.dataDir, "nats")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			in.Close()
-			return nil, err
+		addr := "" // the demo's own server, on a random port
+		if shareNATS {
+			addr = natsDefaultAddr
 		}
-		e, err := natsconn.StartEmbedded(dir)
-		if err != nil {
-			in.Close()
-			return nil, err
+		if addr != "" && answers(ctx, addr) {
+			url = "nats://" + addr
+			in.natsWhere = "the NATS server at " + url + " (no --nats-url given; snapshotter run looks there too)"
+		} else {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				in.Close()
+				return nil, err
+			}
+			e, err := natsconn.StartEmbedded(dir, addr)
+			if err != nil {
+				in.Close()
+				return nil, err
+			}
+			in.embedded = e
+			url = e.URL()
+			in.natsWhere = "embedded nats-server with JetStream at " + url + " (" + dir + ")"
+			if shareNATS {
+				in.natsWhere += "; snapshotter run with no --nats-url finds it there"
+			}
 		}
-		in.embedded = e
-		url = e.URL()
-		in.natsWhere = "embedded nats-server with JetStream (" + dir + ")"
 	} else {
 		in.natsWhere = natsconn.Redact(url)
 	}
@@ -103,6 +124,17 @@ func openInfra(ctx context.Context, c *common, defaultDB string, fresh, migrate 
 		return nil, fmt.Errorf("look up stream %s: %w", natsnotice.DefaultStream, err)
 	}
 	return in, nil
+}
+
+// answers reports whether something accepts TCP connections at addr.
+func answers(ctx context.Context, addr string) bool {
+	d := net.Dialer{Timeout: time.Second}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
 }
 
 // Close releases everything; the embedded server, if any, is stopped.

@@ -78,7 +78,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := c.finish(stderr); err != nil {
 		return err
 	}
-	in, err := openInfra(ctx, &c, backend.DefaultSQLiteFile, false, !lc.noMigrate)
+	in, err := openInfra(ctx, &c, backend.DefaultSQLiteFile, false, !lc.noMigrate, true)
 	if err != nil {
 		return err
 	}

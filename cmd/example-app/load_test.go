@@ -57,7 +57,7 @@ func TestLoadFinishesTheSaveInFlightAtItsDeadline(t *testing.T) {
 	if err := c.finish(io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	in, err := openInfra(ctx, &c, backend.DefaultSQLiteFile, false, true)
+	in, err := openInfra(ctx, &c, backend.DefaultSQLiteFile, false, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}

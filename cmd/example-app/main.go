@@ -23,6 +23,7 @@ import (
 
 	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/envflag"
+	"github.com/evsnap/evsnap/internal/natsconn"
 )
 
 func main() {
@@ -104,7 +105,11 @@ type common struct {
 func (c *common) register(fs *flag.FlagSet, defaultDB string) {
 	envflag.String(fs, &c.postgresURL, "postgres-url", "EVSNAP_POSTGRES_URL", "", "PostgreSQL URL; empty uses SQLite")
 	envflag.String(fs, &c.sqlitePath, "sqlite-path", "EVSNAP_SQLITE_PATH", "", "SQLite file (default <data-dir>/"+defaultDB+dbNote(defaultDB)+")")
-	envflag.String(fs, &c.natsURL, "nats-url", "EVSNAP_NATS_URL", "", "NATS URL; empty starts an embedded server")
+	natsHelp := "NATS URL; empty starts an embedded server"
+	if defaultDB == backend.DefaultSQLiteFile { // load: shared with snapshotter run
+		natsHelp = "NATS URL; empty uses the server at " + natsconn.DefaultURL + ", where snapshotter run looks by default, starting an embedded one there if none answers"
+	}
+	envflag.String(fs, &c.natsURL, "nats-url", "EVSNAP_NATS_URL", "", natsHelp)
 	envflag.String(fs, &c.dataDir, "data-dir", "EVSNAP_DATA_DIR", backend.DefaultDataDir, "directory for the embedded default's files")
 	envflag.String(fs, &c.logLevel, "log-level", "EVSNAP_LOG_LEVEL", "error", "log level for library logs on stderr: debug, info, warn, error")
 }

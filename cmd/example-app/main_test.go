@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/evsnap/evsnap/internal/envflag"
+	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/lib/natsnotice"
 	"go.uber.org/goleak"
 )
 
@@ -49,13 +52,41 @@ func TestDemoOnTheEmbeddedDefault(t *testing.T) {
 	}
 }
 
+// setDefaultNATS points load's default NATS address (natsconn.DefaultURL's
+// in production) at addr for one test, so no test touches a server that
+// happens to listen on 127.0.0.1:4222.
+func setDefaultNATS(t *testing.T, addr string) {
+	t.Helper()
+	old := natsDefaultAddr
+	natsDefaultAddr = addr
+	t.Cleanup(func() { natsDefaultAddr = old })
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// With nothing configured and nothing at the default address, load starts
+// its embedded server on that address, where snapshotter run looks when it
+// is not configured either.
 func TestLoadOnTheEmbeddedDefault(t *testing.T) {
+	addr := freeAddr(t)
+	setDefaultNATS(t, addr)
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "saves.txt")
 	var out, errOut bytes.Buffer
 	code := Main(context.Background(), []string{"load", "--data-dir", dir, "--duration", "1500ms", "--rate", "300", "--aggregates", "20", "--record", rec}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("load exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	if want := "embedded nats-server with JetStream at nats://" + addr; !strings.Contains(out.String(), want) {
+		t.Fatalf("load did not start its server on the default address (%q):\n%s", want, out.String())
 	}
 	if !strings.Contains(out.String(), "done:") || !strings.Contains(out.String(), " 0 errors") {
 		t.Fatalf("load output:\n%s", out.String())
@@ -74,6 +105,35 @@ func TestLoadOnTheEmbeddedDefault(t *testing.T) {
 		if f := strings.Fields(l); len(f) != 4 || (f[0] != "Account" && f[0] != "Order") {
 			t.Fatalf("bad record line %q", l)
 		}
+	}
+}
+
+// With nothing configured and a server at the default address, load uses
+// it: the notices land where an unconfigured snapshotter run reads them.
+func TestLoadUsesTheServerAtTheDefaultAddress(t *testing.T) {
+	srv := natstest.RunServer(t)
+	addr := srv.Addr().String()
+	setDefaultNATS(t, addr)
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"load", "--data-dir", dir, "--duration", "500ms", "--rate", "100", "--aggregates", "5"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("load exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	if want := "the NATS server at nats://" + addr; !strings.Contains(out.String(), want) {
+		t.Fatalf("load did not use the server at the default address (%q):\n%s", want, out.String())
+	}
+	js := natstest.JetStream(t, natstest.Connect(t, srv.ClientURL()))
+	st, err := js.Stream(context.Background(), natsnotice.DefaultStream)
+	if err != nil {
+		t.Fatalf("the notice stream is not on the server at the default address: %v", err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		t.Fatal("no notice reached the server at the default address")
 	}
 }
 

@@ -203,7 +203,7 @@ func commonFlags(o *options, name string) *flag.FlagSet {
 }
 
 func natsFlags(fs *flag.FlagSet, o *options) {
-	flagEnv(fs, &o.nats.URL, "nats-url", "EVSNAP_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	flagEnv(fs, &o.nats.URL, "nats-url", "EVSNAP_NATS_URL", natsconn.DefaultURL, "NATS server URL(s), comma-separated")
 	flagEnv(fs, &o.nats.CredsFile, "nats-creds", "EVSNAP_NATS_CREDS", "", "NATS credentials (JWT + NKey) file")
 	flagEnv(fs, &o.nats.NKeySeedFile, "nats-nkey", "EVSNAP_NATS_NKEY", "", "NATS NKey seed file")
 	flagEnv(fs, &o.nats.User, "nats-user", "EVSNAP_NATS_USER", "", "NATS user")

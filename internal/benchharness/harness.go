@@ -239,7 +239,7 @@ func (h *Harness) setup(ctx context.Context) error {
 	r.Machine = machine(ctx)
 	url := h.cfg.NATSURL
 	if url == "" {
-		e, err := natsconn.StartEmbedded(h.tmp + "/nats")
+		e, err := natsconn.StartEmbedded(h.tmp+"/nats", "")
 		if err != nil {
 			return err
 		}

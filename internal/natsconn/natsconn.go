@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -172,12 +174,30 @@ type Embedded struct {
 	srv *server.Server
 }
 
-// StartEmbedded starts a nats-server with JetStream, storing under dir, on
-// a random loopback port.
-func StartEmbedded(dir string) (*Embedded, error) {
+// DefaultURL is where both programs look for NATS when none is configured:
+// `snapshotter run` connects there, and `example-app load` uses the server
+// there or starts its embedded one on that address.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// StartEmbedded starts a nats-server with JetStream, storing under dir,
+// listening on addr ("host:port"), or on a random loopback port when addr
+// is empty.
+func StartEmbedded(dir, addr string) (*Embedded, error) {
+	host, port := "127.0.0.1", -1
+	if addr != "" {
+		h, ps, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats-server: address %q: %w", addr, err)
+		}
+		p, err := strconv.Atoi(ps)
+		if err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("embedded nats-server: address %q: port must be 1-65535", addr)
+		}
+		host, port = h, p
+	}
 	srv, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
+		Host:      host,
+		Port:      port,
 		JetStream: true,
 		StoreDir:  dir,
 		NoSigs:    true,
