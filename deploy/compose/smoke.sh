@@ -37,6 +37,7 @@ cleanup() {
       echo "--- state at failure:"
       docker compose --profile observability ps -a 2>&1 | sed 's/^/  /'
       docker compose logs --no-color --tail 15 migrate load snapshotter 2>&1 | sed 's/^/  /' | tail -60
+      [ -f "$RUN/stats.txt" ] && { echo "--- last stats --type Account:"; sed 's/^/  /' "$RUN/stats.txt"; }
     fi
     timeout 120 docker compose --profile observability down -v --remove-orphans -t 5 >/dev/null 2>&1
   fi
@@ -215,8 +216,9 @@ covered() {
   printf '%s\n' "$out" >"$RUN/stats.txt"
   printf '%s\n' "$out" | head -1 | awk '{ exit !($2 > 0 && $2 == $4) }'
 }
-wait_for 150 "stats --type Account: every aggregate has a snapshot (last: $(head -1 "$RUN/stats.txt" 2>/dev/null))" covered
-sed 's/^/  /' "$RUN/stats.txt" | head -12
+rm -f "$RUN/stats.txt"
+wait_for 150 "stats --type Account: every aggregate has a snapshot" covered
+sed 's/^/  /' "$RUN/stats.txt" | head -24
 verify_out=$(dc run --rm --no-deps snapshotter verify --type Account --sample 50 2>&1) ||
   { printf '%s\n' "$verify_out"; die "verify --type Account --sample 50 failed"; }
 printf '%s\n' "$verify_out" | grep -vE '^\s*$' | grep -v 'level=' | sed 's/^/  /'
