@@ -97,6 +97,11 @@ step "docker compose up -d --build"
 PROJECT_UP=1
 dc up -d --build 2>&1 | grep -vE '^ ---> |^Removing intermediate|^\s*$' | tail -40
 
+# The project's network and its veths live in the engine's namespace only.
+if ip -br link | grep -E '^(docker0|br-|veth)'; then
+  die "an engine bridge or veth appeared in the host's network namespace"
+fi
+
 step "check: migrate completed"
 mig=$(dc ps -aq migrate)
 [ -n "$mig" ] || die "no migrate container"
