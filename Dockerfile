@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image, both binaries: /usr/local/bin/snapshotter (the default
 # entrypoint, `run` by default) and /usr/local/bin/example-app.
 #
@@ -9,19 +7,25 @@
 #
 # cmd/snapshotter/deploy_test.go checks this file's final ENTRYPOINT and CMD
 # against the binaries' subcommands.
+#
+# It builds with any builder: BuildKit (with its built-in frontend: there is
+# no `# syntax=` line, so nothing is pulled for it) and the classic builder,
+# which `docker compose` uses when the buildx plugin is absent (Debian's
+# docker.io, for one). So no RUN --mount cache (the classic builder rejects
+# it; the go.mod layer below keeps downloads cached) and no
+# --platform=$BUILDPLATFORM (empty there, an error). A multi-platform buildx
+# build still works: GOOS/GOARCH come from TARGETOS/TARGETARCH when set.
 
-FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+FROM golang:1.26 AS build
 WORKDIR /src
 # Modules first, so source edits do not invalidate the download layer.
 COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/go/pkg/mod go mod download
+RUN go mod download
 COPY . .
 ARG TARGETOS
 ARG TARGETARCH
 # modernc.org/sqlite is pure Go, so the binaries are fully static.
-RUN --mount=type=cache,target=/go/pkg/mod \
-    --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
     go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/snapshotter ./cmd/example-app
 
 # Static binaries, CA certificates and tzdata, no shell, uid/gid 65532.

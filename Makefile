@@ -57,3 +57,8 @@ chaos:
 ## chaos-short: the chaos suite's short form for CI (about a minute, at least one fault of each kind)
 chaos-short:
 	$(GO) run ./internal/chaos/cmd/evsnap-chaos --short $(CHAOSFLAGS)
+
+## compose-smoke: docker-compose.yml and Dockerfile run for real (root; engine in its own network namespace, stand-in base images, no registry); see deploy/README.md
+.PHONY: compose-smoke
+compose-smoke:
+	bash deploy/compose/smoke.sh
