@@ -183,8 +183,8 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	}
 
 	// Notices in the stream.
-	if st, err := s.nats.streamState(ctx, noticeStream); err == nil {
-		f.StreamMessages = st.LastSeq
+	if info, err := streamInfo(ctx, s.natsURL(), noticeStream, 5*time.Second); err == nil {
+		f.StreamMessages = info.State.LastSeq
 	} else {
 		evidence("stream info: %v", err)
 	}
@@ -197,13 +197,17 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	executed := s.executed
 	s.mu.Unlock()
 	var missing []string
-	for k := range FaultKind(numFaultKinds) {
+	for _, k := range ActiveKinds(s.cfg.scheduleConfig().Weights) {
 		if executed[k] < s.cfg.MinEach {
 			missing = append(missing, fmt.Sprintf("%s %d/%d", k, executed[k], s.cfg.MinEach))
 		}
 	}
-	add("every kind of fault was injected", len(missing) == 0, "kills %d, NATS restarts %d, PG terminations %d rounds (%d connections), drains %d%s",
-		f.Kills, f.NATSRestarts, f.PGRounds, f.PGConns, f.Drains, listIf(" — too few: ", missing))
+	natsFaults := fmt.Sprintf("NATS restarts %d", f.NATSRestarts)
+	if s.cfg.Cluster {
+		natsFaults = fmt.Sprintf("NATS leader kills %d, follower kills %d", len(f.LeaderStalls), len(f.FollowerStalls))
+	}
+	add("every kind of fault was injected", len(missing) == 0, "kills %d, %s, PG terminations %d rounds (%d connections), drains %d%s",
+		f.Kills, natsFaults, f.PGRounds, f.PGConns, f.Drains, listIf(" — too few: ", missing))
 	add("faults went as expected (drains exit 0 in time, no crashes)", len(failures) == 0, "%d problems", len(failures))
 	for _, fl := range failures {
 		evidence("fault: %s", fl)
