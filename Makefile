@@ -49,14 +49,15 @@ vet:
 clean:
 	rm -rf $(BIN) data
 
-## chaos: the chaos suite on real processes, full form (several minutes; needs PostgreSQL and /usr/sbin/nats-server, see docs/chaos.md); CHAOSFLAGS passes extra flags
+## chaos: the chaos suite on real processes, full form (several minutes; needs PostgreSQL, builds the pinned nats-server once, see docs/chaos.md); CHAOSFLAGS passes extra flags (--cluster: on a 3-node NATS cluster)
 .PHONY: chaos chaos-short
 chaos:
 	$(GO) run ./internal/chaos/cmd/evsnap-chaos $(CHAOSFLAGS)
 
-## chaos-short: the chaos suite's short form for CI (about a minute, at least one fault of each kind)
+## chaos-short: the chaos suite's short form for CI, on one nats-server and then on a 3-node cluster (about a minute each, at least one fault of each kind)
 chaos-short:
 	$(GO) run ./internal/chaos/cmd/evsnap-chaos --short $(CHAOSFLAGS)
+	$(GO) run ./internal/chaos/cmd/evsnap-chaos --short --cluster $(CHAOSFLAGS)
 
 ## compose-smoke: docker-compose.yml and Dockerfile run for real (root; engine in its own network namespace, stand-in base images, no registry); see deploy/README.md
 .PHONY: compose-smoke

@@ -183,8 +183,11 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	}
 
 	// Notices in the stream.
-	if st, err := s.nats.streamState(ctx, noticeStream); err == nil {
-		f.StreamMessages = st.LastSeq
+	if info, err := streamInfo(ctx, s.natsURL(), noticeStream, 5*time.Second); err == nil {
+		f.StreamMessages = info.State.LastSeq
+		if s.cfg.Cluster {
+			s.checkReplicas(ctx, add)
+		}
 	} else {
 		evidence("stream info: %v", err)
 	}
@@ -197,13 +200,17 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	executed := s.executed
 	s.mu.Unlock()
 	var missing []string
-	for k := range FaultKind(numFaultKinds) {
+	for _, k := range ActiveKinds(s.cfg.scheduleConfig().Weights) {
 		if executed[k] < s.cfg.MinEach {
 			missing = append(missing, fmt.Sprintf("%s %d/%d", k, executed[k], s.cfg.MinEach))
 		}
 	}
-	add("every kind of fault was injected", len(missing) == 0, "kills %d, NATS restarts %d, PG terminations %d rounds (%d connections), drains %d%s",
-		f.Kills, f.NATSRestarts, f.PGRounds, f.PGConns, f.Drains, listIf(" — too few: ", missing))
+	natsFaults := fmt.Sprintf("NATS restarts %d", f.NATSRestarts)
+	if s.cfg.Cluster {
+		natsFaults = fmt.Sprintf("NATS leader kills %d, follower kills %d", len(f.LeaderStalls), len(f.FollowerStalls))
+	}
+	add("every kind of fault was injected", len(missing) == 0, "kills %d, %s, PG terminations %d rounds (%d connections), drains %d%s",
+		f.Kills, natsFaults, f.PGRounds, f.PGConns, f.Drains, listIf(" — too few: ", missing))
 	add("faults went as expected (drains exit 0 in time, no crashes)", len(failures) == 0, "%d problems", len(failures))
 	for _, fl := range failures {
 		evidence("fault: %s", fl)
@@ -262,4 +269,33 @@ func listIf(prefix string, items []string) string {
 		return ""
 	}
 	return prefix + strings.Join(items, ", ")
+}
+
+// checkReplicas checks, in cluster mode, that the notice stream still has
+// ClusterNodes replicas and that both followers catch up with the leader
+// within 30s (a node restarted by the last fault may still be catching
+// up when the run ends).
+func (s *suite) checkReplicas(ctx context.Context, add func(name string, ok bool, format string, args ...any)) {
+	start := time.Now()
+	replicas, current := 0, 0
+	for deadline := start.Add(30 * time.Second); ; {
+		info, err := streamInfo(ctx, s.natsURL(), noticeStream, 5*time.Second)
+		if err == nil {
+			replicas, current = info.Config.Replicas, 0
+			if info.Cluster != nil {
+				for _, r := range info.Cluster.Replicas {
+					if r.Current {
+						current++
+					}
+				}
+			}
+		}
+		if (replicas == ClusterNodes && current == ClusterNodes-1) || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	add("the notice stream kept its replicas", replicas == ClusterNodes && current == ClusterNodes-1,
+		"configured %d replicas (want %d); %d followers current with the leader %v after the workers stopped",
+		replicas, ClusterNodes, current, time.Since(start).Round(time.Millisecond))
 }

@@ -14,8 +14,9 @@ import (
 // database on when EVSNAP_TEST_POSTGRES_URL is not set.
 const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
-// DefaultNATSServer is the nats-server binary the suite starts.
-const DefaultNATSServer = "/usr/sbin/nats-server"
+// ClusterNodes is how many nats-servers the cluster mode runs; the notice
+// stream has a replica on each.
+const ClusterNodes = 3
 
 // Config configures a run. Start from [DefaultConfig].
 type Config struct {
@@ -34,8 +35,13 @@ type Config struct {
 	// PostgresURL names the server (any database on it) where the run
 	// creates and drops its own database.
 	PostgresURL string
-	// NATSServer is the nats-server binary.
+	// NATSServer is the nats-server binary; "" means the version go.mod
+	// pins, built on demand into a cache directory (internal/natsbin).
 	NATSServer string
+	// Cluster runs ClusterNodes nats-servers as a JetStream cluster with
+	// the notice stream at ClusterNodes replicas, and kills the stream's
+	// leader and followers instead of restarting the one server.
+	Cluster bool
 
 	// Load generator: aggregates, saves per second, saving goroutines.
 	Aggregates  int
@@ -84,7 +90,6 @@ func DefaultConfig(short bool) Config {
 		Workers:         3,
 		Seed:            uint64(time.Now().UnixNano()),
 		PostgresURL:     DefaultPostgresURL,
-		NATSServer:      DefaultNATSServer,
 		Aggregates:      200,
 		Rate:            300,
 		Concurrency:     8,
@@ -137,8 +142,10 @@ func (c *Config) Validate() error {
 	case c.PostgresURL == "":
 		return errors.New("no PostgreSQL URL")
 	}
-	if _, err := os.Stat(c.NATSServer); err != nil {
-		return fmt.Errorf("nats-server binary: %w", err)
+	if c.NATSServer != "" {
+		if _, err := os.Stat(c.NATSServer); err != nil {
+			return fmt.Errorf("nats-server binary: %w", err)
+		}
 	}
 	return nil
 }
@@ -151,10 +158,14 @@ func (c Config) scheduleConfig() ScheduleConfig {
 	if end <= start {
 		end = start + time.Second
 	}
-	return ScheduleConfig{
+	sc := ScheduleConfig{
 		Start: start, End: end, MeanGap: c.MeanGap, Workers: c.Workers, MinEach: c.MinEach,
 		MaxWorkerDown: c.MaxWorkerDown, MaxNATSDown: c.MaxNATSDown, HardNATSShare: c.HardNATSShare,
 	}
+	if c.Cluster {
+		sc.Weights = ClusterWeights
+	}
+	return sc
 }
 
 // policy is the workers' --policy flag.

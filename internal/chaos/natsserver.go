@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,23 +15,39 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// natsServer is the run's own nats-server with JetStream, restartable on
-// the same port and store directory.
+// natsServer is one of the run's own nats-servers with JetStream,
+// restartable on the same ports and store directory.
 type natsServer struct {
 	proc *process
 	port int
+	name string // server name: how stream info names the leader
 }
 
-func newNATSServer(binary, storeDir, logPath string, port int) *natsServer {
+// newNATSServer describes a server named name on port; extra are more
+// arguments (the cluster's).
+func newNATSServer(binary, name, storeDir, logPath string, port int, extra ...string) *natsServer {
 	return &natsServer{
 		port: port,
+		name: name,
 		proc: &process{
-			name:    "nats-server",
+			name:    name,
 			path:    binary,
-			args:    []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", storeDir},
+			args:    append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", storeDir, "--server_name", name}, extra...),
 			logPath: logPath,
 		},
 	}
+}
+
+// clusterArgs are the arguments of node i of a cluster whose nodes listen
+// for routes on routePorts.
+func clusterArgs(cluster string, i int, routePorts []int) []string {
+	var routes []string
+	for j, p := range routePorts {
+		if j != i {
+			routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
+		}
+	}
+	return []string{"--cluster_name", cluster, "--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")}
 }
 
 func (n *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
@@ -86,28 +103,25 @@ func (n *natsServer) ping(ctx context.Context) error {
 	return err
 }
 
-// streamState returns the state of a stream.
-func (n *natsServer) streamState(ctx context.Context, stream string) (jetstream.StreamState, error) {
-	nc, err := nats.Connect(n.url(), nats.Timeout(2*time.Second), nats.NoReconnect(), nats.Name("evsnap-chaos"))
+// streamInfo returns a stream's info from the server(s) at url (a
+// comma-separated list reaches any node of a cluster), within timeout.
+func streamInfo(ctx context.Context, url, stream string, timeout time.Duration) (*jetstream.StreamInfo, error) {
+	nc, err := nats.Connect(url, nats.Timeout(timeout), nats.NoReconnect(), nats.Name("evsnap-chaos"))
 	if err != nil {
-		return jetstream.StreamState{}, err
+		return nil, err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return jetstream.StreamState{}, err
+		return nil, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	s, err := js.Stream(cctx, stream)
 	if err != nil {
-		return jetstream.StreamState{}, err
+		return nil, err
 	}
-	info, err := s.Info(cctx)
-	if err != nil {
-		return jetstream.StreamState{}, err
-	}
-	return info.State, nil
+	return s.Info(cctx)
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.

@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,17 +16,26 @@ type Figures struct {
 	Workers  int
 	Build    string
 	Duration time.Duration // of the load
-	Total    time.Duration // of the whole run
+	// NATSVersion is the nats-server's version; Cluster says whether it
+	// ran as a ClusterNodes-node cluster with the stream replicated.
+	NATSVersion string
+	Cluster     bool
+	Total       time.Duration // of the whole run
 
 	Kills        int // SIGKILLs of workers
 	NATSRestarts int
 	NATSKills    int // NATS restarts that used SIGKILL
-	PGRounds     int // pg_terminate_backend rounds
-	PGConns      int // worker connections terminated
-	Drains       int // graceful drains during the load
-	DrainMax     time.Duration
-	Crashes      int // processes that exited on their own
-	Refused      int // worker starts refused while NATS was down
+	// LeaderStalls and FollowerStalls (cluster mode) hold, per SIGKILL
+	// of the stream's leader or of a follower, how long notices stalled:
+	// from the kill to the first notice stored after it by a live leader.
+	LeaderStalls   []time.Duration
+	FollowerStalls []time.Duration
+	PGRounds       int // pg_terminate_backend rounds
+	PGConns        int // worker connections terminated
+	Drains         int // graceful drains during the load
+	DrainMax       time.Duration
+	Crashes        int // processes that exited on their own
+	Refused        int // worker starts refused while NATS was down
 
 	LoadExitCode     int
 	Saves            int64 // from the load's summary
@@ -91,14 +101,24 @@ func (r *Result) OK() bool {
 // Print writes the figures table, the checks and the evidence.
 func (r *Result) Print(w io.Writer) {
 	f := r.Figures
-	fmt.Fprintf(w, "\nevsnap chaos suite — %s form, seed %d, %d workers, %s\n\n", f.Form, f.Seed, f.Workers, f.Build)
+	fmt.Fprintf(w, "\nevsnap chaos suite — %s form, seed %d, %d workers, %s\n", f.Form, f.Seed, f.Workers, f.Build)
+	if f.Cluster {
+		fmt.Fprintf(w, "nats-server %s, %d-node cluster, notice stream at %d replicas\n\n", f.NATSVersion, ClusterNodes, ClusterNodes)
+	} else {
+		fmt.Fprintf(w, "nats-server %s, one server\n\n", f.NATSVersion)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k string, v any, note string) {
 		fmt.Fprintf(tw, "  %s\t%v\t%s\n", k, v, note)
 	}
 	row("duration (load)", f.Duration.Round(time.Second), fmt.Sprintf("whole run %v", f.Total.Round(time.Second)))
 	row("worker kills (SIGKILL)", f.Kills, "")
-	row("NATS restarts", f.NATSRestarts, fmt.Sprintf("%d of them by SIGKILL", f.NATSKills))
+	if f.Cluster {
+		row("NATS leader kills (SIGKILL)", len(f.LeaderStalls), "notices stalled "+formatStalls(f.LeaderStalls)+": from the kill to the next notice a new leader stored")
+		row("NATS follower kills (SIGKILL)", len(f.FollowerStalls), "notices stalled "+formatStalls(f.FollowerStalls))
+	} else {
+		row("NATS restarts", f.NATSRestarts, fmt.Sprintf("%d of them by SIGKILL", f.NATSKills))
+	}
 	row("PG connection terminations", f.PGConns, fmt.Sprintf("in %d pg_terminate_backend rounds", f.PGRounds))
 	row("graceful drains (SIGTERM)", f.Drains, fmt.Sprintf("slowest exit %v (every worker also drained at the end)", f.DrainMax.Round(time.Millisecond)))
 	row("worker starts refused, NATS down", f.Refused, "exit 1 at start-up; restarted like a supervisor would")
@@ -141,6 +161,18 @@ func (r *Result) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "\nFAILED; rerun the same schedule with --seed %d (add --keep to keep logs and the database)\n", f.Seed)
 	}
+}
+
+// formatStalls is "max 4.1s (4.1s, 3.2s)", or "-" for none.
+func formatStalls(d []time.Duration) string {
+	if len(d) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(d))
+	for i, x := range d {
+		parts[i] = x.Round(time.Millisecond).String()
+	}
+	return fmt.Sprintf("max %v (%s)", slices.Max(d).Round(time.Millisecond), strings.Join(parts, ", "))
 }
 
 func formatStatuses(m map[string]int) string {

@@ -24,11 +24,19 @@ const (
 	// DrainWorker sends SIGTERM to a worker, checks that it drains and
 	// exits 0 within its drain timeout, and restarts it after Down.
 	DrainWorker
+	// KillNATSLeader (cluster mode) sends SIGKILL to the nats-server that
+	// leads the notice stream, measures how long notices stall until a new
+	// leader stores them, and restarts it after Down.
+	KillNATSLeader
+	// KillNATSFollower (cluster mode) sends SIGKILL to a nats-server that
+	// holds a replica of the notice stream but does not lead it, and
+	// restarts it after Down.
+	KillNATSFollower
 
 	numFaultKinds = iota
 )
 
-var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain"}
+var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill"}
 
 // String returns the kind's name as the schedule prints it.
 func (k FaultKind) String() string {
@@ -65,6 +73,8 @@ func (f Fault) String() string {
 			how = "SIGKILL"
 		}
 		fmt.Fprintf(&b, " (%s), down %v", how, f.Down.Round(time.Millisecond))
+	case KillNATSLeader, KillNATSFollower:
+		fmt.Fprintf(&b, " (SIGKILL), down %v", f.Down.Round(time.Millisecond))
 	}
 	return b.String()
 }
@@ -79,10 +89,12 @@ type ScheduleConfig struct {
 	MeanGap time.Duration
 	// Workers is how many workers there are (at least 1).
 	Workers int
-	// MinEach is how many faults of every kind the schedule has at least.
+	// MinEach is how many faults of every kind in use (weight above 0)
+	// the schedule has at least.
 	MinEach int
 	// Weights are the relative frequencies of the kinds beyond MinEach
-	// (indexed by FaultKind); nil means [DefaultWeights].
+	// (indexed by FaultKind); a kind of weight 0 is not used. nil means
+	// [DefaultWeights].
 	Weights []int
 	// MaxWorkerDown and MaxNATSDown bound the Down times.
 	MaxWorkerDown, MaxNATSDown time.Duration
@@ -91,8 +103,29 @@ type ScheduleConfig struct {
 }
 
 // DefaultWeights favour worker kills, then NATS restarts and connection
-// terminations, then graceful drains.
-var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2}
+// terminations, then graceful drains. They are for one nats-server: the
+// cluster kinds are off.
+var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 0, KillNATSFollower: 0}
+
+// ClusterWeights are [DefaultWeights] for a NATS cluster: instead of
+// restarting the one server, the suite kills the stream's leader or a
+// follower.
+var ClusterWeights = []int{KillWorker: 4, RestartNATS: 0, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 2, KillNATSFollower: 1}
+
+// ActiveKinds returns the kinds whose weight is above 0 (nil weights:
+// [DefaultWeights]).
+func ActiveKinds(weights []int) []FaultKind {
+	if weights == nil {
+		weights = DefaultWeights
+	}
+	var out []FaultKind
+	for k, w := range weights {
+		if w > 0 {
+			out = append(out, FaultKind(k))
+		}
+	}
+	return out
+}
 
 // Validate reports what is wrong with c.
 func (c ScheduleConfig) Validate() error {
@@ -128,7 +161,8 @@ func (c ScheduleConfig) Validate() error {
 }
 
 // NewSchedule returns the faults for seed, sorted by time: about
-// (End-Start)/MeanGap of them, and never fewer than MinEach of each kind.
+// (End-Start)/MeanGap of them, and never fewer than MinEach of each kind
+// in use.
 // Times are uniform in [Start, End); kinds are a shuffle of the required
 // ones and weighted draws for the rest. The same seed and config always
 // give the same schedule.
@@ -143,10 +177,10 @@ func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	window := c.End - c.Start
 	n := int(window / c.MeanGap)
-	required := c.MinEach * numFaultKinds
-	n = max(n, required)
+	active := ActiveKinds(weights)
+	n = max(n, c.MinEach*len(active))
 	kinds := make([]FaultKind, 0, n)
-	for k := range FaultKind(numFaultKinds) {
+	for _, k := range active {
 		for range c.MinEach {
 			kinds = append(kinds, k)
 		}
@@ -181,6 +215,8 @@ func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
 		case RestartNATS:
 			f.Down = randDuration(r, time.Second, c.MaxNATSDown)
 			f.Hard = r.Float64() < c.HardNATSShare
+		case KillNATSLeader, KillNATSFollower:
+			f.Down = randDuration(r, time.Second, c.MaxNATSDown)
 		}
 		out[i] = f
 	}

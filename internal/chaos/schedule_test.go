@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -35,19 +36,24 @@ func TestNewScheduleShape(t *testing.T) {
 		func() ScheduleConfig { c := testSchedule(); c.MinEach = 5; c.End = 10 * time.Second; return c }(), // more required than the gap allows
 		DefaultConfig(true).scheduleConfig(),
 		DefaultConfig(false).scheduleConfig(),
+		func() ScheduleConfig { c := DefaultConfig(true); c.Cluster = true; return c.scheduleConfig() }(),
 	} {
+		active := ActiveKinds(c.Weights)
 		for seed := range uint64(200) {
 			s, err := NewSchedule(seed, c)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := max(int((c.End-c.Start)/c.MeanGap), c.MinEach*numFaultKinds); len(s) != want {
+			if want := max(int((c.End-c.Start)/c.MeanGap), c.MinEach*len(active)); len(s) != want {
 				t.Fatalf("seed %d: %d faults, want %d", seed, len(s), want)
 			}
 			counts := CountKinds(s)
 			for k := range FaultKind(numFaultKinds) {
-				if counts[k] < c.MinEach {
+				if slices.Contains(active, k) && counts[k] < c.MinEach {
 					t.Fatalf("seed %d: %d faults of kind %s, want at least %d: %v", seed, counts[k], k, c.MinEach, s)
+				}
+				if !slices.Contains(active, k) && counts[k] > 0 {
+					t.Fatalf("seed %d: %d faults of kind %s, which has weight 0: %v", seed, counts[k], k, s)
 				}
 			}
 			for i, f := range s {
@@ -62,7 +68,7 @@ func TestNewScheduleShape(t *testing.T) {
 					if f.Worker < 0 || f.Worker >= c.Workers || f.Down <= 0 || f.Down > c.MaxWorkerDown {
 						t.Fatalf("seed %d: bad worker fault %+v", seed, f)
 					}
-				case RestartNATS:
+				case RestartNATS, KillNATSLeader, KillNATSFollower:
 					if f.Down < time.Second || f.Down > c.MaxNATSDown {
 						t.Fatalf("seed %d: bad NATS fault %+v", seed, f)
 					}
@@ -79,7 +85,7 @@ func TestNewScheduleWeights(t *testing.T) {
 	c := testSchedule()
 	c.MinEach = 0
 	c.End = time.Hour
-	c.Weights = []int{KillWorker: 1, RestartNATS: 0, TerminatePG: 0, DrainWorker: 0}
+	c.Weights = []int{KillWorker: 1, RestartNATS: 0, TerminatePG: 0, DrainWorker: 0, KillNATSLeader: 0, KillNATSFollower: 0}
 	s, err := NewSchedule(1, c)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +112,7 @@ func TestScheduleConfigValidate(t *testing.T) {
 		"no gap":       func(c *ScheduleConfig) { c.MeanGap = 0 },
 		"no workers":   func(c *ScheduleConfig) { c.Workers = 0 },
 		"weights":      func(c *ScheduleConfig) { c.Weights = []int{1} },
-		"zero weights": func(c *ScheduleConfig) { c.Weights = []int{0, 0, 0, 0} },
+		"zero weights": func(c *ScheduleConfig) { c.Weights = make([]int, numFaultKinds) },
 		"hard share":   func(c *ScheduleConfig) { c.HardNATSShare = 2 },
 		"down":         func(c *ScheduleConfig) { c.MaxNATSDown = 0 },
 	} {
@@ -122,6 +128,7 @@ func TestFaultString(t *testing.T) {
 	for f, want := range map[Fault]string{
 		{At: 1500 * time.Millisecond, Kind: KillWorker, Worker: 1, Down: time.Second}: "   1.5s kill worker-2, down 1s",
 		{At: 2 * time.Second, Kind: RestartNATS, Hard: true, Down: 2 * time.Second}:   "   2.0s nats-restart (SIGKILL), down 2s",
+		{At: 4 * time.Second, Kind: KillNATSLeader, Down: 1500 * time.Millisecond}:    "   4.0s nats-leader-kill (SIGKILL), down 1.5s",
 		{At: 3 * time.Second, Kind: TerminatePG}:                                      "   3.0s pg-terminate",
 	} {
 		if got := f.String(); got != want {

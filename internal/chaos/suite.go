@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/natsbin"
 )
 
 // noticeStream is the JetStream stream the binaries use by default.
@@ -48,7 +49,7 @@ type suite struct {
 	env     []string
 
 	db      *database
-	nats    *natsServer
+	nats    []*natsServer // one, or ClusterNodes in cluster mode
 	natsMu  sync.Mutex
 	workers []*worker
 	load    *process
@@ -66,6 +67,16 @@ type suite struct {
 	executed  map[FaultKind]int
 	workerLog map[string]WorkerLogStats
 	outages   []outage
+}
+
+// natsURL is every nats-server's client URL, comma-separated: what the
+// binaries are given, so that in a cluster they reconnect to a survivor.
+func (s *suite) natsURL() string {
+	urls := make([]string, len(s.nats))
+	for i, n := range s.nats {
+		urls[i] = n.url()
+	}
+	return strings.Join(urls, ",")
 }
 
 func (s *suite) logf(format string, args ...any) {
@@ -127,7 +138,10 @@ func (s *suite) run(ctx context.Context) (*Result, error) {
 	if cfg.Short {
 		form = "short"
 	}
-	s.fig.Form, s.fig.Seed, s.fig.Workers, s.fig.Duration = form, cfg.Seed, cfg.Workers, cfg.Duration
+	if cfg.Cluster {
+		form += " cluster"
+	}
+	s.fig.Form, s.fig.Seed, s.fig.Workers, s.fig.Duration, s.fig.Cluster = form, cfg.Seed, cfg.Workers, cfg.Duration, cfg.Cluster
 	s.logf("evsnap chaos suite, %s form: seed %d, %d workers, load %v at %.0f saves/s over %d aggregates, %d faults scheduled",
 		form, cfg.Seed, cfg.Workers, cfg.Duration, cfg.Rate, cfg.Aggregates, len(faults))
 
@@ -263,25 +277,73 @@ func (s *suite) setup(ctx context.Context) error {
 	}
 	s.logf("created database %s", db.name)
 
-	port, err := freePort()
-	if err != nil {
-		return err
+	if cfg.NATSServer == "" {
+		bin, err := natsbin.Ensure(ctx, cfg.RepoDir, "")
+		if err != nil {
+			return err
+		}
+		how := "cached"
+		if bin.Built {
+			how = "built"
+		}
+		s.logf("nats-server %s (the version go.mod pins): %s %s in %v", bin.Version, how, bin.Path, bin.Took.Round(time.Millisecond))
+		cfg.NATSServer = bin.Path
 	}
-	storeDir := filepath.Join(tmp, "nats")
-	if err := os.MkdirAll(storeDir, 0o755); err != nil {
-		return err
+	s.fig.NATSVersion = natsVersion(ctx, cfg.NATSServer)
+	nodes := 1
+	if cfg.Cluster {
+		nodes = ClusterNodes
 	}
-	s.nats = newNATSServer(cfg.NATSServer, storeDir, filepath.Join(tmp, "nats-server.log"), port)
-	s.defer_(func() { s.nats.stop(syscall.SIGTERM) })
-	if err := s.nats.start(ctx, 20*time.Second); err != nil {
-		return err
+	ports, routePorts := make([]int, nodes), make([]int, nodes)
+	for i := range nodes {
+		if ports[i], err = freePort(); err != nil {
+			return err
+		}
+		if routePorts[i], err = freePort(); err != nil {
+			return err
+		}
 	}
-	s.logf("started %s -a 127.0.0.1 -p %d -js -sd %s", cfg.NATSServer, port, storeDir)
+	for i := range nodes {
+		name, storeDir, logPath, extra := "nats-server", filepath.Join(tmp, "nats"), filepath.Join(tmp, "nats-server.log"), []string(nil)
+		if cfg.Cluster {
+			name = "nats-" + strconv.Itoa(i+1)
+			storeDir, logPath = filepath.Join(tmp, name), filepath.Join(tmp, name+".log")
+			extra = clusterArgs("evsnap-chaos", i, routePorts)
+		}
+		if err := os.MkdirAll(storeDir, 0o755); err != nil {
+			return err
+		}
+		n := newNATSServer(cfg.NATSServer, name, storeDir, logPath, ports[i], extra...)
+		s.nats = append(s.nats, n)
+		s.defer_(func() { n.stop(syscall.SIGTERM) })
+		if err := n.proc.start(); err != nil {
+			return err
+		}
+	}
+	for _, n := range s.nats {
+		if err := n.waitReady(ctx, 30*time.Second); err != nil {
+			return err
+		}
+		s.logf("started %s %s", cfg.NATSServer, strings.Join(n.proc.args, " "))
+	}
 
-	out, errOut, code, err := runOnce(ctx, 2*time.Minute, s.tmp, s.env, s.snapBin, "migrate",
-		"--postgres-url", db.dbURL(appAdmin), "--nats-url", s.nats.url(), "--log-format", "text")
+	// In a cluster, the stream goes on every node: migrate retries while
+	// the JetStream meta leader does not yet see every peer.
+	migrate := []string{"migrate", "--postgres-url", db.dbURL(appAdmin), "--nats-url", s.natsURL(), "--log-format", "text"}
+	if cfg.Cluster {
+		migrate = append(migrate, "--stream-replicas", strconv.Itoa(ClusterNodes))
+	}
+	var out, errOut string
+	var code int
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, errOut, code, err = runOnce(ctx, 2*time.Minute, s.tmp, s.env, s.snapBin, migrate...)
+		if (err == nil && code == 0) || !cfg.Cluster || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		sleepCtx(ctx, 500*time.Millisecond)
+	}
 	if err != nil || code != 0 {
-		return fmt.Errorf("snapshotter migrate: exit %d: %v\n%s%s", code, err, out, errOut)
+		return fmt.Errorf("snapshotter %s: exit %d: %v\n%s%s", strings.Join(migrate, " "), code, err, out, errOut)
 	}
 	s.logf("snapshotter migrate: %s", strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
 	return db.installAudit(ctx)
@@ -328,7 +390,7 @@ func (s *suite) startWorkers(ctx context.Context) error {
 			path: s.snapBin,
 			args: []string{"run",
 				"--postgres-url", s.db.dbURL(appWorkerPrefix + strconv.Itoa(i+1)),
-				"--nats-url", s.nats.url(),
+				"--nats-url", s.natsURL(),
 				"--policy", cfg.policy(),
 				"--sweep-interval", cfg.SweepInterval.String(),
 				"--ack-wait", cfg.AckWait.String(),
@@ -392,7 +454,7 @@ func (s *suite) startLoad() error {
 		path: s.appBin,
 		args: []string{"load",
 			"--postgres-url", s.db.dbURL(appLoad),
-			"--nats-url", s.nats.url(),
+			"--nats-url", s.natsURL(),
 			"--aggregates", strconv.Itoa(cfg.Aggregates),
 			"--rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64),
 			// A backstop: the suite stops it with SIGINT at cfg.Duration.
@@ -516,7 +578,7 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 		s.mu.Lock()
 		s.outages = append(s.outages, outage{from: time.Now()})
 		s.mu.Unlock()
-		s.nats.stop(sig)
+		s.nats[0].stop(sig)
 		s.count(func(fg *Figures) {
 			fg.NATSRestarts++
 			if f.Hard {
@@ -527,12 +589,14 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 		if sleepCtx(ctx, f.Down); ctx.Err() != nil {
 			return
 		}
-		if err := s.nats.start(ctx, 30*time.Second); err != nil && ctx.Err() == nil {
+		if err := s.nats[0].start(ctx, 30*time.Second); err != nil && ctx.Err() == nil {
 			s.fail("nats-server did not come back: %v", err)
 		}
 		s.mu.Lock()
 		s.outages[len(s.outages)-1].to = time.Now()
 		s.mu.Unlock()
+	case KillNATSLeader, KillNATSFollower:
+		s.killNATSNode(ctx, f)
 	case TerminatePG:
 		n, err := s.db.terminateWorkers(ctx)
 		if err != nil {
@@ -600,17 +664,19 @@ func (s *suite) monitor(ctx context.Context) {
 			w.mu.Unlock()
 		}
 		if s.natsMu.TryLock() {
-			if gone, how := s.nats.proc.exitedUnexpectedly(); gone {
-				s.fail("nats-server exited on its own: %s. Log: %s", how, tailLog(s.nats.proc.logPath, 8))
-				s.mu.Lock()
-				s.outages = append(s.outages, outage{from: s.nats.proc.exitTime()})
-				s.mu.Unlock()
-				err := s.nats.start(ctx, 30*time.Second)
-				s.mu.Lock()
-				s.outages[len(s.outages)-1].to = time.Now()
-				s.mu.Unlock()
-				if err != nil && ctx.Err() == nil {
-					s.fail("nats-server did not come back: %v", err)
+			for _, n := range s.nats {
+				if gone, how := n.proc.exitedUnexpectedly(); gone {
+					s.fail("%s exited on its own: %s. Log: %s", n.name, how, tailLog(n.proc.logPath, 8))
+					s.mu.Lock()
+					s.outages = append(s.outages, outage{from: n.proc.exitTime()})
+					s.mu.Unlock()
+					err := n.start(ctx, 30*time.Second)
+					s.mu.Lock()
+					s.outages[len(s.outages)-1].to = time.Now()
+					s.mu.Unlock()
+					if err != nil && ctx.Err() == nil {
+						s.fail("%s did not come back: %v", n.name, err)
+					}
 				}
 			}
 			s.natsMu.Unlock()
@@ -697,11 +763,13 @@ func (s *suite) duringOutage(t time.Time) bool {
 // be).
 func (s *suite) ensureUp(ctx context.Context) error {
 	s.natsMu.Lock()
-	if !s.nats.proc.running() {
-		s.fail("nats-server was down after the faults ended")
-		if err := s.nats.start(ctx, 30*time.Second); err != nil {
-			s.natsMu.Unlock()
-			return err
+	for _, n := range s.nats {
+		if !n.proc.running() {
+			s.fail("%s was down after the faults ended", n.name)
+			if err := n.start(ctx, 30*time.Second); err != nil {
+				s.natsMu.Unlock()
+				return err
+			}
 		}
 	}
 	s.natsMu.Unlock()

@@ -13,6 +13,17 @@
 //	natstest.Shutdown(s)      // NATS is down; clients start reconnecting
 //	s = natstest.Restart(t, s) // same port and store dir: clients reconnect
 //
+// # Embedded cluster
+//
+//	c := natstest.RunCluster(t, 3)           // 3 nodes with routes, JetStream meta leader elected
+//	nc := natstest.Connect(t, c.URLs())     // every node's URL: reconnects to a survivor
+//	...                                      // create a stream with Replicas: 3
+//	old := c.StreamLeader(stream)
+//	c.Stop(old)                              // the leader goes away; another takes over
+//	c.WaitStreamLeader(stream, old, timeout)
+//	c.Start(old)                             // same ports and store: it rejoins and catches up
+//	c.WaitStreamCurrent(stream, timeout)
+//
 // # Real server
 //
 // [ExternalURL] returns EVSNAP_TEST_NATS_URL, skips the test when it is

@@ -104,3 +104,55 @@ func TestExternalURL(t *testing.T) {
 		t.Fatalf("create stream on the real server: %v", err)
 	}
 }
+
+// TestClusterLeaderFailover: an R3 stream on a 3-node cluster keeps
+// taking messages when its leader stops, and the stopped node catches up
+// when it comes back.
+func TestClusterLeaderFailover(t *testing.T) {
+	c := natstest.RunCluster(t, 3)
+	nc := natstest.Connect(t, c.URLs())
+	js := natstest.JetStream(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "C", Subjects: []string{"c.>"}, Replicas: 3, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatalf("create R3 stream: %v", err)
+	}
+	c.WaitStreamCurrent("C", 10*time.Second)
+	if _, err := js.Publish(ctx, "c.1", []byte("before")); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	old := c.StreamLeader("C")
+	stopped := time.Now()
+	c.Stop(old)
+	if c.Running(old) {
+		t.Fatalf("node %s still running after Stop", c.NodeName(old))
+	}
+	now := c.WaitStreamLeader("C", old, 20*time.Second)
+	t.Logf("leader %s stopped; %s leads %v later", c.NodeName(old), c.NodeName(now), time.Since(stopped).Round(time.Millisecond))
+	var err error
+	for { // the client may still be reconnecting or the election settling
+		if _, err = js.Publish(ctx, "c.2", []byte("during")); err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("publish with the leader stopped: %v", err)
+	}
+	c.Start(old)
+	c.WaitReady(20 * time.Second)
+	c.WaitStreamCurrent("C", 20*time.Second)
+	// The restarted node holds both messages: ask it alone.
+	direct := natstest.JetStream(t, natstest.Connect(t, c.ClientURL(old)))
+	st, err := direct.Stream(ctx, "C")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("after restart: %d messages, replicas %+v; want 2 messages and 2 replicas besides the leader", info.State.Msgs, info.Cluster.Replicas)
+	}
+}

@@ -7,11 +7,14 @@
 // while the load runs; then it checks that nothing was lost and no
 // snapshot went wrong, and prints the counts.
 //
-//	go run ./internal/chaos/cmd/evsnap-chaos [--short] [--duration D] [--workers N] [--seed S]
+//	go run ./internal/chaos/cmd/evsnap-chaos [--short] [--cluster] [--duration D] [--workers N] [--seed S]
 //
 // It needs PostgreSQL (EVSNAP_TEST_POSTGRES_URL, default
 // postgres://postgres@127.0.0.1:5432/test?sslmode=disable; it creates and
-// drops a database of its own) and the nats-server binary. The exit code is
+// drops a database of its own) and Go: it builds the nats-server go.mod
+// pins once into a cache directory (or takes --nats-server). With
+// --cluster it runs three nats-servers as a JetStream cluster and kills
+// the notice stream's leader and followers. The exit code is
 // 0 when every check passed, 1 when one failed or the run could not be
 // carried out, 2 on bad usage. See docs/chaos.md.
 package main
@@ -58,7 +61,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.MeanGap, "mean-gap", cfg.MeanGap, "average time between faults")
 	fs.DurationVar(&cfg.ConvergeTimeout, "converge-timeout", cfg.ConvergeTimeout, "how long the workers get to converge after the load stops")
 	fs.StringVar(&cfg.PostgresURL, "postgres-url", cfg.PostgresURL, "PostgreSQL server to create the run's database on (env EVSNAP_TEST_POSTGRES_URL)")
-	fs.StringVar(&cfg.NATSServer, "nats-server", cfg.NATSServer, "nats-server binary")
+	fs.StringVar(&cfg.NATSServer, "nats-server", cfg.NATSServer, "nats-server binary (default: the version go.mod pins, built once into $EVSNAP_NATS_SERVER_CACHE or the user cache directory)")
+	fs.BoolVar(&cfg.Cluster, "cluster", false, "run 3 nats-servers as a JetStream cluster with the stream at 3 replicas, and kill the stream's leader and followers instead of restarting one server")
 	repo := fs.String("repo", ".", "a directory inside the evsnap module to build the binaries from")
 	fs.BoolVar(&cfg.Sabotage, "sabotage", false, "self-test: damage the stores after the run (a snapshot moved back, an event deleted); the checks must then fail")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the work directory (logs, record file) and the database for investigation")
