@@ -238,3 +238,59 @@ func TestCommandsParseIndependently(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// lockedBuffer is a bytes.Buffer a command writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// migrate started beside a cluster that cannot place a replicated stream
+// yet (two of three nodes still down) waits for it and then succeeds, as
+// a compose file or a Kubernetes Job started with the cluster needs.
+func TestMigrateWaitsForTheClusterToPlaceTheStream(t *testing.T) {
+	c := natstest.RunCluster(t, 3)
+	c.Stop(1)
+	c.Stop(2)
+	db := filepath.Join(t.TempDir(), "evsnap.db")
+	stream := natstest.UniqueName(t, "EVSNAP_R3")
+	var out bytes.Buffer
+	errOut := &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(context.Background(), []string{"migrate", "--sqlite-path", db, "--log-format", "text",
+			"--nats-url", c.URLs(), "--stream", stream, "--subject-prefix", "evsnapr3." + stream, "--stream-replicas", "3"}, &out, errOut)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(errOut.String(), "not placed yet") {
+		select {
+		case code := <-done:
+			t.Fatalf("migrate ended (exit %d) before the cluster could place the stream:\n%s%s", code, out.String(), errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("migrate did not report waiting for placement:\n%s", errOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.Start(1)
+	c.Start(2)
+	if code := <-done; code != 0 {
+		t.Fatalf("migrate exit %d once the cluster formed:\n%s%s", code, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "stream ready: "+stream) || !strings.Contains(out.String(), "replicas 3") {
+		t.Fatalf("migrate output:\n%s", out.String())
+	}
+}
