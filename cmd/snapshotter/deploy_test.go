@@ -607,15 +607,34 @@ func TestDeployCompose(t *testing.T) {
 		if r := strOf(p.services[name]["restart"]); r != "" && r != "no" {
 			t.Errorf("%s: restart %q: a one-shot migrate wants restart \"no\"", m.where, r)
 		}
-		for _, dep := range []string{"nats", "postgres"} {
+		// PostgreSQL and the NATS server(s) of its stack: "nats", or the
+		// cluster profile's "nats-1" ... "nats-3".
+		natsDeps := 0
+		for _, dep := range slices.Sorted(maps.Keys(mapOf(dig(p.services[name], "depends_on")))) {
+			if dep != "postgres" && dep != "nats" && !strings.HasPrefix(dep, "nats-") {
+				continue
+			}
+			if dep != "postgres" {
+				natsDeps++
+			}
 			if c := strOf(dig(p.services[name], "depends_on", dep, "condition")); c != "service_healthy" {
 				t.Errorf("%s: depends on %q with condition %q: want service_healthy", m.where, dep, c)
 			}
 		}
-		for _, r := range runs {
-			if c := strOf(dig(p.services[serviceName(r.where)], "depends_on", name, "condition")); c != "service_completed_successfully" {
-				t.Errorf("%s: depends on %q with condition %q: want service_completed_successfully", r.where, name, c)
+		if natsDeps == 0 || dig(p.services[name], "depends_on", "postgres") == nil {
+			t.Errorf("%s: want it to wait for PostgreSQL and NATS to be healthy", m.where)
+		}
+	}
+	// Every worker starts after a migrate of its stack has completed.
+	for _, r := range runs {
+		waits := false
+		for _, m := range migrates {
+			if strOf(dig(p.services[serviceName(r.where)], "depends_on", serviceName(m.where), "condition")) == "service_completed_successfully" {
+				waits = true
 			}
+		}
+		if !waits {
+			t.Errorf("%s: depends on no migrate with condition service_completed_successfully", r.where)
 		}
 	}
 }

@@ -39,7 +39,7 @@ cleanup() {
       docker compose logs --no-color --tail 15 migrate load snapshotter 2>&1 | sed 's/^/  /' | tail -60
       [ -f "$RUN/stats.txt" ] && { echo "--- last stats --type Account:"; sed 's/^/  /' "$RUN/stats.txt"; }
     fi
-    timeout 120 docker compose --profile observability down -v --remove-orphans -t 5 >/dev/null 2>&1
+    timeout 120 docker compose --profile observability --profile cluster down -v --remove-orphans -t 5 >/dev/null 2>&1
   fi
   engine_down
   if [ ${#STEP_TIMES[@]} -gt 0 ]; then
@@ -232,8 +232,32 @@ for st in no_snapshot stale mismatch undecodable; do
   printf '%s\n' "$verify_out" | grep -qE "^\s*$st\s+0$" || die "verify reports $st snapshots"
 done
 
+step "check: --profile cluster: 3 NATS nodes, the stream at 3 replicas, every worker stores snapshots"
+dc stop snapshotter 2>&1 | tail -1 # the single-node stack's workers: CPU for the cluster
+dc --profile cluster up -d load-cluster snapshotter-cluster 2>&1 | tail -8
+migc=$(dc ps -aq migrate-cluster)
+[ -n "$migc" ] || die "no migrate-cluster container"
+wait_for 120 "migrate-cluster exits" sh -c "[ \"\$(docker inspect -f '{{.State.Status}}' $migc)\" = exited ]"
+code=$(docker inspect -f '{{.State.ExitCode}}' "$migc")
+[ "$code" = 0 ] || { docker logs "$migc" 2>&1 | tail -20; die "migrate-cluster exited $code"; }
+docker logs "$migc" 2>&1 | grep -E 'not placed yet|stream ready' | sed 's/^/  /'
+docker logs "$migc" 2>&1 | grep -q 'stream ready: .*replicas 3' || die "migrate-cluster did not make the stream with 3 replicas"
+cluster_replicas() { dc --profile cluster ps -q snapshotter-cluster; }
+cluster_healthy() {
+  local n=0 id
+  for id in $(cluster_replicas); do [ "$(health "$id")" = healthy ] && n=$((n + 1)); done
+  [ "$n" -ge 3 ]
+}
+wait_for 120 "3 snapshotter-cluster replicas healthy" cluster_healthy
+cluster_each_stores() {
+  local id
+  for id in $(cluster_replicas); do [ "$(metric "$id" evsnap_worker_snapshots_written_total)" -gt 0 ] || return 1; done
+}
+wait_for 120 "every snapshotter-cluster replica stores snapshots" cluster_each_stores
+for id in $(cluster_replicas); do echo "  $(cname "$id"): snapshots $(metric "$id" evsnap_worker_snapshots_written_total)"; done
+
 step "docker compose down -v leaves no container, network or volume"
-dc --profile observability down -v -t 30 2>&1 | tail -3
+dc --profile observability --profile cluster down -v -t 30 2>&1 | tail -3
 PROJECT_UP=
 left=$(docker ps -aq --filter label=com.docker.compose.project=evsnap)
 [ -z "$left" ] || die "containers left: $left"
