@@ -1,0 +1,262 @@
+package benchharness
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/evsnap/evsnap/lib/snapshotter"
+)
+
+// Scale-out targets, from issue 16.
+var scaleSpeedupTargets = map[int]float64{2: 1.9, 4: 3.7, 8: 7}
+
+const (
+	targetScaleShare = 1.2 // max/min of the replicas' work
+	// snapshots per worker CPU-second at the most replicas / at one
+	targetScaleEfficiency = 1.0
+)
+
+// percent formats a share: "42%".
+func percent(x float64) string {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f%%", x*100)
+}
+
+// row returns the row of n replicas.
+func (s *ScaleReport) row(n int) (ScaleRow, bool) {
+	for _, r := range s.Rows {
+		if r.Replicas == n {
+			return r, true
+		}
+	}
+	return ScaleRow{}, false
+}
+
+// Speedup is the row's snapshots/s over one replica's.
+func (s *ScaleReport) Speedup(r ScaleRow) float64 {
+	one, ok := s.row(1)
+	if !ok || one.SnapshotsPerSec <= 0 {
+		return math.NaN()
+	}
+	return r.SnapshotsPerSec / one.SnapshotsPerSec
+}
+
+// Targets evaluates issue 16's scale-out targets.
+func (s *ScaleReport) Targets() []Target {
+	if s == nil || len(s.Rows) == 0 {
+		return nil
+	}
+	var ts []Target
+	one, ok := s.row(1)
+	for _, r := range s.Rows {
+		goal, has := scaleSpeedupTargets[r.Replicas]
+		if !has || !ok {
+			continue
+		}
+		x := s.Speedup(r)
+		ts = append(ts, Target{
+			What:     fmt.Sprintf("%d replicas ≥ %s× one", r.Replicas, sig(goal)),
+			Measured: fmt.Sprintf("%s vs %s snapshots/s", rate(r.SnapshotsPerSec), rate(one.SnapshotsPerSec)),
+			Ratio:    x, Goal: fmt.Sprintf("≥ %s×", sig(goal)), Met: x >= goal,
+			Note: s.Diagnose(r),
+		})
+	}
+	worst, worstRow, what := 0.0, ScaleRow{}, ""
+	for _, r := range s.Rows {
+		if r.Replicas < 2 {
+			continue
+		}
+		for _, c := range []struct {
+			x    float64
+			what string
+		}{{r.NoticeShare(), "notices acked"}, {r.SnapshotShare(), "snapshots stored"}} {
+			if c.x > worst || math.IsNaN(c.x) {
+				worst, worstRow, what = c.x, r, c.what
+			}
+		}
+	}
+	if worstRow.Replicas > 0 {
+		ts = append(ts, Target{
+			What:     "each replica's share of the work within 1.2× of the others (max / min), worst replica count",
+			Measured: fmt.Sprintf("%s at %d replicas: %s", what, worstRow.Replicas, joinInts(map[bool][]int64{true: worstRow.PerReplicaNotices, false: worstRow.PerReplicaSnapshots}[what == "notices acked"])),
+			Ratio:    worst, Goal: "≤ 1.2×", Met: worst <= targetScaleShare,
+		})
+	}
+	last := s.Rows[len(s.Rows)-1]
+	if ok && last.Replicas > 1 {
+		x := last.PerWorkerCPUSecond() / one.PerWorkerCPUSecond()
+		ts = append(ts, Target{
+			What:     fmt.Sprintf("snapshots per worker CPU-second at %d replicas no worse than at 1", last.Replicas),
+			Measured: fmt.Sprintf("%s vs %s", rate(last.PerWorkerCPUSecond()), rate(one.PerWorkerCPUSecond())),
+			Ratio:    x, Goal: "≥ 1×", Met: x >= targetScaleEfficiency,
+			Note: fmt.Sprintf("after start-up (%s vs %s CPU s to ready): %s vs %s, %s",
+				sig(last.StartCPU.Seconds()), sig(one.StartCPU.Seconds()), rate(last.PerWorkCPUSecond()), rate(one.PerWorkCPUSecond()), times(last.PerWorkCPUSecond()/one.PerWorkCPUSecond())),
+		})
+	}
+	return ts
+}
+
+func joinInts(xs []int64) string {
+	var out []string
+	for _, x := range xs {
+		out = append(out, thousands(x))
+	}
+	return strings.Join(out, " / ")
+}
+
+// Diagnose says what held a replica count back, from the figures that
+// show it: the machine's cores, the workers' quota, or PostgreSQL.
+func (s *ScaleReport) Diagnose(r ScaleRow) string {
+	var parts []string
+	use := r.QuotaUse(s.CPU)
+	switch {
+	case r.MachineBusy >= 0.9:
+		parts = append(parts, fmt.Sprintf("the machine's cores were %s busy (PostgreSQL %s CPU s, NATS %s, workers %s in %s s): the replicas wait for a core, not for each other",
+			percent(r.MachineBusy), sig(r.PGCPU.Seconds()), sig(r.NATSCPU.Seconds()), sig(r.WorkerCPU.Seconds()), sig(r.Elapsed.Seconds())))
+	case use < 0.8:
+		parts = append(parts, fmt.Sprintf("the workers used %s of their quota (throttled in %s of periods): they waited on PostgreSQL or NATS, machine %s busy", percent(use), percent(r.Throttled), percent(r.MachineBusy)))
+	default:
+		parts = append(parts, fmt.Sprintf("the workers were CPU-bound (%s of their quota, throttled in %s of periods)", percent(use), percent(r.Throttled)))
+	}
+	if one, ok := s.row(1); ok && r.Replicas > 1 && one.PerWorkerCPUSecond() > 0 {
+		parts = append(parts, fmt.Sprintf("snapshots per worker CPU-second %s (1 replica: %s)", rate(r.PerWorkerCPUSecond()), rate(one.PerWorkerCPUSecond())))
+	}
+	if w := s.waits(r); w != "" {
+		parts = append(parts, "PostgreSQL backends "+w)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// waits summarises the sampled PostgreSQL backend states: running, idle
+// and the two most frequent waits.
+func (s *ScaleReport) waits(r ScaleRow) string {
+	total := 0
+	type kv struct {
+		k string
+		n int
+	}
+	var others []kv
+	for k, n := range r.PGStates {
+		total += n
+		if k != "running" && k != "idle" {
+			others = append(others, kv{k, n})
+		}
+	}
+	if total == 0 {
+		return ""
+	}
+	slices.SortFunc(others, func(a, b kv) int { return cmp.Or(b.n-a.n, strings.Compare(a.k, b.k)) })
+	out := []string{percent(float64(r.PGStates["running"])/float64(total)) + " running", percent(float64(r.PGStates["idle"])/float64(total)) + " idle"}
+	for i, o := range others {
+		if i == 2 {
+			break
+		}
+		out = append(out, percent(float64(o.n)/float64(total))+" "+o.k)
+	}
+	return strings.Join(out, ", ")
+}
+
+// ScaleChart is replicas against snapshots/s, with the ideal line
+// (n × one replica's).
+func (r *Report) ScaleChart() Chart {
+	s := r.Scale
+	c := Chart{
+		Title:   fmt.Sprintf("Snapshots/s against worker replicas (%g CPU each, log scales)", s.CPU),
+		XLabel:  "snapshotter run replicas",
+		YLabel:  "snapshots/s",
+		XFormat: func(v float64) string { return fmt.Sprint(int(v)) },
+		YFormat: func(v float64) string { return thousands(int64(v)) },
+	}
+	measured := Series{Name: "measured", Color: "#1f77b4"}
+	ideal := Series{Name: "ideal (n × 1 replica)", Color: "#7f7f7f", Dashed: true}
+	one, ok := s.row(1)
+	for _, row := range s.Rows {
+		c.XTicks = append(c.XTicks, float64(row.Replicas))
+		measured.Points = append(measured.Points, Point{float64(row.Replicas), row.SnapshotsPerSec})
+		if ok {
+			ideal.Points = append(ideal.Points, Point{float64(row.Replicas), float64(row.Replicas) * one.SnapshotsPerSec})
+		}
+	}
+	c.Series = append(c.Series, measured)
+	if ok {
+		c.Series = append(c.Series, ideal)
+	}
+	return c
+}
+
+// ScaleChartSVG renders [Report.ScaleChart]; nil when the step has no
+// figures.
+func (r *Report) ScaleChartSVG() ([]byte, error) {
+	if r.Scale == nil || len(r.Scale.Rows) == 0 {
+		return nil, nil
+	}
+	return r.ScaleChart().SVG()
+}
+
+// writeScale renders the scale-out section. chart is the chart's path
+// relative to the page ("" leaves it out).
+func (r *Report) writeScale(b *strings.Builder, chart string) {
+	s := r.Scale
+	if s == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## 6. Scale-out: CPU-limited worker replicas\n\n")
+	if s.Skipped != "" {
+		p("Skipped: %s. The step needs root (or a delegated cgroup) to give each replica a CPU quota; no figure is reported without one.\n\n", s.Skipped)
+		return
+	}
+	d := snapshotter.DefaultConfig()
+	p("1 to %d `snapshotter run` processes (the real binary, built once by the step, default worker config: batches of %d notices, %d aggregates at once), ", s.Rows[len(s.Rows)-1].Replicas, d.BatchSize, d.Concurrency)
+	p("each in its own cgroup with a CPU quota of **%g CPU** (%s µs per %s µs period, like a Kubernetes `limits.cpu` of %dm; %s) and `GOMAXPROCS=%d` (%s), ",
+		s.CPU, thousands(int64(math.Round(s.CPU*float64(s.Period.Microseconds())))), thousands(s.Period.Microseconds()), int(math.Round(s.CPU*1000)), s.Cgroups, s.GOMAXPROCS, s.GOMAXPROCSReason)
+	p("drain a backlog of %s notices (%s Accounts of %d events, %d notices each, threshold %d: one snapshot per Account) on a fresh stream of a nats-server %s run by the step (the version go.mod pins, a separate process), ",
+		thousands(int64(s.Notices)), thousands(int64(s.Aggregates)), backlogEvents, backlogEvents/backlogPerNotice, s.Threshold, s.NATSVersion)
+	p("against a database of their own on the PostgreSQL above. PostgreSQL and NATS run unconstrained. ")
+	p("The time runs from starting the processes to the consumer having nothing pending or unacknowledged, so it includes their start-up (exec, connections, binding the consumer; *start-up* is the time to the first delivery). ")
+	p("Each figure is from the run with the median drain time of %d. ", s.Runs)
+	p("*Shares* are max / min over the replicas of the notices each acked and the snapshots each stored (their `/metrics`). ")
+	p("*Worker CPU* is the replicas' cgroups' usage up to the drained consumer (shutdown left out), *of it start-up* what they had used when their `/readyz` first answered 200; *PostgreSQL CPU* the step's database's backends plus the server's background processes (`/proc/<pid>/stat`, other databases' backends left out); *NATS CPU* the nats-server's. ")
+	p("Every Account is checked to end with its snapshot at the head.\n\n")
+	t := NewTable("replicas:", "snapshots/s:", "notices/s:", "speed-up:", "drain s:", "start-up ms:", "shares notices / snapshots:", "worker CPU s:", "of it start-up:", "PostgreSQL CPU s:", "NATS CPU s:", "snapshots per worker CPU-s:", "after start-up:")
+	for _, row := range s.Rows {
+		sp := ""
+		if row.Replicas > 1 {
+			sp = times(s.Speedup(row))
+		}
+		pg := "—"
+		if s.PGMeasured {
+			pg = sig(row.PGCPU.Seconds())
+		}
+		t.Add(fmt.Sprint(row.Replicas), rate(row.SnapshotsPerSec), rate(row.NoticesPerSec), sp, sig(row.Elapsed.Seconds()), ms(row.StartUp),
+			times(row.NoticeShare())+" / "+times(row.SnapshotShare()), sig(row.WorkerCPU.Seconds()), sig(row.StartCPU.Seconds()), pg, sig(row.NATSCPU.Seconds()), rate(row.PerWorkerCPUSecond()), rate(row.PerWorkCPUSecond()))
+	}
+	b.WriteString(t.String())
+	p("\nWhere the time went: *quota used* is the workers' CPU over what their quota allowed during the drain (near 100%%: CPU-bound; well below: waiting on PostgreSQL or NATS); ")
+	p("*throttled* the share of their enforcement periods in which they ran out of quota; *machine busy* every core's busy time during the drain (anything on the machine); ")
+	p("the PostgreSQL backends' states are sampled every 100 ms from `pg_stat_activity` (*idle*: waiting for the worker).\n\n")
+	t = NewTable("replicas:", "quota used:", "throttled:", "machine busy:", "PostgreSQL CPU ms per 1,000 snapshots:", "NATS CPU ms per 1,000 notices:", "PostgreSQL backends")
+	for _, row := range s.Rows {
+		pg := "—"
+		if s.PGMeasured && row.Snapshots > 0 {
+			pg = sig(float64(row.PGCPU) / float64(time.Millisecond) / float64(row.Snapshots) * 1000)
+		}
+		t.Add(fmt.Sprint(row.Replicas), percent(row.QuotaUse(s.CPU)), percent(row.Throttled), percent(row.MachineBusy), pg,
+			sig(float64(row.NATSCPU)/float64(time.Millisecond)/float64(s.Notices)*1000), s.waits(row))
+	}
+	b.WriteString(t.String())
+	if chart != "" {
+		p("\n![Snapshots/s against replicas, log scales: the measured line and the ideal n × one replica (dashed)](%s)\n", chart)
+	}
+	if ts := s.Targets(); len(ts) > 0 {
+		p("\nTargets (issue 16):\n\n")
+		writeTargetTable(b, ts)
+	}
+	p("\n")
+}
