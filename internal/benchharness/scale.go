@@ -31,11 +31,15 @@ import (
 )
 
 // DefaultScaleCPU is the CPU quota of each replica in the scale-out step
-// (like a Kubernetes limits.cpu of 100m), unless Config.ScaleCPU says
-// otherwise. It is chosen so that eight replicas (0.8 CPU) leave PostgreSQL
-// and NATS more than a core of a 2-core machine: see docs/benchmarks.md's
-// section 6 for the measured headroom.
-const DefaultScaleCPU = 0.1
+// (a Kubernetes limits.cpu of 50m), unless Config.ScaleCPU says otherwise.
+// It is chosen so that eight replicas leave PostgreSQL and NATS most of a
+// 2-core machine: in trial runs a backlog snapshot cost about 0.5 ms of
+// worker CPU, 0.35 ms of PostgreSQL and 0.25 ms of NATS (10 notices), so
+// eight replicas at 0.1 CPU (0.8 CPU, about 1,600 snapshots/s) would ask
+// PostgreSQL and NATS for about 1 more core, the machine's last, while at
+// 0.05 the three together need about 0.9 of the 2 cores. The step's
+// PostgreSQL cores and NATS cores columns show the headroom of each run.
+const DefaultScaleCPU = 0.05
 
 // scalePeriod is the cgroup's enforcement period: the kernel's and
 // Kubernetes' default.
@@ -73,8 +77,10 @@ type ScaleRow struct {
 	Replicas int
 	// Elapsed is from starting the processes to the consumer having
 	// nothing pending or unacknowledged; StartUp from starting them to the
-	// first delivery (exec, connecting, binding the consumer).
-	Elapsed, StartUp time.Duration
+	// first delivery (exec, connecting, binding the consumer);
+	// LastDelivery to the moment no notice was left undelivered (the rest
+	// of the drain is the replicas finishing what they had pulled).
+	Elapsed, StartUp, LastDelivery time.Duration
 	// Snapshots is the snapshots the replicas stored (their
 	// evsnap_worker_snapshots_written_total).
 	Snapshots int64
@@ -350,13 +356,13 @@ func (d *scaleDB) drop() error {
 }
 
 // serverPIDs are the PostgreSQL processes whose CPU the step counts: the
-// replicas' backends (and the harness's) in the step's database, and the
+// replicas' backends in the step's database (not the harness's), and the
 // server's background processes (WAL writer, checkpointer, ...), which
 // work for every database. Other databases' backends (other work on a
 // shared server) are left out. Only pids that are postgres processes on
 // this machine are returned.
 func (d *scaleDB) serverPIDs(ctx context.Context) []int {
-	rows, err := d.pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = $1 OR backend_type <> 'client backend'", d.name)
+	rows, err := d.pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE (datname = $1 AND application_name LIKE $2) OR backend_type <> 'client backend'", d.name, scaleAppPrefix+"%")
 	if err != nil {
 		return nil
 	}
@@ -509,6 +515,9 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 			if row.StartUp == 0 && info.Delivered.Consumer > 0 {
 				row.StartUp = time.Since(start)
 			}
+			if row.LastDelivery == 0 && info.NumPending == 0 && info.Delivered.Consumer > 0 {
+				row.LastDelivery = time.Since(start)
+			}
 			if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer >= uint64(total) {
 				row.Elapsed = time.Since(start)
 				// The backends are still open: sample before stopping.
@@ -535,7 +544,14 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 		if err := ctx.Err(); err != nil {
 			return row, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		// Every consumer info costs the nats-server CPU that the figures
+		// count: ask 5 times a second while notices are undelivered, then
+		// every 10 ms for the end of the drain.
+		poll := 200 * time.Millisecond
+		if row.LastDelivery > 0 {
+			poll = 10 * time.Millisecond
+		}
+		time.Sleep(poll)
 	}
 	row.PGCPU = cpuDelta(pgBefore, pgAfter)
 	row.NATSCPU = cpuDelta(natsBefore, natsAfter)

@@ -240,15 +240,22 @@ func (r *Report) writeScale(b *strings.Builder, chart string) {
 	b.WriteString(t.String())
 	p("\nWhere the time went: *quota used* is the workers' CPU over what their quota allowed during the drain (near 100%%: CPU-bound; well below: waiting on PostgreSQL or NATS); ")
 	p("*throttled* the share of their enforcement periods in which they ran out of quota; *machine busy* every core's busy time during the drain (anything on the machine); ")
+	p("*PostgreSQL cores* and *NATS cores* their CPU over the drain time (1 is a whole core: the headroom the quota is chosen to leave); ")
+	p("*last delivery → drained* the end of the drain after the consumer had no notice left to deliver, when the replicas finish what they pulled (each keeps up to %d notices pulled ahead) and the first to run out idle; ", 2*d.BatchSize)
 	p("the PostgreSQL backends' states are sampled every 100 ms from `pg_stat_activity` (*idle*: waiting for the worker).\n\n")
-	t = NewTable("replicas:", "quota used:", "throttled:", "machine busy:", "PostgreSQL CPU ms per 1,000 snapshots:", "NATS CPU ms per 1,000 notices:", "PostgreSQL backends")
+	t = NewTable("replicas:", "quota used:", "throttled:", "machine busy:", "PostgreSQL cores:", "NATS cores:", "PostgreSQL CPU ms per 1,000 snapshots:", "NATS CPU ms per 1,000 notices:", "last delivery → drained ms:", "PostgreSQL backends")
 	for _, row := range s.Rows {
-		pg := "—"
+		pg, pgCores := "—", "—"
 		if s.PGMeasured && row.Snapshots > 0 {
 			pg = sig(float64(row.PGCPU) / float64(time.Millisecond) / float64(row.Snapshots) * 1000)
+			pgCores = sig(row.PGCPU.Seconds() / row.Elapsed.Seconds())
 		}
-		t.Add(fmt.Sprint(row.Replicas), percent(row.QuotaUse(s.CPU)), percent(row.Throttled), percent(row.MachineBusy), pg,
-			sig(float64(row.NATSCPU)/float64(time.Millisecond)/float64(s.Notices)*1000), s.waits(row))
+		tail := "—"
+		if row.LastDelivery > 0 {
+			tail = ms(row.Elapsed - row.LastDelivery)
+		}
+		t.Add(fmt.Sprint(row.Replicas), percent(row.QuotaUse(s.CPU)), percent(row.Throttled), percent(row.MachineBusy), pgCores, sig(row.NATSCPU.Seconds()/row.Elapsed.Seconds()), pg,
+			sig(float64(row.NATSCPU)/float64(time.Millisecond)/float64(s.Notices)*1000), tail, s.waits(row))
 	}
 	b.WriteString(t.String())
 	if chart != "" {
