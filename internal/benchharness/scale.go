@@ -66,6 +66,9 @@ type ScaleReport struct {
 	// Aggregates and Notices are the backlog; Threshold the policy's.
 	Aggregates, Notices, Threshold int
 	Runs                           int
+	// Quick is the quick form: a backlog too small for the targets to be
+	// judged (start-up is a large part of its drain).
+	Quick bool
 	// PGMeasured is false when PostgreSQL's processes are not on this
 	// machine (their CPU is then not reported).
 	PGMeasured bool
@@ -81,6 +84,9 @@ type ScaleRow struct {
 	// LastDelivery to the moment no notice was left undelivered (the rest
 	// of the drain is the replicas finishing what they had pulled).
 	Elapsed, StartUp, LastDelivery time.Duration
+	// Ready is when each replica's /readyz first answered 200, in the
+	// order they did: a late one has had less of the drain to work in.
+	Ready []time.Duration
 	// Snapshots is the snapshots the replicas stored (their
 	// evsnap_worker_snapshots_written_total).
 	Snapshots int64
@@ -151,7 +157,7 @@ func (r ScaleRow) QuotaUse(cpu float64) float64 {
 // scaleReplicas is the replica counts the step runs, and its backlog.
 func (h *Harness) scaleReplicas() (replicas []int, aggregates int) {
 	if h.cfg.Quick {
-		return []int{1, 2}, 1000
+		return []int{1, 2}, 500
 	}
 	return []int{1, 2, 4, 8}, 3000
 }
@@ -199,7 +205,7 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 	replicas, n := h.scaleReplicas()
 	gmp, why := scaleGOMAXPROCS(cpu)
 	sr := &ScaleReport{CPU: cpu, Period: scalePeriod, GOMAXPROCS: gmp, GOMAXPROCSReason: why,
-		Aggregates: n, Notices: n * backlogEvents / backlogPerNotice, Threshold: workerThreshold, Runs: h.scaleRuns()}
+		Aggregates: n, Notices: n * backlogEvents / backlogPerNotice, Threshold: workerThreshold, Runs: h.scaleRuns(), Quick: h.cfg.Quick}
 	h.report.Scale = sr
 	cg, err := detectCgroups()
 	if err != nil {
@@ -422,6 +428,8 @@ type scaleRun struct {
 	cpu        float64
 	gomaxprocs int
 	ids        []uuid.UUID
+	cons       jetstream.Consumer // the current run's, once created
+	consStream string
 }
 
 // replica is one running `snapshotter run`.
@@ -492,7 +500,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 	line := progress.New(h.cfg.Progress)
 	var pgAfter, natsAfter cpuSample
 	var mAfter machineCPU
-	lastStates := time.Time{}
+	var lastStates, lastInfo time.Time
 	deadline := start.Add(5 * time.Minute)
 	for {
 		for _, r := range reps {
@@ -505,11 +513,24 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 		for _, r := range reps {
 			if !r.ready && isReady(ctx, r.readyz) {
 				r.ready = true
+				row.Ready = append(row.Ready, time.Since(start))
 				if u, ok, err := r.cg.usage(); err == nil && ok {
 					row.StartCPU += u
 				}
 			}
 		}
+		// Every consumer info costs the nats-server CPU that the figures
+		// count: ask 5 times a second while notices are undelivered, then
+		// every 10 ms for the end of the drain.
+		poll := 200 * time.Millisecond
+		if row.LastDelivery > 0 {
+			poll = 10 * time.Millisecond
+		}
+		if time.Since(lastInfo) < poll {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		lastInfo = time.Now()
 		info, ierr := e.consumerInfo(ctx, st.name)
 		if ierr == nil {
 			if row.StartUp == 0 && info.Delivered.Consumer > 0 {
@@ -544,14 +565,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 		if err := ctx.Err(); err != nil {
 			return row, err
 		}
-		// Every consumer info costs the nats-server CPU that the figures
-		// count: ask 5 times a second while notices are undelivered, then
-		// every 10 ms for the end of the drain.
-		poll := 200 * time.Millisecond
-		if row.LastDelivery > 0 {
-			poll = 10 * time.Millisecond
-		}
-		time.Sleep(poll)
+		time.Sleep(10 * time.Millisecond)
 	}
 	row.PGCPU = cpuDelta(pgBefore, pgAfter)
 	row.NATSCPU = cpuDelta(natsBefore, natsAfter)
@@ -599,14 +613,19 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 	return row, nil
 }
 
+// consumerInfo reads the replicas' consumer's info: one request, on a
+// handle looked up once the replicas have created the consumer.
 func (e *scaleRun) consumerInfo(ctx context.Context, stream string) (*jetstream.ConsumerInfo, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := e.js.Consumer(cctx, stream, snapshotter.DefaultConsumer)
-	if err != nil {
-		return nil, err
+	if e.cons == nil || e.consStream != stream {
+		c, err := e.js.Consumer(cctx, stream, snapshotter.DefaultConsumer)
+		if err != nil {
+			return nil, err
+		}
+		e.cons, e.consStream = c, stream
 	}
-	return c.Info(cctx)
+	return e.cons.Info(cctx)
 }
 
 // prepare creates replica i's cgroup and command.

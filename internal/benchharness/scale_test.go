@@ -233,6 +233,7 @@ func scaleFixture() *ScaleReport {
 		row(4, 380, []int64{7600, 7400, 7500, 7500}, 1500*time.Millisecond, 0.6),
 		row(8, 560, []int64{5000, 2500, 3750, 3750, 3750, 3750, 3750, 3750}, 2*time.Second, 0.95),
 	}
+	s.Rows[3].Ready = []time.Duration{200 * time.Millisecond, 300 * time.Millisecond, 736 * time.Millisecond}
 	return s
 }
 
@@ -261,11 +262,22 @@ func TestScaleTargets(t *testing.T) {
 	if x := got["8 replicas ≥ 7.00× one"]; math.Abs(x.Ratio-5.6) > 1e-9 || !strings.Contains(x.Note, "cores were 95% busy") {
 		t.Errorf("8 replicas: ratio %v, note %q; want 5.6 and the saturated machine named", x.Ratio, x.Note)
 	}
-	if x := got["each replica's share of the work within 1.2× of the others (max / min), worst replica count"]; x.Ratio != 2 || !strings.Contains(x.Measured, "8 replicas") {
+	if x := got["each replica's share of the work within 1.2× of the others (max / min), worst replica count"]; x.Ratio != 2 || !strings.Contains(x.Measured, "8 replicas") ||
+		!strings.Contains(x.Note, "between 200 and 736 ms after their start, so the last had 10% less of the 5.36 s drain") {
 		t.Errorf("share: %+v, want 2× at 8 replicas", x)
 	}
 	if x := got["2 replicas ≥ 1.90× one"]; !strings.Contains(x.Note, "CPU-bound") {
 		t.Errorf("2 replicas note %q: want the CPU-bound workers named", x.Note)
+	}
+}
+
+func TestScaleQuickTargetsNotJudged(t *testing.T) {
+	s := scaleFixture()
+	s.Quick = true
+	for _, x := range s.Targets() {
+		if !x.NA || !strings.Contains(x.Note, "judged on the full form") {
+			t.Errorf("quick form target %q: NA %v, note %q; want n/a with the reason", x.What, x.NA, x.Note)
+		}
 	}
 }
 
