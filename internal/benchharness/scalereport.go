@@ -128,13 +128,18 @@ func (s *ScaleReport) Diagnose(r ScaleRow) string {
 	var parts []string
 	use := r.QuotaUse(s.CPU)
 	switch {
+	case use >= 0.9:
+		// They had their quota: whatever else ran on the machine, the
+		// work per snapshot decides the rate.
+		parts = append(parts, fmt.Sprintf("the workers were CPU-bound (%s of their quota, throttled in %s of periods; machine %s busy)", percent(use), percent(r.Throttled), percent(r.MachineBusy)))
 	case r.MachineBusy >= 0.9:
-		parts = append(parts, fmt.Sprintf("the machine's cores were %s busy (PostgreSQL %s CPU s, NATS %s, workers %s in %s s): the replicas wait for a core, not for each other",
-			percent(r.MachineBusy), sig(r.PGCPU.Seconds()), sig(r.NATSCPU.Seconds()), sig(r.WorkerCPU.Seconds()), sig(r.Elapsed.Seconds())))
-	case use < 0.8:
-		parts = append(parts, fmt.Sprintf("the workers used %s of their quota (throttled in %s of periods): they waited on PostgreSQL or NATS, machine %s busy", percent(use), percent(r.Throttled), percent(r.MachineBusy)))
+		parts = append(parts, fmt.Sprintf("the workers got %s of their quota while the machine's cores were %s busy (PostgreSQL %s CPU s, NATS %s, workers %s in %s s): they waited for a core",
+			percent(use), percent(r.MachineBusy), sig(r.PGCPU.Seconds()), sig(r.NATSCPU.Seconds()), sig(r.WorkerCPU.Seconds()), sig(r.Elapsed.Seconds())))
 	default:
-		parts = append(parts, fmt.Sprintf("the workers were CPU-bound (%s of their quota, throttled in %s of periods)", percent(use), percent(r.Throttled)))
+		parts = append(parts, fmt.Sprintf("the workers used %s of their quota (throttled in %s of periods) with cores to spare (machine %s busy): they waited on PostgreSQL or NATS", percent(use), percent(r.Throttled), percent(r.MachineBusy)))
+	}
+	if r.Replicas > 1 && r.Elapsed > 0 {
+		parts = append(parts, fmt.Sprintf("start-up (first delivery after %s ms) is %s of the drain", ms(r.StartUp), percent(r.StartUp.Seconds()/r.Elapsed.Seconds())))
 	}
 	if one, ok := s.row(1); ok && r.Replicas > 1 && one.PerWorkerCPUSecond() > 0 {
 		parts = append(parts, fmt.Sprintf("snapshots per worker CPU-second %s (1 replica: %s)", rate(r.PerWorkerCPUSecond()), rate(one.PerWorkerCPUSecond())))
