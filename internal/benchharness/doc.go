@@ -26,9 +26,10 @@
 //     processes, each in its own cgroup with a CPU quota (cgroup v1's
 //     cpu.cfs_quota_us or v2's cpu.max, [DefaultScaleCPU] CPU each) and
 //     GOMAXPROCS=1, draining one backlog against a nats-server of the
-//     version go.mod pins (internal/natsserver) and a database of their
-//     own: snapshots/s, speed-up, each replica's share, the CPU of the
-//     workers, PostgreSQL and NATS, and a chart against the ideal line
+//     version go.mod pins (internal/natsbin, internal/natsserver) and a
+//     database of their own: snapshots/s, speed-up, each replica's share,
+//     the CPU of the workers, PostgreSQL and NATS, and a chart against
+//     the ideal line
 //     (docs/decisions/0021-scale-out-benchmark.md). Without root or a
 //     CPU controller it is skipped, and the page says why.
 //

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/natsbin"
 	"github.com/evsnap/evsnap/internal/natsconn"
 	"github.com/evsnap/evsnap/internal/natsserver"
 	"github.com/evsnap/evsnap/internal/progress"
@@ -219,7 +220,7 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 	// The binaries: nats-server of the version go.mod pins, and the
 	// worker.
 	t := time.Now()
-	natsBin, err := natsserver.Build(ctx, "")
+	natsBin, err := natsbin.Ensure(ctx, ".", "")
 	if err != nil {
 		return err
 	}
@@ -227,9 +228,9 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", snapBin, "github.com/evsnap/evsnap/cmd/snapshotter").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/snapshotter: %w\n%s", err, out)
 	}
-	h.progress("scale-out: built snapshotter and %s in %s", natsBin, time.Since(t).Round(time.Millisecond))
+	h.progress("scale-out: built snapshotter and %s (%s) in %s", natsBin.Path, natsBin.Version, time.Since(t).Round(time.Millisecond))
 
-	ns, err := natsserver.Start(ctx, natsBin, filepath.Join(h.tmp, "scale-nats"))
+	ns, err := natsserver.Start(ctx, natsBin.Path, filepath.Join(h.tmp, "scale-nats"))
 	if err != nil {
 		return err
 	}

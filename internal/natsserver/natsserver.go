@@ -1,24 +1,17 @@
-// Package natsserver builds the nats-server of the version go.mod pins and
-// runs it as a separate process: what the benchmarks (and anything else
-// that must not measure the machine's own, older server, or share a
-// process with the server) start.
+// Package natsserver runs a nats-server binary as a separate process with
+// JetStream on a free loopback port and a store directory of its own: what
+// the benchmark harness starts, so that the server's CPU is its own
+// (/proc/<pid>/stat) and its version is the one go.mod pins rather than
+// the machine's (Debian's 2.9.10 saturates a core at about 2,800 acked
+// work-queue notices/s). internal/natsbin provides that binary.
 //
-// The machine's nats-server may be much older than the module go.mod
-// requires (Debian's 2.9.10 saturates a core at about 2,800 acked
-// work-queue notices/s; v2.15.2 drains the same backlog about 3× faster),
-// so a figure measured against it is a figure of that server. [Build]
-// compiles the pinned version from the module cache with `go install`,
-// once per version, into a cache directory; [Start] runs it with
-// JetStream on a free loopback port and a store directory of its own.
-//
-//	bin, err := natsserver.Build(ctx, "")           // ~/.cache/evsnap/nats-server/v2.15.2/nats-server
-//	s, err := natsserver.Start(ctx, bin, t.TempDir())
+//	bin, err := natsbin.Ensure(ctx, repoDir, "")
+//	s, err := natsserver.Start(ctx, bin.Path, dir)
 //	defer s.Stop()
 //	nc, err := nats.Connect(s.URL())
 package natsserver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -34,96 +26,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// Module is the nats-server module path.
-const Module = "github.com/nats-io/nats-server/v2"
-
-// PinnedVersion returns the version of [Module] that go.mod pins: the one
-// built into the running program when it links the server (the harness
-// does, through natsconn's embedded server), else what `go list -m` says
-// in the current directory (a test binary runs in its package's directory,
-// inside the module).
-func PinnedVersion() (string, error) {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == Module {
-				if d.Replace != nil {
-					d = d.Replace
-				}
-				return d.Version, nil
-			}
-		}
-	}
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", Module).Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
-		}
-		return "", fmt.Errorf("natsserver: the version go.mod pins: go list -m %s: %w", Module, err)
-	}
-	v := string(bytes.TrimSpace(out))
-	if v == "" {
-		return "", fmt.Errorf("natsserver: go list -m %s printed no version", Module)
-	}
-	return v, nil
-}
-
-// DefaultCacheDir is where [Build] puts binaries when given no directory:
-// evsnap/nats-server under the user's cache directory.
-func DefaultCacheDir() (string, error) {
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(d, "evsnap", "nats-server"), nil
-}
-
-// Build returns the path of a nats-server binary of [PinnedVersion],
-// building it with `go install Module@version` (GOBIN set to
-// cacheDir/<version>) unless it is there already. cacheDir "" means
-// [DefaultCacheDir]. It needs the go command on PATH; the module comes
-// from the module cache, so it takes seconds and no network when the
-// module was downloaded (it is a dependency of this one).
-func Build(ctx context.Context, cacheDir string) (string, error) {
-	v, err := PinnedVersion()
-	if err != nil {
-		return "", err
-	}
-	return BuildVersion(ctx, cacheDir, v)
-}
-
-// BuildVersion is [Build] for a given version.
-func BuildVersion(ctx context.Context, cacheDir, version string) (string, error) {
-	if cacheDir == "" {
-		d, err := DefaultCacheDir()
-		if err != nil {
-			return "", err
-		}
-		cacheDir = d
-	}
-	bin := filepath.Join(cacheDir, version)
-	path := filepath.Join(bin, "nats-server")
-	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
-		return path, nil
-	}
-	if err := os.MkdirAll(bin, 0o755); err != nil {
-		return "", err
-	}
-	cmd := exec.CommandContext(ctx, "go", "install", Module+"@"+version)
-	// Outside any module, so the @version form builds exactly that version.
-	cmd.Dir = bin
-	cmd.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=", "GOWORK=off")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("natsserver: go install %s@%s: %w\n%s", Module, version, err, out.String())
-	}
-	if _, err := os.Stat(path); err != nil {
-		return "", fmt.Errorf("natsserver: go install %s@%s left no binary: %w", Module, version, err)
-	}
-	return path, nil
-}
 
 // Server is one nats-server process with JetStream on 127.0.0.1.
 type Server struct {
