@@ -85,6 +85,10 @@ type ScaleRow struct {
 	// LastDelivery to the moment no notice was left undelivered (the rest
 	// of the drain is the replicas finishing what they had pulled).
 	Elapsed, StartUp, LastDelivery time.Duration
+	// Speedup is the median over the rounds of this count's snapshots/s
+	// over the same round's one replica's (0: not measured so, see
+	// [ScaleReport.Speedup]).
+	Speedup float64
 	// Ready is when each replica's /readyz first answered 200, in the
 	// order they did: a late one has had less of the drain to work in.
 	Ready []time.Duration
@@ -290,9 +294,18 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 		}
 	}
 	for _, r := range replicas {
-		rows := runs[r]
+		rows := slices.Clone(runs[r])
 		slices.SortFunc(rows, func(a, b ScaleRow) int { return int(a.Elapsed - b.Elapsed) })
-		sr.Rows = append(sr.Rows, rows[(len(rows)-1)/2])
+		row := rows[(len(rows)-1)/2]
+		// The speed-up of each round against the one replica of the same
+		// round, minutes apart rather than across the whole step on a
+		// machine whose speed drifts; the median of the rounds.
+		var ratios []float64
+		for i := range runs[r] {
+			ratios = append(ratios, runs[r][i].SnapshotsPerSec/runs[1][i].SnapshotsPerSec)
+		}
+		row.Speedup = Median(ratios)
+		sr.Rows = append(sr.Rows, row)
 	}
 	return nil
 }

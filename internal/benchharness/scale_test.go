@@ -271,6 +271,18 @@ func TestScaleTargets(t *testing.T) {
 	}
 }
 
+// The speed-up is the median of the rounds' ratios when the step measured
+// them, not the ratio of the median rows.
+func TestScaleSpeedupPerRound(t *testing.T) {
+	s := scaleFixture()
+	s.Rows[3].Speedup = 7.1 // the rows alone say 5.6×
+	for _, x := range s.Targets() {
+		if strings.HasPrefix(x.What, "8 replicas") && (x.Ratio != 7.1 || !x.Met) {
+			t.Errorf("8 replicas: ratio %v met %v, want the per-round 7.1 met", x.Ratio, x.Met)
+		}
+	}
+}
+
 func TestScaleQuickTargetsNotJudged(t *testing.T) {
 	s := scaleFixture()
 	s.Quick = true
