@@ -85,6 +85,14 @@ type ScaleRow struct {
 	// LastDelivery to the moment no notice was left undelivered (the rest
 	// of the drain is the replicas finishing what they had pulled).
 	Elapsed, StartUp, LastDelivery time.Duration
+	// SteadyNoticesPerSec and SteadySnapshotsPerSec are the rates while
+	// the backlog went from 10% to 90% done (acked), every replica
+	// started and none out of work yet: the scaling itself, without the
+	// start-up and the tail (interpolated between samples of the
+	// consumer's info; 0 when too few samples).
+	SteadyNoticesPerSec, SteadySnapshotsPerSec float64
+	// SteadySpeedup is Speedup for the steady rates.
+	SteadySpeedup float64
 	// Speedup is the median over the rounds of this count's snapshots/s
 	// over the same round's one replica's (0: not measured so, see
 	// [ScaleReport.Speedup]).
@@ -300,11 +308,17 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 		// The speed-up of each round against the one replica of the same
 		// round, minutes apart rather than across the whole step on a
 		// machine whose speed drifts; the median of the rounds.
-		var ratios []float64
+		var ratios, steady []float64
 		for i := range runs[r] {
 			ratios = append(ratios, runs[r][i].SnapshotsPerSec/runs[1][i].SnapshotsPerSec)
+			if a, b := runs[r][i].SteadySnapshotsPerSec, runs[1][i].SteadySnapshotsPerSec; a > 0 && b > 0 {
+				steady = append(steady, a/b)
+			}
 		}
 		row.Speedup = Median(ratios)
+		if len(steady) > 0 {
+			row.SteadySpeedup = Median(steady)
+		}
 		sr.Rows = append(sr.Rows, row)
 	}
 	return nil
@@ -515,6 +529,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 	var pgAfter, natsAfter cpuSample
 	var mAfter machineCPU
 	var lastStates, lastInfo time.Time
+	var progressAt []progressSample
 	deadline := start.Add(5 * time.Minute)
 	for {
 		for _, r := range reps {
@@ -567,6 +582,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 				break
 			}
 			done := total - int(info.NumPending) - info.NumAckPending
+			progressAt = append(progressAt, progressSample{time.Since(start), done})
 			line.Update("%s", h.stamp("scale-out: %s, %d replica(s): %s of %s notices done, %s", label, n, thousands(int64(max(0, done))), thousands(int64(total)), time.Since(start).Round(100*time.Millisecond)))
 		}
 		if time.Since(lastStates) >= 100*time.Millisecond {
@@ -620,6 +636,11 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 	}
 	row.NoticesPerSec = float64(total) / row.Elapsed.Seconds()
 	row.SnapshotsPerSec = float64(row.Snapshots) / row.Elapsed.Seconds()
+	progressAt = append(progressAt, progressSample{row.Elapsed, total})
+	if r, ok := steadyRate(progressAt, total); ok {
+		row.SteadyNoticesPerSec = r
+		row.SteadySnapshotsPerSec = r * float64(row.Snapshots) / float64(total)
+	}
 	line.Done("%s", h.stamp("scale-out: %s, %d replica(s): %s notices, %s snapshots in %s (first delivery after %s): %s snapshots/s; workers %s CPU s (%s at start-up; %s of their quota, throttled in %s of periods), PostgreSQL %s, NATS %s, machine %s busy; shares %s (notices), %s (snapshots)",
 		label, n, thousands(int64(total)), thousands(row.Snapshots), row.Elapsed.Round(time.Millisecond), row.StartUp.Round(time.Millisecond),
 		rate(row.SnapshotsPerSec), sig(row.WorkerCPU.Seconds()), sig(row.StartCPU.Seconds()), percent(row.QuotaUse(e.cpu)), percent(row.Throttled), sig(row.PGCPU.Seconds()), sig(row.NATSCPU.Seconds()),
@@ -719,6 +740,37 @@ func tail(path string, n int) string {
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], " | ")
+}
+
+// progressSample is how many notices were done (acked) at a moment of a
+// drain.
+type progressSample struct {
+	at   time.Duration
+	done int
+}
+
+// steadyRate returns the notices per second between the moments the drain
+// passed 10% and 90% of total, each interpolated between the samples
+// around it (which must be in time order). ok is false when the samples
+// do not bracket both.
+func steadyRate(samples []progressSample, total int) (perSec float64, ok bool) {
+	cross := func(frac float64) (time.Duration, bool) {
+		want := frac * float64(total)
+		for i := 1; i < len(samples); i++ {
+			a, b := samples[i-1], samples[i]
+			if float64(a.done) <= want && float64(b.done) >= want && b.done > a.done {
+				f := (want - float64(a.done)) / float64(b.done-a.done)
+				return a.at + time.Duration(f*float64(b.at-a.at)), true
+			}
+		}
+		return 0, false
+	}
+	t10, ok1 := cross(0.1)
+	t90, ok2 := cross(0.9)
+	if !ok1 || !ok2 || t90 <= t10 {
+		return 0, false
+	}
+	return 0.8 * float64(total) / (t90 - t10).Seconds(), true
 }
 
 // isReady reports whether a replica's /readyz answers 200.
