@@ -106,6 +106,11 @@ type ScaleRow struct {
 	// NoticesPerSec and SnapshotsPerSec are the backlog's notices and the
 	// snapshots stored divided by Elapsed.
 	NoticesPerSec, SnapshotsPerSec float64
+	// SteadyPerReplica is each replica's notices acked while every replica
+	// had work (from 10% of the backlog done to 80%, or to the last
+	// delivery if sooner): the share without the start-up's stagger and
+	// the end's tail. Nil when the drain was too short to sample.
+	SteadyPerReplica []int64
 	// PerReplicaNotices and PerReplicaSnapshots are each replica's
 	// notices acked and snapshots stored, from its /metrics.
 	PerReplicaNotices, PerReplicaSnapshots []int64
@@ -141,6 +146,10 @@ func share(xs []int64) float64 {
 	}
 	return float64(hi) / float64(lo)
 }
+
+// SteadyShare is max/min of the replicas' notices acked while all had
+// work (NaN when not sampled).
+func (r ScaleRow) SteadyShare() float64 { return share(r.SteadyPerReplica) }
 
 // NoticeShare is max/min of the replicas' notices acked.
 func (r ScaleRow) NoticeShare() float64 { return share(r.PerReplicaNotices) }
@@ -530,6 +539,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 	var mAfter machineCPU
 	var lastStates, lastInfo time.Time
 	var progressAt []progressSample
+	var steadyFrom []int64
 	deadline := start.Add(5 * time.Minute)
 	for {
 		for _, r := range reps {
@@ -583,6 +593,18 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 			}
 			done := total - int(info.NumPending) - info.NumAckPending
 			progressAt = append(progressAt, progressSample{time.Since(start), done})
+			// Each replica's notices acked while all of them had work: from
+			// the first sample past 10% done with every replica ready, to
+			// the first past 80% or with nothing left to deliver.
+			if steadyFrom == nil && len(row.Ready) == n && done >= total/10 {
+				steadyFrom = e.ackedBy(ctx, reps)
+			} else if steadyFrom != nil && row.SteadyPerReplica == nil && (done >= total*8/10 || info.NumPending == 0) {
+				if to := e.ackedBy(ctx, reps); to != nil {
+					for i := range to {
+						row.SteadyPerReplica = append(row.SteadyPerReplica, to[i]-steadyFrom[i])
+					}
+				}
+			}
 			line.Update("%s", h.stamp("scale-out: %s, %d replica(s): %s of %s notices done, %s", label, n, thousands(int64(max(0, done))), thousands(int64(total)), time.Since(start).Round(100*time.Millisecond)))
 		}
 		if time.Since(lastStates) >= 100*time.Millisecond {
@@ -771,6 +793,20 @@ func steadyRate(samples []progressSample, total int) (perSec float64, ok bool) {
 		return 0, false
 	}
 	return 0.8 * float64(total) / (t90 - t10).Seconds(), true
+}
+
+// ackedBy scrapes every replica's notices acked so far; nil if one cannot
+// be scraped.
+func (e *scaleRun) ackedBy(ctx context.Context, reps []*replica) []int64 {
+	out := make([]int64, len(reps))
+	for i, r := range reps {
+		text, err := scrape(ctx, r.metrics)
+		if err != nil {
+			return nil
+		}
+		out[i] = int64(promSum(text, "evsnap_worker_notices_total", `outcome="acked"`))
+	}
+	return out
 }
 
 // isReady reports whether a replica's /readyz answers 200.
