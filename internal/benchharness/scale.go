@@ -34,12 +34,12 @@ import (
 // DefaultScaleCPU is the CPU quota of each replica in the scale-out step
 // (a Kubernetes limits.cpu of 50m), unless Config.ScaleCPU says otherwise.
 // It is chosen so that eight replicas leave PostgreSQL and NATS most of a
-// 2-core machine: in trial runs a backlog snapshot cost about 0.5 ms of
-// worker CPU, 0.35 ms of PostgreSQL and 0.25 ms of NATS (10 notices), so
-// eight replicas at 0.1 CPU (0.8 CPU, about 1,600 snapshots/s) would ask
-// PostgreSQL and NATS for about 1 more core, the machine's last, while at
-// 0.05 the three together need about 0.9 of the 2 cores. The step's
-// PostgreSQL cores and NATS cores columns show the headroom of each run.
+// 2-core machine: in trial runs a backlog snapshot cost about 0.47 ms of
+// worker CPU, 0.4 ms of PostgreSQL and 0.3 ms of NATS (10 notices), so
+// eight replicas at 0.1 CPU (about 1,700 snapshots/s) would take the
+// three to the machine's 2 cores, while at 0.05 they need about 1. The
+// step's PostgreSQL cores and NATS cores columns show the headroom of
+// each run (docs/decisions/0021-scale-out-benchmark.md).
 const DefaultScaleCPU = 0.05
 
 // scalePeriod is the cgroup's enforcement period: the kernel's and
