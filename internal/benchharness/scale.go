@@ -111,6 +111,10 @@ type ScaleRow struct {
 	// delivery if sooner): the share without the start-up's stagger and
 	// the end's tail. Nil when the drain was too short to sample.
 	SteadyPerReplica []int64
+	// Rebuilds is the replicas' policy decisions "due" (each a rebuild);
+	// more than Snapshots means replicas rebuilt an aggregate another had
+	// just stored (their write a no-op). NotDue is the "not due" ones.
+	Rebuilds, NotDue int64
 	// PerReplicaNotices and PerReplicaSnapshots are each replica's
 	// notices acked and snapshots stored, from its /metrics.
 	PerReplicaNotices, PerReplicaSnapshots []int64
@@ -632,6 +636,8 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 		}
 		acked := promSum(text, "evsnap_worker_notices_total", `outcome="acked"`)
 		snaps := promSum(text, "evsnap_worker_snapshots_written_total", "")
+		row.Rebuilds += int64(promSum(text, "evsnap_worker_decisions_total", `decision="due"`))
+		row.NotDue += int64(promSum(text, "evsnap_worker_decisions_total", `decision="not_due"`))
 		row.PerReplicaNotices = append(row.PerReplicaNotices, int64(acked))
 		row.PerReplicaSnapshots = append(row.PerReplicaSnapshots, int64(snaps))
 		row.Snapshots += int64(snaps)

@@ -247,7 +247,8 @@ func scaleFixture() *ScaleReport {
 		el := time.Duration(3000 / perSec * float64(time.Second))
 		return ScaleRow{Replicas: n, Elapsed: el, StartUp: 100 * time.Millisecond, Snapshots: 3000, SnapshotsPerSec: perSec * 0.9, NoticesPerSec: perSec * 9,
 			SteadySnapshotsPerSec: perSec, SteadyNoticesPerSec: perSec * 10,
-			PerReplicaNotices: per, PerReplicaSnapshots: per, SteadyPerReplica: per, WorkerCPU: cpu, StartCPU: time.Duration(n) * 15 * time.Millisecond,
+			PerReplicaNotices: per, PerReplicaSnapshots: per, SteadyPerReplica: per,
+			Rebuilds: 3000, WorkerCPU: cpu, StartCPU: time.Duration(n) * 15 * time.Millisecond,
 			PGCPU: time.Second, NATSCPU: time.Second, MachineBusy: busy, Throttled: 0.9, PGStates: map[string]int{"running": 10, "idle": 85, "IO:WALSync": 5}}
 	}
 	s.Rows = []ScaleRow{
