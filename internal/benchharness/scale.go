@@ -111,6 +111,8 @@ type ScaleRow struct {
 	// delivery if sooner): the share without the start-up's stagger and
 	// the end's tail. Nil when the drain was too short to sample.
 	SteadyPerReplica []int64
+	// PerReplicaCPU is each replica's part of WorkerCPU.
+	PerReplicaCPU []time.Duration
 	// Rebuilds is the replicas' policy decisions "due" (each a rebuild);
 	// more than Snapshots means replicas rebuilt an aggregate another had
 	// just stored (their write a no-op). NotDue is the "not due" ones.
@@ -652,6 +654,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 			u = r.cmd.ProcessState.UserTime() + r.cmd.ProcessState.SystemTime()
 		}
 		row.WorkerCPU += u
+		row.PerReplicaCPU = append(row.PerReplicaCPU, u)
 		if p, th, err := r.cg.throttling(); err == nil {
 			periods, throttled = periods+p, throttled+th
 		}

@@ -258,6 +258,8 @@ func scaleFixture() *ScaleReport {
 		row(8, 560, []int64{5000, 2500, 3750, 3750, 3750, 3750, 3750, 3750}, 1500*time.Millisecond, 0.95),
 	}
 	s.Rows[3].Ready = []time.Duration{200 * time.Millisecond, 300 * time.Millisecond, 736 * time.Millisecond}
+	s.Rows[3].PerReplicaCPU = []time.Duration{250 * time.Millisecond, 125 * time.Millisecond, 187500 * time.Microsecond, 187500 * time.Microsecond,
+		187500 * time.Microsecond, 187500 * time.Microsecond, 187500 * time.Microsecond, 187500 * time.Microsecond}
 	return s
 }
 
@@ -287,7 +289,8 @@ func TestScaleTargets(t *testing.T) {
 		t.Errorf("8 replicas: ratio %v, note %q; want 5.6 and the saturated machine named", x.Ratio, x.Note)
 	}
 	if x := got["each replica's share of the work within 1.2× of the others (max / min of notices acked while every replica had work), worst replica count"]; x.Ratio != 2 || !strings.Contains(x.Measured, "at 8 replicas: 5,000 / 2,500") ||
-		!strings.Contains(x.Note, "between 200 and 736 ms after their start (the last had 10% less of the 5.36 s drain") {
+		!strings.Contains(x.Note, "between 200 and 736 ms after their start (the last had 10% less of the 5.36 s drain") ||
+		!strings.Contains(x.Note, "CPU ranged 0.125 to 0.250 s (max / min 2.00×) and its notices per CPU-second 20,000 to 20,000 (1.00×)") {
 		t.Errorf("share: %+v, want 2× at 8 replicas", x)
 	}
 	if x := got["2 replicas ≥ 1.90× one"]; !strings.Contains(x.Note, "CPU-bound") {

@@ -109,6 +109,15 @@ func (s *ScaleReport) Targets() []Target {
 			first, last := slices.Min(worstRow.Ready), slices.Max(worstRow.Ready)
 			t.Note = fmt.Sprintf("the replicas became ready between %s and %s ms after their start (the last had %s less of the %s s drain, which the whole-drain shares carry); each pulls notices in batches of up to %d and keeps up to %d pulled ahead",
 				ms(first), ms(last), percent((last-first).Seconds()/worstRow.Elapsed.Seconds()), sig(worstRow.Elapsed.Seconds()), snapshotter.DefaultConfig().BatchSize, 2*snapshotter.DefaultConfig().BatchSize)
+			if c := worstRow.PerReplicaCPU; len(c) == len(worstRow.PerReplicaNotices) && len(c) > 1 {
+				var per []float64
+				for i := range c {
+					per = append(per, float64(worstRow.PerReplicaNotices[i])/c[i].Seconds())
+				}
+				t.Note += fmt.Sprintf("; over the whole drain each replica's CPU ranged %s to %s s (max / min %s) and its notices per CPU-second %s to %s (%s)",
+					sig(slices.Min(c).Seconds()), sig(slices.Max(c).Seconds()), times(float64(slices.Max(c))/float64(slices.Min(c))),
+					rate(slices.Min(per)), rate(slices.Max(per)), times(slices.Max(per)/slices.Min(per)))
+			}
 		}
 		ts = append(ts, t)
 	}
