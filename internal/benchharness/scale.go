@@ -725,7 +725,7 @@ func (r *replica) start() error {
 		return err
 	}
 	r.cmd.Stdout, r.cmd.Stderr = f, f
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	r.cmd.SysProcAttr = replicaSysProcAttr()
 	if err := r.cmd.Start(); err != nil {
 		f.Close()
 		return err
