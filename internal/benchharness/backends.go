@@ -19,6 +19,7 @@ import (
 	"github.com/evsnap/evsnap/lib/sqlitestore"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // site is one backend's data for one step: a memstore, a SQLite file in
@@ -194,18 +195,24 @@ func writeAccount(ctx context.Context, r *accountRepo, a *exampledomain.Account,
 type stream struct {
 	name, prefix string
 	h            *Harness
+	js           jetstream.JetStream
 }
 
 // newStream creates a fresh notice stream (natsnotice's default
 // configuration apart from the name and prefix).
 func (h *Harness) newStream(ctx context.Context) (*stream, error) {
+	return h.newStreamOn(ctx, h.js)
+}
+
+// newStreamOn is newStream on another server's JetStream.
+func (h *Harness) newStreamOn(ctx context.Context, js jetstream.JetStream) (*stream, error) {
 	suffix := randomHex(4)
-	s := &stream{name: "EVSNAP_BENCH_" + suffix, prefix: "evsnapbench." + suffix, h: h}
+	s := &stream{name: "EVSNAP_BENCH_" + suffix, prefix: "evsnapbench." + suffix, h: h, js: js}
 	cfg := natsnotice.DefaultStreamConfig()
 	cfg.Name, cfg.SubjectPrefix = s.name, s.prefix
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := natsnotice.EnsureStream(cctx, h.js, cfg); err != nil {
+	if _, err := natsnotice.EnsureStream(cctx, js, cfg); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -214,14 +221,14 @@ func (h *Harness) newStream(ctx context.Context) (*stream, error) {
 // publisher returns a notice publisher for the stream; opts come after
 // its subject prefix and logger.
 func (s *stream) publisher(opts ...natsnotice.PublisherOption) (*natsnotice.Publisher, error) {
-	return natsnotice.NewPublisher(s.h.js, append([]natsnotice.PublisherOption{natsnotice.WithSubjectPrefix(s.prefix), natsnotice.WithLogger(s.h.log)}, opts...)...)
+	return natsnotice.NewPublisher(s.js, append([]natsnotice.PublisherOption{natsnotice.WithSubjectPrefix(s.prefix), natsnotice.WithLogger(s.h.log)}, opts...)...)
 }
 
 // drop deletes the stream.
 func (s *stream) drop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.h.js.DeleteStream(ctx, s.name); err != nil {
+	if err := s.js.DeleteStream(ctx, s.name); err != nil {
 		return fmt.Errorf("delete stream %s: %w", s.name, err)
 	}
 	return nil
@@ -231,7 +238,7 @@ func (s *stream) drop() error {
 func (s *stream) idle(ctx context.Context, consumer string) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := s.h.js.Consumer(cctx, s.name, consumer)
+	c, err := s.js.Consumer(cctx, s.name, consumer)
 	if err != nil {
 		return false, err
 	}

@@ -22,17 +22,31 @@
 //     worker's concurrency.
 //  5. Peak heap growth while loading the largest aggregate without a
 //     snapshot, beside what holding its decoded events would cost.
+//  6. Scale-out (PostgreSQL, Linux, root): 1, 2, 4 and 8 `snapshotter run`
+//     processes, each in its own cgroup with a CPU quota (cgroup v1's
+//     cpu.cfs_quota_us or v2's cpu.max, [DefaultScaleCPU] CPU each) and
+//     GOMAXPROCS=1, draining one backlog against a nats-server of the
+//     version go.mod pins (internal/natsbin, internal/natsserver) and a
+//     database of their own: snapshots/s, speed-up, each replica's share,
+//     the CPU of the workers, PostgreSQL and NATS, and a chart against
+//     the ideal line
+//     (docs/decisions/0021-scale-out-benchmark.md). Without root or a
+//     CPU controller it is skipped, and the page says why.
 //
-// Every figure is the median of [Config.Runs] repeated runs. Nothing is
+// Every figure is the median of [Config.Runs] repeated runs (the
+// scale-out step: its median run of at most three). Nothing is
 // estimated: a backend or tool that is not available is reported as
 // skipped.
 //
 // # Use
 //
-//	go run ./internal/benchharness/cmd/evsnap-bench            # full, about 6 minutes on 2 cores
-//	go run ./internal/benchharness/cmd/evsnap-bench --quick    # under a minute
+//	go run ./internal/benchharness/cmd/evsnap-bench            # full, about 10 minutes on 2 cores (scale-out: 3.5)
+//	go run ./internal/benchharness/cmd/evsnap-bench --quick    # about a minute
+//	go run ./internal/benchharness/cmd/evsnap-bench --steps scale --scale-cpu 0.05
 //
-// [Run] does the work and returns a [Report]; [Report.Markdown] and
-// [Report.LoadChartSVG] render it. The pure parts ([Median], [Percentile],
-// [Table], [Chart]) are tested without services.
+// [Run] does the work and returns a [Report]; [Report.Markdown],
+// [Report.LoadChartSVG] and [Report.ScaleChartSVG] render it. The pure
+// parts ([Median], [Percentile], [Table], [Chart], the scale-out targets
+// and the parsing of cgroup, /proc and /metrics files) are tested without
+// services.
 package benchharness

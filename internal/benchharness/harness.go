@@ -70,6 +70,9 @@ type Config struct {
 	// Backends limits the run to these backends (Memstore, SQLite,
 	// Postgres); empty runs every backend there is a server for.
 	Backends []string
+	// ScaleCPU is each replica's CPU quota in the scale-out step, in CPUs
+	// (0 means DefaultScaleCPU).
+	ScaleCPU float64
 }
 
 // Step names, for Config.Steps.
@@ -77,13 +80,18 @@ const (
 	StepLoad   = "load"
 	StepSave   = "save"
 	StepWorker = "worker"
+	// StepScale is the scale-out step: 1, 2, 4 and 8 `snapshotter run`
+	// processes, each in its own cgroup with a CPU quota, on PostgreSQL.
+	StepScale = "scale"
 )
+
+var stepNames = []string{StepLoad, StepSave, StepWorker, StepScale}
 
 // Validate reports a step or backend name the harness does not know.
 func (c *Config) Validate() error {
 	for _, s := range c.Steps {
-		if !slices.Contains([]string{StepLoad, StepSave, StepWorker}, s) {
-			return fmt.Errorf("unknown step %q: want %s, %s or %s", s, StepLoad, StepSave, StepWorker)
+		if !slices.Contains(stepNames, s) {
+			return fmt.Errorf("unknown step %q: want one of %s", s, strings.Join(stepNames, ", "))
 		}
 	}
 	for _, b := range c.Backends {
@@ -93,6 +101,9 @@ func (c *Config) Validate() error {
 		if b == Postgres && c.PostgresURL == "" {
 			return fmt.Errorf("backend %s needs a PostgreSQL URL (--postgres-url or EVSNAP_POSTGRES_URL)", Postgres)
 		}
+	}
+	if c.ScaleCPU < 0 || c.ScaleCPU > 64 {
+		return fmt.Errorf("scale-out CPU quota %v: want a number of CPUs above 0, such as 0.1", c.ScaleCPU)
 	}
 	return nil
 }
@@ -194,6 +205,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			h.step(ctx, st.name, b, st.fn)
 		}
 	}
+	// The scale-out step runs real worker processes, which need
+	// PostgreSQL (a database they share).
+	if cfg.selected(cfg.Steps, StepScale) && cfg.selected(cfg.Backends, Postgres) {
+		if cfg.PostgresURL == "" {
+			h.report.note("The scale-out step was skipped: it needs PostgreSQL.")
+		} else {
+			h.step(ctx, "scale-out", Postgres, h.runScale)
+		}
+	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -229,7 +249,12 @@ func (h *Harness) step(ctx context.Context, name, backend string, fn func(contex
 func (h *Harness) progress(format string, args ...any) {
 	h.pmu.Lock()
 	defer h.pmu.Unlock()
-	fmt.Fprintf(h.cfg.Progress, "[%7.1fs] %s\n", time.Since(h.start).Seconds(), fmt.Sprintf(format, args...))
+	fmt.Fprintln(h.cfg.Progress, h.stamp(format, args...))
+}
+
+// stamp formats a progress line: the time since the start, then the text.
+func (h *Harness) stamp(format string, args ...any) string {
+	return fmt.Sprintf("[%7.1fs] %s", time.Since(h.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
 // setup connects to NATS (or starts the embedded server) and records the

@@ -36,6 +36,8 @@ type Report struct {
 	Lag     []LagRow
 	Floor   []FloorRow
 	Pgbench *Pgbench
+	// Scale is the scale-out step (nil when it did not run).
+	Scale *ScaleReport
 
 	// Notes say what was skipped and why; Errors what failed.
 	Notes  []string
@@ -296,8 +298,9 @@ func (r *Report) LoadChart() Chart {
 func (r *Report) LoadChartSVG() ([]byte, error) { return r.LoadChart().SVG() }
 
 // Markdown renders the report. chart is the path of the load chart relative
-// to the page ("" leaves the image out).
-func (r *Report) Markdown(chart string) string {
+// to the page ("" leaves the image out), scaleChart that of the scale-out
+// chart.
+func (r *Report) Markdown(chart, scaleChart string) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	form := "full"
@@ -355,6 +358,7 @@ func (r *Report) Markdown(chart string) string {
 	r.writeSave(&b)
 	r.writeWorker(&b)
 	r.writeMemory(&b)
+	r.writeScale(&b, scaleChart)
 	r.writeTargets(&b)
 	return b.String()
 }
@@ -535,6 +539,11 @@ func (r *Report) writeTargets(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "## Targets (issue 6)\n\n")
+	writeTargetTable(b, ts)
+}
+
+// writeTargetTable renders targets as a table with met / not met / n/a.
+func writeTargetTable(b *strings.Builder, ts []Target) {
 	t := NewTable("target", "measured", "ratio:", "goal", "met", "note")
 	for _, x := range ts {
 		ratioText := ""

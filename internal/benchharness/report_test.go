@@ -13,7 +13,7 @@ func TestMarkdownTargets(t *testing.T) {
 		{Backend: Memstore, Events: 100_000, None: 5 * time.Millisecond, Head: 4 * time.Microsecond},
 	}
 	r.Save = []SaveRow{{Backend: Memstore, Mode: "none", Goroutines: 1, P50: time.Millisecond}, {Backend: Memstore, Mode: "external", Goroutines: 1, P50: 1050 * time.Microsecond}}
-	md := r.Markdown("benchmarks-load.svg")
+	md := r.Markdown("benchmarks-load.svg", "")
 	for _, want := range []string{"## 1. Load time", "## 2. Save latency", "## Targets", "![", "+5.0%"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
@@ -54,7 +54,7 @@ func TestWorkerFloorUsesPerRunRatios(t *testing.T) {
 	if !found {
 		t.Fatal("no pgbench floor target")
 	}
-	md := r.Markdown("")
+	md := r.Markdown("", "")
 	for _, want := range []string{"## 4. The worker's floor", "0.650", "0.450"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q", want)

@@ -28,7 +28,10 @@ type Chart struct {
 	XLabel, YLabel string
 	// XFormat and YFormat label the decade ticks (default: the number).
 	XFormat, YFormat func(float64) string
-	Series           []Series
+	// XTicks, when set, are the values labelled on the x axis instead of
+	// its decades (for example replica counts 1, 2, 4, 8).
+	XTicks []float64
+	Series []Series
 	// Width and Height in pixels (default 800×460).
 	Width, Height int
 }
@@ -118,8 +121,17 @@ func (c Chart) SVG() ([]byte, error) {
 	b.WriteString("</g>\n")
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%.1f" fill="none" stroke="#333"/>`+"\n", left, top, pw, ph)
 	b.WriteString(`<g class="ticks" fill="#333">` + "\n")
-	for d := x0; d <= x1; d++ {
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", px(math.Pow10(d)), top+ph+18, esc(xf(math.Pow10(d))))
+	xticks := c.XTicks
+	if len(xticks) == 0 {
+		for d := x0; d <= x1; d++ {
+			xticks = append(xticks, math.Pow10(d))
+		}
+	}
+	for _, v := range xticks {
+		if !(v > 0) {
+			return nil, fmt.Errorf("chart: x tick %v; log axes need positive values", v)
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", px(v), top+ph+18, esc(xf(v)))
 	}
 	for d := y0; d <= y1; d++ {
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, py(math.Pow10(d))+4, esc(yf(math.Pow10(d))))

@@ -292,17 +292,11 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 	}
 	defer plain.Close(context.WithoutCancel(ctx))
 
-	// The backlog: aggregates of 100 events each, one save each.
 	n := h.backlogAggregates()
-	t := time.Now()
-	ids := make([]uuid.UUID, n)
-	for i := range ids {
-		ids[i] = benchID(i + 1)
-		if err := writeAccount(ctx, plain, plain.New(ids[i]), backlogEvents, 0, nil); err != nil {
-			return err
-		}
+	ids, err := h.writeBacklog(ctx, plain, n, "worker / "+b)
+	if err != nil {
+		return err
 	}
-	h.progress("worker / %s: wrote %s accounts of %d events in %s", b, thousands(int64(n)), backlogEvents, time.Since(t).Round(time.Millisecond))
 
 	// On PostgreSQL each worker run is followed by its pgbench floor at
 	// the worker's connection count, so that the ratio compares two
@@ -375,6 +369,21 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 	return h.runLag(ctx, s, b, plain)
 }
 
+// writeBacklog writes the worker's backlog: n Accounts (benchID 1 to n)
+// of backlogEvents events each.
+func (h *Harness) writeBacklog(ctx context.Context, plain *accountRepo, n int, what string) ([]uuid.UUID, error) {
+	t := time.Now()
+	ids := make([]uuid.UUID, n)
+	for i := range ids {
+		ids[i] = benchID(i + 1)
+		if err := writeAccount(ctx, plain, plain.New(ids[i]), backlogEvents, 0, nil); err != nil {
+			return nil, err
+		}
+	}
+	h.progress("%s: wrote %s accounts of %d events in %s", what, thousands(int64(n)), backlogEvents, time.Since(t).Round(time.Millisecond))
+	return ids, nil
+}
+
 // backlogRun announces every aggregate of ids with 10 notices of 10 events
 // on a fresh stream (after deleting the snapshots), starts replicas
 // workers, and times them until the consumer is drained, and until the
@@ -393,33 +402,7 @@ func (h *Harness) backlogRun(ctx context.Context, s *site, ids []uuid.UUID, repl
 			h.report.fail("worker / %s: %v", s.kind, err)
 		}
 	}()
-	// The backlog is larger than the publisher's buffer: Notify waits for
-	// room rather than dropping (checkPublisher fails on any drop). Without
-	// coalescing, which would merge each aggregate's notices, published in
-	// one burst, into one message: the step measures the worker on one
-	// message per save, the most it can be sent.
-	pub, err := st.publisher(natsnotice.WithMaxEnqueueWait(natsnotice.MaxEnqueueWaitLimit), natsnotice.WithCoalescing(false))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	now := time.Now()
-	for _, id := range ids {
-		for from := int64(1); from <= backlogEvents; from += backlogPerNotice {
-			types := []string{exampledomain.TypeMoneyDeposited, exampledomain.TypeMoneyWithdrawn}
-			if from == 1 {
-				types = append([]string{exampledomain.TypeAccountOpened}, types...)
-			}
-			if err := pub.Notify(ctx, eventsource.Appended{AggregateType: exampledomain.AccountType, AggregateID: id,
-				FirstVersion: from, LastVersion: from + backlogPerNotice - 1, EventTypes: types, CommittedAt: now}); err != nil {
-				_ = pub.Close(ctx)
-				return 0, 0, 0, err
-			}
-		}
-	}
-	if err := pub.Close(ctx); err != nil {
-		return 0, 0, 0, err
-	}
-	if err := checkPublisher(pub.Stats()); err != nil {
+	if err := publishBacklog(ctx, st, ids); err != nil {
 		return 0, 0, 0, err
 	}
 
@@ -439,20 +422,65 @@ func (h *Harness) backlogRun(ctx context.Context, s *site, ids []uuid.UUID, repl
 	if err != nil {
 		return 0, 0, 0, err
 	}
+	if err := checkBacklogDone(ctx, s.store); err != nil {
+		return 0, 0, 0, err
+	}
+	return elapsed, first, rs.stored.Load(), nil
+}
+
+// publishBacklog announces every aggregate of ids on st with
+// backlogEvents/backlogPerNotice notices of backlogPerNotice events.
+func publishBacklog(ctx context.Context, st *stream, ids []uuid.UUID) error {
+	// The backlog is larger than the publisher's buffer: Notify waits for
+	// room rather than dropping (checkPublisher fails on any drop). Without
+	// coalescing, which would merge each aggregate's notices, published in
+	// one burst, into one message: the step measures the worker on one
+	// message per save, the most it can be sent.
+	pub, err := st.publisher(natsnotice.WithMaxEnqueueWait(natsnotice.MaxEnqueueWaitLimit), natsnotice.WithCoalescing(false))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, id := range ids {
+		for from := int64(1); from <= backlogEvents; from += backlogPerNotice {
+			types := []string{exampledomain.TypeMoneyDeposited, exampledomain.TypeMoneyWithdrawn}
+			if from == 1 {
+				types = append([]string{exampledomain.TypeAccountOpened}, types...)
+			}
+			if err := pub.Notify(ctx, eventsource.Appended{AggregateType: exampledomain.AccountType, AggregateID: id,
+				FirstVersion: from, LastVersion: from + backlogPerNotice - 1, EventTypes: types, CommittedAt: now}); err != nil {
+				_ = pub.Close(ctx)
+				return err
+			}
+		}
+	}
+	if err := pub.Close(ctx); err != nil {
+		return err
+	}
+	if err := checkPublisher(pub.Stats()); err != nil {
+		return err
+	}
+
+	return nil
+}
+
+// checkBacklogDone fails unless every backlog aggregate has its snapshot
+// at the head.
+func checkBacklogDone(ctx context.Context, store eventsource.AggregateLister) error {
 	// Every aggregate must now have its snapshot at the head.
 	behind := 0
-	for info, err := range s.store.ListAggregates(ctx, exampledomain.AccountType, eventsource.ListOptions{MinBehind: 1}) {
+	for info, err := range store.ListAggregates(ctx, exampledomain.AccountType, eventsource.ListOptions{MinBehind: 1}) {
 		if err != nil {
-			return 0, 0, 0, err
+			return err
 		}
 		if info.HeadVersion == backlogEvents {
 			behind++
 		}
 	}
 	if behind > 0 {
-		return 0, 0, 0, fmt.Errorf("%w: %d backlog aggregates have no snapshot at the head", errSanity, behind)
+		return fmt.Errorf("%w: %d backlog aggregates have no snapshot at the head", errSanity, behind)
 	}
-	return elapsed, first, rs.stored.Load(), nil
+	return nil
 }
 
 // checkPublisher fails unless every notice was published: the backlog

@@ -1,11 +1,12 @@
 // Command evsnap-bench runs evsnap's benchmark harness
 // (internal/benchharness): load times, save latency per snapshot mode, the
 // snapshotter worker's throughput, lag and floor, and the memory of a full
-// replay, on memstore, SQLite and PostgreSQL. It prints progress and then
+// replay, on memstore, SQLite and PostgreSQL; and the scale-out of 1 to 8
+// CPU-limited `snapshotter run` processes (root only: cgroups). It prints progress and then
 // the tables, and writes them to a markdown page with an SVG chart.
 //
 //	go run ./internal/benchharness/cmd/evsnap-bench [--quick] [--runs N] [--out docs/benchmarks.md]
-//	    [--postgres-url URL] [--nats-url URL]
+//	    [--postgres-url URL] [--nats-url URL] [--steps load,save,worker,scale] [--scale-cpu 0.1]
 package main
 
 import (
@@ -44,8 +45,8 @@ func main() {
 // Main is the program: flags in, harness run, files out.
 type Main struct {
 	Config benchharness.Config
-	// Out is the markdown page to write ("" writes none); the chart goes
-	// next to it as benchmarks-load.svg.
+	// Out is the markdown page to write ("" writes none); the charts go
+	// next to it as benchmarks-load.svg and benchmarks-scale.svg.
 	Out string
 	// CPUProfile, when set, is where the run's CPU profile is written.
 	CPUProfile     string
@@ -80,13 +81,14 @@ func (m *Main) ParseFlags(args []string) error {
 	c := &m.Config
 	fs.BoolVar(&c.Quick, "quick", false, "the quick form: smaller sizes, shorter runs (under a minute)")
 	fs.IntVar(&c.Runs, "runs", 0, fmt.Sprintf("repeated runs per figure, the median is reported (default %d, quick %d)", benchharness.DefaultRuns, benchharness.QuickRuns))
-	fs.StringVar(&m.Out, "out", "docs/benchmarks.md", "markdown page to write, with the chart beside it as benchmarks-load.svg (\"\" writes none)")
+	fs.StringVar(&m.Out, "out", "docs/benchmarks.md", "markdown page to write, with the charts beside it as benchmarks-load.svg and benchmarks-scale.svg (\"\" writes none)")
 	fs.StringVar(&c.PostgresURL, "postgres-url", firstEnv("EVSNAP_POSTGRES_URL", "EVSNAP_TEST_POSTGRES_URL"),
 		"PostgreSQL to measure (default $EVSNAP_POSTGRES_URL or $EVSNAP_TEST_POSTGRES_URL; empty skips PostgreSQL)")
 	fs.StringVar(&c.NATSURL, "nats-url", firstEnv("EVSNAP_NATS_URL", "EVSNAP_TEST_NATS_URL"),
 		"NATS with JetStream (default $EVSNAP_NATS_URL or $EVSNAP_TEST_NATS_URL; empty starts an embedded nats-server)")
 	var steps, backends string
-	fs.StringVar(&steps, "steps", "", "comma-separated steps to run: load, save, worker (default all; a partial run says so on its page)")
+	fs.StringVar(&steps, "steps", "", "comma-separated steps to run: load, save, worker, scale (default all; a partial run says so on its page)")
+	fs.Float64Var(&c.ScaleCPU, "scale-cpu", benchharness.DefaultScaleCPU, "CPU quota of each worker replica in the scale-out step, in CPUs (like a Kubernetes limits.cpu)")
 	fs.StringVar(&backends, "backends", "", "comma-separated backends to run: memstore, sqlite, postgres (default all)")
 	fs.StringVar(&m.CPUProfile, "cpuprofile", "", "write a CPU profile of the harness process (the library, workers and an embedded NATS) to this file")
 	if err := fs.Parse(args); err != nil {
@@ -137,15 +139,21 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	chartName := ""
-	var svg []byte
+	charts := map[string][]byte{}
+	chartName, scaleName := "", ""
 	if len(rep.Load) > 0 {
-		if svg, err = rep.LoadChartSVG(); err != nil {
+		chartName = "benchmarks-load.svg"
+		if charts[chartName], err = rep.LoadChartSVG(); err != nil {
 			return err
 		}
-		chartName = "benchmarks-load.svg"
 	}
-	page := rep.Markdown(chartName)
+	if svg, err := rep.ScaleChartSVG(); err != nil {
+		return err
+	} else if svg != nil {
+		scaleName = "benchmarks-scale.svg"
+		charts[scaleName] = svg
+	}
+	page := rep.Markdown(chartName, scaleName)
 	fmt.Fprint(m.Stdout, "\n"+page)
 	if m.Out != "" {
 		if err := os.MkdirAll(filepath.Dir(m.Out), 0o755); err != nil {
@@ -154,12 +162,18 @@ func (m *Main) Run(ctx context.Context) error {
 		if err := os.WriteFile(m.Out, []byte(page), 0o644); err != nil {
 			return err
 		}
-		if svg != nil {
-			if err := os.WriteFile(filepath.Join(filepath.Dir(m.Out), chartName), svg, 0o644); err != nil {
+		wrote := []string{m.Out}
+		for _, name := range []string{chartName, scaleName} {
+			if name == "" {
+				continue
+			}
+			path := filepath.Join(filepath.Dir(m.Out), name)
+			if err := os.WriteFile(path, charts[name], 0o644); err != nil {
 				return err
 			}
+			wrote = append(wrote, path)
 		}
-		fmt.Fprintf(m.Stderr, "wrote %s and %s\n", m.Out, filepath.Join(filepath.Dir(m.Out), chartName))
+		fmt.Fprintf(m.Stderr, "wrote %s\n", strings.Join(wrote, ", "))
 	}
 	if len(rep.Errors) > 0 {
 		return fmt.Errorf("%d step(s) failed: %s", len(rep.Errors), strings.Join(rep.Errors, "; "))
