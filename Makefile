@@ -25,7 +25,7 @@ demo:
 bench:
 	$(GO) run ./internal/benchharness/cmd/evsnap-bench --out docs/benchmarks.md
 
-## bench-quick: the harness's quick form (under a minute); prints the tables, writes no file
+## bench-quick: the harness's quick form (about two minutes); prints the tables, writes no file
 bench-quick:
 	$(GO) run ./internal/benchharness/cmd/evsnap-bench --quick --out ''
 

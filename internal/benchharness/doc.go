@@ -30,7 +30,7 @@
 //     database of their own: snapshots/s, speed-up, each replica's share,
 //     the CPU of the workers, PostgreSQL and NATS, and a chart against
 //     the ideal line
-//     (docs/decisions/0021-scale-out-benchmark.md). Without root or a
+//     (docs/decisions/0022-scale-out-benchmark.md). Without root or a
 //     CPU controller it is skipped, and the page says why.
 //
 // Every figure is the median of [Config.Runs] repeated runs (the

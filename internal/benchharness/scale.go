@@ -39,7 +39,7 @@ import (
 // eight replicas at 0.1 CPU (about 1,700 snapshots/s) would take the
 // three to the machine's 2 cores, while at 0.05 they need about 1. The
 // step's PostgreSQL cores and NATS cores columns show the headroom of
-// each run (docs/decisions/0021-scale-out-benchmark.md).
+// each run (docs/decisions/0022-scale-out-benchmark.md).
 const DefaultScaleCPU = 0.05
 
 // scalePeriod is the cgroup's enforcement period: the kernel's and
