@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/natsbin"
 	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/internal/natsserver"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/jackc/pgx/v5"
@@ -50,7 +53,8 @@ type Config struct {
 	// fresh schema and drops it afterwards.
 	PostgresURL string
 	// NATSURL is the NATS server (with JetStream) the external mode and the
-	// worker use; empty starts an embedded nats-server in process. Every
+	// worker use; empty runs the nats-server go.mod pins as a process of
+	// its own (built once into natsbin's cache). Every
 	// stream the harness creates has a unique name and is deleted
 	// afterwards.
 	NATSURL string
@@ -133,7 +137,7 @@ type Harness struct {
 	natsURL  string
 	nc       *nats.Conn
 	js       jetstream.JetStream
-	embedded *natsconn.Embedded
+	natsProc *natsserver.Server // the pinned nats-server, when no NATS URL was given
 
 	pmu    sync.Mutex
 	report *Report
@@ -264,13 +268,19 @@ func (h *Harness) setup(ctx context.Context) error {
 	r.Machine = machine(ctx)
 	url := h.cfg.NATSURL
 	if url == "" {
-		e, err := natsconn.StartEmbedded(h.tmp+"/nats", "")
+		// The nats-server go.mod pins, as its own process (as in
+		// production, and so its CPU is not the harness's).
+		bin, err := natsbin.Ensure(ctx, ".", "")
+		if err != nil {
+			return fmt.Errorf("nats-server for the benchmarks: %w", err)
+		}
+		srv, err := natsserver.Start(ctx, bin.Path, filepath.Join(h.tmp, "nats"))
 		if err != nil {
 			return err
 		}
-		h.embedded = e
-		url = e.URL()
-		r.NATSWhere = "embedded nats-server (in process, file storage in a temp dir)"
+		h.natsProc = srv
+		url = srv.URL()
+		r.NATSWhere = "nats-server " + bin.Version + " (its own process on loopback, file storage in a temp dir)"
 	} else {
 		r.NATSWhere = natsconn.Redact(url)
 	}
@@ -313,9 +323,9 @@ func (h *Harness) teardown() {
 		h.nc.Close()
 		h.nc = nil
 	}
-	if h.embedded != nil {
-		h.embedded.Shutdown()
-		h.embedded = nil
+	if h.natsProc != nil {
+		h.natsProc.Stop()
+		h.natsProc = nil
 	}
 }
 

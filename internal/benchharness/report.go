@@ -340,7 +340,7 @@ func (r *Report) Markdown(chart, scaleChart string) string {
 
 	p("\n## Commands\n\n```sh\nmake bench        # this page; make bench-quick for the quick form\n%s\n```\n\n", r.Command)
 	p("`make bench` passes `EVSNAP_POSTGRES_URL` or `EVSNAP_TEST_POSTGRES_URL` and `EVSNAP_NATS_URL` or `EVSNAP_TEST_NATS_URL` through; ")
-	p("without a PostgreSQL URL PostgreSQL is skipped, without a NATS URL an embedded nats-server runs in process. ")
+	p("without a PostgreSQL URL PostgreSQL is skipped, without a NATS URL the nats-server go.mod pins runs as a process of its own. ")
 	p("The Go benchmarks are `make bench-go`.\n\n")
 
 	if len(r.Notes) > 0 || len(r.Errors) > 0 {

@@ -85,12 +85,12 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.PostgresURL, "postgres-url", firstEnv("EVSNAP_POSTGRES_URL", "EVSNAP_TEST_POSTGRES_URL"),
 		"PostgreSQL to measure (default $EVSNAP_POSTGRES_URL or $EVSNAP_TEST_POSTGRES_URL; empty skips PostgreSQL)")
 	fs.StringVar(&c.NATSURL, "nats-url", firstEnv("EVSNAP_NATS_URL", "EVSNAP_TEST_NATS_URL"),
-		"NATS with JetStream (default $EVSNAP_NATS_URL or $EVSNAP_TEST_NATS_URL; empty starts an embedded nats-server)")
+		"NATS with JetStream (default $EVSNAP_NATS_URL or $EVSNAP_TEST_NATS_URL; empty runs the nats-server go.mod pins as its own process)")
 	var steps, backends string
 	fs.StringVar(&steps, "steps", "", "comma-separated steps to run: load, save, worker, scale (default all; a partial run says so on its page)")
 	fs.Float64Var(&c.ScaleCPU, "scale-cpu", benchharness.DefaultScaleCPU, "CPU quota of each worker replica in the scale-out step, in CPUs (like a Kubernetes limits.cpu)")
 	fs.StringVar(&backends, "backends", "", "comma-separated backends to run: memstore, sqlite, postgres (default all)")
-	fs.StringVar(&m.CPUProfile, "cpuprofile", "", "write a CPU profile of the harness process (the library, workers and an embedded NATS) to this file")
+	fs.StringVar(&m.CPUProfile, "cpuprofile", "", "write a CPU profile of the harness process (the library and the in-process workers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
