@@ -80,8 +80,9 @@ func (f *pgFloor) scanSnapshot(row pgx.Row, st *exampledomain.AccountState) (int
 		version, schema int64
 		state           []byte
 		at              time.Time
+		eventID         [16]byte
 	)
-	if err := row.Scan(&version, &schema, &state, &at); err != nil {
+	if err := row.Scan(&version, &schema, &state, &at, &eventID); err != nil {
 		return 0, err
 	}
 	return version, f.codec.Unmarshal(state, st)
