@@ -5,12 +5,12 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/natsserver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -88,19 +88,7 @@ func (n *natsServer) waitReady(ctx context.Context, timeout time.Duration) error
 }
 
 func (n *natsServer) ping(ctx context.Context) error {
-	nc, err := nats.Connect(n.url(), nats.Timeout(time.Second), nats.NoReconnect(), nats.Name("evsnap-chaos"))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	_, err = js.AccountInfo(cctx)
-	return err
+	return natsserver.Ping(ctx, n.url(), "evsnap-chaos")
 }
 
 // streamInfo returns a stream's info from the server(s) at url (a
@@ -122,14 +110,4 @@ func streamInfo(ctx context.Context, url, stream string, timeout time.Duration) 
 		return nil, err
 	}
 	return s.Info(cctx)
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

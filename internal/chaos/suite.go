@@ -19,6 +19,7 @@ import (
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natsbin"
+	"github.com/evsnap/evsnap/internal/natsserver"
 )
 
 // noticeStream is the JetStream stream the binaries use by default.
@@ -296,10 +297,10 @@ func (s *suite) setup(ctx context.Context) error {
 	}
 	ports, routePorts := make([]int, nodes), make([]int, nodes)
 	for i := range nodes {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = natsserver.FreePort(); err != nil {
 			return err
 		}
-		if routePorts[i], err = freePort(); err != nil {
+		if routePorts[i], err = natsserver.FreePort(); err != nil {
 			return err
 		}
 	}
@@ -380,7 +381,7 @@ func gitDescribe(ctx context.Context, dir string) string {
 func (s *suite) startWorkers(ctx context.Context) error {
 	cfg := &s.cfg
 	for i := range cfg.Workers {
-		port, err := freePort()
+		port, err := natsserver.FreePort()
 		if err != nil {
 			return err
 		}

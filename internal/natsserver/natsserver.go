@@ -87,8 +87,14 @@ func Start(ctx context.Context, binary, dir string) (*Server, error) {
 	}
 }
 
-func (s *Server) ping(ctx context.Context) error {
-	nc, err := nats.Connect(s.URL(), nats.Timeout(time.Second), nats.NoReconnect(), nats.Name("evsnap-natsserver-probe"))
+func (s *Server) ping(ctx context.Context) error { return Ping(ctx, s.URL(), "evsnap-natsserver-probe") }
+
+// Ping reports whether the server at url answers a JetStream request
+// (account info) within 2 s, connecting as name without reconnecting: the
+// readiness probe of a nats-server process this package or the chaos
+// suite started.
+func Ping(ctx context.Context, url, name string) error {
+	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.NoReconnect(), nats.Name(name))
 	if err != nil {
 		return err
 	}
