@@ -3,9 +3,11 @@ package eventsource
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
-	"sort"
+	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Codec encodes events and snapshot state. Its output must be JSON: the SQL
@@ -33,8 +35,16 @@ func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(dat
 type Registry struct {
 	codec Codec
 
-	mu    sync.RWMutex
-	types map[string]registration
+	// types is replaced whole by Register (copy on write, under mu), so
+	// the per-event lookups of a load take no lock.
+	mu    sync.Mutex
+	types atomic.Pointer[map[string]registration]
+}
+
+// lookup returns the registration of the event type name.
+func (r *Registry) lookup(name string) (registration, bool) {
+	reg, ok := (*r.types.Load())[name]
+	return reg, ok
 }
 
 type registration struct {
@@ -57,7 +67,8 @@ func WithCodec(c Codec) RegistryOption {
 
 // NewRegistry returns an empty registry.
 func NewRegistry(opts ...RegistryOption) *Registry {
-	r := &Registry{codec: JSONCodec{}, types: make(map[string]registration)}
+	r := &Registry{codec: JSONCodec{}}
+	r.types.Store(&map[string]registration{})
 	for _, o := range opts {
 		o(r)
 	}
@@ -77,13 +88,14 @@ func Register[E Event](r *Registry) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if prev, ok := r.types[name]; ok {
+	if prev, ok := r.lookup(name); ok {
 		if prev.goType == goType {
 			return nil
 		}
 		return fmt.Errorf("eventsource: register %v: event type %q is already registered to %v", goType, name, prev.goType)
 	}
-	r.types[name] = registration{
+	types := maps.Clone(*r.types.Load())
+	types[name] = registration{
 		goType: goType,
 		decode: func(codec Codec, data []byte) (Event, error) {
 			var e E
@@ -93,6 +105,7 @@ func Register[E Event](r *Registry) error {
 			return e, nil
 		},
 	}
+	r.types.Store(&types)
 	return nil
 }
 
@@ -123,21 +136,12 @@ func (r *Registry) Codec() Codec { return r.codec }
 
 // Types returns the registered event type names, sorted.
 func (r *Registry) Types() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	names := make([]string, 0, len(r.types))
-	for n := range r.types {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(*r.types.Load()))
 }
 
 // Has reports whether an event type of that name is registered.
 func (r *Registry) Has(eventType string) bool {
-	r.mu.RLock()
-	_, ok := r.types[eventType]
-	r.mu.RUnlock()
+	_, ok := r.lookup(eventType)
 	return ok
 }
 
@@ -148,9 +152,7 @@ func (r *Registry) Encode(e Event) ([]byte, error) {
 		return nil, fmt.Errorf("eventsource: encode: nil event")
 	}
 	name := e.EventType()
-	r.mu.RLock()
-	reg, ok := r.types[name]
-	r.mu.RUnlock()
+	reg, ok := r.lookup(name)
 	if !ok {
 		return nil, &UnknownEventTypeError{Type: name}
 	}
@@ -168,9 +170,7 @@ func (r *Registry) Encode(e Event) ([]byte, error) {
 // unregistered name gives an [*UnknownEventTypeError]; a payload that does not
 // decode gives a [*DecodeError] naming the event type.
 func (r *Registry) Decode(eventType string, payload []byte) (Event, error) {
-	r.mu.RLock()
-	reg, ok := r.types[eventType]
-	r.mu.RUnlock()
+	reg, ok := r.lookup(eventType)
 	if !ok {
 		return nil, &UnknownEventTypeError{Type: eventType}
 	}
@@ -190,9 +190,7 @@ func (r *Registry) Decode(eventType string, payload []byte) (Event, error) {
 // therefore fails on every backend alike when the reader's registry lacks
 // an event type that the writer's had.
 func (r *Registry) DecodeRecorded(rec *RecordedEvent) (Event, error) {
-	r.mu.RLock()
-	reg, ok := r.types[rec.Type]
-	r.mu.RUnlock()
+	reg, ok := r.lookup(rec.Type)
 	if !ok {
 		return nil, &UnknownEventTypeError{Type: rec.Type}
 	}
