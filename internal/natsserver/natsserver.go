@@ -87,7 +87,9 @@ func Start(ctx context.Context, binary, dir string) (*Server, error) {
 	}
 }
 
-func (s *Server) ping(ctx context.Context) error { return Ping(ctx, s.URL(), "evsnap-natsserver-probe") }
+func (s *Server) ping(ctx context.Context) error {
+	return Ping(ctx, s.URL(), "evsnap-natsserver-probe")
+}
 
 // Ping reports whether the server at url answers a JetStream request
 // (account info) within 2 s, connecting as name without reconnecting: the
