@@ -201,15 +201,16 @@ type stream struct {
 // newStream creates a fresh notice stream (natsnotice's default
 // configuration apart from the name and prefix).
 func (h *Harness) newStream(ctx context.Context) (*stream, error) {
-	return h.newStreamOn(ctx, h.js)
+	return h.newStreamOn(ctx, h.js, 1)
 }
 
-// newStreamOn is newStream on another server's JetStream.
-func (h *Harness) newStreamOn(ctx context.Context, js jetstream.JetStream) (*stream, error) {
+// newStreamOn is newStream on another server's JetStream, the stream
+// kept by replicas servers.
+func (h *Harness) newStreamOn(ctx context.Context, js jetstream.JetStream, replicas int) (*stream, error) {
 	suffix := randomHex(4)
 	s := &stream{name: "EVSNAP_BENCH_" + suffix, prefix: "evsnapbench." + suffix, h: h, js: js}
 	cfg := natsnotice.DefaultStreamConfig()
-	cfg.Name, cfg.SubjectPrefix = s.name, s.prefix
+	cfg.Name, cfg.SubjectPrefix, cfg.Replicas = s.name, s.prefix, replicas
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := natsnotice.EnsureStream(cctx, js, cfg); err != nil {

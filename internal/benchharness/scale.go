@@ -64,9 +64,11 @@ type ScaleReport struct {
 	GOMAXPROCSReason string
 	Cgroups          string
 	NATSVersion      string
-	// Aggregates and Notices are the backlog; Threshold the policy's.
-	Aggregates, Notices, Threshold int
-	Runs                           int
+	// AggregatesPerReplica is the backlog per replica (each Account has
+	// backlogEvents events in notices of backlogPerNotice); Threshold the
+	// policy's.
+	AggregatesPerReplica, Threshold int
+	Runs                            int
 	// Quick is the quick form: a backlog too small for the targets to be
 	// judged (start-up is a large part of its drain).
 	Quick bool
@@ -74,17 +76,27 @@ type ScaleReport struct {
 	// machine (their CPU is then not reported).
 	PGMeasured bool
 	Rows       []ScaleRow
+	// Cluster is the same replica counts run once against a cluster with
+	// the stream replicated on every node (nil: not run).
+	Cluster *ScaleCluster
 }
 
 // ScaleRow is one replica count: the run with the median drain time.
 type ScaleRow struct {
 	Replicas int
-	// Elapsed is from starting the processes to the consumer having
-	// nothing pending or unacknowledged; StartUp from starting them to the
-	// first delivery (exec, connecting, binding the consumer);
-	// LastDelivery to the moment no notice was left undelivered (the rest
-	// of the drain is the replicas finishing what they had pulled).
+	// Aggregates and Notices are the run's backlog.
+	Aggregates, Notices int
+	// Elapsed is from the drain's start (every replica ready, the backlog
+	// in the stream, the consumer resumed) to the consumer having nothing
+	// pending or unacknowledged; LastDelivery to the moment no notice was
+	// left undelivered (the rest of the drain is the replicas finishing
+	// what they had pulled). StartUp is from starting the processes to
+	// every one answering /readyz (exec, connecting, binding the
+	// consumer), before the drain.
 	Elapsed, StartUp, LastDelivery time.Duration
+	// FirstDelivery is from the drain's start to the consumer's first
+	// delivery (to the first sample of its info that shows one).
+	FirstDelivery time.Duration
 	// SteadyNoticesPerSec and SteadySnapshotsPerSec are the rates while
 	// the backlog went from 10% to 90% done (acked), every replica
 	// started and none out of work yet: the scaling itself, without the
@@ -97,8 +109,8 @@ type ScaleRow struct {
 	// over the same round's one replica's (0: not measured so, see
 	// [ScaleReport.Speedup]).
 	Speedup float64
-	// Ready is when each replica's /readyz first answered 200, in the
-	// order they did: a late one has had less of the drain to work in.
+	// Ready is when each replica's /readyz first answered 200 after its
+	// start, in the order they did.
 	Ready []time.Duration
 	// Snapshots is the snapshots the replicas stored (their
 	// evsnap_worker_snapshots_written_total).
@@ -106,11 +118,13 @@ type ScaleRow struct {
 	// NoticesPerSec and SnapshotsPerSec are the backlog's notices and the
 	// snapshots stored divided by Elapsed.
 	NoticesPerSec, SnapshotsPerSec float64
-	// SteadyPerReplica is each replica's notices acked while every replica
-	// had work (from 10% of the backlog done to 80%, or to the last
-	// delivery if sooner): the share without the start-up's stagger and
-	// the end's tail. Nil when the drain was too short to sample.
-	SteadyPerReplica []int64
+	// SteadyPerReplica is each replica's snapshots stored while every
+	// replica had work (from 10% of the backlog done to 80%, or to the
+	// last delivery if sooner): the share of the work without the end's
+	// tail; SteadyNoticesPerReplica its notices acked then (a replica
+	// whose batches held more notices of one aggregate coalesced more of
+	// them into one decision). Nil when the drain was too short to sample.
+	SteadyPerReplica, SteadyNoticesPerReplica []int64
 	// PerReplicaCPU is each replica's part of WorkerCPU.
 	PerReplicaCPU []time.Duration
 	// Rebuilds is the replicas' policy decisions "due" (each a rebuild);
@@ -120,14 +134,14 @@ type ScaleRow struct {
 	// PerReplicaNotices and PerReplicaSnapshots are each replica's
 	// notices acked and snapshots stored, from its /metrics.
 	PerReplicaNotices, PerReplicaSnapshots []int64
-	// WorkerCPU is the replicas' CPU time from their start to the drained
-	// consumer (their cgroups' usage; their rusage, shutdown included,
-	// where the machine has no cpuacct); StartCPU the part of it each
-	// spent until its /readyz first answered 200 (start-up: the Go
-	// runtime, connections, binding the consumer, the first fetch). PGCPU
-	// the PostgreSQL
-	// processes' (the run's backends and the server's background
-	// processes, from /proc); NATSCPU the nats-server's.
+	// WorkerCPU is the replicas' CPU time during the drain (their
+	// cgroups' usage; their rusage, start-up and shutdown included, where
+	// the machine has no cpuacct); StartCPU what they spent until their
+	// /readyz first answered 200 (start-up: the Go runtime, connections,
+	// binding the consumer), before the drain. PGCPU the PostgreSQL
+	// processes' during the drain (the run's backends and the server's
+	// background processes, from /proc); NATSCPU the nats-server's (every
+	// node's, on a cluster).
 	WorkerCPU, StartCPU, PGCPU, NATSCPU time.Duration
 	// Throttled is the share of the replicas' enforcement periods in which
 	// they used up their quota.
@@ -153,7 +167,7 @@ func share(xs []int64) float64 {
 	return float64(hi) / float64(lo)
 }
 
-// SteadyShare is max/min of the replicas' notices acked while all had
+// SteadyShare is max/min of the replicas' snapshots stored while all had
 // work (NaN when not sampled).
 func (r ScaleRow) SteadyShare() float64 { return share(r.SteadyPerReplica) }
 
@@ -168,13 +182,6 @@ func (r ScaleRow) PerWorkerCPUSecond() float64 {
 	return float64(r.Snapshots) / r.WorkerCPU.Seconds()
 }
 
-// PerWorkCPUSecond is snapshots stored per second of worker CPU after
-// start-up: the cost of the work itself, which a larger backlog would
-// show alone.
-func (r ScaleRow) PerWorkCPUSecond() float64 {
-	return float64(r.Snapshots) / (r.WorkerCPU - r.StartCPU).Seconds()
-}
-
 // QuotaUse is the replicas' CPU over what their quota allowed during the
 // drain: near 1 the workers are CPU-bound, well below they wait on
 // something else.
@@ -182,12 +189,16 @@ func (r ScaleRow) QuotaUse(cpu float64) float64 {
 	return r.WorkerCPU.Seconds() / (cpu * r.Elapsed.Seconds() * float64(r.Replicas))
 }
 
-// scaleReplicas is the replica counts the step runs, and its backlog.
-func (h *Harness) scaleReplicas() (replicas []int, aggregates int) {
+// scaleReplicas is the replica counts the step runs, and the backlog per
+// replica: n replicas drain n × perReplica aggregates' notices, so that
+// every run lasts about as long (about 16 s in the full form) and the
+// drain's first and last moments, when not every replica has work, are
+// as small a part of it at 8 replicas as at 1.
+func (h *Harness) scaleReplicas() (replicas []int, perReplica int) {
 	if h.cfg.Quick {
-		return []int{1, 2}, 500
+		return []int{1, 2}, 250
 	}
-	return []int{1, 2, 4, 8}, 3000
+	return []int{1, 2, 4, 8}, 1500
 }
 
 // scaleRuns is how many times each replica count runs (the median run is
@@ -230,10 +241,10 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 	if cpu <= 0 {
 		cpu = DefaultScaleCPU
 	}
-	replicas, n := h.scaleReplicas()
+	replicas, perReplica := h.scaleReplicas()
 	gmp, why := scaleGOMAXPROCS(cpu)
 	sr := &ScaleReport{CPU: cpu, Period: scalePeriod, GOMAXPROCS: gmp, GOMAXPROCSReason: why,
-		Aggregates: n, Notices: n * backlogEvents / backlogPerNotice, Threshold: workerThreshold, Runs: h.scaleRuns(), Quick: h.cfg.Quick}
+		AggregatesPerReplica: perReplica, Threshold: workerThreshold, Runs: h.scaleRuns(), Quick: h.cfg.Quick}
 	h.report.Scale = sr
 	cg, err := detectCgroups()
 	if err != nil {
@@ -287,7 +298,7 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 		return err
 	}
 	defer plain.Close(context.WithoutCancel(ctx))
-	ids, err := h.writeBacklog(ctx, plain, n, "scale-out")
+	ids, err := h.writeBacklog(ctx, plain, slices.Max(replicas)*perReplica, "scale-out")
 	if err != nil {
 		return err
 	}
@@ -305,11 +316,11 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 			h.report.fail("scale-out: remove cgroup: %v", err)
 		}
 	}()
-	env := &scaleRun{h: h, db: db, js: js, nats: ns, bin: snapBin, parent: parent, cpu: cpu, gomaxprocs: gmp, ids: ids}
+	env := &scaleRun{h: h, db: db, js: js, nats: scaleNATS{url: ns.URL(), pids: []int{ns.PID()}, replicas: 1}, bin: snapBin, parent: parent, cpu: cpu, gomaxprocs: gmp}
 	runs := map[int][]ScaleRow{}
 	for run := range sr.Runs {
 		for _, r := range replicas {
-			row, err := env.run(ctx, r, fmt.Sprintf("run %d/%d", run+1, sr.Runs))
+			row, err := env.run(ctx, r, fmt.Sprintf("run %d/%d", run+1, sr.Runs), ids[:r*perReplica])
 			if err != nil {
 				return fmt.Errorf("%d replicas: %w", r, err)
 			}
@@ -336,7 +347,62 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 		}
 		sr.Rows = append(sr.Rows, row)
 	}
+	ns.Stop()
+	return h.runScaleCluster(ctx, env, natsBin.Path, replicas, ids, perReplica)
+}
+
+// runScaleCluster runs each replica count once more against a 3-node
+// cluster of the same nats-server, the stream at 3 replicas: what R3
+// costs per notice.
+func (h *Harness) runScaleCluster(ctx context.Context, env *scaleRun, natsBin string, replicas []int, ids []uuid.UUID, perReplica int) error {
+	sr := h.report.Scale
+	t := time.Now()
+	cl, err := natsserver.StartCluster(ctx, natsBin, filepath.Join(h.tmp, "scale-cluster"), scaleClusterNodes)
+	if err != nil {
+		return err
+	}
+	defer cl.Stop()
+	nc, err := natsconn.Connect(ctx, natsconn.Options{URL: cl.URLs(), Name: "evsnap-bench-scale-cluster", Logger: h.log})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	h.progress("scale-out: a %d-node cluster of nats-server %s ready in %s", scaleClusterNodes, nc.ConnectedServerVersion(), time.Since(t).Round(time.Millisecond))
+	sr.Cluster = &ScaleCluster{Nodes: scaleClusterNodes}
+	env.js, env.cons, env.consStream = js, nil, ""
+	env.nats = scaleNATS{url: cl.URLs(), pids: cl.PIDs(), replicas: scaleClusterNodes}
+	for _, r := range replicas {
+		row, err := env.run(ctx, r, fmt.Sprintf("%d-node cluster, R%d", scaleClusterNodes, scaleClusterNodes), ids[:r*perReplica])
+		if err != nil {
+			return fmt.Errorf("cluster, %d replicas: %w", r, err)
+		}
+		sr.Cluster.Rows = append(sr.Cluster.Rows, row)
+	}
 	return nil
+}
+
+// scaleClusterNodes is the size of the cluster the step runs once
+// against, with the stream at as many replicas.
+const scaleClusterNodes = 3
+
+// ScaleCluster is the scale-out step run once against a cluster of
+// nats-servers with the stream replicated on every node.
+type ScaleCluster struct {
+	Nodes int
+	// Rows is one run per replica count.
+	Rows []ScaleRow
+}
+
+// scaleNATS is the server(s) a run's replicas use: a URL (a list for a
+// cluster), the processes whose CPU is NATS's, and the stream's replicas.
+type scaleNATS struct {
+	url      string
+	pids     []int
+	replicas int
 }
 
 // scaleDB is the step's own database: `snapshotter run` keeps its tables
@@ -465,12 +531,11 @@ type scaleRun struct {
 	h          *Harness
 	db         *scaleDB
 	js         jetstream.JetStream
-	nats       *natsserver.Server
+	nats       scaleNATS
 	bin        string
 	parent     *cgroupParent
 	cpu        float64
 	gomaxprocs int
-	ids        []uuid.UUID
 	cons       jetstream.Consumer // the current run's, once created
 	consStream string
 }
@@ -482,23 +547,32 @@ type replica struct {
 	metrics string // http://127.0.0.1:port/metrics
 	readyz  string
 	ready   bool
-	// drainCPU is the cgroup's usage when the consumer was drained
-	// (accounted false: no cpuacct here).
-	drainCPU  time.Duration
-	accounted bool
-	log       string
-	done      chan struct{}
-	waitErr   error
+	// startCPU and drainCPU are the cgroup's usage when the drain started
+	// and when the consumer was drained (accounted false: no cpuacct
+	// here); periods and throttled its enforcement periods when the drain
+	// started.
+	startCPU, drainCPU time.Duration
+	periods, throttled int64
+	accounted          bool
+	log                string
+	done               chan struct{}
+	waitErr            error
 }
 
-// run drains the backlog once with n replicas.
-func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, err error) {
+// run drains a backlog of the aggregates ids once with n replicas. The
+// replicas start on an empty stream and the clock starts once every one
+// of them is ready and the backlog is in place: the consumer is paused
+// while the backlog is published, and resumed to start the drain. What
+// start-up costs (exec, connections, binding the consumer) is measured on
+// its own, as a fleet that runs for days pays it once.
+func (e *scaleRun) run(ctx context.Context, n int, label string, ids []uuid.UUID) (row ScaleRow, err error) {
 	h := e.h
-	row = ScaleRow{Replicas: n, PGStates: map[string]int{}}
+	total := len(ids) * backlogEvents / backlogPerNotice
+	row = ScaleRow{Replicas: n, Aggregates: len(ids), Notices: total, PGStates: map[string]int{}}
 	if _, err := e.db.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 0); err != nil {
 		return row, err
 	}
-	st, err := h.newStreamOn(ctx, e.js)
+	st, err := e.newStream(ctx)
 	if err != nil {
 		return row, err
 	}
@@ -507,12 +581,6 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 			err = derr
 		}
 	}()
-	t := time.Now()
-	if err := publishBacklog(ctx, st, e.ids); err != nil {
-		return row, err
-	}
-	total := len(e.ids) * backlogEvents / backlogPerNotice
-	h.progress("scale-out: %s, %d replica(s): published %s notices in %s", label, n, thousands(int64(total)), time.Since(t).Round(time.Millisecond))
 
 	var reps []*replica
 	defer func() {
@@ -530,22 +598,52 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 		}
 		reps = append(reps, r)
 	}
-
-	pgBefore := sampleCPU(e.db.serverPIDs(ctx), "postgres")
-	natsBefore := sampleCPU([]int{e.nats.PID()}, "")
-	mBefore, _ := readMachineCPU()
-	start := time.Now()
-	for _, r := range reps {
-		if err := r.start(); err != nil {
-			return row, err
-		}
+	if err := e.startAll(ctx, reps, &row); err != nil {
+		return row, err
 	}
+	// Every replica is bound and pulling: hold the consumer while the
+	// backlog goes in, so that the drain starts on all of them at once.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = e.js.PauseConsumer(cctx, st.name, snapshotter.DefaultConsumer, time.Now().Add(10*time.Minute))
+	cancel()
+	if err != nil {
+		return row, fmt.Errorf("pause the consumer: %w", err)
+	}
+	t := time.Now()
+	if err := publishBacklog(ctx, st, ids); err != nil {
+		return row, err
+	}
+	h.progress("scale-out: %s, %d replica(s): every replica ready after %s; published %s notices in %s", label, n, row.StartUp.Round(time.Millisecond), thousands(int64(total)), time.Since(t).Round(time.Millisecond))
+
+	for _, r := range reps {
+		if u, ok, err := r.cg.usage(); err == nil && ok {
+			r.startCPU = u
+		}
+		r.periods, r.throttled, _ = r.cg.throttling()
+	}
+	pgBefore := sampleCPU(e.db.serverPIDs(ctx), "postgres")
+	natsBefore := sampleCPU(e.nats.pids, "")
+	mBefore, _ := readMachineCPU()
+	// The server lets pulls through again when a pause runs out (a timer
+	// that wakes the waiting pulls), not when a pause is lifted by the
+	// resume call, which waits for the next pull or message (nats-server
+	// 2.15.2, consumer.updatePauseState): so the drain starts with a pause
+	// that ends a moment from now.
+	at := time.Now().Add(300 * time.Millisecond)
+	cctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	_, err = e.js.PauseConsumer(cctx, st.name, snapshotter.DefaultConsumer, at)
+	cancel()
+	if err != nil {
+		return row, fmt.Errorf("resume the consumer: %w", err)
+	}
+	time.Sleep(time.Until(at))
+	start := time.Now()
 	line := progress.New(h.cfg.Progress)
 	var pgAfter, natsAfter cpuSample
 	var mAfter machineCPU
 	var lastStates, lastInfo time.Time
 	var progressAt []progressSample
-	var steadyFrom []int64
+	var steadyFrom []replicaWork
 	deadline := start.Add(5 * time.Minute)
 	for {
 		for _, r := range reps {
@@ -553,15 +651,6 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 			case <-r.done:
 				return row, fmt.Errorf("replica exited during the drain: %v (log %s: %s)", r.waitErr, r.log, tail(r.log, 4))
 			default:
-			}
-		}
-		for _, r := range reps {
-			if !r.ready && isReady(ctx, r.readyz) {
-				r.ready = true
-				row.Ready = append(row.Ready, time.Since(start))
-				if u, ok, err := r.cg.usage(); err == nil && ok {
-					row.StartCPU += u
-				}
 			}
 		}
 		// Every consumer info costs the nats-server CPU that the figures
@@ -578,8 +667,8 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 		lastInfo = time.Now()
 		info, ierr := e.consumerInfo(ctx, st.name)
 		if ierr == nil {
-			if row.StartUp == 0 && info.Delivered.Consumer > 0 {
-				row.StartUp = time.Since(start)
+			if row.FirstDelivery == 0 && info.Delivered.Consumer > 0 {
+				row.FirstDelivery = time.Since(start)
 			}
 			if row.LastDelivery == 0 && info.NumPending == 0 && info.Delivered.Consumer > 0 {
 				row.LastDelivery = time.Since(start)
@@ -593,21 +682,22 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 					}
 				}
 				pgAfter = sampleCPU(e.db.serverPIDs(ctx), "postgres")
-				natsAfter = sampleCPU([]int{e.nats.PID()}, "")
+				natsAfter = sampleCPU(e.nats.pids, "")
 				mAfter, _ = readMachineCPU()
 				break
 			}
 			done := total - int(info.NumPending) - info.NumAckPending
 			progressAt = append(progressAt, progressSample{time.Since(start), done})
 			// Each replica's notices acked while all of them had work: from
-			// the first sample past 10% done with every replica ready, to
-			// the first past 80% or with nothing left to deliver.
-			if steadyFrom == nil && len(row.Ready) == n && done >= total/10 {
+			// the first sample past 10% done to the first past 80% or with
+			// nothing left to deliver.
+			if steadyFrom == nil && done >= total/10 {
 				steadyFrom = e.ackedBy(ctx, reps)
 			} else if steadyFrom != nil && row.SteadyPerReplica == nil && (done >= total*8/10 || info.NumPending == 0) {
 				if to := e.ackedBy(ctx, reps); to != nil {
 					for i := range to {
-						row.SteadyPerReplica = append(row.SteadyPerReplica, to[i]-steadyFrom[i])
+						row.SteadyPerReplica = append(row.SteadyPerReplica, to[i].snapshots-steadyFrom[i].snapshots)
+						row.SteadyNoticesPerReplica = append(row.SteadyNoticesPerReplica, to[i].notices-steadyFrom[i].notices)
 					}
 				}
 			}
@@ -646,23 +736,24 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 	}
 	var periods, throttled int64
 	for _, r := range reps {
+		p, th, terr := r.cg.throttling()
 		if err := r.stop(); err != nil {
 			return row, err
 		}
-		u := r.drainCPU
+		u := r.drainCPU - r.startCPU
 		if !r.accounted {
 			u = r.cmd.ProcessState.UserTime() + r.cmd.ProcessState.SystemTime()
 		}
 		row.WorkerCPU += u
 		row.PerReplicaCPU = append(row.PerReplicaCPU, u)
-		if p, th, err := r.cg.throttling(); err == nil {
-			periods, throttled = periods+p, throttled+th
+		if terr == nil {
+			periods, throttled = periods+p-r.periods, throttled+th-r.throttled
 		}
 	}
 	if periods > 0 {
 		row.Throttled = float64(throttled) / float64(periods)
 	}
-	if err := checkBacklogDone(ctx, e.db.store); err != nil {
+	if err := checkBacklogDone(ctx, e.db.store, ids); err != nil {
 		return row, err
 	}
 	row.NoticesPerSec = float64(total) / row.Elapsed.Seconds()
@@ -672,11 +763,55 @@ func (e *scaleRun) run(ctx context.Context, n int, label string) (row ScaleRow, 
 		row.SteadyNoticesPerSec = r
 		row.SteadySnapshotsPerSec = r * float64(row.Snapshots) / float64(total)
 	}
-	line.Done("%s", h.stamp("scale-out: %s, %d replica(s): %s notices, %s snapshots in %s (first delivery after %s): %s snapshots/s; workers %s CPU s (%s at start-up; %s of their quota, throttled in %s of periods), PostgreSQL %s, NATS %s, machine %s busy; shares %s (notices), %s (snapshots)",
-		label, n, thousands(int64(total)), thousands(row.Snapshots), row.Elapsed.Round(time.Millisecond), row.StartUp.Round(time.Millisecond),
-		rate(row.SnapshotsPerSec), sig(row.WorkerCPU.Seconds()), sig(row.StartCPU.Seconds()), percent(row.QuotaUse(e.cpu)), percent(row.Throttled), sig(row.PGCPU.Seconds()), sig(row.NATSCPU.Seconds()),
+	line.Done("%s", h.stamp("scale-out: %s, %d replica(s): %s notices, %s snapshots in %s (first delivery after %s, last after %s): %s snapshots/s; workers %s CPU s (%s of their quota, throttled in %s of periods; start-up %s CPU s), PostgreSQL %s, NATS %s, machine %s busy; shares %s (notices), %s (snapshots)",
+		label, n, thousands(int64(total)), thousands(row.Snapshots), row.Elapsed.Round(time.Millisecond), row.FirstDelivery.Round(time.Millisecond), row.LastDelivery.Round(time.Millisecond),
+		rate(row.SnapshotsPerSec), sig(row.WorkerCPU.Seconds()), percent(row.QuotaUse(e.cpu)), percent(row.Throttled), sig(row.StartCPU.Seconds()), sig(row.PGCPU.Seconds()), sig(row.NATSCPU.Seconds()),
 		percent(row.MachineBusy), times(row.NoticeShare()), times(row.SnapshotShare())))
 	return row, nil
+}
+
+// startAll starts the replicas and waits until every one answers /readyz
+// (bound to the consumer and pulling), recording when each did and the
+// CPU each had used by then.
+func (e *scaleRun) startAll(ctx context.Context, reps []*replica, row *ScaleRow) error {
+	start := time.Now()
+	for _, r := range reps {
+		if err := r.start(); err != nil {
+			return err
+		}
+	}
+	deadline := start.Add(time.Minute)
+	for ready := 0; ready < len(reps); {
+		for _, r := range reps {
+			select {
+			case <-r.done:
+				return fmt.Errorf("replica exited while starting: %v (log %s: %s)", r.waitErr, r.log, tail(r.log, 4))
+			default:
+			}
+			if !r.ready && isReady(ctx, r.readyz) {
+				r.ready = true
+				ready++
+				row.Ready = append(row.Ready, time.Since(start))
+				if u, ok, err := r.cg.usage(); err == nil && ok {
+					row.StartCPU += u
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d replicas ready after %s", ready, len(reps), time.Minute)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	row.StartUp = time.Since(start)
+	return nil
+}
+
+// newStream creates the run's stream on its server(s).
+func (e *scaleRun) newStream(ctx context.Context) (*stream, error) {
+	return e.h.newStreamOn(ctx, e.js, e.nats.replicas)
 }
 
 // consumerInfo reads the replicas' consumer's info: one request, on a
@@ -708,7 +843,7 @@ func (e *scaleRun) prepare(i int, st *stream) (*replica, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	argv := cg.command(e.bin, "run",
 		"--postgres-url", e.db.appURL(scaleAppPrefix+strconv.Itoa(i)),
-		"--nats-url", e.nats.URL(),
+		"--nats-url", e.nats.url,
 		"--stream", st.name, "--subject-prefix", st.prefix,
 		"--policy", fmt.Sprintf("%s=threshold:%d", exampledomain.AccountType, workerThreshold),
 		"--sweep-interval", "0", "--summary-interval", "0",
@@ -804,16 +939,19 @@ func steadyRate(samples []progressSample, total int) (perSec float64, ok bool) {
 	return 0.8 * float64(total) / (t90 - t10).Seconds(), true
 }
 
-// ackedBy scrapes every replica's notices acked so far; nil if one cannot
-// be scraped.
-func (e *scaleRun) ackedBy(ctx context.Context, reps []*replica) []int64 {
-	out := make([]int64, len(reps))
+// replicaWork is what a replica has done so far.
+type replicaWork struct{ notices, snapshots int64 }
+
+// ackedBy scrapes every replica's notices acked and snapshots stored so
+// far; nil if one cannot be scraped.
+func (e *scaleRun) ackedBy(ctx context.Context, reps []*replica) []replicaWork {
+	out := make([]replicaWork, len(reps))
 	for i, r := range reps {
 		text, err := scrape(ctx, r.metrics)
 		if err != nil {
 			return nil
 		}
-		out[i] = int64(promSum(text, "evsnap_worker_notices_total", `outcome="acked"`))
+		out[i] = replicaWork{int64(promSum(text, "evsnap_worker_notices_total", `outcome="acked"`)), int64(promSum(text, "evsnap_worker_snapshots_written_total", ""))}
 	}
 	return out
 }

@@ -422,7 +422,7 @@ func (h *Harness) backlogRun(ctx context.Context, s *site, ids []uuid.UUID, repl
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	if err := checkBacklogDone(ctx, s.store); err != nil {
+	if err := checkBacklogDone(ctx, s.store, ids); err != nil {
 		return 0, 0, 0, err
 	}
 	return elapsed, first, rs.stored.Load(), nil
@@ -464,16 +464,19 @@ func publishBacklog(ctx context.Context, st *stream, ids []uuid.UUID) error {
 	return nil
 }
 
-// checkBacklogDone fails unless every backlog aggregate has its snapshot
-// at the head.
-func checkBacklogDone(ctx context.Context, store eventsource.AggregateLister) error {
-	// Every aggregate must now have its snapshot at the head.
+// checkBacklogDone fails unless every backlog aggregate of ids has its
+// snapshot at the head.
+func checkBacklogDone(ctx context.Context, store eventsource.AggregateLister, ids []uuid.UUID) error {
+	want := make(map[uuid.UUID]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
 	behind := 0
 	for info, err := range store.ListAggregates(ctx, exampledomain.AccountType, eventsource.ListOptions{MinBehind: 1}) {
 		if err != nil {
 			return err
 		}
-		if info.HeadVersion == backlogEvents {
+		if want[info.AggregateID] {
 			behind++
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,15 +52,29 @@ func FreePort() (int, error) {
 // until JetStream answers (at most 30 s). The process gets SIGKILL if
 // this one dies; call Stop to end it.
 func Start(ctx context.Context, binary, dir string) (*Server, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
+	s, err := launch(binary, dir, port)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitReady(ctx, 30*time.Second); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// launch starts the process with extra arguments after the usual ones.
+func launch(binary, dir string, port int, extra ...string) (*Server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	s := &Server{port: port, done: make(chan struct{}), log: filepath.Join(dir, "nats-server.log")}
-	s.cmd = exec.Command(binary, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "store"), "-l", s.log)
+	args := append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "store"), "-l", s.log}, extra...)
+	s.cmd = exec.Command(binary, args...)
 	s.cmd.SysProcAttr = sysProcAttr()
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("natsserver: start %s: %w", binary, err)
@@ -68,22 +83,101 @@ func Start(ctx context.Context, binary, dir string) (*Server, error) {
 		s.err = s.cmd.Wait()
 		close(s.done)
 	}()
-	deadline := time.Now().Add(30 * time.Second)
+	return s, nil
+}
+
+// waitReady waits until JetStream answers, at most timeout.
+func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	var last error
 	for {
 		select {
 		case <-s.done:
-			return nil, fmt.Errorf("natsserver: %s exited while starting: %v (log %s)", binary, s.err, s.log)
+			return fmt.Errorf("natsserver: %s exited while starting: %v (log %s)", s.cmd.Path, s.err, s.log)
 		default:
 		}
 		if last = s.ping(ctx); last == nil {
-			return s, nil
+			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			s.Stop()
-			return nil, fmt.Errorf("natsserver: %s on port %d not ready: %w", binary, port, errors.Join(last, ctx.Err()))
+			return fmt.Errorf("natsserver: %s on port %d not ready: %w", s.cmd.Path, s.port, errors.Join(last, ctx.Err()))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Cluster is n nats-server processes routed to each other on loopback,
+// with JetStream clustered across them.
+type Cluster struct {
+	servers []*Server
+}
+
+// StartCluster runs n servers of binary as one JetStream cluster, each
+// with its store and log under dir/node-<i>, and waits until every node's
+// JetStream answers (at most 30 s). Call Stop to end them.
+func StartCluster(ctx context.Context, binary, dir string, n int) (*Cluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("natsserver: a cluster of %d nodes", n)
+	}
+	clients, routes := make([]int, n), make([]int, n)
+	for i := range n {
+		var err error
+		if clients[i], err = FreePort(); err != nil {
+			return nil, err
+		}
+		if routes[i], err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	c := &Cluster{}
+	for i := range n {
+		var peers []string
+		for j, p := range routes {
+			if j != i {
+				peers = append(peers, "nats://127.0.0.1:"+strconv.Itoa(p))
+			}
+		}
+		s, err := launch(binary, filepath.Join(dir, "node-"+strconv.Itoa(i)), clients[i],
+			"--server_name", "n"+strconv.Itoa(i), "--cluster_name", "evsnap-bench",
+			"--cluster", "nats://127.0.0.1:"+strconv.Itoa(routes[i]), "--routes", strings.Join(peers, ","))
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.servers = append(c.servers, s)
+	}
+	for _, s := range c.servers {
+		if err := s.waitReady(ctx, 30*time.Second); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// URLs is every node's client URL, comma-separated (what nats.Connect
+// takes).
+func (c *Cluster) URLs() string {
+	urls := make([]string, len(c.servers))
+	for i, s := range c.servers {
+		urls[i] = s.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// PIDs is every node's process id.
+func (c *Cluster) PIDs() []int {
+	pids := make([]int, len(c.servers))
+	for i, s := range c.servers {
+		pids[i] = s.PID()
+	}
+	return pids
+}
+
+// Stop stops every node (see [Server.Stop]).
+func (c *Cluster) Stop() {
+	for _, s := range c.servers {
+		s.Stop()
 	}
 }
 
@@ -116,9 +210,6 @@ func (s *Server) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port
 
 // PID is the server's process id (for reading its CPU time in /proc).
 func (s *Server) PID() int { return s.cmd.Process.Pid }
-
-// LogPath is the server's log file.
-func (s *Server) LogPath() string { return s.log }
 
 // Stop ends the server with SIGTERM, or SIGKILL after 10 s, and waits
 // for it. It may be called more than once.
