@@ -274,7 +274,7 @@ func TestScaleTargets(t *testing.T) {
 		"4 replicas ≥ 3.70× one": true,  // 3.8×
 		"8 replicas ≥ 7.00× one": false, // 5.6×
 		"each replica's share of the work within 1.2× of the others (max / min of snapshots stored from 10% to 80% of the backlog), worst replica count": false, // 2×
-		"snapshots per worker CPU-second at 8 replicas no worse than at 1":                                                                          false, // 2,000 vs 2,143
+		"snapshots per worker CPU-second at 8 replicas no worse than at 1":                                                                               false, // 2,000 vs 2,143
 	} {
 		x, ok := got[what]
 		if !ok {
