@@ -36,7 +36,11 @@ func (in Input) EventsSinceSnapshot() int64 {
 }
 
 // Policy decides whether a snapshot is due. Implementations are pure and
-// safe for concurrent use.
+// safe for concurrent use, and monotone in the snapshot's age: if a
+// policy is not due for a snapshot at version v, it is not due for any
+// snapshot at a version above v either. So an input with no snapshot
+// (SnapshotVersion 0) that is not due is not due whatever is stored,
+// which lets the worker decide such notices without a read.
 type Policy interface {
 	// Due reports whether to take a snapshot at in.HeadVersion.
 	Due(in Input) bool

@@ -82,3 +82,30 @@ func TestAnyOf(t *testing.T) {
 		t.Fatalf("String() = %q", got)
 	}
 }
+
+// Every policy is monotone in the snapshot's age: not due at snapshot
+// version v means not due at any later version (the worker decides
+// notices below the threshold without reading the snapshot on it).
+func TestPoliciesAreMonotone(t *testing.T) {
+	th, _ := NewThreshold(10)
+	ms, _ := NewMilestones("Shipped")
+	policies := []Policy{th, ms, AnyOf{th, ms}, Never{}}
+	for _, p := range policies {
+		for head := int64(1); head <= 40; head++ {
+			for _, appended := range [][]string{nil, {"Created"}, {"Shipped"}, {"Created", "Shipped"}} {
+				for v := int64(0); v <= head+1; v++ {
+					in := Input{AggregateType: "T", HeadVersion: head, SnapshotVersion: v, Appended: appended}
+					if p.Due(in) {
+						continue
+					}
+					for later := v + 1; later <= head+1; later++ {
+						in.SnapshotVersion = later
+						if p.Due(in) {
+							t.Fatalf("%s: not due at head %d with a snapshot at v%d, due with one at v%d (appended %v)", p, head, v, later, appended)
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -514,10 +514,20 @@ type hints struct {
 // milestone), and one store holds the snapshots and the events, the
 // snapshot and the events after it are read in one round trip before the
 // decision; the decision is then made exactly as below, and the events are
-// dropped if it says no. Otherwise the snapshot is read for the decision
-// (batched with other notices' where the store can), and the events only
-// when a snapshot is due: most notices are not due.
+// dropped if it says no. When the notices announce so few events that
+// the aggregate is not due even with no snapshot, nothing is read.
+// Otherwise the snapshot is read for the decision (batched with other
+// notices' where the store can), and the events only when a snapshot is
+// due: most notices are not due.
 func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, source string) (bool, error) {
+	if h.head > 0 && !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, Appended: h.appended}) {
+		// Not due even with no snapshot at all, and a policy only grows
+		// more due as the snapshot falls further behind: no read can
+		// change the answer. (Aggregates below their threshold, most of
+		// them where few reach it, cost the store nothing.)
+		w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("not_due")))
+		return false, nil
+	}
 	if w.loader != nil && h.first > 0 && h.head >= h.first &&
 		t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: h.first - 1, Appended: h.appended}) {
 		snap, events, err := w.loader.LoadSnapshotAndEvents(ctx, t.name, id, t.schemaVersion)
