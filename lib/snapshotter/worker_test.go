@@ -984,8 +984,10 @@ func TestDrainWithNATSDownIsPrompt(t *testing.T) {
 	}
 }
 
-// A notice that is not due costs the worker one snapshot read (batched
-// with other notices' where the store can) and no event read.
+// A notice that is not due, of an aggregate past its threshold, costs
+// the worker one snapshot read (batched with other notices' where the
+// store can) and no event read. (Below the threshold it costs none:
+// TestWorkerDecidesBelowThresholdWithoutReads.)
 func TestNotDueNoticesReadOnlySnapshots(t *testing.T) {
 	forEachSetup(t, testNotDueNoticesReadOnlySnapshots)
 }
@@ -994,12 +996,19 @@ func testNotDueNoticesReadOnlySnapshots(t *testing.T, e *env) {
 	ids := make([]uuid.UUID, 30)
 	for i := range ids {
 		ids[i] = uuid.New()
-		e.save(ids[i], 3)
+		e.save(ids[i], 6)
 	}
-	reads := e.store.eventReads.Load() // the app's own loads
-	e.start(e.worker(50, nil))
+	stop := e.start(e.worker(5, nil))
+	waitFor(t, 20*time.Second, "every aggregate snapshotted at its head", e.converged(ids, 1))
 	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
-	if w, c, r, ev := e.store.writes.Load(), e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.eventReads.Load()-reads; w != 0 || c != 0 || r < int64(len(ids)) || ev != 0 {
+	stop()
+	for _, id := range ids {
+		e.save(id, 2) // head 8, snapshot at 6: due without the snapshot, not with it
+	}
+	w0, c0, r0, ev0 := e.store.writes.Load(), e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.eventReads.Load()
+	e.start(e.worker(5, nil))
+	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
+	if w, c, r, ev := e.store.writes.Load()-w0, e.store.combinedReads.Load()-c0, e.store.snapReads.Load()-r0, e.store.eventReads.Load()-ev0; w != 0 || c != 0 || r < int64(len(ids)) || ev != 0 {
 		t.Fatalf("%d snapshots written, %d combined reads, %d snapshot reads, %d event reads; want 0, 0, at least %d, 0", w, c, r, ev, len(ids))
 	}
 }
