@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/snapshottercli"
 	"github.com/jackc/pgx/v5/pgconn"
 	"gopkg.in/yaml.v3"
 )
@@ -64,11 +65,9 @@ const (
 )
 
 // envAllowList names EVSNAP_* variables a subcommand reads that no flag's
-// help text names. EVSNAP_POLICY is read with os.Getenv in runFlags (its
-// help text names it too, so this entry is belt and braces).
-var envAllowList = map[string][]string{
-	"run": {"EVSNAP_POLICY"},
-}
+// help text names. It is empty: envflag.Parse reads exactly the variables
+// the help texts name.
+var envAllowList = map[string][]string{}
 
 // envInHelp finds the variable in a flag's help text: "... (env EVSNAP_X)".
 var envInHelp = regexp.MustCompile(`\(env (EVSNAP_[A-Z0-9_]+)`)
@@ -76,7 +75,7 @@ var envInHelp = regexp.MustCompile(`\(env (EVSNAP_[A-Z0-9_]+)`)
 // subcommandEnv returns the EVSNAP_* variables sub reads.
 func subcommandEnv(sub string) map[string]bool {
 	set := map[string]bool{}
-	fs := commands[sub](&options{stdout: io.Discard, stderr: io.Discard})
+	fs := commands[sub](newOptions(io.Discard, io.Discard))
 	fs.VisitAll(func(f *flag.Flag) {
 		for _, m := range envInHelp.FindAllStringSubmatch(f.Usage, -1) {
 			set[m[1]] = true
@@ -299,26 +298,18 @@ func startup(t *testing.T, sub string, args []string, env map[string]string) (*o
 			t.Setenv(k, v)
 		}
 	}
-	o := &options{stdout: io.Discard, stderr: io.Discard}
-	fs := commands[sub](o)
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if err := o.finish(); err != nil {
+	o, err := parse(sub, args, io.Discard, io.Discard)
+	if err != nil {
 		return nil, err
 	}
 	if sub == "run" {
 		// The worker's own config validation, on an in-memory store.
-		b, err := backend.Open(context.Background(), backend.Options{Memory: true, Logger: o.logger})
+		b, err := backend.Open(context.Background(), backend.Options{Memory: true, Logger: o.cfg.Logger})
 		if err != nil {
 			return nil, err
 		}
 		defer b.Close()
-		w, err := o.worker(b, nil, nil)
+		w, err := snapshottercli.NewWorker(o.cfg, b, nil, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -663,8 +654,8 @@ func checkComposeRun(t *testing.T, p composeProject, inv *invocation, o *options
 		}
 		grace = d
 	}
-	if grace < o.drainTimeout+shutdownHeadroom {
-		t.Errorf("%s: stop_grace_period %v does not exceed the drain timeout %v by %v: docker kills the worker mid-drain", inv.where, grace, o.drainTimeout, shutdownHeadroom)
+	if grace < o.cfg.Worker.DrainTimeout+shutdownHeadroom {
+		t.Errorf("%s: stop_grace_period %v does not exceed the drain timeout %v by %v: docker kills the worker mid-drain", inv.where, grace, o.cfg.Worker.DrainTimeout, shutdownHeadroom)
 	}
 	if replicas > 1 {
 		for _, port := range listOf(svc["ports"]) {
@@ -673,7 +664,7 @@ func checkComposeRun(t *testing.T, p composeProject, inv *invocation, o *options
 			}
 		}
 	}
-	port := metricsPort(t, inv.where, o.metricsAddr)
+	port := metricsPort(t, inv.where, o.cfg.MetricsAddr)
 	if hc := svc["healthcheck"]; hc != nil {
 		test, _ := words(dig(hc, "test"))
 		line := strings.Join(test, " ")
@@ -1025,7 +1016,7 @@ func TestDeployKubernetes(t *testing.T) {
 func checkK8sRun(t *testing.T, objs []k8sObject, kc k8sContainer, o *options) {
 	t.Helper()
 	where := kc.inv.where
-	port := metricsPort(t, where, o.metricsAddr)
+	port := metricsPort(t, where, o.cfg.MetricsAddr)
 	named := map[string]int{}
 	for _, p := range listOf(kc.container["ports"]) {
 		n, _ := strconv.Atoi(strOf(dig(p, "containerPort")))
@@ -1037,7 +1028,7 @@ func checkK8sRun(t *testing.T, objs []k8sObject, kc k8sContainer, o *options) {
 	if _, ok := named["metrics"]; !ok {
 		t.Errorf("%s: no container port named \"metrics\"", where)
 	} else if named["metrics"] != port {
-		t.Errorf("%s: container port \"metrics\" is %d, but the worker listens on %q", where, named["metrics"], o.metricsAddr)
+		t.Errorf("%s: container port \"metrics\" is %d, but the worker listens on %q", where, named["metrics"], o.cfg.MetricsAddr)
 	}
 	for _, pr := range []struct {
 		key   string
@@ -1073,7 +1064,7 @@ func checkK8sRun(t *testing.T, objs []k8sObject, kc k8sContainer, o *options) {
 			}
 		}
 		if n != port {
-			t.Errorf("%s: %s probes port %s (%d), but the worker serves /healthz and /readyz on %q", where, pr.key, pp, n, o.metricsAddr)
+			t.Errorf("%s: %s probes port %s (%d), but the worker serves /healthz and /readyz on %q", where, pr.key, pp, n, o.cfg.MetricsAddr)
 		}
 	}
 
@@ -1086,8 +1077,8 @@ func checkK8sRun(t *testing.T, objs []k8sObject, kc k8sContainer, o *options) {
 		}
 		grace = time.Duration(n) * time.Second
 	}
-	if grace < o.drainTimeout+shutdownHeadroom {
-		t.Errorf("%s: terminationGracePeriodSeconds %v does not exceed the drain timeout %v by %v: pods are killed mid-drain", kc.obj, grace, o.drainTimeout, shutdownHeadroom)
+	if grace < o.cfg.Worker.DrainTimeout+shutdownHeadroom {
+		t.Errorf("%s: terminationGracePeriodSeconds %v does not exceed the drain timeout %v by %v: pods are killed mid-drain", kc.obj, grace, o.cfg.Worker.DrainTimeout, shutdownHeadroom)
 	}
 
 	if kc.obj.kind != "Deployment" {

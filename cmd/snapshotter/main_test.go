@@ -180,35 +180,6 @@ func TestUnreachableServersFailClearly(t *testing.T) {
 	}
 }
 
-func TestTracerProviderFollowsOTELEnv(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-	tp, shutdown, err := newTracerProvider()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, recording := tp.(interface{ ForceFlush(context.Context) error }); recording {
-		t.Fatal("tracing is on without an OTLP endpoint")
-	}
-	_ = shutdown(context.Background())
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-	tp, shutdown, err = newTracerProvider()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, recording := tp.(interface{ ForceFlush(context.Context) error }); !recording {
-		t.Fatalf("tracing is off with an OTLP endpoint: %T", tp)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = shutdown(ctx)
-	t.Setenv("OTEL_TRACES_EXPORTER", "none")
-	tp, _, _ = newTracerProvider()
-	if _, recording := tp.(interface{ ForceFlush(context.Context) error }); recording {
-		t.Fatal("OTEL_TRACES_EXPORTER=none did not turn tracing off")
-	}
-}
-
 // Commands parsed at once in one process (tests do it, and so may a program
 // that embeds Main) share no parsing state: an environment error belongs to
 // the command that read the variable, every time.

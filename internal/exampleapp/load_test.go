@@ -1,9 +1,9 @@
-package main
+package exampleapp
 
 import (
 	"bytes"
 	"context"
-	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -53,21 +53,18 @@ func (s *deadlineStore) Append(ctx context.Context, typ string, id uuid.UUID, ex
 func TestLoadFinishesTheSaveInFlightAtItsDeadline(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	c := common{dataDir: dir, logLevel: "error"}
-	if err := c.finish(io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	in, err := openInfra(ctx, &c, backend.DefaultSQLiteFile, false, true, false)
+	c := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
+	in, err := openInfra(ctx, c, backend.DefaultSQLiteFile, false, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer in.Close()
 	rec := filepath.Join(dir, "saves.txt")
 	// One account, one event per save: the head is the number of saves.
-	lc := loadConfig{aggregates: 1, rate: 100, duration: time.Second, maxEvents: 1, concurrency: 1, record: rec}
-	store := &deadlineStore{Store: in.store.Store, hold: lc.duration + 100*time.Millisecond} // the Append starts after the deadline is set
+	lc := LoadConfig{Config: c, Aggregates: 1, Rate: 100, Duration: time.Second, MaxEvents: 1, Concurrency: 1, Record: rec}
+	store := &deadlineStore{Store: in.store.Store, hold: lc.Duration + 100*time.Millisecond} // the Append starts after the deadline is set
 	var out, errOut bytes.Buffer
-	if err := generateLoad(ctx, lc, in, store, c.logger, &out, &errOut); err != nil {
+	if err := generateLoad(ctx, lc, in, store, &out, &errOut); err != nil {
 		t.Fatalf("load: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
 	}
 	if !store.first.Load() {

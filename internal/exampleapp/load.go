@@ -1,0 +1,305 @@
+package exampleapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/google/uuid"
+	"golang.org/x/time/rate"
+)
+
+// LoadConfig is what [Load] is asked to do.
+type LoadConfig struct {
+	Config
+	Aggregates  int           // how many aggregates the saves are spread over
+	Rate        float64       // saves per second, all goroutines together
+	Duration    time.Duration // 0: until ctx ends
+	OrderShare  float64       // share of the aggregates that are orders
+	MaxEvents   int           // events per account save: 1 to this many
+	Concurrency int           // saving goroutines
+	Record      string        // file of one line per successful save; "" records nothing
+	NoMigrate   bool          // leave the tables alone (a role without schema privileges)
+}
+
+// saveTimeout bounds one save. A save runs to its end even after the load
+// stops (at Duration or on a signal), so that nothing it committed goes
+// uncounted, unrecorded or unannounced; this keeps a hung store from
+// holding the exit for ever.
+const saveTimeout = 30 * time.Second
+
+// Load drives steady traffic: saves of accounts and orders in external
+// mode at lc.Rate, printing throughput to stdout every second and the
+// first failed saves to stderr. With nothing configured it uses SQLite at
+// backend.DefaultSQLitePath under lc.DataDir, the file snapshotter run
+// reads by default. Failed saves make it an error.
+func Load(ctx context.Context, lc LoadConfig, stdout, stderr io.Writer) error {
+	in, err := openInfra(ctx, lc.Config, backend.DefaultSQLiteFile, false, !lc.NoMigrate)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return generateLoad(ctx, lc, in, in.store.Store, stdout, stderr)
+}
+
+// generateLoad saves to store (the infra's, or a wrapper of it) and
+// publishes notices on the infra's JetStream, as lc says.
+//
+// At the deadline, or when ctx ends, no new save starts; every save
+// already started runs to its end (with a context that neither cancels,
+// bounded by saveTimeout) and is counted, and recorded if it succeeded.
+// Then the publisher is flushed and closed, so each committed save's
+// notice is published before generateLoad returns.
+func generateLoad(ctx context.Context, lc LoadConfig, in *infra, store backend.Store, stdout, stderr io.Writer) error {
+	rec, closeRec, err := openRecorder(lc.Record)
+	if err != nil {
+		return err
+	}
+	defer closeRec()
+	pub, closePub, err := in.publisher(ctx, lc.Logger)
+	if err != nil {
+		return err
+	}
+	defer closePub()
+	l, err := newLoadRun(ctx, lc, store, pub, rec, stderr)
+	if err != nil {
+		return err
+	}
+	defer l.close(context.WithoutCancel(ctx))
+	fmt.Fprintf(stdout, "load: %d aggregates (%.0f%% orders), %.0f saves/s, %s; store %s, bus %s\n",
+		lc.Aggregates, lc.OrderShare*100, lc.Rate, durationText(lc.Duration), in.store, in.natsWhere)
+
+	// runCtx only decides when saves stop starting; saves run on saveCtx.
+	runCtx := ctx
+	if lc.Duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, lc.Duration)
+		defer cancel()
+	}
+	lim := rate.NewLimiter(rate.Limit(lc.Rate), max(1, int(lc.Rate/20)))
+	var wg sync.WaitGroup
+	for range lc.Concurrency {
+		wg.Go(func() { l.saver(runCtx, context.WithoutCancel(ctx), lim) })
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	start := time.Now()
+	l.report(done, pub, stdout)
+	elapsed := time.Since(start)
+	fctx, cancelFlush := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	_ = pub.Flush(fctx) // so the counts below are final
+	cancelFlush()
+	ps, st := pub.Stats(), &l.st
+	fmt.Fprintf(stdout, "done: %d saves (%d events) in %v = %.0f saves/s; %d conflicts, %d errors; notices published %d, dropped %d\n",
+		st.saves.Load(), st.events.Load(), elapsed.Round(time.Millisecond), float64(st.saves.Load())/elapsed.Seconds(), st.conflicts.Load(), st.errors.Load(), ps.Published, ps.Dropped)
+	if n := st.errors.Load(); n > 0 {
+		return fmt.Errorf("%d saves failed", n)
+	}
+	return nil
+}
+
+// loadRun is one load: the repositories, the aggregates saved and the
+// counts.
+type loadRun struct {
+	lc       LoadConfig
+	accounts *accountRepo
+	orders   *orderRepo
+	ids      []uuid.UUID  // ids[i] is only read and replaced under locks[i]
+	isOrder  []bool       // the first OrderShare of the slots hold orders
+	locks    []sync.Mutex // one saver per aggregate at a time keeps conflicts rare
+	st       loadStats
+	rec      *recorder
+	stderr   io.Writer
+}
+
+func newLoadRun(ctx context.Context, lc LoadConfig, store backend.Store, pub *natsnotice.Publisher, rec *recorder, stderr io.Writer) (*loadRun, error) {
+	reg := exampledomain.NewRegistry()
+	opts := []eventsource.Option{eventsource.WithLogger(lc.Logger), eventsource.WithSnapshotStore(store), eventsource.WithAppendNotifier(pub)}
+	accounts, err := eventsource.NewRepository[exampledomain.Account](store, reg, opts...)
+	if err != nil {
+		return nil, err
+	}
+	orders, err := eventsource.NewRepository[exampledomain.Order](store, reg, opts...)
+	if err != nil {
+		_ = accounts.Close(ctx)
+		return nil, err
+	}
+	l := &loadRun{lc: lc, accounts: accounts, orders: orders, rec: rec, stderr: stderr,
+		ids: make([]uuid.UUID, lc.Aggregates), isOrder: make([]bool, lc.Aggregates), locks: make([]sync.Mutex, lc.Aggregates)}
+	for i := range l.ids {
+		l.ids[i] = uuid.New()
+		l.isOrder[i] = float64(i) < lc.OrderShare*float64(lc.Aggregates)
+	}
+	return l, nil
+}
+
+func (l *loadRun) close(ctx context.Context) {
+	_ = l.accounts.Close(ctx)
+	_ = l.orders.Close(ctx)
+}
+
+// saver saves, as fast as lim allows, until runCtx ends. Each save runs
+// on saveCtx, bounded by saveTimeout, and is counted.
+func (l *loadRun) saver(runCtx, saveCtx context.Context, lim *rate.Limiter) {
+	r := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	for lim.Wait(runCtx) == nil {
+		sctx, cancel := context.WithTimeout(saveCtx, saveTimeout)
+		typ, id, first, last, err := l.saveOne(sctx, r)
+		cancel()
+		switch {
+		case err == nil:
+			l.st.saves.Add(1)
+			l.st.events.Add(last - first + 1)
+			l.rec.write(typ, id, first, last)
+		case errors.Is(err, eventsource.ErrConcurrencyConflict):
+			l.st.conflicts.Add(1)
+		default:
+			if l.st.errors.Add(1) <= 5 {
+				fmt.Fprintln(l.stderr, "load: save failed:", err)
+			}
+		}
+	}
+}
+
+// saveOne saves one random aggregate and returns what it saved.
+func (l *loadRun) saveOne(ctx context.Context, r *rand.Rand) (typ string, id uuid.UUID, first, last int64, err error) {
+	i := r.IntN(len(l.ids))
+	l.locks[i].Lock()
+	defer l.locks[i].Unlock()
+	if l.isOrder[i] {
+		first, last, err = saveOrder(ctx, l.orders, l.ids[i], r)
+		if errors.Is(err, errShipped) {
+			l.ids[i] = uuid.New() // a shipped order is done; a new order takes its slot
+			first, last, err = saveOrder(ctx, l.orders, l.ids[i], r)
+		}
+		return exampledomain.OrderType, l.ids[i], first, last, err
+	}
+	first, last, err = saveAccount(ctx, l.accounts, l.ids[i], 1+r.IntN(l.lc.MaxEvents), r)
+	return exampledomain.AccountType, l.ids[i], first, last, err
+}
+
+// report prints the throughput every second until done is closed.
+func (l *loadRun) report(done <-chan struct{}, pub *natsnotice.Publisher, stdout io.Writer) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	start := time.Now()
+	var prevSaves, prevEvents int64
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			st := &l.st
+			s, e := st.saves.Load(), st.events.Load()
+			ps := pub.Stats()
+			fmt.Fprintf(stdout, "%6.0fs  %6d saves/s  %7d events/s  total %d saves  conflicts %d  errors %d  notices published %d dropped %d\n",
+				time.Since(start).Seconds(), s-prevSaves, e-prevEvents, s, st.conflicts.Load(), st.errors.Load(), ps.Published, ps.Dropped)
+			prevSaves, prevEvents = s, e
+		}
+	}
+}
+
+// openRecorder opens path for appending the saves' records; "" records
+// nothing.
+func openRecorder(path string) (*recorder, func(), error) {
+	if path == "" {
+		return nil, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--record: %w", err)
+	}
+	return &recorder{w: f}, func() { _ = f.Close() }, nil
+}
+
+func durationText(d time.Duration) string {
+	if d == 0 {
+		return "until interrupted"
+	}
+	return "for " + d.String()
+}
+
+type loadStats struct {
+	saves, events, conflicts, errors atomic.Int64
+}
+
+type recorder struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (r *recorder) write(typ string, id uuid.UUID, first, last int64) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(r.w, "%s %s %d %d\n", typ, id, first, last)
+}
+
+type accountRepo = eventsource.Repository[exampledomain.Account, *exampledomain.Account]
+type orderRepo = eventsource.Repository[exampledomain.Order, *exampledomain.Order]
+
+func saveAccount(ctx context.Context, repo *accountRepo, id uuid.UUID, events int, r *rand.Rand) (int64, int64, error) {
+	a, err := repo.Load(ctx, id)
+	if errors.Is(err, eventsource.ErrAggregateNotFound) {
+		a = repo.New(id)
+		_ = a.Open("load "+id.String()[:8], 100)
+		events--
+	} else if err != nil {
+		return 0, 0, err
+	}
+	for range events {
+		if r.IntN(2) == 0 {
+			_ = a.Deposit(float64(1 + r.IntN(100)))
+		} else {
+			_ = a.Withdraw(float64(1 + r.IntN(50)))
+		}
+	}
+	first := a.CommittedVersion() + 1
+	if err := repo.Save(ctx, a); err != nil {
+		return 0, 0, err
+	}
+	return first, a.Version(), nil
+}
+
+// errShipped: the order is shipped and takes no more commands.
+var errShipped = errors.New("order already shipped")
+
+// saveOrder moves an order one step: items are added, then it is paid,
+// then shipped. A shipped order returns errShipped.
+func saveOrder(ctx context.Context, repo *orderRepo, id uuid.UUID, r *rand.Rand) (int64, int64, error) {
+	o, err := repo.Load(ctx, id)
+	if errors.Is(err, eventsource.ErrAggregateNotFound) {
+		o = repo.New(id)
+		_ = o.Place("load " + id.String()[:8])
+	} else if err != nil {
+		return 0, 0, err
+	}
+	st := o.State()
+	switch {
+	case st.Status == exampledomain.StatusOpen && st.Lines >= 3+r.IntN(20):
+		_ = o.Pay()
+	case st.Status == exampledomain.StatusPaid:
+		_ = o.Ship("DHL")
+	case st.Status == exampledomain.StatusShipped:
+		return 0, 0, errShipped
+	default:
+		_ = o.AddItem(fmt.Sprintf("sku-%d", r.IntN(50)), 1+r.IntN(3), float64(1+r.IntN(40)))
+	}
+	first := o.CommittedVersion() + 1
+	if err := repo.Save(ctx, o); err != nil {
+		return 0, 0, err
+	}
+	return first, o.Version(), nil
+}

@@ -1,0 +1,69 @@
+package snapshottercli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/lib/snapshotter"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NewWorker builds the worker for the example domain on b, consuming
+// from js (nil for the admin commands, which consume nothing), with c's
+// worker configuration and policies (defaults: threshold 100; Order also
+// on its milestones), instrumented by tel when it is not nil.
+func NewWorker(c Config, b *backend.Backend, js jetstream.JetStream, tel *Telemetry) (*snapshotter.Worker, error) {
+	cfg := c.Worker
+	cfg.Events, cfg.Snapshots, cfg.JetStream = b.Store, b.Store, js
+	cfg.Logger = c.Logger
+	if tel != nil {
+		cfg.MeterProvider = tel.MeterProvider
+		cfg.TracerProvider = tel.TracerProvider
+	}
+	reg := exampledomain.NewRegistry()
+	account := snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy())
+	order := snapshotter.For[exampledomain.Order](reg, snapshotter.Policy{Threshold: 100, Milestones: exampledomain.OrderMilestones})
+	if p, ok := c.Policies[exampledomain.AccountType]; ok {
+		account = account.WithPolicy(p)
+	}
+	if p, ok := c.Policies[exampledomain.OrderType]; ok {
+		order = order.WithPolicy(p)
+	}
+	return snapshotter.New(cfg, account, order)
+}
+
+// openBackend opens the configured store.
+func openBackend(ctx context.Context, c Config) (*backend.Backend, error) {
+	o := c.Store
+	o.Logger = c.Logger
+	b, err := backend.Open(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	c.Logger.Debug("store opened", "backend", b.String())
+	return b, nil
+}
+
+// connectNATS connects within 15s (a server that is down is waited for
+// when c.NATS.WaitForServer says so).
+func connectNATS(ctx context.Context, c Config) (*nats.Conn, jetstream.JetStream, error) {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	o := c.NATS
+	o.Logger = c.Logger
+	nc, err := natsconn.Connect(cctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
