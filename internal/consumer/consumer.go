@@ -610,6 +610,17 @@ const (
 
 func (l *Loop) count(ctx context.Context, outcome string, n int) {
 	if l.outcomes != nil {
-		l.outcomes.Add(ctx, int64(n), metric.WithAttributes(outcomeKey.String(outcome)))
+		opt, ok := outcomeOpts[outcome]
+		if !ok {
+			opt = metric.WithAttributes(outcomeKey.String(outcome))
+		}
+		l.outcomes.Add(ctx, int64(n), opt)
 	}
+}
+
+// outcomeOpts are the outcome attribute sets, built once.
+var outcomeOpts = map[string]metric.AddOption{
+	OutcomeAcked:      metric.WithAttributeSet(attribute.NewSet(outcomeKey.String(OutcomeAcked))),
+	OutcomeNaked:      metric.WithAttributeSet(attribute.NewSet(outcomeKey.String(OutcomeNaked))),
+	OutcomeTerminated: metric.WithAttributeSet(attribute.NewSet(outcomeKey.String(OutcomeTerminated))),
 }

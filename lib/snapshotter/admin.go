@@ -99,7 +99,7 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 			}
 			if written {
 				total++
-				w.m.swept.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name)))
+				w.m.swept.Add(ctx, 1, metric.WithAttributeSet(t.attrs.typ))
 				w.sum.swept.Add(1)
 			}
 		}

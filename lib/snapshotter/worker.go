@@ -141,6 +141,36 @@ type target struct {
 	// behind is how many aggregates the last sweep listed as at least the
 	// threshold behind (-1: no sweep has listed this type yet).
 	behind atomic.Int64
+	// attrs are the type's metric attribute sets, built once rather than
+	// on every notice.
+	attrs targetAttrs
+}
+
+// targetAttrs are an aggregate type's metric attribute sets.
+type targetAttrs struct {
+	typ       attribute.Set
+	decisions map[string]metric.AddOption // by decision
+	written   map[string]metric.AddOption // by source
+}
+
+func newTargetAttrs(typ string) targetAttrs {
+	a := targetAttrs{typ: attribute.NewSet(attrType.String(typ)), decisions: map[string]metric.AddOption{}, written: map[string]metric.AddOption{}}
+	for _, d := range []string{"due", "not_due", "newer_schema"} {
+		a.decisions[d] = metric.WithAttributeSet(attribute.NewSet(attrType.String(typ), attrDecision.String(d)))
+	}
+	for _, src := range []string{SourceNotice, SourceSweep, SourceRebuild} {
+		a.written[src] = metric.WithAttributeSet(attribute.NewSet(attrType.String(typ), attrSource.String(src)))
+	}
+	return a
+}
+
+// decision counts a policy decision on t.
+func (w *Worker) decision(ctx context.Context, t *target, decision string) {
+	opt, ok := t.attrs.decisions[decision]
+	if !ok {
+		opt = metric.WithAttributes(attrType.String(t.name), attrDecision.String(decision))
+	}
+	w.m.decisions.Add(ctx, 1, opt)
 }
 
 // Worker consumes "events appended" notices and keeps snapshots current.
@@ -236,7 +266,7 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("snapshotter: %s: %w", t.name, err)
 		}
-		tg := &target{name: t.name, schemaVersion: t.schemaVersion, spec: t.policy, policy: t.policy.build(), rb: rb}
+		tg := &target{name: t.name, schemaVersion: t.schemaVersion, spec: t.policy, policy: t.policy.build(), rb: rb, attrs: newTargetAttrs(t.name)}
 		tg.behind.Store(-1)
 		w.targets[t.name] = tg
 		policies[t.name] = t.policy
@@ -479,11 +509,12 @@ func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
 	if err != nil {
 		return err
 	}
-	ctx, span := w.tracer.Start(ctx, "snapshotter.Process", trace.WithLinks(g.Links...),
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attrType.String(g.AggregateType), attrID.String(g.AggregateID.String()),
-			attribute.Int64("evsnap.notice.head_hint", g.HeadHint), attribute.Int("evsnap.notice.coalesced", g.Size())))
+	ctx, span := w.tracer.Start(ctx, "snapshotter.Process", trace.WithLinks(g.Links...), trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()
+	if span.IsRecording() { // the attributes cost nothing when tracing is off
+		span.SetAttributes(attrType.String(g.AggregateType), attrID.String(g.AggregateID.String()),
+			attribute.Int64("evsnap.notice.head_hint", g.HeadHint), attribute.Int("evsnap.notice.coalesced", g.Size()))
+	}
 	written, err := w.process(ctx, t, g.AggregateID, hints{head: g.HeadHint, first: g.FirstHint, appended: g.EventTypes}, SourceNotice)
 	if err != nil {
 		span.RecordError(err)
@@ -492,7 +523,7 @@ func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
 	}
 	if written {
 		lag := time.Since(g.FirstCommit).Seconds()
-		w.m.lag.Record(ctx, lag, metric.WithAttributes(attrType.String(t.name)))
+		w.m.lag.Record(ctx, lag, metric.WithAttributeSet(t.attrs.typ))
 		w.sum.lag.record(lag)
 	}
 	return nil
@@ -525,7 +556,7 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 		// more due as the snapshot falls further behind: no read can
 		// change the answer. (Aggregates below their threshold, most of
 		// them where few reach it, cost the store nothing.)
-		w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String("not_due")))
+		w.decision(ctx, t, "not_due")
 		return false, nil
 	}
 	if w.loader != nil && h.first > 0 && h.head >= h.first &&
@@ -577,7 +608,7 @@ func (w *Worker) due(ctx context.Context, t *target, snap *eventsource.Snapshot,
 	if decision == "due" && !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: snapVersion, Appended: h.appended}) {
 		decision = "not_due"
 	}
-	w.m.decisions.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrDecision.String(decision)))
+	w.decision(ctx, t, decision)
 	return decision == "due"
 }
 
@@ -595,8 +626,12 @@ func (w *Worker) observeRebuild(ctx context.Context, t *target, id uuid.UUID, so
 	if err != nil {
 		return nil, err
 	}
-	w.m.rebuild.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrType.String(t.name)))
-	w.m.written.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrSource.String(source)))
+	w.m.rebuild.Record(ctx, time.Since(start).Seconds(), metric.WithAttributeSet(t.attrs.typ))
+	opt, ok := t.attrs.written[source]
+	if !ok {
+		opt = metric.WithAttributes(attrType.String(t.name), attrSource.String(source))
+	}
+	w.m.written.Add(ctx, 1, opt)
 	w.sum.written.Add(1)
 	w.log.Debug("snapshot stored", eventsource.LogKeyAggregateType, t.name, eventsource.LogKeyAggregateID, id,
 		eventsource.LogKeyVersion, s.Version, "source", source)
