@@ -162,7 +162,7 @@ func TestMetricsBucketsAndModeLabel(t *testing.T) {
 	}
 	var external, manual float64
 	for series, v := range samples {
-		if strings.HasPrefix(series, "evsnap_snapshots_written_total{") {
+		if strings.HasPrefix(series, "evsnap_snapshot_written_total{") {
 			switch {
 			case strings.Contains(series, `evsnap_snapshot_mode="external"`):
 				external += v
@@ -172,6 +172,6 @@ func TestMetricsBucketsAndModeLabel(t *testing.T) {
 		}
 	}
 	if external != 1 || manual != 0 {
-		t.Errorf("evsnap_snapshots_written_total: mode external %v, manual %v; want the worker's write as external", external, manual)
+		t.Errorf("evsnap_snapshot_written_total: mode external %v, manual %v; want the worker's write as external", external, manual)
 	}
 }

@@ -141,19 +141,19 @@ wait_for 60 "Prometheus has 3 snapshotter targets, all up" targets_up 3
 up_series() { promq 'query?query=up%7Bjob%3D%22snapshotter%22%7D' | grep -o '"instance":"[^"]*"[^]]*\]' | sed 's/"instance":"\([^"]*\)".*,"\([0-9]*\)"\]/\1 up=\2/'; }
 up_series | sed 's/^/  /'
 [ "$(up_series | grep -c 'up=1$')" -eq 3 ] || die "up is not 1 for each of the 3 replicas"
-has_worker_data() { promq 'query?query=sum(evsnap_worker_notices_total)' | grep -q '"value":\[[0-9.]*,"[1-9]'; }
-wait_for 60 "evsnap_worker_notices_total has data in Prometheus" has_worker_data
-echo "  sum(evsnap_worker_notices_total) = $(promq 'query?query=sum(evsnap_worker_notices_total)' | grep -o '"value":\[[^]]*\]')"
+has_worker_data() { promq 'query?query=sum(evsnap_worker_notice_settled_total)' | grep -q '"value":\[[0-9.]*,"[1-9]'; }
+wait_for 60 "evsnap_worker_notice_settled_total has data in Prometheus" has_worker_data
+echo "  sum(evsnap_worker_notice_settled_total) = $(promq 'query?query=sum(evsnap_worker_notice_settled_total)' | grep -o '"value":\[[^]]*\]')"
 
 step "check: every replica stores snapshots, for different aggregates"
 each_stores() {
-  for id in $(replicas); do [ "$(metric "$id" evsnap_worker_snapshots_written_total)" -gt 0 ] || return 1; done
+  for id in $(replicas); do [ "$(metric "$id" evsnap_worker_snapshot_written_total)" -gt 0 ] || return 1; done
 }
-wait_for 120 "every replica has evsnap_worker_snapshots_written_total > 0" each_stores
+wait_for 120 "every replica has evsnap_worker_snapshot_written_total > 0" each_stores
 declare -A IDS
 for id in $(replicas); do
   IDS[$id]=$(stored_ids "$id")
-  echo "  $(cname "$id"): $(metric "$id" evsnap_worker_snapshots_written_total) snapshots written, $(printf '%s\n' "${IDS[$id]}" | grep -c .) aggregates in its log"
+  echo "  $(cname "$id"): $(metric "$id" evsnap_worker_snapshot_written_total) snapshots written, $(printf '%s\n' "${IDS[$id]}" | grep -c .) aggregates in its log"
 done
 for a in "${!IDS[@]}"; do
   [ -n "${IDS[$a]}" ] || die "$(cname "$a") logged no 'snapshot stored' line"
@@ -169,18 +169,18 @@ shift
 others=("$@")
 vname=$(cname "$victim")
 declare -A BEFORE
-for id in "${others[@]}"; do BEFORE[$id]=$(metric "$id" evsnap_worker_notices_total); done
+for id in "${others[@]}"; do BEFORE[$id]=$(metric "$id" evsnap_worker_notice_settled_total); done
 # compose kill has no --index (it signals every replica of a service), so
 # one container is killed by name, as `docker kill` would.
 docker kill -s SIGKILL "$victim" >/dev/null
 echo "  killed $vname"
 others_carry_on() {
   for id in "${others[@]}"; do
-    [ "$(metric "$id" evsnap_worker_notices_total)" -gt "${BEFORE[$id]}" ] || return 1
+    [ "$(metric "$id" evsnap_worker_notice_settled_total)" -gt "${BEFORE[$id]}" ] || return 1
   done
 }
 wait_for 60 "the other replicas handle notices after $vname was killed" others_carry_on
-for id in "${others[@]}"; do echo "  $(cname "$id"): notices ${BEFORE[$id]} -> $(metric "$id" evsnap_worker_notices_total)"; done
+for id in "${others[@]}"; do echo "  $(cname "$id"): notices ${BEFORE[$id]} -> $(metric "$id" evsnap_worker_notice_settled_total)"; done
 # Docker counts a kill as a manual stop, so `restart: unless-stopped` leaves
 # it down; the `up --scale` below starts it again.
 echo "  $vname: $(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$victim") (not restarted: a docker kill is a manual stop)"
@@ -194,10 +194,10 @@ for id in $(replicas); do
 done
 [ ${#new[@]} -eq 2 ] || die "expected 2 new replicas, found ${#new[@]}"
 new_take_work() {
-  for id in "${new[@]}"; do [ "$(metric "$id" evsnap_worker_notices_total)" -gt 0 ] || return 1; done
+  for id in "${new[@]}"; do [ "$(metric "$id" evsnap_worker_notice_settled_total)" -gt 0 ] || return 1; done
 }
 wait_for 60 "the 2 new replicas handle notices" new_take_work
-for id in "${new[@]}"; do echo "  $(cname "$id"): notices $(metric "$id" evsnap_worker_notices_total), snapshots $(metric "$id" evsnap_worker_snapshots_written_total)"; done
+for id in "${new[@]}"; do echo "  $(cname "$id"): notices $(metric "$id" evsnap_worker_notice_settled_total), snapshots $(metric "$id" evsnap_worker_snapshot_written_total)"; done
 wait_for 60 "Prometheus has 5 snapshotter targets, all up" targets_up 5
 echo "  Prometheus: 5 targets up"
 
@@ -251,10 +251,10 @@ cluster_healthy() {
 wait_for 120 "3 snapshotter-cluster replicas healthy" cluster_healthy
 cluster_each_stores() {
   local id
-  for id in $(cluster_replicas); do [ "$(metric "$id" evsnap_worker_snapshots_written_total)" -gt 0 ] || return 1; done
+  for id in $(cluster_replicas); do [ "$(metric "$id" evsnap_worker_snapshot_written_total)" -gt 0 ] || return 1; done
 }
 wait_for 120 "every snapshotter-cluster replica stores snapshots" cluster_each_stores
-for id in $(cluster_replicas); do echo "  $(cname "$id"): snapshots $(metric "$id" evsnap_worker_snapshots_written_total)"; done
+for id in $(cluster_replicas); do echo "  $(cname "$id"): snapshots $(metric "$id" evsnap_worker_snapshot_written_total)"; done
 
 step "docker compose down -v leaves no container, network or volume"
 dc --profile observability --profile cluster down -v -t 30 2>&1 | tail -3

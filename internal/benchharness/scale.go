@@ -113,7 +113,7 @@ type ScaleRow struct {
 	// start, in the order they did.
 	Ready []time.Duration
 	// Snapshots is the snapshots the replicas stored (their
-	// evsnap_worker_snapshots_written_total).
+	// evsnap_worker_snapshot_written_total).
 	Snapshots int64
 	// NoticesPerSec and SnapshotsPerSec are the backlog's notices and the
 	// snapshots stored divided by Elapsed.
@@ -726,10 +726,10 @@ func (e *scaleRun) run(ctx context.Context, n int, label string, ids []uuid.UUID
 		if err != nil {
 			return row, fmt.Errorf("scrape %s: %w", r.metrics, err)
 		}
-		acked := promSum(text, "evsnap_worker_notices_total", `outcome="acked"`)
-		snaps := promSum(text, "evsnap_worker_snapshots_written_total", "")
-		row.Rebuilds += int64(promSum(text, "evsnap_worker_decisions_total", `decision="due"`))
-		row.NotDue += int64(promSum(text, "evsnap_worker_decisions_total", `decision="not_due"`))
+		acked := promSum(text, "evsnap_worker_notice_settled_total", `evsnap_outcome="acked"`)
+		snaps := promSum(text, "evsnap_worker_snapshot_written_total", "")
+		row.Rebuilds += int64(promSum(text, "evsnap_worker_decisions_total", `evsnap_decision="due"`))
+		row.NotDue += int64(promSum(text, "evsnap_worker_decisions_total", `evsnap_decision="not_due"`))
 		row.PerReplicaNotices = append(row.PerReplicaNotices, int64(acked))
 		row.PerReplicaSnapshots = append(row.PerReplicaSnapshots, int64(snaps))
 		row.Snapshots += int64(snaps)
@@ -951,7 +951,7 @@ func (e *scaleRun) ackedBy(ctx context.Context, reps []*replica) []replicaWork {
 		if err != nil {
 			return nil
 		}
-		out[i] = replicaWork{int64(promSum(text, "evsnap_worker_notices_total", `outcome="acked"`)), int64(promSum(text, "evsnap_worker_snapshots_written_total", ""))}
+		out[i] = replicaWork{int64(promSum(text, "evsnap_worker_notice_settled_total", `evsnap_outcome="acked"`)), int64(promSum(text, "evsnap_worker_snapshot_written_total", ""))}
 	}
 	return out
 }

@@ -166,27 +166,27 @@ func TestParseMachineCPU(t *testing.T) {
 }
 
 func TestPromSum(t *testing.T) {
-	text := `# HELP evsnap_worker_notices_total Notices settled, by outcome.
-# TYPE evsnap_worker_notices_total counter
-evsnap_worker_notices_total{otel_scope_name="x",outcome="acked"} 1200
-evsnap_worker_notices_total{otel_scope_name="x",outcome="naked"} 7
-evsnap_worker_notices_received_total{otel_scope_name="x"} 1300
-evsnap_worker_snapshots_written_total{source="notice"} 110
-evsnap_worker_snapshots_written_total{source="sweep"} 2
+	text := `# HELP evsnap_worker_notice_settled_total Notices settled, by outcome.
+# TYPE evsnap_worker_notice_settled_total counter
+evsnap_worker_notice_settled_total{otel_scope_name="x",evsnap_outcome="acked"} 1200
+evsnap_worker_notice_settled_total{otel_scope_name="x",evsnap_outcome="naked"} 7
+evsnap_worker_notice_received_total{otel_scope_name="x"} 1300
+evsnap_worker_snapshot_written_total{evsnap_source="notice"} 110
+evsnap_worker_snapshot_written_total{evsnap_source="sweep"} 2
 plain_total 3.5
 `
 	for _, tc := range []struct {
 		name, match string
 		want        float64
 	}{
-		{"evsnap_worker_notices_total", `outcome="acked"`, 1200},
-		{"evsnap_worker_notices_total", "", 1207},
-		{"evsnap_worker_notices_received_total", "", 1300},
-		{"evsnap_worker_snapshots_written_total", "", 112},
-		{"evsnap_worker_snapshots_written_total", `source="notice"`, 110},
+		{"evsnap_worker_notice_settled_total", `evsnap_outcome="acked"`, 1200},
+		{"evsnap_worker_notice_settled_total", "", 1207},
+		{"evsnap_worker_notice_received_total", "", 1300},
+		{"evsnap_worker_snapshot_written_total", "", 112},
+		{"evsnap_worker_snapshot_written_total", `evsnap_source="notice"`, 110},
 		{"plain_total", "", 3.5},
-		{"evsnap_worker_notices", "", 0}, // a prefix of other names, not a metric
-		{"evsnap_worker_notices_total", `outcome="terminated"`, 0},
+		{"evsnap_worker_notice_settled", "", 0}, // a prefix of other names, not a metric
+		{"evsnap_worker_notice_settled_total", `evsnap_outcome="terminated"`, 0},
 	} {
 		if got := promSum(text, tc.name, tc.match); got != tc.want {
 			t.Errorf("promSum(%s, %s) = %v, want %v", tc.name, tc.match, got, tc.want)

@@ -141,14 +141,14 @@ func DefaultNakDelay(delivered uint64) time.Duration {
 	return min(d, time.Minute)
 }
 
-// Outcome names for the evsnap.worker.notices metric's "outcome" attribute.
+// Outcome names for the evsnap.worker.notice.settled metric's "outcome" attribute.
 const (
 	OutcomeAcked      = "acked"
 	OutcomeNaked      = "naked"
 	OutcomeTerminated = "terminated"
 )
 
-var outcomeKey = attribute.Key("outcome")
+var outcomeKey = attribute.Key("evsnap.outcome")
 
 // drainIdle is how long a draining loop waits for buffered messages to
 // come out of the iterator before it stops pulling.
@@ -223,11 +223,11 @@ func New(cfg Config, h Handler) (*Loop, error) {
 	l := &Loop{cfg: cfg, handler: h}
 	if cfg.Meter != nil {
 		var err error
-		if l.received, err = cfg.Meter.Int64Counter("evsnap.worker.notices.received",
+		if l.received, err = cfg.Meter.Int64Counter("evsnap.worker.notice.received",
 			metric.WithUnit("{notice}"), metric.WithDescription("Notices taken from JetStream.")); err != nil {
 			return nil, err
 		}
-		if l.outcomes, err = cfg.Meter.Int64Counter("evsnap.worker.notices",
+		if l.outcomes, err = cfg.Meter.Int64Counter("evsnap.worker.notice.settled",
 			metric.WithUnit("{notice}"), metric.WithDescription("Notices settled, by outcome: acked, naked, terminated.")); err != nil {
 			return nil, err
 		}

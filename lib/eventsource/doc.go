@@ -96,8 +96,8 @@
 // Spans (eventsource.Load, eventsource.Save, eventsource.GetSnapshot,
 // eventsource.SaveSnapshot, eventsource.CreateSnapshot,
 // eventsource.DeleteStaleSnapshot) and metrics (evsnap.load.duration,
-// evsnap.load.events_replayed, evsnap.snapshots.written,
-// evsnap.snapshots.superseded, evsnap.snapshot.fallbacks,
+// evsnap.load.events_replayed, evsnap.snapshot.written,
+// evsnap.snapshot.superseded, evsnap.snapshot.fallbacks,
 // evsnap.snapshot.failures, evsnap.snapshot.stale_deletes) use the
 // OpenTelemetry API only, through the providers given with
 // [WithTracerProvider] and [WithMeterProvider] (the global ones by default).

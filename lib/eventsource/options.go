@@ -140,7 +140,7 @@ func WithSnapshotMode(m SnapshotMode) Option {
 
 // WithReportedMode sets the mode the repository's snapshot writes report,
 // in place of its own, as the evsnap.snapshot.mode attribute of the
-// evsnap.snapshots.written and evsnap.snapshots.superseded metrics and of
+// evsnap.snapshot.written and evsnap.snapshot.superseded metrics and of
 // the eventsource.SaveSnapshot span. It changes nothing else. The
 // snapshotter worker's repositories run in ModeManual and report
 // ModeExternal: the snapshots they write are those of applications in

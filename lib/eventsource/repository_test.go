@@ -37,7 +37,7 @@ func TestSyncModeSnapshotsBeforeSaveReturns(t *testing.T) {
 	if s.Version != 16 || s.SchemaVersion != 1 {
 		t.Fatalf("snapshot v%d schema %d, want v16 schema 1", s.Version, s.SchemaVersion)
 	}
-	if got := h.counter("evsnap.snapshots.written", eventsource.AttrMode.String("sync")); got != 1 {
+	if got := h.counter("evsnap.snapshot.written", eventsource.AttrMode.String("sync")); got != 1 {
 		t.Fatalf("snapshots written = %d, want 1", got)
 	}
 	// Below the threshold since the last snapshot: no new snapshot.
@@ -659,7 +659,7 @@ func TestStaleCreateSnapshotKeepsNewer(t *testing.T) {
 	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s.Version != 11 {
 		t.Fatalf("stored snapshot v%d, want v11", s.Version)
 	}
-	if got := h.counter("evsnap.snapshots.superseded"); got != 1 {
+	if got := h.counter("evsnap.snapshot.superseded"); got != 1 {
 		t.Fatalf("superseded writes = %d, want 1", got)
 	}
 }

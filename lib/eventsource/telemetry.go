@@ -116,11 +116,11 @@ func newTelemetry(c *config) (*telemetry, error) {
 		metric.WithUnit("{event}"), metric.WithDescription("Events applied while loading aggregates.")); err != nil {
 		return nil, err
 	}
-	if t.snapshotsWritten, err = m.Int64Counter("evsnap.snapshots.written",
+	if t.snapshotsWritten, err = m.Int64Counter("evsnap.snapshot.written",
 		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots the store accepted.")); err != nil {
 		return nil, err
 	}
-	if t.snapshotsSkipped, err = m.Int64Counter("evsnap.snapshots.superseded",
+	if t.snapshotsSkipped, err = m.Int64Counter("evsnap.snapshot.superseded",
 		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshot writes that were no-ops because the store held a newer one.")); err != nil {
 		return nil, err
 	}

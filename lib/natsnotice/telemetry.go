@@ -20,13 +20,13 @@ const InstrumentationName = "github.com/evsnap/evsnap/lib/natsnotice"
 const (
 	// MetricPublished counts notices JetStream acknowledged, duplicates
 	// included (attribute evsnap.notice.duplicate).
-	MetricPublished = "evsnap.notices.published"
+	MetricPublished = "evsnap.notice.published"
 	// MetricRetried counts failed publish attempts that were scheduled for
 	// a retry.
-	MetricRetried = "evsnap.notices.retried"
+	MetricRetried = "evsnap.notice.retried"
 	// MetricDropped counts notices given up on, by reason (attribute
 	// evsnap.reason: one of the Drop* constants) and aggregate type.
-	MetricDropped = "evsnap.notices.dropped"
+	MetricDropped = "evsnap.notice.dropped"
 	// MetricPublishDuration is the time from Notify to JetStream's
 	// acknowledgement, queueing and retries included, one value per
 	// notice. A notice Notify merged into the one queued before it is
@@ -34,7 +34,7 @@ const (
 	MetricPublishDuration = "evsnap.notice.publish.duration"
 	// MetricBuffered observes how many notices the publisher holds
 	// (queued, in flight or waiting to be retried).
-	MetricBuffered = "evsnap.notices.buffered"
+	MetricBuffered = "evsnap.notice.buffered"
 )
 
 // Reasons a notice was dropped: the evsnap.reason attribute of

@@ -81,7 +81,7 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 			behind = append(behind, info)
 		}
 		if listed {
-			t.behind.Store(int64(len(behind))) // the evsnap.worker.aggregates.behind gauge
+			t.behind.Store(int64(len(behind))) // the evsnap.worker.aggregate.behind gauge
 		}
 		for _, info := range behind {
 			if err := lim.Wait(ctx); err != nil {

@@ -385,8 +385,8 @@ func TestBacklogGauges(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := scrape()
-	if v, ok := sample(m, "evsnap_worker_aggregates_behind", `evsnap_aggregate_type="Account"`); !ok || v != 3 {
-		t.Errorf("evsnap_worker_aggregates_behind for Account = %v (present %v), want the 3 silent aggregates past the threshold; /metrics:\n%s", v, ok, grepLines(m, "aggregates_behind"))
+	if v, ok := sample(m, "evsnap_worker_aggregate_behind", `evsnap_aggregate_type="Account"`); !ok || v != 3 {
+		t.Errorf("evsnap_worker_aggregate_behind for Account = %v (present %v), want the 3 silent aggregates past the threshold; /metrics:\n%s", v, ok, grepLines(m, "aggregates_behind"))
 	}
 }
 

@@ -41,7 +41,7 @@ var (
 const (
 	metricPending    = "evsnap.worker.consumer.pending"
 	metricAckPending = "evsnap.worker.consumer.ack_pending"
-	metricBehind     = "evsnap.worker.aggregates.behind"
+	metricBehind     = "evsnap.worker.aggregate.behind"
 )
 
 // backlog is the last sample of the durable consumer's counts.

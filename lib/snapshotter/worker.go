@@ -281,7 +281,7 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 func (w *Worker) initMetrics() error {
 	m := w.cfg.MeterProvider.Meter(InstrumentationName)
 	var err error
-	if w.m.written, err = m.Int64Counter("evsnap.worker.snapshots.written",
+	if w.m.written, err = m.Int64Counter("evsnap.worker.snapshot.written",
 		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots the worker stored, by source (notice, sweep, rebuild).")); err != nil {
 		return err
 	}
@@ -326,11 +326,11 @@ func (w *Worker) Types() []string {
 var (
 	attrType     = attribute.Key("evsnap.aggregate.type")
 	attrID       = attribute.Key("evsnap.aggregate.id")
-	attrSource   = attribute.Key("source")
-	attrDecision = attribute.Key("decision")
+	attrSource   = attribute.Key("evsnap.source")
+	attrDecision = attribute.Key("evsnap.decision")
 )
 
-// Sources of snapshots, the "source" attribute of evsnap.worker.snapshots.written.
+// Sources of snapshots, the "source" attribute of evsnap.worker.snapshot.written.
 const (
 	SourceNotice  = "notice"
 	SourceSweep   = "sweep"
