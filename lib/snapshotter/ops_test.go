@@ -359,6 +359,9 @@ func TestBacklogGauges(t *testing.T) {
 			pending == float64(info.NumPending) && ackPending == float64(info.NumAckPending)
 	})
 	t.Logf("pending %v, ack pending %v", pending, ackPending)
+	if r, ok := sample(scrape(), "evsnap_worker_ready"); !ok || r != 1 {
+		t.Fatalf("evsnap_worker_ready = %v (reported %v) while the worker consumes; want 1", r, ok)
+	}
 
 	// Aggregates saved without notices, 3 past the sweep threshold (5).
 	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg)

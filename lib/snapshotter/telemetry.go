@@ -42,6 +42,7 @@ const (
 	metricPending    = "evsnap.worker.consumer.pending"
 	metricAckPending = "evsnap.worker.consumer.ack_pending"
 	metricBehind     = "evsnap.worker.aggregate.behind"
+	metricReady      = "evsnap.worker.ready"
 )
 
 // backlog is the last sample of the durable consumer's counts.
@@ -50,7 +51,8 @@ type backlog struct {
 	at                  atomic.Int64 // unix ns of the sample; 0: none
 }
 
-// initGauges registers the backlog and behind gauges and their callback.
+// initGauges registers the backlog, behind and ready gauges and their
+// callback.
 func (w *Worker) initGauges(m metric.Meter) error {
 	pending, err := m.Int64ObservableGauge(metricPending, metric.WithUnit("{notice}"),
 		metric.WithDescription("Notices in the stream the durable consumer has not delivered yet (JetStream's num_pending), sampled every backlog interval."))
@@ -67,7 +69,17 @@ func (w *Worker) initGauges(m metric.Meter) error {
 	if err != nil {
 		return err
 	}
+	ready, err := m.Int64ObservableGauge(metricReady,
+		metric.WithDescription("1 while the worker is ready (what /readyz answers 200 for: connected, bound to the consumer, pulling), else 0."))
+	if err != nil {
+		return err
+	}
 	w.gauges, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		var r int64
+		if w.Ready() {
+			r = 1
+		}
+		o.ObserveInt64(ready, r)
 		if at := w.backlog.at.Load(); at != 0 && time.Since(time.Unix(0, at)) <= 3*w.cfg.BacklogInterval {
 			o.ObserveInt64(pending, w.backlog.pending.Load())
 			o.ObserveInt64(ackPending, w.backlog.ackPending.Load())
@@ -78,7 +90,7 @@ func (w *Worker) initGauges(m metric.Meter) error {
 			}
 		}
 		return nil
-	}, pending, ackPending, behind)
+	}, pending, ackPending, behind, ready)
 	return err
 }
 
