@@ -59,6 +59,12 @@ chaos-short:
 	$(GO) run ./internal/chaos/cmd/evsnap-chaos --short $(CHAOSFLAGS)
 	$(GO) run ./internal/chaos/cmd/evsnap-chaos --short --cluster $(CHAOSFLAGS)
 
+## rules-test: the Prometheus alerting and recording rules (deploy/prometheus) through promtool's unit tests (needs promtool: Debian's prometheus package)
+.PHONY: rules-test
+rules-test:
+	promtool check rules deploy/prometheus/evsnap-rules.yml
+	promtool test rules deploy/prometheus/evsnap-rules.test.yml
+
 ## compose-smoke: docker-compose.yml and Dockerfile run for real (root; engine in its own network namespace, stand-in base images, no registry); see deploy/README.md
 .PHONY: compose-smoke
 compose-smoke:

@@ -144,6 +144,9 @@ up_series | sed 's/^/  /'
 has_worker_data() { promq 'query?query=sum(evsnap_worker_notice_settled_total)' | grep -q '"value":\[[0-9.]*,"[1-9]'; }
 wait_for 60 "evsnap_worker_notice_settled_total has data in Prometheus" has_worker_data
 echo "  sum(evsnap_worker_notice_settled_total) = $(promq 'query?query=sum(evsnap_worker_notice_settled_total)' | grep -o '"value":\[[^]]*\]')"
+rules_ok() { promq rules | grep -q '"name":"evsnap"' && promq rules | grep -q '"name":"EvsnapReplicaNotReady"' && ! promq rules | grep -q '"health":"err'; }
+wait_for 30 "Prometheus loaded deploy/prometheus/evsnap-rules.yml, every rule healthy" rules_ok
+echo "  evsnap:notice_backlog:max = $(promq 'query?query=evsnap%3Anotice_backlog%3Amax' | grep -o '"value":\[[^]]*\]' | head -1)"
 
 step "check: every replica stores snapshots, for different aggregates"
 each_stores() {
