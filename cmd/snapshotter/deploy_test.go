@@ -48,6 +48,9 @@ const (
 	// composeOnlyDir holds files for docker compose (prometheus.yml), not
 	// Kubernetes manifests.
 	composeOnlyDir = "deploy/compose"
+	// prometheusRulesDir holds Prometheus rule files (and their promtool
+	// tests), which Prometheus loads, not Kubernetes.
+	prometheusRulesDir = "deploy/prometheus"
 
 	// imageName is the image built from the Dockerfile: `image: evsnap:dev`
 	// in compose, `image: evsnap` in the manifests (kustomize's images:
@@ -769,7 +772,7 @@ func loadKustomization(t *testing.T) (map[string]any, []k8sObject) {
 		rel, _ := filepath.Rel(repoRoot, p)
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if rel == composeOnlyDir {
+			if rel == composeOnlyDir || rel == prometheusRulesDir {
 				return filepath.SkipDir
 			}
 			return nil
