@@ -97,12 +97,12 @@ func (d *demo) accounts(opts ...eventsource.Option) (*eventsource.Repository[exa
 // with a snapshot (threshold 100, saves of 100 events).
 func (d *demo) performance(ctx context.Context) error {
 	d.h1("1. Performance: load time with and without snapshots")
-	plain, err := d.accounts()
+	plain, err := d.accounts(eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		return err
 	}
 	defer plain.Close(ctx)
-	snap, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(100))
+	snap, err := d.accounts(eventsource.WithSnapshotThreshold(100))
 	if err != nil {
 		return err
 	}
@@ -217,7 +217,7 @@ func (d *demo) modes(ctx context.Context) error {
 	}
 
 	d.p("\nSYNC (threshold 10): one save of 16 events")
-	sync, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeSync))
+	sync, err := d.accounts(eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeSync))
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func (d *demo) modes(ctx context.Context) error {
 	d.p("  snapshot right after Save returns: %s", snapAt(a.ID()))
 
 	d.p("\nBACKGROUND (threshold 10): one save of 16 events")
-	bg, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	bg, err := d.accounts(eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
 	if err != nil {
 		return err
 	}
@@ -246,7 +246,7 @@ func (d *demo) modes(ctx context.Context) error {
 	d.p("  after AwaitPendingSnapshots (%d pending): %s", n, snapAt(b.ID()))
 
 	d.p("\nMANUAL: one save of 21 events, then CreateSnapshot")
-	manual, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	manual, err := d.accounts(eventsource.WithSnapshotMode(eventsource.ModeManual))
 	if err != nil {
 		return err
 	}
@@ -275,7 +275,7 @@ func (*accountV2) SchemaVersion() int    { return 2 }
 
 func (d *demo) schemaVersioning(ctx context.Context) error {
 	d.h1("3. Schema versioning")
-	v1, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(10))
+	v1, err := d.accounts(eventsource.WithSnapshotThreshold(10))
 	if err != nil {
 		return err
 	}
@@ -303,7 +303,7 @@ func (d *demo) schemaVersioning(ctx context.Context) error {
 	d.p("v1 saved 16 events: snapshot v%d with schema %d", s1.Version, s1.SchemaVersion)
 
 	v2, err := eventsource.NewRepository[accountV2](d.in.store.Store, d.reg, eventsource.WithLogger(d.logger),
-		eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(10))
+		eventsource.WithSnapshotThreshold(10))
 	if err != nil {
 		return err
 	}
@@ -349,7 +349,7 @@ func (d *demo) external(ctx context.Context) error {
 	}()
 	for i := range d.workers {
 		cfg := snapshotter.DefaultConfig()
-		cfg.Events, cfg.Snapshots, cfg.JetStream = d.in.store.Store, d.in.store.Store, d.in.js
+		cfg.Store, cfg.JetStream = d.in.store.Store, d.in.js
 		cfg.Logger = d.logger
 		w, err := snapshotter.New(cfg,
 			snapshotter.For[exampledomain.Account](d.reg, snapshotter.Policy{Threshold: threshold}),
@@ -368,13 +368,13 @@ func (d *demo) external(ctx context.Context) error {
 	d.p("%d workers share the durable consumer %q; policy: threshold %d, Order also on %s",
 		d.workers, snapshotter.DefaultConsumer, threshold, strings.Join(exampledomain.OrderMilestones, ", "))
 
-	accounts, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithAppendNotifier(pub))
+	accounts, err := d.accounts(eventsource.WithAppendNotifier(pub))
 	if err != nil {
 		return err
 	}
 	defer accounts.Close(ctx)
 	orders, err := eventsource.NewRepository[exampledomain.Order](d.in.store.Store, d.reg, eventsource.WithLogger(d.logger),
-		eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithAppendNotifier(pub))
+		eventsource.WithAppendNotifier(pub))
 	if err != nil {
 		return err
 	}

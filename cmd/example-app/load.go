@@ -94,7 +94,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // bounded by saveTimeout) and is counted, and recorded if it succeeded.
 // Then the publisher is flushed and closed, so each committed save's
 // notice is published before generateLoad returns.
-func generateLoad(ctx context.Context, lc loadConfig, in *infra, store backend.Store, logger *slog.Logger, stdout, stderr io.Writer) error {
+func generateLoad(ctx context.Context, lc loadConfig, in *infra, store eventsource.Store, logger *slog.Logger, stdout, stderr io.Writer) error {
 	var rec *recorder
 	if lc.record != "" {
 		f, err := os.OpenFile(lc.record, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -110,7 +110,7 @@ func generateLoad(ctx context.Context, lc loadConfig, in *infra, store backend.S
 	}
 	defer closePub()
 	reg := exampledomain.NewRegistry()
-	opts := []eventsource.Option{eventsource.WithLogger(logger), eventsource.WithSnapshotStore(store), eventsource.WithAppendNotifier(pub)}
+	opts := []eventsource.Option{eventsource.WithLogger(logger), eventsource.WithAppendNotifier(pub)}
 	accounts, err := eventsource.NewRepository[exampledomain.Account](store, reg, opts...)
 	if err != nil {
 		return err

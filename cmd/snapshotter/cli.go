@@ -397,7 +397,7 @@ func (o *options) connectNATS(ctx context.Context) (*nats.Conn, jetstream.JetStr
 // policies (defaults: threshold 100; Order also on its milestones).
 func (o *options) worker(b *backend.Backend, js jetstream.JetStream, tel *telemetry) (*snapshotter.Worker, error) {
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots, cfg.JetStream = b.Store, b.Store, js
+	cfg.Store, cfg.JetStream = b.Store, js
 	if o.stream != "" {
 		cfg.Stream = o.stream
 	}

@@ -42,6 +42,8 @@ func (n *panickingNotifier) Notify(context.Context, eventsource.Appended) error 
 	panic("notifier bug")
 }
 
+func (n *panickingNotifier) Flush(context.Context) error { return nil }
+
 // panickingSnapshots stands for a snapshot store with a bug.
 type panickingSnapshots struct{ eventsource.SnapshotStore }
 
@@ -92,7 +94,7 @@ func saveAfterCommitPanics(t *testing.T, h *harness, r *accountRepo, n int) {
 func TestNotifierPanicNeverEscapesSave(t *testing.T) {
 	h := newHarness(t)
 	n := &panickingNotifier{}
-	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	r := h.accounts(h.snaps, eventsource.WithAppendNotifier(n))
 	clock := newFrozenClock()
 	eventsource.SetClock(r, clock.Now)
 

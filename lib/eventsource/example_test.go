@@ -56,7 +56,6 @@ func Example() {
 	store := memstore.New()
 
 	repo, err := eventsource.NewRepository[Counter](store, reg,
-		eventsource.WithSnapshotStore(store),
 		eventsource.WithSnapshotThreshold(10),
 	)
 	if err != nil {
@@ -93,7 +92,6 @@ func ExampleRepository_AwaitPendingSnapshots() {
 	eventsource.MustRegister[CounterIncremented](reg)
 	store := memstore.New()
 	repo, _ := eventsource.NewRepository[Counter](store, reg,
-		eventsource.WithSnapshotStore(store),
 		eventsource.WithSnapshotMode(eventsource.ModeBackground),
 		eventsource.WithSnapshotThreshold(10),
 	)
@@ -121,7 +119,6 @@ func ExampleRepository_CreateSnapshot() {
 	eventsource.MustRegister[CounterIncremented](reg)
 	store := memstore.New()
 	repo, _ := eventsource.NewRepository[Counter](store, reg,
-		eventsource.WithSnapshotStore(store),
 		eventsource.WithSnapshotMode(eventsource.ModeManual),
 	)
 	defer repo.Close(ctx)
@@ -143,7 +140,7 @@ func ExampleConflictError() {
 	ctx := context.Background()
 	reg := eventsource.NewRegistry()
 	eventsource.MustRegister[CounterIncremented](reg)
-	repo, _ := eventsource.NewRepository[Counter](memstore.NewEventStore(), reg)
+	repo, _ := eventsource.NewRepository[Counter](memstore.New(), reg)
 	defer repo.Close(ctx)
 
 	c := repo.New(uuid.New())

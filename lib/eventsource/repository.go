@@ -34,8 +34,7 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	typ           string
 	schemaVersion int
 
-	events    EventStore
-	snapshots SnapshotStore
+	store     Store
 	reg       *Registry
 	codec     Codec
 	mode      SnapshotMode
@@ -47,23 +46,25 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	notifyLog logLimiter
 	panicLog  logLimiter
 	now       func() time.Time // the log limiters' clock
-	loader    SnapshotLoader
 
 	closeOnce sync.Once
 	mu        sync.RWMutex
 	closed    bool
 }
 
-// NewRepository returns a repository for aggregates of type T stored in
-// events, with event types decoded by reg. It does no I/O. Options configure
-// snapshots; invalid options and invalid combinations (a threshold below 1,
-// a mode that needs a store without one, an unknown mode) are reported here
-// as errors matching [ErrInvalidOption], never after events are committed.
-// So is an aggregate whose SchemaVersion is outside 1 to [MaxSchemaVersion]
-// (that error also matches [ErrInvalidArgument]).
-func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, opts ...Option) (*Repository[T, PT], error) {
-	if events == nil {
-		return nil, invalid("nil event store")
+// NewRepository returns a repository for aggregates of type T whose
+// events and snapshots are in store, with event types decoded by reg. (To
+// keep snapshots in another store than the events, pass [Split].) It does
+// no I/O. Without options it snapshots in [ModeSync] every 100 events;
+// options configure snapshots. Invalid options and invalid combinations (a
+// threshold below 1, external mode without a notifier, a threshold with
+// snapshots off, an unknown mode) are reported here as errors matching
+// [ErrInvalidOption], never after events are committed. So is an aggregate
+// whose SchemaVersion is outside 1 to [MaxSchemaVersion] (that error also
+// matches [ErrInvalidArgument]).
+func NewRepository[T any, PT AggregatePtr[T]](store Store, reg *Registry, opts ...Option) (*Repository[T, PT], error) {
+	if store == nil {
+		return nil, invalid("nil store")
 	}
 	if reg == nil {
 		return nil, invalid("nil registry")
@@ -107,8 +108,7 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 	r := &Repository[T, PT]{
 		typ:           typ,
 		schemaVersion: sv,
-		events:        events,
-		snapshots:     c.snapshots,
+		store:         store,
 		reg:           reg,
 		codec:         reg.Codec(),
 		mode:          c.mode,
@@ -118,11 +118,8 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 		maxState:      c.maxState,
 		now:           time.Now,
 	}
-	if l, ok := events.(SnapshotLoader); ok && sameStore(events, c.snapshots) {
-		r.loader = l
-	}
 	if c.mode == ModeBackground {
-		r.bg = newBackgroundWriter(c.snapshots, tel, typ, c.bgWorkers, c.bgQueue)
+		r.bg = newBackgroundWriter(store, tel, typ, c.bgWorkers, c.bgQueue)
 	}
 	return r, nil
 }
@@ -130,7 +127,7 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 // AggregateType returns the type name of the aggregates r handles.
 func (r *Repository[T, PT]) AggregateType() string { return r.typ }
 
-// Mode returns the snapshot mode, or "" when snapshots are off.
+// Mode returns the snapshot mode.
 func (r *Repository[T, PT]) Mode() SnapshotMode { return r.mode }
 
 // New returns a new, empty aggregate with the given id. It does no I/O; the
@@ -156,9 +153,10 @@ func (r *Repository[T, PT]) Load(ctx context.Context, id uuid.UUID) (PT, error) 
 }
 
 // LoadFrom is Load for a caller that has already read the aggregate's
-// snapshot (nil for none) from the snapshot store, such as the snapshotter
-// worker, which reads it to decide whether a snapshot is due: it skips
-// reading it again. The snapshot is checked exactly as Load checks it.
+// snapshot (nil for none) from the store, such as the snapshotter worker,
+// which reads it to decide whether a snapshot is due: it skips reading it
+// again. The snapshot is checked exactly as Load checks it. (In [ModeOff]
+// the snapshot is not used: the load replays every event.)
 func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot) (PT, error) {
 	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) {
 		if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
@@ -172,15 +170,15 @@ func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 }
 
 // LoadFromEvents is Load for a caller that has already read what a load
-// needs with a [SnapshotLoader]: the aggregate's snapshot (nil for none)
-// and the events that follow it, exactly as LoadSnapshotAndEvents returns
-// them for this repository's schema version (from the snapshot's own
-// version when its schema version matches, otherwise from version 1). The
-// snapshotter worker uses it to read a backlog aggregate in one round trip
-// and decide from the snapshot before replaying. The snapshot is checked
-// exactly as Load checks it; events that do not fit it (a snapshot whose
-// state does not decode, or a stale one) are set aside and the stream read
-// again in full.
+// needs with [Store.LoadSnapshotAndEvents]: the aggregate's snapshot (nil
+// for none) and the events that follow it, exactly as
+// LoadSnapshotAndEvents returns them for this repository's schema version
+// (from the snapshot's own version when its schema version matches,
+// otherwise from version 1). The snapshotter worker uses it to read a
+// backlog aggregate in one round trip and decide from the snapshot before
+// replaying. The snapshot is checked exactly as Load checks it; events that
+// do not fit it (a snapshot whose state does not decode, or a stale one)
+// are set aside and the stream read again in full.
 func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, snap *Snapshot, events iter.Seq2[RecordedEvent, error]) (PT, error) {
 	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) {
 		if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
@@ -216,47 +214,34 @@ func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load 
 	return a, nil
 }
 
-// load reads the snapshot and the events a load needs: in one round trip
-// when the store is a SnapshotLoader, else the snapshot (if the repository
-// has a snapshot store) and then the events.
+// load reads the snapshot and the events a load needs with the store's
+// LoadSnapshotAndEvents (in ModeOff, only the events). A failed read is a
+// logged, counted fallback to a full replay: the events alone are read
+// again, and only their failure fails the load.
 func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) {
 	if err := ValidateStream(r.typ, id); err != nil {
 		return nil, err
 	}
-	if r.loader != nil {
-		snap, events, err := r.loader.LoadSnapshotAndEvents(ctx, r.typ, id, r.schemaVersion)
-		if err == nil {
-			return r.loadFrom(ctx, id, snap, events)
-		}
-		r.tel.logger.WarnContext(ctx, "combined snapshot and events read failed; reading them separately",
-			LogKeyAggregateID, id, LogKeyError, err)
+	if r.mode == ModeOff {
+		return r.loadFrom(ctx, id, nil, nil)
 	}
-	var snap *Snapshot
-	if r.snapshots != nil {
-		snap = r.getSnapshot(ctx, id)
-	}
-	return r.loadFrom(ctx, id, snap, nil)
-}
-
-// getSnapshot reads the aggregate's snapshot. A store error is a logged,
-// counted fallback to full replay (nil).
-func (r *Repository[T, PT]) getSnapshot(ctx context.Context, id uuid.UUID) *Snapshot {
-	sctx, span := r.tel.tracer.Start(ctx, "eventsource.GetSnapshot")
-	defer span.End()
-	snap, err := r.snapshots.GetSnapshot(sctx, r.typ, id)
+	sctx, span := r.tel.tracer.Start(ctx, "eventsource.LoadSnapshotAndEvents")
+	snap, events, err := r.store.LoadSnapshotAndEvents(sctx, r.typ, id, r.schemaVersion)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		r.tel.logger.WarnContext(ctx, "snapshot store failed; replaying all events",
+		span.End()
+		r.tel.logger.WarnContext(ctx, "snapshot and events read failed; replaying all events",
 			LogKeyAggregateID, id, LogKeyReason, FallbackStoreError, LogKeyError, err)
 		r.tel.fallback(ctx, r.typ, FallbackStoreError)
-		return nil
+		return r.loadFrom(ctx, id, nil, nil)
 	}
-	return snap
+	span.End()
+	return r.loadFrom(ctx, id, snap, events)
 }
 
 // loadFrom builds the aggregate from snap (nil for none) and its events.
-// events, when not nil, are what a SnapshotLoader returned: from the
+// events, when not nil, are what LoadSnapshotAndEvents returned: from the
 // snapshot's version if the snapshot has this aggregate's schema version,
 // else from version 1. Otherwise the events are read here. The tail is
 // read from the snapshot's own version, so that the stream's event there
@@ -264,12 +249,15 @@ func (r *Repository[T, PT]) getSnapshot(ctx context.Context, id uuid.UUID) *Snap
 // does not reach it, or it was built from another history) is replaced by
 // a replay and removed from the store.
 func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot, events iter.Seq2[RecordedEvent, error]) (PT, error) {
+	if r.mode == ModeOff {
+		snap, events = nil, nil // events from a snapshot's version would be too few
+	}
 	a := r.New(id)
 	c := a.rootCore()
 	r.useSnapshot(ctx, a, snap)
 	if c.fromSnapshot {
 		if events == nil {
-			events = r.events.ReadEvents(ctx, r.typ, id, c.version-1)
+			events = r.store.ReadEvents(ctx, r.typ, id, c.version-1)
 		}
 		stale, err := applyEvents(r.reg, a, events, true)
 		if err != nil {
@@ -288,7 +276,7 @@ func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 		events = nil // they start at a snapshot whose state did not decode
 	}
 	if events == nil {
-		events = r.events.ReadEvents(ctx, r.typ, id, 0)
+		events = r.store.ReadEvents(ctx, r.typ, id, 0)
 	}
 	if _, err := applyEvents(r.reg, a, events, false); err != nil {
 		return nil, err
@@ -344,14 +332,11 @@ func applyEvents(reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, err
 // an error: the load goes on from the events, and the next load tries
 // again.
 func (r *Repository[T, PT]) deleteStale(ctx context.Context, snap *Snapshot) {
-	if r.snapshots == nil {
-		return
-	}
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.DeleteStaleSnapshot", trace.WithAttributes(
 		AttrAggregateType.String(snap.AggregateType), AttrAggregateID.String(snap.AggregateID.String()),
 		AttrVersion.Int64(snap.Version)))
 	defer span.End()
-	deleted, err := r.snapshots.DeleteStaleSnapshot(ctx, *snap)
+	deleted, err := r.store.DeleteStaleSnapshot(ctx, *snap)
 	result := StaleDeleted
 	switch {
 	case err != nil:
@@ -497,7 +482,7 @@ func (r *Repository[T, PT]) append(ctx context.Context, a PT) (AppendResult, []s
 			Metadata: md.Clone(), OccurredAt: p.occurredAt,
 		}
 	}
-	res, err := r.events.Append(ctx, r.typ, c.id, ExpectedVersion(expected), batch)
+	res, err := r.store.Append(ctx, r.typ, c.id, ExpectedVersion(expected), batch)
 	if err != nil {
 		return AppendResult{}, nil, fmt.Errorf("save %s %s: %w", r.typ, c.id, err)
 	}
@@ -575,7 +560,7 @@ func (r *Repository[T, PT]) buildSnapshot(a PT) (Snapshot, error) {
 }
 
 func (r *Repository[T, PT]) writeSnapshot(ctx context.Context, s Snapshot) (bool, error) {
-	return saveSnapshotTraced(ctx, r.tel, r.snapshots, r.mode, s)
+	return saveSnapshotTraced(ctx, r.tel, r.store, r.mode, s)
 }
 
 func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore, mode SnapshotMode, s Snapshot) (bool, error) {
@@ -601,7 +586,8 @@ func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore
 }
 
 // CreateSnapshot snapshots the aggregate at its current, saved version, in
-// any mode (it is how ModeManual snapshots), and returns the snapshot. An
+// every mode but ModeOff (it is how ModeManual snapshots), and returns the
+// snapshot. An
 // aggregate with unsaved events is refused: a snapshot must never contain
 // events that are not committed. If the store already holds a newer
 // snapshot it keeps it; CreateSnapshot still returns the one it built.
@@ -620,8 +606,8 @@ func (r *Repository[T, PT]) CreateSnapshot(ctx context.Context, a PT) (*Snapshot
 		return nil, err
 	}
 	switch {
-	case r.snapshots == nil:
-		return fail(fmt.Errorf("create snapshot of %s %s: %w: the repository has no snapshot store (WithSnapshotStore)", r.typ, c.id, ErrInvalidArgument))
+	case r.mode == ModeOff:
+		return fail(fmt.Errorf("create snapshot of %s %s: %w: the repository's snapshot mode is %q", r.typ, c.id, ErrInvalidArgument, ModeOff))
 	case len(c.pending) > 0:
 		return fail(fmt.Errorf("create snapshot of %s %s: %w: %d unsaved events; save first", r.typ, c.id, ErrInvalidArgument, len(c.pending)))
 	case c.version == 0:
@@ -643,7 +629,7 @@ func (r *Repository[T, PT]) Exists(ctx context.Context, id uuid.UUID) (bool, err
 	if err := ValidateStream(r.typ, id); err != nil {
 		return false, err
 	}
-	v, err := r.events.StreamVersion(ctx, r.typ, id)
+	v, err := r.store.StreamVersion(ctx, r.typ, id)
 	if err != nil {
 		return false, fmt.Errorf("exists %s %s: %w", r.typ, id, err)
 	}
@@ -653,15 +639,11 @@ func (r *Repository[T, PT]) Exists(ctx context.Context, id uuid.UUID) (bool, err
 // AwaitPendingSnapshots waits until every background snapshot queued so far
 // (and any queued while it waits) is written or has failed, and returns how
 // many were pending when it was called. It returns ctx's error if ctx ends
-// first. In ModeExternal it flushes the notifier instead, if it has a
-// Flush(ctx) error method (natsnotice.Publisher does), and returns 0. In
-// the other modes it returns 0 at once.
+// first. In ModeExternal it calls the notifier's Flush instead and returns
+// 0. In the other modes it returns 0 at once.
 func (r *Repository[T, PT]) AwaitPendingSnapshots(ctx context.Context) (int, error) {
 	if r.mode == ModeExternal {
-		if f, ok := r.notifier.(interface{ Flush(context.Context) error }); ok {
-			return 0, f.Flush(ctx)
-		}
-		return 0, nil
+		return 0, r.notifier.Flush(ctx)
 	}
 	if r.bg == nil {
 		return 0, nil
@@ -855,18 +837,4 @@ func (l *logLimiter) allow(now time.Time) (int, bool) {
 	n := l.suppressed
 	l.last, l.suppressed = now, 0
 	return n, true
-}
-
-// sameStore reports whether the event store and the snapshot store are one
-// object (a store of an uncomparable type never is).
-func sameStore(events EventStore, snapshots SnapshotStore) (same bool) {
-	if snapshots == nil {
-		return false
-	}
-	defer func() {
-		if recover() != nil {
-			same = false
-		}
-	}()
-	return any(events) == any(snapshots)
 }

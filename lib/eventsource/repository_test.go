@@ -123,7 +123,7 @@ func TestManualModeOnlyCreateSnapshot(t *testing.T) {
 	h := newHarness(t)
 	r := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeManual), eventsource.WithSnapshotThreshold(1))
 	a := openAccount(t, r, 21)
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s != nil {
 		t.Fatal("manual mode took a snapshot on save")
 	}
 	s, err := r.CreateSnapshot(ctx, a)
@@ -153,9 +153,9 @@ func TestCreateSnapshotRefusals(t *testing.T) {
 	if _, err := r.CreateSnapshot(ctx, nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Fatalf("snapshot of nil: %v", err)
 	}
-	noStore := h.accounts(nil)
-	if _, err := noStore.CreateSnapshot(ctx, a); err == nil || !strings.Contains(err.Error(), "WithSnapshotStore") {
-		t.Fatalf("snapshot without a store: %v", err)
+	off := h.accounts(nil)
+	if _, err := off.CreateSnapshot(ctx, a); !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), `"off"`) {
+		t.Fatalf("snapshot with snapshots off: %v", err)
 	}
 	failing := &faultySnapshots{SnapshotStore: h.snaps, saveErr: errInjected}
 	rf := h.accounts(failing, eventsource.WithSnapshotMode(eventsource.ModeManual))
@@ -186,8 +186,8 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 		t.Fatalf("v1 snapshot %+v", s1)
 	}
 
-	v2, err := eventsource.NewRepository[accountV2](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(10))...)
+	v2, err := eventsource.NewRepository[accountV2](h.store(h.snaps), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(10))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,10 +231,10 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("pruned %d (%v), want 1 (the other account's v1 snapshot)", n, err)
 	}
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, other.ID()); ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, other.ID()); s != nil {
 		t.Fatal("v1 snapshot survived pruning")
 	}
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); !ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil {
 		t.Fatal("v2 snapshot was pruned")
 	}
 }
@@ -242,36 +242,35 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 func TestInvalidOptionsFailAtConstruction(t *testing.T) {
 	h := newHarness(t)
 	cases := map[string][]eventsource.Option{
-		"threshold 0":               {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(0)},
-		"threshold negative":        {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(-5)},
-		"sync without store":        {eventsource.WithSnapshotMode(eventsource.ModeSync)},
-		"background without store":  {eventsource.WithSnapshotMode(eventsource.ModeBackground)},
-		"manual without store":      {eventsource.WithSnapshotMode(eventsource.ModeManual)},
+		"threshold 0":               {eventsource.WithSnapshotThreshold(0)},
+		"threshold negative":        {eventsource.WithSnapshotThreshold(-5)},
 		"external without notifier": {eventsource.WithSnapshotMode(eventsource.ModeExternal)},
-		"unknown mode":              {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMode("eventually")},
-		"threshold without store":   {eventsource.WithSnapshotThreshold(10)},
-		"nil store":                 {eventsource.WithSnapshotStore(nil)},
-		"empty milestone":           {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMilestones("")},
-		"no milestones":             {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMilestones()},
-		"zero workers":              {eventsource.WithSnapshotStore(h.snaps), eventsource.WithBackgroundWorkers(0, 10)},
+		"notifier with sync":        {eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithAppendNotifier(&recordingNotifier{})},
+		"unknown mode":              {eventsource.WithSnapshotMode("eventually")},
+		"threshold with mode off":   {eventsource.WithSnapshotMode(eventsource.ModeOff), eventsource.WithSnapshotThreshold(10)},
+		"milestones with mode off":  {eventsource.WithSnapshotMode(eventsource.ModeOff), eventsource.WithSnapshotMilestones("OrderShipped")},
+		"empty milestone":           {eventsource.WithSnapshotMilestones("")},
+		"no milestones":             {eventsource.WithSnapshotMilestones()},
+		"zero workers":              {eventsource.WithBackgroundWorkers(0, 10)},
+		"nil notifier":              {eventsource.WithAppendNotifier(nil)},
 		"nil logger":                {eventsource.WithLogger(nil)},
 		"nil option":                {nil},
 	}
 	for name, opts := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, opts...)
+			_, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, opts...)
 			if !errors.Is(err, eventsource.ErrInvalidOption) {
 				t.Fatalf("NewRepository error = %v, want ErrInvalidOption", err)
 			}
 		})
 	}
 	if _, err := eventsource.NewRepository[exampledomain.Account](nil, h.reg); !errors.Is(err, eventsource.ErrInvalidOption) {
-		t.Fatalf("nil event store: %v", err)
+		t.Fatalf("nil store: %v", err)
 	}
-	if _, err := eventsource.NewRepository[exampledomain.Account](h.events, nil); !errors.Is(err, eventsource.ErrInvalidOption) {
+	if _, err := eventsource.NewRepository[exampledomain.Account](h.store(), nil); !errors.Is(err, eventsource.ErrInvalidOption) {
 		t.Fatalf("nil registry: %v", err)
 	}
-	_, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, eventsource.WithSnapshotThreshold(0))
+	_, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, eventsource.WithSnapshotThreshold(0))
 	if err == nil || !strings.Contains(err.Error(), "at least 1, got 0") {
 		t.Fatalf("the error should say what was wrong: %v", err)
 	}
@@ -300,7 +299,7 @@ func TestDefaultThresholdAndThresholdOne(t *testing.T) {
 		t.Fatalf("default mode with a store = %q, want sync", r.Mode())
 	}
 	a := openAccount(t, r, 99)
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s != nil {
 		t.Fatal("snapshot below the default threshold of 100")
 	}
 	_ = a.Deposit(1)
@@ -315,10 +314,51 @@ func TestDefaultThresholdAndThresholdOne(t *testing.T) {
 	}
 }
 
+// ModeOff neither reads nor writes snapshots: its loads replay even when
+// the store holds a usable snapshot (one given to LoadFrom included), its
+// saves write none, and the store's snapshot is left alone.
+func TestModeOffNeverTouchesSnapshots(t *testing.T) {
+	h := newHarness(t)
+	every := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1))
+	a := openAccount(t, every, 5)
+	snap, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	if snap == nil || snap.Version != 5 {
+		t.Fatalf("stored snapshot %+v, want v5", snap)
+	}
+	off := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeOff))
+	if off.Mode() != eventsource.ModeOff {
+		t.Fatalf("mode %q, want off", off.Mode())
+	}
+	for name, load := range map[string]func() (*exampledomain.Account, error){
+		"Load":     func() (*exampledomain.Account, error) { return off.Load(ctx, a.ID()) },
+		"LoadFrom": func() (*exampledomain.Account, error) { return off.LoadFrom(ctx, a.ID(), snap) },
+	} {
+		got, err := load()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if from, n := got.LoadedFromSnapshot(); from || n != 5 || got.State() != a.State() {
+			t.Fatalf("%s in ModeOff: from=%v replayed=%d; want a full replay of 5", name, from, n)
+		}
+	}
+	for range 200 {
+		_ = a.Deposit(1)
+	}
+	if err := off.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil || s.Version != 5 {
+		t.Fatalf("after a ModeOff save of 200 events the stored snapshot is %+v, want the v5 one", s)
+	}
+	if n := h.counter("evsnap.snapshot.fallbacks"); n != 0 {
+		t.Fatalf("%d fallbacks counted; ModeOff ignores snapshots without falling back", n)
+	}
+}
+
 func TestMilestoneSnapshot(t *testing.T) {
 	h := newHarness(t)
-	r, err := eventsource.NewRepository[exampledomain.Order](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(100),
+	r, err := eventsource.NewRepository[exampledomain.Order](h.store(h.snaps), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(100),
 		eventsource.WithSnapshotMilestones(exampledomain.OrderMilestones...))...)
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +370,7 @@ func TestMilestoneSnapshot(t *testing.T) {
 	if err := r.Save(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.OrderType, o.ID()); ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.OrderType, o.ID()); s != nil {
 		t.Fatal("snapshot without a milestone or the threshold")
 	}
 	_ = o.Pay()
@@ -394,8 +434,8 @@ func (*badAgg) SchemaVersion() int    { return 1 }
 
 func TestUnencodableStateIsNeverSnapshotted(t *testing.T) {
 	h := newHarness(t)
-	r, err := eventsource.NewRepository[badAgg](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(1))...)
+	r, err := eventsource.NewRepository[badAgg](h.store(h.snaps), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(1))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,14 +593,13 @@ func TestUnknownEventTypes(t *testing.T) {
 	}
 	// A stored event whose type this process does not know fails the load
 	// with an error naming it (events are the truth; we cannot skip them).
-	sqlLike := &payloadOnly{EventStore: h.events}
 	_, err = h.events.Append(ctx, exampledomain.AccountType, a.ID(), 1, []eventsource.NewEvent{{
 		ID: uuid.New(), Type: "FromTheFuture", Payload: []byte(`{}`), OccurredAt: time.Now().UTC(),
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, _ := eventsource.NewRepository[exampledomain.Account](sqlLike, h.reg)
+	r2, _ := eventsource.NewRepository[exampledomain.Account](eventsource.Split(&payloadOnly{EventStore: h.events}, h.snaps), h.reg)
 	_, err = r2.Load(ctx, a.ID())
 	var ue *eventsource.UnknownEventTypeError
 	if !errors.As(err, &ue) || ue.Type != "FromTheFuture" {
@@ -596,7 +635,7 @@ func TestDecodingFromPayloads(t *testing.T) {
 	a := openAccount(t, r, 4)
 	_ = a.Withdraw(2.5)
 	_ = r.Save(ctx, a)
-	r2, _ := eventsource.NewRepository[exampledomain.Account](&payloadOnly{EventStore: h.events}, h.reg)
+	r2, _ := eventsource.NewRepository[exampledomain.Account](eventsource.Split(&payloadOnly{EventStore: h.events}, h.snaps), h.reg)
 	loaded, err := r2.Load(ctx, a.ID())
 	if err != nil {
 		t.Fatal(err)
@@ -721,8 +760,8 @@ func TestCloseDrainsAndRefusesSaves(t *testing.T) {
 func TestCloseWithBlockedStoreHonoursContext(t *testing.T) {
 	h := newHarness(t)
 	slow := &faultySnapshots{SnapshotStore: h.snaps, block: make(chan struct{})}
-	r, _ := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(slow), eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
+	r, _ := eventsource.NewRepository[exampledomain.Account](h.store(slow), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
 	openAccount(t, r, 1)
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
@@ -752,7 +791,7 @@ func TestSpansAndLoadMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range []string{"eventsource.Save", "eventsource.Load", "eventsource.GetSnapshot", "eventsource.SaveSnapshot"} {
+	for _, n := range []string{"eventsource.Save", "eventsource.Load", "eventsource.LoadSnapshotAndEvents", "eventsource.SaveSnapshot"} {
 		if names[n] == 0 {
 			t.Errorf("no %s span (got %v)", n, names)
 		}
@@ -780,15 +819,22 @@ func TestSaveWithNothingToSaveAndNil(t *testing.T) {
 	}
 }
 
-// recordingNotifier captures external-mode notices.
+// recordingNotifier captures external-mode notices and counts flushes.
 type recordingNotifier struct {
-	got []eventsource.Appended
-	err error
+	got      []eventsource.Appended
+	err      error
+	flushes  int
+	flushErr error
 }
 
 func (n *recordingNotifier) Notify(_ context.Context, a eventsource.Appended) error {
 	n.got = append(n.got, a)
 	return n.err
+}
+
+func (n *recordingNotifier) Flush(context.Context) error {
+	n.flushes++
+	return n.flushErr
 }
 
 func TestExternalModeNotifies(t *testing.T) {
@@ -864,13 +910,13 @@ func (nameless) EventType() string { return "" }
 // memstore.Store works as both stores for the repository.
 func TestCombinedMemStore(t *testing.T) {
 	st := memstore.New()
-	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(2))
+	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotThreshold(2))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close(ctx)
 	a := openAccount(t, r, 3)
-	if ok, _ := st.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); !ok {
+	if s, _ := st.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil {
 		t.Fatal("no snapshot")
 	}
 }
@@ -892,7 +938,7 @@ func TestMaxSnapshotBytes(t *testing.T) {
 	if !errors.Is(err, eventsource.ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "20-byte maximum") {
 		t.Fatalf("CreateSnapshot of an oversized state: %v", err)
 	}
-	if _, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, eventsource.WithMaxSnapshotBytes(0)); !errors.Is(err, eventsource.ErrInvalidOption) {
+	if _, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, eventsource.WithMaxSnapshotBytes(0)); !errors.Is(err, eventsource.ErrInvalidOption) {
 		t.Fatalf("max 0: %v", err)
 	}
 }
@@ -1053,7 +1099,7 @@ func FuzzLoadWithSnapshotState(f *testing.F) {
 	f.Add([]byte(`{"balance":1e400}`), int64(3), 1)
 	f.Fuzz(func(t *testing.T, state []byte, version int64, schema int) {
 		es, ss := memstore.NewEventStore(), &rowStore{}
-		r, err := eventsource.NewRepository[exampledomain.Account](es, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(ss), eventsource.WithSnapshotMode(eventsource.ModeManual))
+		r, err := eventsource.NewRepository[exampledomain.Account](eventsource.Split(es, ss), exampledomain.NewRegistry(), eventsource.WithSnapshotMode(eventsource.ModeManual))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1173,14 +1219,14 @@ func TestLoadFrom(t *testing.T) {
 	}
 }
 
-// LoadFromEvents builds the aggregate from what a SnapshotLoader read, as
+// LoadFromEvents builds the aggregate from what LoadSnapshotAndEvents read, as
 // Load would: from a usable snapshot plus the events after it, from all
 // the events when the snapshot is of another schema version, and from a
 // fresh full read when the snapshot's state does not decode.
 func TestLoadFromEvents(t *testing.T) {
 	st := memstore.New()
 	reg := exampledomain.NewRegistry()
-	r, err := eventsource.NewRepository[exampledomain.Account](st, reg, eventsource.WithSnapshotStore(st))
+	r, err := eventsource.NewRepository[exampledomain.Account](st, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1248,7 +1294,7 @@ func TestLoadFromEvents(t *testing.T) {
 func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
 	h := newHarness(t)
 	n := &recordingNotifier{err: errInjected}
-	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	r := h.accounts(h.snaps, eventsource.WithAppendNotifier(n))
 	clock := newFrozenClock() // however slow the machine, the 50 saves fall in one interval
 	eventsource.SetClock(r, clock.Now)
 	for range 50 {
@@ -1271,20 +1317,19 @@ func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
 	}
 }
 
-type flushingNotifier struct {
-	recordingNotifier
-	flushed int
-}
-
-func (f *flushingNotifier) Flush(context.Context) error { f.flushed++; return nil }
-
+// In external mode AwaitPendingSnapshots is the notifier's Flush, whose
+// error it returns.
 func TestAwaitPendingFlushesTheNotifier(t *testing.T) {
 	h := newHarness(t)
-	n := &flushingNotifier{}
-	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	n := &recordingNotifier{}
+	r := h.accounts(h.snaps, eventsource.WithAppendNotifier(n))
 	openAccount(t, r, 2)
-	if _, err := r.AwaitPendingSnapshots(ctx); err != nil || n.flushed != 1 {
-		t.Fatalf("await in external mode: flushed %d times, %v", n.flushed, err)
+	if pending, err := r.AwaitPendingSnapshots(ctx); err != nil || pending != 0 || n.flushes != 1 {
+		t.Fatalf("await in external mode = %d, %v after %d flushes; want 0, nil after 1", pending, err, n.flushes)
+	}
+	n.flushErr = errInjected
+	if _, err := r.AwaitPendingSnapshots(ctx); !errors.Is(err, errInjected) || n.flushes != 2 {
+		t.Fatalf("await with a failing Flush = %v after %d flushes; want the Flush error", err, n.flushes)
 	}
 }
 
@@ -1305,7 +1350,7 @@ func TestCodecPanicsBecomeErrors(t *testing.T) {
 	}
 	es := memstore.NewEventStore()
 	ss := &rowStore{}
-	r, _ := eventsource.NewRepository[exampledomain.Account](es, reg, eventsource.WithSnapshotStore(ss), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	r, _ := eventsource.NewRepository[exampledomain.Account](eventsource.Split(es, ss), reg, eventsource.WithSnapshotMode(eventsource.ModeManual))
 	defer r.Close(ctx)
 	a := r.New(uuid.New())
 	_ = a.Open("x", 1)
@@ -1318,10 +1363,10 @@ func TestCodecPanicsBecomeErrors(t *testing.T) {
 }
 
 // With one store for events and snapshots (memstore.Store, pgstore) loads
-// go through its SnapshotLoader; every fallback still works.
+// go through its LoadSnapshotAndEvents; every fallback still works.
 func TestOneTripLoadFallbacks(t *testing.T) {
 	st := memstore.New()
-	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(5))
+	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotThreshold(5))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1379,13 +1424,13 @@ func (failingLoader) LoadSnapshotAndEvents(context.Context, string, uuid.UUID, i
 	return nil, nil, errInjected
 }
 
-// A failed combined read falls back to reading snapshot and events
-// separately; the load still uses the snapshot.
-func TestLoaderFailureFallsBackToSeparateReads(t *testing.T) {
+// A failed LoadSnapshotAndEvents is a snapshot store error: the load
+// logs it, counts a store_error fallback and replays every event.
+func TestLoadSnapshotAndEventsFailureReplays(t *testing.T) {
 	h := newHarness(t)
 	st := failingLoader{memstore.New()}
 	r, err := eventsource.NewRepository[exampledomain.Account](st, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(5))...)
+		eventsource.WithSnapshotThreshold(5))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1393,15 +1438,21 @@ func TestLoaderFailureFallsBackToSeparateReads(t *testing.T) {
 	a := openAccount(t, r, 6)
 	_ = a.Deposit(1)
 	_ = r.Save(ctx, a)
+	if s, _ := st.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil || s.Version != 6 {
+		t.Fatalf("stored snapshot %+v, want v6", s)
+	}
 	got, err := r.Load(ctx, a.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if from, n := got.LoadedFromSnapshot(); !from || n != 1 || got.State() != a.State() {
-		t.Fatalf("from=%v replayed=%d %+v", from, n, got.State())
+	if from, n := got.LoadedFromSnapshot(); from || n != 7 || got.State() != a.State() {
+		t.Fatalf("from=%v replayed=%d %+v; want a full replay of 7", from, n, got.State())
 	}
-	if !strings.Contains(h.logs.String(), "combined snapshot and events read failed") {
+	if !strings.Contains(h.logs.String(), "snapshot and events read failed") {
 		t.Fatalf("fallback not logged:\n%s", h.logs.String())
+	}
+	if n := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackStoreError)); n != 1 {
+		t.Fatalf("store_error fallbacks = %d, want 1", n)
 	}
 }
 
@@ -1429,7 +1480,7 @@ func TestConcurrentCallersOneRepository(t *testing.T) {
 	h := newHarness(t)
 	st := memstore.New()
 	r, err := eventsource.NewRepository[exampledomain.Account](st, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(3), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
+		eventsource.WithSnapshotThreshold(3), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
 	if err != nil {
 		t.Fatal(err)
 	}

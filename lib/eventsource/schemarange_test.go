@@ -32,14 +32,14 @@ func (*accountSchemaTooHigh) SchemaVersion() int {
 
 func TestNewRepositoryChecksSchemaVersionRange(t *testing.T) {
 	h := newHarness(t)
-	_, err := eventsource.NewRepository[accountSchemaTooHigh](h.events, h.reg, h.opts...)
+	_, err := eventsource.NewRepository[accountSchemaTooHigh](h.store(), h.reg, h.opts...)
 	if !errors.Is(err, eventsource.ErrInvalidArgument) || !errors.Is(err, eventsource.ErrInvalidOption) ||
 		!strings.Contains(err.Error(), strconv.Itoa(eventsource.MaxSchemaVersion)) {
 		t.Fatalf("NewRepository with SchemaVersion() above MaxSchemaVersion: error %v, want ErrInvalidArgument and ErrInvalidOption naming the range", err)
 	}
 
-	r, err := eventsource.NewRepository[accountSchemaMax](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(2), eventsource.WithSnapshotMode(eventsource.ModeSync))...)
+	r, err := eventsource.NewRepository[accountSchemaMax](h.store(h.snaps), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(2), eventsource.WithSnapshotMode(eventsource.ModeSync))...)
 	if err != nil {
 		t.Fatalf("NewRepository with SchemaVersion() = MaxSchemaVersion: %v", err)
 	}

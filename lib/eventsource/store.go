@@ -49,11 +49,10 @@ type AppendResult struct {
 }
 
 // EventStore is an append-only store of event streams, one stream per
-// aggregate (type + id). Implementations must be safe for concurrent use by
-// many goroutines (and, for shared databases, many processes).
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestEventStore] against every
-// implementation.
+// aggregate (type + id): the events half of a [Store]. Implementations
+// must be safe for concurrent use by many goroutines (and, for shared
+// databases, many processes). Give one to [Split] to pair it with a
+// [SnapshotStore] kept elsewhere.
 type EventStore interface {
 	// Append atomically appends events to the stream of aggregate typ/id,
 	// giving them versions expected+1, expected+2, ... (or head+1, ... for
@@ -147,11 +146,10 @@ func (s *Snapshot) Supersedes(stored *Snapshot) bool {
 	return stored == nil || (s.Version >= stored.Version && s.SchemaVersion >= stored.SchemaVersion)
 }
 
-// SnapshotStore keeps the latest snapshot of each aggregate. Implementations
-// must be safe for concurrent use by many goroutines and processes.
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotStore] against
-// every implementation.
+// SnapshotStore keeps the latest snapshot of each aggregate: the
+// snapshots half of a [Store]. Implementations must be safe for concurrent
+// use by many goroutines and processes. Give one to [Split] to pair it
+// with an [EventStore] kept elsewhere.
 type SnapshotStore interface {
 	// SaveSnapshot upserts s unless the stored snapshot of the same
 	// aggregate has a higher version or a newer schema version (see
@@ -161,9 +159,31 @@ type SnapshotStore interface {
 	// matching ErrInvalidArgument.
 	SaveSnapshot(ctx context.Context, s Snapshot) (stored bool, err error)
 
+	// SaveSnapshots saves each snapshot as SaveSnapshot would, with one
+	// round trip and in one transaction (on a durable store, one commit:
+	// the snapshotter worker writes the snapshots of the aggregates it
+	// rebuilds at the same time together). On an error nothing of the
+	// batch is written. stored[i] reports whether snaps[i] was written.
+	// When the batch holds more than one snapshot of an aggregate, they
+	// apply in order under the [Snapshot.Supersedes] rule and only the one
+	// left standing is written. An invalid snapshot fails the whole batch
+	// with an error matching ErrInvalidArgument that names its index. An
+	// empty batch does nothing.
+	SaveSnapshots(ctx context.Context, snaps []Snapshot) (stored []bool, err error)
+
 	// GetSnapshot returns the snapshot of aggregate typ/id, or nil and no
 	// error when there is none.
 	GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*Snapshot, error)
+
+	// GetSnapshots returns the snapshots of the aggregates typ/ids[i],
+	// with one round trip: snaps[i] is what GetSnapshot(ctx, typ, ids[i])
+	// would return, nil when there is none. An id may appear more than
+	// once; each request gets its own copy. An empty typ, a nil id (named
+	// by its index) or an empty ids is an error matching
+	// ErrInvalidArgument. (The snapshotter worker reads the snapshots its
+	// policy decides on this way: most notices are not due, and this read
+	// is all they cost.)
+	GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (snaps []*Snapshot, err error)
 
 	// DeleteSnapshot removes the snapshot of typ/id and reports whether one
 	// existed.
@@ -181,9 +201,6 @@ type SnapshotStore interface {
 	// snapshot.
 	DeleteStaleSnapshot(ctx context.Context, s Snapshot) (deleted bool, err error)
 
-	// SnapshotExists reports whether a snapshot of typ/id exists.
-	SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (bool, error)
-
 	// DeleteSnapshotsByType removes the snapshots of every aggregate of typ
 	// and returns how many it removed. When schemaVersionBelow is positive
 	// only snapshots with a schema version below it are removed (the cleanup
@@ -191,6 +208,46 @@ type SnapshotStore interface {
 	// value, or one above [MaxSchemaVersion], is an error matching
 	// ErrInvalidArgument.
 	DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error)
+}
+
+// Store holds an application's events and the snapshots of its
+// aggregates: what [NewRepository] and the snapshotter worker take. The
+// backends (memstore, sqlitestore, pgstore) each keep both in one
+// database; [Split] makes one of an [EventStore] and a [SnapshotStore]
+// kept apart. Implementations must be safe for concurrent use by many
+// goroutines and processes.
+//
+// Run [github.com/evsnap/evsnap/lib/storetest.Run] against every
+// implementation; [github.com/evsnap/evsnap/lib/storekit] has the
+// argument checks and helpers the backends share.
+type Store interface {
+	EventStore
+	SnapshotStore
+
+	// LoadSnapshotAndEvents returns what a load needs: the snapshot of
+	// typ/id (nil when there is none) and the aggregate's events from
+	// version `from` on, where from is the snapshot's version when the
+	// snapshot has schema version schemaVersion, and 1 otherwise. (The
+	// event at the snapshot's own version is included so the caller can
+	// check the snapshot belongs to the stream's history: that the event
+	// exists and its id is the snapshot's EventID.) The events follow
+	// ReadEvents' contract, and iterating them again reads them again. A
+	// store that holds both reads them with one round trip or in one read
+	// transaction where it can; it may read the first page of events
+	// before returning, but holds no connection once it has returned. An
+	// error reading either is returned (the repository then counts a
+	// fallback and replays every event). A schemaVersion outside 1 to
+	// [MaxSchemaVersion] is an error matching ErrInvalidArgument.
+	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
+
+	// ListAggregates streams the aggregates of typ that match opts, with
+	// their head and snapshot versions, without reading any events. The
+	// snapshotter's rebuild of a type, stats, verify and reconciliation
+	// sweep use it. Like ReadEvents, it yields an error once, last, and
+	// releases its resources when the caller stops early. An empty typ is
+	// an error matching ErrInvalidArgument. A store that cannot list (one
+	// made by [Split]) yields one error matching [errors.ErrUnsupported].
+	ListAggregates(ctx context.Context, typ string, opts ListOptions) iter.Seq2[AggregateInfo, error]
 }
 
 // ValidateStream checks the arguments every store method takes, as an error
@@ -298,8 +355,8 @@ func ValidateSchemaVersion(schemaVersion int) error {
 	return nil
 }
 
-// AggregateInfo is one aggregate's position as an [AggregateLister] reports
-// it.
+// AggregateInfo is one aggregate's position as [Store.ListAggregates]
+// reports it.
 type AggregateInfo struct {
 	AggregateID uuid.UUID
 	// HeadVersion is the version of the aggregate's last event.
@@ -345,18 +402,6 @@ type ListOptions struct {
 	Limit int
 }
 
-// AggregateLister is an optional capability of a store that holds both a
-// type's events and its snapshots (the SQL backends, and memstore.Store): it
-// lists the aggregates of a type with their head and snapshot versions
-// without reading any events. The snapshotter's rebuild, stats and
-// reconciliation sweep use it. Discover it with a type assertion.
-type AggregateLister interface {
-	// ListAggregates streams the aggregates of typ that match opts. Like
-	// ReadEvents, it yields an error once, last, and releases its
-	// resources when the caller stops early.
-	ListAggregates(ctx context.Context, typ string, opts ListOptions) iter.Seq2[AggregateInfo, error]
-}
-
 // FilterAndSort applies opts to an in-memory listing: the reference
 // semantics of [ListOptions] for stores that list in memory.
 func FilterAndSort(infos []AggregateInfo, opts ListOptions) []AggregateInfo {
@@ -388,45 +433,7 @@ func FilterAndSort(infos []AggregateInfo, opts ListOptions) []AggregateInfo {
 // PostgreSQL's uuid type) order.
 func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }
 
-// SnapshotLoader is an optional capability of a store that holds both an
-// aggregate's events and its snapshot (pgstore): it reads what a load needs
-// in one round trip. The repository uses it when the same store is its
-// event store and its snapshot store.
-type SnapshotLoader interface {
-	// LoadSnapshotAndEvents returns the snapshot of typ/id (nil when there
-	// is none) and the aggregate's events from version `from` on, where
-	// from is the snapshot's version when the snapshot has schema version
-	// schemaVersion, and 1 otherwise. (The event at the snapshot's own
-	// version is included so the caller can check the snapshot belongs to
-	// the stream's history: that the event exists and its id is the
-	// snapshot's EventID.) The events follow ReadEvents' contract; a
-	// store may read their first page eagerly. A schemaVersion outside 1
-	// to [MaxSchemaVersion] is an error matching ErrInvalidArgument (see
-	// ValidateSchemaVersion).
-	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
-}
-
-// SnapshotBatchSaver is an optional capability of a [SnapshotStore]: saving
-// many snapshots with one round trip and one commit. The snapshotter worker
-// uses it to write the snapshots of the aggregates it rebuilds at the same
-// time together, which on a durable store costs one commit (one WAL flush,
-// one fsync) instead of one per snapshot.
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotBatchSaver]
-// against every implementation.
-type SnapshotBatchSaver interface {
-	// SaveSnapshots saves each snapshot as SaveSnapshot would, in one
-	// transaction: on an error nothing of the batch is written. stored[i]
-	// reports whether snaps[i] was written. When the batch holds more than
-	// one snapshot of an aggregate, they apply in order under the
-	// [Snapshot.Supersedes] rule and only the one left standing is written
-	// (see [ResolveSnapshotBatch]). An invalid snapshot fails the whole
-	// batch with an error matching ErrInvalidArgument that names its index.
-	// An empty batch does nothing.
-	SaveSnapshots(ctx context.Context, snaps []Snapshot) (stored []bool, err error)
-}
-
-// ResolveSnapshotBatch validates a batch for [SnapshotBatchSaver] and
+// ResolveSnapshotBatch validates a batch for [SnapshotStore.SaveSnapshots] and
 // resolves snapshots of the same aggregate within it: it returns the
 // indexes of the snapshots to write, one per aggregate, in batch order.
 // Later snapshots of an aggregate replace earlier ones they supersede, as
@@ -453,23 +460,6 @@ func ResolveSnapshotBatch(snaps []Snapshot) ([]int, error) {
 		}
 	}
 	return out, nil
-}
-
-// SnapshotBatchGetter is an optional capability of a [SnapshotStore]:
-// reading the snapshots of many aggregates of one type with one round
-// trip. The snapshotter worker uses it for the decision reads of the
-// notices it handles at the same time: most notices are not due, and their
-// only cost to the database is this read.
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotBatchGetter]
-// against every implementation.
-type SnapshotBatchGetter interface {
-	// GetSnapshots returns the snapshots of the aggregates typ/ids[i]:
-	// snaps[i] is what GetSnapshot(ctx, typ, ids[i]) would return, nil when
-	// there is none. An id may appear more than once. An empty typ, a nil
-	// id (named by its index) or an empty ids is an error matching
-	// ErrInvalidArgument.
-	GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (snaps []*Snapshot, err error)
 }
 
 // ValidateGetSnapshots checks GetSnapshots' arguments, as an error matching

@@ -46,16 +46,13 @@ type VerifyResult struct {
 // VerifySnapshot checks the aggregate's stored snapshot against a full
 // replay of its events up to the snapshot's version: the stream's event at
 // that version must be the one the snapshot names (else [VerifyStale]) and
-// the two states must encode identically (else [VerifyMismatch]). It needs
-// a snapshot store, and changes nothing (a load removes a stale snapshot;
+// the two states must encode identically (else [VerifyMismatch]). It
+// changes nothing (a load removes a stale snapshot;
 // VerifySnapshot only reports it). Store errors are returned; everything
 // about the snapshot itself is a status.
 func (r *Repository[T, PT]) VerifySnapshot(ctx context.Context, id uuid.UUID) (VerifyResult, error) {
 	res := VerifyResult{AggregateID: id}
-	if r.snapshots == nil {
-		return res, fmt.Errorf("verify %s %s: %w: the repository has no snapshot store", r.typ, id, ErrInvalidArgument)
-	}
-	snap, err := r.snapshots.GetSnapshot(ctx, r.typ, id)
+	snap, err := r.store.GetSnapshot(ctx, r.typ, id)
 	if err != nil {
 		return res, fmt.Errorf("verify %s %s: read snapshot: %w", r.typ, id, err)
 	}
@@ -77,7 +74,7 @@ func (r *Repository[T, PT]) VerifySnapshot(ctx context.Context, id uuid.UUID) (V
 	}
 	replayed := r.New(id)
 	c := replayed.rootCore()
-	for rec, err := range r.events.ReadEvents(ctx, r.typ, id, 0) {
+	for rec, err := range r.store.ReadEvents(ctx, r.typ, id, 0) {
 		if err != nil {
 			return res, fmt.Errorf("verify %s %s: read events: %w", r.typ, id, err)
 		}

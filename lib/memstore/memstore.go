@@ -1,6 +1,8 @@
 // Package memstore holds events and snapshots in memory: for tests,
 // development and examples. Data is lost when the process exits and is not
-// shared between processes.
+// shared between processes. [New] returns an [eventsource.Store]; the
+// [EventStore] and [SnapshotStore] halves also stand alone, to pair with
+// other stores through [eventsource.Split].
 //
 // The event store keeps each stream as a slice indexed by version, so
 // reading the events after version V costs O(events after V), never a copy
@@ -176,11 +178,7 @@ type SnapshotStore struct {
 	snaps map[streamKey]eventsource.Snapshot
 }
 
-var (
-	_ eventsource.SnapshotStore       = (*SnapshotStore)(nil)
-	_ eventsource.SnapshotBatchSaver  = (*SnapshotStore)(nil)
-	_ eventsource.SnapshotBatchGetter = (*SnapshotStore)(nil)
-)
+var _ eventsource.SnapshotStore = (*SnapshotStore)(nil)
 
 // NewSnapshotStore returns an empty snapshot store.
 func NewSnapshotStore() *SnapshotStore {
@@ -211,7 +209,7 @@ func (s *SnapshotStore) SaveSnapshot(ctx context.Context, snap eventsource.Snaps
 	return true, nil
 }
 
-// SaveSnapshots implements [eventsource.SnapshotBatchSaver]: the batch is
+// SaveSnapshots implements [eventsource.SnapshotStore]: the batch is
 // applied under one lock, so readers see all of it or none of it.
 func (s *SnapshotStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
 	write, err := eventsource.ResolveSnapshotBatch(snaps)
@@ -253,7 +251,7 @@ func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUI
 	return &snap, nil
 }
 
-// GetSnapshots implements [eventsource.SnapshotBatchGetter]. It takes the
+// GetSnapshots implements [eventsource.SnapshotStore]. It takes the
 // read lock once for the whole batch, and each request gets its own copy
 // of its snapshot, even when an id is asked for twice.
 func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
@@ -315,20 +313,6 @@ func (s *SnapshotStore) DeleteStaleSnapshot(ctx context.Context, snap eventsourc
 	}
 	delete(s.snaps, key)
 	return true, nil
-}
-
-// SnapshotExists implements [eventsource.SnapshotStore].
-func (s *SnapshotStore) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (bool, error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return false, err
-	}
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	_, ok := s.snaps[streamKey{typ, id}]
-	return ok, nil
 }
 
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore].

@@ -8,19 +8,15 @@ import (
 	"github.com/google/uuid"
 )
 
-// Store is an event store and a snapshot store together, which can also
-// list aggregates with their head and snapshot versions.
+// Store is an [eventsource.Store]: an event store and a snapshot store
+// together, which can also list aggregates with their head and snapshot
+// versions.
 type Store struct {
 	*EventStore
 	*SnapshotStore
 }
 
-// Store has the optional capabilities of the stores it embeds.
-var (
-	_ eventsource.AggregateLister     = (*Store)(nil)
-	_ eventsource.SnapshotBatchSaver  = (*Store)(nil)
-	_ eventsource.SnapshotBatchGetter = (*Store)(nil)
-)
+var _ eventsource.Store = (*Store)(nil)
 
 // New returns an empty Store.
 func New() *Store {
@@ -33,7 +29,7 @@ func (s *Store) Clear() {
 	s.SnapshotStore.Clear()
 }
 
-// ListAggregates implements [eventsource.AggregateLister]. It takes a
+// ListAggregates implements [eventsource.Store]. It takes a
 // consistent copy of the heads first, so it costs O(aggregates of typ).
 func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource.ListOptions) iter.Seq2[eventsource.AggregateInfo, error] {
 	if typ == "" {
@@ -71,9 +67,8 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 	}
 }
 
-var _ eventsource.SnapshotLoader = (*Store)(nil)
-
-// LoadSnapshotAndEvents implements [eventsource.SnapshotLoader].
+// LoadSnapshotAndEvents implements [eventsource.Store]: the snapshot, then
+// the events as ReadEvents streams them.
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
 	if err := eventsource.ValidateSchemaVersion(schemaVersion); err != nil {
 		return nil, nil, err

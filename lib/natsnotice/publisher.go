@@ -43,7 +43,7 @@ var producerSpan = trace.WithSpanKind(trace.SpanKindProducer)
 //	pub, err := natsnotice.NewPublisher(js)
 //	...
 //	defer pub.Close(ctx) // after the repository's Close: flushes what is left
-//	repo, err := eventsource.NewRepository[...](events, reg,
+//	repo, err := eventsource.NewRepository[...](store, reg,
 //		eventsource.WithSnapshotMode(eventsource.ModeExternal),
 //		eventsource.WithAppendNotifier(pub))
 //

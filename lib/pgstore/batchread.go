@@ -9,9 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-var _ eventsource.SnapshotBatchGetter = (*Store)(nil)
-
-// GetSnapshots implements [eventsource.SnapshotBatchGetter] with one
+// GetSnapshots implements [eventsource.SnapshotStore] with one
 // statement: a primary-key lookup of every distinct id (aggregate_id =
 // ANY of an array). Each request gets its own *Snapshot, even when an id
 // is asked for twice.

@@ -12,7 +12,7 @@ import (
 // listPageSize is how many aggregates one query of a ByID listing reads.
 const listPageSize = 1000
 
-// ListAggregates implements [eventsource.AggregateLister] from the streams
+// ListAggregates implements [eventsource.Store] from the streams
 // table LEFT JOIN the snapshots table: it never reads an event.
 //
 // A [eventsource.ByID] listing pages through the streams primary key

@@ -14,9 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-var _ eventsource.SnapshotLoader = (*Store)(nil)
-
-// LoadSnapshotAndEvents implements [eventsource.SnapshotLoader]: the
+// LoadSnapshotAndEvents implements [eventsource.Store]: the
 // snapshot and the first page of events from it go in one pgx.Batch, one
 // round trip; later pages (streams longer than a page past the snapshot)
 // are read like ReadEvents. The first page is read before returning, so no

@@ -39,9 +39,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 	return tag.RowsAffected() == 1, nil
 }
 
-var _ eventsource.SnapshotBatchSaver = (*Store)(nil)
-
-// SaveSnapshots implements [eventsource.SnapshotBatchSaver] with one
+// SaveSnapshots implements [eventsource.SnapshotStore] with one
 // statement, the batch form of SaveSnapshot's: one round trip and one
 // commit for the whole batch. Rows go in primary-key order, so concurrent
 // batches over the same aggregates lock them in one order and never
@@ -161,19 +159,6 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 		return false, s.wrap(fmt.Sprintf("delete stale snapshot v%d of %s %s", snap.Version, snap.AggregateType, snap.AggregateID), err)
 	}
 	return tag.RowsAffected() > 0, nil
-}
-
-// SnapshotExists implements [eventsource.SnapshotStore].
-func (s *Store) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (ok bool, err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return false, err
-	}
-	ctx, span := s.span(ctx, "pgstore.SnapshotExists", typ, id)
-	defer func() { endSpan(span, err) }()
-	if err := s.pool.QueryRow(ctx, s.q.snapshotExists, pgID(id), typ).Scan(&ok); err != nil {
-		return false, s.wrap(fmt.Sprintf("check snapshot of %s %s", typ, id), err)
-	}
-	return ok, nil
 }
 
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore] and returns

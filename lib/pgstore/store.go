@@ -60,11 +60,7 @@ type Store struct {
 	q          queries
 }
 
-var (
-	_ eventsource.EventStore      = (*Store)(nil)
-	_ eventsource.SnapshotStore   = (*Store)(nil)
-	_ eventsource.AggregateLister = (*Store)(nil)
-)
+var _ eventsource.Store = (*Store)(nil)
 
 // table is a validated table name; String gives it schema-qualified and
 // quoted, ready to splice into SQL.

@@ -34,7 +34,7 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 	owner := pgtest.Store(t)
 	ctx := context.Background()
 	reg := exampledomain.NewRegistry()
-	app, err := eventsource.NewRepository[exampledomain.Account](owner, reg)
+	app, err := eventsource.NewRepository[exampledomain.Account](owner, reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 	defer ws.Close()
 
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots = ws, ws
+	cfg.Store = ws
 	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)

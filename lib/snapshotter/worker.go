@@ -113,8 +113,7 @@ func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Pol
 		schemaVersion: probe.SchemaVersion(),
 		policy:        p,
 		build: func(w *Worker) (rebuilder, error) {
-			repo, err := eventsource.NewRepository[T, PT](w.repoEvents, reg,
-				eventsource.WithSnapshotStore(w.repoSnapshots),
+			repo, err := eventsource.NewRepository[T, PT](w.store, reg,
 				eventsource.WithSnapshotMode(eventsource.ModeManual),
 				// The worker writes the snapshots of applications in
 				// external mode: its writes count as such, not as manual.
@@ -151,16 +150,12 @@ type Worker struct {
 	log     *slog.Logger
 	tracer  trace.Tracer
 	targets map[string]*target
-	lister  eventsource.AggregateLister
-	// loader reads a snapshot and the events after it in one round trip,
-	// when one store holds both (nil otherwise).
-	loader eventsource.SnapshotLoader
-	m      workerMetrics
+	m       workerMetrics
 
-	// The stores the worker and its per-type repositories use: cfg's, or
-	// wrappers that batch snapshot writes and reads (see repoStores).
-	repoEvents    eventsource.EventStore
-	repoSnapshots eventsource.SnapshotStore
+	// store is what the worker and its per-type repositories use:
+	// cfg.Store, with its snapshot writes and reads batched (see
+	// newWorkerStore).
+	store eventsource.Store
 
 	// ready: the durable consumer is bound and its loop runs (or, without
 	// JetStream, Run runs). loop is the pull loop, once Run made it.
@@ -208,16 +203,10 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		tracer:  cfg.TracerProvider.Tracer(InstrumentationName),
 		targets: map[string]*target{},
 	}
-	if l, ok := cfg.Snapshots.(eventsource.AggregateLister); ok {
-		w.lister = l
-	} else if l, ok := cfg.Events.(eventsource.AggregateLister); ok {
-		w.lister = l
-	}
-	w.loader = sharedLoader(&cfg)
 	if err := w.initMetrics(); err != nil {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
-	w.repoEvents, w.repoSnapshots = repoStores(&w.cfg, w.m.writes, w.m.reads)
+	w.store = newWorkerStore(&w.cfg, w.m.writes, w.m.reads)
 	policies := map[string]Policy{}
 	for _, t := range types {
 		if t.build == nil {
@@ -331,15 +320,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}()
 	}
 	if w.cfg.SweepInterval > 0 {
-		if w.lister == nil {
-			w.log.Warn("reconciliation sweep disabled: neither store can list aggregates (eventsource.AggregateLister)")
-		} else {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				w.sweepLoop(ctx)
-			}()
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.sweepLoop(ctx)
+		}()
 	}
 	defer wg.Wait()
 	if w.cfg.JetStream == nil {
@@ -511,16 +496,16 @@ type hints struct {
 //
 // When the notices announce so many events that the aggregate is due even
 // if its snapshot covers every version before them (a backlog, or a
-// milestone), and one store holds the snapshots and the events, the
-// snapshot and the events after it are read in one round trip before the
-// decision; the decision is then made exactly as below, and the events are
-// dropped if it says no. Otherwise the snapshot is read for the decision
+// milestone), the snapshot and the events after it are read with the
+// store's LoadSnapshotAndEvents (one round trip on a store that holds
+// both) before the decision; the decision is then made exactly as below,
+// and the events are dropped if it says no. Otherwise the snapshot is read for the decision
 // (batched with other notices' where the store can), and the events only
 // when a snapshot is due: most notices are not due.
 func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, source string) (bool, error) {
-	if w.loader != nil && h.first > 0 && h.head >= h.first &&
+	if h.first > 0 && h.head >= h.first &&
 		t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: h.first - 1, Appended: h.appended}) {
-		snap, events, err := w.loader.LoadSnapshotAndEvents(ctx, t.name, id, t.schemaVersion)
+		snap, events, err := w.store.LoadSnapshotAndEvents(ctx, t.name, id, t.schemaVersion)
 		if err != nil {
 			return false, fmt.Errorf("read snapshot and events of %s %s: %w", t.name, id, err)
 		}
@@ -530,12 +515,12 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 		_, err = w.observeRebuild(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildWith(ctx, id, snap, events) })
 		return err == nil, err
 	}
-	snap, err := w.repoSnapshots.GetSnapshot(ctx, t.name, id)
+	snap, err := w.store.GetSnapshot(ctx, t.name, id)
 	if err != nil {
 		return false, fmt.Errorf("read snapshot of %s %s: %w", t.name, id, err)
 	}
 	if h.head == 0 && !w.newerSchema(t, snap) {
-		if h.head, err = w.cfg.Events.StreamVersion(ctx, t.name, id); err != nil {
+		if h.head, err = w.store.StreamVersion(ctx, t.name, id); err != nil {
 			return false, fmt.Errorf("read head of %s %s: %w", t.name, id, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) {
 // that no aggregate's stored snapshot ever goes backwards. It also counts
 // writes and can inject failures.
 type recordingStore struct {
-	storetest.Backend
+	eventsource.Store
 	mu          sync.Mutex
 	last        map[uuid.UUID]int64
 	regressions []string
@@ -52,8 +53,8 @@ type recordingStore struct {
 	onStored                  func(id uuid.UUID, version int64)
 }
 
-func newRecordingStore(b storetest.Backend) *recordingStore {
-	return &recordingStore{Backend: b, last: map[uuid.UUID]int64{}}
+func newRecordingStore(b eventsource.Store) *recordingStore {
+	return &recordingStore{Store: b, last: map[uuid.UUID]int64{}}
 }
 
 var errDown = errors.New("injected: database unreachable")
@@ -83,7 +84,7 @@ func (r *recordingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.
 		}
 	}
 	r.attempted.Add(int64(len(snaps)))
-	stored, err := r.Backend.(eventsource.SnapshotBatchSaver).SaveSnapshots(ctx, snaps)
+	stored, err := r.Store.SaveSnapshots(ctx, snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +97,7 @@ func (r *recordingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.
 		if r.onStored != nil {
 			r.onStored(s.AggregateID, s.Version)
 		}
-		cur, gerr := r.Backend.GetSnapshot(ctx, s.AggregateType, s.AggregateID)
+		cur, gerr := r.Store.GetSnapshot(ctx, s.AggregateType, s.AggregateID)
 		r.mu.Lock()
 		if gerr == nil && cur != nil {
 			if cur.Version < r.last[s.AggregateID] {
@@ -113,7 +114,7 @@ func (r *recordingStore) GetSnapshot(ctx context.Context, typ string, id uuid.UU
 	if r.failing.Load() {
 		return nil, errDown
 	}
-	return r.Backend.GetSnapshot(ctx, typ, id)
+	return r.Store.GetSnapshot(ctx, typ, id)
 }
 
 // GetSnapshots makes the worker read through its read batcher, as it does
@@ -124,32 +125,20 @@ func (r *recordingStore) GetSnapshots(ctx context.Context, typ string, ids []uui
 	}
 	r.snapReadBatches.Add(1)
 	r.snapReads.Add(int64(len(ids)))
-	return r.Backend.(eventsource.SnapshotBatchGetter).GetSnapshots(ctx, typ, ids)
+	return r.Store.GetSnapshots(ctx, typ, ids)
 }
 
 func (r *recordingStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
 	r.eventReads.Add(1)
-	return r.Backend.ReadEvents(ctx, typ, id, after)
+	return r.Store.ReadEvents(ctx, typ, id, after)
 }
 
-// loaderStore is a recordingStore over a backend that reads a snapshot and
-// its events in one round trip (memstore, pgstore), with that capability
-// visible, as the worker sees those stores.
-type loaderStore struct{ *recordingStore }
-
-func (l loaderStore) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
-	if l.failing.Load() {
+func (r *recordingStore) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
+	if r.failing.Load() {
 		return nil, nil, errDown
 	}
-	l.combinedReads.Add(1)
-	return l.Backend.(eventsource.SnapshotLoader).LoadSnapshotAndEvents(ctx, typ, id, schemaVersion)
-}
-
-// hasLoader reports whether the worker reads this env's store with
-// LoadSnapshotAndEvents.
-func (e *env) hasLoader() bool {
-	_, ok := e.store.Backend.(eventsource.SnapshotLoader)
-	return ok
+	r.combinedReads.Add(1)
+	return r.Store.LoadSnapshotAndEvents(ctx, typ, id, schemaVersion)
 }
 
 func (r *recordingStore) checkNoRegressions(t testing.TB) {
@@ -176,7 +165,7 @@ type env struct {
 	logs   *slog.Logger
 }
 
-func newEnv(t testing.TB, url string, store storetest.Backend, shared bool) *env {
+func newEnv(t testing.TB, url string, store eventsource.Store, shared bool) *env {
 	t.Helper()
 	e := &env{
 		t:      t,
@@ -212,7 +201,7 @@ func newEnv(t testing.TB, url string, store storetest.Backend, shared bool) *env
 		_ = pub.Close(ctx)
 	})
 	e.repo, err = eventsource.NewRepository[exampledomain.Account](e.store, e.reg,
-		eventsource.WithSnapshotStore(e.store), eventsource.WithAppendNotifier(pub), eventsource.WithLogger(e.logs))
+		eventsource.WithAppendNotifier(pub), eventsource.WithLogger(e.logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,11 +246,7 @@ func forEachSetup(t *testing.T, test func(t *testing.T, e *env)) {
 
 func (e *env) config(mutate func(*snapshotter.Config)) snapshotter.Config {
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots, cfg.JetStream = e.store, e.store, e.js
-	if e.hasLoader() {
-		l := loaderStore{e.store}
-		cfg.Events, cfg.Snapshots = l, l
-	}
+	cfg.Store, cfg.JetStream = e.store, e.js
 	cfg.Stream, cfg.SubjectPrefix = e.stream, e.prefix
 	cfg.Consumer = "snapshotter"
 	cfg.SweepInterval = 0
@@ -351,7 +336,7 @@ func (e *env) head(id uuid.UUID) int64 {
 }
 
 func (e *env) snapshotVersion(id uuid.UUID) int64 {
-	s, err := e.store.Backend.GetSnapshot(context.Background(), exampledomain.AccountType, id)
+	s, err := e.store.Store.GetSnapshot(context.Background(), exampledomain.AccountType, id)
 	if err != nil || s == nil {
 		return 0
 	}
@@ -429,7 +414,7 @@ func TestWorkerReplacesStaleSnapshot(t *testing.T) { forEachSetup(t, testWorkerR
 func testWorkerReplacesStaleSnapshot(t *testing.T, e *env) {
 	ctx := context.Background()
 	id := uuid.New()
-	if _, err := e.store.Backend.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: exampledomain.AccountType,
+	if _, err := e.store.Store.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: exampledomain.AccountType,
 		Version: 50, SchemaVersion: 1, EventID: uuid.New(), CreatedAt: time.Now().UTC(),
 		State: []byte(`{"open":true,"owner_name":"left over","balance":999,"transaction_count":49}`)}); err != nil {
 		t.Fatal(err)
@@ -446,10 +431,10 @@ func testWorkerReplacesStaleSnapshot(t *testing.T, e *env) {
 	}
 	events := storetest.ReadAll(t, e.store, exampledomain.AccountType, id, 59)
 	waitFor(t, 10*time.Second, "the worker's snapshot at v60", func() bool {
-		s, err := e.store.Backend.GetSnapshot(ctx, exampledomain.AccountType, id)
+		s, err := e.store.Store.GetSnapshot(ctx, exampledomain.AccountType, id)
 		return err == nil && s != nil && s.EventID == events[0].ID
 	})
-	s, _ := e.store.Backend.GetSnapshot(ctx, exampledomain.AccountType, id)
+	s, _ := e.store.Store.GetSnapshot(ctx, exampledomain.AccountType, id)
 	loaded, err := e.repo.Load(ctx, id)
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +468,7 @@ func testMilestoneNoticeSnapshotsOrder(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "milestone snapshot", func() bool {
-		s, _ := e.store.Backend.GetSnapshot(context.Background(), exampledomain.OrderType, o.ID())
+		s, _ := e.store.Store.GetSnapshot(context.Background(), exampledomain.OrderType, o.ID())
 		return s != nil && s.Version == 3
 	})
 }
@@ -493,9 +478,9 @@ func TestTwoWorkersShareTheWork(t *testing.T) { forEachSetup(t, testTwoWorkersSh
 func testTwoWorkersShareTheWork(t *testing.T, e *env) {
 	counts := make([]*countingStore, 2)
 	for i := range counts {
-		counts[i] = &countingStore{Backend: e.store}
+		counts[i] = &countingStore{Store: e.store}
 		w, err := snapshotter.New(e.config(func(c *snapshotter.Config) {
-			c.Events, c.Snapshots = counts[i], counts[i]
+			c.Store = counts[i]
 			c.BatchSize = 8
 		}), snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: 5}))
 		if err != nil {
@@ -524,12 +509,12 @@ func testTwoWorkersShareTheWork(t *testing.T, e *env) {
 
 // countingStore counts snapshot writes going through one worker.
 type countingStore struct {
-	storetest.Backend
+	eventsource.Store
 	writes atomic.Int64
 }
 
 func (c *countingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot) (bool, error) {
-	ok, err := c.Backend.SaveSnapshot(ctx, s)
+	ok, err := c.Store.SaveSnapshot(ctx, s)
 	if ok {
 		c.writes.Add(1)
 	}
@@ -537,7 +522,7 @@ func (c *countingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot
 }
 
 func (c *countingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
-	stored, err := c.Backend.(eventsource.SnapshotBatchSaver).SaveSnapshots(ctx, snaps)
+	stored, err := c.Store.SaveSnapshots(ctx, snaps)
 	for _, ok := range stored {
 		if ok {
 			c.writes.Add(1)
@@ -725,7 +710,7 @@ func testUndecodableEventsTerminated(t *testing.T, e *env) {
 func TestSweepCatchesLostNotices(t *testing.T) { forEachSetup(t, testSweepCatchesLostNotices) }
 
 func testSweepCatchesLostNotices(t *testing.T, e *env) {
-	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg)
+	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -792,7 +777,7 @@ func testGracefulDrain(t *testing.T, e *env) {
 func TestRebuildStatsPrune(t *testing.T) {
 	store := memstore.New()
 	reg := exampledomain.NewRegistry()
-	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg)
+	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	defer repo.Close(context.Background())
 	var ids []uuid.UUID
 	for i := range 5 {
@@ -805,7 +790,7 @@ func TestRebuildStatsPrune(t *testing.T) {
 		ids = append(ids, a.ID())
 	}
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots = store, store
+	cfg.Store = store
 	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
@@ -860,7 +845,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 	reg := exampledomain.NewRegistry()
 	store := memstore.New()
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots = store, store
+	cfg.Store = store
 	if _, err := snapshotter.New(cfg); !errors.Is(err, snapshotter.ErrInvalidConfig) {
 		t.Fatalf("no types: %v", err)
 	}
@@ -879,7 +864,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 func TestVerifyReport(t *testing.T) {
 	store := memstore.New()
 	reg := exampledomain.NewRegistry()
-	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg, eventsource.WithSnapshotStore(store), eventsource.WithSnapshotThreshold(3))
+	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg, eventsource.WithSnapshotThreshold(3))
 	defer repo.Close(context.Background())
 	var ids []uuid.UUID
 	for range 6 {
@@ -898,7 +883,7 @@ func TestVerifyReport(t *testing.T) {
 	s.EventID = uuid.New()
 	_, _ = store.SaveSnapshot(context.Background(), *s)
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots = store, store
+	cfg.Store = store
 	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
@@ -996,10 +981,11 @@ func testNotDueNoticesReadOnlySnapshots(t *testing.T, e *env) {
 		ids[i] = uuid.New()
 		e.save(ids[i], 3)
 	}
-	reads := e.store.eventReads.Load() // the app's own loads
+	// Not counted: the app's own loads.
+	reads, combined := e.store.eventReads.Load(), e.store.combinedReads.Load()
 	e.start(e.worker(50, nil))
 	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
-	if w, c, r, ev := e.store.writes.Load(), e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.eventReads.Load()-reads; w != 0 || c != 0 || r < int64(len(ids)) || ev != 0 {
+	if w, c, r, ev := e.store.writes.Load(), e.store.combinedReads.Load()-combined, e.store.snapReads.Load(), e.store.eventReads.Load()-reads; w != 0 || c != 0 || r < int64(len(ids)) || ev != 0 {
 		t.Fatalf("%d snapshots written, %d combined reads, %d snapshot reads, %d event reads; want 0, 0, at least %d, 0", w, c, r, ev, len(ids))
 	}
 }
@@ -1027,28 +1013,95 @@ func testDueNoticesReadSnapshotAndEventsTogether(t *testing.T, e *env) {
 	}
 	// newer has one of a newer schema (a newer release's worker), behind
 	// the head: this worker must leave it alone.
-	if _, err := e.store.Backend.SaveSnapshot(context.Background(), eventsource.Snapshot{AggregateID: newer, AggregateType: exampledomain.AccountType,
+	if _, err := e.store.Store.SaveSnapshot(context.Background(), eventsource.Snapshot{AggregateID: newer, AggregateType: exampledomain.AccountType,
 		Version: 2, SchemaVersion: 2, EventID: uuid.New(), State: []byte(`{"balance": 1}`), CreatedAt: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
-	before, attempted, reads := e.store.writes.Load(), e.store.attempted.Load(), e.store.eventReads.Load()
+	before, attempted, reads, combined := e.store.writes.Load(), e.store.attempted.Load(), e.store.eventReads.Load(), e.store.combinedReads.Load()
 	e.start(e.worker(10, nil))
 	waitFor(t, 10*time.Second, "every notice acked", e.consumerIdle("snapshotter"))
 	if v := e.snapshotVersion(fresh); v != 12 {
 		t.Fatalf("fresh aggregate's snapshot is v%d, want v12", v)
 	}
-	// Only fresh's snapshot is even attempted. Without the capability
-	// (SQLite): a decision read each, and the events read for the one
-	// that is due.
-	want := [5]int64{1, 1, 0, 3, 1}
-	if e.hasLoader() {
-		want = [5]int64{1, 1, 3, 0, 0}
-	}
-	if got := [5]int64{e.store.attempted.Load() - attempted, e.store.writes.Load() - before, e.store.combinedReads.Load(), e.store.snapReads.Load(), e.store.eventReads.Load() - reads}; got != want {
+	// Only fresh's snapshot is even attempted, and no notice needs a
+	// decision read or a separate read of its events.
+	want := [5]int64{1, 1, 3, 0, 0}
+	if got := [5]int64{e.store.attempted.Load() - attempted, e.store.writes.Load() - before, e.store.combinedReads.Load() - combined, e.store.snapReads.Load(), e.store.eventReads.Load() - reads}; got != want {
 		t.Fatalf("snapshots attempted, written, combined reads, snapshot reads, separate event reads: %v, want %v", got, want)
 	}
-	if s, err := e.store.Backend.GetSnapshot(context.Background(), exampledomain.AccountType, newer); err != nil || s == nil || s.SchemaVersion != 2 || s.Version != 2 {
+	if s, err := e.store.Store.GetSnapshot(context.Background(), exampledomain.AccountType, newer); err != nil || s == nil || s.SchemaVersion != 2 || s.Version != 2 {
 		t.Fatalf("the newer schema's snapshot became %+v (%v), want it left at v2 schema 2", s, err)
 	}
 	e.store.checkNoRegressions(t)
+}
+
+// On a store made by eventsource.Split (events and snapshots kept apart)
+// the worker handles notices and rebuilds single aggregates; what needs a
+// listing (stats, sweep, rebuild of a type, verify) fails with an error
+// that says what it needs, and Run's sweep stops after logging it.
+func TestWorkerOnSplitStore(t *testing.T) {
+	events, snaps := memstore.NewEventStore(), memstore.NewSnapshotStore()
+	e := newEnv(t, natstest.RunServer(t).ClientURL(), eventsource.Split(events, snaps), false)
+	var logs syncBuffer
+	stop := e.start(e.worker(10, func(c *snapshotter.Config) {
+		c.SweepInterval = 10 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	}))
+	id := uuid.New()
+	e.save(id, 12)
+	waitFor(t, 10*time.Second, "the notice's snapshot at v12", func() bool {
+		s, _ := snaps.GetSnapshot(context.Background(), exampledomain.AccountType, id)
+		return s != nil && s.Version == 12
+	})
+	waitFor(t, 10*time.Second, "the sweep to stop", func() bool {
+		return strings.Contains(logs.String(), "reconciliation sweep stopped") && strings.Contains(logs.String(), "eventsource.Split")
+	})
+	stop()
+
+	ctx := context.Background()
+	w := e.worker(10, nil)
+	defer w.Close(ctx)
+	e.save(id, 3)
+	if s, err := w.SnapshotAggregate(ctx, exampledomain.AccountType, id); err != nil || s.Version != 15 {
+		t.Fatalf("SnapshotAggregate on a split store = %+v, %v; want v15", s, err)
+	}
+	if res, err := w.Rebuild(ctx, exampledomain.AccountType, snapshotter.RebuildOptions{ID: id}); err != nil || res.Rebuilt != 1 {
+		t.Fatalf("Rebuild of one aggregate on a split store = %+v, %v", res, err)
+	}
+	check := func(op string, err error) {
+		t.Helper()
+		if !errors.Is(err, snapshotter.ErrCannotList) || !errors.Is(err, errors.ErrUnsupported) ||
+			!strings.Contains(err.Error(), op+" of Account needs a store that holds both") {
+			t.Errorf("%s on a split store: %v; want ErrCannotList saying what %s needs", op, err, op)
+		}
+	}
+	_, err := w.Stats(ctx, exampledomain.AccountType, 5)
+	check("stats", err)
+	_, err = w.Sweep(ctx)
+	check("the reconciliation sweep", err)
+	_, err = w.Rebuild(ctx, exampledomain.AccountType, snapshotter.RebuildOptions{Rate: 1000})
+	check("rebuild", err)
+	_, err = w.Verify(ctx, exampledomain.AccountType, 0)
+	check("verify", err)
+	if n, err := w.Prune(ctx, exampledomain.AccountType, 0); err != nil || n != 1 {
+		t.Fatalf("Prune on a split store = %d, %v; want 1", n, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

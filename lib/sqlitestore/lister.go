@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// ListAggregates implements [eventsource.AggregateLister] with one query over
+// ListAggregates implements [eventsource.Store] with one query over
 // the streams table LEFT JOIN the snapshots table; it reads no events.
 //
 // ByID order walks the streams primary key (aggregate_type, aggregate_id)

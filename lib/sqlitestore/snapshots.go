@@ -44,9 +44,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 	return n > 0, nil
 }
 
-var _ eventsource.SnapshotBatchSaver = (*Store)(nil)
-
-// SaveSnapshots implements [eventsource.SnapshotBatchSaver]: SaveSnapshot's
+// SaveSnapshots implements [eventsource.SnapshotStore]: SaveSnapshot's
 // upsert for each snapshot, in one write transaction, so the batch costs
 // one commit (one sync of the WAL).
 func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) (stored []bool, err error) {
@@ -140,9 +138,7 @@ func scanSnapshot(row rowScanner, typ string, lead ...any) (*eventsource.Snapsho
 	return snap, nil
 }
 
-var _ eventsource.SnapshotBatchGetter = (*Store)(nil)
-
-// GetSnapshots implements [eventsource.SnapshotBatchGetter] with one query
+// GetSnapshots implements [eventsource.SnapshotStore] with one query
 // whatever the number of ids: the distinct ids go as one JSON array
 // parameter, which SQLite walks, looking each id up by primary key, so
 // there is no variable limit to chunk for and one prepared statement
@@ -229,23 +225,6 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 		return false, fmt.Errorf("sqlitestore: delete stale snapshot v%d of %s %s: %w", snap.Version, snap.AggregateType, snap.AggregateID, err)
 	}
 	return n > 0, nil
-}
-
-// SnapshotExists implements [eventsource.SnapshotStore].
-func (s *Store) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (ok bool, err error) {
-	ctx, span := s.startSpan(ctx, "SnapshotExists", typ, id)
-	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return false, err
-	}
-	st, err := s.stmt(ctx, false, s.q.snapshotExists)
-	if err == nil {
-		err = st.QueryRowContext(ctx, id.String(), typ).Scan(&ok)
-	}
-	if err != nil {
-		return false, fmt.Errorf("sqlitestore: snapshot exists %s %s: %w", typ, id, s.mapErr(err))
-	}
-	return ok, nil
 }
 
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore]. It uses the

@@ -91,6 +91,14 @@ func TestAggregateListerConformance(t *testing.T) {
 	}
 }
 
+func TestSnapshotLoaderConformance(t *testing.T) {
+	for name, newStore := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			storetest.TestSnapshotLoader(t, func(t *testing.T) storetest.LoaderBackend { return newStore(t) })
+		})
+	}
+}
+
 func TestStaleSnapshotsConformance(t *testing.T) {
 	for name, newStore := range backends(t) {
 		t.Run(name, func(t *testing.T) {

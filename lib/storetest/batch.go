@@ -17,7 +17,6 @@ import (
 // BatchSnapshotStore is a snapshot store with the batch capability.
 type BatchSnapshotStore interface {
 	eventsource.SnapshotStore
-	eventsource.SnapshotBatchSaver
 }
 
 // TestSnapshotBatchSaver runs the conformance suite of

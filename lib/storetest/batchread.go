@@ -15,7 +15,6 @@ import (
 // SnapshotGetterStore is a snapshot store with the batch read capability.
 type SnapshotGetterStore interface {
 	eventsource.SnapshotStore
-	eventsource.SnapshotBatchGetter
 }
 
 // TestSnapshotBatchGetter runs the conformance suite of

@@ -14,15 +14,13 @@ import (
 // Backend is a store that keeps both events and snapshots and can list
 // aggregates, as [TestAggregateLister] needs.
 type Backend interface {
-	eventsource.EventStore
-	eventsource.SnapshotStore
-	eventsource.AggregateLister
+	eventsource.Store
 }
 
 // BackendFactory returns the backend a subtest runs against.
 type BackendFactory func(t *testing.T) Backend
 
-func listAll(t *testing.T, l eventsource.AggregateLister, typ string, opts eventsource.ListOptions) []eventsource.AggregateInfo {
+func listAll(t *testing.T, l eventsource.Store, typ string, opts eventsource.ListOptions) []eventsource.AggregateInfo {
 	t.Helper()
 	var out []eventsource.AggregateInfo
 	for in, err := range l.ListAggregates(context.Background(), typ, opts) {

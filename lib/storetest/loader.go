@@ -15,7 +15,6 @@ import (
 // LoaderBackend is a backend with the one-round-trip load capability.
 type LoaderBackend interface {
 	Backend
-	eventsource.SnapshotLoader
 }
 
 func loadVersions(t *testing.T, b LoaderBackend, typ string, id uuid.UUID, schema int) (*eventsource.Snapshot, []int64) {

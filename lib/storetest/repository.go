@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/google/uuid"
 )
 
@@ -65,7 +66,8 @@ func tallyRepo(t *testing.T, s eventsource.EventStore, register ...func(*eventso
 			t.Fatal(err)
 		}
 	}
-	repo, err := eventsource.NewRepository[tally](s, reg)
+	repo, err := eventsource.NewRepository[tally](eventsource.Split(s, memstore.NewSnapshotStore()), reg,
+		eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		t.Fatalf("NewRepository: %v", err)
 	}

@@ -15,8 +15,7 @@ import (
 // RepositoryBackend is a store that keeps both events and snapshots, as
 // [TestStaleSnapshots] needs.
 type RepositoryBackend interface {
-	eventsource.EventStore
-	eventsource.SnapshotStore
+	eventsource.Store
 }
 
 // staleDeposited, staleState and staleAccount are the aggregate the
@@ -48,19 +47,14 @@ func (*staleAccount) SchemaVersion() int    { return 1 }
 
 type staleRepo = eventsource.Repository[staleAccount, *staleAccount]
 
-// eventsOnly hides every method of a store but the EventStore ones, so a
-// repository given it and the store as its snapshot store reads the
-// snapshot and the events separately instead of through a SnapshotLoader.
-type eventsOnly struct{ eventsource.EventStore }
-
 // TestStaleSnapshots runs the repository-level conformance cases of
 // snapshots that do not belong to their stream's history (a snapshot
 // store restored from a newer backup than the events, or a snapshot left
 // over from an aggregate created anew): a load never uses such a
 // snapshot, removes it, and the next due save stores one tied to the
-// stream. Each case runs with the repository reading the snapshot and the
-// events in one round trip when the backend can (SnapshotLoader) and
-// separately.
+// stream. Each case runs with the repository on the backend (reading the
+// snapshot and the events with its LoadSnapshotAndEvents) and on
+// eventsource.Split of the backend with itself (reading them separately).
 func TestStaleSnapshots(t *testing.T, newBackend func(t *testing.T) RepositoryBackend) {
 	for _, mode := range []string{"OneRoundTrip", "Separate"} {
 		t.Run(mode, func(t *testing.T) {
@@ -68,12 +62,11 @@ func TestStaleSnapshots(t *testing.T, newBackend func(t *testing.T) RepositoryBa
 				t.Helper()
 				reg := eventsource.NewRegistry()
 				eventsource.MustRegister[staleDeposited](reg)
-				var events eventsource.EventStore = b
+				var store eventsource.Store = b
 				if mode == "Separate" {
-					events = eventsOnly{b}
+					store = eventsource.Split(b, b)
 				}
-				r, err := eventsource.NewRepository[staleAccount](events, reg,
-					eventsource.WithSnapshotStore(b),
+				r, err := eventsource.NewRepository[staleAccount](store, reg,
 					eventsource.WithSnapshotThreshold(threshold),
 					eventsource.WithSnapshotMode(eventsource.ModeSync),
 					eventsource.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))

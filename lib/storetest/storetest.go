@@ -706,13 +706,12 @@ func testConcurrentSnapshots(t *testing.T, s eventsource.SnapshotStore) {
 func testExistsDelete(t *testing.T, s eventsource.SnapshotStore) {
 	ctx := context.Background()
 	typ, id := uniqueType("Exists"), uuid.New()
-	ok, err := s.SnapshotExists(ctx, typ, id)
-	if err != nil || ok {
-		t.Fatalf("SnapshotExists before save = %v, %v", ok, err)
+	if got := mustGet(t, s, typ, id); got != nil {
+		t.Fatalf("GetSnapshot before save = %+v, want none", got)
 	}
 	mustSave(t, s, snap(typ, id, 5, 1), true)
-	if ok, err := s.SnapshotExists(ctx, typ, id); err != nil || !ok {
-		t.Fatalf("SnapshotExists after save = %v, %v", ok, err)
+	if got := mustGet(t, s, typ, id); got == nil {
+		t.Fatal("GetSnapshot after save = nil, want the snapshot")
 	}
 	if ok, err := s.DeleteSnapshot(ctx, typ, id); err != nil || !ok {
 		t.Fatalf("DeleteSnapshot of an existing snapshot = %v, %v; want true", ok, err)
