@@ -846,10 +846,7 @@ func TestNew(t *testing.T) {
 	}
 	for name, newStore := range map[string]func(*testing.T) *sqlitestore.Store{"File": newFile, "Memory": newMemory} {
 		t.Run(name, func(t *testing.T) {
-			storetest.TestEventStore(t, func(t *testing.T) eventsource.EventStore { return newStore(t) })
-			storetest.TestSnapshotStore(t, func(t *testing.T) eventsource.SnapshotStore { return newStore(t) })
-			storetest.TestAggregateLister(t, func(t *testing.T) storetest.Backend { return newStore(t) })
-			storetest.TestSnapshotLoader(t, func(t *testing.T) storetest.LoaderBackend { return newStore(t) })
+			storetest.Run(t, func(t *testing.T) eventsource.Store { return newStore(t) })
 		})
 	}
 }

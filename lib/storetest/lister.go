@@ -11,15 +11,6 @@ import (
 	"github.com/google/uuid"
 )
 
-// Backend is a store that keeps both events and snapshots and can list
-// aggregates, as [TestAggregateLister] needs.
-type Backend interface {
-	eventsource.Store
-}
-
-// BackendFactory returns the backend a subtest runs against.
-type BackendFactory func(t *testing.T) Backend
-
 func listAll(t *testing.T, l eventsource.Store, typ string, opts eventsource.ListOptions) []eventsource.AggregateInfo {
 	t.Helper()
 	var out []eventsource.AggregateInfo
@@ -40,9 +31,8 @@ func idsOf(infos []eventsource.AggregateInfo) []uuid.UUID {
 	return out
 }
 
-// TestAggregateLister runs the conformance suite of
-// [eventsource.AggregateLister].
-func TestAggregateLister(t *testing.T, newBackend BackendFactory) {
+// runLister checks [eventsource.Store.ListAggregates].
+func runLister(t *testing.T, newBackend factory) {
 	b := newBackend(t)
 	typ, other := uniqueType("List"), uniqueType("ListOther")
 	type agg struct {

@@ -12,12 +12,6 @@ import (
 	"github.com/google/uuid"
 )
 
-// RepositoryBackend is a store that keeps both events and snapshots, as
-// [TestStaleSnapshots] needs.
-type RepositoryBackend interface {
-	eventsource.Store
-}
-
 // staleDeposited, staleState and staleAccount are the aggregate the
 // repository-level cases load and save: a balance that every event adds
 // one to, so after a replay the balance equals the version.
@@ -47,7 +41,7 @@ func (*staleAccount) SchemaVersion() int    { return 1 }
 
 type staleRepo = eventsource.Repository[staleAccount, *staleAccount]
 
-// TestStaleSnapshots runs the repository-level conformance cases of
+// runStale runs the repository-level conformance cases of
 // snapshots that do not belong to their stream's history (a snapshot
 // store restored from a newer backup than the events, or a snapshot left
 // over from an aggregate created anew): a load never uses such a
@@ -55,10 +49,10 @@ type staleRepo = eventsource.Repository[staleAccount, *staleAccount]
 // stream. Each case runs with the repository on the backend (reading the
 // snapshot and the events with its LoadSnapshotAndEvents) and on
 // eventsource.Split of the backend with itself (reading them separately).
-func TestStaleSnapshots(t *testing.T, newBackend func(t *testing.T) RepositoryBackend) {
+func runStale(t *testing.T, newBackend factory) {
 	for _, mode := range []string{"OneRoundTrip", "Separate"} {
 		t.Run(mode, func(t *testing.T) {
-			newRepo := func(t *testing.T, b RepositoryBackend, threshold int) *staleRepo {
+			newRepo := func(t *testing.T, b eventsource.Store, threshold int) *staleRepo {
 				t.Helper()
 				reg := eventsource.NewRegistry()
 				eventsource.MustRegister[staleDeposited](reg)
@@ -143,7 +137,7 @@ func checkLoad(t *testing.T, r *staleRepo, id uuid.UUID, version int64) *staleAc
 
 // checkTied checks the stored snapshot of id is at version, tied to the
 // stream's event there, holds the replayed state, and is used by loads.
-func checkTied(t *testing.T, b RepositoryBackend, r *staleRepo, id uuid.UUID, version int64) {
+func checkTied(t *testing.T, b eventsource.Store, r *staleRepo, id uuid.UUID, version int64) {
 	t.Helper()
 	ctx := context.Background()
 	got, err := b.GetSnapshot(ctx, staleAccountType, id)
@@ -173,7 +167,7 @@ func checkTied(t *testing.T, b RepositoryBackend, r *staleRepo, id uuid.UUID, ve
 // testStaleRestored: the events were restored from an older backup than
 // the snapshots. The stream holds 1 event and the store a v50 snapshot of
 // another history; the stream then grows past v50.
-func testStaleRestored(t *testing.T, b RepositoryBackend, r *staleRepo) {
+func testStaleRestored(t *testing.T, b eventsource.Store, r *staleRepo) {
 	ctx := context.Background()
 	id := uuid.New()
 	depositTo(t, r, id, 1, true)
@@ -199,7 +193,7 @@ func testStaleRestored(t *testing.T, b RepositoryBackend, r *staleRepo) {
 // testStaleLeftOver: a v5 snapshot left over from an earlier aggregate
 // with the same id, whose stream is gone, and the aggregate is then
 // created anew. The event at v5 exists but is another one.
-func testStaleLeftOver(t *testing.T, b RepositoryBackend, r *staleRepo) {
+func testStaleLeftOver(t *testing.T, b eventsource.Store, r *staleRepo) {
 	ctx := context.Background()
 	id := uuid.New()
 	mustSave(t, b, staleSnapshot(id, 5), true)
