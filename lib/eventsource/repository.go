@@ -74,7 +74,10 @@ func NewRepository[T any, PT AggregatePtr[T]](store Store, reg *Registry, opts .
 	if typ == "" {
 		return nil, invalid("%T.AggregateType() returned an empty name", probe)
 	}
-	if err := ValidateSchemaVersion(sv); err != nil {
+	if len(typ) > maxAggregateTypeLen {
+		return nil, invalid("%T.AggregateType() returned %.40q…, longer than %d bytes", probe, typ, maxAggregateTypeLen)
+	}
+	if err := validateSchemaVersion(sv); err != nil {
 		// Both an invalid option (a bad setup) and an invalid argument.
 		return nil, fmt.Errorf("%w: %T.SchemaVersion(): %w", ErrInvalidOption, probe, err)
 	}
@@ -124,6 +127,15 @@ func NewRepository[T any, PT AggregatePtr[T]](store Store, reg *Registry, opts .
 	return r, nil
 }
 
+// checkID checks an aggregate id argument, as an error matching
+// ErrInvalidArgument. (The type is r's, checked by NewRepository.)
+func (r *Repository[T, PT]) checkID(id uuid.UUID) error {
+	if id == uuid.Nil {
+		return fmt.Errorf("%w: nil aggregate id for %s", ErrInvalidArgument, r.typ)
+	}
+	return nil
+}
+
 // AggregateType returns the type name of the aggregates r handles.
 func (r *Repository[T, PT]) AggregateType() string { return r.typ }
 
@@ -162,7 +174,7 @@ func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 		if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
 			return nil, fmt.Errorf("load %s %s: %w: the snapshot given belongs to %s %s", r.typ, id, ErrInvalidArgument, snap.AggregateType, snap.AggregateID)
 		}
-		if err := ValidateStream(r.typ, id); err != nil {
+		if err := r.checkID(id); err != nil {
 			return nil, err
 		}
 		return r.loadFrom(ctx, id, snap, nil)
@@ -187,7 +199,7 @@ func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, sn
 		if events == nil {
 			return nil, fmt.Errorf("load %s %s: %w: no events given (use LoadFrom to read them)", r.typ, id, ErrInvalidArgument)
 		}
-		if err := ValidateStream(r.typ, id); err != nil {
+		if err := r.checkID(id); err != nil {
 			return nil, err
 		}
 		return r.loadFrom(ctx, id, snap, events)
@@ -219,7 +231,7 @@ func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load 
 // logged, counted fallback to a full replay: the events alone are read
 // again, and only their failure fails the load.
 func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) {
-	if err := ValidateStream(r.typ, id); err != nil {
+	if err := r.checkID(id); err != nil {
 		return nil, err
 	}
 	if r.mode == ModeOff {
@@ -626,7 +638,7 @@ func (r *Repository[T, PT]) CreateSnapshot(ctx context.Context, a PT) (*Snapshot
 
 // Exists reports whether the aggregate has any stored events.
 func (r *Repository[T, PT]) Exists(ctx context.Context, id uuid.UUID) (bool, error) {
-	if err := ValidateStream(r.typ, id); err != nil {
+	if err := r.checkID(id); err != nil {
 		return false, err
 	}
 	v, err := r.store.StreamVersion(ctx, r.typ, id)

@@ -58,3 +58,21 @@ func TestNewRepositoryChecksSchemaVersionRange(t *testing.T) {
 		t.Fatalf("load at schema MaxSchemaVersion: from snapshot %v, balance %v; want the snapshot, 7", from, got.State().Balance)
 	}
 }
+
+// accountLongType has an aggregate type one byte longer than stores keep.
+type accountLongType struct {
+	eventsource.Root[exampledomain.AccountState]
+}
+
+func (*accountLongType) AggregateType() string { return strings.Repeat("A", 256) }
+func (*accountLongType) SchemaVersion() int    { return 1 }
+
+// An aggregate type no store keeps is refused when the repository is
+// made, not at its first load or save.
+func TestNewRepositoryChecksAggregateTypeLength(t *testing.T) {
+	h := newHarness(t)
+	_, err := eventsource.NewRepository[accountLongType](h.store(), h.reg, h.opts...)
+	if !errors.Is(err, eventsource.ErrInvalidOption) || !strings.Contains(err.Error(), "longer than 255 bytes") {
+		t.Fatalf("NewRepository with a 256-byte AggregateType(): %v, want ErrInvalidOption naming the limit", err)
+	}
+}

@@ -41,7 +41,7 @@ type splitStore struct {
 // LoadSnapshotAndEvents implements [Store]: GetSnapshot, then ReadEvents
 // from the snapshot's version (or from 1).
 func (s splitStore) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error) {
-	if err := ValidateSchemaVersion(schemaVersion); err != nil {
+	if err := validateSchemaVersion(schemaVersion); err != nil {
 		return nil, nil, err
 	}
 	snap, err := s.GetSnapshot(ctx, typ, id)

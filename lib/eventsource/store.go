@@ -1,14 +1,11 @@
 package eventsource
 
 import (
-	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"iter"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,9 +19,9 @@ import (
 // on every store, with no narrower range.)
 const MaxSchemaVersion = math.MaxInt32
 
-// MaxAggregateTypeLen is the longest aggregate type name, in bytes, that
-// every store accepts (the tutorial's snapshot table has varchar(255)).
-const MaxAggregateTypeLen = 255
+// maxAggregateTypeLen is the longest aggregate type name, in bytes, that
+// every store accepts (storekit.MaxAggregateTypeLen).
+const maxAggregateTypeLen = 255
 
 // ExpectedVersion is the stream version an append expects. A non-negative
 // value N means "the stream is at exactly version N"; 0 therefore means the
@@ -60,12 +57,13 @@ type EventStore interface {
 	// commits nothing and returns a *ConflictError (matching
 	// ErrConcurrencyConflict) with the expected and actual versions; two
 	// concurrent appends at one version therefore have exactly one winner.
-	// An empty events slice, an empty typ, a nil id, an expected version
-	// below -1, or an event whose payload is not valid JSON is an error
-	// matching ErrInvalidArgument (see ValidateAppend). An event id that is
-	// already stored (in any stream) or repeated within the append is a
-	// *DuplicateEventIDError, which matches ErrDuplicateEventID and also
-	// ErrInvalidArgument; nothing is committed then either.
+	// An empty events slice, an empty typ or one longer than 255 bytes, a
+	// nil id, an expected version below -1, or an event whose payload is
+	// not valid JSON is an error matching ErrInvalidArgument (see
+	// storekit.ValidateAppend). An event id that is already stored (in any
+	// stream) or repeated within the append is a *DuplicateEventIDError,
+	// which matches ErrDuplicateEventID and also ErrInvalidArgument;
+	// nothing is committed then either.
 	Append(ctx context.Context, typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) (AppendResult, error)
 
 	// ReadEvents streams the events of aggregate typ/id with a version
@@ -129,8 +127,8 @@ func (s *Snapshot) Validate() error {
 		return fmt.Errorf("%w: snapshot of %s %s v%d has a nil event id; it must name the event at its version", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	case len(s.State) == 0:
 		return fmt.Errorf("%w: snapshot of %s %s has empty state", ErrInvalidArgument, s.AggregateType, s.AggregateID)
-	case len(s.AggregateType) > MaxAggregateTypeLen:
-		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, s.AggregateType, MaxAggregateTypeLen)
+	case len(s.AggregateType) > maxAggregateTypeLen:
+		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, s.AggregateType, maxAggregateTypeLen)
 	case !json.Valid(s.State):
 		return fmt.Errorf("%w: snapshot of %s %s v%d: state is not valid JSON", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	}
@@ -250,111 +248,6 @@ type Store interface {
 	ListAggregates(ctx context.Context, typ string, opts ListOptions) iter.Seq2[AggregateInfo, error]
 }
 
-// ValidateStream checks the arguments every store method takes, as an error
-// matching ErrInvalidArgument. Stores call it first.
-func ValidateStream(typ string, id uuid.UUID) error {
-	if typ == "" {
-		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
-	}
-	if len(typ) > MaxAggregateTypeLen {
-		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, typ, MaxAggregateTypeLen)
-	}
-	if id == uuid.Nil {
-		return fmt.Errorf("%w: nil aggregate id for %s", ErrInvalidArgument, typ)
-	}
-	return nil
-}
-
-// ValidateAppend checks Append's arguments, as an error matching
-// ErrInvalidArgument: an event id repeated within the append is a
-// [*DuplicateEventIDError] with InBatch set. Stores call it first, and need
-// only find the ids that are already stored.
-func ValidateAppend(typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) error {
-	if err := ValidateStream(typ, id); err != nil {
-		return err
-	}
-	if expected < AnyVersion {
-		return fmt.Errorf("%w: expected version %d for %s %s; use a version >= 0 or AnyVersion", ErrInvalidArgument, expected, typ, id)
-	}
-	if len(events) == 0 {
-		return fmt.Errorf("%w: append to %s %s with no events", ErrInvalidArgument, typ, id)
-	}
-	for i := range events {
-		e := &events[i]
-		if e.Type == "" {
-			return fmt.Errorf("%w: event %d of append to %s %s has an empty type", ErrInvalidArgument, i, typ, id)
-		}
-		if e.ID == uuid.Nil {
-			return fmt.Errorf("%w: event %d (%s) of append to %s %s has a nil id", ErrInvalidArgument, i, e.Type, typ, id)
-		}
-		if len(e.Payload) == 0 {
-			return fmt.Errorf("%w: event %d (%s) of append to %s %s has an empty payload", ErrInvalidArgument, i, e.Type, typ, id)
-		}
-		if !json.Valid(e.Payload) {
-			return fmt.Errorf("%w: event %d (%s, id %s) of append to %s %s: payload is not valid JSON", ErrInvalidArgument, i, e.Type, e.ID, typ, id)
-		}
-	}
-	if dup, ok := repeatedID(events); ok {
-		return &DuplicateEventIDError{EventID: dup, AggregateType: typ, AggregateID: id, InBatch: true}
-	}
-	return nil
-}
-
-// repeatedID returns the first event id that appears a second time in
-// events, if any. Appends are mostly a few events, compared pairwise
-// without allocating; longer ones go through a set.
-func repeatedID(events []NewEvent) (uuid.UUID, bool) {
-	if len(events) <= 16 {
-		for i := 1; i < len(events); i++ {
-			for j := range i {
-				if events[i].ID == events[j].ID {
-					return events[i].ID, true
-				}
-			}
-		}
-		return uuid.Nil, false
-	}
-	seen := make(map[uuid.UUID]struct{}, len(events))
-	for i := range events {
-		if _, dup := seen[events[i].ID]; dup {
-			return events[i].ID, true
-		}
-		seen[events[i].ID] = struct{}{}
-	}
-	return uuid.Nil, false
-}
-
-// ErrorSeq returns a sequence that yields only err. Stores use it to report
-// invalid arguments from ReadEvents.
-func ErrorSeq(err error) iter.Seq2[RecordedEvent, error] {
-	return func(yield func(RecordedEvent, error) bool) {
-		yield(RecordedEvent{}, err)
-	}
-}
-
-// ValidateDeleteByType checks DeleteSnapshotsByType's arguments, as an error
-// matching ErrInvalidArgument. Stores call it first.
-func ValidateDeleteByType(typ string, schemaVersionBelow int) error {
-	if typ == "" {
-		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
-	}
-	if schemaVersionBelow < 0 || schemaVersionBelow > MaxSchemaVersion {
-		return fmt.Errorf("%w: schema version below %d for %s; use a schema version from 1 to %d (MaxSchemaVersion), or 0 for every schema version", ErrInvalidArgument, schemaVersionBelow, typ, MaxSchemaVersion)
-	}
-	return nil
-}
-
-// ValidateSchemaVersion checks a schema version argument (such as
-// LoadSnapshotAndEvents' schemaVersion), as an error matching
-// ErrInvalidArgument that names the value and the range 1 to
-// [MaxSchemaVersion]. Stores call it first.
-func ValidateSchemaVersion(schemaVersion int) error {
-	if schemaVersion < 1 || schemaVersion > MaxSchemaVersion {
-		return fmt.Errorf("%w: schema version %d; schema versions run from 1 to %d (MaxSchemaVersion)", ErrInvalidArgument, schemaVersion, MaxSchemaVersion)
-	}
-	return nil
-}
-
 // AggregateInfo is one aggregate's position as [Store.ListAggregates]
 // reports it.
 type AggregateInfo struct {
@@ -402,113 +295,11 @@ type ListOptions struct {
 	Limit int
 }
 
-// FilterAndSort applies opts to an in-memory listing: the reference
-// semantics of [ListOptions] for stores that list in memory.
-func FilterAndSort(infos []AggregateInfo, opts ListOptions) []AggregateInfo {
-	out := infos[:0]
-	for _, in := range infos {
-		if in.Behind() < opts.MinBehind {
-			continue
-		}
-		if opts.Order == ByID && opts.AfterID != uuid.Nil && compareIDs(in.AggregateID, opts.AfterID) <= 0 {
-			continue
-		}
-		out = append(out, in)
-	}
-	slices.SortFunc(out, func(a, b AggregateInfo) int {
-		if opts.Order == MostBehind {
-			if c := cmp.Compare(b.Behind(), a.Behind()); c != 0 {
-				return c
-			}
-		}
-		return compareIDs(a.AggregateID, b.AggregateID)
-	})
-	if opts.Limit > 0 && len(out) > opts.Limit {
-		out = out[:opts.Limit]
-	}
-	return out
-}
-
-// compareIDs orders ids as their bytes (and their canonical strings, and
-// PostgreSQL's uuid type) order.
-func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }
-
-// ResolveSnapshotBatch validates a batch for [SnapshotStore.SaveSnapshots] and
-// resolves snapshots of the same aggregate within it: it returns the
-// indexes of the snapshots to write, one per aggregate, in batch order.
-// Later snapshots of an aggregate replace earlier ones they supersede, as
-// if the batch were saved one by one. Stores call it first.
-func ResolveSnapshotBatch(snaps []Snapshot) ([]int, error) {
-	type key struct {
-		typ string
-		id  uuid.UUID
-	}
-	winner := make(map[key]int, len(snaps))
-	for i := range snaps {
-		if err := snaps[i].Validate(); err != nil {
-			return nil, fmt.Errorf("snapshot %d of the batch: %w", i, err)
-		}
-		k := key{snaps[i].AggregateType, snaps[i].AggregateID}
-		if w, dup := winner[k]; !dup || snaps[i].Supersedes(&snaps[w]) {
-			winner[k] = i
-		}
-	}
-	out := make([]int, 0, len(winner))
-	for i := range snaps {
-		if winner[key{snaps[i].AggregateType, snaps[i].AggregateID}] == i {
-			out = append(out, i)
-		}
-	}
-	return out, nil
-}
-
-// ValidateGetSnapshots checks GetSnapshots' arguments, as an error matching
-// ErrInvalidArgument. Stores call it first.
-func ValidateGetSnapshots(typ string, ids []uuid.UUID) error {
-	if len(ids) == 0 {
-		return fmt.Errorf("%w: no aggregate ids to read the snapshots of (%s)", ErrInvalidArgument, typ)
-	}
-	for i, id := range ids {
-		if err := ValidateStream(typ, id); err != nil {
-			return fmt.Errorf("id %d of the batch: %w", i, err)
-		}
+// validateSchemaVersion checks a schema version argument, as an error
+// matching ErrInvalidArgument (storekit.ValidateSchemaVersion).
+func validateSchemaVersion(schemaVersion int) error {
+	if schemaVersion < 1 || schemaVersion > MaxSchemaVersion {
+		return fmt.Errorf("%w: schema version %d; schema versions run from 1 to %d (MaxSchemaVersion)", ErrInvalidArgument, schemaVersion, MaxSchemaVersion)
 	}
 	return nil
-}
-
-// DistinctIDs returns ids without repeats, in the order they first
-// appear: the ids a store reads for GetSnapshots.
-func DistinctIDs(ids []uuid.UUID) []uuid.UUID {
-	out := make([]uuid.UUID, 0, len(ids))
-	seen := make(map[uuid.UUID]struct{}, len(ids))
-	for _, id := range ids {
-		if _, dup := seen[id]; !dup {
-			seen[id] = struct{}{}
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// SnapshotsInOrder lays out what a store found for GetSnapshots (by
-// aggregate id) in the order asked: snaps[i] is found[ids[i]], nil when
-// there is none. An id asked for more than once gets its own copy each
-// time after the first, so no two callers share a snapshot.
-func SnapshotsInOrder(ids []uuid.UUID, found map[uuid.UUID]*Snapshot) []*Snapshot {
-	snaps := make([]*Snapshot, len(ids))
-	given := make(map[uuid.UUID]bool, len(found))
-	for i, id := range ids {
-		s := found[id]
-		if s == nil {
-			continue
-		}
-		if given[id] {
-			c := *s
-			c.State = bytes.Clone(s.State)
-			s = &c
-		}
-		given[id] = true
-		snaps[i] = s
-	}
-	return snaps
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/evsnap/evsnap/internal/bytechunk"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
@@ -54,7 +55,7 @@ func (s *EventStore) reset() {
 
 // Append implements [eventsource.EventStore].
 func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (eventsource.AppendResult, error) {
-	if err := eventsource.ValidateAppend(typ, id, expected, events); err != nil {
+	if err := storekit.ValidateAppend(typ, id, expected, events); err != nil {
 		return eventsource.AppendResult{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -105,8 +106,8 @@ func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expec
 // copying. Each event it yields is the caller's: payload copied (into
 // shared chunks) and metadata cloned; Event is the stored value.
 func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return eventsource.ErrorSeq(err)
+	if err := storekit.ValidateStream(typ, id); err != nil {
+		return storekit.ErrorSeq(err)
 	}
 	key := streamKey{typ, id}
 	return func(yield func(eventsource.RecordedEvent, error) bool) {
@@ -146,7 +147,7 @@ func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, a
 
 // StreamVersion implements [eventsource.EventStore].
 func (s *EventStore) StreamVersion(ctx context.Context, typ string, id uuid.UUID) (int64, error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return 0, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -212,7 +213,7 @@ func (s *SnapshotStore) SaveSnapshot(ctx context.Context, snap eventsource.Snaps
 // SaveSnapshots implements [eventsource.SnapshotStore]: the batch is
 // applied under one lock, so readers see all of it or none of it.
 func (s *SnapshotStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
-	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +236,7 @@ func (s *SnapshotStore) SaveSnapshots(ctx context.Context, snaps []eventsource.S
 
 // GetSnapshot implements [eventsource.SnapshotStore].
 func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -255,7 +256,7 @@ func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUI
 // read lock once for the whole batch, and each request gets its own copy
 // of its snapshot, even when an id is asked for twice.
 func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
-	if err := eventsource.ValidateGetSnapshots(typ, ids); err != nil {
+	if err := storekit.ValidateGetSnapshots(typ, ids); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -281,7 +282,7 @@ func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, ids []uuid
 
 // DeleteSnapshot implements [eventsource.SnapshotStore].
 func (s *SnapshotStore) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (bool, error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -298,7 +299,7 @@ func (s *SnapshotStore) DeleteSnapshot(ctx context.Context, typ string, id uuid.
 // DeleteStaleSnapshot implements [eventsource.SnapshotStore]: the compare
 // and the delete happen under the store's lock.
 func (s *SnapshotStore) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (bool, error) {
-	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -317,7 +318,7 @@ func (s *SnapshotStore) DeleteStaleSnapshot(ctx context.Context, snap eventsourc
 
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore].
 func (s *SnapshotStore) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error) {
-	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+	if err := storekit.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err
 	}
 	if err := ctx.Err(); err != nil {

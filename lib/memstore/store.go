@@ -5,6 +5,7 @@ import (
 	"iter"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
@@ -34,7 +35,7 @@ func (s *Store) Clear() {
 func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource.ListOptions) iter.Seq2[eventsource.AggregateInfo, error] {
 	if typ == "" {
 		return func(yield func(eventsource.AggregateInfo, error) bool) {
-			yield(eventsource.AggregateInfo{}, eventsource.ValidateStream(typ, uuid.Nil))
+			yield(eventsource.AggregateInfo{}, storekit.ValidateStream(typ, uuid.Nil))
 		}
 	}
 	return func(yield func(eventsource.AggregateInfo, error) bool) {
@@ -58,7 +59,7 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 			}
 		}
 		s.SnapshotStore.mu.RUnlock()
-		infos = eventsource.FilterAndSort(infos, opts)
+		infos = storekit.FilterAndSort(infos, opts)
 		for _, in := range infos {
 			if !yield(in, nil) {
 				return
@@ -70,7 +71,7 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 // LoadSnapshotAndEvents implements [eventsource.Store]: the snapshot, then
 // the events as ReadEvents streams them.
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
-	if err := eventsource.ValidateSchemaVersion(schemaVersion); err != nil {
+	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
 		return nil, nil, err
 	}
 	snap, err := s.GetSnapshot(ctx, typ, id)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/evsnap/evsnap/internal/bytechunk"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,7 +42,7 @@ var emptyMetadata = []byte("{}")
 // an error matching [eventsource.ErrInvalidArgument]; nothing is committed
 // then either.
 func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (res eventsource.AppendResult, err error) {
-	if err := eventsource.ValidateAppend(typ, id, expected, events); err != nil {
+	if err := storekit.ValidateAppend(typ, id, expected, events); err != nil {
 		return res, err
 	}
 	ctx, span := s.span(ctx, "pgstore.Append", typ, id,
@@ -160,7 +161,7 @@ func (s *Store) conflict(ctx context.Context, typ string, id uuid.UUID, expected
 // StreamVersion implements [eventsource.EventStore]: one primary-key lookup
 // in the streams table.
 func (s *Store) StreamVersion(ctx context.Context, typ string, id uuid.UUID) (v int64, err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return 0, err
 	}
 	ctx, span := s.span(ctx, "pgstore.StreamVersion", typ, id)
@@ -188,8 +189,8 @@ func (s *Store) streamVersion(ctx context.Context, typ string, id uuid.UUID) (in
 // takes over one page. Breaking out of the loop closes the rows. Payload
 // holds the stored JSON (jsonb's normal form); Event is nil.
 func (s *Store) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return eventsource.ErrorSeq(err)
+	if err := storekit.ValidateStream(typ, id); err != nil {
+		return storekit.ErrorSeq(err)
 	}
 	return func(yield func(eventsource.RecordedEvent, error) bool) {
 		ctx, span := s.span(ctx, "pgstore.ReadEvents", typ, id, attribute.Int64("evsnap.read.after", after))

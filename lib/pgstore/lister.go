@@ -5,6 +5,7 @@ import (
 	"iter"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -25,10 +26,10 @@ const listPageSize = 1000
 func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource.ListOptions) iter.Seq2[eventsource.AggregateInfo, error] {
 	if typ == "" {
 		return func(yield func(eventsource.AggregateInfo, error) bool) {
-			yield(eventsource.AggregateInfo{}, eventsource.ValidateStream(typ, uuid.Nil))
+			yield(eventsource.AggregateInfo{}, storekit.ValidateStream(typ, uuid.Nil))
 		}
 	}
-	// As in eventsource.FilterAndSort: a MinBehind below 1 keeps every
+	// As in storekit.FilterAndSort: a MinBehind below 1 keeps every
 	// aggregate, a Limit below 1 lists them all.
 	opts.MinBehind = max(opts.MinBehind, 0)
 	opts.Limit = max(opts.Limit, 0)

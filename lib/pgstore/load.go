@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
@@ -27,10 +28,10 @@ import (
 // the events has finished with it; iterating them again reads them
 // afresh, from the store, as ReadEvents does.
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (_ *eventsource.Snapshot, _ iter.Seq2[eventsource.RecordedEvent, error], err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, nil, err
 	}
-	if err := eventsource.ValidateSchemaVersion(schemaVersion); err != nil {
+	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
 		return nil, nil, err
 	}
 	ctx, span := s.span(ctx, "pgstore.LoadSnapshotAndEvents", typ, id)

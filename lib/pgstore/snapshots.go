@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
@@ -45,7 +46,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 // batches over the same aggregates lock them in one order and never
 // deadlock.
 func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) (stored []bool, err error) {
-	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +107,7 @@ type snapKey struct {
 // GetSnapshot implements [eventsource.SnapshotStore]: one primary-key
 // lookup.
 func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
 	ctx, span := s.span(ctx, "pgstore.GetSnapshot", typ, id)
@@ -132,7 +133,7 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 
 // DeleteSnapshot implements [eventsource.SnapshotStore].
 func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteSnapshot", typ, id)
@@ -148,7 +149,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 // DELETE by primary key whose WHERE clause is the comparison, so the
 // compare and the delete are atomic.
 func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
-	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID, eventsource.AttrVersion.Int64(snap.Version))
@@ -166,7 +167,7 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 // aggregate): an administrative bulk delete, for which the table keeps no
 // index of its own (see migration 2).
 func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (n int64, err error) {
-	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+	if err := storekit.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteSnapshotsByType", typ, uuid.Nil,

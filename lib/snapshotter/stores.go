@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -45,7 +46,7 @@ func (s *workerStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID)
 		return s.Store.GetSnapshot(ctx, typ, id)
 	}
 	// A bad argument fails alone here, never the batch it would join.
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
 	return s.reads.do(ctx, snapRead{typ, id})

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
@@ -21,10 +22,10 @@ import (
 // connection between windows. Iterating the events a second time reads
 // them again.
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (_ *eventsource.Snapshot, _ iter.Seq2[eventsource.RecordedEvent, error], err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, nil, err
 	}
-	if err := eventsource.ValidateSchemaVersion(schemaVersion); err != nil {
+	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
 		return nil, nil, err
 	}
 	readCtx := ctx

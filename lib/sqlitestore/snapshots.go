@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -53,7 +54,7 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("evsnap.snapshot.batch", len(snaps)))
 	}
-	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +98,7 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {
 	ctx, span := s.startSpan(ctx, "GetSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
 	st, err := s.stmt(ctx, false, s.q.getSnapshot)
@@ -150,20 +151,20 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("evsnap.snapshot.batch", len(ids)))
 	}
-	if err := eventsource.ValidateGetSnapshots(typ, ids); err != nil {
+	if err := storekit.ValidateGetSnapshots(typ, ids); err != nil {
 		return nil, err
 	}
 	found, err := s.getSnapshots(ctx, typ, ids)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: get %d snapshots of %s: %w", len(ids), typ, s.mapErr(err))
 	}
-	return eventsource.SnapshotsInOrder(ids, found), nil
+	return storekit.SnapshotsInOrder(ids, found), nil
 }
 
 // getSnapshots runs the getSnapshots query for the distinct ids of ids and
 // returns the snapshots it found by id.
 func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (_ map[uuid.UUID]*eventsource.Snapshot, err error) {
-	distinct := eventsource.DistinctIDs(ids)
+	distinct := storekit.DistinctIDs(ids)
 	// uuid.UUID marshals as its canonical lowercase string: the stored form.
 	idsJSON, err := json.Marshal(distinct)
 	if err != nil {
@@ -201,7 +202,7 @@ func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
 	}
 	n, err := s.exec(ctx, s.q.deleteSnapshot, id.String(), typ)
@@ -217,7 +218,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID)
 	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
 	}
 	n, err := s.exec(ctx, s.q.deleteStale, snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion, snap.EventID.String())
@@ -237,7 +238,7 @@ func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVer
 		}
 		endSpan(span, err)
 	}()
-	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+	if err := storekit.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err
 	}
 	if schemaVersionBelow == 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
@@ -119,7 +120,7 @@ func runLoader(t *testing.T, newBackend factory) {
 		checkOwned(t, func() iter.Seq2[eventsource.RecordedEvent, error] {
 			_, events, err := b.LoadSnapshotAndEvents(t.Context(), typ, id, 1)
 			if err != nil {
-				return eventsource.ErrorSeq(err)
+				return storekit.ErrorSeq(err)
 			}
 			return events
 		})

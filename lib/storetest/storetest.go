@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
@@ -500,7 +501,7 @@ func testInvalidAppend(t *testing.T, s eventsource.EventStore) {
 		{"nil event id", typ, id, 0, nilID},
 		{"empty payload", typ, id, 0, emptyPayload},
 		{"payload not JSON", typ, id, 0, badJSON},
-		{"aggregate type too long", strings.Repeat("T", eventsource.MaxAggregateTypeLen+1), id, 0, testEvents("Thing", 1, 1)},
+		{"aggregate type too long", strings.Repeat("T", storekit.MaxAggregateTypeLen+1), id, 0, testEvents("Thing", 1, 1)},
 	}
 	for _, c := range cases {
 		if _, err := s.Append(ctx, c.typ, c.id, c.expected, c.events); !errors.Is(err, eventsource.ErrInvalidArgument) {
