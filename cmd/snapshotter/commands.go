@@ -262,13 +262,13 @@ func (o *options) verify(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(o.stdout, "%s: checked %d aggregates\n", rep.AggregateType, rep.Checked)
-	for _, st := range []eventsource.VerifyStatus{eventsource.VerifyOK, eventsource.VerifyNoSnapshot, eventsource.VerifyOtherSchema, eventsource.VerifyStale, eventsource.VerifyMismatch, eventsource.VerifyUndecodable} {
+	for _, st := range []snapshotter.VerifyStatus{snapshotter.VerifyOK, snapshotter.VerifyNoSnapshot, snapshotter.VerifyOtherSchema, snapshotter.VerifyStale, snapshotter.VerifyMismatch, snapshotter.VerifyUndecodable} {
 		fmt.Fprintf(o.stdout, "  %-13s %d\n", st, rep.ByStatus[st])
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintf(o.stdout, "  %s %s at v%d: %s\n", p.Status, p.AggregateID, p.SnapshotVersion, p.Detail)
 	}
-	if bad := rep.ByStatus[eventsource.VerifyStale] + rep.ByStatus[eventsource.VerifyMismatch] + rep.ByStatus[eventsource.VerifyUndecodable]; bad > 0 {
+	if bad := rep.ByStatus[snapshotter.VerifyStale] + rep.ByStatus[snapshotter.VerifyMismatch] + rep.ByStatus[snapshotter.VerifyUndecodable]; bad > 0 {
 		return fmt.Errorf("%d snapshots do not match a full replay or their stream's history; repair with: snapshotter rebuild --type %s", bad, o.typ)
 	}
 	return nil

@@ -44,11 +44,11 @@
 // event and checks it; if the stream has no event there (the events were
 // restored from an older backup than the snapshots) or it has another id
 // (the aggregate was created anew over a left-over snapshot), the snapshot
-// is stale: the load replays, counts a [FallbackStale] fallback, and
+// is stale: the load replays, counts a fallback with reason "stale", and
 // removes it with [SnapshotStore.DeleteStaleSnapshot], a compare-and-delete
 // that never removes a snapshot written since (metric
 // evsnap.snapshot.stale_deletes, by result). The next due snapshot then
-// replaces it. [Repository.VerifySnapshot] reports it as [VerifyStale].
+// replaces it. The snapshotter's verify reports it as stale.
 //
 // [Repository.Save] appends with an optimistic concurrency check. A conflict
 // is a [*ConflictError] (errors.Is [ErrConcurrencyConflict]) carrying the
@@ -107,5 +107,7 @@
 // evsnap.snapshot.failures, evsnap.snapshot.stale_deletes) use the
 // OpenTelemetry API only, through the providers given with
 // [WithTracerProvider] and [WithMeterProvider] (the global ones by default).
-// Logs go to the [log/slog] logger given with [WithLogger].
+// Logs go to the [log/slog] logger given with [WithLogger]. The README's
+// section "Observability" lists every metric with its attributes and their
+// values, and the log keys.
 package eventsource

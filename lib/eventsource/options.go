@@ -48,21 +48,12 @@ func ParseSnapshotMode(s string) (SnapshotMode, error) {
 	return "", fmt.Errorf("%w: unknown snapshot mode %q (want sync, background, manual, external or off)", ErrInvalidOption, s)
 }
 
-// Defaults for repository options.
+// Defaults of the repository options (documented on the options).
 const (
-	// DefaultSnapshotThreshold is the threshold used when neither a
-	// threshold nor milestones are given: the tutorial's "reasonable
-	// default".
-	DefaultSnapshotThreshold = 100
-	// DefaultBackgroundWorkers is how many goroutines write background
-	// snapshots.
-	DefaultBackgroundWorkers = 2
-	// DefaultBackgroundQueue is how many background snapshots may wait to
-	// be written before new ones are dropped (and counted).
-	DefaultBackgroundQueue = 1024
-	// DefaultMaxSnapshotBytes is the largest encoded state a snapshot may
-	// have unless WithMaxSnapshotBytes says otherwise: 16 MiB.
-	DefaultMaxSnapshotBytes = 16 << 20
+	defaultSnapshotThreshold = 100 // the tutorial's "reasonable default"
+	defaultBackgroundWorkers = 2
+	defaultBackgroundQueue   = 1024
+	defaultMaxSnapshotBytes  = 16 << 20
 )
 
 // Option configures a [Repository]. Options validate their arguments; an
@@ -150,8 +141,8 @@ func WithReportedMode(m SnapshotMode) Option {
 }
 
 // WithBackgroundWorkers sets how many goroutines write snapshots in
-// [ModeBackground] (default [DefaultBackgroundWorkers]) and how many may be
-// queued before further ones are dropped (default [DefaultBackgroundQueue]).
+// [ModeBackground] (default 2) and how many may be queued before further
+// ones are dropped (default 1024).
 // Dropped snapshots are logged and counted; the events are committed and the
 // next due save snapshots again.
 func WithBackgroundWorkers(workers, queue int) Option {
@@ -168,7 +159,7 @@ func WithBackgroundWorkers(workers, queue int) Option {
 }
 
 // WithMaxSnapshotBytes refuses snapshots whose encoded state is larger
-// than n bytes (default [DefaultMaxSnapshotBytes]). A refused snapshot is
+// than n bytes (default 16 MiB). A refused snapshot is
 // logged and counted after a save, and an error from CreateSnapshot; loads
 // then replay events. n must be at least 1.
 func WithMaxSnapshotBytes(n int) Option {
@@ -250,10 +241,10 @@ func (c *config) resolve() (policy.Policy, error) {
 		return nil, invalid("WithAppendNotifier is only used by snapshot mode %q, not %q", ModeExternal, c.mode)
 	}
 	if c.maxState == 0 {
-		c.maxState = DefaultMaxSnapshotBytes
+		c.maxState = defaultMaxSnapshotBytes
 	}
 	if c.bgWorkers == 0 {
-		c.bgWorkers, c.bgQueue = DefaultBackgroundWorkers, DefaultBackgroundQueue
+		c.bgWorkers, c.bgQueue = defaultBackgroundWorkers, defaultBackgroundQueue
 	}
 	if c.mode == ModeManual || c.mode == ModeExternal || c.mode == ModeOff {
 		return policy.Never{}, nil
@@ -262,7 +253,7 @@ func (c *config) resolve() (policy.Policy, error) {
 	if c.thresholdSet || len(c.milestones) == 0 {
 		n := c.threshold
 		if !c.thresholdSet {
-			n = DefaultSnapshotThreshold
+			n = defaultSnapshotThreshold
 		}
 		ps = append(ps, policy.Threshold(n))
 	}

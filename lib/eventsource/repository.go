@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/policy"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -103,7 +104,7 @@ func NewRepository[T any, PT AggregatePtr[T]](store Store, reg *Registry, opts .
 	if c.meterProvider == nil {
 		c.meterProvider = otel.GetMeterProvider()
 	}
-	c.logger = c.logger.With(LogKeyAggregateType, typ)
+	c.logger = c.logger.With(telemetrykeys.LogKeyAggregateType, typ)
 	tel, err := newTelemetry(c)
 	if err != nil {
 		return nil, fmt.Errorf("new repository for %s: metrics: %w", typ, err)
@@ -210,7 +211,7 @@ func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, sn
 func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load func(context.Context) (PT, error)) (PT, error) {
 	start := time.Now()
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Load", trace.WithAttributes(
-		AttrAggregateType.String(r.typ), AttrAggregateID.String(id.String())))
+		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(id.String())))
 	defer span.End()
 	a, err := load(ctx)
 	if err != nil {
@@ -219,8 +220,8 @@ func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load 
 		return nil, err
 	}
 	c := a.rootCore()
-	span.SetAttributes(AttrVersion.Int64(c.version), AttrEventsReplayed.Int64(c.replayed), AttrSnapshotUsed.Bool(c.fromSnapshot))
-	attrs := metric.WithAttributes(AttrAggregateType.String(r.typ), AttrSnapshotUsed.Bool(c.fromSnapshot))
+	span.SetAttributes(telemetrykeys.AttrVersion.Int64(c.version), telemetrykeys.AttrEventsReplayed.Int64(c.replayed), telemetrykeys.AttrSnapshotUsed.Bool(c.fromSnapshot))
+	attrs := metric.WithAttributes(telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrSnapshotUsed.Bool(c.fromSnapshot))
 	r.tel.loadDuration.Record(ctx, time.Since(start).Seconds(), attrs)
 	r.tel.eventsReplayed.Add(ctx, c.replayed, attrs)
 	return a, nil
@@ -244,8 +245,8 @@ func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) 
 		span.SetStatus(codes.Error, err.Error())
 		span.End()
 		r.tel.logger.WarnContext(ctx, "snapshot and events read failed; replaying all events",
-			LogKeyAggregateID, id, LogKeyReason, FallbackStoreError, LogKeyError, err)
-		r.tel.fallback(ctx, r.typ, FallbackStoreError)
+			telemetrykeys.LogKeyAggregateID, id, telemetrykeys.LogKeyReason, telemetrykeys.FallbackStoreError, telemetrykeys.LogKeyError, err)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackStoreError)
 		return r.loadFrom(ctx, id, nil, nil)
 	}
 	span.End()
@@ -279,8 +280,8 @@ func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 			return a, nil
 		}
 		r.tel.logger.WarnContext(ctx, "snapshot is stale: "+stale+"; replaying all events and removing it",
-			LogKeyAggregateID, id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackStale)
-		r.tel.fallback(ctx, r.typ, FallbackStale)
+			telemetrykeys.LogKeyAggregateID, id, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyReason, telemetrykeys.FallbackStale)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackStale)
 		r.deleteStale(ctx, snap)
 		a, events = r.New(id), nil // snapshotVersion 0: the next due save replaces it
 		c = a.rootCore()
@@ -345,20 +346,20 @@ func applyEvents(reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, err
 // again.
 func (r *Repository[T, PT]) deleteStale(ctx context.Context, snap *Snapshot) {
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.DeleteStaleSnapshot", trace.WithAttributes(
-		AttrAggregateType.String(snap.AggregateType), AttrAggregateID.String(snap.AggregateID.String()),
-		AttrVersion.Int64(snap.Version)))
+		telemetrykeys.AttrAggregateType.String(snap.AggregateType), telemetrykeys.AttrAggregateID.String(snap.AggregateID.String()),
+		telemetrykeys.AttrVersion.Int64(snap.Version)))
 	defer span.End()
 	deleted, err := r.store.DeleteStaleSnapshot(ctx, *snap)
-	result := StaleDeleted
+	result := telemetrykeys.StaleDeleted
 	switch {
 	case err != nil:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		r.tel.logger.WarnContext(ctx, "stale snapshot not removed; the next load tries again",
-			LogKeyAggregateID, snap.AggregateID, LogKeySnapshotVer, snap.Version, LogKeyError, err)
-		result = StaleDeleteFailed
+			telemetrykeys.LogKeyAggregateID, snap.AggregateID, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyError, err)
+		result = telemetrykeys.StaleDeleteFailed
 	case !deleted:
-		result = StaleAlreadyReplaced
+		result = telemetrykeys.StaleAlreadyReplaced
 	}
 	span.SetAttributes(attribute.String("evsnap.snapshot.stale_delete", result))
 	r.tel.staleDelete(ctx, r.typ, result)
@@ -373,21 +374,21 @@ func (r *Repository[T, PT]) useSnapshot(ctx context.Context, a PT, snap *Snapsho
 		return
 	case snap.SchemaVersion != r.schemaVersion:
 		log.WarnContext(ctx, "snapshot schema version differs from the aggregate's; replaying all events",
-			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeySchemaVersion, snap.SchemaVersion,
-			"want_schema_version", r.schemaVersion, LogKeyReason, FallbackSchemaMismatch)
-		r.tel.fallback(ctx, r.typ, FallbackSchemaMismatch)
+			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeySchemaVersion, snap.SchemaVersion,
+			"want_schema_version", r.schemaVersion, telemetrykeys.LogKeyReason, telemetrykeys.FallbackSchemaMismatch)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackSchemaMismatch)
 		return
 	case snap.Version < 1:
 		log.WarnContext(ctx, "snapshot has an invalid version; replaying all events",
-			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackDecodeError)
-		r.tel.fallback(ctx, r.typ, FallbackDecodeError)
+			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyReason, telemetrykeys.FallbackDecodeError)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackDecodeError)
 		return
 	}
 	if err := a.restoreState(r.codec, snap.State); err != nil {
 		a.resetState()
 		log.WarnContext(ctx, "snapshot state does not decode; replaying all events",
-			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackDecodeError, LogKeyError, err)
-		r.tel.fallback(ctx, r.typ, FallbackDecodeError)
+			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyReason, telemetrykeys.FallbackDecodeError, telemetrykeys.LogKeyError, err)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackDecodeError)
 		return
 	}
 	c.version = snap.Version
@@ -420,8 +421,8 @@ func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
 		return fmt.Errorf("save %s %s: %w", r.typ, c.id, ErrClosed)
 	}
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Save", trace.WithAttributes(
-		AttrAggregateType.String(r.typ), AttrAggregateID.String(c.id.String()),
-		AttrEventsAppended.Int(len(c.pending))))
+		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(c.id.String()),
+		telemetrykeys.AttrEventsAppended.Int(len(c.pending))))
 	defer span.End()
 
 	res, types, err := r.append(ctx, a)
@@ -430,7 +431,7 @@ func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
 		span.SetStatus(codes.Error, err.Error())
 		return err
 	}
-	span.SetAttributes(AttrVersion.Int64(res.LastVersion))
+	span.SetAttributes(telemetrykeys.AttrVersion.Int64(res.LastVersion))
 	r.afterCommit(ctx, a, res, types)
 	return nil
 }
@@ -447,10 +448,10 @@ func (r *Repository[T, PT]) afterCommit(ctx context.Context, a PT, res AppendRes
 		if p := recover(); p != nil {
 			if suppressed, ok := r.panicLog.allow(r.now()); ok {
 				r.tel.logger.ErrorContext(ctx, "panicked after a committed save; the save succeeded",
-					LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyMode, r.mode,
-					LogKeyError, fmt.Sprint(p), "stack", string(debug.Stack()), "suppressed_since_last", suppressed)
+					telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, res.LastVersion, telemetrykeys.LogKeyMode, r.mode,
+					telemetrykeys.LogKeyError, fmt.Sprint(p), "stack", string(debug.Stack()), "suppressed_since_last", suppressed)
 			}
-			r.tel.failure(ctx, r.typ, r.mode, FailurePanic)
+			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailurePanic)
 		}
 	}()
 	switch r.mode {
@@ -470,9 +471,9 @@ func (r *Repository[T, PT]) afterCommit(ctx context.Context, a PT, res AppendRes
 			// failure and then one line per interval with the count.
 			if suppressed, ok := r.notifyLog.allow(r.now()); ok {
 				r.tel.logger.WarnContext(ctx, "append notice not sent; the snapshotter's sweep will catch up",
-					LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyError, err, "suppressed_since_last", suppressed)
+					telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, res.LastVersion, telemetrykeys.LogKeyError, err, "suppressed_since_last", suppressed)
 			}
-			r.tel.failure(ctx, r.typ, r.mode, FailureNotify)
+			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureNotify)
 		}
 	}
 }
@@ -517,16 +518,16 @@ func (r *Repository[T, PT]) snapshotAfterSave(ctx context.Context, a PT) {
 	snap, err := r.buildSnapshot(a)
 	if err != nil {
 		r.tel.logger.ErrorContext(ctx, "snapshot not taken: state does not encode",
-			LogKeyAggregateID, c.id, LogKeyVersion, c.version, LogKeyMode, r.mode, LogKeyError, err)
-		r.tel.failure(ctx, r.typ, r.mode, FailureEncode)
+			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, c.version, telemetrykeys.LogKeyMode, r.mode, telemetrykeys.LogKeyError, err)
+		r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureEncode)
 		return
 	}
 	switch r.mode {
 	case ModeSync:
 		if _, err := r.writeSnapshot(ctx, snap); err != nil {
 			r.tel.logger.WarnContext(ctx, "snapshot not stored after a committed save",
-				LogKeyAggregateID, c.id, LogKeyVersion, c.version, LogKeyMode, r.mode, LogKeyError, err)
-			r.tel.failure(ctx, r.typ, r.mode, FailureStore)
+				telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, c.version, telemetrykeys.LogKeyMode, r.mode, telemetrykeys.LogKeyError, err)
+			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureStore)
 			return
 		}
 		c.snapshotVersion = snap.Version
@@ -578,8 +579,8 @@ func (r *Repository[T, PT]) writeSnapshot(ctx context.Context, s Snapshot) (bool
 func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore, mode SnapshotMode, s Snapshot) (bool, error) {
 	mode = tel.writeMode(mode)
 	ctx, span := tel.tracer.Start(ctx, "eventsource.SaveSnapshot", trace.WithAttributes(
-		AttrAggregateType.String(s.AggregateType), AttrAggregateID.String(s.AggregateID.String()),
-		AttrVersion.Int64(s.Version), AttrMode.String(string(mode))))
+		telemetrykeys.AttrAggregateType.String(s.AggregateType), telemetrykeys.AttrAggregateID.String(s.AggregateID.String()),
+		telemetrykeys.AttrVersion.Int64(s.Version), telemetrykeys.AttrMode.String(string(mode))))
 	defer span.End()
 	stored, err := store.SaveSnapshot(ctx, s)
 	if err != nil {
@@ -587,7 +588,7 @@ func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore
 		span.SetStatus(codes.Error, err.Error())
 		return false, err
 	}
-	attrs := metric.WithAttributes(AttrAggregateType.String(s.AggregateType), AttrMode.String(string(mode)))
+	attrs := metric.WithAttributes(telemetrykeys.AttrAggregateType.String(s.AggregateType), telemetrykeys.AttrMode.String(string(mode)))
 	if stored {
 		tel.snapshotsWritten.Add(ctx, 1, attrs)
 	} else {
@@ -610,7 +611,7 @@ func (r *Repository[T, PT]) CreateSnapshot(ctx context.Context, a PT) (*Snapshot
 	}
 	c := a.rootCore()
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.CreateSnapshot", trace.WithAttributes(
-		AttrAggregateType.String(r.typ), AttrAggregateID.String(c.id.String()), AttrVersion.Int64(c.version)))
+		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(c.id.String()), telemetrykeys.AttrVersion.Int64(c.version)))
 	defer span.End()
 	fail := func(err error) (*Snapshot, error) {
 		span.RecordError(err)
@@ -727,7 +728,7 @@ func (w *backgroundWriter) enqueue(ctx context.Context, s Snapshot) bool {
 	defer w.mu.Unlock()
 	reason := ""
 	if w.closed {
-		reason = FailureRepoClosed
+		reason = telemetrykeys.FailureRepoClosed
 	} else {
 		select {
 		case w.jobs <- bgJob{snap: s, link: trace.LinkFromContext(ctx)}:
@@ -737,11 +738,11 @@ func (w *backgroundWriter) enqueue(ctx context.Context, s Snapshot) bool {
 			w.pending++
 			return true
 		default:
-			reason = FailureQueueFull
+			reason = telemetrykeys.FailureQueueFull
 		}
 	}
 	w.tel.logger.WarnContext(ctx, "background snapshot dropped; the next due save takes one",
-		LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyReason, reason)
+		telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyReason, reason)
 	w.tel.failure(ctx, w.typ, ModeBackground, reason)
 	return false
 }
@@ -768,19 +769,19 @@ func (w *backgroundWriter) write(job bgJob) {
 		if p := recover(); p != nil {
 			if suppressed, ok := w.panicLog.allow(time.Now()); ok {
 				w.tel.logger.ErrorContext(ctx, "background snapshot store panicked after a committed save",
-					LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyError, fmt.Sprint(p),
+					telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyError, fmt.Sprint(p),
 					"stack", string(debug.Stack()), "suppressed_since_last", suppressed)
 			}
-			w.tel.failure(ctx, w.typ, ModeBackground, FailurePanic)
+			w.tel.failure(ctx, w.typ, ModeBackground, telemetrykeys.FailurePanic)
 		}
 	}()
 	if _, err := saveSnapshotTraced(ctx, w.tel, w.store, ModeBackground, s); err != nil {
-		reason := FailureStore
+		reason := telemetrykeys.FailureStore
 		if errors.Is(err, context.Canceled) && w.ctx.Err() != nil {
-			reason = FailureRepoClosed
+			reason = telemetrykeys.FailureRepoClosed
 		}
 		w.tel.logger.WarnContext(ctx, "background snapshot not stored after a committed save",
-			LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyError, err)
+			telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyError, err)
 		w.tel.failure(ctx, w.typ, ModeBackground, reason)
 	}
 }

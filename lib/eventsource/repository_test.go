@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/google/uuid"
@@ -37,7 +38,7 @@ func TestSyncModeSnapshotsBeforeSaveReturns(t *testing.T) {
 	if s.Version != 16 || s.SchemaVersion != 1 {
 		t.Fatalf("snapshot v%d schema %d, want v16 schema 1", s.Version, s.SchemaVersion)
 	}
-	if got := h.counter("evsnap.snapshots.written", eventsource.AttrMode.String("sync")); got != 1 {
+	if got := h.counter("evsnap.snapshots.written", telemetrykeys.AttrMode.String("sync")); got != 1 {
 		t.Fatalf("snapshots written = %d, want 1", got)
 	}
 	// Below the threshold since the last snapshot: no new snapshot.
@@ -202,7 +203,7 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 	if b.State() != a.State() {
 		t.Fatalf("v2 state %+v, want %+v", b.State(), a.State())
 	}
-	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackSchemaMismatch)); got != 1 {
+	if got := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(telemetrykeys.FallbackSchemaMismatch)); got != 1 {
 		t.Fatalf("schema mismatch fallbacks = %d, want 1", got)
 	}
 	if !strings.Contains(h.logs.String(), "schema version differs") {
@@ -405,7 +406,7 @@ func TestSnapshotFailureNeverFailsSave(t *testing.T) {
 			if v, _ := h.events.StreamVersion(ctx, exampledomain.AccountType, a.ID()); v != 7 {
 				t.Fatalf("stream at v%d, want 7", v)
 			}
-			if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureStore)); got != 1 {
+			if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureStore)); got != 1 {
 				t.Fatalf("failures counted = %d, want 1", got)
 			}
 			if !strings.Contains(h.logs.String(), errInjected.Error()) {
@@ -448,7 +449,7 @@ func TestUnencodableStateIsNeverSnapshotted(t *testing.T) {
 	if h.snaps.Count() != 0 {
 		t.Fatal("a snapshot was stored for a state that cannot be encoded")
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureEncode)); got != 1 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureEncode)); got != 1 {
 		t.Fatalf("encode failures = %d, want 1", got)
 	}
 	loaded, err := r.Load(ctx, a.ID())
@@ -466,17 +467,17 @@ func TestLoadFallsBackOnBadSnapshots(t *testing.T) {
 		reason string
 		break_ func(h *harness, f *faultySnapshots, id uuid.UUID)
 	}{
-		{"corrupt state", eventsource.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+		{"corrupt state", telemetrykeys.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
 			f.corrupt = []byte(`{"balance": "not a number"`)
 		}},
-		{"wrong types", eventsource.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+		{"wrong types", telemetrykeys.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
 			s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id)
 			s.State = []byte(`{"balance": "lots", "owner_name": 7}`)
 			if _, err := h.snaps.SaveSnapshot(ctx, *s); err != nil {
 				panic(err)
 			}
 		}},
-		{"store error", eventsource.FallbackStoreError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+		{"store error", telemetrykeys.FallbackStoreError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
 			f.getErr = errInjected
 		}},
 	}
@@ -501,7 +502,7 @@ func TestLoadFallsBackOnBadSnapshots(t *testing.T) {
 			if from, n := loaded.LoadedFromSnapshot(); from || n != 13 {
 				t.Fatalf("fromSnapshot=%v replayed=%d, want a full replay", from, n)
 			}
-			if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(c.reason)); got != 1 {
+			if got := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(c.reason)); got != 1 {
 				t.Fatalf("fallbacks{reason=%s} = %d, want 1", c.reason, got)
 			}
 		})
@@ -714,7 +715,7 @@ func TestBackgroundQueueFullDropsAndCounts(t *testing.T) {
 	<-started
 	openAccount(t, r, 1) // fills the queue
 	openAccount(t, r, 1) // dropped; the save still succeeds
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureQueueFull)); got != 1 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureQueueFull)); got != 1 {
 		t.Fatalf("queue-full drops = %d, want 1", got)
 	}
 	if h.events.Count() != 3 {
@@ -796,7 +797,7 @@ func TestSpansAndLoadMetrics(t *testing.T) {
 			t.Errorf("no %s span (got %v)", n, names)
 		}
 	}
-	if load[eventsource.AttrSnapshotUsed].AsBool() != true || load[eventsource.AttrEventsReplayed].AsInt64() != 1 || load[eventsource.AttrVersion].AsInt64() != 26 {
+	if load[telemetrykeys.AttrSnapshotUsed].AsBool() != true || load[telemetrykeys.AttrEventsReplayed].AsInt64() != 1 || load[telemetrykeys.AttrVersion].AsInt64() != 26 {
 		t.Fatalf("load span attributes %v", load)
 	}
 	if got := h.counter("evsnap.load.events_replayed"); got != 1 {
@@ -865,7 +866,7 @@ func TestExternalModeNotifies(t *testing.T) {
 	if err := r.Save(ctx, a); err != nil {
 		t.Fatalf("a notifier error failed the save: %v", err)
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureNotify)); got != 1 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureNotify)); got != 1 {
 		t.Fatalf("notify failures = %d", got)
 	}
 }
@@ -931,7 +932,7 @@ func TestMaxSnapshotBytes(t *testing.T) {
 	if h.snaps.Count() != 0 {
 		t.Fatal("an oversized snapshot was stored")
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureEncode)); got != 1 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureEncode)); got != 1 {
 		t.Fatalf("oversized snapshot failures = %d, want 1", got)
 	}
 	_, err := r.CreateSnapshot(ctx, a)
@@ -940,49 +941,6 @@ func TestMaxSnapshotBytes(t *testing.T) {
 	}
 	if _, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, eventsource.WithMaxSnapshotBytes(0)); !errors.Is(err, eventsource.ErrInvalidOption) {
 		t.Fatalf("max 0: %v", err)
-	}
-}
-
-func TestVerifySnapshot(t *testing.T) {
-	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(5))
-	a := openAccount(t, r, 7)
-	_ = a.Deposit(3) // after the snapshot: verification replays only to v7
-	_ = r.Save(ctx, a)
-	res, err := r.VerifySnapshot(ctx, a.ID())
-	if err != nil || res.Status != eventsource.VerifyOK || res.SnapshotVersion != 7 {
-		t.Fatalf("verify = %+v, %v", res, err)
-	}
-	// Tamper with the stored state: a mismatch, with the difference shown.
-	s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
-	s.State = []byte(`{"open":true,"owner_name":"Ada","balance":1e6,"transaction_count":6}`)
-	_, _ = h.snaps.SaveSnapshot(ctx, *s)
-	res, _ = r.VerifySnapshot(ctx, a.ID())
-	if res.Status != eventsource.VerifyMismatch || !strings.Contains(res.Detail, "1e6") && !strings.Contains(res.Detail, "1000000") {
-		t.Fatalf("tampered verify = %+v", res)
-	}
-	s.State = []byte(`{"balance": "x"}`)
-	_, _ = h.snaps.SaveSnapshot(ctx, *s)
-	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyUndecodable {
-		t.Fatalf("undecodable verify = %+v", res)
-	}
-	s.State, s.Version = []byte(`{}`), 99
-	_, _ = h.snaps.SaveSnapshot(ctx, *s)
-	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyStale || !strings.Contains(res.Detail, "ends at v8") {
-		t.Fatalf("ahead-of-stream verify = %+v", res)
-	}
-	// Right state, right version, but built from another history.
-	_, _ = h.snaps.DeleteSnapshot(ctx, exampledomain.AccountType, a.ID())
-	s, _ = r.CreateSnapshot(ctx, a)
-	other := *s
-	other.EventID = uuid.New()
-	_, _ = h.snaps.SaveSnapshot(ctx, other)
-	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyStale || !strings.Contains(res.Detail, other.EventID.String()) {
-		t.Fatalf("other-history verify = %+v", res)
-	}
-	b := openAccount(t, h.accounts(nil), 2)
-	if res, _ = r.VerifySnapshot(ctx, b.ID()); res.Status != eventsource.VerifyNoSnapshot {
-		t.Fatalf("no snapshot verify = %+v", res)
 	}
 }
 
@@ -1004,10 +962,10 @@ func TestSnapshotAheadOfStreamFallsBack(t *testing.T) {
 	if from, _ := loaded.LoadedFromSnapshot(); from || loaded.SnapshotVersion() != 0 {
 		t.Fatalf("the ahead-of-stream snapshot was used (from=%v, snapshot version %d)", from, loaded.SnapshotVersion())
 	}
-	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackStale)); got != 1 {
+	if got := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(telemetrykeys.FallbackStale)); got != 1 {
 		t.Fatalf("stale fallbacks = %d", got)
 	}
-	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleDeleted)); got != 1 {
+	if got := h.counter("evsnap.snapshot.stale_deletes", telemetrykeys.AttrResult.String(telemetrykeys.StaleDeleted)); got != 1 {
 		t.Fatalf("stale deletes = %d", got)
 	}
 	if h.snaps.Count() != 0 {
@@ -1052,7 +1010,7 @@ func TestSnapshotOfAnotherHistoryFallsBack(t *testing.T) {
 	if got, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); got == nil || got.EventID != good.EventID {
 		t.Fatalf("a load with a stale snapshot in hand removed the correct one: %+v", got)
 	}
-	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleAlreadyReplaced)); got != 1 {
+	if got := h.counter("evsnap.snapshot.stale_deletes", telemetrykeys.AttrResult.String(telemetrykeys.StaleAlreadyReplaced)); got != 1 {
 		t.Fatalf("already-replaced stale deletes = %d", got)
 	}
 	// A failing delete is logged and counted; the load still succeeds.
@@ -1063,13 +1021,13 @@ func TestSnapshotOfAnotherHistoryFallsBack(t *testing.T) {
 	if loaded, err = r.Load(ctx, a.ID()); err != nil || loaded.State() != a.State() {
 		t.Fatalf("load with a failing delete: %v", err)
 	}
-	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleDeleteFailed)); got != 1 {
+	if got := h.counter("evsnap.snapshot.stale_deletes", telemetrykeys.AttrResult.String(telemetrykeys.StaleDeleteFailed)); got != 1 {
 		t.Fatalf("failed stale deletes = %d", got)
 	}
 	if !strings.Contains(h.logs.String(), "stale snapshot not removed") {
 		t.Fatalf("no log line for the failed delete:\n%s", h.logs.String())
 	}
-	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackStale)); got != 3 {
+	if got := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(telemetrykeys.FallbackStale)); got != 3 {
 		t.Fatalf("stale fallbacks = %d, want 3", got)
 	}
 }
@@ -1303,7 +1261,7 @@ func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
 	if got := strings.Count(h.logs.String(), "append notice not sent"); got != 1 {
 		t.Fatalf("%d warnings for 50 failed notices, want 1", got)
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureNotify)); got != 50 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureNotify)); got != 50 {
 		t.Fatalf("notify failures counted = %d, want 50", got)
 	}
 	clock.Advance(time.Minute)
@@ -1334,17 +1292,17 @@ func TestAwaitPendingFlushesTheNotifier(t *testing.T) {
 }
 
 // panickyCodec stands for a third-party decoder that panics on bad input.
-type panickyCodec struct{ eventsource.JSONCodec }
+type panickyCodec struct{ eventsource.Codec }
 
-func (panickyCodec) Unmarshal(data []byte, v any) error {
+func (p panickyCodec) Unmarshal(data []byte, v any) error {
 	if len(data) > 0 && data[0] == '!' {
 		panic("index out of range")
 	}
-	return eventsource.JSONCodec{}.Unmarshal(data, v)
+	return p.Codec.Unmarshal(data, v)
 }
 
 func TestCodecPanicsBecomeErrors(t *testing.T) {
-	reg := exampledomain.NewRegistry(eventsource.WithCodec(panickyCodec{}))
+	reg := exampledomain.NewRegistry(eventsource.WithCodec(panickyCodec{eventsource.NewRegistry().Codec()}))
 	if _, err := reg.Decode(exampledomain.TypeMoneyDeposited, []byte("!boom")); !errors.Is(err, eventsource.ErrDecode) {
 		t.Fatalf("decode with a panicking codec: %v", err)
 	}
@@ -1451,7 +1409,7 @@ func TestLoadSnapshotAndEventsFailureReplays(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "snapshot and events read failed") {
 		t.Fatalf("fallback not logged:\n%s", h.logs.String())
 	}
-	if n := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackStoreError)); n != 1 {
+	if n := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(telemetrykeys.FallbackStoreError)); n != 1 {
 		t.Fatalf("store_error fallbacks = %d, want 1", n)
 	}
 }

@@ -268,27 +268,20 @@ func (a AggregateInfo) Behind() int64 {
 	return a.HeadVersion - a.SnapshotVersion
 }
 
-// ListOrder orders an aggregate listing.
-type ListOrder int
-
-const (
-	// ByID lists in ascending aggregate id order; with ListOptions.AfterID
-	// it pages through every aggregate of a type.
-	ByID ListOrder = iota
-	// MostBehind lists the aggregates whose snapshots are furthest behind
-	// their heads first (ties by id).
-	MostBehind
-)
-
-// ListOptions narrows an aggregate listing.
+// ListOptions narrows and orders an aggregate listing. The zero value
+// lists every aggregate of the type in ascending id order.
 type ListOptions struct {
 	// MinBehind keeps only aggregates whose snapshot is at least this many
 	// events behind the head (an aggregate without a snapshot is
 	// HeadVersion behind). 0 (or a negative value) keeps all.
 	MinBehind int64
-	// Order is the listing order.
-	Order ListOrder
-	// AfterID, with ByID order, starts the listing after this id (paging).
+	// MostBehindFirst lists the aggregates whose snapshots are furthest
+	// behind their heads first (ties in ascending id order) instead of in
+	// ascending id order.
+	MostBehindFirst bool
+	// AfterID, in id order (MostBehindFirst false), starts the listing
+	// after this id: with Limit it pages through every aggregate of a type.
+	// It is ignored with MostBehindFirst.
 	AfterID uuid.UUID
 	// Limit caps the number of aggregates listed; 0 (or a negative value)
 	// means no limit.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/bytechunk"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
@@ -46,7 +47,7 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 		return res, err
 	}
 	ctx, span := s.span(ctx, "pgstore.Append", typ, id,
-		attribute.Int64("evsnap.append.expected_version", int64(expected)), eventsource.AttrEventsAppended.Int(len(events)))
+		attribute.Int64("evsnap.append.expected_version", int64(expected)), telemetrykeys.AttrEventsAppended.Int(len(events)))
 	defer func() {
 		if errors.Is(err, eventsource.ErrConcurrencyConflict) {
 			span.SetAttributes(attribute.Bool("evsnap.append.conflict", true))
@@ -89,7 +90,7 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	err = s.pool.QueryRow(ctx, sql, args...).Scan(&head, &committedAt)
 	switch {
 	case err == nil:
-		span.SetAttributes(eventsource.AttrVersion.Int64(head))
+		span.SetAttributes(telemetrykeys.AttrVersion.Int64(head))
 		return eventsource.AppendResult{
 			FirstVersion: head - int64(n) + 1,
 			LastVersion:  head,

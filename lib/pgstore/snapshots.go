@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
@@ -27,7 +28,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 		return false, err
 	}
 	ctx, span := s.span(ctx, "pgstore.SaveSnapshot", snap.AggregateType, snap.AggregateID,
-		eventsource.AttrVersion.Int64(snap.Version), attribute.Int("evsnap.snapshot.schema_version", snap.SchemaVersion))
+		telemetrykeys.AttrVersion.Int64(snap.Version), attribute.Int("evsnap.snapshot.schema_version", snap.SchemaVersion))
 	defer func() {
 		span.SetAttributes(attribute.Bool("evsnap.snapshot.stored", stored))
 		endSpan(span, err)
@@ -127,7 +128,7 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 	}
 	snap.SchemaVersion, snap.EventID = int(schema), eventID
 	snap.CreatedAt = snap.CreatedAt.UTC()
-	span.SetAttributes(attribute.Bool("evsnap.snapshot.found", true), eventsource.AttrVersion.Int64(snap.Version))
+	span.SetAttributes(attribute.Bool("evsnap.snapshot.found", true), telemetrykeys.AttrVersion.Int64(snap.Version))
 	return snap, nil
 }
 
@@ -152,7 +153,7 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
 	}
-	ctx, span := s.span(ctx, "pgstore.DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID, eventsource.AttrVersion.Int64(snap.Version))
+	ctx, span := s.span(ctx, "pgstore.DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID, telemetrykeys.AttrVersion.Int64(snap.Version))
 	defer func() { endSpan(span, err) }()
 	tag, err := s.pool.Exec(ctx, s.q.deleteStaleSnapshot, pgID(snap.AggregateID), snap.AggregateType, snap.Version,
 		int32(snap.SchemaVersion), pgID(snap.EventID))

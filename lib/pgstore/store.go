@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -171,10 +172,10 @@ func (s *Store) span(ctx context.Context, name, typ string, id uuid.UUID, extra 
 	attrs := make([]attribute.KeyValue, 0, 4+len(extra))
 	attrs = append(attrs, attribute.String("db.system.name", "postgresql"), attribute.String("db.namespace", s.cfg.schema))
 	if typ != "" {
-		attrs = append(attrs, eventsource.AttrAggregateType.String(typ))
+		attrs = append(attrs, telemetrykeys.AttrAggregateType.String(typ))
 	}
 	if id != uuid.Nil {
-		attrs = append(attrs, eventsource.AttrAggregateID.String(id.String()))
+		attrs = append(attrs, telemetrykeys.AttrAggregateID.String(id.String()))
 	}
 	attrs = append(attrs, extra...)
 	return s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))

@@ -342,8 +342,8 @@ FROM `+qualified(st, "streams")+` WHERE aggregate_type = 'Many' AND version % 3 
 		{AfterID: all[10].AggregateID, Limit: 2000},
 		{MinBehind: 20},
 		{MinBehind: 20, AfterID: all[1200].AggregateID, Limit: 300},
-		{Order: eventsource.MostBehind, Limit: 25},
-		{Order: eventsource.MostBehind, MinBehind: 45},
+		{MostBehindFirst: true, Limit: 25},
+		{MostBehindFirst: true, MinBehind: 45},
 		{Limit: -1, MinBehind: -3},
 	} {
 		got := listAll(t, st, "Many", opts)

@@ -85,7 +85,7 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 		var behind []eventsource.AggregateInfo
 		listed := true
 		for info, err := range w.store.ListAggregates(ctx, t.name, eventsource.ListOptions{
-			MinBehind: int64(t.spec.Threshold), Order: eventsource.MostBehind, Limit: w.cfg.SweepBatch,
+			MinBehind: int64(t.spec.Threshold), MostBehindFirst: true, Limit: w.cfg.SweepBatch,
 		}) {
 			if err != nil {
 				err = listErr("the reconciliation sweep", t.name, err)
@@ -281,7 +281,7 @@ func (w *Worker) Stats(ctx context.Context, typ string, stalest int) (Stats, err
 		st.EventsBehind.Mean = sum / float64(len(behind))
 	}
 	if stalest > 0 {
-		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{Order: eventsource.MostBehind, Limit: stalest, MinBehind: 1}) {
+		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{MostBehindFirst: true, Limit: stalest, MinBehind: 1}) {
 			if err != nil {
 				return st, listErr("stats", typ, err)
 			}
@@ -300,26 +300,17 @@ func (w *Worker) Prune(ctx context.Context, typ string, schemaBelow int) (int64,
 	return w.cfg.Store.DeleteSnapshotsByType(ctx, typ, schemaBelow)
 }
 
-// VerifyReport summarises [Worker.Verify].
-type VerifyReport struct {
-	AggregateType string
-	Checked       int
-	// ByStatus counts the results by status.
-	ByStatus map[eventsource.VerifyStatus]int
-	// Problems lists the stale, mismatched and undecodable snapshots (at
-	// most 50).
-	Problems []eventsource.VerifyResult
-}
-
 // Verify checks the snapshots of up to sample aggregates of typ, chosen at
 // random (every aggregate when sample is 0), against a full replay of their
-// events up to the snapshot's version (see
-// [eventsource.Repository.VerifySnapshot]): a snapshot not tied to its
-// stream's history is reported stale. It changes nothing. It lists the
+// events up to the snapshot's version: a snapshot not tied to its stream's
+// history (the stream's event at its version is missing or is another
+// than its EventID) is [VerifyStale], one whose state differs from the
+// replay's is [VerifyMismatch], one whose state does not decode is
+// [VerifyUndecodable]. It changes nothing. It lists the
 // aggregates of typ: on a store that cannot list, the error matches
 // [ErrCannotList].
 func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyReport, error) {
-	rep := VerifyReport{AggregateType: typ, ByStatus: map[eventsource.VerifyStatus]int{}}
+	rep := VerifyReport{AggregateType: typ, ByStatus: map[VerifyStatus]int{}}
 	t, err := w.target(typ)
 	if err != nil {
 		return rep, err
@@ -356,9 +347,4 @@ func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyRepo
 		}
 	}
 	return rep, nil
-}
-
-// problem reports whether a verify status needs a repair.
-func problem(st eventsource.VerifyStatus) bool {
-	return st == eventsource.VerifyStale || st == eventsource.VerifyMismatch || st == eventsource.VerifyUndecodable
 }

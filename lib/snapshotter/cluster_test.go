@@ -248,7 +248,7 @@ func testClusterLeaderAndFollowerLoss(t *testing.T, store eventsource.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Checked != len(ids) || rep.ByStatus[eventsource.VerifyOK] != len(ids) {
+	if rep.Checked != len(ids) || rep.ByStatus[snapshotter.VerifyOK] != len(ids) {
 		t.Errorf("verify: checked %d, %v; want all %d ok. Problems: %+v", rep.Checked, rep.ByStatus, len(ids), rep.Problems)
 	}
 	t.Logf("lost %d, regressions %d, verify %v", lost, len(e.store.regressions), rep.ByStatus)

@@ -89,7 +89,7 @@ type Config struct {
 	SweepBatch int
 
 	// MaxSnapshotBytes refuses (and reports) snapshots whose encoded state
-	// is larger (default eventsource.DefaultMaxSnapshotBytes).
+	// is larger (default 16 MiB, as a repository's).
 	MaxSnapshotBytes int
 
 	// DrainTimeout bounds how long Run finishes in-flight work after its
@@ -138,7 +138,7 @@ func DefaultConfig() Config {
 		SummaryInterval: time.Minute,
 		BacklogInterval: 15 * time.Second,
 
-		MaxSnapshotBytes: eventsource.DefaultMaxSnapshotBytes,
+		MaxSnapshotBytes: 16 << 20, // eventsource.WithMaxSnapshotBytes's default
 	}
 }
 
@@ -195,8 +195,8 @@ type Policy struct {
 	Milestones []string
 }
 
-// DefaultPolicy is a threshold of 100 events.
-func DefaultPolicy() Policy { return Policy{Threshold: eventsource.DefaultSnapshotThreshold} }
+// DefaultPolicy is a threshold of 100 events, a repository's default.
+func DefaultPolicy() Policy { return Policy{Threshold: 100} }
 
 // Validate reports what is wrong with p.
 func (p Policy) Validate() error {

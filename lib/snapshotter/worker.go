@@ -17,6 +17,7 @@ import (
 	"github.com/evsnap/evsnap/internal/logattr"
 	"github.com/evsnap/evsnap/internal/natsurl"
 	"github.com/evsnap/evsnap/internal/policy"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
@@ -64,12 +65,16 @@ type rebuilder interface {
 	rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error)
 	rebuildFrom(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot) (*eventsource.Snapshot, error)
 	rebuildWith(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot, events iter.Seq2[eventsource.RecordedEvent, error]) (*eventsource.Snapshot, error)
-	verify(ctx context.Context, id uuid.UUID) (eventsource.VerifyResult, error)
+	verify(ctx context.Context, id uuid.UUID) (VerifyResult, error)
 	close(ctx context.Context) error
 }
 
 type repoRebuilder[T any, PT eventsource.AggregatePtr[T]] struct {
 	repo *eventsource.Repository[T, PT]
+	// For verify: the registry, and the store as it is (not through the
+	// worker's batching).
+	reg   *eventsource.Registry
+	store eventsource.Store
 }
 
 func (r *repoRebuilder[T, PT]) rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error) {
@@ -94,10 +99,6 @@ func (r *repoRebuilder[T, PT]) rebuildWith(ctx context.Context, id uuid.UUID, sn
 		return nil, err
 	}
 	return r.repo.CreateSnapshot(ctx, a)
-}
-
-func (r *repoRebuilder[T, PT]) verify(ctx context.Context, id uuid.UUID) (eventsource.VerifyResult, error) {
-	return r.repo.VerifySnapshot(ctx, id)
 }
 
 func (r *repoRebuilder[T, PT]) close(ctx context.Context) error { return r.repo.Close(ctx) }
@@ -126,7 +127,7 @@ func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Pol
 			if err != nil {
 				return nil, err
 			}
-			return &repoRebuilder[T, PT]{repo: repo}, nil
+			return &repoRebuilder[T, PT]{repo: repo, reg: reg, store: w.cfg.Store}, nil
 		},
 	}
 }
@@ -573,8 +574,8 @@ func (w *Worker) observeRebuild(ctx context.Context, t *target, id uuid.UUID, so
 	w.m.rebuild.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrType.String(t.name)))
 	w.m.written.Add(ctx, 1, metric.WithAttributes(attrType.String(t.name), attrSource.String(source)))
 	w.sum.written.Add(1)
-	w.log.Debug("snapshot stored", eventsource.LogKeyAggregateType, t.name, eventsource.LogKeyAggregateID, id,
-		eventsource.LogKeyVersion, s.Version, "source", source)
+	w.log.Debug("snapshot stored", telemetrykeys.LogKeyAggregateType, t.name, telemetrykeys.LogKeyAggregateID, id,
+		telemetrykeys.LogKeyVersion, s.Version, "source", source)
 	return s, nil
 }
 

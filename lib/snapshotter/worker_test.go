@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -861,49 +862,89 @@ func TestNewRejectsBadInput(t *testing.T) {
 	}
 }
 
+// Verify reports each kind of snapshot by its status, with what differed,
+// and changes nothing.
 func TestVerifyReport(t *testing.T) {
+	ctx := context.Background()
 	store := memstore.New()
 	reg := exampledomain.NewRegistry()
 	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg, eventsource.WithSnapshotThreshold(3))
-	defer repo.Close(context.Background())
+	defer repo.Close(ctx)
 	var ids []uuid.UUID
-	for range 6 {
+	for i := range 8 {
 		a := repo.New(uuid.New())
 		_ = a.Open("v", 0)
 		_ = a.Deposit(1)
-		_ = a.Deposit(2)
-		_ = repo.Save(context.Background(), a)
+		if i != 7 { // the last one stays below the threshold: no snapshot
+			_ = a.Deposit(2)
+		}
+		_ = repo.Save(ctx, a)
+		if i == 6 { // events after the snapshot: verification replays only to v3
+			_ = a.Deposit(4)
+			_ = a.Deposit(8)
+			_ = repo.Save(ctx, a)
+		}
 		ids = append(ids, a.ID())
 	}
-	s, _ := store.GetSnapshot(context.Background(), exampledomain.AccountType, ids[0])
-	s.State = []byte(`{"open":true,"balance":999}`)
-	_, _ = store.SaveSnapshot(context.Background(), *s)
-	// The right state at the right version, built from another history.
-	s, _ = store.GetSnapshot(context.Background(), exampledomain.AccountType, ids[1])
-	s.EventID = uuid.New()
-	_, _ = store.SaveSnapshot(context.Background(), *s)
+	stored := func(i int) eventsource.Snapshot {
+		s, _ := store.GetSnapshot(ctx, exampledomain.AccountType, ids[i])
+		return *s
+	}
+	put := func(s eventsource.Snapshot) {
+		if _, err := store.SaveSnapshot(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mismatch := stored(0)
+	mismatch.State = []byte(`{"open":true,"balance":999}`)
+	put(mismatch)
+	otherHistory := stored(1) // the right state at the right version, from another history
+	otherHistory.EventID = uuid.New()
+	put(otherHistory)
+	undecodable := stored(2)
+	undecodable.State = []byte(`{"balance": "x"}`)
+	put(undecodable)
+	ahead := stored(3) // restored from a newer backup than the events
+	ahead.Version, ahead.State = 99, []byte(`{}`)
+	put(ahead)
+	otherSchema := stored(4)
+	otherSchema.SchemaVersion = 2
+	put(otherSchema)
+
 	cfg := snapshotter.DefaultConfig()
 	cfg.Store = store
 	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close(context.Background())
-	rep, err := w.Verify(context.Background(), exampledomain.AccountType, 0)
-	if err != nil || rep.Checked != 6 || rep.ByStatus[eventsource.VerifyOK] != 4 || rep.ByStatus[eventsource.VerifyMismatch] != 1 ||
-		rep.ByStatus[eventsource.VerifyStale] != 1 || len(rep.Problems) != 2 {
-		t.Fatalf("Verify = %+v, %v", rep, err)
+	defer w.Close(ctx)
+	rep, err := w.Verify(ctx, exampledomain.AccountType, 0)
+	want := map[snapshotter.VerifyStatus]int{snapshotter.VerifyOK: 2, snapshotter.VerifyMismatch: 1, snapshotter.VerifyStale: 2,
+		snapshotter.VerifyUndecodable: 1, snapshotter.VerifyOtherSchema: 1, snapshotter.VerifyNoSnapshot: 1}
+	if err != nil || rep.Checked != 8 || !maps.Equal(rep.ByStatus, want) || len(rep.Problems) != 4 {
+		t.Fatalf("Verify = %+v, %v; want %v and 4 problems", rep, err, want)
 	}
 	for _, p := range rep.Problems {
-		if want := map[uuid.UUID]eventsource.VerifyStatus{ids[0]: eventsource.VerifyMismatch, ids[1]: eventsource.VerifyStale}[p.AggregateID]; p.Status != want {
-			t.Fatalf("problem %+v, want status %q", p, want)
+		w, ok := map[uuid.UUID]struct {
+			status snapshotter.VerifyStatus
+			detail string
+		}{
+			ids[0]: {snapshotter.VerifyMismatch, "999"},
+			ids[1]: {snapshotter.VerifyStale, otherHistory.EventID.String()},
+			ids[2]: {snapshotter.VerifyUndecodable, `"x"`},
+			ids[3]: {snapshotter.VerifyStale, "ends at v3"},
+		}[p.AggregateID]
+		if !ok || p.Status != w.status || !strings.Contains(p.Detail, w.detail) {
+			t.Errorf("problem %+v, want status %q and a detail with %q", p, w.status, w.detail)
 		}
 	}
-	// Verify changes nothing: the stale snapshot is still there.
-	if got, _ := store.GetSnapshot(context.Background(), exampledomain.AccountType, ids[1]); got == nil || got.EventID != s.EventID {
-		t.Fatalf("Verify changed the stale snapshot: %+v", got)
+	// Verify changes nothing: every snapshot it found wrong is still there.
+	for i, s := range []eventsource.Snapshot{mismatch, otherHistory, undecodable, ahead} {
+		if got := stored(i); got.Version != s.Version || got.EventID != s.EventID || string(got.State) != string(s.State) {
+			t.Errorf("Verify changed snapshot %d: %+v, was %+v", i, got, s)
+		}
 	}
-	rep, err = w.Verify(context.Background(), exampledomain.AccountType, 2)
+	rep, err = w.Verify(ctx, exampledomain.AccountType, 2)
 	if err != nil || rep.Checked != 2 {
 		t.Fatalf("sampled Verify = %+v, %v", rep, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"iter"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
@@ -66,7 +67,7 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	ctx, span := s.startSpan(ctx, "Append", typ, id)
 	defer func() { endSpan(span, err) }()
 	if span.IsRecording() {
-		span.SetAttributes(eventsource.AttrEventsAppended.Int(len(events)), attribute.Int64("evsnap.expected_version", int64(expected)))
+		span.SetAttributes(telemetrykeys.AttrEventsAppended.Int(len(events)), attribute.Int64("evsnap.expected_version", int64(expected)))
 	}
 	if err := storekit.ValidateAppend(typ, id, expected, events); err != nil {
 		return res, err
@@ -157,7 +158,7 @@ func (s *Store) insertError(ctx context.Context, tx *sql.Tx, typ string, id uuid
 			return errors.Join(err, lookupErr)
 		}
 		s.logger.WarnContext(ctx, "sqlitestore: streams table is behind the events table; was the events table written around the store?",
-			eventsource.LogKeyAggregateType, typ, eventsource.LogKeyAggregateID, id, LogKeyVersion, actual, LogKeyError, err)
+			telemetrykeys.LogKeyAggregateType, typ, telemetrykeys.LogKeyAggregateID, id, LogKeyVersion, actual, LogKeyError, err)
 		return &eventsource.ConflictError{AggregateType: typ, AggregateID: id, Expected: int64(expected), Actual: actual}
 	case isCheckViolation(err):
 		return fmt.Errorf("%w: sqlitestore: event %d (%s) of append to %s %s refused by the database (payload and metadata must be valid JSON): %w",

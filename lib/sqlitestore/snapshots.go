@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
@@ -22,7 +23,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 	ctx, span := s.startSpan(ctx, "SaveSnapshot", snap.AggregateType, snap.AggregateID)
 	defer func() {
 		if span.IsRecording() {
-			span.SetAttributes(eventsource.AttrVersion.Int64(snap.Version), attribute.Bool("evsnap.snapshot.stored", stored))
+			span.SetAttributes(telemetrykeys.AttrVersion.Int64(snap.Version), attribute.Bool("evsnap.snapshot.stored", stored))
 		}
 		endSpan(span, err)
 	}()

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -381,10 +382,10 @@ func (s *Store) startSpan(ctx context.Context, op, typ string, id uuid.UUID) (co
 	if span.IsRecording() {
 		span.SetAttributes(dbSystem, attribute.String("db.operation.name", op))
 		if typ != "" {
-			span.SetAttributes(eventsource.AttrAggregateType.String(typ))
+			span.SetAttributes(telemetrykeys.AttrAggregateType.String(typ))
 		}
 		if id != uuid.Nil {
-			span.SetAttributes(eventsource.AttrAggregateID.String(id.String()))
+			span.SetAttributes(telemetrykeys.AttrAggregateID.String(id.String()))
 		}
 	}
 	return ctx, span

@@ -17,13 +17,13 @@ func FilterAndSort(infos []eventsource.AggregateInfo, opts eventsource.ListOptio
 		if in.Behind() < opts.MinBehind {
 			continue
 		}
-		if opts.Order == eventsource.ByID && opts.AfterID != uuid.Nil && compareIDs(in.AggregateID, opts.AfterID) <= 0 {
+		if !opts.MostBehindFirst && opts.AfterID != uuid.Nil && compareIDs(in.AggregateID, opts.AfterID) <= 0 {
 			continue
 		}
 		out = append(out, in)
 	}
 	slices.SortFunc(out, func(a, b eventsource.AggregateInfo) int {
-		if opts.Order == eventsource.MostBehind {
+		if opts.MostBehindFirst {
 			if c := cmp.Compare(b.Behind(), a.Behind()); c != 0 {
 				return c
 			}

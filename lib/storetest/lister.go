@@ -75,14 +75,14 @@ func runLister(t *testing.T, newBackend factory) {
 		}
 	})
 	t.Run("MostBehind", func(t *testing.T) {
-		got := listAll(t, b, typ, eventsource.ListOptions{Order: eventsource.MostBehind})
+		got := listAll(t, b, typ, eventsource.ListOptions{MostBehindFirst: true})
 		tie := []uuid.UUID{ids[2], ids[4]}
 		slices.SortFunc(tie, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 		wantIDs := []uuid.UUID{ids[1], tie[0], tie[1], ids[3], ids[0]}
 		if !slices.Equal(idsOf(got), wantIDs) {
 			t.Fatalf("ids = %v, want %v (behind: 15, 5, 5, 1, 0)", idsOf(got), wantIDs)
 		}
-		top := listAll(t, b, typ, eventsource.ListOptions{Order: eventsource.MostBehind, Limit: 1, MinBehind: 2})
+		top := listAll(t, b, typ, eventsource.ListOptions{MostBehindFirst: true, Limit: 1, MinBehind: 2})
 		if len(top) != 1 || top[0].AggregateID != ids[1] {
 			t.Fatalf("most behind with limit 1 = %v", idsOf(top))
 		}

@@ -78,7 +78,7 @@ func runCannotList(t *testing.T, newStore factory) {
 		opts eventsource.ListOptions
 	}{
 		{typ, eventsource.ListOptions{}},
-		{typ, eventsource.ListOptions{MinBehind: 1, Order: eventsource.MostBehind, Limit: 10}},
+		{typ, eventsource.ListOptions{MinBehind: 1, MostBehindFirst: true, Limit: 10}},
 		{typ, eventsource.ListOptions{AfterID: id, Limit: 1}},
 		{uniqueType("CannotListOther"), eventsource.ListOptions{}},
 	} {
