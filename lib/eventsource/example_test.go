@@ -161,3 +161,41 @@ func ExampleConflictError() {
 	// Output:
 	// expected 1 actual 2
 }
+
+// Split keeps snapshots apart from the events: here both halves are
+// memstore's, as they could be PostgreSQL for the events and another
+// database for the snapshots. Loads and saves work as on one store; what
+// needs to list aggregates says it cannot.
+func ExampleSplit() {
+	ctx := context.Background()
+	reg := eventsource.NewRegistry()
+	eventsource.MustRegister[CounterIncremented](reg)
+	snapshots := memstore.NewSnapshotStore()
+	store := eventsource.Split(memstore.NewEventStore(), snapshots)
+
+	repo, err := eventsource.NewRepository[Counter](store, reg, eventsource.WithSnapshotThreshold(10))
+	if err != nil {
+		panic(err)
+	}
+	defer repo.Close(ctx)
+	c := repo.New(uuid.MustParse("7f1d2c9e-0000-4000-8000-000000000002"))
+	for range 10 {
+		_ = c.Increment(1)
+	}
+	if err := repo.Save(ctx, c); err != nil {
+		panic(err)
+	}
+	fmt.Println("snapshots kept apart:", snapshots.Count())
+
+	loaded, _ := repo.Load(ctx, c.ID())
+	fromSnapshot, replayed := loaded.LoadedFromSnapshot()
+	fmt.Println("from snapshot:", fromSnapshot, "events replayed:", replayed)
+
+	for _, err := range store.ListAggregates(ctx, "Counter", eventsource.ListOptions{}) {
+		fmt.Println("listing unsupported:", errors.Is(err, errors.ErrUnsupported))
+	}
+	// Output:
+	// snapshots kept apart: 1
+	// from snapshot: true events replayed: 0
+	// listing unsupported: true
+}
