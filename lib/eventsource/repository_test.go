@@ -3,6 +3,7 @@ package eventsource_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"strings"
 	"sync"
@@ -1480,5 +1481,23 @@ func TestConcurrentCallersOneRepository(t *testing.T) {
 		if want := 1 + committed[k].Load(); a.Version() != want || a.State().TransactionCount != int(want-1) {
 			t.Fatalf("aggregate %d at v%d with %d deposits, want v%d", k, a.Version(), a.State().TransactionCount, want)
 		}
+	}
+}
+
+// Split refuses a nil half at once, naming it, rather than at the first
+// load or save.
+func TestSplitRefusesNil(t *testing.T) {
+	for name, split := range map[string]func(){
+		"event store":    func() { eventsource.Split(nil, memstore.NewSnapshotStore()) },
+		"snapshot store": func() { eventsource.Split(memstore.NewEventStore(), nil) },
+	} {
+		func() {
+			defer func() {
+				if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), "nil "+name) {
+					t.Errorf("Split with a nil %s: recovered %v, want a panic naming it", name, p)
+				}
+			}()
+			split()
+		}()
 	}
 }

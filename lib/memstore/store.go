@@ -68,19 +68,9 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 	}
 }
 
-// LoadSnapshotAndEvents implements [eventsource.Store]: the snapshot, then
-// the events as ReadEvents streams them.
+// LoadSnapshotAndEvents implements [eventsource.Store] as
+// [eventsource.Split] of its halves does: the snapshot, then the events
+// as ReadEvents streams them.
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
-	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
-		return nil, nil, err
-	}
-	snap, err := s.GetSnapshot(ctx, typ, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	from := int64(1)
-	if snap != nil && snap.SchemaVersion == schemaVersion {
-		from = snap.Version
-	}
-	return snap, s.ReadEvents(ctx, typ, id, from-1), nil
+	return eventsource.Split(s.EventStore, s.SnapshotStore).LoadSnapshotAndEvents(ctx, typ, id, schemaVersion)
 }

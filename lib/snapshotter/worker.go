@@ -284,8 +284,8 @@ func (w *Worker) Types() []string {
 }
 
 var (
-	attrType     = attribute.Key("evsnap.aggregate.type")
-	attrID       = attribute.Key("evsnap.aggregate.id")
+	attrType     = telemetrykeys.AttrAggregateType
+	attrID       = telemetrykeys.AttrAggregateID
 	attrSource   = attribute.Key("source")
 	attrDecision = attribute.Key("decision")
 )

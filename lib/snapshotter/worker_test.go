@@ -1083,10 +1083,10 @@ func testDueNoticesReadSnapshotAndEventsTogether(t *testing.T, e *env) {
 func TestWorkerOnSplitStore(t *testing.T) {
 	events, snaps := memstore.NewEventStore(), memstore.NewSnapshotStore()
 	e := newEnv(t, natstest.RunServer(t).ClientURL(), eventsource.Split(events, snaps), false)
-	var logs syncBuffer
+	var logs logBuffer
 	stop := e.start(e.worker(10, func(c *snapshotter.Config) {
 		c.SweepInterval = 10 * time.Millisecond
-		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 	}))
 	id := uuid.New()
 	e.save(id, 12)
@@ -1094,9 +1094,10 @@ func TestWorkerOnSplitStore(t *testing.T) {
 		s, _ := snaps.GetSnapshot(context.Background(), exampledomain.AccountType, id)
 		return s != nil && s.Version == 12
 	})
-	waitFor(t, 10*time.Second, "the sweep to stop", func() bool {
-		return strings.Contains(logs.String(), "reconciliation sweep stopped") && strings.Contains(logs.String(), "eventsource.Split")
-	})
+	waitFor(t, 10*time.Second, "the sweep to stop", func() bool { return len(logs.lines(t, "reconciliation sweep stopped")) > 0 })
+	if l := logs.lines(t, "reconciliation sweep stopped"); len(l) != 1 || !strings.Contains(fmt.Sprint(l[0]["error"]), "eventsource.Split") {
+		t.Fatalf("sweep stop logged %v, want once, with an error that names eventsource.Split", l)
+	}
 	stop()
 
 	ctx := context.Background()
@@ -1127,22 +1128,4 @@ func TestWorkerOnSplitStore(t *testing.T) {
 	if n, err := w.Prune(ctx, exampledomain.AccountType, 0); err != nil || n != 1 {
 		t.Fatalf("Prune on a split store = %d, %v; want 1", n, err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -851,6 +851,31 @@ func TestNew(t *testing.T) {
 	}
 }
 
+// holdWriteLock takes the write lock of the database at path on another
+// connection, with an uncommitted delete of every snapshot, until the test
+// ends, and returns a context far shorter than the busy timeout: a read
+// that waited for the lock fails with it.
+func holdWriteLock(t *testing.T, path string) context.Context {
+	t.Helper()
+	conn, err := rawDB(t, path).Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+		conn.Close()
+	})
+	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), `DELETE FROM "snapshots"`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // TestGetSnapshotsTakesNoWriteLock runs GetSnapshots on a store over a
 // caller's *sql.DB whose DSN makes transactions BEGIN IMMEDIATE, while
 // another connection holds the write lock: the batch read does not wait
@@ -864,23 +889,7 @@ func TestGetSnapshotsTakesNoWriteLock(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other := rawDB(t, path)
-	conn, err := other.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.ExecContext(context.Background(), "ROLLBACK") //nolint:errcheck // the test is over
-	if _, err := conn.ExecContext(context.Background(), `DELETE FROM "snapshots"`); err != nil {
-		t.Fatal(err)
-	}
-
-	// Far below the busy timeout: a read that waited for the lock fails.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
+	ctx := holdWriteLock(t, path)
 	snaps, err := s.GetSnapshots(ctx, typ, []uuid.UUID{id, uuid.New()})
 	if err != nil {
 		t.Fatalf("GetSnapshots while another connection holds the write lock: %v", err)
@@ -907,23 +916,7 @@ func TestLoadSnapshotAndEventsTakesNoWriteLock(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other := rawDB(t, path)
-	conn, err := other.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.ExecContext(context.Background(), "ROLLBACK") //nolint:errcheck // the test is over
-	if _, err := conn.ExecContext(context.Background(), `DELETE FROM "snapshots"`); err != nil {
-		t.Fatal(err)
-	}
-
-	// Far below the busy timeout: a read that waited for the lock fails.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
+	ctx := holdWriteLock(t, path)
 	got, evs, err := s.LoadSnapshotAndEvents(ctx, typ, id, 1)
 	if err != nil {
 		t.Fatalf("LoadSnapshotAndEvents while another connection holds the write lock: %v", err)
