@@ -87,7 +87,7 @@ func TestMetricsBucketsAndModeLabel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	repo, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry())
+	repo, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestRebuildProgressIsWholeLinesOffATerminal(t *testing.T) {
 	if err := b.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	repo, err := eventsource.NewRepository[exampledomain.Account](b.Store, exampledomain.NewRegistry())
+	repo, err := eventsource.NewRepository[exampledomain.Account](b.Store, exampledomain.NewRegistry(), eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		t.Fatal(err)
 	}

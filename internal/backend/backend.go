@@ -33,14 +33,6 @@ const (
 	DefaultSQLitePath = DefaultDataDir + "/" + DefaultSQLiteFile
 )
 
-// Store is what a backend provides: events, snapshots and aggregate
-// listings in one place.
-type Store interface {
-	eventsource.EventStore
-	eventsource.SnapshotStore
-	eventsource.AggregateLister
-}
-
 // Options selects and configures the backend.
 type Options struct {
 	// PostgresURL selects PostgreSQL.
@@ -60,12 +52,9 @@ type Options struct {
 
 // Backend is an open store.
 type Backend struct {
-	// Store is the concrete store (*pgstore.Store, *sqlitestore.Store or
-	// *memstore.Store). Give it, not the Backend, to repositories and the
-	// worker: its optional capabilities (eventsource.SnapshotLoader,
-	// eventsource.SnapshotBatchSaver) are found by type assertion, and
-	// the Backend's method set hides them.
-	Store
+	// Store is the store (a *pgstore.Store, *sqlitestore.Store or
+	// *memstore.Store): give it to repositories and the worker.
+	eventsource.Store
 	// Kind is "postgres", "sqlite" or "memory".
 	Kind string
 	// Where describes the location, with any password redacted.

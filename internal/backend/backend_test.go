@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/evsnap/evsnap/internal/pgtest"
-	"github.com/evsnap/evsnap/lib/storetest"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -41,15 +40,7 @@ func TestOpenEachKind(t *testing.T) {
 			if err := b.Migrate(ctx); err != nil {
 				t.Fatal(err)
 			}
-			var _ storetest.Backend = b
-			// The capabilities the repository and the worker look for
-			// are on the concrete store.
-			if _, ok := b.Store.(eventsource.SnapshotBatchSaver); !ok {
-				t.Errorf("%T is not an eventsource.SnapshotBatchSaver", b.Store)
-			}
-			if _, ok := b.Store.(eventsource.SnapshotLoader); !ok && c.kind == "postgres" {
-				t.Errorf("%T is not an eventsource.SnapshotLoader", b.Store)
-			}
+			var _ eventsource.Store = b
 		})
 	}
 }

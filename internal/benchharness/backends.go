@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
@@ -27,7 +26,7 @@ import (
 // on the same data (what another process would have); close drops it all.
 type site struct {
 	kind    string
-	store   backend.Store
+	store   eventsource.Store
 	pg      *pgstore.Store // PostgreSQL only
 	schema  string         // PostgreSQL only
 	path    string         // SQLite only
@@ -91,7 +90,7 @@ func (s *site) dropSchema() error {
 // replica returns another handle on the site's data with its own
 // connections, as another process would have, and the function that closes
 // it (memstore has no other handle: it returns the store itself).
-func (s *site) replica(ctx context.Context) (backend.Store, func(), error) {
+func (s *site) replica(ctx context.Context) (eventsource.Store, func(), error) {
 	switch s.kind {
 	case SQLite:
 		st, err := sqlitestore.Open(ctx, s.path, sqlitestore.WithLogger(s.h.log))
@@ -145,11 +144,17 @@ func benchID(n int) uuid.UUID {
 // accountRepo is a repository of the example domain's Account.
 type accountRepo = eventsource.Repository[exampledomain.Account, *exampledomain.Account]
 
-// newRepo returns an Account repository on events with the given options
+// newRepo returns an Account repository on store with the given options
 // and the harness's logger.
-func (h *Harness) newRepo(events eventsource.EventStore, opts ...eventsource.Option) (*accountRepo, error) {
+func (h *Harness) newRepo(store eventsource.Store, opts ...eventsource.Option) (*accountRepo, error) {
 	opts = append([]eventsource.Option{eventsource.WithLogger(h.log)}, opts...)
-	return eventsource.NewRepository[exampledomain.Account](events, h.reg, opts...)
+	return eventsource.NewRepository[exampledomain.Account](store, h.reg, opts...)
+}
+
+// plainRepo returns an Account repository on store that takes no
+// snapshots and reads none: every load replays.
+func (h *Harness) plainRepo(store eventsource.Store) (*accountRepo, error) {
+	return h.newRepo(store, eventsource.WithSnapshotMode(eventsource.ModeOff))
 }
 
 // raise applies the tutorial's workload to a: event v (1-based) is the

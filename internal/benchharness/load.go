@@ -78,16 +78,15 @@ func (h *Harness) runLoad(ctx context.Context, b string) error {
 			h.report.fail("load / %s: cleanup: %v", b, err)
 		}
 	}()
-	plain, err := h.newRepo(s.store) // no snapshot store: every load replays
+	plain, err := h.plainRepo(s.store) // every load replays
 	if err != nil {
 		return err
 	}
-	syncRepo, err := h.newRepo(s.store, eventsource.WithSnapshotStore(s.store),
-		eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotThreshold(100))
+	syncRepo, err := h.newRepo(s.store, eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotThreshold(100))
 	if err != nil {
 		return err
 	}
-	manual, err := h.newRepo(s.store, eventsource.WithSnapshotStore(s.store), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	manual, err := h.newRepo(s.store, eventsource.WithSnapshotMode(eventsource.ModeManual))
 	if err != nil {
 		return err
 	}

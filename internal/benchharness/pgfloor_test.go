@@ -20,7 +20,7 @@ func TestPGFloorsReadWhatTheStoreWrites(t *testing.T) {
 	store := pgtest.Store(t)
 	reg := exampledomain.NewRegistry()
 	repo, err := eventsource.NewRepository[exampledomain.Account](store, reg,
-		eventsource.WithSnapshotStore(store), eventsource.WithSnapshotMode(eventsource.ModeManual))
+		eventsource.WithSnapshotMode(eventsource.ModeManual))
 	if err != nil {
 		t.Fatal(err)
 	}

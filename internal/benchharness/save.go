@@ -64,6 +64,9 @@ func (n *timedNotifier) Notify(ctx context.Context, a eventsource.Appended) erro
 	return err
 }
 
+// Flush implements eventsource.AppendNotifier.
+func (n *timedNotifier) Flush(ctx context.Context) error { return n.next.Flush(ctx) }
+
 // take returns and forgets the recorded durations.
 func (n *timedNotifier) take() []time.Duration {
 	n.mu.Lock()
@@ -124,10 +127,11 @@ func (h *Harness) runSave(ctx context.Context, b string) error {
 		var opts []eventsource.Option
 		switch m {
 		case "none":
+			opts = append(opts, eventsource.WithSnapshotMode(eventsource.ModeOff))
 		case string(eventsource.ModeExternal):
-			opts = append(opts, eventsource.WithSnapshotStore(s.store), eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(notifier))
+			opts = append(opts, eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(notifier))
 		default:
-			opts = append(opts, eventsource.WithSnapshotStore(s.store), eventsource.WithSnapshotMode(eventsource.SnapshotMode(m)), eventsource.WithSnapshotThreshold(100))
+			opts = append(opts, eventsource.WithSnapshotMode(eventsource.SnapshotMode(m)), eventsource.WithSnapshotThreshold(100))
 		}
 		r, err := h.newRepo(s.store, opts...)
 		if err != nil {

@@ -293,7 +293,7 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 			h.report.fail("scale-out: %v", err)
 		}
 	}()
-	plain, err := h.newRepo(db.store)
+	plain, err := h.plainRepo(db.store)
 	if err != nil {
 		return err
 	}

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natsconn"
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -87,12 +85,12 @@ func (h *Harness) lagLoad() (accounts int, perSec float64, d time.Duration) {
 // countingStore wraps a store and counts (and reports) the snapshot
 // writes that were stored.
 type countingStore struct {
-	backend.Store
+	eventsource.Store
 	stored   *atomic.Int64
 	onStored func(id uuid.UUID, version int64, at time.Time)
 }
 
-// SaveSnapshot implements eventsource.SnapshotStore, as a batch of one.
+// SaveSnapshot implements eventsource.Store, as a batch of one.
 func (c *countingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot) (bool, error) {
 	stored, err := c.SaveSnapshots(ctx, []eventsource.Snapshot{s})
 	if err != nil {
@@ -101,14 +99,9 @@ func (c *countingStore) SaveSnapshot(ctx context.Context, s eventsource.Snapshot
 	return stored[0], nil
 }
 
-// SaveSnapshots implements eventsource.SnapshotBatchSaver, so the worker
-// batches its writes through the wrapper as it would through the store.
+// SaveSnapshots implements eventsource.Store.
 func (c *countingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
-	bs, ok := c.Store.(eventsource.SnapshotBatchSaver)
-	if !ok {
-		return nil, fmt.Errorf("%T cannot save snapshot batches", c.Store)
-	}
-	stored, err := bs.SaveSnapshots(ctx, snaps)
+	stored, err := c.Store.SaveSnapshots(ctx, snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -124,39 +117,10 @@ func (c *countingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.S
 	return stored, nil
 }
 
-// GetSnapshots implements eventsource.SnapshotBatchGetter, so the worker
-// batches its decision reads through the wrapper as it would through the
-// store.
-func (c *countingStore) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
-	g, ok := c.Store.(eventsource.SnapshotBatchGetter)
-	if !ok {
-		return nil, fmt.Errorf("%T cannot read snapshot batches", c.Store)
-	}
-	return g.GetSnapshots(ctx, typ, ids)
-}
-
-// loadingStore is a countingStore over a store that reads a snapshot and
-// its events in one round trip (pgstore, memstore), with that capability
-// visible to the worker, as the store itself would have it.
-type loadingStore struct {
-	*countingStore
-	loader eventsource.SnapshotLoader
-}
-
-// LoadSnapshotAndEvents implements eventsource.SnapshotLoader.
-func (l *loadingStore) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
-	return l.loader.LoadSnapshotAndEvents(ctx, typ, id, schemaVersion)
-}
-
-// workerStore wraps a replica's store for the worker: the same value as
-// its event store and its snapshot store, as cmd/snapshotter passes one
-// store for both, so the worker sees every capability the store has.
-func workerStore(store backend.Store, stored *atomic.Int64, onStored func(uuid.UUID, int64, time.Time)) backend.Store {
-	c := &countingStore{Store: store, stored: stored, onStored: onStored}
-	if l, ok := store.(eventsource.SnapshotLoader); ok {
-		return &loadingStore{countingStore: c, loader: l}
-	}
-	return c
+// workerStore wraps a replica's store for the worker, counting what it
+// stores.
+func workerStore(store eventsource.Store, stored *atomic.Int64, onStored func(uuid.UUID, int64, time.Time)) eventsource.Store {
+	return &countingStore{Store: store, stored: stored, onStored: onStored}
 }
 
 // replicaSet is N running workers, each with its own store handle and NATS
@@ -194,8 +158,7 @@ func (h *Harness) startReplicas(ctx context.Context, s *site, st *stream, n int,
 			return fail(err)
 		}
 		cfg := snapshotter.DefaultConfig()
-		ws := workerStore(store, &rs.stored, onStored)
-		cfg.Events, cfg.Snapshots = ws, ws
+		cfg.Store = workerStore(store, &rs.stored, onStored)
 		cfg.JetStream = js
 		cfg.Stream, cfg.SubjectPrefix = st.name, st.prefix
 		cfg.SweepInterval = 0 // notices only: the sweep would add work the figures do not name
@@ -286,7 +249,7 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 			h.report.fail("worker / %s: cleanup: %v", b, err)
 		}
 	}()
-	plain, err := h.newRepo(s.store)
+	plain, err := h.plainRepo(s.store)
 	if err != nil {
 		return err
 	}
@@ -466,7 +429,7 @@ func publishBacklog(ctx context.Context, st *stream, ids []uuid.UUID) error {
 
 // checkBacklogDone fails unless every backlog aggregate of ids has its
 // snapshot at the head.
-func checkBacklogDone(ctx context.Context, store eventsource.AggregateLister, ids []uuid.UUID) error {
+func checkBacklogDone(ctx context.Context, store eventsource.Store, ids []uuid.UUID) error {
 	want := make(map[uuid.UUID]bool, len(ids))
 	for _, id := range ids {
 		want[id] = true
@@ -495,17 +458,17 @@ func checkPublisher(st natsnotice.Stats) error {
 	return nil
 }
 
-// commitLog wraps an event store and remembers when each append committed
-// (as the saving goroutine saw it return).
+// commitLog wraps a store and remembers when each append committed (as
+// the saving goroutine saw it return).
 type commitLog struct {
-	eventsource.EventStore
+	eventsource.Store
 	mu sync.Mutex
 	at map[uuid.UUID]map[int64]time.Time
 }
 
-// Append implements eventsource.EventStore.
+// Append implements eventsource.Store.
 func (c *commitLog) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (eventsource.AppendResult, error) {
-	res, err := c.EventStore.Append(ctx, typ, id, expected, events)
+	res, err := c.Store.Append(ctx, typ, id, expected, events)
 	if err == nil {
 		at := time.Now()
 		c.mu.Lock()
@@ -562,8 +525,8 @@ func (h *Harness) lagRun(ctx context.Context, s *site, plain *accountRepo, accou
 		return nil, 0, err
 	}
 	defer func() { _ = pub.Close(context.WithoutCancel(ctx)) }()
-	log := &commitLog{EventStore: s.store, at: map[uuid.UUID]map[int64]time.Time{}}
-	ext, err := h.newRepo(log, eventsource.WithSnapshotStore(s.store), eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(pub))
+	log := &commitLog{Store: s.store, at: map[uuid.UUID]map[int64]time.Time{}}
+	ext, err := h.newRepo(log, eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(pub))
 	if err != nil {
 		return nil, 0, err
 	}

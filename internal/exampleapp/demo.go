@@ -81,12 +81,12 @@ func (d *demo) accounts(opts ...eventsource.Option) (*eventsource.Repository[exa
 // with a snapshot (threshold 100, saves of 100 events).
 func (d *demo) performance(ctx context.Context) error {
 	d.h1("1. Performance: load time with and without snapshots")
-	plain, err := d.accounts()
+	plain, err := d.accounts(eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		return err
 	}
 	defer plain.Close(ctx)
-	snap, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(100))
+	snap, err := d.accounts(eventsource.WithSnapshotThreshold(100))
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,7 @@ func (d *demo) modes(ctx context.Context) error {
 
 func (d *demo) syncMode(ctx context.Context) error {
 	d.p("\nSYNC (threshold 10): one save of 16 events")
-	sync, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeSync))
+	sync, err := d.accounts(eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeSync))
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func (d *demo) syncMode(ctx context.Context) error {
 
 func (d *demo) backgroundMode(ctx context.Context) error {
 	d.p("\nBACKGROUND (threshold 10): one save of 16 events")
-	bg, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	bg, err := d.accounts(eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,7 @@ func (d *demo) backgroundMode(ctx context.Context) error {
 
 func (d *demo) manualMode(ctx context.Context) error {
 	d.p("\nMANUAL: one save of 21 events, then CreateSnapshot")
-	manual, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	manual, err := d.accounts(eventsource.WithSnapshotMode(eventsource.ModeManual))
 	if err != nil {
 		return err
 	}
@@ -290,7 +290,7 @@ func (d *demo) schemaVersioning(ctx context.Context) error {
 		return err
 	}
 	v2, err := eventsource.NewRepository[accountV2](d.in.store.Store, d.reg, eventsource.WithLogger(d.Logger),
-		eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(10))
+		eventsource.WithSnapshotThreshold(10))
 	if err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func (d *demo) schemaVersioning(ctx context.Context) error {
 // saveV1 saves two accounts with the schema 1 aggregate, each past the
 // threshold of 10, and returns the id of the first.
 func (d *demo) saveV1(ctx context.Context) (uuid.UUID, error) {
-	v1, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithSnapshotThreshold(10))
+	v1, err := d.accounts(eventsource.WithSnapshotThreshold(10))
 	if err != nil {
 		return uuid.Nil, err
 	}
@@ -419,7 +419,7 @@ func (d *demo) startWorkers(ctx context.Context) (stop func(), err error) {
 	}
 	for i := range d.Workers {
 		cfg := snapshotter.DefaultConfig()
-		cfg.Events, cfg.Snapshots, cfg.JetStream = d.in.store.Store, d.in.store.Store, d.in.js
+		cfg.Store, cfg.JetStream = d.in.store.Store, d.in.js
 		cfg.Logger = d.Logger
 		w, err := snapshotter.New(cfg,
 			snapshotter.For[exampledomain.Account](d.reg, snapshotter.Policy{Threshold: externalThreshold}),
@@ -441,13 +441,13 @@ func (d *demo) startWorkers(ctx context.Context) (stop func(), err error) {
 // (some cross the threshold, some do not) and three orders at different
 // stages, publishing a notice per save, and returns them with their heads.
 func (d *demo) saveExternal(ctx context.Context, pub *natsnotice.Publisher) ([]tracked, error) {
-	accounts, err := d.accounts(eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithAppendNotifier(pub))
+	accounts, err := d.accounts(eventsource.WithAppendNotifier(pub))
 	if err != nil {
 		return nil, err
 	}
 	defer accounts.Close(ctx)
 	orders, err := eventsource.NewRepository[exampledomain.Order](d.in.store.Store, d.reg, eventsource.WithLogger(d.Logger),
-		eventsource.WithSnapshotStore(d.in.store.Store), eventsource.WithAppendNotifier(pub))
+		eventsource.WithAppendNotifier(pub))
 	if err != nil {
 		return nil, err
 	}

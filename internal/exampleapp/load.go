@@ -60,7 +60,7 @@ func Load(ctx context.Context, lc LoadConfig, stdout, stderr io.Writer) error {
 // bounded by saveTimeout) and is counted, and recorded if it succeeded.
 // Then the publisher is flushed and closed, so each committed save's
 // notice is published before generateLoad returns.
-func generateLoad(ctx context.Context, lc LoadConfig, in *infra, store backend.Store, stdout, stderr io.Writer) error {
+func generateLoad(ctx context.Context, lc LoadConfig, in *infra, store eventsource.Store, stdout, stderr io.Writer) error {
 	rec, closeRec, err := openRecorder(lc.Record)
 	if err != nil {
 		return err
@@ -122,9 +122,9 @@ type loadRun struct {
 	stderr   io.Writer
 }
 
-func newLoadRun(ctx context.Context, lc LoadConfig, store backend.Store, pub *natsnotice.Publisher, rec *recorder, stderr io.Writer) (*loadRun, error) {
+func newLoadRun(ctx context.Context, lc LoadConfig, store eventsource.Store, pub *natsnotice.Publisher, rec *recorder, stderr io.Writer) (*loadRun, error) {
 	reg := exampledomain.NewRegistry()
-	opts := []eventsource.Option{eventsource.WithLogger(lc.Logger), eventsource.WithSnapshotStore(store), eventsource.WithAppendNotifier(pub)}
+	opts := []eventsource.Option{eventsource.WithLogger(lc.Logger), eventsource.WithAppendNotifier(pub)}
 	accounts, err := eventsource.NewRepository[exampledomain.Account](store, reg, opts...)
 	if err != nil {
 		return nil, err

@@ -25,7 +25,7 @@ import (
 // Append returns its error although the events are committed, as a
 // driver does whose context is cancelled just after the commit.
 type deadlineStore struct {
-	backend.Store
+	eventsource.Store
 	hold    time.Duration
 	first   atomic.Bool
 	firstID uuid.UUID // the aggregate of the held Append

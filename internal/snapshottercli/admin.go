@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/progress"
-	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/google/uuid"
 )
@@ -133,13 +132,13 @@ func Verify(ctx context.Context, c Config, typ string, sample int) error {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "%s: checked %d aggregates\n", rep.AggregateType, rep.Checked)
-	for _, st := range []eventsource.VerifyStatus{eventsource.VerifyOK, eventsource.VerifyNoSnapshot, eventsource.VerifyOtherSchema, eventsource.VerifyStale, eventsource.VerifyMismatch, eventsource.VerifyUndecodable} {
+	for _, st := range []snapshotter.VerifyStatus{snapshotter.VerifyOK, snapshotter.VerifyNoSnapshot, snapshotter.VerifyOtherSchema, snapshotter.VerifyStale, snapshotter.VerifyMismatch, snapshotter.VerifyUndecodable} {
 		fmt.Fprintf(c.Stdout, "  %-13s %d\n", st, rep.ByStatus[st])
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintf(c.Stdout, "  %s %s at v%d: %s\n", p.Status, p.AggregateID, p.SnapshotVersion, p.Detail)
 	}
-	if bad := rep.ByStatus[eventsource.VerifyStale] + rep.ByStatus[eventsource.VerifyMismatch] + rep.ByStatus[eventsource.VerifyUndecodable]; bad > 0 {
+	if bad := rep.ByStatus[snapshotter.VerifyStale] + rep.ByStatus[snapshotter.VerifyMismatch] + rep.ByStatus[snapshotter.VerifyUndecodable]; bad > 0 {
 		return fmt.Errorf("%d snapshots do not match a full replay or their stream's history; repair with: snapshotter rebuild --type %s", bad, typ)
 	}
 	return nil

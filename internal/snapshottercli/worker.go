@@ -19,7 +19,7 @@ import (
 // on its milestones), instrumented by tel when it is not nil.
 func NewWorker(c Config, b *backend.Backend, js jetstream.JetStream, tel *Telemetry) (*snapshotter.Worker, error) {
 	cfg := c.Worker
-	cfg.Events, cfg.Snapshots, cfg.JetStream = b.Store, b.Store, js
+	cfg.Store, cfg.JetStream = b.Store, js
 	cfg.Logger = c.Logger
 	if tel != nil {
 		cfg.MeterProvider = tel.MeterProvider

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 )
@@ -42,6 +43,8 @@ func (n *panickingNotifier) Notify(context.Context, eventsource.Appended) error 
 	panic("notifier bug")
 }
 
+func (n *panickingNotifier) Flush(context.Context) error { return nil }
+
 // panickingSnapshots stands for a snapshot store with a bug.
 type panickingSnapshots struct{ eventsource.SnapshotStore }
 
@@ -50,13 +53,13 @@ func (panickingSnapshots) SaveSnapshot(context.Context, eventsource.Snapshot) (b
 }
 
 // panickyMarshal stands for a codec that panics encoding a state.
-type panickyMarshal struct{ eventsource.JSONCodec }
+type panickyMarshal struct{ eventsource.Codec }
 
-func (panickyMarshal) Marshal(v any) ([]byte, error) {
+func (p panickyMarshal) Marshal(v any) ([]byte, error) {
 	if _, ok := v.(exampledomain.AccountState); ok {
 		panic("marshal bug")
 	}
-	return eventsource.JSONCodec{}.Marshal(v)
+	return p.Codec.Marshal(v)
 }
 
 // saveAfterCommitPanics saves n accounts of two events each and checks that
@@ -92,7 +95,7 @@ func saveAfterCommitPanics(t *testing.T, h *harness, r *accountRepo, n int) {
 func TestNotifierPanicNeverEscapesSave(t *testing.T) {
 	h := newHarness(t)
 	n := &panickingNotifier{}
-	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	r := h.accounts(h.snaps, eventsource.WithAppendNotifier(n))
 	clock := newFrozenClock()
 	eventsource.SetClock(r, clock.Now)
 
@@ -100,8 +103,8 @@ func TestNotifierPanicNeverEscapesSave(t *testing.T) {
 	if n.calls != 20 {
 		t.Fatalf("notifier called %d times, want 20", n.calls)
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailurePanic),
-		eventsource.AttrMode.String(string(eventsource.ModeExternal))); got != 20 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailurePanic),
+		telemetrykeys.AttrMode.String(string(eventsource.ModeExternal))); got != 20 {
 		t.Fatalf("panics counted = %d, want 20", got)
 	}
 	logs := h.logs.String()
@@ -131,7 +134,7 @@ func TestSyncSnapshotPanicNeverEscapesSave(t *testing.T) {
 			return h.accounts(panickingSnapshots{h.snaps}, eventsource.WithSnapshotThreshold(1))
 		},
 		"codec": func(h *harness) *accountRepo {
-			h.reg = exampledomain.NewRegistry(eventsource.WithCodec(panickyMarshal{}))
+			h.reg = exampledomain.NewRegistry(eventsource.WithCodec(panickyMarshal{eventsource.NewRegistry().Codec()}))
 			return h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1))
 		},
 	} {
@@ -140,8 +143,8 @@ func TestSyncSnapshotPanicNeverEscapesSave(t *testing.T) {
 			r := setup(h)
 			eventsource.SetClock(r, newFrozenClock().Now)
 			saveAfterCommitPanics(t, h, r, 5)
-			if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailurePanic),
-				eventsource.AttrMode.String(string(eventsource.ModeSync))); got != 5 {
+			if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailurePanic),
+				telemetrykeys.AttrMode.String(string(eventsource.ModeSync))); got != 5 {
 				t.Fatalf("panics counted = %d, want 5", got)
 			}
 			if got := strings.Count(h.logs.String(), "panicked after a committed save"); got != 1 {
@@ -161,8 +164,8 @@ func TestBackgroundSnapshotPanicIsCounted(t *testing.T) {
 	if _, err := r.AwaitPendingSnapshots(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailurePanic),
-		eventsource.AttrMode.String(string(eventsource.ModeBackground))); got != 3 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailurePanic),
+		telemetrykeys.AttrMode.String(string(eventsource.ModeBackground))); got != 3 {
 		t.Fatalf("panics counted = %d, want 3", got)
 	}
 	if !strings.Contains(h.logs.String(), "snapshot store bug") {

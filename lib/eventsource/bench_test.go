@@ -63,7 +63,7 @@ func BenchmarkLoad(b *testing.B) {
 		}{{"none", 0}, {"head", n}, {"behind50", n - 50}} {
 			b.Run(fmt.Sprintf("memstore/events=%d/snapshot=%s", n, c.name), func(b *testing.B) {
 				store := memstore.New()
-				opts := []eventsource.Option{eventsource.WithSnapshotStore(store), eventsource.WithSnapshotMode(eventsource.ModeManual)}
+				opts := []eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeManual)}
 				r, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), opts...)
 				if err != nil {
 					b.Fatal(err)
@@ -97,9 +97,9 @@ func BenchmarkSave(b *testing.B) {
 	for _, mode := range []string{"none", "sync", "background"} {
 		b.Run("memstore/mode="+mode, func(b *testing.B) {
 			store := memstore.New()
-			var opts []eventsource.Option
+			opts := []eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeOff)}
 			if mode != "none" {
-				opts = append(opts, eventsource.WithSnapshotStore(store), eventsource.WithSnapshotMode(eventsource.SnapshotMode(mode)), eventsource.WithSnapshotThreshold(100))
+				opts = []eventsource.Option{eventsource.WithSnapshotMode(eventsource.SnapshotMode(mode)), eventsource.WithSnapshotThreshold(100)}
 			}
 			r, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), opts...)
 			if err != nil {

@@ -1,7 +1,8 @@
 // Package eventsource is evsnap's core: events and their registry, the
 // aggregate root, the [Repository] that loads and saves aggregates with
-// snapshots, and the [EventStore] and [SnapshotStore] interfaces that the
-// backends implement. It imports no database or messaging driver.
+// snapshots, and the [Store] interface that the backends implement (an
+// [EventStore] and a [SnapshotStore] together; [Split] joins two kept
+// apart). It imports no database or messaging driver.
 //
 // # Events
 //
@@ -43,11 +44,11 @@
 // event and checks it; if the stream has no event there (the events were
 // restored from an older backup than the snapshots) or it has another id
 // (the aggregate was created anew over a left-over snapshot), the snapshot
-// is stale: the load replays, counts a [FallbackStale] fallback, and
+// is stale: the load replays, counts a fallback with reason "stale", and
 // removes it with [SnapshotStore.DeleteStaleSnapshot], a compare-and-delete
 // that never removes a snapshot written since (metric
 // evsnap.snapshot.stale_deletes, by result). The next due snapshot then
-// replaces it. [Repository.VerifySnapshot] reports it as [VerifyStale].
+// replaces it. The snapshotter's verify reports it as stale.
 //
 // [Repository.Save] appends with an optimistic concurrency check. A conflict
 // is a [*ConflictError] (errors.Is [ErrConcurrencyConflict]) carrying the
@@ -68,6 +69,10 @@
 //   - [ModeExternal]: Save hands an [Appended] notice to an [AppendNotifier]
 //     (natsnotice publishes it to NATS JetStream) and the out-of-process
 //     snapshotter worker decides and writes.
+//   - [ModeOff]: no snapshots are read or written; every load replays.
+//
+// [ModeSync] with a threshold of 100 is the default, and [ModeExternal]
+// when a notifier is given.
 //
 // A snapshot or notice failure after a committed append, including a panic
 // in the notifier, the codec or the snapshot store, is logged and counted
@@ -76,8 +81,8 @@
 //
 // # Stores
 //
-// Backends live in their own packages: memstore, pgstore, sqlitestore. All
-// run the conformance suites in storetest. A snapshot store never lets a
+// Backends live in their own packages: memstore, pgstore, sqlitestore. Each
+// is a [Store], and all run the one conformance suite, storetest.Run. A snapshot store never lets a
 // snapshot move backwards: a write with a lower version or an older schema
 // version than the stored one is a no-op ([Snapshot.Supersedes]). A
 // snapshot proven stale is removed by a load instead, never overwritten by
@@ -93,7 +98,8 @@
 //
 // # Observability
 //
-// Spans (eventsource.Load, eventsource.Save, eventsource.GetSnapshot,
+// Spans (eventsource.Load, eventsource.Save,
+// eventsource.LoadSnapshotAndEvents,
 // eventsource.SaveSnapshot, eventsource.CreateSnapshot,
 // eventsource.DeleteStaleSnapshot) and metrics (evsnap.load.duration,
 // evsnap.load.events_replayed, evsnap.snapshot.written,
@@ -101,5 +107,7 @@
 // evsnap.snapshot.failures, evsnap.snapshot.stale_deletes) use the
 // OpenTelemetry API only, through the providers given with
 // [WithTracerProvider] and [WithMeterProvider] (the global ones by default).
-// Logs go to the [log/slog] logger given with [WithLogger].
+// Logs go to the [log/slog] logger given with [WithLogger]. The README's
+// section "Observability" lists every metric with its attributes and their
+// values, and the log keys.
 package eventsource

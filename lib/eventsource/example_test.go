@@ -56,7 +56,6 @@ func Example() {
 	store := memstore.New()
 
 	repo, err := eventsource.NewRepository[Counter](store, reg,
-		eventsource.WithSnapshotStore(store),
 		eventsource.WithSnapshotThreshold(10),
 	)
 	if err != nil {
@@ -93,7 +92,6 @@ func ExampleRepository_AwaitPendingSnapshots() {
 	eventsource.MustRegister[CounterIncremented](reg)
 	store := memstore.New()
 	repo, _ := eventsource.NewRepository[Counter](store, reg,
-		eventsource.WithSnapshotStore(store),
 		eventsource.WithSnapshotMode(eventsource.ModeBackground),
 		eventsource.WithSnapshotThreshold(10),
 	)
@@ -121,7 +119,6 @@ func ExampleRepository_CreateSnapshot() {
 	eventsource.MustRegister[CounterIncremented](reg)
 	store := memstore.New()
 	repo, _ := eventsource.NewRepository[Counter](store, reg,
-		eventsource.WithSnapshotStore(store),
 		eventsource.WithSnapshotMode(eventsource.ModeManual),
 	)
 	defer repo.Close(ctx)
@@ -143,7 +140,7 @@ func ExampleConflictError() {
 	ctx := context.Background()
 	reg := eventsource.NewRegistry()
 	eventsource.MustRegister[CounterIncremented](reg)
-	repo, _ := eventsource.NewRepository[Counter](memstore.NewEventStore(), reg)
+	repo, _ := eventsource.NewRepository[Counter](memstore.New(), reg)
 	defer repo.Close(ctx)
 
 	c := repo.New(uuid.New())
@@ -163,4 +160,42 @@ func ExampleConflictError() {
 	}
 	// Output:
 	// expected 1 actual 2
+}
+
+// Split keeps snapshots apart from the events: here both halves are
+// memstore's, as they could be PostgreSQL for the events and another
+// database for the snapshots. Loads and saves work as on one store; what
+// needs to list aggregates says it cannot.
+func ExampleSplit() {
+	ctx := context.Background()
+	reg := eventsource.NewRegistry()
+	eventsource.MustRegister[CounterIncremented](reg)
+	snapshots := memstore.NewSnapshotStore()
+	store := eventsource.Split(memstore.NewEventStore(), snapshots)
+
+	repo, err := eventsource.NewRepository[Counter](store, reg, eventsource.WithSnapshotThreshold(10))
+	if err != nil {
+		panic(err)
+	}
+	defer repo.Close(ctx)
+	c := repo.New(uuid.MustParse("7f1d2c9e-0000-4000-8000-000000000002"))
+	for range 10 {
+		_ = c.Increment(1)
+	}
+	if err := repo.Save(ctx, c); err != nil {
+		panic(err)
+	}
+	fmt.Println("snapshots kept apart:", snapshots.Count())
+
+	loaded, _ := repo.Load(ctx, c.ID())
+	fromSnapshot, replayed := loaded.LoadedFromSnapshot()
+	fmt.Println("from snapshot:", fromSnapshot, "events replayed:", replayed)
+
+	for _, err := range store.ListAggregates(ctx, "Counter", eventsource.ListOptions{}) {
+		fmt.Println("listing unsupported:", errors.Is(err, errors.ErrUnsupported))
+	}
+	// Output:
+	// snapshots kept apart: 1
+	// from snapshot: true events replayed: 0
+	// listing unsupported: true
 }

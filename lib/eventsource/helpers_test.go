@@ -75,16 +75,27 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-// accounts builds an Account repository on the harness's stores (the
-// snapshot store given, or none).
+// store is the harness's event store and snapshots (h.snaps, or the
+// snapshot store given) as one store.
+func (h *harness) store(snaps ...eventsource.SnapshotStore) eventsource.Store {
+	if len(snaps) > 0 {
+		return eventsource.Split(h.events, snaps[0])
+	}
+	return eventsource.Split(h.events, h.snaps)
+}
+
+// accounts builds an Account repository on the harness's events and the
+// snapshot store given; with nil, on h.snaps with snapshots off (the
+// options may turn them on again).
 func (h *harness) accounts(snaps eventsource.SnapshotStore, opts ...eventsource.Option) *accountRepo {
 	h.t.Helper()
 	all := append([]eventsource.Option{}, h.opts...)
-	if snaps != nil {
-		all = append(all, eventsource.WithSnapshotStore(snaps))
+	if snaps == nil {
+		snaps = h.snaps
+		all = append(all, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	}
 	all = append(all, opts...)
-	r, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, all...)
+	r, err := eventsource.NewRepository[exampledomain.Account](h.store(snaps), h.reg, all...)
 	if err != nil {
 		h.t.Fatalf("NewRepository: %v", err)
 	}

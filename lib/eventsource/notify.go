@@ -34,6 +34,13 @@ type Appended struct {
 // by the repository and never reaches Save's caller: the events are
 // committed, and a caller who saw a failure might append them twice. ctx
 // carries the save's trace context.
+//
+// Flush waits until every notice Notify accepted before the call is sent
+// (or has failed and been counted), and returns ctx's error if ctx ends
+// first; [Repository.AwaitPendingSnapshots] calls it in ModeExternal, and
+// tests and demos use that to wait for the snapshotter to see a save. A
+// notifier that sends inline has nothing to wait for and returns nil.
 type AppendNotifier interface {
 	Notify(ctx context.Context, a Appended) error
+	Flush(ctx context.Context) error
 }

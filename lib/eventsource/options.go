@@ -14,8 +14,8 @@ import (
 type SnapshotMode string
 
 const (
-	// ModeSync writes the snapshot before Save returns (the default when a
-	// snapshot store is configured). Simple and predictable; adds the
+	// ModeSync writes the snapshot before Save returns (the default, unless
+	// an [AppendNotifier] is given). Simple and predictable; adds the
 	// snapshot write to the latency of the saves that take one.
 	ModeSync SnapshotMode = "sync"
 	// ModeBackground captures the state when Save runs and writes it from a
@@ -29,35 +29,31 @@ const (
 	// successful append the repository hands an [Appended] notice to the
 	// [AppendNotifier] given with [WithAppendNotifier] (for example
 	// natsnotice's JetStream publisher), and the snapshotter worker
-	// decides and writes. Loads still use the snapshot store when one is
-	// given.
+	// decides and writes. Loads use the snapshots it writes. The default
+	// when a notifier is given.
 	ModeExternal SnapshotMode = "external"
+	// ModeOff neither reads nor writes snapshots: every load replays every
+	// event (the tutorial's repository without a snapshot store, and the
+	// baseline a snapshot's speed-up is measured against), and
+	// CreateSnapshot is refused.
+	ModeOff SnapshotMode = "off"
 )
 
 // ParseSnapshotMode parses a mode name as used in flags and env vars.
 func ParseSnapshotMode(s string) (SnapshotMode, error) {
 	switch m := SnapshotMode(strings.ToLower(strings.TrimSpace(s))); m {
-	case ModeSync, ModeBackground, ModeManual, ModeExternal:
+	case ModeSync, ModeBackground, ModeManual, ModeExternal, ModeOff:
 		return m, nil
 	}
-	return "", fmt.Errorf("%w: unknown snapshot mode %q (want sync, background, manual or external)", ErrInvalidOption, s)
+	return "", fmt.Errorf("%w: unknown snapshot mode %q (want sync, background, manual, external or off)", ErrInvalidOption, s)
 }
 
-// Defaults for repository options.
+// Defaults of the repository options (documented on the options).
 const (
-	// DefaultSnapshotThreshold is the threshold used when a snapshot store
-	// is configured without a threshold or milestones: the tutorial's
-	// "reasonable default".
-	DefaultSnapshotThreshold = 100
-	// DefaultBackgroundWorkers is how many goroutines write background
-	// snapshots.
-	DefaultBackgroundWorkers = 2
-	// DefaultBackgroundQueue is how many background snapshots may wait to
-	// be written before new ones are dropped (and counted).
-	DefaultBackgroundQueue = 1024
-	// DefaultMaxSnapshotBytes is the largest encoded state a snapshot may
-	// have unless WithMaxSnapshotBytes says otherwise: 16 MiB.
-	DefaultMaxSnapshotBytes = 16 << 20
+	defaultSnapshotThreshold = 100 // the tutorial's "reasonable default"
+	defaultBackgroundWorkers = 2
+	defaultBackgroundQueue   = 1024
+	defaultMaxSnapshotBytes  = 16 << 20
 )
 
 // Option configures a [Repository]. Options validate their arguments; an
@@ -66,7 +62,6 @@ const (
 type Option func(*config) error
 
 type config struct {
-	snapshots      SnapshotStore
 	mode           SnapshotMode
 	modeSet        bool
 	threshold      int64
@@ -86,19 +81,9 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
 }
 
-// WithSnapshotStore enables snapshots, stored in s.
-func WithSnapshotStore(s SnapshotStore) Option {
-	return func(c *config) error {
-		if s == nil {
-			return invalid("WithSnapshotStore(nil)")
-		}
-		c.snapshots = s
-		return nil
-	}
-}
-
 // WithSnapshotThreshold takes a snapshot when the aggregate is at least n
-// events past its last stored snapshot. n must be at least 1.
+// events past its last stored snapshot (default 100, unless milestones
+// alone are given). n must be at least 1.
 func WithSnapshotThreshold(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
@@ -130,7 +115,7 @@ func WithSnapshotMilestones(eventTypes ...string) Option {
 func WithSnapshotMode(m SnapshotMode) Option {
 	return func(c *config) error {
 		if _, err := ParseSnapshotMode(string(m)); err != nil || string(m) != strings.ToLower(strings.TrimSpace(string(m))) {
-			return invalid("unknown snapshot mode %q (want sync, background, manual or external)", string(m))
+			return invalid("unknown snapshot mode %q (want sync, background, manual, external or off)", string(m))
 		}
 		c.mode = m
 		c.modeSet = true
@@ -148,7 +133,7 @@ func WithSnapshotMode(m SnapshotMode) Option {
 func WithReportedMode(m SnapshotMode) Option {
 	return func(c *config) error {
 		if _, err := ParseSnapshotMode(string(m)); err != nil || string(m) != strings.ToLower(strings.TrimSpace(string(m))) {
-			return invalid("WithReportedMode: unknown snapshot mode %q (want sync, background, manual or external)", string(m))
+			return invalid("WithReportedMode: unknown snapshot mode %q (want sync, background, manual, external or off)", string(m))
 		}
 		c.reportedMode = m
 		return nil
@@ -156,8 +141,8 @@ func WithReportedMode(m SnapshotMode) Option {
 }
 
 // WithBackgroundWorkers sets how many goroutines write snapshots in
-// [ModeBackground] (default [DefaultBackgroundWorkers]) and how many may be
-// queued before further ones are dropped (default [DefaultBackgroundQueue]).
+// [ModeBackground] (default 2) and how many may be queued before further
+// ones are dropped (default 1024).
 // Dropped snapshots are logged and counted; the events are committed and the
 // next due save snapshots again.
 func WithBackgroundWorkers(workers, queue int) Option {
@@ -174,7 +159,7 @@ func WithBackgroundWorkers(workers, queue int) Option {
 }
 
 // WithMaxSnapshotBytes refuses snapshots whose encoded state is larger
-// than n bytes (default [DefaultMaxSnapshotBytes]). A refused snapshot is
+// than n bytes (default 16 MiB). A refused snapshot is
 // logged and counted after a save, and an error from CreateSnapshot; loads
 // then replay events. n must be at least 1.
 func WithMaxSnapshotBytes(n int) Option {
@@ -237,44 +222,38 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // resolve applies defaults and checks the combination of options.
 func (c *config) resolve() (policy.Policy, error) {
 	if !c.modeSet {
-		switch {
-		case c.notifier != nil:
+		c.mode = ModeSync
+		if c.notifier != nil {
 			c.mode = ModeExternal
-		case c.snapshots != nil:
-			c.mode = ModeSync
 		}
 	}
 	switch c.mode {
-	case ModeSync, ModeBackground, ModeManual:
-		if c.snapshots == nil {
-			return nil, invalid("snapshot mode %q needs a snapshot store: add WithSnapshotStore", c.mode)
-		}
 	case ModeExternal:
 		if c.notifier == nil {
 			return nil, invalid("snapshot mode %q needs an append notifier: add WithAppendNotifier (natsnotice.NewPublisher)", c.mode)
 		}
-	case "":
+	case ModeOff:
 		if c.thresholdSet || len(c.milestones) > 0 {
-			return nil, invalid("a snapshot threshold or milestones need a snapshot store: add WithSnapshotStore")
+			return nil, invalid("a snapshot threshold or milestones have no effect in snapshot mode %q", c.mode)
 		}
 	}
 	if c.notifier != nil && c.mode != ModeExternal {
 		return nil, invalid("WithAppendNotifier is only used by snapshot mode %q, not %q", ModeExternal, c.mode)
 	}
 	if c.maxState == 0 {
-		c.maxState = DefaultMaxSnapshotBytes
+		c.maxState = defaultMaxSnapshotBytes
 	}
 	if c.bgWorkers == 0 {
-		c.bgWorkers, c.bgQueue = DefaultBackgroundWorkers, DefaultBackgroundQueue
+		c.bgWorkers, c.bgQueue = defaultBackgroundWorkers, defaultBackgroundQueue
 	}
-	if c.mode == ModeManual || c.mode == ModeExternal || c.mode == "" {
+	if c.mode == ModeManual || c.mode == ModeExternal || c.mode == ModeOff {
 		return policy.Never{}, nil
 	}
 	var ps policy.AnyOf
 	if c.thresholdSet || len(c.milestones) == 0 {
 		n := c.threshold
 		if !c.thresholdSet {
-			n = DefaultSnapshotThreshold
+			n = defaultSnapshotThreshold
 		}
 		ps = append(ps, policy.Threshold(n))
 	}

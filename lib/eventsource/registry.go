@@ -19,14 +19,12 @@ type Codec interface {
 	Unmarshal(data []byte, v any) error
 }
 
-// JSONCodec is the default Codec, backed by encoding/json.
-type JSONCodec struct{}
+// jsonCodec is the default Codec, backed by encoding/json.
+type jsonCodec struct{}
 
-// Marshal implements Codec.
-func (JSONCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-// Unmarshal implements Codec.
-func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 
 // Registry maps stable event type names to Go types and decodes stored
 // payloads. Create one with [NewRegistry] and fill it with [Register]; there
@@ -56,7 +54,8 @@ type registration struct {
 type RegistryOption func(*Registry)
 
 // WithCodec makes the registry encode and decode with c instead of
-// [JSONCodec]. Every process that shares a store must use compatible codecs.
+// encoding/json (lib/gojsoncodec is a faster one). Every process that
+// shares a store must use compatible codecs.
 func WithCodec(c Codec) RegistryOption {
 	return func(r *Registry) {
 		if c != nil {
@@ -67,7 +66,7 @@ func WithCodec(c Codec) RegistryOption {
 
 // NewRegistry returns an empty registry.
 func NewRegistry(opts ...RegistryOption) *Registry {
-	r := &Registry{codec: JSONCodec{}}
+	r := &Registry{codec: jsonCodec{}}
 	r.types.Store(&map[string]registration{})
 	for _, o := range opts {
 		o(r)

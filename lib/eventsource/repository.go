@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/policy"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -34,8 +35,7 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	typ           string
 	schemaVersion int
 
-	events    EventStore
-	snapshots SnapshotStore
+	store     Store
 	reg       *Registry
 	codec     Codec
 	mode      SnapshotMode
@@ -47,23 +47,25 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	notifyLog logLimiter
 	panicLog  logLimiter
 	now       func() time.Time // the log limiters' clock
-	loader    SnapshotLoader
 
 	closeOnce sync.Once
 	mu        sync.RWMutex
 	closed    bool
 }
 
-// NewRepository returns a repository for aggregates of type T stored in
-// events, with event types decoded by reg. It does no I/O. Options configure
-// snapshots; invalid options and invalid combinations (a threshold below 1,
-// a mode that needs a store without one, an unknown mode) are reported here
-// as errors matching [ErrInvalidOption], never after events are committed.
-// So is an aggregate whose SchemaVersion is outside 1 to [MaxSchemaVersion]
-// (that error also matches [ErrInvalidArgument]).
-func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, opts ...Option) (*Repository[T, PT], error) {
-	if events == nil {
-		return nil, invalid("nil event store")
+// NewRepository returns a repository for aggregates of type T whose
+// events and snapshots are in store, with event types decoded by reg. (To
+// keep snapshots in another store than the events, pass [Split].) It does
+// no I/O. Without options it snapshots in [ModeSync] every 100 events;
+// options configure snapshots. Invalid options and invalid combinations (a
+// threshold below 1, external mode without a notifier, a threshold with
+// snapshots off, an unknown mode) are reported here as errors matching
+// [ErrInvalidOption], never after events are committed. So is an aggregate
+// whose SchemaVersion is outside 1 to [MaxSchemaVersion] (that error also
+// matches [ErrInvalidArgument]).
+func NewRepository[T any, PT AggregatePtr[T]](store Store, reg *Registry, opts ...Option) (*Repository[T, PT], error) {
+	if store == nil {
+		return nil, invalid("nil store")
 	}
 	if reg == nil {
 		return nil, invalid("nil registry")
@@ -73,7 +75,10 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 	if typ == "" {
 		return nil, invalid("%T.AggregateType() returned an empty name", probe)
 	}
-	if err := ValidateSchemaVersion(sv); err != nil {
+	if len(typ) > maxAggregateTypeLen {
+		return nil, invalid("%T.AggregateType() returned %.40q…, longer than %d bytes", probe, typ, maxAggregateTypeLen)
+	}
+	if err := validateSchemaVersion(sv); err != nil {
 		// Both an invalid option (a bad setup) and an invalid argument.
 		return nil, fmt.Errorf("%w: %T.SchemaVersion(): %w", ErrInvalidOption, probe, err)
 	}
@@ -99,7 +104,7 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 	if c.meterProvider == nil {
 		c.meterProvider = otel.GetMeterProvider()
 	}
-	c.logger = c.logger.With(LogKeyAggregateType, typ)
+	c.logger = c.logger.With(telemetrykeys.LogKeyAggregateType, typ)
 	tel, err := newTelemetry(c)
 	if err != nil {
 		return nil, fmt.Errorf("new repository for %s: metrics: %w", typ, err)
@@ -107,8 +112,7 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 	r := &Repository[T, PT]{
 		typ:           typ,
 		schemaVersion: sv,
-		events:        events,
-		snapshots:     c.snapshots,
+		store:         store,
 		reg:           reg,
 		codec:         reg.Codec(),
 		mode:          c.mode,
@@ -118,19 +122,25 @@ func NewRepository[T any, PT AggregatePtr[T]](events EventStore, reg *Registry, 
 		maxState:      c.maxState,
 		now:           time.Now,
 	}
-	if l, ok := events.(SnapshotLoader); ok && sameStore(events, c.snapshots) {
-		r.loader = l
-	}
 	if c.mode == ModeBackground {
-		r.bg = newBackgroundWriter(c.snapshots, tel, typ, c.bgWorkers, c.bgQueue)
+		r.bg = newBackgroundWriter(store, tel, typ, c.bgWorkers, c.bgQueue)
 	}
 	return r, nil
+}
+
+// checkID checks an aggregate id argument, as an error matching
+// ErrInvalidArgument. (The type is r's, checked by NewRepository.)
+func (r *Repository[T, PT]) checkID(id uuid.UUID) error {
+	if id == uuid.Nil {
+		return fmt.Errorf("%w: nil aggregate id for %s", ErrInvalidArgument, r.typ)
+	}
+	return nil
 }
 
 // AggregateType returns the type name of the aggregates r handles.
 func (r *Repository[T, PT]) AggregateType() string { return r.typ }
 
-// Mode returns the snapshot mode, or "" when snapshots are off.
+// Mode returns the snapshot mode.
 func (r *Repository[T, PT]) Mode() SnapshotMode { return r.mode }
 
 // New returns a new, empty aggregate with the given id. It does no I/O; the
@@ -156,15 +166,16 @@ func (r *Repository[T, PT]) Load(ctx context.Context, id uuid.UUID) (PT, error) 
 }
 
 // LoadFrom is Load for a caller that has already read the aggregate's
-// snapshot (nil for none) from the snapshot store, such as the snapshotter
-// worker, which reads it to decide whether a snapshot is due: it skips
-// reading it again. The snapshot is checked exactly as Load checks it.
+// snapshot (nil for none) from the store, such as the snapshotter worker,
+// which reads it to decide whether a snapshot is due: it skips reading it
+// again. The snapshot is checked exactly as Load checks it. (In [ModeOff]
+// the snapshot is not used: the load replays every event.)
 func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot) (PT, error) {
 	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) {
 		if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
 			return nil, fmt.Errorf("load %s %s: %w: the snapshot given belongs to %s %s", r.typ, id, ErrInvalidArgument, snap.AggregateType, snap.AggregateID)
 		}
-		if err := ValidateStream(r.typ, id); err != nil {
+		if err := r.checkID(id); err != nil {
 			return nil, err
 		}
 		return r.loadFrom(ctx, id, snap, nil)
@@ -172,15 +183,15 @@ func (r *Repository[T, PT]) LoadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 }
 
 // LoadFromEvents is Load for a caller that has already read what a load
-// needs with a [SnapshotLoader]: the aggregate's snapshot (nil for none)
-// and the events that follow it, exactly as LoadSnapshotAndEvents returns
-// them for this repository's schema version (from the snapshot's own
-// version when its schema version matches, otherwise from version 1). The
-// snapshotter worker uses it to read a backlog aggregate in one round trip
-// and decide from the snapshot before replaying. The snapshot is checked
-// exactly as Load checks it; events that do not fit it (a snapshot whose
-// state does not decode, or a stale one) are set aside and the stream read
-// again in full.
+// needs with [Store.LoadSnapshotAndEvents]: the aggregate's snapshot (nil
+// for none) and the events that follow it, exactly as
+// LoadSnapshotAndEvents returns them for this repository's schema version
+// (from the snapshot's own version when its schema version matches,
+// otherwise from version 1). The snapshotter worker uses it to read a
+// backlog aggregate in one round trip and decide from the snapshot before
+// replaying. The snapshot is checked exactly as Load checks it; events that
+// do not fit it (a snapshot whose state does not decode, or a stale one)
+// are set aside and the stream read again in full.
 func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, snap *Snapshot, events iter.Seq2[RecordedEvent, error]) (PT, error) {
 	return r.observeLoad(ctx, id, func(ctx context.Context) (PT, error) {
 		if snap != nil && (snap.AggregateID != id || snap.AggregateType != r.typ) {
@@ -189,7 +200,7 @@ func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, sn
 		if events == nil {
 			return nil, fmt.Errorf("load %s %s: %w: no events given (use LoadFrom to read them)", r.typ, id, ErrInvalidArgument)
 		}
-		if err := ValidateStream(r.typ, id); err != nil {
+		if err := r.checkID(id); err != nil {
 			return nil, err
 		}
 		return r.loadFrom(ctx, id, snap, events)
@@ -200,7 +211,7 @@ func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, sn
 func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load func(context.Context) (PT, error)) (PT, error) {
 	start := time.Now()
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Load", trace.WithAttributes(
-		AttrAggregateType.String(r.typ), AttrAggregateID.String(id.String())))
+		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(id.String())))
 	defer span.End()
 	a, err := load(ctx)
 	if err != nil {
@@ -209,54 +220,41 @@ func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load 
 		return nil, err
 	}
 	c := a.rootCore()
-	span.SetAttributes(AttrVersion.Int64(c.version), AttrEventsReplayed.Int64(c.replayed), AttrSnapshotUsed.Bool(c.fromSnapshot))
-	attrs := metric.WithAttributes(AttrAggregateType.String(r.typ), AttrSnapshotUsed.Bool(c.fromSnapshot))
+	span.SetAttributes(telemetrykeys.AttrVersion.Int64(c.version), telemetrykeys.AttrEventsReplayed.Int64(c.replayed), telemetrykeys.AttrSnapshotUsed.Bool(c.fromSnapshot))
+	attrs := metric.WithAttributes(telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrSnapshotUsed.Bool(c.fromSnapshot))
 	r.tel.loadDuration.Record(ctx, time.Since(start).Seconds(), attrs)
 	r.tel.eventsReplayed.Add(ctx, c.replayed, attrs)
 	return a, nil
 }
 
-// load reads the snapshot and the events a load needs: in one round trip
-// when the store is a SnapshotLoader, else the snapshot (if the repository
-// has a snapshot store) and then the events.
+// load reads the snapshot and the events a load needs with the store's
+// LoadSnapshotAndEvents (in ModeOff, only the events). A failed read is a
+// logged, counted fallback to a full replay: the events alone are read
+// again, and only their failure fails the load.
 func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) {
-	if err := ValidateStream(r.typ, id); err != nil {
+	if err := r.checkID(id); err != nil {
 		return nil, err
 	}
-	if r.loader != nil {
-		snap, events, err := r.loader.LoadSnapshotAndEvents(ctx, r.typ, id, r.schemaVersion)
-		if err == nil {
-			return r.loadFrom(ctx, id, snap, events)
-		}
-		r.tel.logger.WarnContext(ctx, "combined snapshot and events read failed; reading them separately",
-			LogKeyAggregateID, id, LogKeyError, err)
+	if r.mode == ModeOff {
+		return r.loadFrom(ctx, id, nil, nil)
 	}
-	var snap *Snapshot
-	if r.snapshots != nil {
-		snap = r.getSnapshot(ctx, id)
-	}
-	return r.loadFrom(ctx, id, snap, nil)
-}
-
-// getSnapshot reads the aggregate's snapshot. A store error is a logged,
-// counted fallback to full replay (nil).
-func (r *Repository[T, PT]) getSnapshot(ctx context.Context, id uuid.UUID) *Snapshot {
-	sctx, span := r.tel.tracer.Start(ctx, "eventsource.GetSnapshot")
-	defer span.End()
-	snap, err := r.snapshots.GetSnapshot(sctx, r.typ, id)
+	sctx, span := r.tel.tracer.Start(ctx, "eventsource.LoadSnapshotAndEvents")
+	snap, events, err := r.store.LoadSnapshotAndEvents(sctx, r.typ, id, r.schemaVersion)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		r.tel.logger.WarnContext(ctx, "snapshot store failed; replaying all events",
-			LogKeyAggregateID, id, LogKeyReason, FallbackStoreError, LogKeyError, err)
-		r.tel.fallback(ctx, r.typ, FallbackStoreError)
-		return nil
+		span.End()
+		r.tel.logger.WarnContext(ctx, "snapshot and events read failed; replaying all events",
+			telemetrykeys.LogKeyAggregateID, id, telemetrykeys.LogKeyReason, telemetrykeys.FallbackStoreError, telemetrykeys.LogKeyError, err)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackStoreError)
+		return r.loadFrom(ctx, id, nil, nil)
 	}
-	return snap
+	span.End()
+	return r.loadFrom(ctx, id, snap, events)
 }
 
 // loadFrom builds the aggregate from snap (nil for none) and its events.
-// events, when not nil, are what a SnapshotLoader returned: from the
+// events, when not nil, are what LoadSnapshotAndEvents returned: from the
 // snapshot's version if the snapshot has this aggregate's schema version,
 // else from version 1. Otherwise the events are read here. The tail is
 // read from the snapshot's own version, so that the stream's event there
@@ -264,12 +262,15 @@ func (r *Repository[T, PT]) getSnapshot(ctx context.Context, id uuid.UUID) *Snap
 // does not reach it, or it was built from another history) is replaced by
 // a replay and removed from the store.
 func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Snapshot, events iter.Seq2[RecordedEvent, error]) (PT, error) {
+	if r.mode == ModeOff {
+		snap, events = nil, nil // events from a snapshot's version would be too few
+	}
 	a := r.New(id)
 	c := a.rootCore()
 	r.useSnapshot(ctx, a, snap)
 	if c.fromSnapshot {
 		if events == nil {
-			events = r.events.ReadEvents(ctx, r.typ, id, c.version-1)
+			events = r.store.ReadEvents(ctx, r.typ, id, c.version-1)
 		}
 		stale, err := applyEvents(r.reg, a, events, true)
 		if err != nil {
@@ -279,8 +280,8 @@ func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 			return a, nil
 		}
 		r.tel.logger.WarnContext(ctx, "snapshot is stale: "+stale+"; replaying all events and removing it",
-			LogKeyAggregateID, id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackStale)
-		r.tel.fallback(ctx, r.typ, FallbackStale)
+			telemetrykeys.LogKeyAggregateID, id, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyReason, telemetrykeys.FallbackStale)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackStale)
 		r.deleteStale(ctx, snap)
 		a, events = r.New(id), nil // snapshotVersion 0: the next due save replaces it
 		c = a.rootCore()
@@ -288,7 +289,7 @@ func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 		events = nil // they start at a snapshot whose state did not decode
 	}
 	if events == nil {
-		events = r.events.ReadEvents(ctx, r.typ, id, 0)
+		events = r.store.ReadEvents(ctx, r.typ, id, 0)
 	}
 	if _, err := applyEvents(r.reg, a, events, false); err != nil {
 		return nil, err
@@ -344,24 +345,21 @@ func applyEvents(reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, err
 // an error: the load goes on from the events, and the next load tries
 // again.
 func (r *Repository[T, PT]) deleteStale(ctx context.Context, snap *Snapshot) {
-	if r.snapshots == nil {
-		return
-	}
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.DeleteStaleSnapshot", trace.WithAttributes(
-		AttrAggregateType.String(snap.AggregateType), AttrAggregateID.String(snap.AggregateID.String()),
-		AttrVersion.Int64(snap.Version)))
+		telemetrykeys.AttrAggregateType.String(snap.AggregateType), telemetrykeys.AttrAggregateID.String(snap.AggregateID.String()),
+		telemetrykeys.AttrVersion.Int64(snap.Version)))
 	defer span.End()
-	deleted, err := r.snapshots.DeleteStaleSnapshot(ctx, *snap)
-	result := StaleDeleted
+	deleted, err := r.store.DeleteStaleSnapshot(ctx, *snap)
+	result := telemetrykeys.StaleDeleted
 	switch {
 	case err != nil:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		r.tel.logger.WarnContext(ctx, "stale snapshot not removed; the next load tries again",
-			LogKeyAggregateID, snap.AggregateID, LogKeySnapshotVer, snap.Version, LogKeyError, err)
-		result = StaleDeleteFailed
+			telemetrykeys.LogKeyAggregateID, snap.AggregateID, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyError, err)
+		result = telemetrykeys.StaleDeleteFailed
 	case !deleted:
-		result = StaleAlreadyReplaced
+		result = telemetrykeys.StaleAlreadyReplaced
 	}
 	span.SetAttributes(attribute.String("evsnap.snapshot.stale_delete", result))
 	r.tel.staleDelete(ctx, r.typ, result)
@@ -376,21 +374,21 @@ func (r *Repository[T, PT]) useSnapshot(ctx context.Context, a PT, snap *Snapsho
 		return
 	case snap.SchemaVersion != r.schemaVersion:
 		log.WarnContext(ctx, "snapshot schema version differs from the aggregate's; replaying all events",
-			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeySchemaVersion, snap.SchemaVersion,
-			"want_schema_version", r.schemaVersion, LogKeyReason, FallbackSchemaMismatch)
-		r.tel.fallback(ctx, r.typ, FallbackSchemaMismatch)
+			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeySchemaVersion, snap.SchemaVersion,
+			"want_schema_version", r.schemaVersion, telemetrykeys.LogKeyReason, telemetrykeys.FallbackSchemaMismatch)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackSchemaMismatch)
 		return
 	case snap.Version < 1:
 		log.WarnContext(ctx, "snapshot has an invalid version; replaying all events",
-			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackDecodeError)
-		r.tel.fallback(ctx, r.typ, FallbackDecodeError)
+			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyReason, telemetrykeys.FallbackDecodeError)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackDecodeError)
 		return
 	}
 	if err := a.restoreState(r.codec, snap.State); err != nil {
 		a.resetState()
 		log.WarnContext(ctx, "snapshot state does not decode; replaying all events",
-			LogKeyAggregateID, c.id, LogKeySnapshotVer, snap.Version, LogKeyReason, FallbackDecodeError, LogKeyError, err)
-		r.tel.fallback(ctx, r.typ, FallbackDecodeError)
+			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyReason, telemetrykeys.FallbackDecodeError, telemetrykeys.LogKeyError, err)
+		r.tel.fallback(ctx, r.typ, telemetrykeys.FallbackDecodeError)
 		return
 	}
 	c.version = snap.Version
@@ -423,8 +421,8 @@ func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
 		return fmt.Errorf("save %s %s: %w", r.typ, c.id, ErrClosed)
 	}
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Save", trace.WithAttributes(
-		AttrAggregateType.String(r.typ), AttrAggregateID.String(c.id.String()),
-		AttrEventsAppended.Int(len(c.pending))))
+		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(c.id.String()),
+		telemetrykeys.AttrEventsAppended.Int(len(c.pending))))
 	defer span.End()
 
 	res, types, err := r.append(ctx, a)
@@ -433,7 +431,7 @@ func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
 		span.SetStatus(codes.Error, err.Error())
 		return err
 	}
-	span.SetAttributes(AttrVersion.Int64(res.LastVersion))
+	span.SetAttributes(telemetrykeys.AttrVersion.Int64(res.LastVersion))
 	r.afterCommit(ctx, a, res, types)
 	return nil
 }
@@ -450,10 +448,10 @@ func (r *Repository[T, PT]) afterCommit(ctx context.Context, a PT, res AppendRes
 		if p := recover(); p != nil {
 			if suppressed, ok := r.panicLog.allow(r.now()); ok {
 				r.tel.logger.ErrorContext(ctx, "panicked after a committed save; the save succeeded",
-					LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyMode, r.mode,
-					LogKeyError, fmt.Sprint(p), "stack", string(debug.Stack()), "suppressed_since_last", suppressed)
+					telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, res.LastVersion, telemetrykeys.LogKeyMode, r.mode,
+					telemetrykeys.LogKeyError, fmt.Sprint(p), "stack", string(debug.Stack()), "suppressed_since_last", suppressed)
 			}
-			r.tel.failure(ctx, r.typ, r.mode, FailurePanic)
+			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailurePanic)
 		}
 	}()
 	switch r.mode {
@@ -473,9 +471,9 @@ func (r *Repository[T, PT]) afterCommit(ctx context.Context, a PT, res AppendRes
 			// failure and then one line per interval with the count.
 			if suppressed, ok := r.notifyLog.allow(r.now()); ok {
 				r.tel.logger.WarnContext(ctx, "append notice not sent; the snapshotter's sweep will catch up",
-					LogKeyAggregateID, c.id, LogKeyVersion, res.LastVersion, LogKeyError, err, "suppressed_since_last", suppressed)
+					telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, res.LastVersion, telemetrykeys.LogKeyError, err, "suppressed_since_last", suppressed)
 			}
-			r.tel.failure(ctx, r.typ, r.mode, FailureNotify)
+			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureNotify)
 		}
 	}
 }
@@ -497,7 +495,7 @@ func (r *Repository[T, PT]) append(ctx context.Context, a PT) (AppendResult, []s
 			Metadata: md.Clone(), OccurredAt: p.occurredAt,
 		}
 	}
-	res, err := r.events.Append(ctx, r.typ, c.id, ExpectedVersion(expected), batch)
+	res, err := r.store.Append(ctx, r.typ, c.id, ExpectedVersion(expected), batch)
 	if err != nil {
 		return AppendResult{}, nil, fmt.Errorf("save %s %s: %w", r.typ, c.id, err)
 	}
@@ -520,16 +518,16 @@ func (r *Repository[T, PT]) snapshotAfterSave(ctx context.Context, a PT) {
 	snap, err := r.buildSnapshot(a)
 	if err != nil {
 		r.tel.logger.ErrorContext(ctx, "snapshot not taken: state does not encode",
-			LogKeyAggregateID, c.id, LogKeyVersion, c.version, LogKeyMode, r.mode, LogKeyError, err)
-		r.tel.failure(ctx, r.typ, r.mode, FailureEncode)
+			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, c.version, telemetrykeys.LogKeyMode, r.mode, telemetrykeys.LogKeyError, err)
+		r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureEncode)
 		return
 	}
 	switch r.mode {
 	case ModeSync:
 		if _, err := r.writeSnapshot(ctx, snap); err != nil {
 			r.tel.logger.WarnContext(ctx, "snapshot not stored after a committed save",
-				LogKeyAggregateID, c.id, LogKeyVersion, c.version, LogKeyMode, r.mode, LogKeyError, err)
-			r.tel.failure(ctx, r.typ, r.mode, FailureStore)
+				telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, c.version, telemetrykeys.LogKeyMode, r.mode, telemetrykeys.LogKeyError, err)
+			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureStore)
 			return
 		}
 		c.snapshotVersion = snap.Version
@@ -575,14 +573,14 @@ func (r *Repository[T, PT]) buildSnapshot(a PT) (Snapshot, error) {
 }
 
 func (r *Repository[T, PT]) writeSnapshot(ctx context.Context, s Snapshot) (bool, error) {
-	return saveSnapshotTraced(ctx, r.tel, r.snapshots, r.mode, s)
+	return saveSnapshotTraced(ctx, r.tel, r.store, r.mode, s)
 }
 
 func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore, mode SnapshotMode, s Snapshot) (bool, error) {
 	mode = tel.writeMode(mode)
 	ctx, span := tel.tracer.Start(ctx, "eventsource.SaveSnapshot", trace.WithAttributes(
-		AttrAggregateType.String(s.AggregateType), AttrAggregateID.String(s.AggregateID.String()),
-		AttrVersion.Int64(s.Version), AttrMode.String(string(mode))))
+		telemetrykeys.AttrAggregateType.String(s.AggregateType), telemetrykeys.AttrAggregateID.String(s.AggregateID.String()),
+		telemetrykeys.AttrVersion.Int64(s.Version), telemetrykeys.AttrMode.String(string(mode))))
 	defer span.End()
 	stored, err := store.SaveSnapshot(ctx, s)
 	if err != nil {
@@ -590,7 +588,7 @@ func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore
 		span.SetStatus(codes.Error, err.Error())
 		return false, err
 	}
-	attrs := metric.WithAttributes(AttrAggregateType.String(s.AggregateType), AttrMode.String(string(mode)))
+	attrs := metric.WithAttributes(telemetrykeys.AttrAggregateType.String(s.AggregateType), telemetrykeys.AttrMode.String(string(mode)))
 	if stored {
 		tel.snapshotsWritten.Add(ctx, 1, attrs)
 	} else {
@@ -601,7 +599,8 @@ func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore
 }
 
 // CreateSnapshot snapshots the aggregate at its current, saved version, in
-// any mode (it is how ModeManual snapshots), and returns the snapshot. An
+// every mode but ModeOff (it is how ModeManual snapshots), and returns the
+// snapshot. An
 // aggregate with unsaved events is refused: a snapshot must never contain
 // events that are not committed. If the store already holds a newer
 // snapshot it keeps it; CreateSnapshot still returns the one it built.
@@ -612,7 +611,7 @@ func (r *Repository[T, PT]) CreateSnapshot(ctx context.Context, a PT) (*Snapshot
 	}
 	c := a.rootCore()
 	ctx, span := r.tel.tracer.Start(ctx, "eventsource.CreateSnapshot", trace.WithAttributes(
-		AttrAggregateType.String(r.typ), AttrAggregateID.String(c.id.String()), AttrVersion.Int64(c.version)))
+		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(c.id.String()), telemetrykeys.AttrVersion.Int64(c.version)))
 	defer span.End()
 	fail := func(err error) (*Snapshot, error) {
 		span.RecordError(err)
@@ -620,8 +619,8 @@ func (r *Repository[T, PT]) CreateSnapshot(ctx context.Context, a PT) (*Snapshot
 		return nil, err
 	}
 	switch {
-	case r.snapshots == nil:
-		return fail(fmt.Errorf("create snapshot of %s %s: %w: the repository has no snapshot store (WithSnapshotStore)", r.typ, c.id, ErrInvalidArgument))
+	case r.mode == ModeOff:
+		return fail(fmt.Errorf("create snapshot of %s %s: %w: the repository's snapshot mode is %q", r.typ, c.id, ErrInvalidArgument, ModeOff))
 	case len(c.pending) > 0:
 		return fail(fmt.Errorf("create snapshot of %s %s: %w: %d unsaved events; save first", r.typ, c.id, ErrInvalidArgument, len(c.pending)))
 	case c.version == 0:
@@ -640,10 +639,10 @@ func (r *Repository[T, PT]) CreateSnapshot(ctx context.Context, a PT) (*Snapshot
 
 // Exists reports whether the aggregate has any stored events.
 func (r *Repository[T, PT]) Exists(ctx context.Context, id uuid.UUID) (bool, error) {
-	if err := ValidateStream(r.typ, id); err != nil {
+	if err := r.checkID(id); err != nil {
 		return false, err
 	}
-	v, err := r.events.StreamVersion(ctx, r.typ, id)
+	v, err := r.store.StreamVersion(ctx, r.typ, id)
 	if err != nil {
 		return false, fmt.Errorf("exists %s %s: %w", r.typ, id, err)
 	}
@@ -653,15 +652,11 @@ func (r *Repository[T, PT]) Exists(ctx context.Context, id uuid.UUID) (bool, err
 // AwaitPendingSnapshots waits until every background snapshot queued so far
 // (and any queued while it waits) is written or has failed, and returns how
 // many were pending when it was called. It returns ctx's error if ctx ends
-// first. In ModeExternal it flushes the notifier instead, if it has a
-// Flush(ctx) error method (natsnotice.Publisher does), and returns 0. In
-// the other modes it returns 0 at once.
+// first. In ModeExternal it calls the notifier's Flush instead and returns
+// 0. In the other modes it returns 0 at once.
 func (r *Repository[T, PT]) AwaitPendingSnapshots(ctx context.Context) (int, error) {
 	if r.mode == ModeExternal {
-		if f, ok := r.notifier.(interface{ Flush(context.Context) error }); ok {
-			return 0, f.Flush(ctx)
-		}
-		return 0, nil
+		return 0, r.notifier.Flush(ctx)
 	}
 	if r.bg == nil {
 		return 0, nil
@@ -733,7 +728,7 @@ func (w *backgroundWriter) enqueue(ctx context.Context, s Snapshot) bool {
 	defer w.mu.Unlock()
 	reason := ""
 	if w.closed {
-		reason = FailureRepoClosed
+		reason = telemetrykeys.FailureRepoClosed
 	} else {
 		select {
 		case w.jobs <- bgJob{snap: s, link: trace.LinkFromContext(ctx)}:
@@ -743,11 +738,11 @@ func (w *backgroundWriter) enqueue(ctx context.Context, s Snapshot) bool {
 			w.pending++
 			return true
 		default:
-			reason = FailureQueueFull
+			reason = telemetrykeys.FailureQueueFull
 		}
 	}
 	w.tel.logger.WarnContext(ctx, "background snapshot dropped; the next due save takes one",
-		LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyReason, reason)
+		telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyReason, reason)
 	w.tel.failure(ctx, w.typ, ModeBackground, reason)
 	return false
 }
@@ -774,19 +769,19 @@ func (w *backgroundWriter) write(job bgJob) {
 		if p := recover(); p != nil {
 			if suppressed, ok := w.panicLog.allow(time.Now()); ok {
 				w.tel.logger.ErrorContext(ctx, "background snapshot store panicked after a committed save",
-					LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyError, fmt.Sprint(p),
+					telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyError, fmt.Sprint(p),
 					"stack", string(debug.Stack()), "suppressed_since_last", suppressed)
 			}
-			w.tel.failure(ctx, w.typ, ModeBackground, FailurePanic)
+			w.tel.failure(ctx, w.typ, ModeBackground, telemetrykeys.FailurePanic)
 		}
 	}()
 	if _, err := saveSnapshotTraced(ctx, w.tel, w.store, ModeBackground, s); err != nil {
-		reason := FailureStore
+		reason := telemetrykeys.FailureStore
 		if errors.Is(err, context.Canceled) && w.ctx.Err() != nil {
-			reason = FailureRepoClosed
+			reason = telemetrykeys.FailureRepoClosed
 		}
 		w.tel.logger.WarnContext(ctx, "background snapshot not stored after a committed save",
-			LogKeyAggregateID, s.AggregateID, LogKeyVersion, s.Version, LogKeyError, err)
+			telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyError, err)
 		w.tel.failure(ctx, w.typ, ModeBackground, reason)
 	}
 }
@@ -855,18 +850,4 @@ func (l *logLimiter) allow(now time.Time) (int, bool) {
 	n := l.suppressed
 	l.last, l.suppressed = now, 0
 	return n, true
-}
-
-// sameStore reports whether the event store and the snapshot store are one
-// object (a store of an uncomparable type never is).
-func sameStore(events EventStore, snapshots SnapshotStore) (same bool) {
-	if snapshots == nil {
-		return false
-	}
-	defer func() {
-		if recover() != nil {
-			same = false
-		}
-	}()
-	return any(events) == any(snapshots)
 }

@@ -3,6 +3,7 @@ package eventsource_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/google/uuid"
@@ -37,7 +39,7 @@ func TestSyncModeSnapshotsBeforeSaveReturns(t *testing.T) {
 	if s.Version != 16 || s.SchemaVersion != 1 {
 		t.Fatalf("snapshot v%d schema %d, want v16 schema 1", s.Version, s.SchemaVersion)
 	}
-	if got := h.counter("evsnap.snapshot.written", eventsource.AttrMode.String("sync")); got != 1 {
+	if got := h.counter("evsnap.snapshot.written", telemetrykeys.AttrMode.String("sync")); got != 1 {
 		t.Fatalf("snapshots written = %d, want 1", got)
 	}
 	// Below the threshold since the last snapshot: no new snapshot.
@@ -123,7 +125,7 @@ func TestManualModeOnlyCreateSnapshot(t *testing.T) {
 	h := newHarness(t)
 	r := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeManual), eventsource.WithSnapshotThreshold(1))
 	a := openAccount(t, r, 21)
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s != nil {
 		t.Fatal("manual mode took a snapshot on save")
 	}
 	s, err := r.CreateSnapshot(ctx, a)
@@ -153,9 +155,9 @@ func TestCreateSnapshotRefusals(t *testing.T) {
 	if _, err := r.CreateSnapshot(ctx, nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Fatalf("snapshot of nil: %v", err)
 	}
-	noStore := h.accounts(nil)
-	if _, err := noStore.CreateSnapshot(ctx, a); err == nil || !strings.Contains(err.Error(), "WithSnapshotStore") {
-		t.Fatalf("snapshot without a store: %v", err)
+	off := h.accounts(nil)
+	if _, err := off.CreateSnapshot(ctx, a); !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), `"off"`) {
+		t.Fatalf("snapshot with snapshots off: %v", err)
 	}
 	failing := &faultySnapshots{SnapshotStore: h.snaps, saveErr: errInjected}
 	rf := h.accounts(failing, eventsource.WithSnapshotMode(eventsource.ModeManual))
@@ -186,8 +188,8 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 		t.Fatalf("v1 snapshot %+v", s1)
 	}
 
-	v2, err := eventsource.NewRepository[accountV2](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(10))...)
+	v2, err := eventsource.NewRepository[accountV2](h.store(h.snaps), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(10))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +204,7 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 	if b.State() != a.State() {
 		t.Fatalf("v2 state %+v, want %+v", b.State(), a.State())
 	}
-	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackSchemaMismatch)); got != 1 {
+	if got := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(telemetrykeys.FallbackSchemaMismatch)); got != 1 {
 		t.Fatalf("schema mismatch fallbacks = %d, want 1", got)
 	}
 	if !strings.Contains(h.logs.String(), "schema version differs") {
@@ -231,10 +233,10 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("pruned %d (%v), want 1 (the other account's v1 snapshot)", n, err)
 	}
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, other.ID()); ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, other.ID()); s != nil {
 		t.Fatal("v1 snapshot survived pruning")
 	}
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); !ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil {
 		t.Fatal("v2 snapshot was pruned")
 	}
 }
@@ -242,36 +244,35 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 func TestInvalidOptionsFailAtConstruction(t *testing.T) {
 	h := newHarness(t)
 	cases := map[string][]eventsource.Option{
-		"threshold 0":               {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(0)},
-		"threshold negative":        {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(-5)},
-		"sync without store":        {eventsource.WithSnapshotMode(eventsource.ModeSync)},
-		"background without store":  {eventsource.WithSnapshotMode(eventsource.ModeBackground)},
-		"manual without store":      {eventsource.WithSnapshotMode(eventsource.ModeManual)},
+		"threshold 0":               {eventsource.WithSnapshotThreshold(0)},
+		"threshold negative":        {eventsource.WithSnapshotThreshold(-5)},
 		"external without notifier": {eventsource.WithSnapshotMode(eventsource.ModeExternal)},
-		"unknown mode":              {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMode("eventually")},
-		"threshold without store":   {eventsource.WithSnapshotThreshold(10)},
-		"nil store":                 {eventsource.WithSnapshotStore(nil)},
-		"empty milestone":           {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMilestones("")},
-		"no milestones":             {eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotMilestones()},
-		"zero workers":              {eventsource.WithSnapshotStore(h.snaps), eventsource.WithBackgroundWorkers(0, 10)},
+		"notifier with sync":        {eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithAppendNotifier(&recordingNotifier{})},
+		"unknown mode":              {eventsource.WithSnapshotMode("eventually")},
+		"threshold with mode off":   {eventsource.WithSnapshotMode(eventsource.ModeOff), eventsource.WithSnapshotThreshold(10)},
+		"milestones with mode off":  {eventsource.WithSnapshotMode(eventsource.ModeOff), eventsource.WithSnapshotMilestones("OrderShipped")},
+		"empty milestone":           {eventsource.WithSnapshotMilestones("")},
+		"no milestones":             {eventsource.WithSnapshotMilestones()},
+		"zero workers":              {eventsource.WithBackgroundWorkers(0, 10)},
+		"nil notifier":              {eventsource.WithAppendNotifier(nil)},
 		"nil logger":                {eventsource.WithLogger(nil)},
 		"nil option":                {nil},
 	}
 	for name, opts := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, opts...)
+			_, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, opts...)
 			if !errors.Is(err, eventsource.ErrInvalidOption) {
 				t.Fatalf("NewRepository error = %v, want ErrInvalidOption", err)
 			}
 		})
 	}
 	if _, err := eventsource.NewRepository[exampledomain.Account](nil, h.reg); !errors.Is(err, eventsource.ErrInvalidOption) {
-		t.Fatalf("nil event store: %v", err)
+		t.Fatalf("nil store: %v", err)
 	}
-	if _, err := eventsource.NewRepository[exampledomain.Account](h.events, nil); !errors.Is(err, eventsource.ErrInvalidOption) {
+	if _, err := eventsource.NewRepository[exampledomain.Account](h.store(), nil); !errors.Is(err, eventsource.ErrInvalidOption) {
 		t.Fatalf("nil registry: %v", err)
 	}
-	_, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, eventsource.WithSnapshotThreshold(0))
+	_, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, eventsource.WithSnapshotThreshold(0))
 	if err == nil || !strings.Contains(err.Error(), "at least 1, got 0") {
 		t.Fatalf("the error should say what was wrong: %v", err)
 	}
@@ -300,7 +301,7 @@ func TestDefaultThresholdAndThresholdOne(t *testing.T) {
 		t.Fatalf("default mode with a store = %q, want sync", r.Mode())
 	}
 	a := openAccount(t, r, 99)
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s != nil {
 		t.Fatal("snapshot below the default threshold of 100")
 	}
 	_ = a.Deposit(1)
@@ -315,10 +316,51 @@ func TestDefaultThresholdAndThresholdOne(t *testing.T) {
 	}
 }
 
+// ModeOff neither reads nor writes snapshots: its loads replay even when
+// the store holds a usable snapshot (one given to LoadFrom included), its
+// saves write none, and the store's snapshot is left alone.
+func TestModeOffNeverTouchesSnapshots(t *testing.T) {
+	h := newHarness(t)
+	every := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1))
+	a := openAccount(t, every, 5)
+	snap, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	if snap == nil || snap.Version != 5 {
+		t.Fatalf("stored snapshot %+v, want v5", snap)
+	}
+	off := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeOff))
+	if off.Mode() != eventsource.ModeOff {
+		t.Fatalf("mode %q, want off", off.Mode())
+	}
+	for name, load := range map[string]func() (*exampledomain.Account, error){
+		"Load":     func() (*exampledomain.Account, error) { return off.Load(ctx, a.ID()) },
+		"LoadFrom": func() (*exampledomain.Account, error) { return off.LoadFrom(ctx, a.ID(), snap) },
+	} {
+		got, err := load()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if from, n := got.LoadedFromSnapshot(); from || n != 5 || got.State() != a.State() {
+			t.Fatalf("%s in ModeOff: from=%v replayed=%d; want a full replay of 5", name, from, n)
+		}
+	}
+	for range 200 {
+		_ = a.Deposit(1)
+	}
+	if err := off.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil || s.Version != 5 {
+		t.Fatalf("after a ModeOff save of 200 events the stored snapshot is %+v, want the v5 one", s)
+	}
+	if n := h.counter("evsnap.snapshot.fallbacks"); n != 0 {
+		t.Fatalf("%d fallbacks counted; ModeOff ignores snapshots without falling back", n)
+	}
+}
+
 func TestMilestoneSnapshot(t *testing.T) {
 	h := newHarness(t)
-	r, err := eventsource.NewRepository[exampledomain.Order](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(100),
+	r, err := eventsource.NewRepository[exampledomain.Order](h.store(h.snaps), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(100),
 		eventsource.WithSnapshotMilestones(exampledomain.OrderMilestones...))...)
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +372,7 @@ func TestMilestoneSnapshot(t *testing.T) {
 	if err := r.Save(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := h.snaps.SnapshotExists(ctx, exampledomain.OrderType, o.ID()); ok {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.OrderType, o.ID()); s != nil {
 		t.Fatal("snapshot without a milestone or the threshold")
 	}
 	_ = o.Pay()
@@ -365,7 +407,7 @@ func TestSnapshotFailureNeverFailsSave(t *testing.T) {
 			if v, _ := h.events.StreamVersion(ctx, exampledomain.AccountType, a.ID()); v != 7 {
 				t.Fatalf("stream at v%d, want 7", v)
 			}
-			if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureStore)); got != 1 {
+			if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureStore)); got != 1 {
 				t.Fatalf("failures counted = %d, want 1", got)
 			}
 			if !strings.Contains(h.logs.String(), errInjected.Error()) {
@@ -394,8 +436,8 @@ func (*badAgg) SchemaVersion() int    { return 1 }
 
 func TestUnencodableStateIsNeverSnapshotted(t *testing.T) {
 	h := newHarness(t)
-	r, err := eventsource.NewRepository[badAgg](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(1))...)
+	r, err := eventsource.NewRepository[badAgg](h.store(h.snaps), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(1))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +450,7 @@ func TestUnencodableStateIsNeverSnapshotted(t *testing.T) {
 	if h.snaps.Count() != 0 {
 		t.Fatal("a snapshot was stored for a state that cannot be encoded")
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureEncode)); got != 1 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureEncode)); got != 1 {
 		t.Fatalf("encode failures = %d, want 1", got)
 	}
 	loaded, err := r.Load(ctx, a.ID())
@@ -426,17 +468,17 @@ func TestLoadFallsBackOnBadSnapshots(t *testing.T) {
 		reason string
 		break_ func(h *harness, f *faultySnapshots, id uuid.UUID)
 	}{
-		{"corrupt state", eventsource.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+		{"corrupt state", telemetrykeys.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
 			f.corrupt = []byte(`{"balance": "not a number"`)
 		}},
-		{"wrong types", eventsource.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+		{"wrong types", telemetrykeys.FallbackDecodeError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
 			s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id)
 			s.State = []byte(`{"balance": "lots", "owner_name": 7}`)
 			if _, err := h.snaps.SaveSnapshot(ctx, *s); err != nil {
 				panic(err)
 			}
 		}},
-		{"store error", eventsource.FallbackStoreError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
+		{"store error", telemetrykeys.FallbackStoreError, func(h *harness, f *faultySnapshots, id uuid.UUID) {
 			f.getErr = errInjected
 		}},
 	}
@@ -461,7 +503,7 @@ func TestLoadFallsBackOnBadSnapshots(t *testing.T) {
 			if from, n := loaded.LoadedFromSnapshot(); from || n != 13 {
 				t.Fatalf("fromSnapshot=%v replayed=%d, want a full replay", from, n)
 			}
-			if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(c.reason)); got != 1 {
+			if got := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(c.reason)); got != 1 {
 				t.Fatalf("fallbacks{reason=%s} = %d, want 1", c.reason, got)
 			}
 		})
@@ -553,14 +595,13 @@ func TestUnknownEventTypes(t *testing.T) {
 	}
 	// A stored event whose type this process does not know fails the load
 	// with an error naming it (events are the truth; we cannot skip them).
-	sqlLike := &payloadOnly{EventStore: h.events}
 	_, err = h.events.Append(ctx, exampledomain.AccountType, a.ID(), 1, []eventsource.NewEvent{{
 		ID: uuid.New(), Type: "FromTheFuture", Payload: []byte(`{}`), OccurredAt: time.Now().UTC(),
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, _ := eventsource.NewRepository[exampledomain.Account](sqlLike, h.reg)
+	r2, _ := eventsource.NewRepository[exampledomain.Account](eventsource.Split(&payloadOnly{EventStore: h.events}, h.snaps), h.reg)
 	_, err = r2.Load(ctx, a.ID())
 	var ue *eventsource.UnknownEventTypeError
 	if !errors.As(err, &ue) || ue.Type != "FromTheFuture" {
@@ -596,7 +637,7 @@ func TestDecodingFromPayloads(t *testing.T) {
 	a := openAccount(t, r, 4)
 	_ = a.Withdraw(2.5)
 	_ = r.Save(ctx, a)
-	r2, _ := eventsource.NewRepository[exampledomain.Account](&payloadOnly{EventStore: h.events}, h.reg)
+	r2, _ := eventsource.NewRepository[exampledomain.Account](eventsource.Split(&payloadOnly{EventStore: h.events}, h.snaps), h.reg)
 	loaded, err := r2.Load(ctx, a.ID())
 	if err != nil {
 		t.Fatal(err)
@@ -675,7 +716,7 @@ func TestBackgroundQueueFullDropsAndCounts(t *testing.T) {
 	<-started
 	openAccount(t, r, 1) // fills the queue
 	openAccount(t, r, 1) // dropped; the save still succeeds
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureQueueFull)); got != 1 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureQueueFull)); got != 1 {
 		t.Fatalf("queue-full drops = %d, want 1", got)
 	}
 	if h.events.Count() != 3 {
@@ -721,8 +762,8 @@ func TestCloseDrainsAndRefusesSaves(t *testing.T) {
 func TestCloseWithBlockedStoreHonoursContext(t *testing.T) {
 	h := newHarness(t)
 	slow := &faultySnapshots{SnapshotStore: h.snaps, block: make(chan struct{})}
-	r, _ := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(slow), eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
+	r, _ := eventsource.NewRepository[exampledomain.Account](h.store(slow), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
 	openAccount(t, r, 1)
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
@@ -752,12 +793,12 @@ func TestSpansAndLoadMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range []string{"eventsource.Save", "eventsource.Load", "eventsource.GetSnapshot", "eventsource.SaveSnapshot"} {
+	for _, n := range []string{"eventsource.Save", "eventsource.Load", "eventsource.LoadSnapshotAndEvents", "eventsource.SaveSnapshot"} {
 		if names[n] == 0 {
 			t.Errorf("no %s span (got %v)", n, names)
 		}
 	}
-	if load[eventsource.AttrSnapshotUsed].AsBool() != true || load[eventsource.AttrEventsReplayed].AsInt64() != 1 || load[eventsource.AttrVersion].AsInt64() != 26 {
+	if load[telemetrykeys.AttrSnapshotUsed].AsBool() != true || load[telemetrykeys.AttrEventsReplayed].AsInt64() != 1 || load[telemetrykeys.AttrVersion].AsInt64() != 26 {
 		t.Fatalf("load span attributes %v", load)
 	}
 	if got := h.counter("evsnap.load.events_replayed"); got != 1 {
@@ -780,15 +821,22 @@ func TestSaveWithNothingToSaveAndNil(t *testing.T) {
 	}
 }
 
-// recordingNotifier captures external-mode notices.
+// recordingNotifier captures external-mode notices and counts flushes.
 type recordingNotifier struct {
-	got []eventsource.Appended
-	err error
+	got      []eventsource.Appended
+	err      error
+	flushes  int
+	flushErr error
 }
 
 func (n *recordingNotifier) Notify(_ context.Context, a eventsource.Appended) error {
 	n.got = append(n.got, a)
 	return n.err
+}
+
+func (n *recordingNotifier) Flush(context.Context) error {
+	n.flushes++
+	return n.flushErr
 }
 
 func TestExternalModeNotifies(t *testing.T) {
@@ -819,7 +867,7 @@ func TestExternalModeNotifies(t *testing.T) {
 	if err := r.Save(ctx, a); err != nil {
 		t.Fatalf("a notifier error failed the save: %v", err)
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureNotify)); got != 1 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureNotify)); got != 1 {
 		t.Fatalf("notify failures = %d", got)
 	}
 }
@@ -864,13 +912,13 @@ func (nameless) EventType() string { return "" }
 // memstore.Store works as both stores for the repository.
 func TestCombinedMemStore(t *testing.T) {
 	st := memstore.New()
-	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(2))
+	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotThreshold(2))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close(ctx)
 	a := openAccount(t, r, 3)
-	if ok, _ := st.SnapshotExists(ctx, exampledomain.AccountType, a.ID()); !ok {
+	if s, _ := st.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil {
 		t.Fatal("no snapshot")
 	}
 }
@@ -885,58 +933,15 @@ func TestMaxSnapshotBytes(t *testing.T) {
 	if h.snaps.Count() != 0 {
 		t.Fatal("an oversized snapshot was stored")
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureEncode)); got != 1 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureEncode)); got != 1 {
 		t.Fatalf("oversized snapshot failures = %d, want 1", got)
 	}
 	_, err := r.CreateSnapshot(ctx, a)
 	if !errors.Is(err, eventsource.ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "20-byte maximum") {
 		t.Fatalf("CreateSnapshot of an oversized state: %v", err)
 	}
-	if _, err := eventsource.NewRepository[exampledomain.Account](h.events, h.reg, eventsource.WithMaxSnapshotBytes(0)); !errors.Is(err, eventsource.ErrInvalidOption) {
+	if _, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, eventsource.WithMaxSnapshotBytes(0)); !errors.Is(err, eventsource.ErrInvalidOption) {
 		t.Fatalf("max 0: %v", err)
-	}
-}
-
-func TestVerifySnapshot(t *testing.T) {
-	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(5))
-	a := openAccount(t, r, 7)
-	_ = a.Deposit(3) // after the snapshot: verification replays only to v7
-	_ = r.Save(ctx, a)
-	res, err := r.VerifySnapshot(ctx, a.ID())
-	if err != nil || res.Status != eventsource.VerifyOK || res.SnapshotVersion != 7 {
-		t.Fatalf("verify = %+v, %v", res, err)
-	}
-	// Tamper with the stored state: a mismatch, with the difference shown.
-	s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
-	s.State = []byte(`{"open":true,"owner_name":"Ada","balance":1e6,"transaction_count":6}`)
-	_, _ = h.snaps.SaveSnapshot(ctx, *s)
-	res, _ = r.VerifySnapshot(ctx, a.ID())
-	if res.Status != eventsource.VerifyMismatch || !strings.Contains(res.Detail, "1e6") && !strings.Contains(res.Detail, "1000000") {
-		t.Fatalf("tampered verify = %+v", res)
-	}
-	s.State = []byte(`{"balance": "x"}`)
-	_, _ = h.snaps.SaveSnapshot(ctx, *s)
-	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyUndecodable {
-		t.Fatalf("undecodable verify = %+v", res)
-	}
-	s.State, s.Version = []byte(`{}`), 99
-	_, _ = h.snaps.SaveSnapshot(ctx, *s)
-	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyStale || !strings.Contains(res.Detail, "ends at v8") {
-		t.Fatalf("ahead-of-stream verify = %+v", res)
-	}
-	// Right state, right version, but built from another history.
-	_, _ = h.snaps.DeleteSnapshot(ctx, exampledomain.AccountType, a.ID())
-	s, _ = r.CreateSnapshot(ctx, a)
-	other := *s
-	other.EventID = uuid.New()
-	_, _ = h.snaps.SaveSnapshot(ctx, other)
-	if res, _ = r.VerifySnapshot(ctx, a.ID()); res.Status != eventsource.VerifyStale || !strings.Contains(res.Detail, other.EventID.String()) {
-		t.Fatalf("other-history verify = %+v", res)
-	}
-	b := openAccount(t, h.accounts(nil), 2)
-	if res, _ = r.VerifySnapshot(ctx, b.ID()); res.Status != eventsource.VerifyNoSnapshot {
-		t.Fatalf("no snapshot verify = %+v", res)
 	}
 }
 
@@ -958,10 +963,10 @@ func TestSnapshotAheadOfStreamFallsBack(t *testing.T) {
 	if from, _ := loaded.LoadedFromSnapshot(); from || loaded.SnapshotVersion() != 0 {
 		t.Fatalf("the ahead-of-stream snapshot was used (from=%v, snapshot version %d)", from, loaded.SnapshotVersion())
 	}
-	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackStale)); got != 1 {
+	if got := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(telemetrykeys.FallbackStale)); got != 1 {
 		t.Fatalf("stale fallbacks = %d", got)
 	}
-	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleDeleted)); got != 1 {
+	if got := h.counter("evsnap.snapshot.stale_deletes", telemetrykeys.AttrResult.String(telemetrykeys.StaleDeleted)); got != 1 {
 		t.Fatalf("stale deletes = %d", got)
 	}
 	if h.snaps.Count() != 0 {
@@ -1006,7 +1011,7 @@ func TestSnapshotOfAnotherHistoryFallsBack(t *testing.T) {
 	if got, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); got == nil || got.EventID != good.EventID {
 		t.Fatalf("a load with a stale snapshot in hand removed the correct one: %+v", got)
 	}
-	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleAlreadyReplaced)); got != 1 {
+	if got := h.counter("evsnap.snapshot.stale_deletes", telemetrykeys.AttrResult.String(telemetrykeys.StaleAlreadyReplaced)); got != 1 {
 		t.Fatalf("already-replaced stale deletes = %d", got)
 	}
 	// A failing delete is logged and counted; the load still succeeds.
@@ -1017,13 +1022,13 @@ func TestSnapshotOfAnotherHistoryFallsBack(t *testing.T) {
 	if loaded, err = r.Load(ctx, a.ID()); err != nil || loaded.State() != a.State() {
 		t.Fatalf("load with a failing delete: %v", err)
 	}
-	if got := h.counter("evsnap.snapshot.stale_deletes", eventsource.AttrResult.String(eventsource.StaleDeleteFailed)); got != 1 {
+	if got := h.counter("evsnap.snapshot.stale_deletes", telemetrykeys.AttrResult.String(telemetrykeys.StaleDeleteFailed)); got != 1 {
 		t.Fatalf("failed stale deletes = %d", got)
 	}
 	if !strings.Contains(h.logs.String(), "stale snapshot not removed") {
 		t.Fatalf("no log line for the failed delete:\n%s", h.logs.String())
 	}
-	if got := h.counter("evsnap.snapshot.fallbacks", eventsource.AttrReason.String(eventsource.FallbackStale)); got != 3 {
+	if got := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(telemetrykeys.FallbackStale)); got != 3 {
 		t.Fatalf("stale fallbacks = %d, want 3", got)
 	}
 }
@@ -1053,7 +1058,7 @@ func FuzzLoadWithSnapshotState(f *testing.F) {
 	f.Add([]byte(`{"balance":1e400}`), int64(3), 1)
 	f.Fuzz(func(t *testing.T, state []byte, version int64, schema int) {
 		es, ss := memstore.NewEventStore(), &rowStore{}
-		r, err := eventsource.NewRepository[exampledomain.Account](es, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(ss), eventsource.WithSnapshotMode(eventsource.ModeManual))
+		r, err := eventsource.NewRepository[exampledomain.Account](eventsource.Split(es, ss), exampledomain.NewRegistry(), eventsource.WithSnapshotMode(eventsource.ModeManual))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1173,14 +1178,14 @@ func TestLoadFrom(t *testing.T) {
 	}
 }
 
-// LoadFromEvents builds the aggregate from what a SnapshotLoader read, as
+// LoadFromEvents builds the aggregate from what LoadSnapshotAndEvents read, as
 // Load would: from a usable snapshot plus the events after it, from all
 // the events when the snapshot is of another schema version, and from a
 // fresh full read when the snapshot's state does not decode.
 func TestLoadFromEvents(t *testing.T) {
 	st := memstore.New()
 	reg := exampledomain.NewRegistry()
-	r, err := eventsource.NewRepository[exampledomain.Account](st, reg, eventsource.WithSnapshotStore(st))
+	r, err := eventsource.NewRepository[exampledomain.Account](st, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1248,7 +1253,7 @@ func TestLoadFromEvents(t *testing.T) {
 func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
 	h := newHarness(t)
 	n := &recordingNotifier{err: errInjected}
-	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	r := h.accounts(h.snaps, eventsource.WithAppendNotifier(n))
 	clock := newFrozenClock() // however slow the machine, the 50 saves fall in one interval
 	eventsource.SetClock(r, clock.Now)
 	for range 50 {
@@ -1257,7 +1262,7 @@ func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
 	if got := strings.Count(h.logs.String(), "append notice not sent"); got != 1 {
 		t.Fatalf("%d warnings for 50 failed notices, want 1", got)
 	}
-	if got := h.counter("evsnap.snapshot.failures", eventsource.AttrReason.String(eventsource.FailureNotify)); got != 50 {
+	if got := h.counter("evsnap.snapshot.failures", telemetrykeys.AttrReason.String(telemetrykeys.FailureNotify)); got != 50 {
 		t.Fatalf("notify failures counted = %d, want 50", got)
 	}
 	clock.Advance(time.Minute)
@@ -1271,41 +1276,40 @@ func TestNotifyFailuresAreRateLimitedInLogs(t *testing.T) {
 	}
 }
 
-type flushingNotifier struct {
-	recordingNotifier
-	flushed int
-}
-
-func (f *flushingNotifier) Flush(context.Context) error { f.flushed++; return nil }
-
+// In external mode AwaitPendingSnapshots is the notifier's Flush, whose
+// error it returns.
 func TestAwaitPendingFlushesTheNotifier(t *testing.T) {
 	h := newHarness(t)
-	n := &flushingNotifier{}
-	r := h.accounts(nil, eventsource.WithAppendNotifier(n))
+	n := &recordingNotifier{}
+	r := h.accounts(h.snaps, eventsource.WithAppendNotifier(n))
 	openAccount(t, r, 2)
-	if _, err := r.AwaitPendingSnapshots(ctx); err != nil || n.flushed != 1 {
-		t.Fatalf("await in external mode: flushed %d times, %v", n.flushed, err)
+	if pending, err := r.AwaitPendingSnapshots(ctx); err != nil || pending != 0 || n.flushes != 1 {
+		t.Fatalf("await in external mode = %d, %v after %d flushes; want 0, nil after 1", pending, err, n.flushes)
+	}
+	n.flushErr = errInjected
+	if _, err := r.AwaitPendingSnapshots(ctx); !errors.Is(err, errInjected) || n.flushes != 2 {
+		t.Fatalf("await with a failing Flush = %v after %d flushes; want the Flush error", err, n.flushes)
 	}
 }
 
 // panickyCodec stands for a third-party decoder that panics on bad input.
-type panickyCodec struct{ eventsource.JSONCodec }
+type panickyCodec struct{ eventsource.Codec }
 
-func (panickyCodec) Unmarshal(data []byte, v any) error {
+func (p panickyCodec) Unmarshal(data []byte, v any) error {
 	if len(data) > 0 && data[0] == '!' {
 		panic("index out of range")
 	}
-	return eventsource.JSONCodec{}.Unmarshal(data, v)
+	return p.Codec.Unmarshal(data, v)
 }
 
 func TestCodecPanicsBecomeErrors(t *testing.T) {
-	reg := exampledomain.NewRegistry(eventsource.WithCodec(panickyCodec{}))
+	reg := exampledomain.NewRegistry(eventsource.WithCodec(panickyCodec{eventsource.NewRegistry().Codec()}))
 	if _, err := reg.Decode(exampledomain.TypeMoneyDeposited, []byte("!boom")); !errors.Is(err, eventsource.ErrDecode) {
 		t.Fatalf("decode with a panicking codec: %v", err)
 	}
 	es := memstore.NewEventStore()
 	ss := &rowStore{}
-	r, _ := eventsource.NewRepository[exampledomain.Account](es, reg, eventsource.WithSnapshotStore(ss), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	r, _ := eventsource.NewRepository[exampledomain.Account](eventsource.Split(es, ss), reg, eventsource.WithSnapshotMode(eventsource.ModeManual))
 	defer r.Close(ctx)
 	a := r.New(uuid.New())
 	_ = a.Open("x", 1)
@@ -1318,10 +1322,10 @@ func TestCodecPanicsBecomeErrors(t *testing.T) {
 }
 
 // With one store for events and snapshots (memstore.Store, pgstore) loads
-// go through its SnapshotLoader; every fallback still works.
+// go through its LoadSnapshotAndEvents; every fallback still works.
 func TestOneTripLoadFallbacks(t *testing.T) {
 	st := memstore.New()
-	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(5))
+	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotThreshold(5))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1379,13 +1383,13 @@ func (failingLoader) LoadSnapshotAndEvents(context.Context, string, uuid.UUID, i
 	return nil, nil, errInjected
 }
 
-// A failed combined read falls back to reading snapshot and events
-// separately; the load still uses the snapshot.
-func TestLoaderFailureFallsBackToSeparateReads(t *testing.T) {
+// A failed LoadSnapshotAndEvents is a snapshot store error: the load
+// logs it, counts a store_error fallback and replays every event.
+func TestLoadSnapshotAndEventsFailureReplays(t *testing.T) {
 	h := newHarness(t)
 	st := failingLoader{memstore.New()}
 	r, err := eventsource.NewRepository[exampledomain.Account](st, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(5))...)
+		eventsource.WithSnapshotThreshold(5))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1393,15 +1397,21 @@ func TestLoaderFailureFallsBackToSeparateReads(t *testing.T) {
 	a := openAccount(t, r, 6)
 	_ = a.Deposit(1)
 	_ = r.Save(ctx, a)
+	if s, _ := st.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil || s.Version != 6 {
+		t.Fatalf("stored snapshot %+v, want v6", s)
+	}
 	got, err := r.Load(ctx, a.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if from, n := got.LoadedFromSnapshot(); !from || n != 1 || got.State() != a.State() {
-		t.Fatalf("from=%v replayed=%d %+v", from, n, got.State())
+	if from, n := got.LoadedFromSnapshot(); from || n != 7 || got.State() != a.State() {
+		t.Fatalf("from=%v replayed=%d %+v; want a full replay of 7", from, n, got.State())
 	}
-	if !strings.Contains(h.logs.String(), "combined snapshot and events read failed") {
+	if !strings.Contains(h.logs.String(), "snapshot and events read failed") {
 		t.Fatalf("fallback not logged:\n%s", h.logs.String())
+	}
+	if n := h.counter("evsnap.snapshot.fallbacks", telemetrykeys.AttrReason.String(telemetrykeys.FallbackStoreError)); n != 1 {
+		t.Fatalf("store_error fallbacks = %d, want 1", n)
 	}
 }
 
@@ -1429,7 +1439,7 @@ func TestConcurrentCallersOneRepository(t *testing.T) {
 	h := newHarness(t)
 	st := memstore.New()
 	r, err := eventsource.NewRepository[exampledomain.Account](st, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(st), eventsource.WithSnapshotThreshold(3), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
+		eventsource.WithSnapshotThreshold(3), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1471,5 +1481,23 @@ func TestConcurrentCallersOneRepository(t *testing.T) {
 		if want := 1 + committed[k].Load(); a.Version() != want || a.State().TransactionCount != int(want-1) {
 			t.Fatalf("aggregate %d at v%d with %d deposits, want v%d", k, a.Version(), a.State().TransactionCount, want)
 		}
+	}
+}
+
+// Split refuses a nil half at once, naming it, rather than at the first
+// load or save.
+func TestSplitRefusesNil(t *testing.T) {
+	for name, split := range map[string]func(){
+		"event store":    func() { eventsource.Split(nil, memstore.NewSnapshotStore()) },
+		"snapshot store": func() { eventsource.Split(memstore.NewEventStore(), nil) },
+	} {
+		func() {
+			defer func() {
+				if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), "nil "+name) {
+					t.Errorf("Split with a nil %s: recovered %v, want a panic naming it", name, p)
+				}
+			}()
+			split()
+		}()
 	}
 }

@@ -32,14 +32,14 @@ func (*accountSchemaTooHigh) SchemaVersion() int {
 
 func TestNewRepositoryChecksSchemaVersionRange(t *testing.T) {
 	h := newHarness(t)
-	_, err := eventsource.NewRepository[accountSchemaTooHigh](h.events, h.reg, h.opts...)
+	_, err := eventsource.NewRepository[accountSchemaTooHigh](h.store(), h.reg, h.opts...)
 	if !errors.Is(err, eventsource.ErrInvalidArgument) || !errors.Is(err, eventsource.ErrInvalidOption) ||
 		!strings.Contains(err.Error(), strconv.Itoa(eventsource.MaxSchemaVersion)) {
 		t.Fatalf("NewRepository with SchemaVersion() above MaxSchemaVersion: error %v, want ErrInvalidArgument and ErrInvalidOption naming the range", err)
 	}
 
-	r, err := eventsource.NewRepository[accountSchemaMax](h.events, h.reg, append(h.opts,
-		eventsource.WithSnapshotStore(h.snaps), eventsource.WithSnapshotThreshold(2), eventsource.WithSnapshotMode(eventsource.ModeSync))...)
+	r, err := eventsource.NewRepository[accountSchemaMax](h.store(h.snaps), h.reg, append(h.opts,
+		eventsource.WithSnapshotThreshold(2), eventsource.WithSnapshotMode(eventsource.ModeSync))...)
 	if err != nil {
 		t.Fatalf("NewRepository with SchemaVersion() = MaxSchemaVersion: %v", err)
 	}
@@ -56,5 +56,23 @@ func TestNewRepositoryChecksSchemaVersionRange(t *testing.T) {
 	}
 	if from, _ := got.LoadedFromSnapshot(); !from || got.State().Balance != 7 {
 		t.Fatalf("load at schema MaxSchemaVersion: from snapshot %v, balance %v; want the snapshot, 7", from, got.State().Balance)
+	}
+}
+
+// accountLongType has an aggregate type one byte longer than stores keep.
+type accountLongType struct {
+	eventsource.Root[exampledomain.AccountState]
+}
+
+func (*accountLongType) AggregateType() string { return strings.Repeat("A", 256) }
+func (*accountLongType) SchemaVersion() int    { return 1 }
+
+// An aggregate type no store keeps is refused when the repository is
+// made, not at its first load or save.
+func TestNewRepositoryChecksAggregateTypeLength(t *testing.T) {
+	h := newHarness(t)
+	_, err := eventsource.NewRepository[accountLongType](h.store(), h.reg, h.opts...)
+	if !errors.Is(err, eventsource.ErrInvalidOption) || !strings.Contains(err.Error(), "longer than 255 bytes") {
+		t.Fatalf("NewRepository with a 256-byte AggregateType(): %v, want ErrInvalidOption naming the limit", err)
 	}
 }

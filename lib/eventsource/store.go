@@ -1,14 +1,11 @@
 package eventsource
 
 import (
-	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"iter"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,9 +19,9 @@ import (
 // on every store, with no narrower range.)
 const MaxSchemaVersion = math.MaxInt32
 
-// MaxAggregateTypeLen is the longest aggregate type name, in bytes, that
-// every store accepts (the tutorial's snapshot table has varchar(255)).
-const MaxAggregateTypeLen = 255
+// maxAggregateTypeLen is the longest aggregate type name, in bytes, that
+// every store accepts (storekit.MaxAggregateTypeLen).
+const maxAggregateTypeLen = 255
 
 // ExpectedVersion is the stream version an append expects. A non-negative
 // value N means "the stream is at exactly version N"; 0 therefore means the
@@ -49,11 +46,10 @@ type AppendResult struct {
 }
 
 // EventStore is an append-only store of event streams, one stream per
-// aggregate (type + id). Implementations must be safe for concurrent use by
-// many goroutines (and, for shared databases, many processes).
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestEventStore] against every
-// implementation.
+// aggregate (type + id): the events half of a [Store]. Implementations
+// must be safe for concurrent use by many goroutines (and, for shared
+// databases, many processes). Give one to [Split] to pair it with a
+// [SnapshotStore] kept elsewhere.
 type EventStore interface {
 	// Append atomically appends events to the stream of aggregate typ/id,
 	// giving them versions expected+1, expected+2, ... (or head+1, ... for
@@ -61,12 +57,13 @@ type EventStore interface {
 	// commits nothing and returns a *ConflictError (matching
 	// ErrConcurrencyConflict) with the expected and actual versions; two
 	// concurrent appends at one version therefore have exactly one winner.
-	// An empty events slice, an empty typ, a nil id, an expected version
-	// below -1, or an event whose payload is not valid JSON is an error
-	// matching ErrInvalidArgument (see ValidateAppend). An event id that is
-	// already stored (in any stream) or repeated within the append is a
-	// *DuplicateEventIDError, which matches ErrDuplicateEventID and also
-	// ErrInvalidArgument; nothing is committed then either.
+	// An empty events slice, an empty typ or one longer than 255 bytes, a
+	// nil id, an expected version below -1, or an event whose payload is
+	// not valid JSON is an error matching ErrInvalidArgument (see
+	// storekit.ValidateAppend). An event id that is already stored (in any
+	// stream) or repeated within the append is a *DuplicateEventIDError,
+	// which matches ErrDuplicateEventID and also ErrInvalidArgument;
+	// nothing is committed then either.
 	Append(ctx context.Context, typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) (AppendResult, error)
 
 	// ReadEvents streams the events of aggregate typ/id with a version
@@ -130,8 +127,8 @@ func (s *Snapshot) Validate() error {
 		return fmt.Errorf("%w: snapshot of %s %s v%d has a nil event id; it must name the event at its version", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	case len(s.State) == 0:
 		return fmt.Errorf("%w: snapshot of %s %s has empty state", ErrInvalidArgument, s.AggregateType, s.AggregateID)
-	case len(s.AggregateType) > MaxAggregateTypeLen:
-		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, s.AggregateType, MaxAggregateTypeLen)
+	case len(s.AggregateType) > maxAggregateTypeLen:
+		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, s.AggregateType, maxAggregateTypeLen)
 	case !json.Valid(s.State):
 		return fmt.Errorf("%w: snapshot of %s %s v%d: state is not valid JSON", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	}
@@ -147,11 +144,10 @@ func (s *Snapshot) Supersedes(stored *Snapshot) bool {
 	return stored == nil || (s.Version >= stored.Version && s.SchemaVersion >= stored.SchemaVersion)
 }
 
-// SnapshotStore keeps the latest snapshot of each aggregate. Implementations
-// must be safe for concurrent use by many goroutines and processes.
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotStore] against
-// every implementation.
+// SnapshotStore keeps the latest snapshot of each aggregate: the
+// snapshots half of a [Store]. Implementations must be safe for concurrent
+// use by many goroutines and processes. Give one to [Split] to pair it
+// with an [EventStore] kept elsewhere.
 type SnapshotStore interface {
 	// SaveSnapshot upserts s unless the stored snapshot of the same
 	// aggregate has a higher version or a newer schema version (see
@@ -161,9 +157,31 @@ type SnapshotStore interface {
 	// matching ErrInvalidArgument.
 	SaveSnapshot(ctx context.Context, s Snapshot) (stored bool, err error)
 
+	// SaveSnapshots saves each snapshot as SaveSnapshot would, with one
+	// round trip and in one transaction (on a durable store, one commit:
+	// the snapshotter worker writes the snapshots of the aggregates it
+	// rebuilds at the same time together). On an error nothing of the
+	// batch is written. stored[i] reports whether snaps[i] was written.
+	// When the batch holds more than one snapshot of an aggregate, they
+	// apply in order under the [Snapshot.Supersedes] rule and only the one
+	// left standing is written. An invalid snapshot fails the whole batch
+	// with an error matching ErrInvalidArgument that names its index. An
+	// empty batch does nothing.
+	SaveSnapshots(ctx context.Context, snaps []Snapshot) (stored []bool, err error)
+
 	// GetSnapshot returns the snapshot of aggregate typ/id, or nil and no
 	// error when there is none.
 	GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*Snapshot, error)
+
+	// GetSnapshots returns the snapshots of the aggregates typ/ids[i],
+	// with one round trip: snaps[i] is what GetSnapshot(ctx, typ, ids[i])
+	// would return, nil when there is none. An id may appear more than
+	// once; each request gets its own copy. An empty typ, a nil id (named
+	// by its index) or an empty ids is an error matching
+	// ErrInvalidArgument. (The snapshotter worker reads the snapshots its
+	// policy decides on this way: most notices are not due, and this read
+	// is all they cost.)
+	GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (snaps []*Snapshot, err error)
 
 	// DeleteSnapshot removes the snapshot of typ/id and reports whether one
 	// existed.
@@ -181,9 +199,6 @@ type SnapshotStore interface {
 	// snapshot.
 	DeleteStaleSnapshot(ctx context.Context, s Snapshot) (deleted bool, err error)
 
-	// SnapshotExists reports whether a snapshot of typ/id exists.
-	SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (bool, error)
-
 	// DeleteSnapshotsByType removes the snapshots of every aggregate of typ
 	// and returns how many it removed. When schemaVersionBelow is positive
 	// only snapshots with a schema version below it are removed (the cleanup
@@ -193,113 +208,48 @@ type SnapshotStore interface {
 	DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error)
 }
 
-// ValidateStream checks the arguments every store method takes, as an error
-// matching ErrInvalidArgument. Stores call it first.
-func ValidateStream(typ string, id uuid.UUID) error {
-	if typ == "" {
-		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
-	}
-	if len(typ) > MaxAggregateTypeLen {
-		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, typ, MaxAggregateTypeLen)
-	}
-	if id == uuid.Nil {
-		return fmt.Errorf("%w: nil aggregate id for %s", ErrInvalidArgument, typ)
-	}
-	return nil
+// Store holds an application's events and the snapshots of its
+// aggregates: what [NewRepository] and the snapshotter worker take. The
+// backends (memstore, sqlitestore, pgstore) each keep both in one
+// database; [Split] makes one of an [EventStore] and a [SnapshotStore]
+// kept apart. Implementations must be safe for concurrent use by many
+// goroutines and processes.
+//
+// Run [github.com/evsnap/evsnap/lib/storetest.Run] against every
+// implementation; [github.com/evsnap/evsnap/lib/storekit] has the
+// argument checks and helpers the backends share.
+type Store interface {
+	EventStore
+	SnapshotStore
+
+	// LoadSnapshotAndEvents returns what a load needs: the snapshot of
+	// typ/id (nil when there is none) and the aggregate's events from
+	// version `from` on, where from is the snapshot's version when the
+	// snapshot has schema version schemaVersion, and 1 otherwise. (The
+	// event at the snapshot's own version is included so the caller can
+	// check the snapshot belongs to the stream's history: that the event
+	// exists and its id is the snapshot's EventID.) The events follow
+	// ReadEvents' contract, and iterating them again reads them again. A
+	// store that holds both reads them with one round trip or in one read
+	// transaction where it can; it may read the first page of events
+	// before returning, but holds no connection once it has returned. An
+	// error reading either is returned (the repository then counts a
+	// fallback and replays every event). A schemaVersion outside 1 to
+	// [MaxSchemaVersion] is an error matching ErrInvalidArgument.
+	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
+
+	// ListAggregates streams the aggregates of typ that match opts, with
+	// their head and snapshot versions, without reading any events. The
+	// snapshotter's rebuild of a type, stats, verify and reconciliation
+	// sweep use it. Like ReadEvents, it yields an error once, last, and
+	// releases its resources when the caller stops early. An empty typ is
+	// an error matching ErrInvalidArgument. A store that cannot list (one
+	// made by [Split]) yields one error matching [errors.ErrUnsupported].
+	ListAggregates(ctx context.Context, typ string, opts ListOptions) iter.Seq2[AggregateInfo, error]
 }
 
-// ValidateAppend checks Append's arguments, as an error matching
-// ErrInvalidArgument: an event id repeated within the append is a
-// [*DuplicateEventIDError] with InBatch set. Stores call it first, and need
-// only find the ids that are already stored.
-func ValidateAppend(typ string, id uuid.UUID, expected ExpectedVersion, events []NewEvent) error {
-	if err := ValidateStream(typ, id); err != nil {
-		return err
-	}
-	if expected < AnyVersion {
-		return fmt.Errorf("%w: expected version %d for %s %s; use a version >= 0 or AnyVersion", ErrInvalidArgument, expected, typ, id)
-	}
-	if len(events) == 0 {
-		return fmt.Errorf("%w: append to %s %s with no events", ErrInvalidArgument, typ, id)
-	}
-	for i := range events {
-		e := &events[i]
-		if e.Type == "" {
-			return fmt.Errorf("%w: event %d of append to %s %s has an empty type", ErrInvalidArgument, i, typ, id)
-		}
-		if e.ID == uuid.Nil {
-			return fmt.Errorf("%w: event %d (%s) of append to %s %s has a nil id", ErrInvalidArgument, i, e.Type, typ, id)
-		}
-		if len(e.Payload) == 0 {
-			return fmt.Errorf("%w: event %d (%s) of append to %s %s has an empty payload", ErrInvalidArgument, i, e.Type, typ, id)
-		}
-		if !json.Valid(e.Payload) {
-			return fmt.Errorf("%w: event %d (%s, id %s) of append to %s %s: payload is not valid JSON", ErrInvalidArgument, i, e.Type, e.ID, typ, id)
-		}
-	}
-	if dup, ok := repeatedID(events); ok {
-		return &DuplicateEventIDError{EventID: dup, AggregateType: typ, AggregateID: id, InBatch: true}
-	}
-	return nil
-}
-
-// repeatedID returns the first event id that appears a second time in
-// events, if any. Appends are mostly a few events, compared pairwise
-// without allocating; longer ones go through a set.
-func repeatedID(events []NewEvent) (uuid.UUID, bool) {
-	if len(events) <= 16 {
-		for i := 1; i < len(events); i++ {
-			for j := range i {
-				if events[i].ID == events[j].ID {
-					return events[i].ID, true
-				}
-			}
-		}
-		return uuid.Nil, false
-	}
-	seen := make(map[uuid.UUID]struct{}, len(events))
-	for i := range events {
-		if _, dup := seen[events[i].ID]; dup {
-			return events[i].ID, true
-		}
-		seen[events[i].ID] = struct{}{}
-	}
-	return uuid.Nil, false
-}
-
-// ErrorSeq returns a sequence that yields only err. Stores use it to report
-// invalid arguments from ReadEvents.
-func ErrorSeq(err error) iter.Seq2[RecordedEvent, error] {
-	return func(yield func(RecordedEvent, error) bool) {
-		yield(RecordedEvent{}, err)
-	}
-}
-
-// ValidateDeleteByType checks DeleteSnapshotsByType's arguments, as an error
-// matching ErrInvalidArgument. Stores call it first.
-func ValidateDeleteByType(typ string, schemaVersionBelow int) error {
-	if typ == "" {
-		return fmt.Errorf("%w: empty aggregate type", ErrInvalidArgument)
-	}
-	if schemaVersionBelow < 0 || schemaVersionBelow > MaxSchemaVersion {
-		return fmt.Errorf("%w: schema version below %d for %s; use a schema version from 1 to %d (MaxSchemaVersion), or 0 for every schema version", ErrInvalidArgument, schemaVersionBelow, typ, MaxSchemaVersion)
-	}
-	return nil
-}
-
-// ValidateSchemaVersion checks a schema version argument (such as
-// LoadSnapshotAndEvents' schemaVersion), as an error matching
-// ErrInvalidArgument that names the value and the range 1 to
-// [MaxSchemaVersion]. Stores call it first.
-func ValidateSchemaVersion(schemaVersion int) error {
-	if schemaVersion < 1 || schemaVersion > MaxSchemaVersion {
-		return fmt.Errorf("%w: schema version %d; schema versions run from 1 to %d (MaxSchemaVersion)", ErrInvalidArgument, schemaVersion, MaxSchemaVersion)
-	}
-	return nil
-}
-
-// AggregateInfo is one aggregate's position as an [AggregateLister] reports
-// it.
+// AggregateInfo is one aggregate's position as [Store.ListAggregates]
+// reports it.
 type AggregateInfo struct {
 	AggregateID uuid.UUID
 	// HeadVersion is the version of the aggregate's last event.
@@ -318,207 +268,31 @@ func (a AggregateInfo) Behind() int64 {
 	return a.HeadVersion - a.SnapshotVersion
 }
 
-// ListOrder orders an aggregate listing.
-type ListOrder int
-
-const (
-	// ByID lists in ascending aggregate id order; with ListOptions.AfterID
-	// it pages through every aggregate of a type.
-	ByID ListOrder = iota
-	// MostBehind lists the aggregates whose snapshots are furthest behind
-	// their heads first (ties by id).
-	MostBehind
-)
-
-// ListOptions narrows an aggregate listing.
+// ListOptions narrows and orders an aggregate listing. The zero value
+// lists every aggregate of the type in ascending id order.
 type ListOptions struct {
 	// MinBehind keeps only aggregates whose snapshot is at least this many
 	// events behind the head (an aggregate without a snapshot is
 	// HeadVersion behind). 0 (or a negative value) keeps all.
 	MinBehind int64
-	// Order is the listing order.
-	Order ListOrder
-	// AfterID, with ByID order, starts the listing after this id (paging).
+	// MostBehindFirst lists the aggregates whose snapshots are furthest
+	// behind their heads first (ties in ascending id order) instead of in
+	// ascending id order.
+	MostBehindFirst bool
+	// AfterID, in id order (MostBehindFirst false), starts the listing
+	// after this id: with Limit it pages through every aggregate of a type.
+	// It is ignored with MostBehindFirst.
 	AfterID uuid.UUID
 	// Limit caps the number of aggregates listed; 0 (or a negative value)
 	// means no limit.
 	Limit int
 }
 
-// AggregateLister is an optional capability of a store that holds both a
-// type's events and its snapshots (the SQL backends, and memstore.Store): it
-// lists the aggregates of a type with their head and snapshot versions
-// without reading any events. The snapshotter's rebuild, stats and
-// reconciliation sweep use it. Discover it with a type assertion.
-type AggregateLister interface {
-	// ListAggregates streams the aggregates of typ that match opts. Like
-	// ReadEvents, it yields an error once, last, and releases its
-	// resources when the caller stops early.
-	ListAggregates(ctx context.Context, typ string, opts ListOptions) iter.Seq2[AggregateInfo, error]
-}
-
-// FilterAndSort applies opts to an in-memory listing: the reference
-// semantics of [ListOptions] for stores that list in memory.
-func FilterAndSort(infos []AggregateInfo, opts ListOptions) []AggregateInfo {
-	out := infos[:0]
-	for _, in := range infos {
-		if in.Behind() < opts.MinBehind {
-			continue
-		}
-		if opts.Order == ByID && opts.AfterID != uuid.Nil && compareIDs(in.AggregateID, opts.AfterID) <= 0 {
-			continue
-		}
-		out = append(out, in)
-	}
-	slices.SortFunc(out, func(a, b AggregateInfo) int {
-		if opts.Order == MostBehind {
-			if c := cmp.Compare(b.Behind(), a.Behind()); c != 0 {
-				return c
-			}
-		}
-		return compareIDs(a.AggregateID, b.AggregateID)
-	})
-	if opts.Limit > 0 && len(out) > opts.Limit {
-		out = out[:opts.Limit]
-	}
-	return out
-}
-
-// compareIDs orders ids as their bytes (and their canonical strings, and
-// PostgreSQL's uuid type) order.
-func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }
-
-// SnapshotLoader is an optional capability of a store that holds both an
-// aggregate's events and its snapshot (pgstore): it reads what a load needs
-// in one round trip. The repository uses it when the same store is its
-// event store and its snapshot store.
-type SnapshotLoader interface {
-	// LoadSnapshotAndEvents returns the snapshot of typ/id (nil when there
-	// is none) and the aggregate's events from version `from` on, where
-	// from is the snapshot's version when the snapshot has schema version
-	// schemaVersion, and 1 otherwise. (The event at the snapshot's own
-	// version is included so the caller can check the snapshot belongs to
-	// the stream's history: that the event exists and its id is the
-	// snapshot's EventID.) The events follow ReadEvents' contract; a
-	// store may read their first page eagerly. A schemaVersion outside 1
-	// to [MaxSchemaVersion] is an error matching ErrInvalidArgument (see
-	// ValidateSchemaVersion).
-	LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error)
-}
-
-// SnapshotBatchSaver is an optional capability of a [SnapshotStore]: saving
-// many snapshots with one round trip and one commit. The snapshotter worker
-// uses it to write the snapshots of the aggregates it rebuilds at the same
-// time together, which on a durable store costs one commit (one WAL flush,
-// one fsync) instead of one per snapshot.
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotBatchSaver]
-// against every implementation.
-type SnapshotBatchSaver interface {
-	// SaveSnapshots saves each snapshot as SaveSnapshot would, in one
-	// transaction: on an error nothing of the batch is written. stored[i]
-	// reports whether snaps[i] was written. When the batch holds more than
-	// one snapshot of an aggregate, they apply in order under the
-	// [Snapshot.Supersedes] rule and only the one left standing is written
-	// (see [ResolveSnapshotBatch]). An invalid snapshot fails the whole
-	// batch with an error matching ErrInvalidArgument that names its index.
-	// An empty batch does nothing.
-	SaveSnapshots(ctx context.Context, snaps []Snapshot) (stored []bool, err error)
-}
-
-// ResolveSnapshotBatch validates a batch for [SnapshotBatchSaver] and
-// resolves snapshots of the same aggregate within it: it returns the
-// indexes of the snapshots to write, one per aggregate, in batch order.
-// Later snapshots of an aggregate replace earlier ones they supersede, as
-// if the batch were saved one by one. Stores call it first.
-func ResolveSnapshotBatch(snaps []Snapshot) ([]int, error) {
-	type key struct {
-		typ string
-		id  uuid.UUID
-	}
-	winner := make(map[key]int, len(snaps))
-	for i := range snaps {
-		if err := snaps[i].Validate(); err != nil {
-			return nil, fmt.Errorf("snapshot %d of the batch: %w", i, err)
-		}
-		k := key{snaps[i].AggregateType, snaps[i].AggregateID}
-		if w, dup := winner[k]; !dup || snaps[i].Supersedes(&snaps[w]) {
-			winner[k] = i
-		}
-	}
-	out := make([]int, 0, len(winner))
-	for i := range snaps {
-		if winner[key{snaps[i].AggregateType, snaps[i].AggregateID}] == i {
-			out = append(out, i)
-		}
-	}
-	return out, nil
-}
-
-// SnapshotBatchGetter is an optional capability of a [SnapshotStore]:
-// reading the snapshots of many aggregates of one type with one round
-// trip. The snapshotter worker uses it for the decision reads of the
-// notices it handles at the same time: most notices are not due, and their
-// only cost to the database is this read.
-//
-// Run [github.com/evsnap/evsnap/lib/storetest.TestSnapshotBatchGetter]
-// against every implementation.
-type SnapshotBatchGetter interface {
-	// GetSnapshots returns the snapshots of the aggregates typ/ids[i]:
-	// snaps[i] is what GetSnapshot(ctx, typ, ids[i]) would return, nil when
-	// there is none. An id may appear more than once. An empty typ, a nil
-	// id (named by its index) or an empty ids is an error matching
-	// ErrInvalidArgument.
-	GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (snaps []*Snapshot, err error)
-}
-
-// ValidateGetSnapshots checks GetSnapshots' arguments, as an error matching
-// ErrInvalidArgument. Stores call it first.
-func ValidateGetSnapshots(typ string, ids []uuid.UUID) error {
-	if len(ids) == 0 {
-		return fmt.Errorf("%w: no aggregate ids to read the snapshots of (%s)", ErrInvalidArgument, typ)
-	}
-	for i, id := range ids {
-		if err := ValidateStream(typ, id); err != nil {
-			return fmt.Errorf("id %d of the batch: %w", i, err)
-		}
+// validateSchemaVersion checks a schema version argument, as an error
+// matching ErrInvalidArgument (storekit.ValidateSchemaVersion).
+func validateSchemaVersion(schemaVersion int) error {
+	if schemaVersion < 1 || schemaVersion > MaxSchemaVersion {
+		return fmt.Errorf("%w: schema version %d; schema versions run from 1 to %d (MaxSchemaVersion)", ErrInvalidArgument, schemaVersion, MaxSchemaVersion)
 	}
 	return nil
-}
-
-// DistinctIDs returns ids without repeats, in the order they first
-// appear: the ids a store reads for GetSnapshots.
-func DistinctIDs(ids []uuid.UUID) []uuid.UUID {
-	out := make([]uuid.UUID, 0, len(ids))
-	seen := make(map[uuid.UUID]struct{}, len(ids))
-	for _, id := range ids {
-		if _, dup := seen[id]; !dup {
-			seen[id] = struct{}{}
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// SnapshotsInOrder lays out what a store found for GetSnapshots (by
-// aggregate id) in the order asked: snaps[i] is found[ids[i]], nil when
-// there is none. An id asked for more than once gets its own copy each
-// time after the first, so no two callers share a snapshot.
-func SnapshotsInOrder(ids []uuid.UUID, found map[uuid.UUID]*Snapshot) []*Snapshot {
-	snaps := make([]*Snapshot, len(ids))
-	given := make(map[uuid.UUID]bool, len(found))
-	for i, id := range ids {
-		s := found[id]
-		if s == nil {
-			continue
-		}
-		if given[id] {
-			c := *s
-			c.State = bytes.Clone(s.State)
-			s = &c
-		}
-		given[id] = true
-		snaps[i] = s
-	}
-	return snaps
 }

@@ -4,76 +4,15 @@ import (
 	"context"
 	"log/slog"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 )
 
-// InstrumentationName is the OpenTelemetry instrumentation scope of this
+// instrumentationName is the OpenTelemetry instrumentation scope of this
 // package's spans and metrics.
-const InstrumentationName = "github.com/evsnap/evsnap/lib/eventsource"
-
-// Log keys used by this package, constant so logs can be queried.
-const (
-	LogKeyAggregateType = "aggregate_type"
-	LogKeyAggregateID   = "aggregate_id"
-	LogKeyVersion       = "version"
-	LogKeySnapshotVer   = "snapshot_version"
-	LogKeySchemaVersion = "schema_version"
-	LogKeyMode          = "mode"
-	LogKeyReason        = "reason"
-	LogKeyError         = "error"
-)
-
-// Span attribute keys.
-const (
-	AttrAggregateType  = attribute.Key("evsnap.aggregate.type")
-	AttrAggregateID    = attribute.Key("evsnap.aggregate.id")
-	AttrVersion        = attribute.Key("evsnap.aggregate.version")
-	AttrEventsReplayed = attribute.Key("evsnap.load.events_replayed")
-	AttrSnapshotUsed   = attribute.Key("evsnap.load.snapshot_used")
-	AttrEventsAppended = attribute.Key("evsnap.save.events_appended")
-	AttrMode           = attribute.Key("evsnap.snapshot.mode")
-	AttrReason         = attribute.Key("evsnap.reason")
-	AttrResult         = attribute.Key("evsnap.result")
-)
-
-// Reasons a load ignored a snapshot (the "reason" attribute of the
-// evsnap.snapshot.fallbacks metric).
-const (
-	FallbackSchemaMismatch = "schema_mismatch"
-	FallbackDecodeError    = "decode_error"
-	FallbackStoreError     = "store_error"
-	// FallbackStale: the snapshot is not tied to the stream's history
-	// (the stream has no event at its version, or that event's id is not
-	// the snapshot's EventID); the load also removes it.
-	FallbackStale = "stale"
-)
-
-// Outcomes of removing a stale snapshot (the "result" attribute of
-// evsnap.snapshot.stale_deletes).
-const (
-	// StaleDeleted: the stale snapshot was removed.
-	StaleDeleted = "deleted"
-	// StaleAlreadyReplaced: the store no longer held that snapshot (another
-	// load removed it, or a snapshot was written since); nothing removed.
-	StaleAlreadyReplaced = "already_replaced"
-	// StaleDeleteFailed: the snapshot store returned an error (logged).
-	StaleDeleteFailed = "error"
-)
-
-// Reasons a snapshot was not written after a successful save (the "reason"
-// attribute of evsnap.snapshot.failures).
-const (
-	FailureEncode     = "encode"
-	FailureStore      = "store"
-	FailureQueueFull  = "queue_full"
-	FailureNotify     = "notify"
-	FailureRepoClosed = "closed"
-	// FailurePanic: a notifier, codec or snapshot store panicked after the
-	// append committed; the mode attribute says which path it was.
-	FailurePanic = "panic"
-)
+const instrumentationName = "github.com/evsnap/evsnap/lib/eventsource"
 
 // durationBuckets are the bucket boundaries, in seconds, of this
 // package's duration histograms (evsnap.load.duration): 100 µs to 10 s,
@@ -101,11 +40,11 @@ type telemetry struct {
 
 func newTelemetry(c *config) (*telemetry, error) {
 	t := &telemetry{
-		tracer:       c.tracerProvider.Tracer(InstrumentationName),
+		tracer:       c.tracerProvider.Tracer(instrumentationName),
 		logger:       c.logger,
 		reportedMode: c.reportedMode,
 	}
-	m := c.meterProvider.Meter(InstrumentationName)
+	m := c.meterProvider.Meter(instrumentationName)
 	var err error
 	if t.loadDuration, err = m.Float64Histogram("evsnap.load.duration",
 		metric.WithUnit("s"), metric.WithDescription("Time to load an aggregate (snapshot + replay)."),
@@ -148,13 +87,13 @@ func (t *telemetry) writeMode(m SnapshotMode) SnapshotMode {
 }
 
 func (t *telemetry) fallback(ctx context.Context, typ string, reason string) {
-	t.fallbacks.Add(ctx, 1, metric.WithAttributes(AttrAggregateType.String(typ), AttrReason.String(reason)))
+	t.fallbacks.Add(ctx, 1, metric.WithAttributes(telemetrykeys.AttrAggregateType.String(typ), telemetrykeys.AttrReason.String(reason)))
 }
 
 func (t *telemetry) failure(ctx context.Context, typ string, mode SnapshotMode, reason string) {
-	t.failures.Add(ctx, 1, metric.WithAttributes(AttrAggregateType.String(typ), AttrMode.String(string(mode)), AttrReason.String(reason)))
+	t.failures.Add(ctx, 1, metric.WithAttributes(telemetrykeys.AttrAggregateType.String(typ), telemetrykeys.AttrMode.String(string(mode)), telemetrykeys.AttrReason.String(reason)))
 }
 
 func (t *telemetry) staleDelete(ctx context.Context, typ string, result string) {
-	t.staleDeletes.Add(ctx, 1, metric.WithAttributes(AttrAggregateType.String(typ), AttrResult.String(result)))
+	t.staleDeletes.Add(ctx, 1, metric.WithAttributes(telemetrykeys.AttrAggregateType.String(typ), telemetrykeys.AttrResult.String(result)))
 }

@@ -70,7 +70,7 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	for _, c := range []struct {
 		name  string
 		codec eventsource.Codec
-	}{{"encoding-json", eventsource.JSONCodec{}}, {"go-json", gojsoncodec.Codec{}}} {
+	}{{"encoding-json", eventsource.NewRegistry().Codec()}, {"go-json", gojsoncodec.Codec{}}} {
 		b.Run(c.name, func(b *testing.B) {
 			reg := eventsource.NewRegistry(eventsource.WithCodec(c.codec))
 			eventsource.MustRegister[exampledomain.AccountOpened](reg)

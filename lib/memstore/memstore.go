@@ -1,6 +1,8 @@
 // Package memstore holds events and snapshots in memory: for tests,
 // development and examples. Data is lost when the process exits and is not
-// shared between processes.
+// shared between processes. [New] returns an [eventsource.Store]; the
+// [EventStore] and [SnapshotStore] halves also stand alone, to pair with
+// other stores through [eventsource.Split].
 //
 // The event store keeps each stream as a slice indexed by version, so
 // reading the events after version V costs O(events after V), never a copy
@@ -18,6 +20,7 @@ import (
 
 	"github.com/evsnap/evsnap/internal/bytechunk"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
@@ -52,7 +55,7 @@ func (s *EventStore) reset() {
 
 // Append implements [eventsource.EventStore].
 func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (eventsource.AppendResult, error) {
-	if err := eventsource.ValidateAppend(typ, id, expected, events); err != nil {
+	if err := storekit.ValidateAppend(typ, id, expected, events); err != nil {
 		return eventsource.AppendResult{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -103,8 +106,8 @@ func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expec
 // copying. Each event it yields is the caller's: payload copied (into
 // shared chunks) and metadata cloned; Event is the stored value.
 func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return eventsource.ErrorSeq(err)
+	if err := storekit.ValidateStream(typ, id); err != nil {
+		return storekit.ErrorSeq(err)
 	}
 	key := streamKey{typ, id}
 	return func(yield func(eventsource.RecordedEvent, error) bool) {
@@ -144,7 +147,7 @@ func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, a
 
 // StreamVersion implements [eventsource.EventStore].
 func (s *EventStore) StreamVersion(ctx context.Context, typ string, id uuid.UUID) (int64, error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return 0, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -176,11 +179,7 @@ type SnapshotStore struct {
 	snaps map[streamKey]eventsource.Snapshot
 }
 
-var (
-	_ eventsource.SnapshotStore       = (*SnapshotStore)(nil)
-	_ eventsource.SnapshotBatchSaver  = (*SnapshotStore)(nil)
-	_ eventsource.SnapshotBatchGetter = (*SnapshotStore)(nil)
-)
+var _ eventsource.SnapshotStore = (*SnapshotStore)(nil)
 
 // NewSnapshotStore returns an empty snapshot store.
 func NewSnapshotStore() *SnapshotStore {
@@ -211,10 +210,10 @@ func (s *SnapshotStore) SaveSnapshot(ctx context.Context, snap eventsource.Snaps
 	return true, nil
 }
 
-// SaveSnapshots implements [eventsource.SnapshotBatchSaver]: the batch is
+// SaveSnapshots implements [eventsource.SnapshotStore]: the batch is
 // applied under one lock, so readers see all of it or none of it.
 func (s *SnapshotStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
-	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +236,7 @@ func (s *SnapshotStore) SaveSnapshots(ctx context.Context, snaps []eventsource.S
 
 // GetSnapshot implements [eventsource.SnapshotStore].
 func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -253,11 +252,11 @@ func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUI
 	return &snap, nil
 }
 
-// GetSnapshots implements [eventsource.SnapshotBatchGetter]. It takes the
+// GetSnapshots implements [eventsource.SnapshotStore]. It takes the
 // read lock once for the whole batch, and each request gets its own copy
 // of its snapshot, even when an id is asked for twice.
 func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
-	if err := eventsource.ValidateGetSnapshots(typ, ids); err != nil {
+	if err := storekit.ValidateGetSnapshots(typ, ids); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -283,7 +282,7 @@ func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, ids []uuid
 
 // DeleteSnapshot implements [eventsource.SnapshotStore].
 func (s *SnapshotStore) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (bool, error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -300,7 +299,7 @@ func (s *SnapshotStore) DeleteSnapshot(ctx context.Context, typ string, id uuid.
 // DeleteStaleSnapshot implements [eventsource.SnapshotStore]: the compare
 // and the delete happen under the store's lock.
 func (s *SnapshotStore) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (bool, error) {
-	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -317,23 +316,9 @@ func (s *SnapshotStore) DeleteStaleSnapshot(ctx context.Context, snap eventsourc
 	return true, nil
 }
 
-// SnapshotExists implements [eventsource.SnapshotStore].
-func (s *SnapshotStore) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (bool, error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return false, err
-	}
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	_, ok := s.snaps[streamKey{typ, id}]
-	return ok, nil
-}
-
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore].
 func (s *SnapshotStore) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error) {
-	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+	if err := storekit.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err
 	}
 	if err := ctx.Err(); err != nil {

@@ -5,22 +5,19 @@ import (
 	"iter"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
-// Store is an event store and a snapshot store together, which can also
-// list aggregates with their head and snapshot versions.
+// Store is an [eventsource.Store]: an event store and a snapshot store
+// together, which can also list aggregates with their head and snapshot
+// versions.
 type Store struct {
 	*EventStore
 	*SnapshotStore
 }
 
-// Store has the optional capabilities of the stores it embeds.
-var (
-	_ eventsource.AggregateLister     = (*Store)(nil)
-	_ eventsource.SnapshotBatchSaver  = (*Store)(nil)
-	_ eventsource.SnapshotBatchGetter = (*Store)(nil)
-)
+var _ eventsource.Store = (*Store)(nil)
 
 // New returns an empty Store.
 func New() *Store {
@@ -33,12 +30,12 @@ func (s *Store) Clear() {
 	s.SnapshotStore.Clear()
 }
 
-// ListAggregates implements [eventsource.AggregateLister]. It takes a
+// ListAggregates implements [eventsource.Store]. It takes a
 // consistent copy of the heads first, so it costs O(aggregates of typ).
 func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource.ListOptions) iter.Seq2[eventsource.AggregateInfo, error] {
 	if typ == "" {
 		return func(yield func(eventsource.AggregateInfo, error) bool) {
-			yield(eventsource.AggregateInfo{}, eventsource.ValidateStream(typ, uuid.Nil))
+			yield(eventsource.AggregateInfo{}, storekit.ValidateStream(typ, uuid.Nil))
 		}
 	}
 	return func(yield func(eventsource.AggregateInfo, error) bool) {
@@ -62,7 +59,7 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 			}
 		}
 		s.SnapshotStore.mu.RUnlock()
-		infos = eventsource.FilterAndSort(infos, opts)
+		infos = storekit.FilterAndSort(infos, opts)
 		for _, in := range infos {
 			if !yield(in, nil) {
 				return
@@ -71,20 +68,9 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 	}
 }
 
-var _ eventsource.SnapshotLoader = (*Store)(nil)
-
-// LoadSnapshotAndEvents implements [eventsource.SnapshotLoader].
+// LoadSnapshotAndEvents implements [eventsource.Store] as
+// [eventsource.Split] of its halves does: the snapshot, then the events
+// as ReadEvents streams them.
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
-	if err := eventsource.ValidateSchemaVersion(schemaVersion); err != nil {
-		return nil, nil, err
-	}
-	snap, err := s.GetSnapshot(ctx, typ, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	from := int64(1)
-	if snap != nil && snap.SchemaVersion == schemaVersion {
-		from = snap.Version
-	}
-	return snap, s.ReadEvents(ctx, typ, id, from-1), nil
+	return eventsource.Split(s.EventStore, s.SnapshotStore).LoadSnapshotAndEvents(ctx, typ, id, schemaVersion)
 }

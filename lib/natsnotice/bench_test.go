@@ -238,13 +238,13 @@ func natstestShutdown(e *env) { natstest.Shutdown(e.srv) }
 func BenchmarkSaveMemstore(b *testing.B) {
 	for _, mode := range []string{"none", "external"} {
 		b.Run(mode, func(b *testing.B) {
-			opts := []eventsource.Option{}
+			opts := []eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeOff)}
 			var p *natsnotice.Publisher
 			if mode == "external" {
 				p = newEnv(b).publisher()
-				opts = append(opts, eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(p))
+				opts = []eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(p)}
 			}
-			repo, err := eventsource.NewRepository[ticket](memstore.NewEventStore(), ticketRegistry(), opts...)
+			repo, err := eventsource.NewRepository[ticket](memstore.New(), ticketRegistry(), opts...)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/evsnap/evsnap/internal/logattr"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -43,7 +44,7 @@ var producerSpan = trace.WithSpanKind(trace.SpanKindProducer)
 //	pub, err := natsnotice.NewPublisher(js)
 //	...
 //	defer pub.Close(ctx) // after the repository's Close: flushes what is left
-//	repo, err := eventsource.NewRepository[...](events, reg,
+//	repo, err := eventsource.NewRepository[...](store, reg,
 //		eventsource.WithSnapshotMode(eventsource.ModeExternal),
 //		eventsource.WithAppendNotifier(pub))
 //
@@ -280,8 +281,8 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 			span.SetAttributes(AttrSystem.String("nats"),
 				AttrSubject.String(Subject(p.cfg.subjectPrefix, it.n.AggregateType, it.n.AggregateID)),
 				AttrMsgID.String(it.n.MsgID()),
-				eventsource.AttrAggregateType.String(it.n.AggregateType), eventsource.AttrAggregateID.String(it.n.AggregateID.String()),
-				eventsource.AttrVersion.Int64(it.n.LastVersion))
+				telemetrykeys.AttrAggregateType.String(it.n.AggregateType), telemetrykeys.AttrAggregateID.String(it.n.AggregateID.String()),
+				telemetrykeys.AttrVersion.Int64(it.n.LastVersion))
 		}
 	}
 	p.cfg.propagator.Inject(ctx, &it.trace)
@@ -683,7 +684,7 @@ func (p *Publisher) failed(it *item, err error) {
 	if p.tel.logger.Enabled(context.Background(), slog.LevelDebug) {
 		p.tel.logger.Debug("append notice publish failed; retrying",
 			LogKeySubject, subject, LogKeyMsgID, msgID,
-			LogKeyAttempts, attempts, logattr.Seconds(LogKeyRetryIn, d), eventsource.LogKeyError, err)
+			LogKeyAttempts, attempts, logattr.Seconds(LogKeyRetryIn, d), telemetrykeys.LogKeyError, err)
 	}
 	p.signal() // the sender may sleep until a later retry
 }
@@ -882,13 +883,13 @@ func (p *Publisher) close(ctx context.Context) error {
 		p.tel.drop(context.Background(), typ, DropClosed, n)
 	}
 	if err := p.reg.Unregister(); err != nil {
-		p.tel.logger.Warn("natsnotice: unregistering the buffered-notices gauge failed", eventsource.LogKeyError, err)
+		p.tel.logger.Warn("natsnotice: unregistering the buffered-notices gauge failed", telemetrykeys.LogKeyError, err)
 	}
 
 	unsent := p.stats.closedDrops.Load() - before
 	if unsent > 0 {
 		p.tel.logger.Warn("publisher closed with append notices unpublished; the snapshotter's sweep will catch up",
-			LogKeyCount, unsent, eventsource.LogKeyReason, DropClosed, eventsource.LogKeyError, context.Cause(ctx))
+			LogKeyCount, unsent, telemetrykeys.LogKeyReason, DropClosed, telemetrykeys.LogKeyError, context.Cause(ctx))
 	}
 	switch total := int64(flushDropped) + unsent; {
 	case total == 0:

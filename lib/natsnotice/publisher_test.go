@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
@@ -241,7 +242,7 @@ func TestNotifyInvalid(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	if v := sumCounter(t, reader, natsnotice.MetricDropped, attrSet(
-		eventsource.AttrAggregateType.String("Bad.Type"), eventsource.AttrReason.String(natsnotice.DropInvalid))); v != 1 {
+		telemetrykeys.AttrAggregateType.String("Bad.Type"), telemetrykeys.AttrReason.String(natsnotice.DropInvalid))); v != 1 {
 		t.Fatalf("dropped{invalid, Bad.Type} = %d, want 1", v)
 	}
 }
@@ -285,7 +286,7 @@ func TestBufferFull(t *testing.T) {
 				t.Fatalf("stats %+v", st)
 			}
 			if v := sumCounter(t, reader, natsnotice.MetricDropped, attrSet(
-				eventsource.AttrAggregateType.String("Account"), eventsource.AttrReason.String(natsnotice.DropBufferFull))); v != 5 {
+				telemetrykeys.AttrAggregateType.String("Account"), telemetrykeys.AttrReason.String(natsnotice.DropBufferFull))); v != 5 {
 				t.Fatalf("dropped{buffer_full} = %d, want 5", v)
 			}
 			closeCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)

@@ -55,7 +55,7 @@ func TestRepositoryExternalMode(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(rec))
 	// Without coalescing: the two saves' notices could otherwise merge.
 	p := e.publisher(natsnotice.WithTracerProvider(tp), natsnotice.WithCoalescing(false))
-	repo, err := eventsource.NewRepository[ticket](memstore.NewEventStore(), ticketRegistry(),
+	repo, err := eventsource.NewRepository[ticket](memstore.New(), ticketRegistry(),
 		eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(p),
 		eventsource.WithTracerProvider(tp), eventsource.WithLogger(testLogger(t)))
 	if err != nil {
@@ -144,7 +144,7 @@ func ExampleNewPublisher() {
 			fmt.Println(err) // how many notices were not published
 		}
 	}()
-	repo, err := eventsource.NewRepository[ticket](memstore.NewEventStore(), ticketRegistry(),
+	repo, err := eventsource.NewRepository[ticket](memstore.New(), ticketRegistry(),
 		eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(pub))
 	if err != nil {
 		panic(err)

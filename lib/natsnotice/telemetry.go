@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -38,7 +38,7 @@ const (
 )
 
 // Reasons a notice was dropped: the evsnap.reason attribute of
-// [MetricDropped] and the log key [eventsource.LogKeyReason].
+// [MetricDropped] and the log key "reason".
 const (
 	// DropBufferFull: Notify found the buffer full (NATS down or slow).
 	DropBufferFull = "buffer_full"
@@ -139,7 +139,7 @@ func newTelemetry(c *publisherConfig) (*telemetry, error) {
 
 func (t *telemetry) drop(ctx context.Context, typ, reason string, n int64) {
 	t.dropped.Add(ctx, n, metric.WithAttributes(
-		eventsource.AttrAggregateType.String(typ), eventsource.AttrReason.String(reason)))
+		telemetrykeys.AttrAggregateType.String(typ), telemetrykeys.AttrReason.String(reason)))
 }
 
 // logDrop logs a background drop, at most once per reason every
@@ -161,10 +161,10 @@ func (t *telemetry) logDrop(reason string, it *item, err error) {
 		subject, msgID = it.msg.Subject, it.msg.Header.Get(HeaderMsgID)
 	}
 	t.logger.Warn("append notice dropped; the snapshotter's sweep will catch up",
-		eventsource.LogKeyReason, reason,
+		telemetrykeys.LogKeyReason, reason,
 		LogKeySubject, subject,
 		LogKeyMsgID, msgID,
 		LogKeyAttempts, it.attempts,
 		LogKeySuppressed, suppressed,
-		eventsource.LogKeyError, err)
+		telemetrykeys.LogKeyError, err)
 }

@@ -5,25 +5,24 @@ import (
 	"fmt"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 )
 
-var _ eventsource.SnapshotBatchGetter = (*Store)(nil)
-
-// GetSnapshots implements [eventsource.SnapshotBatchGetter] with one
+// GetSnapshots implements [eventsource.SnapshotStore] with one
 // statement: a primary-key lookup of every distinct id (aggregate_id =
 // ANY of an array). Each request gets its own *Snapshot, even when an id
 // is asked for twice.
 func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (_ []*eventsource.Snapshot, err error) {
-	if err := eventsource.ValidateGetSnapshots(typ, ids); err != nil {
+	if err := storekit.ValidateGetSnapshots(typ, ids); err != nil {
 		return nil, err
 	}
 	ctx, span := s.span(ctx, "pgstore.GetSnapshots", typ, uuid.Nil, attribute.Int("evsnap.read.batch", len(ids)))
 	defer func() { endSpan(span, err) }()
 	// [16]byte elements take pgx's binary path; uuid.UUID ones would go
 	// through its reflective one (see pgID).
-	distinct := eventsource.DistinctIDs(ids)
+	distinct := storekit.DistinctIDs(ids)
 	keys := make([][16]byte, len(distinct))
 	for i, id := range distinct {
 		keys[i] = id
@@ -50,5 +49,5 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 		return nil, s.wrap(fmt.Sprintf("get %d snapshots of %s", len(distinct), typ), err)
 	}
 	span.SetAttributes(attribute.Int("evsnap.read.found", len(found)))
-	return eventsource.SnapshotsInOrder(ids, found), nil
+	return storekit.SnapshotsInOrder(ids, found), nil
 }

@@ -1,13 +1,12 @@
 // Package pgstore is the PostgreSQL backend of evsnap: an
-// [eventsource.EventStore], an [eventsource.SnapshotStore] and an
-// [eventsource.AggregateLister] in one [Store], on a pgx/v5 connection pool.
+// [eventsource.Store] (events, snapshots and aggregate listings in one
+// database) on a pgx/v5 connection pool.
 //
 //	store, err := pgstore.Open(ctx, "postgres://app@db:5432/app?sslmode=verify-full")
 //	if err != nil { ... }          // names the DSN, password masked
 //	defer store.Close()
 //	if err := store.Migrate(ctx); err != nil { ... }  // once per deployment
-//	repo, err := eventsource.NewRepository[Account](store, reg,
-//		eventsource.WithSnapshotStore(store))
+//	repo, err := eventsource.NewRepository[Account](store, reg)
 //
 // [New] wraps a pool the program already has; neither New nor [Open]
 // creates anything in the database.
@@ -91,7 +90,7 @@
 // the default work_mem. Payloads come back as stored (jsonb's normalised
 // text); decoding them is the caller's (RecordedEvent.Event is nil).
 //
-// [Store.GetSnapshots] ([eventsource.SnapshotBatchGetter]) reads many
+// [Store.GetSnapshots] reads many
 // snapshots with one primary-key lookup of an array of ids; the
 // snapshotter worker uses it for the decision reads of the notices it
 // handles at the same time. [Store.Statements] returns the store's SQL,
@@ -157,8 +156,9 @@
 // Every operation has a client span (pgstore.Append, pgstore.ReadEvents,
 // pgstore.StreamVersion, pgstore.SaveSnapshot,
 // pgstore.SaveSnapshots, pgstore.GetSnapshot, pgstore.GetSnapshots,
-// pgstore.DeleteSnapshot, pgstore.SnapshotExists,
-// pgstore.DeleteSnapshotsByType, pgstore.ListAggregates, pgstore.Migrate)
+// pgstore.DeleteSnapshot, pgstore.DeleteStaleSnapshot,
+// pgstore.DeleteSnapshotsByType, pgstore.LoadSnapshotAndEvents,
+// pgstore.ListAggregates, pgstore.Migrate)
 // from the tracer provider of [WithTracerProvider], with the aggregate's
 // type and id as attributes. The store logs the migrations it applies to the
 // [WithLogger] logger and never logs or returns a password: see

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/bytechunk"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,11 +43,11 @@ var emptyMetadata = []byte("{}")
 // an error matching [eventsource.ErrInvalidArgument]; nothing is committed
 // then either.
 func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (res eventsource.AppendResult, err error) {
-	if err := eventsource.ValidateAppend(typ, id, expected, events); err != nil {
+	if err := storekit.ValidateAppend(typ, id, expected, events); err != nil {
 		return res, err
 	}
 	ctx, span := s.span(ctx, "pgstore.Append", typ, id,
-		attribute.Int64("evsnap.append.expected_version", int64(expected)), eventsource.AttrEventsAppended.Int(len(events)))
+		attribute.Int64("evsnap.append.expected_version", int64(expected)), telemetrykeys.AttrEventsAppended.Int(len(events)))
 	defer func() {
 		if errors.Is(err, eventsource.ErrConcurrencyConflict) {
 			span.SetAttributes(attribute.Bool("evsnap.append.conflict", true))
@@ -88,7 +90,7 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	err = s.pool.QueryRow(ctx, sql, args...).Scan(&head, &committedAt)
 	switch {
 	case err == nil:
-		span.SetAttributes(eventsource.AttrVersion.Int64(head))
+		span.SetAttributes(telemetrykeys.AttrVersion.Int64(head))
 		return eventsource.AppendResult{
 			FirstVersion: head - int64(n) + 1,
 			LastVersion:  head,
@@ -160,7 +162,7 @@ func (s *Store) conflict(ctx context.Context, typ string, id uuid.UUID, expected
 // StreamVersion implements [eventsource.EventStore]: one primary-key lookup
 // in the streams table.
 func (s *Store) StreamVersion(ctx context.Context, typ string, id uuid.UUID) (v int64, err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return 0, err
 	}
 	ctx, span := s.span(ctx, "pgstore.StreamVersion", typ, id)
@@ -188,8 +190,8 @@ func (s *Store) streamVersion(ctx context.Context, typ string, id uuid.UUID) (in
 // takes over one page. Breaking out of the loop closes the rows. Payload
 // holds the stored JSON (jsonb's normal form); Event is nil.
 func (s *Store) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return eventsource.ErrorSeq(err)
+	if err := storekit.ValidateStream(typ, id); err != nil {
+		return storekit.ErrorSeq(err)
 	}
 	return func(yield func(eventsource.RecordedEvent, error) bool) {
 		ctx, span := s.span(ctx, "pgstore.ReadEvents", typ, id, attribute.Int64("evsnap.read.after", after))

@@ -5,6 +5,7 @@ import (
 	"iter"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -12,30 +13,30 @@ import (
 // listPageSize is how many aggregates one query of a ByID listing reads.
 const listPageSize = 1000
 
-// ListAggregates implements [eventsource.AggregateLister] from the streams
+// ListAggregates implements [eventsource.Store] from the streams
 // table LEFT JOIN the snapshots table: it never reads an event.
 //
-// A [eventsource.ByID] listing pages through the streams primary key
+// A listing in id order pages through the streams primary key
 // (aggregate_type, aggregate_id) a thousand aggregates per query, reading
 // each page into memory (40 bytes an aggregate) before yielding it, so no
 // query or connection stays open while the caller works on the aggregates.
-// A [eventsource.MostBehind] listing computes every aggregate's lag in one
+// A MostBehindFirst listing computes every aggregate's lag in one
 // query and sorts it (O(aggregates of the type)); its rows are streamed.
 // Both yield an error once, last.
 func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource.ListOptions) iter.Seq2[eventsource.AggregateInfo, error] {
 	if typ == "" {
 		return func(yield func(eventsource.AggregateInfo, error) bool) {
-			yield(eventsource.AggregateInfo{}, eventsource.ValidateStream(typ, uuid.Nil))
+			yield(eventsource.AggregateInfo{}, storekit.ValidateStream(typ, uuid.Nil))
 		}
 	}
-	// As in eventsource.FilterAndSort: a MinBehind below 1 keeps every
+	// As in storekit.FilterAndSort: a MinBehind below 1 keeps every
 	// aggregate, a Limit below 1 lists them all.
 	opts.MinBehind = max(opts.MinBehind, 0)
 	opts.Limit = max(opts.Limit, 0)
 	return func(yield func(eventsource.AggregateInfo, error) bool) {
 		ctx, span := s.span(ctx, "pgstore.ListAggregates", typ, uuid.Nil,
 			attribute.Int64("evsnap.list.min_behind", opts.MinBehind), attribute.Int("evsnap.list.limit", opts.Limit),
-			attribute.Bool("evsnap.list.most_behind", opts.Order == eventsource.MostBehind))
+			attribute.Bool("evsnap.list.most_behind", opts.MostBehindFirst))
 		var (
 			err    error
 			listed int
@@ -44,7 +45,7 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 			span.SetAttributes(attribute.Int("evsnap.list.listed", listed))
 			endSpan(span, err)
 		}()
-		if opts.Order == eventsource.MostBehind {
+		if opts.MostBehindFirst {
 			listed, err = s.listMostBehind(ctx, typ, opts, yield)
 		} else {
 			listed, err = s.listByID(ctx, typ, opts, yield)

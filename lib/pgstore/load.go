@@ -9,14 +9,13 @@ import (
 	"sync/atomic"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
 )
 
-var _ eventsource.SnapshotLoader = (*Store)(nil)
-
-// LoadSnapshotAndEvents implements [eventsource.SnapshotLoader]: the
+// LoadSnapshotAndEvents implements [eventsource.Store]: the
 // snapshot and the first page of events from it go in one pgx.Batch, one
 // round trip; later pages (streams longer than a page past the snapshot)
 // are read like ReadEvents. The first page is read before returning, so no
@@ -29,10 +28,10 @@ var _ eventsource.SnapshotLoader = (*Store)(nil)
 // the events has finished with it; iterating them again reads them
 // afresh, from the store, as ReadEvents does.
 func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (_ *eventsource.Snapshot, _ iter.Seq2[eventsource.RecordedEvent, error], err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, nil, err
 	}
-	if err := eventsource.ValidateSchemaVersion(schemaVersion); err != nil {
+	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
 		return nil, nil, err
 	}
 	ctx, span := s.span(ctx, "pgstore.LoadSnapshotAndEvents", typ, id)

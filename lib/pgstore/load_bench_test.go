@@ -21,12 +21,12 @@ func BenchmarkRepositoryLoad(b *testing.B) {
 	st := newStore(b)
 	ctx := context.Background()
 	reg := exampledomain.NewRegistry()
-	repo, err := eventsource.NewRepository[exampledomain.Account](st, reg, eventsource.WithSnapshotStore(st), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	repo, err := eventsource.NewRepository[exampledomain.Account](st, reg, eventsource.WithSnapshotMode(eventsource.ModeManual))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer repo.Close(ctx)
-	plain, _ := eventsource.NewRepository[exampledomain.Account](st, reg)
+	plain, _ := eventsource.NewRepository[exampledomain.Account](st, reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	defer plain.Close(ctx)
 	for _, n := range []int{100, 1000, 10000} {
 		for _, c := range []struct {

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// TestDocumentedGrantsSuffice runs the conformance suites as a role that
+// TestDocumentedGrantsSuffice runs the conformance suite as a role that
 // holds only the privileges the package documentation lists.
 func TestDocumentedGrantsSuffice(t *testing.T) {
 	t.Parallel()
@@ -55,9 +55,5 @@ func TestDocumentedGrantsSuffice(t *testing.T) {
 	if err := app.CheckMigrated(ctx); err != nil {
 		t.Fatalf("CheckMigrated as %s: %v", role, err)
 	}
-	storetest.TestEventStore(t, func(*testing.T) eventsource.EventStore { return app })
-	storetest.TestSnapshotStore(t, func(*testing.T) eventsource.SnapshotStore { return app })
-	storetest.TestAggregateLister(t, func(*testing.T) storetest.Backend { return app })
-	storetest.TestSnapshotBatchSaver(t, func(*testing.T) storetest.BatchSnapshotStore { return app })
-	storetest.TestSnapshotBatchGetter(t, func(*testing.T) storetest.SnapshotGetterStore { return app })
+	storetest.Run(t, func(*testing.T) eventsource.Store { return app })
 }

@@ -18,9 +18,9 @@ type queries struct {
 
 	getSnapshots string
 
-	saveSnapshot, saveSnapshots, getSnapshot, deleteSnapshot, snapshotExists string
-	deleteStaleSnapshot                                                      string
-	deleteSnapshotsByType, deleteSnapshotsBelow                              string
+	saveSnapshot, saveSnapshots, getSnapshot, deleteSnapshot string
+	deleteStaleSnapshot                                      string
+	deleteSnapshotsByType, deleteSnapshotsBelow              string
 
 	listByID, listMostBehind string
 }
@@ -110,7 +110,6 @@ RETURNING aggregate_id, aggregate_type`
 	// key, so the comparison and the delete are atomic.
 	q.deleteStaleSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2
 	AND version = $3 AND schema_version = $4 AND event_id = $5`
-	q.snapshotExists = `SELECT EXISTS (SELECT 1 FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2)`
 	q.deleteSnapshotsByType = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1`
 	q.deleteSnapshotsBelow = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1 AND schema_version < $2`
 

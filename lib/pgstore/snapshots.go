@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
@@ -26,7 +28,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 		return false, err
 	}
 	ctx, span := s.span(ctx, "pgstore.SaveSnapshot", snap.AggregateType, snap.AggregateID,
-		eventsource.AttrVersion.Int64(snap.Version), attribute.Int("evsnap.snapshot.schema_version", snap.SchemaVersion))
+		telemetrykeys.AttrVersion.Int64(snap.Version), attribute.Int("evsnap.snapshot.schema_version", snap.SchemaVersion))
 	defer func() {
 		span.SetAttributes(attribute.Bool("evsnap.snapshot.stored", stored))
 		endSpan(span, err)
@@ -39,15 +41,13 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 	return tag.RowsAffected() == 1, nil
 }
 
-var _ eventsource.SnapshotBatchSaver = (*Store)(nil)
-
-// SaveSnapshots implements [eventsource.SnapshotBatchSaver] with one
+// SaveSnapshots implements [eventsource.SnapshotStore] with one
 // statement, the batch form of SaveSnapshot's: one round trip and one
 // commit for the whole batch. Rows go in primary-key order, so concurrent
 // batches over the same aggregates lock them in one order and never
 // deadlock.
 func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) (stored []bool, err error) {
-	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ type snapKey struct {
 // GetSnapshot implements [eventsource.SnapshotStore]: one primary-key
 // lookup.
 func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
 	ctx, span := s.span(ctx, "pgstore.GetSnapshot", typ, id)
@@ -128,13 +128,13 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 	}
 	snap.SchemaVersion, snap.EventID = int(schema), eventID
 	snap.CreatedAt = snap.CreatedAt.UTC()
-	span.SetAttributes(attribute.Bool("evsnap.snapshot.found", true), eventsource.AttrVersion.Int64(snap.Version))
+	span.SetAttributes(attribute.Bool("evsnap.snapshot.found", true), telemetrykeys.AttrVersion.Int64(snap.Version))
 	return snap, nil
 }
 
 // DeleteSnapshot implements [eventsource.SnapshotStore].
 func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteSnapshot", typ, id)
@@ -150,10 +150,10 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 // DELETE by primary key whose WHERE clause is the comparison, so the
 // compare and the delete are atomic.
 func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
-	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
 	}
-	ctx, span := s.span(ctx, "pgstore.DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID, eventsource.AttrVersion.Int64(snap.Version))
+	ctx, span := s.span(ctx, "pgstore.DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID, telemetrykeys.AttrVersion.Int64(snap.Version))
 	defer func() { endSpan(span, err) }()
 	tag, err := s.pool.Exec(ctx, s.q.deleteStaleSnapshot, pgID(snap.AggregateID), snap.AggregateType, snap.Version,
 		int32(snap.SchemaVersion), pgID(snap.EventID))
@@ -163,25 +163,12 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 	return tag.RowsAffected() > 0, nil
 }
 
-// SnapshotExists implements [eventsource.SnapshotStore].
-func (s *Store) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (ok bool, err error) {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return false, err
-	}
-	ctx, span := s.span(ctx, "pgstore.SnapshotExists", typ, id)
-	defer func() { endSpan(span, err) }()
-	if err := s.pool.QueryRow(ctx, s.q.snapshotExists, pgID(id), typ).Scan(&ok); err != nil {
-		return false, s.wrap(fmt.Sprintf("check snapshot of %s %s", typ, id), err)
-	}
-	return ok, nil
-}
-
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore] and returns
 // the number of rows deleted. It scans the snapshots table (one row per
 // aggregate): an administrative bulk delete, for which the table keeps no
 // index of its own (see migration 2).
 func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (n int64, err error) {
-	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+	if err := storekit.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteSnapshotsByType", typ, uuid.Nil,

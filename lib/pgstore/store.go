@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -60,11 +61,7 @@ type Store struct {
 	q          queries
 }
 
-var (
-	_ eventsource.EventStore      = (*Store)(nil)
-	_ eventsource.SnapshotStore   = (*Store)(nil)
-	_ eventsource.AggregateLister = (*Store)(nil)
-)
+var _ eventsource.Store = (*Store)(nil)
 
 // table is a validated table name; String gives it schema-qualified and
 // quoted, ready to splice into SQL.
@@ -175,10 +172,10 @@ func (s *Store) span(ctx context.Context, name, typ string, id uuid.UUID, extra 
 	attrs := make([]attribute.KeyValue, 0, 4+len(extra))
 	attrs = append(attrs, attribute.String("db.system.name", "postgresql"), attribute.String("db.namespace", s.cfg.schema))
 	if typ != "" {
-		attrs = append(attrs, eventsource.AttrAggregateType.String(typ))
+		attrs = append(attrs, telemetrykeys.AttrAggregateType.String(typ))
 	}
 	if id != uuid.Nil {
-		attrs = append(attrs, eventsource.AttrAggregateID.String(id.String()))
+		attrs = append(attrs, telemetrykeys.AttrAggregateID.String(id.String()))
 	}
 	attrs = append(attrs, extra...)
 	return s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))

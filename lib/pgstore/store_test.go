@@ -13,6 +13,7 @@ import (
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
@@ -312,7 +313,7 @@ func TestTwoStoresOneSchema(t *testing.T) {
 
 // TestListAggregatesAcrossPages lists more aggregates than one query of the
 // lister reads (1,000), in id order with and without limits and filters,
-// and compares with eventsource.FilterAndSort, the reference semantics.
+// and compares with storekit.FilterAndSort, the reference semantics.
 func TestListAggregatesAcrossPages(t *testing.T) {
 	t.Parallel()
 	st := newStore(t)
@@ -341,12 +342,12 @@ FROM `+qualified(st, "streams")+` WHERE aggregate_type = 'Many' AND version % 3 
 		{AfterID: all[10].AggregateID, Limit: 2000},
 		{MinBehind: 20},
 		{MinBehind: 20, AfterID: all[1200].AggregateID, Limit: 300},
-		{Order: eventsource.MostBehind, Limit: 25},
-		{Order: eventsource.MostBehind, MinBehind: 45},
+		{MostBehindFirst: true, Limit: 25},
+		{MostBehindFirst: true, MinBehind: 45},
 		{Limit: -1, MinBehind: -3},
 	} {
 		got := listAll(t, st, "Many", opts)
-		want := eventsource.FilterAndSort(slices.Clone(all), opts)
+		want := storekit.FilterAndSort(slices.Clone(all), opts)
 		if !slices.Equal(got, want) {
 			t.Errorf("ListAggregates(%+v): %d aggregates, want %d (first difference at %d)", opts, len(got), len(want),
 				firstDiff(got, want))

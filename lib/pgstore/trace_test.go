@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/google/uuid"
@@ -87,10 +88,10 @@ func TestSpans(t *testing.T) {
 		for _, kv := range s.Attributes() {
 			attrs[string(kv.Key)] = kv.Value.String()
 		}
-		if attrs[string(eventsource.AttrAggregateType)] != typ || attrs["db.system.name"] != "postgresql" {
+		if attrs[string(telemetrykeys.AttrAggregateType)] != typ || attrs["db.system.name"] != "postgresql" {
 			t.Errorf("span %s attributes %v lack the aggregate type or db.system.name", s.Name(), attrs)
 		}
-		if s.Name() != "pgstore.ListAggregates" && attrs[string(eventsource.AttrAggregateID)] != id.String() {
+		if s.Name() != "pgstore.ListAggregates" && attrs[string(telemetrykeys.AttrAggregateID)] != id.String() {
 			t.Errorf("span %s attributes %v lack the aggregate id", s.Name(), attrs)
 		}
 	}

@@ -14,10 +14,23 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// ErrCannotList: the stores cannot list aggregates (neither implements
-// eventsource.AggregateLister), which Rebuild of a whole type, Stats and the
-// sweep need.
-var ErrCannotList = errors.New("snapshotter: the stores cannot list aggregates")
+// ErrCannotList: the worker's store cannot list aggregates (its
+// ListAggregates yields an error matching errors.ErrUnsupported, as a
+// store made by eventsource.Split does), which the reconciliation sweep,
+// Rebuild of a whole type, Stats and Verify need. Errors matching it also
+// match errors.ErrUnsupported.
+var ErrCannotList = errors.New("snapshotter: the store cannot list aggregates")
+
+// listErr is the error of a listing of typ that op (a sentence's subject,
+// such as "stats") needed: a store that cannot list gets an
+// ErrCannotList that says what op needs.
+func listErr(op, typ string, err error) error {
+	if errors.Is(err, errors.ErrUnsupported) {
+		return fmt.Errorf("%w: %s of %s needs a store that holds both the events and the snapshots (a backend's store, not one made by eventsource.Split): %w",
+			ErrCannotList, op, typ, err)
+	}
+	return fmt.Errorf("list %s: %w", typ, err)
+}
 
 func (w *Worker) target(typ string) (*target, error) {
 	t := w.targets[typ]
@@ -42,6 +55,9 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 		switch {
 		case ctx.Err() != nil:
 			return
+		case errors.Is(err, ErrCannotList):
+			w.log.Warn("reconciliation sweep stopped; notices are still handled, but lost ones are never caught up", "error", err)
+			return
 		case err != nil:
 			w.log.Warn("reconciliation sweep failed; retrying next period", "error", err, "snapshotted", n)
 		case n > 0:
@@ -54,14 +70,12 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 // it finds aggregates whose snapshot is at least the threshold behind the
 // head, most behind first (at most SweepBatch per type), and snapshots them
 // at no more than SweepRate per second. It returns how many it snapshotted.
+// On a store that cannot list, the error matches [ErrCannotList].
 func (w *Worker) Sweep(ctx context.Context) (int, error) {
 	return w.sweep(ctx, rate.NewLimiter(rate.Limit(w.cfg.SweepRate), 1))
 }
 
 func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
-	if w.lister == nil {
-		return 0, ErrCannotList
-	}
 	total := 0
 	var errs []error
 	for _, t := range w.targets {
@@ -70,11 +84,15 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 		}
 		var behind []eventsource.AggregateInfo
 		listed := true
-		for info, err := range w.lister.ListAggregates(ctx, t.name, eventsource.ListOptions{
-			MinBehind: int64(t.spec.Threshold), Order: eventsource.MostBehind, Limit: w.cfg.SweepBatch,
+		for info, err := range w.store.ListAggregates(ctx, t.name, eventsource.ListOptions{
+			MinBehind: int64(t.spec.Threshold), MostBehindFirst: true, Limit: w.cfg.SweepBatch,
 		}) {
 			if err != nil {
-				errs = append(errs, fmt.Errorf("list %s: %w", t.name, err))
+				err = listErr("the reconciliation sweep", t.name, err)
+				if errors.Is(err, ErrCannotList) {
+					return total, err
+				}
+				errs = append(errs, err)
 				listed = false
 				break
 			}
@@ -128,7 +146,9 @@ type RebuildResult struct {
 
 // Rebuild regenerates snapshots of every aggregate of typ (or only
 // opts.ID), at their heads, rate-limited. Failures of single aggregates are
-// counted and collected; the rebuild goes on.
+// counted and collected; the rebuild goes on. Rebuilding a whole type
+// lists its aggregates: on a store that cannot list, the error matches
+// [ErrCannotList] (one aggregate, opts.ID, needs no listing).
 func (w *Worker) Rebuild(ctx context.Context, typ string, opts RebuildOptions) (RebuildResult, error) {
 	var res RebuildResult
 	t, err := w.target(typ)
@@ -162,9 +182,6 @@ func (w *Worker) Rebuild(ctx context.Context, typ string, opts RebuildOptions) (
 	if opts.ID != uuid.Nil {
 		return res, do(opts.ID, 1)
 	}
-	if w.lister == nil {
-		return res, ErrCannotList
-	}
 	total := -1
 	if st, err := w.Stats(ctx, typ, 0); err == nil {
 		total = st.Aggregates
@@ -172,9 +189,9 @@ func (w *Worker) Rebuild(ctx context.Context, typ string, opts RebuildOptions) (
 	after := uuid.Nil
 	for {
 		var page []uuid.UUID
-		for info, err := range w.lister.ListAggregates(ctx, typ, eventsource.ListOptions{AfterID: after, Limit: 500}) {
+		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{AfterID: after, Limit: 500}) {
 			if err != nil {
-				return res, fmt.Errorf("list %s: %w", typ, err)
+				return res, listErr("rebuild", typ, err)
 			}
 			page = append(page, info.AggregateID)
 		}
@@ -217,21 +234,19 @@ type Distribution struct {
 var BucketLabels = [5]string{"0", "1-9", "10-99", "100-999", "1000+"}
 
 // Stats summarises snapshot coverage of typ, listing the `stalest` most
-// behind aggregates.
+// behind aggregates. On a store that cannot list, the error matches
+// [ErrCannotList].
 func (w *Worker) Stats(ctx context.Context, typ string, stalest int) (Stats, error) {
 	st := Stats{AggregateType: typ}
 	t, err := w.target(typ)
 	if err != nil {
 		return st, err
 	}
-	if w.lister == nil {
-		return st, ErrCannotList
-	}
 	var behind []int64
 	var sum float64
-	for info, err := range w.lister.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+	for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
 		if err != nil {
-			return st, fmt.Errorf("list %s: %w", typ, err)
+			return st, listErr("stats", typ, err)
 		}
 		st.Aggregates++
 		b := info.HeadVersion
@@ -266,9 +281,9 @@ func (w *Worker) Stats(ctx context.Context, typ string, stalest int) (Stats, err
 		st.EventsBehind.Mean = sum / float64(len(behind))
 	}
 	if stalest > 0 {
-		for info, err := range w.lister.ListAggregates(ctx, typ, eventsource.ListOptions{Order: eventsource.MostBehind, Limit: stalest, MinBehind: 1}) {
+		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{MostBehindFirst: true, Limit: stalest, MinBehind: 1}) {
 			if err != nil {
-				return st, fmt.Errorf("list %s: %w", typ, err)
+				return st, listErr("stats", typ, err)
 			}
 			st.Stalest = append(st.Stalest, info)
 		}
@@ -282,33 +297,23 @@ func (w *Worker) Prune(ctx context.Context, typ string, schemaBelow int) (int64,
 	if typ == "" {
 		return 0, fmt.Errorf("%w: prune needs an aggregate type", ErrInvalidConfig)
 	}
-	return w.cfg.Snapshots.DeleteSnapshotsByType(ctx, typ, schemaBelow)
-}
-
-// VerifyReport summarises [Worker.Verify].
-type VerifyReport struct {
-	AggregateType string
-	Checked       int
-	// ByStatus counts the results by status.
-	ByStatus map[eventsource.VerifyStatus]int
-	// Problems lists the stale, mismatched and undecodable snapshots (at
-	// most 50).
-	Problems []eventsource.VerifyResult
+	return w.cfg.Store.DeleteSnapshotsByType(ctx, typ, schemaBelow)
 }
 
 // Verify checks the snapshots of up to sample aggregates of typ, chosen at
 // random (every aggregate when sample is 0), against a full replay of their
-// events up to the snapshot's version (see
-// [eventsource.Repository.VerifySnapshot]): a snapshot not tied to its
-// stream's history is reported stale. It changes nothing.
+// events up to the snapshot's version: a snapshot not tied to its stream's
+// history (the stream's event at its version is missing or is another
+// than its EventID) is [VerifyStale], one whose state differs from the
+// replay's is [VerifyMismatch], one whose state does not decode is
+// [VerifyUndecodable]. It changes nothing. It lists the
+// aggregates of typ: on a store that cannot list, the error matches
+// [ErrCannotList].
 func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyReport, error) {
-	rep := VerifyReport{AggregateType: typ, ByStatus: map[eventsource.VerifyStatus]int{}}
+	rep := VerifyReport{AggregateType: typ, ByStatus: map[VerifyStatus]int{}}
 	t, err := w.target(typ)
 	if err != nil {
 		return rep, err
-	}
-	if w.lister == nil {
-		return rep, ErrCannotList
 	}
 	if sample < 0 {
 		return rep, fmt.Errorf("%w: sample %d is negative", ErrInvalidConfig, sample)
@@ -316,9 +321,9 @@ func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyRepo
 	// Reservoir-sample the ids while streaming the listing.
 	var ids []uuid.UUID
 	seen := 0
-	for info, err := range w.lister.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+	for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
 		if err != nil {
-			return rep, fmt.Errorf("list %s: %w", typ, err)
+			return rep, listErr("verify", typ, err)
 		}
 		seen++
 		switch {
@@ -342,9 +347,4 @@ func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyRepo
 		}
 	}
 	return rep, nil
-}
-
-// problem reports whether a verify status needs a repair.
-func problem(st eventsource.VerifyStatus) bool {
-	return st == eventsource.VerifyStale || st == eventsource.VerifyMismatch || st == eventsource.VerifyUndecodable
 }

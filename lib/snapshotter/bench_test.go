@@ -59,7 +59,7 @@ func BenchmarkWorkerBacklog(b *testing.B) {
 			b.Logf("backend: %s", kind)
 			const accounts, perAccount, perNotice = 500, 100, 10
 			ctx := context.Background()
-			manual, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg)
+			manual, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -126,7 +126,7 @@ func BenchmarkWorkerNotDue(b *testing.B) {
 			b.Logf("backend: %s", kind)
 			const accounts, events = 2000, 105
 			ctx := context.Background()
-			manual, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithSnapshotStore(e.store), eventsource.WithSnapshotThreshold(100))
+			manual, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithSnapshotThreshold(100))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -291,7 +291,7 @@ func BenchmarkSweepCatchUp(b *testing.B) {
 	e, kind := benchEnv(b)
 	b.Logf("backend: %s", kind)
 	ctx := context.Background()
-	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg)
+	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		b.Fatal(err)
 	}

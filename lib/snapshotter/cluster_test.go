@@ -17,7 +17,6 @@ import (
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/evsnap/evsnap/lib/sqlitestore"
-	"github.com/evsnap/evsnap/lib/storetest"
 	"github.com/google/uuid"
 )
 
@@ -36,9 +35,9 @@ import (
 func TestClusterLeaderAndFollowerLoss(t *testing.T) {
 	setups := []struct {
 		name  string
-		store func(t *testing.T) storetest.Backend
+		store func(t *testing.T) eventsource.Store
 	}{
-		{"embedded-cluster/sqlite", func(t *testing.T) storetest.Backend {
+		{"embedded-cluster/sqlite", func(t *testing.T) eventsource.Store {
 			s, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "evsnap.db"), sqlitestore.WithLogger(slog.New(slog.DiscardHandler)))
 			if err != nil {
 				t.Fatal(err)
@@ -49,14 +48,14 @@ func TestClusterLeaderAndFollowerLoss(t *testing.T) {
 			}
 			return s
 		}},
-		{"embedded-cluster/postgres", func(t *testing.T) storetest.Backend { return pgtest.Store(t) }},
+		{"embedded-cluster/postgres", func(t *testing.T) eventsource.Store { return pgtest.Store(t) }},
 	}
 	for _, s := range setups {
 		t.Run(s.name, func(t *testing.T) { testClusterLeaderAndFollowerLoss(t, s.store(t)) })
 	}
 }
 
-func testClusterLeaderAndFollowerLoss(t *testing.T, store storetest.Backend) {
+func testClusterLeaderAndFollowerLoss(t *testing.T, store eventsource.Store) {
 	const (
 		threshold      = 10
 		apps           = 4
@@ -94,7 +93,7 @@ func testClusterLeaderAndFollowerLoss(t *testing.T, store storetest.Backend) {
 		_ = pub.Close(cctx)
 	})
 	repo, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg,
-		eventsource.WithSnapshotStore(e.store), eventsource.WithAppendNotifier(pub), eventsource.WithLogger(e.logs))
+		eventsource.WithAppendNotifier(pub), eventsource.WithLogger(e.logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +248,7 @@ func testClusterLeaderAndFollowerLoss(t *testing.T, store storetest.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Checked != len(ids) || rep.ByStatus[eventsource.VerifyOK] != len(ids) {
+	if rep.Checked != len(ids) || rep.ByStatus[snapshotter.VerifyOK] != len(ids) {
 		t.Errorf("verify: checked %d, %v; want all %d ok. Problems: %+v", rep.Checked, rep.ByStatus, len(ids), rep.Problems)
 	}
 	t.Logf("lost %d, regressions %d, verify %v", lost, len(e.store.regressions), rep.ByStatus)

@@ -30,11 +30,13 @@ const DefaultConsumer = "snapshotter"
 // Config configures a [Worker]. Start from [DefaultConfig]; [New] calls
 // Validate.
 type Config struct {
-	// Events and Snapshots are the stores the worker reads and writes.
-	// Both are required. If either implements eventsource.AggregateLister
-	// the reconciliation sweep, Rebuild of a whole type and Stats use it.
-	Events    eventsource.EventStore
-	Snapshots eventsource.SnapshotStore
+	// Store holds the events the worker reads and the snapshots it
+	// writes (required). The reconciliation sweep, Rebuild of a whole
+	// type, Stats and Verify list aggregates with its ListAggregates,
+	// which a store made by eventsource.Split cannot do: on such a store
+	// they fail with an error matching [ErrCannotList] (the sweep logs it
+	// once and stops), and the notices are still handled.
+	Store eventsource.Store
 
 	// JetStream is where notices come from. Without it Run only sweeps;
 	// the admin methods (SnapshotAggregate, Rebuild, Stats, Prune) never
@@ -52,16 +54,14 @@ type Config struct {
 	// can exceed the store's connections: a rebuild holds a connection only
 	// while it reads.
 	Concurrency int
-	// WriteBatch is the most snapshots written with one statement (one
-	// commit) when the snapshot store implements
-	// eventsource.SnapshotBatchSaver (1-1000; 1 writes each on its own).
+	// WriteBatch is the most snapshots written with one SaveSnapshots
+	// call (one statement, one commit) (1-1000; 1 writes each on its own).
 	// Rebuilds running at once share a write; none waits for a batch to
 	// fill, so a larger Concurrency gives larger batches.
 	WriteBatch int
 	// ReadBatch is the most aggregates whose snapshots are read with one
-	// statement for the policy's decision, when the snapshot store
-	// implements eventsource.SnapshotBatchGetter (1-1000; 1 reads each on
-	// its own). Like writes, the decisions of notices handled at once
+	// GetSnapshots call (one statement) for the policy's decision (1-1000;
+	// 1 reads each on its own). Like writes, the decisions of notices handled at once
 	// share a round trip and none waits for a batch to fill.
 	ReadBatch int
 	// Linger is how long a batch waits to fill after its first notice.
@@ -89,7 +89,7 @@ type Config struct {
 	SweepBatch int
 
 	// MaxSnapshotBytes refuses (and reports) snapshots whose encoded state
-	// is larger (default eventsource.DefaultMaxSnapshotBytes).
+	// is larger (default 16 MiB, as a repository's).
 	MaxSnapshotBytes int
 
 	// DrainTimeout bounds how long Run finishes in-flight work after its
@@ -138,17 +138,15 @@ func DefaultConfig() Config {
 		SummaryInterval: time.Minute,
 		BacklogInterval: 15 * time.Second,
 
-		MaxSnapshotBytes: eventsource.DefaultMaxSnapshotBytes,
+		MaxSnapshotBytes: 16 << 20, // eventsource.WithMaxSnapshotBytes's default
 	}
 }
 
 // Validate reports the first thing wrong with c, naming it.
 func (c *Config) Validate() error {
 	switch {
-	case c.Events == nil:
-		return invalid("Events (event store) is required")
-	case c.Snapshots == nil:
-		return invalid("Snapshots (snapshot store) is required")
+	case c.Store == nil:
+		return invalid("Store (the events and snapshots) is required")
 	case c.Stream == "" || strings.ContainsAny(c.Stream, " .*>\t\r\n"):
 		return invalid("stream name %q is empty or has a space, '.', '*' or '>'", c.Stream)
 	case c.Consumer == "" || strings.ContainsAny(c.Consumer, " .*>\t\r\n"):
@@ -197,8 +195,8 @@ type Policy struct {
 	Milestones []string
 }
 
-// DefaultPolicy is a threshold of 100 events.
-func DefaultPolicy() Policy { return Policy{Threshold: eventsource.DefaultSnapshotThreshold} }
+// DefaultPolicy is a threshold of 100 events, a repository's default.
+func DefaultPolicy() Policy { return Policy{Threshold: 100} }
 
 // Validate reports what is wrong with p.
 func (p Policy) Validate() error {

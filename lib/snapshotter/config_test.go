@@ -77,7 +77,7 @@ func TestParsePolicies(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	base := DefaultConfig()
-	if err := base.Validate(); err == nil || !strings.Contains(err.Error(), "Events") {
+	if err := base.Validate(); err == nil || !strings.Contains(err.Error(), "Store") {
 		t.Fatalf("config without stores: %v", err)
 	}
 	cases := map[string]func(*Config){
@@ -137,7 +137,6 @@ func FuzzParsePolicies(f *testing.F) {
 
 func validConfig() Config {
 	c := DefaultConfig()
-	c.Events = memstore.NewEventStore()
-	c.Snapshots = memstore.NewSnapshotStore()
+	c.Store = memstore.New()
 	return c
 }

@@ -17,24 +17,28 @@
 // eventsource.Snapshot.EventID): a stale one is never built on, it is
 // removed and the worker writes one from a full replay.
 //
-// When the snapshot store implements eventsource.SnapshotBatchSaver (every
-// store in this module does), the snapshots of the aggregates a replica
-// rebuilds at the same time are written together: one statement and one
+// The snapshots of the aggregates a replica rebuilds at the same time are
+// written together with the store's SaveSnapshots: one statement and one
 // commit per batch (Config.WriteBatch, up to 64; Config.Concurrency, 16,
 // rebuilds at once). A write never waits for a batch to fill: a snapshot
 // that finds no write in flight goes at once, and those that arrive during
 // a write go in the next one.
 //
-// The decision reads are batched the same way when the snapshot store
-// implements eventsource.SnapshotBatchGetter (every store in this module
-// does): the snapshots the policy decides on are read for many notices
-// with one statement (Config.ReadBatch, up to 64). Most notices are not
-// due, and this read is all they cost the database. A rebuild's events
-// are read per aggregate, streamed. When the notices announce so many
-// events that the aggregate is due whatever its snapshot (a backlog, or a
-// milestone) and the store implements eventsource.SnapshotLoader, the
-// snapshot and the events after it are read in one round trip, and the
-// decision is made from the snapshot read.
+// The decision reads are batched the same way with the store's
+// GetSnapshots: the snapshots the policy decides on are read for many
+// notices with one statement (Config.ReadBatch, up to 64). Most notices
+// are not due, and this read is all they cost the database. A rebuild's
+// events are read per aggregate, streamed. When the notices announce so
+// many events that the aggregate is due whatever its snapshot (a backlog,
+// or a milestone), the snapshot and the events after it are read together
+// with the store's LoadSnapshotAndEvents (one round trip on PostgreSQL),
+// and the decision is made from the snapshot read.
+//
+// The worker takes one eventsource.Store (Config.Store). On a store made
+// by eventsource.Split, whose halves cannot be listed together, notices
+// are handled and single aggregates rebuilt as anywhere, but the
+// reconciliation sweep, Stats, Verify and Rebuild of a whole type fail
+// with [ErrCannotList] (the sweep logs it and stops).
 //
 // A notice is acked only after the snapshot is stored or the policy said
 // no. Transient failures (a database or NATS outage) are naked with a

@@ -83,7 +83,7 @@ func Example() {
 
 	// The worker: a snapshot every 10 events.
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots, cfg.JetStream = store, store, js
+	cfg.Store, cfg.JetStream = store, js
 	cfg.Logger = slog.New(slog.DiscardHandler) // the example prints only its results
 	w, err := snapshotter.New(cfg, snapshotter.For[Wallet](reg, snapshotter.Policy{Threshold: 10}))
 	if err != nil {
@@ -99,7 +99,7 @@ func Example() {
 		panic(err)
 	}
 	repo, err := eventsource.NewRepository[Wallet](store, reg,
-		eventsource.WithSnapshotStore(store), eventsource.WithAppendNotifier(pub))
+		eventsource.WithAppendNotifier(pub))
 	if err != nil {
 		panic(err)
 	}

@@ -34,7 +34,7 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 	owner := pgtest.Store(t)
 	ctx := context.Background()
 	reg := exampledomain.NewRegistry()
-	app, err := eventsource.NewRepository[exampledomain.Account](owner, reg)
+	app, err := eventsource.NewRepository[exampledomain.Account](owner, reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 	defer ws.Close()
 
 	cfg := snapshotter.DefaultConfig()
-	cfg.Events, cfg.Snapshots = ws, ws
+	cfg.Store = ws
 	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 	if s, err := ws.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); err != nil || s == nil || s.Version != 121 {
 		t.Fatalf("snapshot after the sweep: %+v, %v", s, err)
 	}
-	if rep, err := w.Verify(ctx, exampledomain.AccountType, 0); err != nil || rep.ByStatus[eventsource.VerifyOK] != 1 {
+	if rep, err := w.Verify(ctx, exampledomain.AccountType, 0); err != nil || rep.ByStatus[snapshotter.VerifyOK] != 1 {
 		t.Fatalf("verify as the worker role: %+v, %v", rep, err)
 	}
 	_, err = ws.Append(ctx, exampledomain.AccountType, a.ID(), eventsource.AnyVersion, []eventsource.NewEvent{{

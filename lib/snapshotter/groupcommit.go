@@ -15,13 +15,12 @@ import (
 // snapshots is invalid, its snapshots are written one by one, so that one
 // fails alone.
 type groupCommit struct {
-	store  eventsource.SnapshotBatchSaver
-	single eventsource.SnapshotStore // the same store, for one-by-one writes
+	store eventsource.SnapshotStore
 	*batcher[eventsource.Snapshot, bool]
 }
 
-func newGroupCommit(store eventsource.SnapshotBatchSaver, single eventsource.SnapshotStore, max int, sizes metric.Int64Histogram) *groupCommit {
-	g := &groupCommit{store: store, single: single}
+func newGroupCommit(store eventsource.SnapshotStore, max int, sizes metric.Int64Histogram) *groupCommit {
+	g := &groupCommit{store: store}
 	g.batcher = newBatcher(max, 1, sizes, g.write)
 	return g
 }
@@ -52,7 +51,7 @@ func (g *groupCommit) write(ctx context.Context, batch []*call[eventsource.Snaps
 		// One bad snapshot fails its whole batch; write them one by one so
 		// it fails alone and the others are not held back with it.
 		for _, c := range batch {
-			c.out, c.err = g.single.SaveSnapshot(ctx, c.in)
+			c.out, c.err = g.store.SaveSnapshot(ctx, c.in)
 		}
 	default:
 		for _, c := range batch {

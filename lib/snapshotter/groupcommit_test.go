@@ -132,7 +132,7 @@ func queuedResults(t *testing.T, st *gatedStore, g *groupCommit, snaps []eventso
 
 func TestGroupCommitBatchesWhatQueuesDuringAWrite(t *testing.T) {
 	st := newGated()
-	g := newGroupCommit(st, st, 64, nil)
+	g := newGroupCommit(st, 64, nil)
 	var snaps []eventsource.Snapshot
 	for range 10 {
 		snaps = append(snaps, testSnap(uuid.New(), 5))
@@ -162,7 +162,7 @@ func TestGroupCommitBatchesWhatQueuesDuringAWrite(t *testing.T) {
 
 func TestGroupCommitRespectsMax(t *testing.T) {
 	st := newGated()
-	g := newGroupCommit(st, st, 8, nil)
+	g := newGroupCommit(st, 8, nil)
 	var snaps []eventsource.Snapshot
 	for range 20 {
 		snaps = append(snaps, testSnap(uuid.New(), 2))
@@ -187,7 +187,7 @@ func TestGroupCommitRespectsMax(t *testing.T) {
 
 func TestGroupCommitReportsRefusedSnapshots(t *testing.T) {
 	st := newGated()
-	g := newGroupCommit(st, st, 64, nil)
+	g := newGroupCommit(st, 64, nil)
 	id := uuid.New()
 	if ok, err := g.save(context.Background(), testSnap(id, 10)); !ok || err != nil {
 		t.Fatal(ok, err)
@@ -203,7 +203,7 @@ func TestGroupCommitReportsRefusedSnapshots(t *testing.T) {
 
 func TestGroupCommitIsolatesAnInvalidSnapshot(t *testing.T) {
 	st := newGated()
-	g := newGroupCommit(st, st, 64, nil)
+	g := newGroupCommit(st, 64, nil)
 	bad := testSnap(uuid.New(), 3)
 	bad.State = []byte(`{"v":`)
 	good := testSnap(uuid.New(), 3)
@@ -218,7 +218,7 @@ func TestGroupCommitIsolatesAnInvalidSnapshot(t *testing.T) {
 
 func TestGroupCommitStoreErrorReachesEverySave(t *testing.T) {
 	st := newGated()
-	g := newGroupCommit(st, st, 64, nil)
+	g := newGroupCommit(st, 64, nil)
 	down := errors.New("connection refused")
 	st.fail = down
 	var snaps []eventsource.Snapshot
@@ -235,7 +235,7 @@ func TestGroupCommitStoreErrorReachesEverySave(t *testing.T) {
 
 func TestGroupCommitPanicDoesNotStall(t *testing.T) {
 	st := newGated()
-	g := newGroupCommit(st, st, 64, nil)
+	g := newGroupCommit(st, 64, nil)
 	st.entered, st.release, st.panics = make(chan struct{}, 100), make(chan struct{}), true
 	leader := make(chan any, 1)
 	go func() {
@@ -270,58 +270,32 @@ func TestGroupCommitPanicDoesNotStall(t *testing.T) {
 	}
 }
 
-func TestRepoStoresWrapOnlyWhatCanBatch(t *testing.T) {
-	// One store holding both (memstore.Store, like pgstore): one wrapper
-	// for both, which keeps the one-round-trip loader.
+func TestWorkerStoreWrapsOnlyWhatBatches(t *testing.T) {
 	mem := memstore.New()
 	cfg := DefaultConfig()
-	cfg.Events, cfg.Snapshots = mem, mem
-	ev, sn := repoStores(&cfg, nil, nil)
-	if _, ok := ev.(eventsource.SnapshotLoader); !ok || !sameValue(ev, sn) {
-		t.Fatalf("one store for both: got %T and %T, want one wrapper that is a SnapshotLoader", ev, sn)
-	}
-	if ws := sn.(*workerStore); ws.writes == nil || ws.reads == nil {
-		t.Fatalf("one store for both: writes %v, reads %v; want both batched", ws.writes != nil, ws.reads != nil)
-	}
-	// Separate stores: only the snapshot store is wrapped.
-	events, snaps := memstore.NewEventStore(), memstore.NewSnapshotStore()
-	cfg.Events, cfg.Snapshots = events, snaps
-	ev, sn = repoStores(&cfg, nil, nil)
-	if ev != eventsource.EventStore(events) {
-		t.Fatalf("separate stores: events %T, want the store itself", ev)
-	}
-	if ws, ok := sn.(*workerSnapshots); !ok || ws.writes == nil || ws.reads == nil {
-		t.Fatalf("separate stores: snapshots %T, want writes and reads batched", sn)
+	cfg.Store = mem
+	ws, ok := newWorkerStore(&cfg, nil, nil).(*workerStore)
+	if !ok || ws.writes == nil || ws.reads == nil {
+		t.Fatalf("default config: %T, want a wrapper with writes and reads batched", ws)
 	}
 	// WriteBatch 1: reads are still batched, writes are not.
 	cfg.WriteBatch = 1
-	if _, sn := repoStores(&cfg, nil, nil); sn.(*workerSnapshots).writes != nil || sn.(*workerSnapshots).reads == nil {
+	if ws := newWorkerStore(&cfg, nil, nil).(*workerStore); ws.writes != nil || ws.reads == nil {
 		t.Fatal("WriteBatch 1: writes batched, or reads not")
 	}
 	// And ReadBatch 1: nothing is wrapped.
 	cfg.ReadBatch = 1
-	if ev, sn := repoStores(&cfg, nil, nil); ev != eventsource.EventStore(events) || sn != eventsource.SnapshotStore(snaps) {
-		t.Fatalf("WriteBatch and ReadBatch 1 wrapped the stores: %T, %T", ev, sn)
-	}
-	// A store without the capabilities is never wrapped.
-	cfg = DefaultConfig()
-	cfg.Events, cfg.Snapshots = plainEvents{events}, plainSnapshots{snaps}
-	if ev, sn := repoStores(&cfg, nil, nil); ev != eventsource.EventStore(cfg.Events) || sn != eventsource.SnapshotStore(cfg.Snapshots) {
-		t.Fatalf("stores without batch capabilities were wrapped: %T, %T", ev, sn)
+	if s := newWorkerStore(&cfg, nil, nil); s != eventsource.Store(mem) {
+		t.Fatalf("WriteBatch and ReadBatch 1 wrapped the store: %T", s)
 	}
 }
-
-// plainEvents and plainSnapshots hide every optional capability of the
-// stores they wrap.
-type plainEvents struct{ eventsource.EventStore }
-type plainSnapshots struct{ eventsource.SnapshotStore }
 
 // A batch is written under its leader's context: when that context has
 // ended, the batch fails with its error for every save in it, and the next
 // save leads a fresh write.
 func TestGroupCommitLeaderContextEnded(t *testing.T) {
 	st := newGated()
-	g := newGroupCommit(st, st, 64, nil)
+	g := newGroupCommit(st, 64, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if ok, err := g.save(ctx, testSnap(uuid.New(), 1)); ok || !errors.Is(err, context.Canceled) {

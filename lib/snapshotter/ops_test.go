@@ -249,7 +249,7 @@ func TestNATSUnreachableIsLoggedWithTheURL(t *testing.T) {
 	var logs logBuffer
 	cfg := snapshotter.DefaultConfig()
 	store := memstore.New()
-	cfg.Events, cfg.Snapshots, cfg.JetStream = store, store, js
+	cfg.Store, cfg.JetStream = store, js
 	cfg.SweepInterval = 0
 	cfg.Logger = jsonLogger(&logs, slog.LevelInfo)
 	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](exampledomain.NewRegistry(), snapshotter.DefaultPolicy()))
@@ -364,7 +364,7 @@ func TestBacklogGauges(t *testing.T) {
 	}
 
 	// Aggregates saved without notices, 3 past the sweep threshold (5).
-	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg)
+	silent, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		t.Fatal(err)
 	}

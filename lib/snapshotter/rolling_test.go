@@ -11,7 +11,6 @@ import (
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/snapshotter"
-	"github.com/evsnap/evsnap/lib/storetest"
 	"github.com/google/uuid"
 )
 
@@ -27,16 +26,16 @@ func (*accountV2) SchemaVersion() int    { return 2 }
 // version, and reports if it ever went down (snapshots flapping between
 // releases).
 type schemaWatch struct {
-	storetest.Backend
+	eventsource.Store
 	mu    sync.Mutex
 	last  map[uuid.UUID]int
 	flaps int
 }
 
 func (s *schemaWatch) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (bool, error) {
-	ok, err := s.Backend.SaveSnapshot(ctx, snap)
+	ok, err := s.Store.SaveSnapshot(ctx, snap)
 	if ok {
-		cur, _ := s.Backend.GetSnapshot(ctx, snap.AggregateType, snap.AggregateID)
+		cur, _ := s.Store.GetSnapshot(ctx, snap.AggregateType, snap.AggregateID)
 		s.mu.Lock()
 		if cur != nil {
 			if cur.SchemaVersion < s.last[snap.AggregateID] {
@@ -55,8 +54,8 @@ func (s *schemaWatch) SaveSnapshot(ctx context.Context, snap eventsource.Snapsho
 // of each aggregate leaves it with a v2 snapshot.
 func TestRollingDeploySchemaV1AndV2(t *testing.T) {
 	e := newEnv(t, natstest.RunServer(t).ClientURL(), memstore.New(), false)
-	watch := &schemaWatch{Backend: e.store.Backend, last: map[uuid.UUID]int{}}
-	cfg := func(c *snapshotter.Config) { c.Events, c.Snapshots = watch, watch }
+	watch := &schemaWatch{Store: e.store.Store, last: map[uuid.UUID]int{}}
+	cfg := func(c *snapshotter.Config) { c.Store = watch }
 	v1w, err := snapshotter.New(e.config(cfg), snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: 5}))
 	if err != nil {
 		t.Fatal(err)
@@ -68,12 +67,12 @@ func TestRollingDeploySchemaV1AndV2(t *testing.T) {
 	stopV1 := e.start(v1w)
 	e.start(v2w)
 	ctx := context.Background()
-	v1, err := eventsource.NewRepository[exampledomain.Account](watch, e.reg, eventsource.WithSnapshotStore(watch), eventsource.WithAppendNotifier(e.pub))
+	v1, err := eventsource.NewRepository[exampledomain.Account](watch, e.reg, eventsource.WithAppendNotifier(e.pub))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v1.Close(ctx)
-	v2, err := eventsource.NewRepository[accountV2](watch, e.reg, eventsource.WithSnapshotStore(watch), eventsource.WithAppendNotifier(e.pub))
+	v2, err := eventsource.NewRepository[accountV2](watch, e.reg, eventsource.WithAppendNotifier(e.pub))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,11 +41,10 @@ func readStores(t *testing.T) (*gatedReads, *workerStore) {
 	t.Helper()
 	g := &gatedReads{Store: memstore.New()}
 	cfg := DefaultConfig()
-	cfg.Events, cfg.Snapshots = g, g
-	ev, _ := repoStores(&cfg, nil, nil)
-	ws, ok := ev.(*workerStore)
+	cfg.Store = g
+	ws, ok := newWorkerStore(&cfg, nil, nil).(*workerStore)
 	if !ok || ws.reads == nil {
-		t.Fatalf("repoStores over a store with batch reads: %T", ev)
+		t.Fatalf("newWorkerStore: %T, want reads batched", ws)
 	}
 	return g, ws
 }

@@ -19,7 +19,7 @@ func TestLogSummary(t *testing.T) {
 	var buf bytes.Buffer
 	cfg := DefaultConfig()
 	store := memstore.New()
-	cfg.Events, cfg.Snapshots = store, store
+	cfg.Store = store
 	cfg.Logger = slog.New(slog.NewJSONHandler(&buf, nil))
 	w, err := New(cfg, For[exampledomain.Account](exampledomain.NewRegistry(), DefaultPolicy()))
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/evsnap/evsnap/internal/logattr"
 	"github.com/evsnap/evsnap/internal/natsurl"
 	"github.com/evsnap/evsnap/internal/policy"
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
@@ -64,12 +65,16 @@ type rebuilder interface {
 	rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error)
 	rebuildFrom(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot) (*eventsource.Snapshot, error)
 	rebuildWith(ctx context.Context, id uuid.UUID, snap *eventsource.Snapshot, events iter.Seq2[eventsource.RecordedEvent, error]) (*eventsource.Snapshot, error)
-	verify(ctx context.Context, id uuid.UUID) (eventsource.VerifyResult, error)
+	verify(ctx context.Context, id uuid.UUID) (VerifyResult, error)
 	close(ctx context.Context) error
 }
 
 type repoRebuilder[T any, PT eventsource.AggregatePtr[T]] struct {
 	repo *eventsource.Repository[T, PT]
+	// For verify: the registry, and the store as it is (not through the
+	// worker's batching).
+	reg   *eventsource.Registry
+	store eventsource.Store
 }
 
 func (r *repoRebuilder[T, PT]) rebuild(ctx context.Context, id uuid.UUID) (*eventsource.Snapshot, error) {
@@ -96,10 +101,6 @@ func (r *repoRebuilder[T, PT]) rebuildWith(ctx context.Context, id uuid.UUID, sn
 	return r.repo.CreateSnapshot(ctx, a)
 }
 
-func (r *repoRebuilder[T, PT]) verify(ctx context.Context, id uuid.UUID) (eventsource.VerifyResult, error) {
-	return r.repo.VerifySnapshot(ctx, id)
-}
-
 func (r *repoRebuilder[T, PT]) close(ctx context.Context) error { return r.repo.Close(ctx) }
 
 // For returns the worker's description of aggregate type T, whose events
@@ -113,8 +114,7 @@ func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Pol
 		schemaVersion: probe.SchemaVersion(),
 		policy:        p,
 		build: func(w *Worker) (rebuilder, error) {
-			repo, err := eventsource.NewRepository[T, PT](w.repoEvents, reg,
-				eventsource.WithSnapshotStore(w.repoSnapshots),
+			repo, err := eventsource.NewRepository[T, PT](w.store, reg,
 				eventsource.WithSnapshotMode(eventsource.ModeManual),
 				// The worker writes the snapshots of applications in
 				// external mode: its writes count as such, not as manual.
@@ -127,7 +127,7 @@ func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Pol
 			if err != nil {
 				return nil, err
 			}
-			return &repoRebuilder[T, PT]{repo: repo}, nil
+			return &repoRebuilder[T, PT]{repo: repo, reg: reg, store: w.cfg.Store}, nil
 		},
 	}
 }
@@ -181,16 +181,12 @@ type Worker struct {
 	log     *slog.Logger
 	tracer  trace.Tracer
 	targets map[string]*target
-	lister  eventsource.AggregateLister
-	// loader reads a snapshot and the events after it in one round trip,
-	// when one store holds both (nil otherwise).
-	loader eventsource.SnapshotLoader
-	m      workerMetrics
+	m       workerMetrics
 
-	// The stores the worker and its per-type repositories use: cfg's, or
-	// wrappers that batch snapshot writes and reads (see repoStores).
-	repoEvents    eventsource.EventStore
-	repoSnapshots eventsource.SnapshotStore
+	// store is what the worker and its per-type repositories use:
+	// cfg.Store, with its snapshot writes and reads batched (see
+	// newWorkerStore).
+	store eventsource.Store
 
 	// ready: the durable consumer is bound and its loop runs (or, without
 	// JetStream, Run runs). loop is the pull loop, once Run made it.
@@ -238,16 +234,10 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		tracer:  cfg.TracerProvider.Tracer(InstrumentationName),
 		targets: map[string]*target{},
 	}
-	if l, ok := cfg.Snapshots.(eventsource.AggregateLister); ok {
-		w.lister = l
-	} else if l, ok := cfg.Events.(eventsource.AggregateLister); ok {
-		w.lister = l
-	}
-	w.loader = sharedLoader(&cfg)
 	if err := w.initMetrics(); err != nil {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
-	w.repoEvents, w.repoSnapshots = repoStores(&w.cfg, w.m.writes, w.m.reads)
+	w.store = newWorkerStore(&w.cfg, w.m.writes, w.m.reads)
 	policies := map[string]Policy{}
 	for _, t := range types {
 		if t.build == nil {
@@ -324,8 +314,8 @@ func (w *Worker) Types() []string {
 }
 
 var (
-	attrType     = attribute.Key("evsnap.aggregate.type")
-	attrID       = attribute.Key("evsnap.aggregate.id")
+	attrType     = telemetrykeys.AttrAggregateType
+	attrID       = telemetrykeys.AttrAggregateID
 	attrSource   = attribute.Key("evsnap.source")
 	attrDecision = attribute.Key("evsnap.decision")
 )
@@ -361,15 +351,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}()
 	}
 	if w.cfg.SweepInterval > 0 {
-		if w.lister == nil {
-			w.log.Warn("reconciliation sweep disabled: neither store can list aggregates (eventsource.AggregateLister)")
-		} else {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				w.sweepLoop(ctx)
-			}()
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.sweepLoop(ctx)
+		}()
 	}
 	defer wg.Wait()
 	if w.cfg.JetStream == nil {
@@ -542,14 +528,14 @@ type hints struct {
 //
 // When the notices announce so many events that the aggregate is due even
 // if its snapshot covers every version before them (a backlog, or a
-// milestone), and one store holds the snapshots and the events, the
-// snapshot and the events after it are read in one round trip before the
-// decision; the decision is then made exactly as below, and the events are
-// dropped if it says no. When the notices announce so few events that
-// the aggregate is not due even with no snapshot, nothing is read.
-// Otherwise the snapshot is read for the decision (batched with other
-// notices' where the store can), and the events only when a snapshot is
-// due: most notices are not due.
+// milestone), the snapshot and the events after it are read with the
+// store's LoadSnapshotAndEvents (one round trip on a store that holds
+// both) before the decision; the decision is then made exactly as below,
+// and the events are dropped if it says no. When the notices announce so
+// few events that the aggregate is not due even with no snapshot, nothing
+// is read. Otherwise the snapshot is read for the decision (batched with
+// other notices' where the store can), and the events only when a
+// snapshot is due: most notices are not due.
 func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, source string) (bool, error) {
 	if h.head > 0 && !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, Appended: h.appended}) {
 		// Not due even with no snapshot at all, and a policy only grows
@@ -559,9 +545,9 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 		w.decision(ctx, t, "not_due")
 		return false, nil
 	}
-	if w.loader != nil && h.first > 0 && h.head >= h.first &&
+	if h.first > 0 && h.head >= h.first &&
 		t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: h.first - 1, Appended: h.appended}) {
-		snap, events, err := w.loader.LoadSnapshotAndEvents(ctx, t.name, id, t.schemaVersion)
+		snap, events, err := w.store.LoadSnapshotAndEvents(ctx, t.name, id, t.schemaVersion)
 		if err != nil {
 			return false, fmt.Errorf("read snapshot and events of %s %s: %w", t.name, id, err)
 		}
@@ -571,12 +557,12 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 		_, err = w.observeRebuild(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildWith(ctx, id, snap, events) })
 		return err == nil, err
 	}
-	snap, err := w.repoSnapshots.GetSnapshot(ctx, t.name, id)
+	snap, err := w.store.GetSnapshot(ctx, t.name, id)
 	if err != nil {
 		return false, fmt.Errorf("read snapshot of %s %s: %w", t.name, id, err)
 	}
 	if h.head == 0 && !w.newerSchema(t, snap) {
-		if h.head, err = w.cfg.Events.StreamVersion(ctx, t.name, id); err != nil {
+		if h.head, err = w.store.StreamVersion(ctx, t.name, id); err != nil {
 			return false, fmt.Errorf("read head of %s %s: %w", t.name, id, err)
 		}
 	}
@@ -633,8 +619,8 @@ func (w *Worker) observeRebuild(ctx context.Context, t *target, id uuid.UUID, so
 	}
 	w.m.written.Add(ctx, 1, opt)
 	w.sum.written.Add(1)
-	w.log.Debug("snapshot stored", eventsource.LogKeyAggregateType, t.name, eventsource.LogKeyAggregateID, id,
-		eventsource.LogKeyVersion, s.Version, "source", source)
+	w.log.Debug("snapshot stored", telemetrykeys.LogKeyAggregateType, t.name, telemetrykeys.LogKeyAggregateID, id,
+		telemetrykeys.LogKeyVersion, s.Version, "source", source)
 	return s, nil
 }
 

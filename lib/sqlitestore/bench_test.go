@@ -215,8 +215,8 @@ func BenchmarkSnapshotUpsert(b *testing.B) {
 
 // BenchmarkLoadShape is the store's share of a load at 100 ... 100,000
 // events: a full read, and a snapshot lookup plus the events after it (at
-// the head, and 50 behind). The snapshot loads must stay flat as the
-// stream grows.
+// the head, and 50 behind), as two calls and as LoadSnapshotAndEvents. The
+// snapshot loads must stay flat as the stream grows.
 func BenchmarkLoadShape(b *testing.B) {
 	s := openStore(b, tempDB(b), sqlitestore.WithSynchronous(sqlitestore.SyncNormal))
 	ctx := context.Background()
@@ -256,8 +256,28 @@ func BenchmarkLoadShape(b *testing.B) {
 					if err != nil || sn == nil {
 						b.Fatal(err)
 					}
-					if n := read(sn.Version); n != behind {
+					if n := read(sn.Version - 1); n != behind+1 {
 						b.Fatalf("read %d after the snapshot", n)
+					}
+				}
+			})
+			// What a repository's load reads: the snapshot and the events
+			// from its version, in one read transaction.
+			b.Run(fmt.Sprintf("events=%d/snapshot-%d-behind/combined", size, behind), func(b *testing.B) {
+				for b.Loop() {
+					sn, evs, err := s.LoadSnapshotAndEvents(ctx, "Account", id, 1)
+					if err != nil || sn == nil {
+						b.Fatal(err)
+					}
+					n := 0
+					for _, err := range evs {
+						if err != nil {
+							b.Fatal(err)
+						}
+						n++
+					}
+					if n != behind+1 {
+						b.Fatalf("read %d from the snapshot", n)
 					}
 				}
 			})

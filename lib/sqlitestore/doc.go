@@ -1,15 +1,15 @@
 // Package sqlitestore is the SQLite backend of evsnap: an
-// [eventsource.EventStore], an [eventsource.SnapshotStore] and an
-// [eventsource.AggregateLister] on one SQLite database, through
-// modernc.org/sqlite (pure Go, no cgo). It also has the optional batch
-// capabilities: [eventsource.SnapshotBatchSaver] (one transaction, one
-// commit) and [eventsource.SnapshotBatchGetter] (one query).
+// [eventsource.Store] (events, snapshots and aggregate listings) on one
+// SQLite database, through modernc.org/sqlite (pure Go, no cgo). A batch
+// of snapshots is saved in one transaction (one commit) and read with one
+// query; a load's snapshot and first events are read in one read
+// transaction.
 //
 //	s, err := sqlitestore.Open(ctx, "./data/evsnap.db")
 //	if err != nil { ... }
 //	defer s.Close()
 //	if err := s.Migrate(ctx); err != nil { ... }
-//	repo, err := eventsource.NewRepository(..., eventsource.WithSnapshotStore(s))
+//	repo, err := eventsource.NewRepository[Account](s, reg)
 //
 // # Files and memory
 //

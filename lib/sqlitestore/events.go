@@ -10,7 +10,9 @@ import (
 	"iter"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -27,7 +29,7 @@ type encodedEvent struct {
 	occurred int64
 }
 
-// encodeEvents encodes the rows to insert (eventsource.ValidateAppend,
+// encodeEvents encodes the rows to insert (storekit.ValidateAppend,
 // which Append calls first, has checked the payloads are JSON and the ids
 // distinct within the append).
 func encodeEvents(typ string, id uuid.UUID, events []eventsource.NewEvent) ([]encodedEvent, error) {
@@ -65,9 +67,9 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	ctx, span := s.startSpan(ctx, "Append", typ, id)
 	defer func() { endSpan(span, err) }()
 	if span.IsRecording() {
-		span.SetAttributes(eventsource.AttrEventsAppended.Int(len(events)), attribute.Int64("evsnap.expected_version", int64(expected)))
+		span.SetAttributes(telemetrykeys.AttrEventsAppended.Int(len(events)), attribute.Int64("evsnap.expected_version", int64(expected)))
 	}
-	if err := eventsource.ValidateAppend(typ, id, expected, events); err != nil {
+	if err := storekit.ValidateAppend(typ, id, expected, events); err != nil {
 		return res, err
 	}
 	rows, err := encodeEvents(typ, id, events)
@@ -156,7 +158,7 @@ func (s *Store) insertError(ctx context.Context, tx *sql.Tx, typ string, id uuid
 			return errors.Join(err, lookupErr)
 		}
 		s.logger.WarnContext(ctx, "sqlitestore: streams table is behind the events table; was the events table written around the store?",
-			eventsource.LogKeyAggregateType, typ, eventsource.LogKeyAggregateID, id, LogKeyVersion, actual, LogKeyError, err)
+			telemetrykeys.LogKeyAggregateType, typ, telemetrykeys.LogKeyAggregateID, id, LogKeyVersion, actual, LogKeyError, err)
 		return &eventsource.ConflictError{AggregateType: typ, AggregateID: id, Expected: int64(expected), Actual: actual}
 	case isCheckViolation(err):
 		return fmt.Errorf("%w: sqlitestore: event %d (%s) of append to %s %s refused by the database (payload and metadata must be valid JSON): %w",
@@ -171,8 +173,8 @@ func (s *Store) insertError(ctx context.Context, tx *sql.Tx, typ string, id uuid
 // caller may run other store calls in the loop. Payload is the stored JSON
 // text; Event is nil.
 func (s *Store) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return eventsource.ErrorSeq(err)
+	if err := storekit.ValidateStream(typ, id); err != nil {
+		return storekit.ErrorSeq(err)
 	}
 	return func(yield func(eventsource.RecordedEvent, error) bool) {
 		ctx, span := s.startSpan(ctx, "ReadEvents", typ, id)
@@ -268,7 +270,7 @@ func (s *Store) readWindow(ctx context.Context, st *sql.Stmt, typ string, id uui
 func (s *Store) StreamVersion(ctx context.Context, typ string, id uuid.UUID) (v int64, err error) {
 	ctx, span := s.startSpan(ctx, "StreamVersion", typ, id)
 	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return 0, err
 	}
 	st, err := s.stmt(ctx, false, s.q.streamVersion)

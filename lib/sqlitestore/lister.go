@@ -10,13 +10,13 @@ import (
 	"github.com/google/uuid"
 )
 
-// ListAggregates implements [eventsource.AggregateLister] with one query over
+// ListAggregates implements [eventsource.Store] with one query over
 // the streams table LEFT JOIN the snapshots table; it reads no events.
 //
-// ByID order walks the streams primary key (aggregate_type, aggregate_id)
+// Id order walks the streams primary key (aggregate_type, aggregate_id)
 // from AfterID: ids are stored as canonical lowercase UUID strings, which
 // order like the UUIDs' bytes, so paging with AfterID and Limit costs
-// O(page). MostBehind sorts every aggregate of the type (a top-Limit sort
+// O(page). MostBehindFirst sorts every aggregate of the type (a top-Limit sort
 // when Limit is set).
 //
 // A file store streams the rows while the caller iterates, holding one read
@@ -37,7 +37,7 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 			yield(eventsource.AggregateInfo{}, err)
 		}
 		query, after := s.q.listByID, ""
-		if opts.Order == eventsource.MostBehind {
+		if opts.MostBehindFirst {
 			query = s.q.listMostBehind
 		} else if opts.AfterID != uuid.Nil {
 			after = opts.AfterID.String()

@@ -15,7 +15,6 @@ type queries struct {
 	saveSnapshot   string
 	getSnapshot    string
 	getSnapshots   string
-	snapshotExists string
 	deleteSnapshot string
 	deleteStale    string
 	deleteByType   string
@@ -79,7 +78,6 @@ WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
 		getSnapshots: r.Replace(`SELECT s.aggregate_id, s.version, s.schema_version, s.state, s.created_at, s.event_id
 FROM json_each(?2) AS j CROSS JOIN {snapshots} AS s
 ON s.aggregate_id = j.value AND s.aggregate_type = ?1`),
-		snapshotExists: r.Replace(`SELECT EXISTS (SELECT 1 FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2)`),
 		deleteSnapshot: r.Replace(`DELETE FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
 		// DeleteStaleSnapshot's compare-and-delete: one statement.
 		deleteStale: r.Replace(`DELETE FROM {snapshots}

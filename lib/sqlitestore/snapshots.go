@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -21,7 +23,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 	ctx, span := s.startSpan(ctx, "SaveSnapshot", snap.AggregateType, snap.AggregateID)
 	defer func() {
 		if span.IsRecording() {
-			span.SetAttributes(eventsource.AttrVersion.Int64(snap.Version), attribute.Bool("evsnap.snapshot.stored", stored))
+			span.SetAttributes(telemetrykeys.AttrVersion.Int64(snap.Version), attribute.Bool("evsnap.snapshot.stored", stored))
 		}
 		endSpan(span, err)
 	}()
@@ -44,9 +46,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 	return n > 0, nil
 }
 
-var _ eventsource.SnapshotBatchSaver = (*Store)(nil)
-
-// SaveSnapshots implements [eventsource.SnapshotBatchSaver]: SaveSnapshot's
+// SaveSnapshots implements [eventsource.SnapshotStore]: SaveSnapshot's
 // upsert for each snapshot, in one write transaction, so the batch costs
 // one commit (one sync of the WAL).
 func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) (stored []bool, err error) {
@@ -55,7 +55,7 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("evsnap.snapshot.batch", len(snaps)))
 	}
-	write, err := eventsource.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +99,7 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {
 	ctx, span := s.startSpan(ctx, "GetSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
 	st, err := s.stmt(ctx, false, s.q.getSnapshot)
@@ -140,9 +140,7 @@ func scanSnapshot(row rowScanner, typ string, lead ...any) (*eventsource.Snapsho
 	return snap, nil
 }
 
-var _ eventsource.SnapshotBatchGetter = (*Store)(nil)
-
-// GetSnapshots implements [eventsource.SnapshotBatchGetter] with one query
+// GetSnapshots implements [eventsource.SnapshotStore] with one query
 // whatever the number of ids: the distinct ids go as one JSON array
 // parameter, which SQLite walks, looking each id up by primary key, so
 // there is no variable limit to chunk for and one prepared statement
@@ -154,20 +152,20 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("evsnap.snapshot.batch", len(ids)))
 	}
-	if err := eventsource.ValidateGetSnapshots(typ, ids); err != nil {
+	if err := storekit.ValidateGetSnapshots(typ, ids); err != nil {
 		return nil, err
 	}
 	found, err := s.getSnapshots(ctx, typ, ids)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: get %d snapshots of %s: %w", len(ids), typ, s.mapErr(err))
 	}
-	return eventsource.SnapshotsInOrder(ids, found), nil
+	return storekit.SnapshotsInOrder(ids, found), nil
 }
 
 // getSnapshots runs the getSnapshots query for the distinct ids of ids and
 // returns the snapshots it found by id.
 func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (_ map[uuid.UUID]*eventsource.Snapshot, err error) {
-	distinct := eventsource.DistinctIDs(ids)
+	distinct := storekit.DistinctIDs(ids)
 	// uuid.UUID marshals as its canonical lowercase string: the stored form.
 	idsJSON, err := json.Marshal(distinct)
 	if err != nil {
@@ -205,7 +203,7 @@ func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(typ, id); err != nil {
+	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
 	}
 	n, err := s.exec(ctx, s.q.deleteSnapshot, id.String(), typ)
@@ -221,7 +219,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID)
 	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
 	}
 	n, err := s.exec(ctx, s.q.deleteStale, snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion, snap.EventID.String())
@@ -229,23 +227,6 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 		return false, fmt.Errorf("sqlitestore: delete stale snapshot v%d of %s %s: %w", snap.Version, snap.AggregateType, snap.AggregateID, err)
 	}
 	return n > 0, nil
-}
-
-// SnapshotExists implements [eventsource.SnapshotStore].
-func (s *Store) SnapshotExists(ctx context.Context, typ string, id uuid.UUID) (ok bool, err error) {
-	ctx, span := s.startSpan(ctx, "SnapshotExists", typ, id)
-	defer func() { endSpan(span, err) }()
-	if err := eventsource.ValidateStream(typ, id); err != nil {
-		return false, err
-	}
-	st, err := s.stmt(ctx, false, s.q.snapshotExists)
-	if err == nil {
-		err = st.QueryRowContext(ctx, id.String(), typ).Scan(&ok)
-	}
-	if err != nil {
-		return false, fmt.Errorf("sqlitestore: snapshot exists %s %s: %w", typ, id, s.mapErr(err))
-	}
-	return ok, nil
 }
 
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore]. It uses the
@@ -258,7 +239,7 @@ func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVer
 		}
 		endSpan(span, err)
 	}()
-	if err := eventsource.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
+	if err := storekit.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err
 	}
 	if schemaVersionBelow == 0 {

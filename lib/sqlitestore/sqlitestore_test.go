@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/sqlitestore"
 	"github.com/evsnap/evsnap/lib/storetest"
 )
@@ -51,50 +52,18 @@ func backends(t *testing.T) map[string]func(t *testing.T) *sqlitestore.Store {
 	}
 }
 
-func TestEventStoreConformance(t *testing.T) {
+func TestConformance(t *testing.T) {
 	for name, newStore := range backends(t) {
 		t.Run(name, func(t *testing.T) {
-			storetest.TestEventStore(t, func(t *testing.T) eventsource.EventStore { return newStore(t) })
+			storetest.Run(t, func(t *testing.T) eventsource.Store { return newStore(t) })
 		})
 	}
 }
 
-func TestSnapshotStoreConformance(t *testing.T) {
-	for name, newStore := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			storetest.TestSnapshotStore(t, func(t *testing.T) eventsource.SnapshotStore { return newStore(t) })
-		})
-	}
-}
-
-func TestSnapshotBatchSaverConformance(t *testing.T) {
-	for name, newStore := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			storetest.TestSnapshotBatchSaver(t, func(t *testing.T) storetest.BatchSnapshotStore { return newStore(t) })
-		})
-	}
-}
-
-func TestSnapshotBatchGetterConformance(t *testing.T) {
-	for name, newStore := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			storetest.TestSnapshotBatchGetter(t, func(t *testing.T) storetest.SnapshotGetterStore { return newStore(t) })
-		})
-	}
-}
-
-func TestAggregateListerConformance(t *testing.T) {
-	for name, newStore := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			storetest.TestAggregateLister(t, func(t *testing.T) storetest.Backend { return newStore(t) })
-		})
-	}
-}
-
-func TestStaleSnapshotsConformance(t *testing.T) {
-	for name, newStore := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			storetest.TestStaleSnapshots(t, func(t *testing.T) storetest.RepositoryBackend { return newStore(t) })
-		})
-	}
+// Snapshots in SQLite, events elsewhere (here in memory), joined by
+// eventsource.Split.
+func TestSplitConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) eventsource.Store {
+		return eventsource.Split(memstore.NewEventStore(), openStore(t, tempDB(t)))
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -42,8 +43,8 @@ const (
 	LogKeyError     = "error"
 )
 
-// Store is an event store, a snapshot store and an aggregate lister on one
-// SQLite database. It is safe for concurrent use by many goroutines; several
+// Store is an [eventsource.Store] on one SQLite database: events,
+// snapshots and aggregate listings. It is safe for concurrent use by many goroutines; several
 // Stores (in one process or many) may share a database file.
 //
 // Create it with [Open] or [New], call [Store.Migrate] once, and [Store.Close]
@@ -79,11 +80,7 @@ type Store struct {
 	closeErr  error
 }
 
-var (
-	_ eventsource.EventStore      = (*Store)(nil)
-	_ eventsource.SnapshotStore   = (*Store)(nil)
-	_ eventsource.AggregateLister = (*Store)(nil)
-)
+var _ eventsource.Store = (*Store)(nil)
 
 // defaultWindow is how many events ReadEvents fetches per query; between
 // windows the store holds no connection, so a caller that runs other store
@@ -385,10 +382,10 @@ func (s *Store) startSpan(ctx context.Context, op, typ string, id uuid.UUID) (co
 	if span.IsRecording() {
 		span.SetAttributes(dbSystem, attribute.String("db.operation.name", op))
 		if typ != "" {
-			span.SetAttributes(eventsource.AttrAggregateType.String(typ))
+			span.SetAttributes(telemetrykeys.AttrAggregateType.String(typ))
 		}
 		if id != uuid.Nil {
-			span.SetAttributes(eventsource.AttrAggregateID.String(id.String()))
+			span.SetAttributes(telemetrykeys.AttrAggregateID.String(id.String()))
 		}
 	}
 	return ctx, span

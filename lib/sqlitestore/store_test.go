@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -845,11 +846,34 @@ func TestNew(t *testing.T) {
 	}
 	for name, newStore := range map[string]func(*testing.T) *sqlitestore.Store{"File": newFile, "Memory": newMemory} {
 		t.Run(name, func(t *testing.T) {
-			storetest.TestEventStore(t, func(t *testing.T) eventsource.EventStore { return newStore(t) })
-			storetest.TestSnapshotStore(t, func(t *testing.T) eventsource.SnapshotStore { return newStore(t) })
-			storetest.TestAggregateLister(t, func(t *testing.T) storetest.Backend { return newStore(t) })
+			storetest.Run(t, func(t *testing.T) eventsource.Store { return newStore(t) })
 		})
 	}
+}
+
+// holdWriteLock takes the write lock of the database at path on another
+// connection, with an uncommitted delete of every snapshot, until the test
+// ends, and returns a context far shorter than the busy timeout: a read
+// that waited for the lock fails with it.
+func holdWriteLock(t *testing.T, path string) context.Context {
+	t.Helper()
+	conn, err := rawDB(t, path).Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+		conn.Close()
+	})
+	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), `DELETE FROM "snapshots"`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // TestGetSnapshotsTakesNoWriteLock runs GetSnapshots on a store over a
@@ -865,29 +889,47 @@ func TestGetSnapshotsTakesNoWriteLock(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other := rawDB(t, path)
-	conn, err := other.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.ExecContext(context.Background(), "ROLLBACK") //nolint:errcheck // the test is over
-	if _, err := conn.ExecContext(context.Background(), `DELETE FROM "snapshots"`); err != nil {
-		t.Fatal(err)
-	}
-
-	// Far below the busy timeout: a read that waited for the lock fails.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
+	ctx := holdWriteLock(t, path)
 	snaps, err := s.GetSnapshots(ctx, typ, []uuid.UUID{id, uuid.New()})
 	if err != nil {
 		t.Fatalf("GetSnapshots while another connection holds the write lock: %v", err)
 	}
 	if snaps[0] == nil || snaps[0].Version != 2 || snaps[1] != nil {
 		t.Fatalf("GetSnapshots = %v, %v; want the committed v2 snapshot and none", snaps[0], snaps[1])
+	}
+}
+
+// TestLoadSnapshotAndEventsTakesNoWriteLock: the read transaction of
+// LoadSnapshotAndEvents is a deferred one even on a caller's *sql.DB whose
+// DSN makes transactions BEGIN IMMEDIATE, so a load does not wait for
+// another connection's write lock, and sees the database as it was
+// before the uncommitted write.
+func TestLoadSnapshotAndEventsTakesNoWriteLock(t *testing.T) {
+	path := tempDB(t)
+	_, s := newOnDB(t, path+recommendedDSN)
+	t.Cleanup(func() { s.Close() })
+	typ, id := "LoadRead", uuid.New()
+	mustAppend(t, s, typ, id, eventsource.NoStream, events(1, 3))
+	snap := snapshot(typ, id, 2)
+	snap.EventID = readVersions(t, s, typ, id)[1].ID
+	if _, err := s.SaveSnapshot(context.Background(), snap); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := holdWriteLock(t, path)
+	got, evs, err := s.LoadSnapshotAndEvents(ctx, typ, id, 1)
+	if err != nil {
+		t.Fatalf("LoadSnapshotAndEvents while another connection holds the write lock: %v", err)
+	}
+	var versions []int64
+	for rec, err := range evs {
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions = append(versions, rec.Version)
+	}
+	if got == nil || got.Version != 2 || !slices.Equal(versions, []int64{2, 3}) {
+		t.Fatalf("LoadSnapshotAndEvents = %+v, versions %v; want the committed v2 snapshot and v2, v3", got, versions)
 	}
 }
 

@@ -14,18 +14,11 @@ import (
 	"github.com/google/uuid"
 )
 
-// BatchSnapshotStore is a snapshot store with the batch capability.
-type BatchSnapshotStore interface {
-	eventsource.SnapshotStore
-	eventsource.SnapshotBatchSaver
-}
-
-// TestSnapshotBatchSaver runs the conformance suite of
-// [eventsource.SnapshotBatchSaver]: every rule of SaveSnapshot holds for
+// runSaveSnapshots checks [eventsource.SnapshotStore.SaveSnapshots]: every rule of SaveSnapshot holds for
 // each snapshot of a batch, duplicates within a batch resolve in order, a
 // bad snapshot fails the whole batch, and concurrent overlapping batches
 // neither regress a snapshot nor deadlock.
-func TestSnapshotBatchSaver(t *testing.T, newStore func(t *testing.T) BatchSnapshotStore) {
+func runSaveSnapshots(t *testing.T, newStore factory) {
 	t.Run("Empty", func(t *testing.T) { testBatchEmpty(t, newStore(t)) })
 	t.Run("InsertAndUpdate", func(t *testing.T) { testBatchInsertUpdate(t, newStore(t)) })
 	t.Run("NeverMovesBackwards", func(t *testing.T) { testBatchMonotonic(t, newStore(t)) })
@@ -36,7 +29,7 @@ func TestSnapshotBatchSaver(t *testing.T, newStore func(t *testing.T) BatchSnaps
 	t.Run("ConcurrentOverlappingBatches", func(t *testing.T) { testBatchConcurrent(t, newStore(t)) })
 }
 
-func mustSaveBatch(t *testing.T, s BatchSnapshotStore, snaps []eventsource.Snapshot, want []bool) {
+func mustSaveBatch(t *testing.T, s eventsource.SnapshotStore, snaps []eventsource.Snapshot, want []bool) {
 	t.Helper()
 	stored, err := s.SaveSnapshots(context.Background(), snaps)
 	if err != nil {
@@ -47,14 +40,14 @@ func mustSaveBatch(t *testing.T, s BatchSnapshotStore, snaps []eventsource.Snaps
 	}
 }
 
-func testBatchEmpty(t *testing.T, s BatchSnapshotStore) {
+func testBatchEmpty(t *testing.T, s eventsource.SnapshotStore) {
 	stored, err := s.SaveSnapshots(context.Background(), nil)
 	if err != nil || len(stored) != 0 {
 		t.Fatalf("SaveSnapshots(nil) = %v, %v; want no result and no error", stored, err)
 	}
 }
 
-func testBatchInsertUpdate(t *testing.T, s BatchSnapshotStore) {
+func testBatchInsertUpdate(t *testing.T, s eventsource.SnapshotStore) {
 	typ, other := uniqueType("Batch"), uniqueType("BatchOther")
 	old := uuid.New()
 	mustSave(t, s, snap(typ, old, 3, 1), true)
@@ -76,7 +69,7 @@ func testBatchInsertUpdate(t *testing.T, s BatchSnapshotStore) {
 	}
 }
 
-func testBatchMonotonic(t *testing.T, s BatchSnapshotStore) {
+func testBatchMonotonic(t *testing.T, s eventsource.SnapshotStore) {
 	typ := uniqueType("BatchMono")
 	a, b, c, d := uuid.New(), uuid.New(), uuid.New(), uuid.New()
 	mustSave(t, s, snap(typ, a, 50, 2), true)
@@ -94,7 +87,7 @@ func testBatchMonotonic(t *testing.T, s BatchSnapshotStore) {
 	checkStored(t, s, typ, d, 1, 1)
 }
 
-func testBatchDuplicates(t *testing.T, s BatchSnapshotStore) {
+func testBatchDuplicates(t *testing.T, s eventsource.SnapshotStore) {
 	typ := uniqueType("BatchDup")
 	a, b := uuid.New(), uuid.New()
 	mustSaveBatch(t, s, []eventsource.Snapshot{
@@ -111,7 +104,7 @@ func testBatchDuplicates(t *testing.T, s BatchSnapshotStore) {
 	checkStored(t, s, typ, a, 7, 1)
 }
 
-func testBatchInvalid(t *testing.T, s BatchSnapshotStore) {
+func testBatchInvalid(t *testing.T, s eventsource.SnapshotStore) {
 	typ := uniqueType("BatchBad")
 	good, bad := uuid.New(), uuid.New()
 	notJSON := snap(typ, bad, 2, 1)
@@ -141,7 +134,7 @@ func testBatchInvalid(t *testing.T, s BatchSnapshotStore) {
 	}
 }
 
-func testBatchCancelled(t *testing.T, s BatchSnapshotStore) {
+func testBatchCancelled(t *testing.T, s eventsource.SnapshotStore) {
 	typ, id := uniqueType("BatchCancel"), uuid.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -156,7 +149,7 @@ func testBatchCancelled(t *testing.T, s BatchSnapshotStore) {
 // testBatchConcurrent races writers whose batches cover the same
 // aggregates in different orders: a store that locks rows in batch order
 // would deadlock (PostgreSQL reports it as an error); none may regress.
-func testBatchConcurrent(t *testing.T, s BatchSnapshotStore) {
+func testBatchConcurrent(t *testing.T, s eventsource.SnapshotStore) {
 	typ := uniqueType("BatchRace")
 	ids := make([]uuid.UUID, 12)
 	for i := range ids {

@@ -12,24 +12,17 @@ import (
 	"github.com/google/uuid"
 )
 
-// SnapshotGetterStore is a snapshot store with the batch read capability.
-type SnapshotGetterStore interface {
-	eventsource.SnapshotStore
-	eventsource.SnapshotBatchGetter
-}
-
-// TestSnapshotBatchGetter runs the conformance suite of
-// [eventsource.SnapshotBatchGetter]: every snapshot of a batch read is
+// runGetSnapshots checks [eventsource.SnapshotStore.GetSnapshots]: every snapshot of a batch read is
 // what GetSnapshot returns for it, in the order asked, and bad arguments
 // are refused with an error naming them.
-func TestSnapshotBatchGetter(t *testing.T, newStore func(t *testing.T) SnapshotGetterStore) {
+func runGetSnapshots(t *testing.T, newStore factory) {
 	t.Run("MatchesGetSnapshot", func(t *testing.T) { testGetBatchMatches(t, newStore(t)) })
 	t.Run("Large", func(t *testing.T) { testGetBatchLarge(t, newStore(t)) })
 	t.Run("InvalidArguments", func(t *testing.T) { testGetBatchInvalid(t, newStore(t)) })
 	t.Run("CancelledContext", func(t *testing.T) { testGetBatchCancelled(t, newStore(t)) })
 }
 
-func mustGetBatch(t *testing.T, s SnapshotGetterStore, typ string, ids []uuid.UUID) []*eventsource.Snapshot {
+func mustGetBatch(t *testing.T, s eventsource.SnapshotStore, typ string, ids []uuid.UUID) []*eventsource.Snapshot {
 	t.Helper()
 	got, err := s.GetSnapshots(context.Background(), typ, ids)
 	if err != nil {
@@ -60,7 +53,7 @@ func checkSameSnapshot(t *testing.T, what string, got, want *eventsource.Snapsho
 	}
 }
 
-func testGetBatchMatches(t *testing.T, s SnapshotGetterStore) {
+func testGetBatchMatches(t *testing.T, s eventsource.SnapshotStore) {
 	typ, other := uniqueType("GetBatch"), uniqueType("GetBatchOther")
 	withSnap, schema2, missing, otherOnly := uuid.New(), uuid.New(), uuid.New(), uuid.New()
 	in := snap(typ, withSnap, 7, 1)
@@ -87,7 +80,7 @@ func testGetBatchMatches(t *testing.T, s SnapshotGetterStore) {
 	checkStored(t, s, typ, withSnap, 7, 1)
 }
 
-func testGetBatchLarge(t *testing.T, s SnapshotGetterStore) {
+func testGetBatchLarge(t *testing.T, s eventsource.SnapshotStore) {
 	typ := uniqueType("GetBatchLarge")
 	ids := make([]uuid.UUID, 1000)
 	for i := range ids {
@@ -124,7 +117,7 @@ func checkInvalid(t *testing.T, what string, err error, names ...string) {
 	}
 }
 
-func testGetBatchInvalid(t *testing.T, s SnapshotGetterStore) {
+func testGetBatchInvalid(t *testing.T, s eventsource.SnapshotStore) {
 	ctx := context.Background()
 	typ := uniqueType("GetBatchBad")
 	_, err := s.GetSnapshots(ctx, typ, nil)
@@ -135,7 +128,7 @@ func testGetBatchInvalid(t *testing.T, s SnapshotGetterStore) {
 	checkInvalid(t, "GetSnapshots with a nil id", err, "id 2", "nil")
 }
 
-func testGetBatchCancelled(t *testing.T, s SnapshotGetterStore) {
+func testGetBatchCancelled(t *testing.T, s eventsource.SnapshotStore) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := s.GetSnapshots(ctx, uniqueType("GetBatchCancel"), []uuid.UUID{uuid.New()}); !errors.Is(err, context.Canceled) {

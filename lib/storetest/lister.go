@@ -11,18 +11,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Backend is a store that keeps both events and snapshots and can list
-// aggregates, as [TestAggregateLister] needs.
-type Backend interface {
-	eventsource.EventStore
-	eventsource.SnapshotStore
-	eventsource.AggregateLister
-}
-
-// BackendFactory returns the backend a subtest runs against.
-type BackendFactory func(t *testing.T) Backend
-
-func listAll(t *testing.T, l eventsource.AggregateLister, typ string, opts eventsource.ListOptions) []eventsource.AggregateInfo {
+func listAll(t *testing.T, l eventsource.Store, typ string, opts eventsource.ListOptions) []eventsource.AggregateInfo {
 	t.Helper()
 	var out []eventsource.AggregateInfo
 	for in, err := range l.ListAggregates(context.Background(), typ, opts) {
@@ -42,9 +31,8 @@ func idsOf(infos []eventsource.AggregateInfo) []uuid.UUID {
 	return out
 }
 
-// TestAggregateLister runs the conformance suite of
-// [eventsource.AggregateLister].
-func TestAggregateLister(t *testing.T, newBackend BackendFactory) {
+// runLister checks [eventsource.Store.ListAggregates].
+func runLister(t *testing.T, newBackend factory) {
 	b := newBackend(t)
 	typ, other := uniqueType("List"), uniqueType("ListOther")
 	type agg struct {
@@ -87,14 +75,14 @@ func TestAggregateLister(t *testing.T, newBackend BackendFactory) {
 		}
 	})
 	t.Run("MostBehind", func(t *testing.T) {
-		got := listAll(t, b, typ, eventsource.ListOptions{Order: eventsource.MostBehind})
+		got := listAll(t, b, typ, eventsource.ListOptions{MostBehindFirst: true})
 		tie := []uuid.UUID{ids[2], ids[4]}
 		slices.SortFunc(tie, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 		wantIDs := []uuid.UUID{ids[1], tie[0], tie[1], ids[3], ids[0]}
 		if !slices.Equal(idsOf(got), wantIDs) {
 			t.Fatalf("ids = %v, want %v (behind: 15, 5, 5, 1, 0)", idsOf(got), wantIDs)
 		}
-		top := listAll(t, b, typ, eventsource.ListOptions{Order: eventsource.MostBehind, Limit: 1, MinBehind: 2})
+		top := listAll(t, b, typ, eventsource.ListOptions{MostBehindFirst: true, Limit: 1, MinBehind: 2})
 		if len(top) != 1 || top[0].AggregateID != ids[1] {
 			t.Fatalf("most behind with limit 1 = %v", idsOf(top))
 		}

@@ -9,16 +9,11 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
-// LoaderBackend is a backend with the one-round-trip load capability.
-type LoaderBackend interface {
-	Backend
-	eventsource.SnapshotLoader
-}
-
-func loadVersions(t *testing.T, b LoaderBackend, typ string, id uuid.UUID, schema int) (*eventsource.Snapshot, []int64) {
+func loadVersions(t *testing.T, b eventsource.Store, typ string, id uuid.UUID, schema int) (*eventsource.Snapshot, []int64) {
 	t.Helper()
 	snap, events, err := b.LoadSnapshotAndEvents(context.Background(), typ, id, schema)
 	if err != nil {
@@ -59,9 +54,8 @@ func first(v []int64) int64 {
 	return v[0]
 }
 
-// TestSnapshotLoader runs the conformance suite of
-// [eventsource.SnapshotLoader].
-func TestSnapshotLoader(t *testing.T, newBackend func(t *testing.T) LoaderBackend) {
+// runLoader checks [eventsource.Store.LoadSnapshotAndEvents].
+func runLoader(t *testing.T, newBackend factory) {
 	b := newBackend(t)
 	typ := uniqueType("Loader")
 	mk := func(n int) uuid.UUID {
@@ -126,7 +120,7 @@ func TestSnapshotLoader(t *testing.T, newBackend func(t *testing.T) LoaderBacken
 		checkOwned(t, func() iter.Seq2[eventsource.RecordedEvent, error] {
 			_, events, err := b.LoadSnapshotAndEvents(t.Context(), typ, id, 1)
 			if err != nil {
-				return eventsource.ErrorSeq(err)
+				return storekit.ErrorSeq(err)
 			}
 			return events
 		})
@@ -137,7 +131,7 @@ func TestSnapshotLoader(t *testing.T, newBackend func(t *testing.T) LoaderBacken
 // each time they are iterated, after a complete iteration, after a
 // break, and after other loads; and the events an earlier iteration
 // yielded keep their content meanwhile (a store may recycle what it read).
-func testLoaderIteratedAgain(t *testing.T, b LoaderBackend, typ string, mk func(int) uuid.UUID) {
+func testLoaderIteratedAgain(t *testing.T, b eventsource.Store, typ string, mk func(int) uuid.UUID) {
 	id, other := mk(30), mk(30)
 	mustSave(t, b, snap(typ, id, 10, 1), true)
 	_, events, err := b.LoadSnapshotAndEvents(t.Context(), typ, id, 1)
@@ -212,7 +206,7 @@ func testLoaderIteratedAgain(t *testing.T, b LoaderBackend, typ string, mk func(
 // version when its schema matches, else at 1). A store that reads the
 // snapshot and the events as two statements sees a snapshot written
 // between them; it must not let the events start elsewhere.
-func testLoaderUnderSnapshotWrites(t *testing.T, b LoaderBackend) {
+func testLoaderUnderSnapshotWrites(t *testing.T, b eventsource.Store) {
 	ctx := context.Background()
 	typ := uniqueType("LoaderRace")
 	ids := make([]uuid.UUID, 4)

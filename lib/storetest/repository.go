@@ -57,7 +57,7 @@ func (*tally) SchemaVersion() int    { return 1 }
 
 // tallyRepo returns a repository of tallies on s whose registry knows the
 // given event types. It takes no snapshots: the cases read events only.
-func tallyRepo(t *testing.T, s eventsource.EventStore, register ...func(*eventsource.Registry) error) *eventsource.Repository[tally, *tally] {
+func tallyRepo(t *testing.T, s eventsource.Store, register ...func(*eventsource.Registry) error) *eventsource.Repository[tally, *tally] {
 	t.Helper()
 	reg := eventsource.NewRegistry()
 	for _, r := range register {
@@ -65,7 +65,7 @@ func tallyRepo(t *testing.T, s eventsource.EventStore, register ...func(*eventso
 			t.Fatal(err)
 		}
 	}
-	repo, err := eventsource.NewRepository[tally](s, reg)
+	repo, err := eventsource.NewRepository[tally](s, reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
 	if err != nil {
 		t.Fatalf("NewRepository: %v", err)
 	}
@@ -79,7 +79,7 @@ func tallyRepo(t *testing.T, s eventsource.EventStore, register ...func(*eventso
 // to another Go type. What a store kept from the save (an in-memory store
 // may keep the decoded events) must not change what the load sees: the
 // reader's registry decides, as it does on a store that keeps only bytes.
-func testUnknownEventTypeOnLoad(t *testing.T, s eventsource.EventStore) {
+func testUnknownEventTypeOnLoad(t *testing.T, s eventsource.Store) {
 	ctx := context.Background()
 	writer := tallyRepo(t, s, eventsource.Register[tallyDeposited], eventsource.Register[tallyMystery])
 	id := uuid.New()

@@ -68,7 +68,7 @@ func testSchemaVersionRange(t *testing.T, s eventsource.SnapshotStore) {
 
 // testBatchSchemaVersionRange: a batch holding a snapshot whose schema
 // version is out of range fails whole, and one at the highest round-trips.
-func testBatchSchemaVersionRange(t *testing.T, s BatchSnapshotStore) {
+func testBatchSchemaVersionRange(t *testing.T, s eventsource.SnapshotStore) {
 	typ, good, bad := uniqueType("BatchSchemaRange"), uuid.New(), uuid.New()
 	for _, v := range outOfRangeSchemas() {
 		stored, err := s.SaveSnapshots(context.Background(), []eventsource.Snapshot{snap(typ, good, 1, 1), snap(typ, bad, 1, v)})
@@ -84,7 +84,7 @@ func testBatchSchemaVersionRange(t *testing.T, s BatchSnapshotStore) {
 // testLoaderSchemaVersionRange: LoadSnapshotAndEvents takes a schema
 // version in range (the highest finds a snapshot of it) and refuses one
 // above it as an invalid argument.
-func testLoaderSchemaVersionRange(t *testing.T, b LoaderBackend) {
+func testLoaderSchemaVersionRange(t *testing.T, b eventsource.Store) {
 	typ, id := uniqueType("LoaderSchemaRange"), uuid.New()
 	mustAppend(t, b, typ, id, eventsource.NoStream, testEvents("Thing", 1, 6))
 	mustSave(t, b, snap(typ, id, 4, eventsource.MaxSchemaVersion), true)

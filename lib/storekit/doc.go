@@ -1,0 +1,56 @@
+// Package storekit is for authors of an [eventsource.Store]: the argument
+// checks and helpers the backends in this module share, so that every
+// store refuses the same input with the same error. Applications never
+// need it.
+//
+// # The contract in short
+//
+// A store holds event streams and the latest snapshot of each aggregate,
+// and is safe for concurrent use by many goroutines and processes. The
+// method comments of [eventsource.EventStore], [eventsource.SnapshotStore]
+// and [eventsource.Store] are the contract; in short:
+//
+//   - Append is atomic and checks the expected version: a mismatch is an
+//     [*eventsource.ConflictError] and commits nothing, an event id
+//     already stored or repeated is an [*eventsource.DuplicateEventIDError].
+//   - ReadEvents streams (its cost depends on the events after `after`,
+//     not on the stream's length), yields an error once and last, holds
+//     nothing across yields that other calls of the store need, and hands
+//     out events the caller owns.
+//   - A snapshot never moves backwards: a write with a lower version or
+//     an older schema version is a no-op ([eventsource.Snapshot.Supersedes]),
+//     checked and written atomically, alone or in a batch (SaveSnapshots,
+//     one transaction). DeleteStaleSnapshot is a compare-and-delete.
+//   - GetSnapshots answers for many ids with one round trip;
+//     LoadSnapshotAndEvents returns a snapshot and the events from its
+//     version (or from 1 when its schema differs) with one where it can;
+//     ListAggregates lists heads and snapshot versions without reading
+//     events, or yields one error matching [errors.ErrUnsupported].
+//   - Bad arguments are errors matching [eventsource.ErrInvalidArgument]
+//     that name what was wrong; aggregate types are at most
+//     [MaxAggregateTypeLen] bytes and schema versions run from 1 to
+//     [eventsource.MaxSchemaVersion].
+//
+// # Writing one
+//
+// Call the Validate function of each method first ([ValidateAppend],
+// [ValidateStream], [ValidateGetSnapshots], [ValidateDeleteByType],
+// [ValidateSchemaVersion]; [eventsource.Snapshot.Validate] for a
+// snapshot), and [ResolveSnapshotBatch] before writing a batch.
+// [DistinctIDs] and [SnapshotsInOrder] shape a batch read, [FilterAndSort]
+// is the reference semantics of [eventsource.ListOptions] for a store that
+// lists in memory, and [ErrorSeq] reports an error from a method that
+// returns a sequence. Assert the interface at compile time:
+//
+//	var _ eventsource.Store = (*Store)(nil)
+//
+// Then run the conformance suite, which checks every rule above and more:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) eventsource.Store { return New() })
+//	}
+//
+// An application that keeps events and snapshots in different systems
+// need not write a Store: [eventsource.Split] joins an EventStore and a
+// SnapshotStore.
+package storekit
