@@ -143,6 +143,27 @@ func (s *Store) migrationProvider() (*goose.Provider, error) {
 	if err != nil {
 		return nil, err
 	}
+	gms, err := s.gooseMigrations(q)
+	if err != nil {
+		return nil, err
+	}
+	return goose.NewProvider(goose.DialectCustom, s.writer, nil,
+		goose.WithStore(versions),
+		goose.WithGoMigrations(gms...),
+		goose.WithDisableGlobalRegistry(true),
+		// A migration missing below the newest applied one (a database put
+		// back by hand, say) is applied, as the runner before goose did.
+		goose.WithAllowOutofOrder(true),
+		goose.WithLogger(goose.NopLogger()), // Migrate logs what it applied
+	)
+}
+
+// gooseMigrations returns the embedded migrations, rendered with the
+// store's table names, as goose Go migrations. Each runs in the write
+// transaction goose opens, and first checks there that no other migrator
+// recorded it since goose listed what was pending: if one did, it returns
+// errAppliedMeanwhile and changes nothing.
+func (s *Store) gooseMigrations(q versionQueries) ([]*goose.Migration, error) {
 	data := templateData{Events: s.cfg.events, Snapshots: s.cfg.snapshots, Streams: s.cfg.streams}
 	gms := make([]*goose.Migration, len(migrations))
 	for i, m := range migrations {
@@ -166,15 +187,7 @@ func (s *Store) migrationProvider() (*goose.Provider, error) {
 			return nil
 		}}, nil)
 	}
-	return goose.NewProvider(goose.DialectCustom, s.writer, nil,
-		goose.WithStore(versions),
-		goose.WithGoMigrations(gms...),
-		goose.WithDisableGlobalRegistry(true),
-		// A migration missing below the newest applied one (a database put
-		// back by hand, say) is applied, as the runner before goose did.
-		goose.WithAllowOutofOrder(true),
-		goose.WithLogger(goose.NopLogger()), // Migrate logs what it applied
-	)
+	return gms, nil
 }
 
 // versionQueries returns the goose dialect of the store's migrations
