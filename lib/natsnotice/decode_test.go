@@ -1,16 +1,34 @@
 package natsnotice_test
 
 import (
+	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/evsnap/evsnap/lib/natsnotice"
 )
+
+// decodeStdlib is Decode as it was before the hand-written decoder:
+// encoding/json's Unmarshal, then Validate. The tests hold Decode to it.
+// It reports whether encoding/json accepted the JSON, so that a
+// Validate error can be compared word for word.
+func decodeStdlib(data []byte) (n natsnotice.Notice, jsonOK bool, err error) {
+	if len(data) == 0 {
+		return n, false, fmt.Errorf("%w: empty message", natsnotice.ErrMalformed)
+	}
+	if err := json.Unmarshal(data, &n); err != nil {
+		return natsnotice.Notice{}, false, fmt.Errorf("%w: %v", natsnotice.ErrMalformed, err)
+	}
+	if err := n.Validate(); err != nil {
+		return natsnotice.Notice{}, true, err
+	}
+	n.CommittedAt = n.CommittedAt.UTC()
+	return n, true, nil
+}
 
 // benchNotices are the notices BenchmarkDecode reads: what Notify writes
 // for a typical save, a commit time with a zone offset, and the most event
@@ -45,7 +63,8 @@ func benchNotices(tb testing.TB) []struct {
 	}
 }
 
-// BenchmarkDecode measures Decode on notices Notify writes.
+// BenchmarkDecode measures Decode, and for comparison the encoding/json
+// path it replaced, on notices Notify writes.
 func BenchmarkDecode(b *testing.B) {
 	for _, c := range benchNotices(b) {
 		b.Run(c.name, func(b *testing.B) {
@@ -53,6 +72,15 @@ func BenchmarkDecode(b *testing.B) {
 			b.SetBytes(int64(len(c.data)))
 			for b.Loop() {
 				if _, err := natsnotice.Decode(c.data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(c.name+"/encoding-json", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(c.data)))
+			for b.Loop() {
+				if _, _, err := decodeStdlib(c.data); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -74,9 +102,8 @@ func caseNotice(fields ...string) string {
 		strings.Join(append([]string{""}, fields...), ",") + `}`
 }
 
-// decodeCases are messages Decode reads, valid and not: the edge cases of
-// encoding/json's decoding that a notice can hit. What Decode must make of
-// each is in testdata/decode_cases.golden (see TestDecodeCases).
+// decodeCases are messages on which Decode must agree with encoding/json,
+// valid and not: the edge cases of its decoding that a notice can hit.
 var decodeCases = []struct{ name, data string }{
 	{"typical", caseHead + caseRest + `}`},
 	{"white space", " \t\r\n{ \"v\" :\n1 ,\t\"aggregate_type\" : \"Order\" , " + caseID + " , \"first_version\" : 1 , \"last_version\" : 2 , \"event_types\" : [ \"A\" , \"B\" ] , \"committed_at\" : \"2026-11-25T17:00:00Z\" } \n"},
@@ -174,7 +201,7 @@ var decodeCases = []struct{ name, data string }{
 	{"version newer", caseNotice(`"v":2`)},
 	{"version overflow", caseNotice(`"v":9223372036854775808`)},
 	{"versions max", caseNotice(`"first_version":9223372036854775807`, `"last_version":9223372036854775807`)},
-	{"last version overflow", caseNotice(`"last_version":9223372036854775808`)},
+	{"version overflow", caseNotice(`"last_version":9223372036854775808`)},
 	{"version min", caseNotice(`"first_version":-9223372036854775808`)},
 	{"version below min", caseNotice(`"first_version":-9223372036854775809`)},
 	{"version huge", caseNotice(`"last_version":123456789012345678901234567890`)},
@@ -209,56 +236,59 @@ var decodeCases = []struct{ name, data string }{
 	{"kind error then validate error", caseNotice(`"v":"1"`, `"aggregate_type":"a.b"`)},
 }
 
-var update = flag.Bool("update", false, "rewrite testdata/decode_cases.golden from what Decode does")
-
-// decodeOutcome describes what Decode made of a message: the notice, with
-// nil and empty event type lists told apart, or the error.
-func decodeOutcome(n natsnotice.Notice, err error) string {
-	if err != nil {
-		return "error: " + err.Error()
+// checkDecodeAgrees fails tb unless Decode accepts data exactly when
+// decodeStdlib does, with the same notice, and refuses it with an error
+// matching ErrMalformed: Validate's very error when encoding/json read the
+// JSON.
+func checkDecodeAgrees(tb testing.TB, data []byte) {
+	tb.Helper()
+	got, err := natsnotice.Decode(data)
+	want, jsonOK, wantErr := decodeStdlib(data)
+	switch {
+	case err == nil && wantErr == nil:
+		if !reflect.DeepEqual(got, want) {
+			tb.Fatalf("Decode(%q) =\n%#v\nencoding/json:\n%#v", data, got, want)
+		}
+	case err != nil && wantErr != nil:
+		if !errors.Is(err, natsnotice.ErrMalformed) {
+			tb.Fatalf("Decode(%q) error %v does not match ErrMalformed", data, err)
+		}
+		if jsonOK && err.Error() != wantErr.Error() {
+			tb.Fatalf("Decode(%q) error\n%v\nencoding/json + Validate:\n%v", data, err, wantErr)
+		}
+	case err != nil:
+		tb.Fatalf("Decode(%q) refused: %v\nencoding/json accepts it:\n%#v", data, err, want)
+	default:
+		tb.Fatalf("Decode(%q) accepted:\n%#v\nencoding/json refuses it: %v", data, got, wantErr)
 	}
-	return fmt.Sprintf("ok: v=%d type=%q id=%s versions=%d-%d types=%#v truncated=%t at=%s",
-		n.Version, n.AggregateType, n.AggregateID, n.FirstVersion, n.LastVersion, n.EventTypes, n.Truncated, n.CommittedAt.Format(time.RFC3339Nano))
 }
 
-// TestDecodeCases holds Decode to testdata/decode_cases.golden: for each
-// of decodeCases, the notice it decodes or its error, word for word. Every
-// error matches ErrMalformed. When Decode became encoding/json's Unmarshal,
-// the hand-written decoder it replaced (held to encoding/json by its
-// tests) decoded the same notices and refused the same messages on every
-// case; only the wording of JSON errors changed. Run with -update after a
-// deliberate change, and review the diff.
-func TestDecodeCases(t *testing.T) {
-	const golden = "testdata/decode_cases.golden"
-	var got strings.Builder
+func TestDecodeMatchesEncodingJSON(t *testing.T) {
 	for _, c := range decodeCases {
-		n, err := natsnotice.Decode([]byte(c.data))
-		if err != nil && !errors.Is(err, natsnotice.ErrMalformed) {
-			t.Errorf("%s: error %v does not match ErrMalformed", c.name, err)
-		}
-		fmt.Fprintf(&got, "%s\t%s\n", c.name, decodeOutcome(n, err))
-	}
-	if *update {
-		if err := os.WriteFile(golden, []byte(got.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gotLines, wantLines := strings.Split(got.String(), "\n"), strings.Split(string(want), "\n")
-	if len(gotLines) != len(wantLines) {
-		t.Fatalf("%d cases, %s has %d: run go test -run TestDecodeCases -update and review the diff", len(gotLines)-1, golden, len(wantLines)-1)
-	}
-	for i := range gotLines {
-		if gotLines[i] != wantLines[i] {
-			t.Errorf("Decode of case %d:\n got %s\nwant %s", i, gotLines[i], wantLines[i])
-		}
+		t.Run(c.name, func(t *testing.T) { checkDecodeAgrees(t, []byte(c.data)) })
 	}
 	for _, c := range benchNotices(t) {
-		if _, err := natsnotice.Decode(c.data); err != nil {
-			t.Errorf("bench notice %s: %v", c.name, err)
+		t.Run("bench/"+c.name, func(t *testing.T) { checkDecodeAgrees(t, c.data) })
+	}
+	for name, data := range decodeRejectCases() {
+		t.Run("reject/"+name, func(t *testing.T) { checkDecodeAgrees(t, data) })
+	}
+}
+
+// TestDecodeAllocs: a notice in UTC costs Decode two allocations, its
+// strings and its event type list, however many event types it lists.
+func TestDecodeAllocs(t *testing.T) {
+	for _, c := range benchNotices(t) {
+		if c.name == "time-offset" {
+			continue // time.Parse allocates the zone
+		}
+		got := testing.AllocsPerRun(100, func() {
+			if _, err := natsnotice.Decode(c.data); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if got > 2 {
+			t.Errorf("%s: Decode allocates %v times, want at most 2", c.name, got)
 		}
 	}
 }

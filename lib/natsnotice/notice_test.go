@@ -189,9 +189,9 @@ func TestHeaderCarrier(t *testing.T) {
 	var _ propagation.TextMapCarrier = c
 }
 
-// FuzzDecode checks that Decode never panics, that its errors match
-// ErrMalformed, and that whatever it accepts survives Encode and Decode
-// unchanged.
+// FuzzDecode checks that Decode never panics, that it agrees with
+// encoding/json on what it accepts and what it decodes (decodeStdlib), and
+// that whatever it accepts survives Encode and Decode unchanged.
 func FuzzDecode(f *testing.F) {
 	for _, c := range decodeCases {
 		if len(c.data) < 1000 { // not the deep nesting ones
@@ -213,6 +213,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0xff, 0xfe, '{'})
 	f.Add([]byte(``))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeAgrees(t, data)
 		n, err := natsnotice.Decode(data)
 		if err != nil {
 			if !errors.Is(err, natsnotice.ErrMalformed) {
