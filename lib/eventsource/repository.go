@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/evsnap/evsnap/internal/policy"
@@ -18,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
 )
 
 // AggregatePtr is the constraint tying an aggregate struct T to its pointer
@@ -830,24 +832,22 @@ func (w *backgroundWriter) close(ctx context.Context) error {
 }
 
 // logLimiter lets one log line through per interval and counts the rest.
+// Its zero value is ready; the limiter is made on first use.
 type logLimiter struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
+	once       sync.Once
+	lim        *rate.Limiter
+	suppressed atomic.Int64
 }
 
 const logInterval = 10 * time.Second
 
-// allow reports whether to log now, and how many were suppressed since the
-// last line.
+// allow reports whether to log at now (the caller's clock, so tests control
+// time), and how many were suppressed since the last line.
 func (l *logLimiter) allow(now time.Time) (int, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < logInterval {
-		l.suppressed++
+	l.once.Do(func() { l.lim = rate.NewLimiter(rate.Every(logInterval), 1) })
+	if !l.lim.AllowN(now, 1) {
+		l.suppressed.Add(1)
 		return 0, false
 	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	return n, true
+	return int(l.suppressed.Swap(0)), true
 }

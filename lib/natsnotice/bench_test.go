@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/cputime"
 	"github.com/evsnap/evsnap/internal/natstest"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
@@ -112,7 +113,7 @@ func BenchmarkNotify(b *testing.B) {
 			took := make([]time.Duration, 0, b.N)
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := processCPU()
+			cpu := cputime.Process()
 			for i := range b.N {
 				t := time.Now()
 				if c.one {
@@ -126,7 +127,7 @@ func BenchmarkNotify(b *testing.B) {
 				time.Sleep(200 * time.Microsecond)
 			}
 			benchFlush(b, p)
-			cpu = processCPU() - cpu
+			cpu = cputime.Process() - cpu
 			b.StopTimer()
 			slices.Sort(took)
 			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "notify-p50-ns")
@@ -142,13 +143,13 @@ func BenchmarkNotify(b *testing.B) {
 				natsnotice.WithBufferSize(min(max(b.N, 1024), natsnotice.MaxBufferSize)))
 			b.ReportAllocs()
 			b.ResetTimer()
-			start, cpu := time.Now(), processCPU()
+			start, cpu := time.Now(), cputime.Process()
 			for range b.N {
 				benchNotify(b, p, ctx)
 			}
 			benchFlush(b, p)
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "notices/s")
-			b.ReportMetric((processCPU()-cpu).Seconds()*1e6/float64(b.N), "cpu-µs/notice")
+			b.ReportMetric((cputime.Process()-cpu).Seconds()*1e6/float64(b.N), "cpu-µs/notice")
 		})
 	}
 	b.Run("end-to-end/parallel-savers", func(b *testing.B) {
@@ -157,7 +158,7 @@ func BenchmarkNotify(b *testing.B) {
 		b.ReportAllocs()
 		b.SetParallelism(4)
 		b.ResetTimer()
-		start, cpu := time.Now(), processCPU()
+		start, cpu := time.Now(), cputime.Process()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				benchNotify(b, p, ctx)
@@ -165,7 +166,7 @@ func BenchmarkNotify(b *testing.B) {
 		})
 		benchFlush(b, p)
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "notices/s")
-		b.ReportMetric((processCPU()-cpu).Seconds()*1e6/float64(b.N), "cpu-µs/notice")
+		b.ReportMetric((cputime.Process()-cpu).Seconds()*1e6/float64(b.N), "cpu-µs/notice")
 	})
 }
 

@@ -51,16 +51,22 @@
 //
 // The schema is created by numbered SQL files embedded in the binary
 // (migrations/001_create_tables.sql, ...), rendered with the store's quoted
-// names. [Store.Migrate] applies the ones not yet applied, in one
-// transaction holding pg_advisory_xact_lock on a key derived from the
-// schema name, so replicas that start together are safe: one applies, the
-// others wait and find nothing to do. Each is recorded in the migrations
-// table ("evsnap_migrations", [WithMigrationsTable]) under the store's
-// table names; running Migrate again is a no-op. The snapshotter's migrate
-// command calls it; [Store.PendingMigrations] and [Store.CheckMigrated]
-// report without changing anything. An operation on a store whose tables
-// are missing fails with an error matching [ErrNotMigrated] that says to
-// run Migrate.
+// names and applied by github.com/pressly/goose/v3 (its Provider, no
+// global state). [Store.Migrate] applies the ones not yet applied, each in
+// its own transaction, while goose holds a session-level advisory lock on
+// a key derived from the schema name, so replicas that start together are
+// safe: one applies, the others wait and find nothing to do. Each is
+// recorded in the migrations table ("evsnap_migrations",
+// [WithMigrationsTable]) in goose's layout (id, version_id, is_applied,
+// tstamp) plus a tables column naming the store's tables, so stores with
+// different tables share it; running Migrate again is a no-op. A
+// migrations table in the layout of the releases before goose (tables,
+// version, name, applied_at) is converted in place, keeping its records
+// and grants, by the first Migrate of this release. The snapshotter's
+// migrate command calls it; [Store.PendingMigrations] and
+// [Store.CheckMigrated] report without changing anything, in either
+// layout. An operation on a store whose tables are missing fails with an
+// error matching [ErrNotMigrated] that says to run Migrate.
 //
 // # Appending and reading
 //

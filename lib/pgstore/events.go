@@ -13,17 +13,11 @@ import (
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/attribute"
-)
-
-// PostgreSQL error codes (SQLSTATE) the store translates; pgx defines no
-// constants for them.
-const (
-	codeUniqueViolation      = "23505" // unique_violation
-	codeSerializationFailure = "40001" // serialization_failure
 )
 
 // emptyMetadata is how zero metadata is stored (the JSON of a zero
@@ -102,14 +96,14 @@ func (s *Store) Append(ctx context.Context, typ string, id uuid.UUID, expected e
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
-		case pgErr.Code == codeUniqueViolation && pgErr.ConstraintName == s.events.name+"_event_id_key":
+		case pgErr.Code == pgerrcode.UniqueViolation && pgErr.ConstraintName == s.events.name+"_event_id_key":
 			return res, s.duplicateEventID(ctx, typ, id, ids, err)
-		case pgErr.Code == codeUniqueViolation, pgErr.Code == codeSerializationFailure:
+		case pgErr.Code == pgerrcode.UniqueViolation, pgErr.Code == pgerrcode.SerializationFailure:
 			// A version clash the stream row did not catch (rows written
 			// around the store), or a serialization failure under a
 			// stricter default isolation level: both are lost races.
 			return res, s.conflict(ctx, typ, id, expected, err)
-		case pgErr.Code == "22P02" || pgErr.Code == "22P05" || pgErr.Code == "22021":
+		case pgErr.Code == pgerrcode.InvalidTextRepresentation || pgErr.Code == pgerrcode.UntranslatableCharacter || pgErr.Code == pgerrcode.CharacterNotInRepertoire:
 			return res, fmt.Errorf("pgstore: append to %s %s: %w: %s is not valid JSON for jsonb (%s): %w",
 				typ, id, eventsource.ErrInvalidArgument, badJSON(events), pgErr.Detail, err)
 		}

@@ -13,12 +13,15 @@ import (
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/evsnap/evsnap/lib/storetest"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
+// countMigrations counts the migrations recorded as applied (goose's
+// version 0, which every store's tables have, left out).
 func countMigrations(t *testing.T, st *pgstore.Store) int {
 	t.Helper()
 	var n int
-	if err := st.Pool().QueryRow(context.Background(), "SELECT count(*) FROM "+qualified(st, pgstore.DefaultMigrationsTable)).Scan(&n); err != nil {
+	if err := st.Pool().QueryRow(context.Background(), "SELECT count(*) FROM "+qualified(st, pgstore.DefaultMigrationsTable)+" WHERE version_id > 0 AND is_applied").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -173,7 +176,7 @@ func TestMigrationTwoUpgradesAStoreInUse(t *testing.T) {
 	if _, err := st.Pool().Exec(ctx, "CREATE INDEX snapshots_type_schema_idx ON "+snapshots+" (aggregate_type, schema_version)"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Pool().Exec(ctx, "DELETE FROM "+qualified(st, pgstore.DefaultMigrationsTable)+" WHERE version = 2"); err != nil {
+	if _, err := st.Pool().Exec(ctx, "DELETE FROM "+qualified(st, pgstore.DefaultMigrationsTable)+" WHERE version_id = 2"); err != nil {
 		t.Fatal(err)
 	}
 	if p, err := st.PendingMigrations(ctx); err != nil || !slices.Equal(p, pgstore.MigrationNames()[1:2]) {
@@ -240,7 +243,7 @@ func TestMigrationThreeTiesSnapshotsToHistory(t *testing.T) {
 	if _, err := st.Pool().Exec(ctx, "ALTER TABLE "+snapshots+" DROP COLUMN event_id"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Pool().Exec(ctx, "DELETE FROM "+qualified(st, pgstore.DefaultMigrationsTable)+" WHERE version = 3"); err != nil {
+	if _, err := st.Pool().Exec(ctx, "DELETE FROM "+qualified(st, pgstore.DefaultMigrationsTable)+" WHERE version_id = 3"); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []struct {
@@ -278,5 +281,145 @@ WHERE table_schema = $1 AND table_name = 'snapshots' AND column_name = 'event_id
 	if stored, err := st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: ahead, AggregateType: typ, Version: 1, SchemaVersion: 1,
 		EventID: evs[0].ID, State: []byte(`{"n": 1}`), CreatedAt: time.Now()}); err != nil || !stored {
 		t.Fatalf("SaveSnapshot after the upgrade = %v, %v", stored, err)
+	}
+}
+
+// TestMigrateUpgradesTheRunnerBeforeGoose: a schema migrated by the
+// releases before goose, whose runner recorded migrations as (tables,
+// version, name, applied_at) rows, upgrades cleanly. Two stores share the
+// schema and its migrations table: a, at migration 2 (its snapshots have no
+// event_id), and b, at migration 3; both hold data, and a role may read the
+// migrations table. Two migrators run at once. The table is converted to
+// goose's layout in place (every record kept, the grant too), a gets only
+// migration 3, b nothing, and no data is lost.
+func TestMigrateUpgradesTheRunnerBeforeGoose(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newStore(t)
+	b, err := pgstore.New(a.Pool(), pgstore.WithSchema(a.Schema()), pgstore.WithLogger(testLogger(t)),
+		pgstore.WithEventsTable("b_events"), pgstore.WithStreamsTable("b_streams"), pgstore.WithSnapshotsTable("b_snapshots"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const typ = "Upgraded"
+	id := uuid.New()
+	aEvents, bEvents := newEvents(3, 0), newEvents(2, 0)
+	if _, err := a.Append(ctx, typ, id, eventsource.NoStream, aEvents); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Append(ctx, typ, id, eventsource.NoStream, bEvents); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 2, SchemaVersion: 1,
+		EventID: bEvents[1].ID, State: []byte(`{"n": 2}`), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Put the schema back as the runner before goose left it.
+	m := qualified(a, pgstore.DefaultMigrationsTable)
+	role := a.Schema() + "_reader"
+	for _, stmt := range []string{
+		"ALTER TABLE " + qualified(a, "snapshots") + " DROP COLUMN event_id",
+		"DROP TABLE " + m,
+		"CREATE TABLE " + m + ` (
+    tables     text        NOT NULL,
+    version    integer     NOT NULL,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT evsnap_migrations_pkey PRIMARY KEY (tables, version)
+)`,
+		"INSERT INTO " + m + ` (tables, version, name) VALUES
+    ('events,streams,snapshots', 1, '001_create_tables'), ('events,streams,snapshots', 2, '002_drop_snapshots_type_index'),
+    ('b_events,b_streams,b_snapshots', 1, '001_create_tables'), ('b_events,b_streams,b_snapshots', 2, '002_drop_snapshots_type_index'),
+    ('b_events,b_streams,b_snapshots', 3, '003_snapshot_event_id')`,
+		"CREATE ROLE " + role + " NOLOGIN",
+		"GRANT SELECT ON " + m + " TO " + role,
+	} {
+		if _, err := a.Pool().Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, stmt := range []string{"DROP OWNED BY " + role, "DROP ROLE " + role} {
+			if _, err := a.Pool().Exec(ctx, stmt); err != nil {
+				t.Errorf("%s: %v", stmt, err)
+			}
+		}
+	})
+	if p, err := a.PendingMigrations(ctx); err != nil || !slices.Equal(p, pgstore.MigrationNames()[2:]) {
+		t.Fatalf("a's PendingMigrations before the upgrade = %v, %v; want migration 3", p, err)
+	}
+	if p, err := b.PendingMigrations(ctx); err != nil || len(p) != 0 {
+		t.Fatalf("b's PendingMigrations before the upgrade = %v, %v; want none", p, err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, st := range []*pgstore.Store{a, b} {
+		wg.Go(func() { errs[i] = st.Migrate(ctx) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Migrate of store %c over the runner's records: %v", 'a'+i, err)
+		}
+	}
+
+	records := func() []string {
+		t.Helper()
+		rows, err := a.Pool().Query(ctx, "SELECT tables || ':' || version_id FROM "+m+" WHERE is_applied ORDER BY tables, version_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	want := []string{
+		"b_events,b_streams,b_snapshots:0", "b_events,b_streams,b_snapshots:1", "b_events,b_streams,b_snapshots:2", "b_events,b_streams,b_snapshots:3",
+		"events,streams,snapshots:0", "events,streams,snapshots:1", "events,streams,snapshots:2", "events,streams,snapshots:3",
+	}
+	if got := records(); !slices.Equal(got, want) {
+		t.Fatalf("migrations recorded after the upgrade:\n got %v\nwant %v", got, want)
+	}
+	var canRead bool
+	if err := a.Pool().QueryRow(ctx, "SELECT has_table_privilege($1, $2, 'SELECT')", role, m).Scan(&canRead); err != nil || !canRead {
+		t.Fatalf("%s may read %s after the upgrade: %v, %v; the grant was lost", role, m, canRead, err)
+	}
+	for _, st := range []*pgstore.Store{a, b} {
+		if err := st.Migrate(ctx); err != nil {
+			t.Fatalf("Migrate after the upgrade: %v", err)
+		}
+		if err := st.CheckMigrated(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := records(); !slices.Equal(got, want) {
+		t.Fatalf("a second Migrate changed the records:\n got %v\nwant %v", got, want)
+	}
+
+	// The data is all there, and migration 3 ran on a's snapshots table.
+	for _, c := range []struct {
+		st     *pgstore.Store
+		events []eventsource.NewEvent
+	}{{a, aEvents}, {b, bEvents}} {
+		got := storetest.ReadAll(t, c.st, typ, id, 0)
+		if len(got) != len(c.events) || got[len(got)-1].ID != c.events[len(c.events)-1].ID {
+			t.Fatalf("events after the upgrade: %+v, want %d ending with %s", got, len(c.events), c.events[len(c.events)-1].ID)
+		}
+	}
+	if snap, err := b.GetSnapshot(ctx, typ, id); err != nil || snap == nil || snap.Version != 2 || snap.EventID != bEvents[1].ID {
+		t.Fatalf("b's snapshot after the upgrade: %+v, %v", snap, err)
+	}
+	if stored, err := a.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 3, SchemaVersion: 1,
+		EventID: aEvents[2].ID, State: []byte(`{"n": 3}`), CreatedAt: time.Now()}); err != nil || !stored {
+		t.Fatalf("a's SaveSnapshot after the upgrade (its snapshots table has event_id again) = %v, %v", stored, err)
 	}
 }

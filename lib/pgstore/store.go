@@ -11,6 +11,7 @@ import (
 	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -199,7 +200,7 @@ func (s *Store) wrap(op string, err error) error {
 		switch {
 		case isUndefined(pgErr):
 			return &notMigratedError{op: op, schema: s.cfg.schema, err: pgErr}
-		case strings.HasPrefix(pgErr.Code, "22"): // data_exception
+		case pgerrcode.IsDataException(pgErr.Code):
 			return fmt.Errorf("pgstore: %s: %w: the server refused the data: %w", op, eventsource.ErrInvalidArgument, err)
 		}
 	}
@@ -210,7 +211,7 @@ func (s *Store) wrap(op string, err error) error {
 // the store uses does not exist: its migrations were not (all) applied.
 func isUndefined(e *pgconn.PgError) bool {
 	switch e.Code {
-	case "42P01", "3F000", "42703": // undefined_table, invalid_schema_name, undefined_column
+	case pgerrcode.UndefinedTable, pgerrcode.InvalidSchemaName, pgerrcode.UndefinedColumn:
 		return true
 	}
 	return false

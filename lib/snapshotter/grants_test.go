@@ -15,6 +15,7 @@ import (
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -96,7 +97,7 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 	_, err = ws.Append(ctx, exampledomain.AccountType, a.ID(), eventsource.AnyVersion, []eventsource.NewEvent{{
 		ID: uuid.New(), Type: exampledomain.TypeMoneyDeposited, Payload: []byte(`{"amount":1}`)}})
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+	if !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.InsufficientPrivilege {
 		t.Fatalf("the worker role could append events (or failed otherwise): %v", err)
 	}
 }

@@ -53,10 +53,15 @@
 //
 // Nothing is created implicitly. [Store.Migrate] applies the numbered SQL
 // migrations embedded in the package (templated only with validated table
-// names) in one transaction and records them in a migrations table
-// (default "evsnap_migrations") under the store's table names, so it is
+// names) with github.com/pressly/goose/v3, each in its own transaction,
+// and records them in a migrations table (default "evsnap_migrations") in
+// goose's layout plus a scope column naming the store's tables, so it is
 // idempotent and two stores with different table names can share a file.
-// Using a store before Migrate returns an error matching [ErrNotMigrated].
+// Migrators in several processes are safe: a migration checks inside its
+// write transaction that no other one recorded it meanwhile. A migrations
+// table in the layout of the releases before goose is rebuilt in goose's,
+// records kept, by the first Migrate of this release. Using a store before
+// Migrate returns an error matching [ErrNotMigrated].
 //
 // # Schema
 //

@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -199,4 +200,31 @@ func BenchmarkReadWindow(b *testing.B) {
 		})
 	}
 	s.window = defaultWindow
+}
+
+// TestMigrationAppliedMeanwhileChangesNothing: a migration that finds,
+// inside its transaction, that another migrator recorded it since goose
+// listed it as pending (two processes migrating one file) runs none of its
+// SQL and says so, which makes Migrate ask goose again rather than apply it
+// twice.
+func TestMigrationAppliedMeanwhileChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	s := openInternal(t, filepath.Join(t.TempDir(), "meanwhile.db"))
+	gms, err := s.gooseMigrations(s.versionQueries())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range gms {
+		tx, err := s.writer.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = m.UpFnContext(ctx, tx)
+		if rbErr := tx.Rollback(); rbErr != nil {
+			t.Fatal(rbErr)
+		}
+		if !errors.Is(err, errAppliedMeanwhile) {
+			t.Fatalf("migration %d run again on a migrated file: %v, want errAppliedMeanwhile", m.Version, err)
+		}
+	}
 }

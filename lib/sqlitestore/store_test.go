@@ -421,7 +421,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatalf("Migrate again changed the schema:\n%s\nwas:\n%s", after, before)
 	}
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM evsnap_migrations`).Scan(&n); err != nil {
+	if err := db.QueryRow(`SELECT count(*) FROM evsnap_migrations WHERE version_id > 0 AND is_applied`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != sqlitestore.SchemaVersion() {
@@ -461,18 +461,8 @@ func TestMigrationTwoTiesSnapshotsToHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := rawDB(t, path)
-	if _, err := db.Exec(`DROP TABLE snapshots;
-CREATE TABLE snapshots (
-    aggregate_id   TEXT    NOT NULL,
-    aggregate_type TEXT    NOT NULL,
-    version        INTEGER NOT NULL CHECK (version >= 1),
-    schema_version INTEGER NOT NULL CHECK (schema_version >= 1),
-    state          TEXT    NOT NULL CHECK (json_valid(state)),
-    created_at     INTEGER NOT NULL,
-    PRIMARY KEY (aggregate_id, aggregate_type)
-) STRICT;
-CREATE INDEX snapshots_type_schema_idx ON snapshots (aggregate_type, schema_version);
-DELETE FROM evsnap_migrations WHERE version = 2;`); err != nil {
+	snapshotsAtMigrationOne(t, db)
+	if _, err := db.Exec(`DELETE FROM evsnap_migrations WHERE version_id = 2`); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []struct {
@@ -1024,4 +1014,131 @@ func TestLockedByAnotherProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAppend(t, s, typ, id, 1, events(2, 1))
+}
+
+// snapshotsAtMigrationOne rebuilds the default snapshots table in db (an
+// empty one) as migration 1 made it, without event_id.
+func snapshotsAtMigrationOne(t *testing.T, db *sql.DB) {
+	t.Helper()
+	if _, err := db.Exec(`DROP TABLE snapshots;
+CREATE TABLE snapshots (
+    aggregate_id   TEXT    NOT NULL,
+    aggregate_type TEXT    NOT NULL,
+    version        INTEGER NOT NULL CHECK (version >= 1),
+    schema_version INTEGER NOT NULL CHECK (schema_version >= 1),
+    state          TEXT    NOT NULL CHECK (json_valid(state)),
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (aggregate_id, aggregate_type)
+) STRICT;
+CREATE INDEX snapshots_type_schema_idx ON snapshots (aggregate_type, schema_version);`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigrateUpgradesTheRunnerBeforeGoose: a file migrated by the releases
+// before goose, whose runner recorded migrations as (scope, version, name,
+// applied_at) rows, upgrades cleanly. Two stores share the file and its
+// migrations table: a, at migration 1 (its snapshots have no event_id),
+// and b, at migration 2; both hold data. Two handles migrate at once, as
+// two processes would. The table is rebuilt in goose's layout with every
+// record, a gets only migration 2, b nothing, and no data is lost.
+func TestMigrateUpgradesTheRunnerBeforeGoose(t *testing.T) {
+	ctx := context.Background()
+	path := tempDB(t)
+	bTables := []sqlitestore.Option{sqlitestore.WithEventsTable("b_events"), sqlitestore.WithSnapshotsTable("b_snapshots"),
+		sqlitestore.WithStreamsTable("b_streams")}
+	a, b := openStore(t, path), openStore(t, path, bTables...)
+	const typ = "Upgraded"
+	id := uuid.New()
+	aEvents, bEvents := events(1, 3), events(1, 2)
+	mustAppend(t, a, typ, id, eventsource.NoStream, aEvents)
+	mustAppend(t, b, typ, id, eventsource.NoStream, bEvents)
+	bSnap := snapshot(typ, id, 2)
+	bSnap.EventID = bEvents[1].ID
+	if _, err := b.SaveSnapshot(ctx, bSnap); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*sqlitestore.Store{a, b} {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Put the file back as the runner before goose left it.
+	db := rawDB(t, path)
+	snapshotsAtMigrationOne(t, db)
+	if _, err := db.Exec(`DROP TABLE evsnap_migrations;
+CREATE TABLE evsnap_migrations (
+    scope      TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    name       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, version)
+) STRICT;
+INSERT INTO evsnap_migrations VALUES
+    ('events=events,snapshots=snapshots,streams=streams', 1, 'initial', 1764000000000000),
+    ('events=b_events,snapshots=b_snapshots,streams=b_streams', 1, 'initial', 1764000000000000),
+    ('events=b_events,snapshots=b_snapshots,streams=b_streams', 2, 'snapshot_event_id', 1765000000000000);`); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	stores := []*sqlitestore.Store{nil, nil}
+	errs := make([]error, 2)
+	for i, opts := range [][]sqlitestore.Option{nil, bTables} {
+		s, err := sqlitestore.Open(ctx, path, append([]sqlitestore.Option{quiet}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+		wg.Go(func() { errs[i] = s.Migrate(ctx) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Migrate of store %c over the runner's records: %v", 'a'+i, err)
+		}
+	}
+	a, b = stores[0], stores[1]
+
+	records := func() string {
+		t.Helper()
+		var got string
+		if err := db.QueryRow(`SELECT group_concat(r, ' ') FROM (
+    SELECT scope || ':' || version_id AS r FROM evsnap_migrations WHERE is_applied ORDER BY scope, version_id)`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	const want = "events=b_events,snapshots=b_snapshots,streams=b_streams:0 events=b_events,snapshots=b_snapshots,streams=b_streams:1 " +
+		"events=b_events,snapshots=b_snapshots,streams=b_streams:2 " +
+		"events=events,snapshots=snapshots,streams=streams:0 events=events,snapshots=snapshots,streams=streams:1 events=events,snapshots=snapshots,streams=streams:2"
+	if got := records(); got != want {
+		t.Fatalf("migrations recorded after the upgrade:\n got %s\nwant %s", got, want)
+	}
+	for _, s := range []*sqlitestore.Store{a, b} {
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("Migrate after the upgrade: %v", err)
+		}
+	}
+	if got := records(); got != want {
+		t.Fatalf("a second Migrate changed the records:\n got %s\nwant %s", got, want)
+	}
+
+	// The data is all there, and migration 2 ran on a's snapshots table.
+	if v := versionOf(t, a, typ, id); v != 3 {
+		t.Fatalf("a's stream after the upgrade at version %d, want 3", v)
+	}
+	if v := versionOf(t, b, typ, id); v != 2 {
+		t.Fatalf("b's stream after the upgrade at version %d, want 2", v)
+	}
+	if got, err := b.GetSnapshot(ctx, typ, id); err != nil || got == nil || got.Version != 2 || got.EventID != bEvents[1].ID {
+		t.Fatalf("b's snapshot after the upgrade: %+v, %v", got, err)
+	}
+	aSnap := snapshot(typ, id, 3)
+	aSnap.EventID = aEvents[2].ID
+	if stored, err := a.SaveSnapshot(ctx, aSnap); err != nil || !stored {
+		t.Fatalf("a's SaveSnapshot after the upgrade (its snapshots table has event_id again) = %v, %v", stored, err)
+	}
 }

@@ -1,15 +1,15 @@
 //go:build unix
 
-package natsnotice_test
+package cputime
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU is the CPU time (user + system) the test process has used,
-// the embedded nats-server's included.
-func processCPU() time.Duration {
+const supported = true
+
+func process() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
