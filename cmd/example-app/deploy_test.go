@@ -1,10 +1,11 @@
 package main
 
 // docker-compose.yml runs `example-app load` as the traffic generator; no
-// container engine runs it here, so this test reads the file and checks
-// the load service's command line and EVSNAP_* variables against this
-// binary. cmd/snapshotter/deploy_test.go checks the snapshotter services,
-// the Dockerfile and deploy/.
+// container engine runs it here, so this test loads the file as compose
+// would (compose-go, through internal/deploytest) and checks the load
+// service's command line and EVSNAP_* variables against this binary.
+// cmd/snapshotter/deploy_test.go checks the snapshotter services, the
+// Dockerfile and deploy/.
 //
 // runLoad builds its flag set inline, so the flags are learnt from
 // `example-app load -h` and the command line is parsed by the real flag
@@ -15,23 +16,20 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/evsnap/evsnap/internal/composetest"
 	"io"
 	"maps"
-	"os"
 	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/evsnap/evsnap/internal/deploytest"
 )
 
 // repoRoot holds docker-compose.yml and the Dockerfile, relative to this
@@ -136,146 +134,51 @@ func parse(t *testing.T, sub string, args []string, env map[string]string, flags
 
 // ------------------------------------------------------------ the files
 
-// entrypoint reads the Dockerfile's final ENTRYPOINT and CMD (exec form).
-func entrypoint(t *testing.T) (ep, cmd []string) {
+// where names a compose service in messages.
+func where(s deploytest.Service) string { return fmt.Sprintf("%s: service %q", composeFile, s.Name) }
+
+// composeServices returns every service of docker-compose.yml (all
+// profiles) that runs the image, with the command line it would run.
+func composeServices(t *testing.T) []deploytest.Service {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
+	img, err := deploytest.Dockerfile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		instr, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
-		switch strings.ToUpper(instr) {
-		case "FROM":
-			ep, cmd = nil, nil
-		case "ENTRYPOINT":
-			if err := json.Unmarshal([]byte(rest), &ep); err != nil {
-				t.Fatalf("Dockerfile: ENTRYPOINT %s: want the exec form", rest)
-			}
-		case "CMD":
-			if err := json.Unmarshal([]byte(rest), &cmd); err != nil {
-				t.Fatalf("Dockerfile: CMD %s: want the exec form", rest)
-			}
-		}
-	}
-	return ep, cmd
-}
-
-var (
-	strOf = composetest.StrOf
-	mapOf = composetest.MapOf
-	words = composetest.Words
-)
-
-// interpolate replaces compose variables with their defaults.
-func interpolate(s string) string { return composetest.Interpolate(s).(string) }
-
-// service is one compose service that runs example-app.
-type service struct {
-	name string
-	argv []string // the binary first
-	env  map[string]string
-	raw  map[string]any
-}
-
-func (s service) where() string { return fmt.Sprintf("%s: service %q", composeFile, s.name) }
-
-// composeServices returns every service of docker-compose.yml, with the
-// command line the image would run.
-func composeServices(t *testing.T) []service {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, composeFile))
+	p, err := deploytest.Compose(filepath.Join(repoRoot, composeFile), "*")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("%s: %v", composeFile, err)
-	}
-	imgEP, imgCmd := entrypoint(t)
-	var out []service
-	svcs := mapOf(doc["services"])
-	names := make([]string, 0, len(svcs))
-	for n := range svcs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		raw := mapOf(svcs[name])
-		repo, _, _ := strings.Cut(path.Base(strOf(raw["image"])), ":")
-		if raw["build"] == nil && repo != imageName {
-			continue
-		}
-		s := service{name: name, raw: raw, env: map[string]string{}}
-		argv := append([]string(nil), imgEP...)
-		epV, epSet := raw["entrypoint"]
-		cmdV, cmdSet := raw["command"]
-		if epSet {
-			if argv, err = words(epV); err != nil {
-				t.Errorf("%s: entrypoint: %v", s.where(), err)
-				continue
-			}
-		}
-		switch {
-		case cmdSet:
-			c, err := words(cmdV)
-			if err != nil {
-				if len(argv) > 0 && path.Base(argv[0]) == binary {
-					t.Errorf("%s: command: %v", s.where(), err)
-				}
-				continue // another binary's; cmd/snapshotter's test reports it
-			}
-			argv = append(argv, c...)
-		case !epSet:
-			argv = append(argv, imgCmd...)
-		}
-		for i := range argv {
-			argv[i] = interpolate(argv[i])
-		}
-		s.argv = argv
-		switch env := raw["environment"].(type) {
-		case map[string]any:
-			for k, v := range env {
-				s.env[k] = interpolate(strOf(v))
-			}
-		case []any:
-			for _, kv := range env {
-				k, v, _ := strings.Cut(strOf(kv), "=")
-				s.env[k] = interpolate(v)
-			}
-		}
-		out = append(out, s)
-	}
-	return out
+	return deploytest.ImageServices(p, img, imageName)
 }
 
 func TestDeployComposeLoad(t *testing.T) {
 	services := composeServices(t)
 	loads := 0
 	for _, s := range services {
-		if len(s.argv) == 0 || path.Base(s.argv[0]) != binary {
+		if len(s.Argv) == 0 || path.Base(s.Argv[0]) != binary {
 			continue
 		}
 		sub := ""
-		if len(s.argv) > 1 {
-			sub = s.argv[1]
+		if len(s.Argv) > 1 {
+			sub = s.Argv[1]
 		}
 		if !slices.Contains(subcommands, sub) {
-			t.Errorf("%s: runs %q: %q is not an example-app command (have %s)", s.where(), s.argv, sub, strings.Join(subcommands, ", "))
+			t.Errorf("%s: runs %q: %q is not an example-app command (have %s)", where(s), s.Argv, sub, strings.Join(subcommands, ", "))
 			continue
 		}
 		flags, accepted := help(t, sub)
-		for _, name := range slices.Sorted(maps.Keys(s.env)) {
+		for _, name := range slices.Sorted(maps.Keys(s.Env)) {
 			if strings.HasPrefix(name, "EVSNAP_") && !accepted[name] {
-				t.Errorf("%s: sets %s, which `example-app %s` does not read (it reads %s)", s.where(), name, sub, strings.Join(slices.Sorted(maps.Keys(accepted)), ", "))
+				t.Errorf("%s: sets %s, which `example-app %s` does not read (it reads %s)", where(s), name, sub, strings.Join(slices.Sorted(maps.Keys(accepted)), ", "))
 			}
 		}
 		if sub == "load" {
 			loads++
 		}
-		given, err := parse(t, sub, s.argv[2:], s.env, flags)
+		given, err := parse(t, sub, s.Argv[2:], s.Env, flags)
 		if err != nil {
-			t.Errorf("%s: `example-app %s` would exit with a usage error: %v", s.where(), strings.Join(s.argv[1:], " "), err)
+			t.Errorf("%s: `example-app %s` would exit with a usage error: %v", where(s), strings.Join(s.Argv[1:], " "), err)
 			continue
 		}
 		if sub != "load" {
@@ -283,22 +186,17 @@ func TestDeployComposeLoad(t *testing.T) {
 		}
 		// The compose demo runs until stopped.
 		if d, err := time.ParseDuration(given["duration"]); err != nil || d != 0 {
-			t.Errorf("%s: --duration %q: want 0 (run until stopped; the default is 30s)", s.where(), given["duration"])
+			t.Errorf("%s: --duration %q: want 0 (run until stopped; the default is 30s)", where(s), given["duration"])
 		}
-		if s.env["EVSNAP_POSTGRES_URL"] == "" || s.env["EVSNAP_NATS_URL"] == "" {
-			t.Errorf("%s: needs EVSNAP_POSTGRES_URL and EVSNAP_NATS_URL, else it uses SQLite and an embedded NATS the workers never see", s.where())
+		if s.Env["EVSNAP_POSTGRES_URL"] == "" || s.Env["EVSNAP_NATS_URL"] == "" {
+			t.Errorf("%s: needs EVSNAP_POSTGRES_URL and EVSNAP_NATS_URL, else it uses SQLite and an embedded NATS the workers never see", where(s))
 		}
-		deps := mapOf(s.raw["depends_on"])
-		migrates := false
-		for _, dep := range services {
-			if len(dep.argv) > 1 && path.Base(dep.argv[0]) == "snapshotter" && dep.argv[1] == "migrate" {
-				if c := strOf(mapOf(deps[dep.name])["condition"]); c == "service_completed_successfully" {
-					migrates = true
-				}
-			}
-		}
+		migrates := slices.ContainsFunc(services, func(dep deploytest.Service) bool {
+			return len(dep.Argv) > 1 && path.Base(dep.Argv[0]) == "snapshotter" && dep.Argv[1] == "migrate" &&
+				s.Config.DependsOn[dep.Name].Condition == types.ServiceConditionCompletedSuccessfully
+		})
 		if !migrates {
-			t.Errorf("%s: does not depend on the `snapshotter migrate` service with condition service_completed_successfully", s.where())
+			t.Errorf("%s: does not depend on the `snapshotter migrate` service with condition service_completed_successfully", where(s))
 		}
 	}
 	if loads == 0 {

@@ -1,21 +1,20 @@
 package main
 
 // The deployment artefacts (docker-compose.yml, Dockerfile, deploy/) cannot
-// be run on machines without a container engine, so these tests read them
-// and check every `snapshotter` command line and EVSNAP_* variable in them
-// against this binary's real flag sets: a container that would exit with a
-// usage error, or a variable nothing reads, fails here instead.
+// be run on machines without a container engine, so these tests load them
+// as their tools do (internal/deploytest: compose-go for compose, kustomize
+// for deploy/, typed k8s.io/api objects) and check every `snapshotter`
+// command line and EVSNAP_* variable in them against this binary's real
+// flag sets: a container that would exit with a usage error, or a variable
+// nothing reads, fails here instead.
 //
 // cmd/example-app/deploy_test.go does the same for the example-app
 // services.
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/evsnap/evsnap/internal/composetest"
 	"io"
 	"io/fs"
 	"maps"
@@ -31,10 +30,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/evsnap/evsnap/internal/backend"
+	"github.com/evsnap/evsnap/internal/deploytest"
 	"github.com/evsnap/evsnap/internal/snapshottercli"
 	"github.com/jackc/pgx/v5/pgconn"
-	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	kusttypes "sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/yaml"
 )
 
 // repoRoot holds docker-compose.yml, Dockerfile and deploy/, relative to
@@ -141,76 +153,11 @@ func TestDeployEnvNamesMatchTheSource(t *testing.T) {
 
 // ---------------------------------------------------------------- Dockerfile
 
-// dockerImage is what the Dockerfile's final stage declares.
-type dockerImage struct {
-	entrypoint, cmd []string
-	binaries        map[string]bool // basenames copied to /usr/local/bin
-	user            string
-	text            string
-}
-
-// loadDockerfile reads the final stage's ENTRYPOINT, CMD, USER and the
-// binaries it copies into /usr/local/bin.
-func loadDockerfile(t testing.TB) dockerImage {
+func loadDockerfile(t testing.TB) deploytest.Image {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, dockerfileName))
+	img, err := deploytest.Dockerfile(filepath.Join(repoRoot, dockerfileName))
 	if err != nil {
-		t.Fatalf("%s: %v", dockerfileName, err)
-	}
-	img := dockerImage{binaries: map[string]bool{}, text: string(b)}
-	var lines []string
-	cur := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		trimmed := strings.TrimSpace(l)
-		if cur == "" && (trimmed == "" || strings.HasPrefix(trimmed, "#")) {
-			continue
-		}
-		if strings.HasSuffix(trimmed, "\\") {
-			cur += strings.TrimSuffix(trimmed, "\\") + " "
-			continue
-		}
-		lines = append(lines, cur+trimmed)
-		cur = ""
-	}
-	final := -1
-	for i, l := range lines {
-		if strings.EqualFold(strings.Fields(l)[0], "FROM") {
-			final = i
-		}
-	}
-	if final < 0 {
-		t.Fatalf("%s: no FROM", dockerfileName)
-	}
-	execForm := func(instr, rest string) []string {
-		var v []string
-		if err := json.Unmarshal([]byte(rest), &v); err != nil {
-			t.Fatalf("%s: %s %s: want the exec (JSON array) form: the runtime image has no shell", dockerfileName, instr, rest)
-		}
-		return v
-	}
-	for _, l := range lines[final+1:] {
-		instr, rest, _ := strings.Cut(l, " ")
-		rest = strings.TrimSpace(rest)
-		switch strings.ToUpper(instr) {
-		case "ENTRYPOINT":
-			img.entrypoint = execForm(instr, rest)
-		case "CMD":
-			img.cmd = execForm(instr, rest)
-		case "USER":
-			img.user = rest
-		case "COPY":
-			var args []string
-			for _, f := range strings.Fields(rest) {
-				if !strings.HasPrefix(f, "--") {
-					args = append(args, f)
-				}
-			}
-			if len(args) >= 2 && strings.TrimSuffix(args[len(args)-1], "/") == "/usr/local/bin" {
-				for _, src := range args[:len(args)-1] {
-					img.binaries[path.Base(src)] = true
-				}
-			}
-		}
+		t.Fatal(err)
 	}
 	return img
 }
@@ -218,23 +165,23 @@ func loadDockerfile(t testing.TB) dockerImage {
 func TestDeployDockerfile(t *testing.T) {
 	img := loadDockerfile(t)
 	for _, bin := range []string{"snapshotter", "example-app"} {
-		if !img.binaries[bin] {
+		if !img.Binaries[bin] {
 			t.Errorf("%s: the final stage does not copy %s into /usr/local/bin", dockerfileName, bin)
 		}
 	}
-	if len(img.entrypoint) == 0 || path.Base(img.entrypoint[0]) != "snapshotter" {
-		t.Errorf("%s: ENTRYPOINT %q: want /usr/local/bin/snapshotter (compose and the manifests rely on it)", dockerfileName, img.entrypoint)
+	if len(img.Entrypoint) == 0 || path.Base(img.Entrypoint[0]) != "snapshotter" {
+		t.Errorf("%s: ENTRYPOINT %q: want /usr/local/bin/snapshotter (compose and the manifests rely on it)", dockerfileName, img.Entrypoint)
 	}
-	if len(img.cmd) == 0 {
+	if len(img.Cmd) == 0 {
 		t.Errorf("%s: no CMD: want [\"run\"]", dockerfileName)
-	} else if _, ok := commands[img.cmd[0]]; !ok {
-		t.Errorf("%s: CMD %q: %q is not a snapshotter subcommand (have %s)", dockerfileName, img.cmd, img.cmd[0], strings.Join(slices.Sorted(maps.Keys(commands)), ", "))
+	} else if _, ok := commands[img.Cmd[0]]; !ok {
+		t.Errorf("%s: CMD %q: %q is not a snapshotter subcommand (have %s)", dockerfileName, img.Cmd, img.Cmd[0], strings.Join(slices.Sorted(maps.Keys(commands)), ", "))
 	}
-	if u, _, _ := strings.Cut(img.user, ":"); u == "" || u == "root" || u == "0" {
-		t.Errorf("%s: the final stage's USER is %q: want a non-root user", dockerfileName, img.user)
+	if u, _, _ := strings.Cut(img.User, ":"); u == "" || u == "root" || u == "0" {
+		t.Errorf("%s: the final stage's USER is %q: want a non-root user", dockerfileName, img.User)
 	}
 	for _, want := range []string{"CGO_ENABLED=0", "-trimpath"} {
-		if !strings.Contains(img.text, want) {
+		if !strings.Contains(img.Text, want) {
 			t.Errorf("%s: no %s in the build", dockerfileName, want)
 		}
 	}
@@ -256,6 +203,18 @@ type invocation struct {
 	env      map[string]string
 }
 
+// newInvocation returns the invocation of argv, or nil after reporting
+// that the image has no such binary.
+func newInvocation(t *testing.T, img deploytest.Image, where string, argv []string) *invocation {
+	t.Helper()
+	inv := &invocation{where: where, argv: argv, direct: map[string]bool{}, imported: map[string]string{}, env: map[string]string{}}
+	if !img.Binaries[inv.binary()] {
+		t.Errorf("%s: runs %q, which is not a binary of the image (have %s)", where, inv.argv, strings.Join(slices.Sorted(maps.Keys(img.Binaries)), ", "))
+		return nil
+	}
+	return inv
+}
+
 func (inv *invocation) binary() string {
 	if len(inv.argv) == 0 {
 		return ""
@@ -268,23 +227,6 @@ func (inv *invocation) sub() string {
 		return ""
 	}
 	return inv.argv[1]
-}
-
-// commandLine is how compose and Kubernetes combine the image's ENTRYPOINT
-// and CMD with the entrypoint/command (compose) or command/args
-// (Kubernetes) overrides: an entrypoint override drops the image's CMD.
-func commandLine(img dockerImage, entrypoint, cmd []string, entrypointSet, cmdSet bool) []string {
-	argv := slices.Clone(img.entrypoint)
-	if entrypointSet {
-		argv = slices.Clone(entrypoint)
-	}
-	switch {
-	case cmdSet:
-		argv = append(argv, cmd...)
-	case !entrypointSet:
-		argv = append(argv, img.cmd...)
-	}
-	return argv
 }
 
 // startup builds sub's flag set with env as the process's EVSNAP_*
@@ -400,193 +342,78 @@ func metricsPort(t *testing.T, where, addr string) int {
 	return n
 }
 
-// ------------------------------------------------------------------- YAML
-
-// The lenient YAML accessors are internal/composetest's.
-var (
-	mapOf  = composetest.MapOf
-	listOf = composetest.ListOf
-	strOf  = composetest.StrOf
-	dig    = composetest.Dig
-)
-
-// yamlDocs decodes every document of a (multi-document) YAML file.
-func yamlDocs(t testing.TB, rel string) []map[string]any {
-	t.Helper()
-	f, err := os.Open(filepath.Join(repoRoot, rel))
-	if err != nil {
-		t.Fatalf("%s: %v", rel, err)
-	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	var docs []map[string]any
-	for {
-		var d map[string]any
-		err := dec.Decode(&d)
-		if err == io.EOF {
-			return docs
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", rel, err)
-		}
-		if d != nil {
-			docs = append(docs, d)
-		}
-	}
-}
-
 // ---------------------------------------------------------------- compose
 
-var (
-	interpolate = composetest.Interpolate
-	words       = composetest.Words
-)
-
-// composeEnv reads a service's environment: a map or a list of NAME=value.
-// A name without a value (taken from the user's environment) maps to "".
-func composeEnv(v any) map[string]string {
-	env := map[string]string{}
-	switch v := v.(type) {
-	case map[string]any:
-		for k, x := range v {
-			env[k] = strOf(x)
-		}
-	case []any:
-		for _, x := range v {
-			k, val, _ := strings.Cut(strOf(x), "=")
-			env[k] = val
-		}
-	}
-	return env
-}
-
-// composeProject is docker-compose.yml, interpolated.
-type composeProject struct {
-	services map[string]map[string]any
-}
-
-func loadCompose(t testing.TB) composeProject {
+// composeInvocations returns the compose services that run snapshotter,
+// by service name.
+func composeInvocations(t *testing.T, img deploytest.Image, p *types.Project) map[string]*invocation {
 	t.Helper()
-	docs := yamlDocs(t, composeFile)
-	if len(docs) != 1 {
-		t.Fatalf("%s: want one YAML document, have %d", composeFile, len(docs))
-	}
-	doc := interpolate(docs[0]).(map[string]any)
-	p := composeProject{services: map[string]map[string]any{}}
-	for name, s := range mapOf(doc["services"]) {
-		p.services[name] = mapOf(s)
-	}
-	if len(p.services) == 0 {
-		t.Fatalf("%s: no services", composeFile)
-	}
-	return p
-}
-
-// ours reports whether a compose service runs the image the Dockerfile
-// builds.
-func (p composeProject) ours(svc map[string]any) bool {
-	if svc["build"] != nil {
-		return true
-	}
-	repo, _, _ := strings.Cut(path.Base(strOf(svc["image"])), ":")
-	return repo == imageName
-}
-
-// invocations returns the compose services that run the image.
-func (p composeProject) invocations(t *testing.T, img dockerImage) []*invocation {
-	t.Helper()
-	var out []*invocation
-	for _, name := range slices.Sorted(maps.Keys(p.services)) {
-		svc := p.services[name]
-		if !p.ours(svc) {
-			continue
+	out := map[string]*invocation{}
+	for _, svc := range deploytest.ImageServices(p, img, imageName) {
+		inv := newInvocation(t, img, fmt.Sprintf("%s: service %q", composeFile, svc.Name), svc.Argv)
+		if inv == nil || inv.binary() != "snapshotter" {
+			continue // cmd/example-app checks its own
 		}
-		where := fmt.Sprintf("%s: service %q", composeFile, name)
-		var ep, cmd []string
-		var err error
-		_, epSet := svc["entrypoint"]
-		_, cmdSet := svc["command"]
-		if epSet {
-			if ep, err = words(svc["entrypoint"]); err != nil {
-				t.Errorf("%s: entrypoint: %v", where, err)
-				continue
-			}
+		for k, v := range svc.Env {
+			inv.env[k], inv.direct[k] = v, true
 		}
-		if cmdSet {
-			if cmd, err = words(svc["command"]); err != nil {
-				t.Errorf("%s: command: %v", where, err)
-				continue
-			}
-		}
-		inv := &invocation{where: where, argv: commandLine(img, ep, cmd, epSet, cmdSet), direct: map[string]bool{}, imported: map[string]string{}}
-		inv.env = composeEnv(svc["environment"])
-		for k := range inv.env {
-			inv.direct[k] = true
-		}
-		if _, ok := svc["env_file"]; ok {
-			t.Errorf("%s: env_file is not checked by this test; set the variables in environment:", where)
-		}
-		if !img.binaries[inv.binary()] {
-			t.Errorf("%s: runs %q, which is not a binary of the image (have %s)", where, inv.argv, strings.Join(slices.Sorted(maps.Keys(img.binaries)), ", "))
-			continue
-		}
-		out = append(out, inv)
+		out[svc.Name] = inv
 	}
 	return out
 }
 
-// composeDuration parses compose durations such as 45s or 1m30s.
-func composeDuration(v any) (time.Duration, error) {
-	return time.ParseDuration(strOf(v))
-}
-
-// serviceName is the compose service an invocation's where names.
-func serviceName(where string) string {
-	_, after, _ := strings.Cut(where, "service ")
-	s, _ := strconv.Unquote(after)
-	return s
-}
-
 func TestDeployCompose(t *testing.T) {
 	img := loadDockerfile(t)
-	p := loadCompose(t)
+	p, err := deploytest.Compose(filepath.Join(repoRoot, composeFile), "*")
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	// Dependencies: every target exists, health conditions have a
-	// healthcheck, completion conditions a one-shot target.
-	for _, name := range slices.Sorted(maps.Keys(p.services)) {
-		deps := p.services[name]["depends_on"]
-		for _, dep := range slices.Sorted(maps.Keys(mapOf(deps))) {
-			target, ok := p.services[dep]
-			if !ok {
-				t.Errorf("%s: service %q depends on %q, which does not exist", composeFile, name, dep)
-				continue
-			}
-			switch cond := strOf(dig(deps, dep, "condition")); cond {
-			case "service_healthy":
-				if target["healthcheck"] == nil {
+	// `docker compose up` and `docker compose --profile P up` each load:
+	// no service depends on one only another profile enables.
+	profiles := map[string]bool{}
+	for _, svc := range p.Services {
+		for _, pr := range svc.Profiles {
+			profiles[pr] = true
+		}
+	}
+	for _, pr := range append([]string{""}, slices.Sorted(maps.Keys(profiles))...) {
+		if _, err := deploytest.Compose(filepath.Join(repoRoot, composeFile), pr); err != nil {
+			t.Errorf("profile %q: %v", pr, err)
+		}
+	}
+
+	// Health conditions need a healthcheck, completion conditions a
+	// one-shot target.
+	for _, name := range p.ServiceNames() {
+		deps := p.Services[name].DependsOn
+		for _, dep := range slices.Sorted(maps.Keys(deps)) {
+			target := p.Services[dep]
+			switch deps[dep].Condition {
+			case types.ServiceConditionHealthy:
+				if target.HealthCheck == nil || target.HealthCheck.Disable {
 					t.Errorf("%s: service %q waits for %q to be healthy, but %q has no healthcheck", composeFile, name, dep, dep)
 				}
-			case "service_completed_successfully":
-				if r := strOf(target["restart"]); r != "" && r != "no" {
+			case types.ServiceConditionCompletedSuccessfully:
+				if r := target.Restart; r != "" && r != "no" {
 					t.Errorf("%s: service %q waits for %q to complete, but %q has restart %q", composeFile, name, dep, dep, r)
 				}
 			}
 		}
 	}
 
-	var runs, migrates []*invocation
-	for _, inv := range p.invocations(t, img) {
-		if inv.binary() != "snapshotter" {
-			continue // cmd/example-app checks its own
-		}
+	var runs, migrates []string
+	invs := composeInvocations(t, img, p)
+	for _, name := range slices.Sorted(maps.Keys(invs)) {
+		inv := invs[name]
 		o := checkInvocation(t, inv)
 		switch inv.sub() {
 		case "migrate":
-			migrates = append(migrates, inv)
+			migrates = append(migrates, name)
 		case "run":
-			runs = append(runs, inv)
+			runs = append(runs, name)
 			if o != nil {
-				checkComposeRun(t, p, inv, o)
+				checkComposeRun(t, p, name, inv, o)
 			}
 		}
 	}
@@ -596,128 +423,119 @@ func TestDeployCompose(t *testing.T) {
 	if len(migrates) == 0 {
 		t.Errorf("%s: no service runs `snapshotter migrate`", composeFile)
 	}
-	for _, m := range migrates {
-		name := serviceName(m.where)
-		if r := strOf(p.services[name]["restart"]); r != "" && r != "no" {
-			t.Errorf("%s: restart %q: a one-shot migrate wants restart \"no\"", m.where, r)
+	for _, name := range migrates {
+		svc, where := p.Services[name], invs[name].where
+		if r := svc.Restart; r != "" && r != "no" {
+			t.Errorf("%s: restart %q: a one-shot migrate wants restart \"no\"", where, r)
 		}
 		// PostgreSQL and the NATS server(s) of its stack: "nats", or the
 		// cluster profile's "nats-1" ... "nats-3".
 		natsDeps := 0
-		for _, dep := range slices.Sorted(maps.Keys(mapOf(dig(p.services[name], "depends_on")))) {
+		for _, dep := range slices.Sorted(maps.Keys(svc.DependsOn)) {
 			if dep != "postgres" && dep != "nats" && !strings.HasPrefix(dep, "nats-") {
 				continue
 			}
 			if dep != "postgres" {
 				natsDeps++
 			}
-			if c := strOf(dig(p.services[name], "depends_on", dep, "condition")); c != "service_healthy" {
-				t.Errorf("%s: depends on %q with condition %q: want service_healthy", m.where, dep, c)
+			if c := svc.DependsOn[dep].Condition; c != types.ServiceConditionHealthy {
+				t.Errorf("%s: depends on %q with condition %q: want service_healthy", where, dep, c)
 			}
 		}
-		if natsDeps == 0 || dig(p.services[name], "depends_on", "postgres") == nil {
-			t.Errorf("%s: want it to wait for PostgreSQL and NATS to be healthy", m.where)
+		if _, pg := svc.DependsOn["postgres"]; natsDeps == 0 || !pg {
+			t.Errorf("%s: want it to wait for PostgreSQL and NATS to be healthy", where)
 		}
 	}
 	// Every worker starts after a migrate of its stack has completed.
-	for _, r := range runs {
-		waits := false
-		for _, m := range migrates {
-			if strOf(dig(p.services[serviceName(r.where)], "depends_on", serviceName(m.where), "condition")) == "service_completed_successfully" {
-				waits = true
-			}
-		}
+	for _, name := range runs {
+		waits := slices.ContainsFunc(migrates, func(m string) bool {
+			return p.Services[name].DependsOn[m].Condition == types.ServiceConditionCompletedSuccessfully
+		})
 		if !waits {
-			t.Errorf("%s: depends on no migrate with condition service_completed_successfully", r.where)
+			t.Errorf("%s: depends on no migrate with condition service_completed_successfully", invs[name].where)
 		}
 	}
 }
 
 // checkComposeRun checks a `snapshotter run` service: replicas, grace
 // period, ports, a healthcheck if any, and Prometheus's scrape config.
-func checkComposeRun(t *testing.T, p composeProject, inv *invocation, o *options) {
+func checkComposeRun(t *testing.T, p *types.Project, name string, inv *invocation, o *options) {
 	t.Helper()
-	svc := p.services[serviceName(inv.where)]
-	replicas := 1
-	if r := dig(svc, "deploy", "replicas"); r != nil {
-		n, err := strconv.Atoi(strOf(r))
-		if err != nil {
-			t.Errorf("%s: deploy.replicas %v is not a number", inv.where, r)
-		}
-		replicas = n
-	}
+	svc := p.Services[name]
+	replicas := svc.GetScale()
 	if replicas != wantReplicas {
 		t.Errorf("%s: deploy.replicas is %d: want %d", inv.where, replicas, wantReplicas)
 	}
 	grace := 10 * time.Second // compose's default
-	if g, ok := svc["stop_grace_period"]; ok {
-		d, err := composeDuration(g)
-		if err != nil {
-			t.Errorf("%s: stop_grace_period %v: %v", inv.where, g, err)
-		}
-		grace = d
+	if svc.StopGracePeriod != nil {
+		grace = time.Duration(*svc.StopGracePeriod)
 	}
 	if grace < o.cfg.Worker.DrainTimeout+shutdownHeadroom {
 		t.Errorf("%s: stop_grace_period %v does not exceed the drain timeout %v by %v: docker kills the worker mid-drain", inv.where, grace, o.cfg.Worker.DrainTimeout, shutdownHeadroom)
 	}
-	if replicas > 1 {
-		for _, port := range listOf(svc["ports"]) {
-			if s := strOf(port); strings.Contains(s, ":") || dig(port, "published") != nil {
-				t.Errorf("%s: publishes host port %q, which %d replicas cannot all bind", inv.where, s, replicas)
-			}
+	for _, port := range svc.Ports {
+		if replicas > 1 && port.Published != "" {
+			t.Errorf("%s: publishes host port %s:%d, which %d replicas cannot all bind", inv.where, port.Published, port.Target, replicas)
 		}
 	}
 	port := metricsPort(t, inv.where, o.cfg.MetricsAddr)
-	if hc := svc["healthcheck"]; hc != nil {
-		test, _ := words(dig(hc, "test"))
-		line := strings.Join(test, " ")
+	if hc := svc.HealthCheck; hc != nil && !hc.Disable {
+		line := strings.Join(hc.Test, " ")
 		if !strings.Contains(line, fmt.Sprintf(":%d/readyz", port)) && !strings.Contains(line, fmt.Sprintf(":%d/healthz", port)) {
 			t.Errorf("%s: healthcheck %q does not request /readyz or /healthz on port %d", inv.where, line, port)
 		}
 	}
-	checkPrometheus(t, p, serviceName(inv.where), port)
+	checkPrometheus(t, p, name, port)
 }
 
 // checkPrometheus checks that compose's Prometheus, if there is one,
 // finds the service's replicas by DNS on the metrics port.
-func checkPrometheus(t *testing.T, p composeProject, service string, port int) {
+func checkPrometheus(t *testing.T, p *types.Project, service string, port int) {
 	t.Helper()
-	for _, name := range slices.Sorted(maps.Keys(p.services)) {
-		svc := p.services[name]
-		if !strings.Contains(strOf(svc["image"]), "prometheus") {
+	for _, name := range p.ServiceNames() {
+		svc := p.Services[name]
+		if !strings.Contains(svc.Image, "prometheus") {
 			continue
 		}
-		config := ""
-		for _, v := range listOf(svc["volumes"]) {
-			parts := strings.Split(strOf(v), ":")
-			if len(parts) >= 2 && parts[1] == "/etc/prometheus/prometheus.yml" {
-				config = path.Clean(parts[0])
-			}
-		}
-		where := fmt.Sprintf("%s: service %q", composeFile, name)
-		if config == "" {
-			t.Errorf("%s: mounts no /etc/prometheus/prometheus.yml", where)
+		i := slices.IndexFunc(svc.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == "/etc/prometheus/prometheus.yml" })
+		if i < 0 {
+			t.Errorf("%s: service %q mounts no /etc/prometheus/prometheus.yml", composeFile, name)
 			continue
 		}
-		docs := yamlDocs(t, config)
+		b, err := os.ReadFile(svc.Volumes[i].Source) // absolute: compose-go resolves it
+		config, _ := filepath.Rel(p.WorkingDir, svc.Volumes[i].Source)
+		var cfg struct {
+			ScrapeConfigs []struct {
+				MetricsPath  string `json:"metrics_path"`
+				DNSSDConfigs []struct {
+					Names []string
+					Type  string
+					Port  int
+				} `json:"dns_sd_configs"`
+			} `json:"scrape_configs"`
+		}
+		if err == nil {
+			err = yaml.Unmarshal(b, &cfg)
+		}
+		if err != nil {
+			t.Errorf("%s: %v", config, err)
+			continue
+		}
 		found := false
-		for _, job := range listOf(docs[0]["scrape_configs"]) {
-			mp := strOf(dig(job, "metrics_path"))
-			for _, sd := range listOf(dig(job, "dns_sd_configs")) {
-				for _, n := range listOf(dig(sd, "names")) {
-					if strOf(n) != service {
-						continue
-					}
-					found = true
-					if typ := strOf(dig(sd, "type")); typ != "A" {
-						t.Errorf("%s: dns_sd_configs for %q has type %q: want A (one record per replica)", config, service, typ)
-					}
-					if got := strOf(dig(sd, "port")); got != strconv.Itoa(port) {
-						t.Errorf("%s: scrapes %q on port %s: the worker serves /metrics on %d", config, service, got, port)
-					}
-					if mp != "" && mp != "/metrics" {
-						t.Errorf("%s: metrics_path %q: the worker serves /metrics", config, mp)
-					}
+		for _, job := range cfg.ScrapeConfigs {
+			for _, sd := range job.DNSSDConfigs {
+				if !slices.Contains(sd.Names, service) {
+					continue
+				}
+				found = true
+				if sd.Type != "A" {
+					t.Errorf("%s: dns_sd_configs for %q has type %q: want A (one record per replica)", config, service, sd.Type)
+				}
+				if sd.Port != port {
+					t.Errorf("%s: scrapes %q on port %d: the worker serves /metrics on %d", config, service, sd.Port, port)
+				}
+				if mp := job.MetricsPath; mp != "" && mp != "/metrics" {
+					t.Errorf("%s: metrics_path %q: the worker serves /metrics", config, mp)
 				}
 			}
 		}
@@ -729,55 +547,30 @@ func checkPrometheus(t *testing.T, p composeProject, service string, port int) {
 
 // ------------------------------------------------------------- Kubernetes
 
-// k8sObject is one manifest document.
-type k8sObject struct {
-	file, kind, name string
-	doc              map[string]any
-}
-
-func (o k8sObject) String() string { return fmt.Sprintf("%s: %s/%s", o.file, o.kind, o.name) }
-
-// loadKustomization reads deploy/kustomization.yaml and every resource it
-// lists, and checks that no manifest under deploy/ is left out.
-func loadKustomization(t *testing.T) (map[string]any, []k8sObject) {
+// checkKustomizationResources checks that every manifest under deploy/ is
+// among the kustomization's resources: `kubectl apply -k` ignores the rest.
+func checkKustomizationResources(t *testing.T) {
 	t.Helper()
 	kfile := path.Join(deployDir, "kustomization.yaml")
-	docs := yamlDocs(t, kfile)
-	if len(docs) != 1 || strOf(docs[0]["kind"]) != "Kustomization" {
-		t.Fatalf("%s: want one Kustomization document", kfile)
+	b, err := os.ReadFile(filepath.Join(repoRoot, kfile))
+	if err != nil {
+		t.Fatal(err)
 	}
-	k := docs[0]
-	listed := map[string]bool{}
-	var objs []k8sObject
-	for _, r := range listOf(k["resources"]) {
-		rel := path.Join(deployDir, strOf(r))
-		listed[rel] = true
-		if _, err := os.Stat(filepath.Join(repoRoot, rel)); err != nil {
-			t.Errorf("%s: resource %q: %v", kfile, strOf(r), err)
-			continue
-		}
-		for _, d := range yamlDocs(t, rel) {
-			o := k8sObject{file: rel, kind: strOf(d["kind"]), name: strOf(dig(d, "metadata", "name")), doc: d}
-			if o.kind == "" || strOf(d["apiVersion"]) == "" || o.name == "" {
-				t.Errorf("%s: a document without apiVersion, kind or metadata.name", rel)
-				continue
-			}
-			objs = append(objs, o)
-		}
+	var k kusttypes.Kustomization
+	if err := k.Unmarshal(b); err != nil {
+		t.Fatalf("%s: %v", kfile, err)
 	}
-	err := filepath.WalkDir(filepath.Join(repoRoot, deployDir), func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(filepath.Join(repoRoot, deployDir), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(repoRoot, p)
 		rel = filepath.ToSlash(rel)
-		if d.IsDir() {
-			if rel == composeOnlyDir || rel == prometheusRulesDir {
-				return filepath.SkipDir
-			}
-			return nil
+		if d.IsDir() && (rel == composeOnlyDir || rel == prometheusRulesDir) {
+			return filepath.SkipDir
 		}
-		if ext := path.Ext(rel); (ext == ".yaml" || ext == ".yml") && rel != kfile && !listed[rel] {
+		r, _ := filepath.Rel(deployDir, rel)
+		if ext := path.Ext(rel); (ext == ".yaml" || ext == ".yml") && rel != kfile && !slices.Contains(k.Resources, r) {
 			t.Errorf("%s is not in %s's resources, so `kubectl apply -k %s` ignores it", rel, kfile, deployDir)
 		}
 		return nil
@@ -785,165 +578,112 @@ func loadKustomization(t *testing.T) (map[string]any, []k8sObject) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k, objs
 }
 
-// podSpec returns a workload's pod spec, or nil for other kinds.
-func podSpec(o k8sObject) map[string]any {
-	switch o.kind {
-	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job":
-		return mapOf(dig(o.doc, "spec", "template", "spec"))
-	case "CronJob":
-		return mapOf(dig(o.doc, "spec", "jobTemplate", "spec", "template", "spec"))
-	case "Pod":
-		return mapOf(o.doc["spec"])
+// podTemplate returns a workload's pod template, or nil for other kinds.
+func podTemplate(o runtime.Object) *corev1.PodTemplateSpec {
+	switch o := o.(type) {
+	case *appsv1.Deployment:
+		return &o.Spec.Template
+	case *appsv1.StatefulSet:
+		return &o.Spec.Template
+	case *appsv1.DaemonSet:
+		return &o.Spec.Template
+	case *appsv1.ReplicaSet:
+		return &o.Spec.Template
+	case *batchv1.Job:
+		return &o.Spec.Template
+	case *batchv1.CronJob:
+		return &o.Spec.JobTemplate.Spec.Template
+	case *corev1.Pod:
+		return &corev1.PodTemplateSpec{ObjectMeta: o.ObjectMeta, Spec: o.Spec}
 	}
 	return nil
 }
 
-func podLabels(o k8sObject) map[string]any {
-	if o.kind == "Pod" {
-		return mapOf(dig(o.doc, "metadata", "labels"))
+// envSources returns the data of every ConfigMap and Secret (stringData
+// over decoded data, as the API server merges them), by "Kind/name".
+func envSources(objs []runtime.Object) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, cm := range deploytest.Of[*corev1.ConfigMap](objs) {
+		out["ConfigMap/"+cm.Name] = cm.Data
 	}
-	if o.kind == "CronJob" {
-		return mapOf(dig(o.doc, "spec", "jobTemplate", "spec", "template", "metadata", "labels"))
-	}
-	return mapOf(dig(o.doc, "spec", "template", "metadata", "labels"))
-}
-
-// selects reports whether a label selector (matchLabels or a plain map)
-// matches labels.
-func selects(selector, labels map[string]any) bool {
-	if ml := mapOf(selector["matchLabels"]); ml != nil {
-		selector = ml
-	}
-	if len(selector) == 0 {
-		return false
-	}
-	for k, v := range selector {
-		if k == "matchExpressions" {
-			continue
+	for _, s := range deploytest.Of[*corev1.Secret](objs) {
+		data := map[string]string{}
+		for k, v := range s.Data {
+			data[k] = string(v)
 		}
-		if strOf(labels[k]) != strOf(v) {
-			return false
-		}
-	}
-	return true
-}
-
-func find(objs []k8sObject, kind, name string) (k8sObject, bool) {
-	for _, o := range objs {
-		if o.kind == kind && o.name == name {
-			return o, true
-		}
-	}
-	return k8sObject{}, false
-}
-
-// configData returns a ConfigMap's data or a Secret's stringData and
-// (decoded) data.
-func configData(t *testing.T, o k8sObject) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for k, v := range mapOf(o.doc["data"]) {
-		if o.kind == "Secret" {
-			b, err := base64.StdEncoding.DecodeString(strOf(v))
-			if err != nil {
-				t.Errorf("%s: data.%s is not base64: %v", o, k, err)
-			}
-			out[k] = string(b)
-		} else {
-			out[k] = strOf(v)
-		}
-	}
-	for k, v := range mapOf(o.doc["stringData"]) {
-		out[k] = strOf(v)
+		maps.Copy(data, s.StringData)
+		out["Secret/"+s.Name] = data
 	}
 	return out
 }
 
-// imageRepo is an image reference without registry path and tag.
-func imageRepo(image string) string {
-	repo, _, _ := strings.Cut(path.Base(image), "@")
-	repo, _, _ = strings.Cut(repo, ":")
-	return repo
-}
-
-// k8sContainer is a container of a workload that runs the image.
+// k8sContainer is a container of a workload that runs snapshotter.
 type k8sContainer struct {
-	obj       k8sObject
-	container map[string]any
-	inv       *invocation
+	obj runtime.Object
+	pod *corev1.PodTemplateSpec
+	c   *corev1.Container
+	inv *invocation
 }
 
-// k8sInvocations returns the containers that run the image, with the
+// k8sInvocations returns the containers that run snapshotter, with the
 // environment Kubernetes would give them.
-func k8sInvocations(t *testing.T, img dockerImage, objs []k8sObject) []k8sContainer {
+func k8sInvocations(t *testing.T, img deploytest.Image, objs []runtime.Object) []k8sContainer {
 	t.Helper()
+	sources := envSources(objs)
+	// data returns a ConfigMap's or Secret's data, reporting it missing
+	// unless the reference is optional.
+	data := func(where, kind, name string, optional *bool) (map[string]string, bool) {
+		d, ok := sources[kind+"/"+name]
+		if !ok && !ptr.Deref(optional, false) {
+			t.Errorf("%s: refers to %s %q, which is not in the kustomization (mark it optional: true if it is created elsewhere)", where, kind, name)
+		}
+		return d, ok
+	}
 	var out []k8sContainer
 	for _, o := range objs {
-		spec := podSpec(o)
-		if spec == nil {
+		pod := podTemplate(o)
+		if pod == nil {
 			continue
 		}
-		containers := slices.Concat(listOf(spec["initContainers"]), listOf(spec["containers"]))
-		for _, c := range containers {
-			c := mapOf(c)
-			if imageRepo(strOf(c["image"])) != imageName {
+		for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+			if deploytest.ImageRepo(c.Image) != imageName {
 				continue
 			}
-			where := fmt.Sprintf("%s container %q", o, strOf(c["name"]))
-			var ep, args []string
-			_, epSet := c["command"]
-			_, argsSet := c["args"]
-			for _, x := range listOf(c["command"]) {
-				ep = append(ep, strOf(x))
+			where := fmt.Sprintf("%s: %s container %q", deployDir, deploytest.ID(o), c.Name)
+			if c.Image == imageName {
+				t.Errorf("%s: image %q: no images: entry in %s/kustomization.yaml sets it to a real one", where, c.Image, deployDir)
 			}
-			for _, x := range listOf(c["args"]) {
-				args = append(args, strOf(x))
-			}
-			inv := &invocation{where: where, argv: commandLine(img, ep, args, epSet, argsSet),
-				direct: map[string]bool{}, imported: map[string]string{}, env: map[string]string{}}
-			for _, ef := range listOf(c["envFrom"]) {
-				kind, ref := "ConfigMap", mapOf(dig(ef, "configMapRef"))
-				if ref == nil {
-					kind, ref = "Secret", mapOf(dig(ef, "secretRef"))
-				}
-				src, ok := find(objs, kind, strOf(ref["name"]))
-				if !ok {
-					if ref["optional"] != true {
-						t.Errorf("%s: envFrom %s %q is not in the kustomization (mark it optional: true if it is created elsewhere)", where, kind, strOf(ref["name"]))
-					}
-					continue
-				}
-				prefix := strOf(dig(ef, "prefix"))
-				for k, v := range configData(t, src) {
-					inv.env[prefix+k] = v // a later source wins, as in Kubernetes
-					inv.imported[prefix+k] = src.String()
-				}
-			}
-			for _, e := range listOf(c["env"]) {
-				name := strOf(dig(e, "name"))
-				val := strOf(dig(e, "value"))
-				for _, ref := range []struct{ key, kind string }{{"secretKeyRef", "Secret"}, {"configMapKeyRef", "ConfigMap"}} {
-					if r := mapOf(dig(e, "valueFrom", ref.key)); r != nil {
-						src, ok := find(objs, ref.kind, strOf(r["name"]))
-						if !ok && r["optional"] != true {
-							t.Errorf("%s: env %s refers to %s %q, which is not in the kustomization", where, name, ref.kind, strOf(r["name"]))
-						}
-						if ok {
-							val = configData(t, src)[strOf(r["key"])]
-						}
-					}
-				}
-				inv.env[name] = val
-				inv.direct[name] = true
-			}
-			if !img.binaries[inv.binary()] {
-				t.Errorf("%s: runs %q, which is not a binary of the image (have %s)", where, inv.argv, strings.Join(slices.Sorted(maps.Keys(img.binaries)), ", "))
+			inv := newInvocation(t, img, where, img.Argv(c.Command, c.Args))
+			if inv == nil || inv.binary() != "snapshotter" {
 				continue
 			}
-			out = append(out, k8sContainer{obj: o, container: c, inv: inv})
+			for _, ef := range c.EnvFrom {
+				kind, name, optional := "ConfigMap", "", (*bool)(nil)
+				if r := ef.ConfigMapRef; r != nil {
+					name, optional = r.Name, r.Optional
+				} else if r := ef.SecretRef; r != nil {
+					kind, name, optional = "Secret", r.Name, r.Optional
+				}
+				d, _ := data(where+": envFrom", kind, name, optional)
+				for k, v := range d {
+					inv.env[ef.Prefix+k] = v // a later source wins, as in Kubernetes
+					inv.imported[ef.Prefix+k] = kind + "/" + name
+				}
+			}
+			for _, e := range c.Env {
+				val := e.Value
+				if vf := e.ValueFrom; vf != nil && vf.SecretKeyRef != nil {
+					d, _ := data(where+": env "+e.Name, "Secret", vf.SecretKeyRef.Name, vf.SecretKeyRef.Optional)
+					val = d[vf.SecretKeyRef.Key]
+				} else if vf != nil && vf.ConfigMapKeyRef != nil {
+					d, _ := data(where+": env "+e.Name, "ConfigMap", vf.ConfigMapKeyRef.Name, vf.ConfigMapKeyRef.Optional)
+					val = d[vf.ConfigMapKeyRef.Key]
+				}
+				inv.env[e.Name], inv.direct[e.Name] = val, true
+			}
+			out = append(out, k8sContainer{obj: o, pod: pod, c: &c, inv: inv})
 		}
 	}
 	return out
@@ -951,202 +691,183 @@ func k8sInvocations(t *testing.T, img dockerImage, objs []k8sObject) []k8sContai
 
 func TestDeployKubernetes(t *testing.T) {
 	img := loadDockerfile(t)
-	k, objs := loadKustomization(t)
-
-	hasImage := false
-	for _, im := range listOf(k["images"]) {
-		if strOf(dig(im, "name")) == imageName {
-			hasImage = true
-		}
-	}
-	if !hasImage {
-		t.Errorf("%s/kustomization.yaml: no images: entry for %q, so the manifests' image is never set to a real one", deployDir, imageName)
+	checkKustomizationResources(t)
+	objs, err := deploytest.Kustomize(filepath.Join(repoRoot, deployDir))
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	// Every EVSNAP_* key of a ConfigMap or Secret is one snapshotter reads.
 	all := binaryEnv()
-	for _, o := range objs {
-		if o.kind != "ConfigMap" && o.kind != "Secret" {
-			continue
-		}
-		data := configData(t, o)
-		for _, key := range slices.Sorted(maps.Keys(data)) {
+	sources := envSources(objs)
+	for _, id := range slices.Sorted(maps.Keys(sources)) {
+		for _, key := range slices.Sorted(maps.Keys(sources[id])) {
 			if strings.HasPrefix(key, "EVSNAP_") && !all[key] {
-				t.Errorf("%s: %s is not read by snapshotter (it reads %s)", o, key, strings.Join(slices.Sorted(maps.Keys(all)), ", "))
+				t.Errorf("%s: %s: %s is not read by snapshotter (it reads %s)", deployDir, id, key, strings.Join(slices.Sorted(maps.Keys(all)), ", "))
 			}
 		}
-		checkEnvValues(t, o.String(), data)
+		checkEnvValues(t, deployDir+": "+id, sources[id])
 	}
 
-	var runs, migrates []k8sContainer
+	var runs, migrates int
 	for _, kc := range k8sInvocations(t, img, objs) {
-		if kc.inv.binary() != "snapshotter" {
-			continue
-		}
 		opts := checkInvocation(t, kc.inv)
 		checkMountedFiles(t, kc)
 		checkHardening(t, kc)
 		switch kc.inv.sub() {
 		case "run":
-			runs = append(runs, kc)
+			runs++
 			if opts != nil {
 				checkK8sRun(t, objs, kc, opts)
 			}
 		case "migrate":
-			migrates = append(migrates, kc)
-			if kc.obj.kind != "Job" {
-				t.Errorf("%s: runs migrate in a %s: want a Job", kc.inv.where, kc.obj.kind)
+			migrates++
+			if job, ok := kc.obj.(*batchv1.Job); !ok {
+				t.Errorf("%s: runs migrate in a %s: want a Job", kc.inv.where, deploytest.ID(kc.obj))
+			} else if job.Spec.BackoffLimit == nil || job.Spec.TTLSecondsAfterFinished == nil {
+				t.Errorf("%s: want backoffLimit and ttlSecondsAfterFinished", kc.inv.where)
 			}
 		}
 	}
-	if len(runs) == 0 {
+	if runs == 0 {
 		t.Errorf("%s: no Deployment container runs `snapshotter run`", deployDir)
 	}
-	if len(migrates) == 0 {
+	if migrates == 0 {
 		t.Errorf("%s: no Job runs `snapshotter migrate`", deployDir)
 	}
-	for _, m := range migrates {
-		spec := mapOf(m.obj.doc["spec"])
-		if spec["backoffLimit"] == nil || spec["ttlSecondsAfterFinished"] == nil {
-			t.Errorf("%s: want backoffLimit and ttlSecondsAfterFinished", m.obj)
-		}
+}
+
+// selects reports whether a non-empty label selector matches labels.
+func selects(sel *metav1.LabelSelector, podLabels map[string]string) bool {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	return err == nil && !s.Empty() && s.Matches(labels.Set(podLabels))
+}
+
+// portNumber resolves a port given by number or by container port name.
+func portNumber(c *corev1.Container, p intstr.IntOrString) (int, bool) {
+	if p.Type == intstr.Int {
+		return p.IntValue(), true
 	}
+	i := slices.IndexFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == p.StrVal })
+	if i < 0 {
+		return 0, false
+	}
+	return int(c.Ports[i].ContainerPort), true
 }
 
 // checkK8sRun checks the workload running `snapshotter run`: probes on the
 // metrics port, grace period, replicas, and the PDB, HPA and Service that
 // go with it.
-func checkK8sRun(t *testing.T, objs []k8sObject, kc k8sContainer, o *options) {
+func checkK8sRun(t *testing.T, objs []runtime.Object, kc k8sContainer, o *options) {
 	t.Helper()
 	where := kc.inv.where
 	port := metricsPort(t, where, o.cfg.MetricsAddr)
-	named := map[string]int{}
-	for _, p := range listOf(kc.container["ports"]) {
-		n, _ := strconv.Atoi(strOf(dig(p, "containerPort")))
-		named[strOf(dig(p, "name"))] = n
-		if n == port && strOf(dig(p, "name")) != "metrics" {
+	if n, ok := portNumber(kc.c, intstr.FromString("metrics")); !ok {
+		t.Errorf("%s: no container port named \"metrics\"", where)
+	} else if n != port {
+		t.Errorf("%s: container port \"metrics\" is %d, but the worker listens on %q", where, n, o.cfg.MetricsAddr)
+	}
+	for _, cp := range kc.c.Ports {
+		if int(cp.ContainerPort) == port && cp.Name != "metrics" {
 			t.Errorf("%s: container port %d should be named \"metrics\"", where, port)
 		}
 	}
-	if _, ok := named["metrics"]; !ok {
-		t.Errorf("%s: no container port named \"metrics\"", where)
-	} else if named["metrics"] != port {
-		t.Errorf("%s: container port \"metrics\" is %d, but the worker listens on %q", where, named["metrics"], o.cfg.MetricsAddr)
-	}
 	for _, pr := range []struct {
 		key   string
+		probe *corev1.Probe
 		paths []string
 		need  bool
 	}{
-		{"readinessProbe", []string{"/readyz"}, true},
-		{"livenessProbe", []string{"/healthz"}, true},
-		{"startupProbe", []string{"/healthz", "/readyz"}, false},
+		{"readinessProbe", kc.c.ReadinessProbe, []string{"/readyz"}, true},
+		{"livenessProbe", kc.c.LivenessProbe, []string{"/healthz"}, true},
+		{"startupProbe", kc.c.StartupProbe, []string{"/healthz", "/readyz"}, false},
 	} {
-		probe := mapOf(kc.container[pr.key])
-		if probe == nil {
+		switch {
+		case pr.probe == nil:
 			if pr.need {
 				t.Errorf("%s: no %s", where, pr.key)
 			}
 			continue
-		}
-		get := mapOf(probe["httpGet"])
-		if get == nil {
+		case pr.probe.HTTPGet == nil:
 			t.Errorf("%s: %s is not an httpGet probe", where, pr.key)
 			continue
 		}
-		if p := strOf(get["path"]); !slices.Contains(pr.paths, p) {
-			t.Errorf("%s: %s requests %q: want %s", where, pr.key, p, strings.Join(pr.paths, " or "))
+		get := pr.probe.HTTPGet
+		if !slices.Contains(pr.paths, get.Path) {
+			t.Errorf("%s: %s requests %q: want %s", where, pr.key, get.Path, strings.Join(pr.paths, " or "))
 		}
-		pp := strOf(get["port"])
-		n, err := strconv.Atoi(pp)
-		if err != nil {
-			var ok bool
-			if n, ok = named[pp]; !ok {
-				t.Errorf("%s: %s port %q is not a container port name", where, pr.key, pp)
-				continue
-			}
-		}
-		if n != port {
-			t.Errorf("%s: %s probes port %s (%d), but the worker serves /healthz and /readyz on %q", where, pr.key, pp, n, o.cfg.MetricsAddr)
+		if n, ok := portNumber(kc.c, get.Port); !ok {
+			t.Errorf("%s: %s port %q is not a container port name", where, pr.key, get.Port.String())
+		} else if n != port {
+			t.Errorf("%s: %s probes port %s (%d), but the worker serves /healthz and /readyz on %q", where, pr.key, get.Port.String(), n, o.cfg.MetricsAddr)
 		}
 	}
 
-	spec := podSpec(kc.obj)
 	grace := 30 * time.Second // Kubernetes' default
-	if g := spec["terminationGracePeriodSeconds"]; g != nil {
-		n, err := strconv.Atoi(strOf(g))
-		if err != nil {
-			t.Errorf("%s: terminationGracePeriodSeconds %v is not a number", kc.obj, g)
-		}
-		grace = time.Duration(n) * time.Second
+	if g := kc.pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
 	}
 	if grace < o.cfg.Worker.DrainTimeout+shutdownHeadroom {
-		t.Errorf("%s: terminationGracePeriodSeconds %v does not exceed the drain timeout %v by %v: pods are killed mid-drain", kc.obj, grace, o.cfg.Worker.DrainTimeout, shutdownHeadroom)
+		t.Errorf("%s: terminationGracePeriodSeconds %v does not exceed the drain timeout %v by %v: pods are killed mid-drain", where, grace, o.cfg.Worker.DrainTimeout, shutdownHeadroom)
 	}
 
-	if kc.obj.kind != "Deployment" {
-		t.Errorf("%s: runs `snapshotter run` in a %s: want a Deployment", where, kc.obj.kind)
+	d, ok := kc.obj.(*appsv1.Deployment)
+	if !ok {
+		t.Errorf("%s: runs `snapshotter run` in a %s: want a Deployment", where, deploytest.ID(kc.obj))
 		return
 	}
-	if r := strOf(dig(kc.obj.doc, "spec", "replicas")); r != strconv.Itoa(wantReplicas) {
-		t.Errorf("%s: spec.replicas is %q: want %d", kc.obj, r, wantReplicas)
+	id := deployDir + ": " + deploytest.ID(d)
+	if r := d.Spec.Replicas; r == nil || *r != wantReplicas {
+		t.Errorf("%s: spec.replicas is %v: want %d", id, ptr.Deref(r, 1), wantReplicas)
 	}
-	labels := podLabels(kc.obj)
-	if !selects(mapOf(dig(kc.obj.doc, "spec", "selector")), labels) {
-		t.Errorf("%s: spec.selector does not match the pod template's labels", kc.obj)
+	podLabels := kc.pod.Labels
+	if !selects(d.Spec.Selector, podLabels) {
+		t.Errorf("%s: spec.selector does not match the pod template's labels", id)
 	}
 	var pdb, hpa, svc bool
-	for _, x := range objs {
-		switch x.kind {
-		case "PodDisruptionBudget":
-			if !selects(mapOf(dig(x.doc, "spec", "selector")), labels) {
-				continue
-			}
-			pdb = true
-			if mu := dig(x.doc, "spec", "maxUnavailable"); mu != nil && strOf(mu) != "1" {
-				t.Errorf("%s: maxUnavailable %v: want 1", x, mu)
-			}
-			if ma := dig(x.doc, "spec", "minAvailable"); ma != nil {
-				if n, err := strconv.Atoi(strOf(ma)); err != nil || n >= wantReplicas {
-					t.Errorf("%s: minAvailable %v leaves no room for a voluntary disruption of %d replicas", x, ma, wantReplicas)
-				}
-			}
-		case "HorizontalPodAutoscaler":
-			ref := mapOf(dig(x.doc, "spec", "scaleTargetRef"))
-			if strOf(ref["kind"]) != kc.obj.kind || strOf(ref["name"]) != kc.obj.name {
-				continue
-			}
-			hpa = true
-			minR, _ := strconv.Atoi(strOf(dig(x.doc, "spec", "minReplicas")))
-			maxR, _ := strconv.Atoi(strOf(dig(x.doc, "spec", "maxReplicas")))
-			if minR < wantReplicas || maxR < minR {
-				t.Errorf("%s: minReplicas %d, maxReplicas %d: want %d <= min <= max", x, minR, maxR, wantReplicas)
-			}
-			if dig(kc.container, "resources", "requests", "cpu") == nil {
-				t.Errorf("%s: no CPU request, which a CPU-based HPA (%s) needs", where, x)
-			}
-		case "Service":
-			sel := mapOf(dig(x.doc, "spec", "selector"))
-			if !selects(sel, labels) {
-				continue
-			}
-			svc = true
-			for _, p := range listOf(dig(x.doc, "spec", "ports")) {
-				tp := strOf(dig(p, "targetPort"))
-				if n, err := strconv.Atoi(tp); (err == nil && n != port) || (err != nil && named[tp] != port) {
-					t.Errorf("%s: targetPort %q is not the metrics port %d", x, tp, port)
-				}
+	for _, x := range deploytest.Of[*policyv1.PodDisruptionBudget](objs) {
+		if !selects(x.Spec.Selector, podLabels) {
+			continue
+		}
+		pdb = true
+		if mu := x.Spec.MaxUnavailable; mu != nil && mu.String() != "1" {
+			t.Errorf("%s: %s: maxUnavailable %v: want 1", deployDir, deploytest.ID(x), mu.String())
+		}
+		if ma := x.Spec.MinAvailable; ma != nil && (ma.Type != intstr.Int || ma.IntValue() >= wantReplicas) {
+			t.Errorf("%s: %s: minAvailable %v leaves no room for a voluntary disruption of %d replicas", deployDir, deploytest.ID(x), ma.String(), wantReplicas)
+		}
+	}
+	for _, x := range deploytest.Of[*autoscalingv2.HorizontalPodAutoscaler](objs) {
+		if ref := x.Spec.ScaleTargetRef; ref.Kind != "Deployment" || ref.Name != d.Name {
+			continue
+		}
+		hpa = true
+		if minR, maxR := ptr.Deref(x.Spec.MinReplicas, 1), x.Spec.MaxReplicas; minR < wantReplicas || maxR < minR {
+			t.Errorf("%s: %s: minReplicas %d, maxReplicas %d: want %d <= min <= max", deployDir, deploytest.ID(x), minR, maxR, wantReplicas)
+		}
+		if kc.c.Resources.Requests.Cpu().IsZero() {
+			t.Errorf("%s: no CPU request, which a CPU-based HPA (%s) needs", where, deploytest.ID(x))
+		}
+	}
+	for _, x := range deploytest.Of[*corev1.Service](objs) {
+		if !selects(metav1.SetAsLabelSelector(x.Spec.Selector), podLabels) {
+			continue
+		}
+		svc = true
+		for _, p := range x.Spec.Ports {
+			if n, ok := portNumber(kc.c, p.TargetPort); !ok || n != port {
+				t.Errorf("%s: %s: targetPort %q is not the metrics port %d", deployDir, deploytest.ID(x), p.TargetPort.String(), port)
 			}
 		}
 	}
 	if !pdb {
-		t.Errorf("%s: no PodDisruptionBudget selects its pods", kc.obj)
+		t.Errorf("%s: no PodDisruptionBudget selects its pods", id)
 	}
 	if !hpa {
-		t.Errorf("%s: no HorizontalPodAutoscaler targets it", kc.obj)
+		t.Errorf("%s: no HorizontalPodAutoscaler targets it", id)
 	}
 	if !svc {
-		t.Errorf("%s: no Service selects its pods for the metrics", kc.obj)
+		t.Errorf("%s: no Service selects its pods for the metrics", id)
 	}
 }
 
@@ -1159,19 +880,12 @@ func checkMountedFiles(t *testing.T, kc k8sContainer) {
 	t.Helper()
 	for _, name := range fileVars {
 		p := kc.inv.env[name]
-		if !path.IsAbs(p) {
-			continue
+		if !path.IsAbs(p) || (name == "EVSNAP_SQLITE_PATH" && kc.inv.env["EVSNAP_POSTGRES_URL"] != "") {
+			continue // relative, or SQLite unused with PostgreSQL
 		}
-		if name == "EVSNAP_SQLITE_PATH" && kc.inv.env["EVSNAP_POSTGRES_URL"] != "" {
-			continue // unused with PostgreSQL
-		}
-		mounted := false
-		for _, m := range listOf(kc.container["volumeMounts"]) {
-			mp := strOf(dig(m, "mountPath"))
-			if p == mp || strings.HasPrefix(p, strings.TrimSuffix(mp, "/")+"/") {
-				mounted = true
-			}
-		}
+		mounted := slices.ContainsFunc(kc.c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return p == m.MountPath || strings.HasPrefix(p, strings.TrimSuffix(m.MountPath, "/")+"/")
+		})
 		if !mounted {
 			t.Errorf("%s: %s=%s is not inside any volumeMount", kc.inv.where, name, p)
 		}
@@ -1182,23 +896,22 @@ func checkMountedFiles(t *testing.T, kc k8sContainer) {
 // capabilities dropped, requests and limits set.
 func checkHardening(t *testing.T, kc k8sContainer) {
 	t.Helper()
-	sc := mapOf(kc.container["securityContext"])
-	podSC := mapOf(podSpec(kc.obj)["securityContext"])
-	if sc["runAsNonRoot"] != true && podSC["runAsNonRoot"] != true {
+	sc := ptr.Deref(kc.c.SecurityContext, corev1.SecurityContext{})
+	podSC := ptr.Deref(kc.pod.Spec.SecurityContext, corev1.PodSecurityContext{})
+	if !ptr.Deref(sc.RunAsNonRoot, false) && !ptr.Deref(podSC.RunAsNonRoot, false) {
 		t.Errorf("%s: runAsNonRoot is not set", kc.inv.where)
 	}
-	if sc["readOnlyRootFilesystem"] != true {
+	if !ptr.Deref(sc.ReadOnlyRootFilesystem, false) {
 		t.Errorf("%s: readOnlyRootFilesystem is not true", kc.inv.where)
 	}
-	if sc["allowPrivilegeEscalation"] != false {
+	if ptr.Deref(sc.AllowPrivilegeEscalation, true) {
 		t.Errorf("%s: allowPrivilegeEscalation is not false", kc.inv.where)
 	}
-	if drop := listOf(dig(sc, "capabilities", "drop")); !slices.ContainsFunc(drop, func(v any) bool { return strOf(v) == "ALL" }) {
+	if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 		t.Errorf("%s: capabilities.drop does not have ALL", kc.inv.where)
 	}
-	for _, k := range []string{"requests", "limits"} {
-		r := mapOf(dig(kc.container, "resources", k))
-		if r["cpu"] == nil || r["memory"] == nil {
+	for k, r := range map[string]corev1.ResourceList{"requests": kc.c.Resources.Requests, "limits": kc.c.Resources.Limits} {
+		if r.Cpu().IsZero() || r.Memory().IsZero() {
 			t.Errorf("%s: resources.%s needs cpu and memory", kc.inv.where, k)
 		}
 	}
