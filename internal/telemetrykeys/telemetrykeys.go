@@ -1,8 +1,8 @@
 // Package telemetrykeys holds the log keys, span and metric attribute
 // keys, and attribute values that lib/eventsource and the packages around
 // it (the stores, natsnotice, the snapshotter) share. They are not API:
-// users see them as the names in logs and metrics, which the README lists
-// (section "Observability"), not as Go identifiers.
+// users see them as the names in logs and metrics, which docs/metrics.md
+// and the README's section "Observability" list, not as Go identifiers.
 package telemetrykeys
 
 import "go.opentelemetry.io/otel/attribute"

@@ -107,7 +107,7 @@
 // evsnap.snapshot.failures, evsnap.snapshot.stale_deletes) use the
 // OpenTelemetry API only, through the providers given with
 // [WithTracerProvider] and [WithMeterProvider] (the global ones by default).
-// Logs go to the [log/slog] logger given with [WithLogger]. The README's
-// section "Observability" lists every metric with its attributes and their
-// values, and the log keys.
+// Logs go to the [log/slog] logger given with [WithLogger]. docs/metrics.md
+// lists every metric with its attributes and their values; the README's
+// section "Observability" the spans and the log keys.
 package eventsource
