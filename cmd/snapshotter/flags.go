@@ -175,7 +175,7 @@ func statsFlags(o *options) *flag.FlagSet {
 }
 
 // policyFlag collects Type=spec policies.
-type policyFlag struct{ m map[string]snapshotter.Policy }
+type policyFlag struct{ m map[string]eventsource.Policy }
 
 func (p *policyFlag) String() string {
 	if p == nil || len(p.m) == 0 {
@@ -199,7 +199,7 @@ func (p *policyFlag) Set(s string) error {
 		return err
 	}
 	if p.m == nil {
-		p.m = map[string]snapshotter.Policy{}
+		p.m = map[string]eventsource.Policy{}
 	}
 	for k, v := range parsed {
 		p.m[k] = v

@@ -82,7 +82,7 @@ func (h *Harness) runLoad(ctx context.Context, b string) error {
 	if err != nil {
 		return err
 	}
-	syncRepo, err := h.newRepo(s.store, eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotThreshold(100))
+	syncRepo, err := h.newRepo(s.store, eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}))
 	if err != nil {
 		return err
 	}

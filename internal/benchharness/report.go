@@ -2,12 +2,13 @@ package benchharness
 
 import (
 	"fmt"
-	"github.com/evsnap/evsnap/lib/natsnotice"
-	"github.com/evsnap/evsnap/lib/snapshotter"
 	"math"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/evsnap/evsnap/lib/snapshotter"
 )
 
 // Report is everything one harness run measured, and how.

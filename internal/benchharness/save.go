@@ -131,7 +131,7 @@ func (h *Harness) runSave(ctx context.Context, b string) error {
 		case string(eventsource.ModeExternal):
 			opts = append(opts, eventsource.WithSnapshotMode(eventsource.ModeExternal), eventsource.WithAppendNotifier(notifier))
 		default:
-			opts = append(opts, eventsource.WithSnapshotMode(eventsource.SnapshotMode(m)), eventsource.WithSnapshotThreshold(100))
+			opts = append(opts, eventsource.WithSnapshotMode(eventsource.SnapshotMode(m)), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}))
 		}
 		r, err := h.newRepo(s.store, opts...)
 		if err != nil {

@@ -163,7 +163,7 @@ func (h *Harness) startReplicas(ctx context.Context, s *site, st *stream, n int,
 		cfg.Stream, cfg.SubjectPrefix = st.name, st.prefix
 		cfg.SweepInterval = 0 // notices only: the sweep would add work the figures do not name
 		cfg.Logger = h.log
-		w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](h.reg, snapshotter.Policy{Threshold: workerThreshold}))
+		w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](h.reg, eventsource.Policy{Threshold: workerThreshold}))
 		if err != nil {
 			nc.Close()
 			closeStore()

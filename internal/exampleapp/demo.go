@@ -86,7 +86,7 @@ func (d *demo) performance(ctx context.Context) error {
 		return err
 	}
 	defer plain.Close(ctx)
-	snap, err := d.accounts(eventsource.WithSnapshotThreshold(100))
+	snap, err := d.accounts(eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}))
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,7 @@ func (d *demo) modes(ctx context.Context) error {
 
 func (d *demo) syncMode(ctx context.Context) error {
 	d.p("\nSYNC (threshold 10): one save of 16 events")
-	sync, err := d.accounts(eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeSync))
+	sync, err := d.accounts(eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}), eventsource.WithSnapshotMode(eventsource.ModeSync))
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func (d *demo) syncMode(ctx context.Context) error {
 
 func (d *demo) backgroundMode(ctx context.Context) error {
 	d.p("\nBACKGROUND (threshold 10): one save of 16 events")
-	bg, err := d.accounts(eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	bg, err := d.accounts(eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}), eventsource.WithSnapshotMode(eventsource.ModeBackground))
 	if err != nil {
 		return err
 	}
@@ -290,7 +290,7 @@ func (d *demo) schemaVersioning(ctx context.Context) error {
 		return err
 	}
 	v2, err := eventsource.NewRepository[accountV2](d.in.store.Store, d.reg, eventsource.WithLogger(d.Logger),
-		eventsource.WithSnapshotThreshold(10))
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 	if err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func (d *demo) schemaVersioning(ctx context.Context) error {
 // saveV1 saves two accounts with the schema 1 aggregate, each past the
 // threshold of 10, and returns the id of the first.
 func (d *demo) saveV1(ctx context.Context) (uuid.UUID, error) {
-	v1, err := d.accounts(eventsource.WithSnapshotThreshold(10))
+	v1, err := d.accounts(eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 	if err != nil {
 		return uuid.Nil, err
 	}
@@ -422,8 +422,8 @@ func (d *demo) startWorkers(ctx context.Context) (stop func(), err error) {
 		cfg.Store, cfg.JetStream = d.in.store.Store, d.in.js
 		cfg.Logger = d.Logger
 		w, err := snapshotter.New(cfg,
-			snapshotter.For[exampledomain.Account](d.reg, snapshotter.Policy{Threshold: externalThreshold}),
-			snapshotter.For[exampledomain.Order](d.reg, snapshotter.Policy{Threshold: externalThreshold, Milestones: exampledomain.OrderMilestones}))
+			snapshotter.For[exampledomain.Account](d.reg, eventsource.Policy{Threshold: externalThreshold}),
+			snapshotter.For[exampledomain.Order](d.reg, eventsource.Policy{Threshold: externalThreshold, Milestones: exampledomain.OrderMilestones}))
 		if err != nil {
 			stop()
 			return nil, err

@@ -3,8 +3,9 @@
 // background modes and the out-of-process snapshotter worker ask the same
 // question with the same inputs.
 //
-// Users configure policies through lib options (eventsource.WithSnapshotThreshold,
-// eventsource.WithSnapshotMilestones, the snapshotter's per-type config).
+// Users configure policies with eventsource.Policy, the one vocabulary of
+// the repository (eventsource.WithSnapshotPolicy), the worker
+// (snapshotter.For) and the EVSNAP_POLICY string (eventsource.ParsePolicy).
 package policy
 
 import (
@@ -138,3 +139,24 @@ func (Never) Due(Input) bool { return false }
 
 // String implements Policy.
 func (Never) String() string { return "never" }
+
+// Of is the rule of a threshold (0: none) and milestone event types (none:
+// none): either alone, or both as AnyOf. The types must be valid (see
+// NewMilestones); with neither, Of is Never.
+func Of(threshold int64, milestones []string) Policy {
+	var ps AnyOf
+	if threshold > 0 {
+		ps = append(ps, Threshold(threshold))
+	}
+	if len(milestones) > 0 {
+		m, _ := NewMilestones(milestones...)
+		ps = append(ps, m)
+	}
+	switch len(ps) {
+	case 0:
+		return Never{}
+	case 1:
+		return ps[0]
+	}
+	return ps
+}

@@ -35,7 +35,7 @@ func adminConfig(t *testing.T) (Config, *bytes.Buffer, uuid.UUID) {
 		t.Fatal(err)
 	}
 	repo, err := eventsource.NewRepository[exampledomain.Account](b.Store, exampledomain.NewRegistry(),
-		eventsource.WithSnapshotThreshold(100))
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 )
@@ -50,7 +51,7 @@ type Config struct {
 	Worker snapshotter.Config
 	// Policies replaces the default policy of the aggregate types it
 	// names (see [NewWorker]).
-	Policies map[string]snapshotter.Policy
+	Policies map[string]eventsource.Policy
 	// MetricsAddr is where run serves /healthz, /readyz and /metrics;
 	// "" serves nothing.
 	MetricsAddr string

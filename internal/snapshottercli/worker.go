@@ -8,6 +8,7 @@ import (
 	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,8 +27,8 @@ func NewWorker(c Config, b *backend.Backend, js jetstream.JetStream, tel *Teleme
 		cfg.TracerProvider = tel.TracerProvider
 	}
 	reg := exampledomain.NewRegistry()
-	account := snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy())
-	order := snapshotter.For[exampledomain.Order](reg, snapshotter.Policy{Threshold: 100, Milestones: exampledomain.OrderMilestones})
+	account := snapshotter.For[exampledomain.Account](reg, eventsource.DefaultPolicy())
+	order := snapshotter.For[exampledomain.Order](reg, eventsource.Policy{Threshold: 100, Milestones: exampledomain.OrderMilestones})
 	if p, ok := c.Policies[exampledomain.AccountType]; ok {
 		account = account.WithPolicy(p)
 	}

@@ -131,11 +131,11 @@ func TestNotifierPanicNeverEscapesSave(t *testing.T) {
 func TestSyncSnapshotPanicNeverEscapesSave(t *testing.T) {
 	for name, setup := range map[string]func(h *harness) *accountRepo{
 		"store": func(h *harness) *accountRepo {
-			return h.accounts(panickingSnapshots{h.snaps}, eventsource.WithSnapshotThreshold(1))
+			return h.accounts(panickingSnapshots{h.snaps}, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}))
 		},
 		"codec": func(h *harness) *accountRepo {
 			h.reg = exampledomain.NewRegistry(eventsource.WithCodec(panickyMarshal{eventsource.NewRegistry().Codec()}))
-			return h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1))
+			return h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}))
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -158,7 +158,7 @@ func TestSyncSnapshotPanicNeverEscapesSave(t *testing.T) {
 // the panic and goes on writing.
 func TestBackgroundSnapshotPanicIsCounted(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(panickingSnapshots{h.snaps}, eventsource.WithSnapshotThreshold(1),
+	r := h.accounts(panickingSnapshots{h.snaps}, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}),
 		eventsource.WithSnapshotMode(eventsource.ModeBackground))
 	saveAfterCommitPanics(t, h, r, 3)
 	if _, err := r.AwaitPendingSnapshots(ctx); err != nil {

@@ -99,7 +99,7 @@ func BenchmarkSave(b *testing.B) {
 			store := memstore.New()
 			opts := []eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeOff)}
 			if mode != "none" {
-				opts = []eventsource.Option{eventsource.WithSnapshotMode(eventsource.SnapshotMode(mode)), eventsource.WithSnapshotThreshold(100)}
+				opts = []eventsource.Option{eventsource.WithSnapshotMode(eventsource.SnapshotMode(mode)), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100})}
 			}
 			r, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), opts...)
 			if err != nil {

@@ -56,7 +56,7 @@ func Example() {
 	store := memstore.New()
 
 	repo, err := eventsource.NewRepository[Counter](store, reg,
-		eventsource.WithSnapshotThreshold(10),
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}),
 	)
 	if err != nil {
 		panic(err)
@@ -93,7 +93,7 @@ func ExampleRepository_AwaitPendingSnapshots() {
 	store := memstore.New()
 	repo, _ := eventsource.NewRepository[Counter](store, reg,
 		eventsource.WithSnapshotMode(eventsource.ModeBackground),
-		eventsource.WithSnapshotThreshold(10),
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}),
 	)
 	defer repo.Close(ctx)
 
@@ -173,7 +173,7 @@ func ExampleSplit() {
 	snapshots := memstore.NewSnapshotStore()
 	store := eventsource.Split(memstore.NewEventStore(), snapshots)
 
-	repo, err := eventsource.NewRepository[Counter](store, reg, eventsource.WithSnapshotThreshold(10))
+	repo, err := eventsource.NewRepository[Counter](store, reg, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 	if err != nil {
 		panic(err)
 	}

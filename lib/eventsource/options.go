@@ -23,7 +23,7 @@ const (
 	// [Repository.AwaitPendingSnapshots] in tests.
 	ModeBackground SnapshotMode = "background"
 	// ModeManual never snapshots on Save; only [Repository.CreateSnapshot]
-	// does. The threshold and milestones are ignored.
+	// does; a snapshot policy is refused (it would never apply).
 	ModeManual SnapshotMode = "manual"
 	// ModeExternal leaves snapshots to another process: after each
 	// successful append the repository hands an [Appended] notice to the
@@ -64,9 +64,7 @@ type Option func(*config) error
 type config struct {
 	mode           SnapshotMode
 	modeSet        bool
-	threshold      int64
-	thresholdSet   bool
-	milestones     []string
+	policy         *Policy // nil: DefaultPolicy
 	bgWorkers      int
 	bgQueue        int
 	maxState       int
@@ -81,32 +79,17 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
 }
 
-// WithSnapshotThreshold takes a snapshot when the aggregate is at least n
-// events past its last stored snapshot (default 100, unless milestones
-// alone are given). n must be at least 1.
-func WithSnapshotThreshold(n int) Option {
+// WithSnapshotPolicy says when the repository's sync and background modes
+// take a snapshot (default [DefaultPolicy]: every 100 events). The same
+// Policy configures the snapshotter worker for external mode. An invalid
+// policy, or one given with a mode that takes no snapshot itself, is an
+// error matching ErrInvalidOption.
+func WithSnapshotPolicy(p Policy) Option {
 	return func(c *config) error {
-		if n < 1 {
-			return invalid("snapshot threshold must be at least 1, got %d", n)
+		if err := p.Validate(); err != nil {
+			return err
 		}
-		c.threshold = int64(n)
-		c.thresholdSet = true
-		return nil
-	}
-}
-
-// WithSnapshotMilestones takes a snapshot whenever a save appends an event
-// of one of these types (for example OrderShipped). It combines with a
-// threshold: a snapshot is taken when either says so.
-func WithSnapshotMilestones(eventTypes ...string) Option {
-	return func(c *config) error {
-		if len(eventTypes) == 0 {
-			return invalid("WithSnapshotMilestones needs at least one event type")
-		}
-		if _, err := policy.NewMilestones(eventTypes...); err != nil {
-			return invalid("%v", err)
-		}
-		c.milestones = append(c.milestones, eventTypes...)
+		c.policy = &p
 		return nil
 	}
 }
@@ -233,8 +216,8 @@ func (c *config) resolve() (policy.Policy, error) {
 			return nil, invalid("snapshot mode %q needs an append notifier: add WithAppendNotifier (natsnotice.NewPublisher)", c.mode)
 		}
 	case ModeOff:
-		if c.thresholdSet || len(c.milestones) > 0 {
-			return nil, invalid("a snapshot threshold or milestones have no effect in snapshot mode %q", c.mode)
+		if c.policy != nil {
+			return nil, invalid("a snapshot policy has no effect in snapshot mode %q", c.mode)
 		}
 	}
 	if c.notifier != nil && c.mode != ModeExternal {
@@ -249,23 +232,8 @@ func (c *config) resolve() (policy.Policy, error) {
 	if c.mode == ModeManual || c.mode == ModeExternal || c.mode == ModeOff {
 		return policy.Never{}, nil
 	}
-	var ps policy.AnyOf
-	if c.thresholdSet || len(c.milestones) == 0 {
-		n := c.threshold
-		if !c.thresholdSet {
-			n = defaultSnapshotThreshold
-		}
-		ps = append(ps, policy.Threshold(n))
+	if c.policy == nil {
+		return DefaultPolicy().rule(), nil
 	}
-	if len(c.milestones) > 0 {
-		m, err := policy.NewMilestones(c.milestones...)
-		if err != nil {
-			return nil, invalid("%v", err)
-		}
-		ps = append(ps, m)
-	}
-	if len(ps) == 1 {
-		return ps[0], nil
-	}
-	return ps, nil
+	return c.policy.rule(), nil
 }

@@ -30,7 +30,7 @@ var ctx = context.Background()
 // leave a snapshot at version 16 before Save returns.
 func TestSyncModeSnapshotsBeforeSaveReturns(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeSync))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}), eventsource.WithSnapshotMode(eventsource.ModeSync))
 	a := openAccount(t, r, 16)
 	s, err := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
 	if err != nil || s == nil {
@@ -65,7 +65,7 @@ func TestBackgroundModeAwaitPending(t *testing.T) {
 	h := newHarness(t)
 	block := make(chan struct{})
 	slow := &faultySnapshots{SnapshotStore: h.snaps, block: block}
-	r := h.accounts(slow, eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	r := h.accounts(slow, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}), eventsource.WithSnapshotMode(eventsource.ModeBackground))
 	a := openAccount(t, r, 16)
 	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s != nil {
 		t.Fatal("background snapshot written before the store was released")
@@ -95,7 +95,7 @@ func TestBackgroundSnapshotCapturesStateAtSave(t *testing.T) {
 	h := newHarness(t)
 	block := make(chan struct{})
 	slow := &faultySnapshots{SnapshotStore: h.snaps, block: block}
-	r := h.accounts(slow, eventsource.WithSnapshotThreshold(10), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	r := h.accounts(slow, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}), eventsource.WithSnapshotMode(eventsource.ModeBackground))
 	a := openAccount(t, r, 10)
 	want := a.State()
 	for range 5 {
@@ -123,7 +123,7 @@ func TestBackgroundSnapshotCapturesStateAtSave(t *testing.T) {
 
 func TestManualModeOnlyCreateSnapshot(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeManual), eventsource.WithSnapshotThreshold(1))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotMode(eventsource.ModeManual), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}))
 	a := openAccount(t, r, 21)
 	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s != nil {
 		t.Fatal("manual mode took a snapshot on save")
@@ -180,7 +180,7 @@ func (*accountV2) SchemaVersion() int    { return 2 }
 // pruned.
 func TestSchemaVersioningEndToEnd(t *testing.T) {
 	h := newHarness(t)
-	v1 := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(10))
+	v1 := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 	a := openAccount(t, v1, 16)
 	other := openAccount(t, v1, 12) // keeps its v1 snapshot until pruned
 	s1, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
@@ -189,7 +189,7 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 	}
 
 	v2, err := eventsource.NewRepository[accountV2](h.store(h.snaps), h.reg, append(h.opts,
-		eventsource.WithSnapshotThreshold(10))...)
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,15 +244,15 @@ func TestSchemaVersioningEndToEnd(t *testing.T) {
 func TestInvalidOptionsFailAtConstruction(t *testing.T) {
 	h := newHarness(t)
 	cases := map[string][]eventsource.Option{
-		"threshold 0":               {eventsource.WithSnapshotThreshold(0)},
-		"threshold negative":        {eventsource.WithSnapshotThreshold(-5)},
+		"threshold 0":               {eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 0})},
+		"threshold negative":        {eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: -5})},
 		"external without notifier": {eventsource.WithSnapshotMode(eventsource.ModeExternal)},
 		"notifier with sync":        {eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithAppendNotifier(&recordingNotifier{})},
 		"unknown mode":              {eventsource.WithSnapshotMode("eventually")},
-		"threshold with mode off":   {eventsource.WithSnapshotMode(eventsource.ModeOff), eventsource.WithSnapshotThreshold(10)},
-		"milestones with mode off":  {eventsource.WithSnapshotMode(eventsource.ModeOff), eventsource.WithSnapshotMilestones("OrderShipped")},
-		"empty milestone":           {eventsource.WithSnapshotMilestones("")},
-		"no milestones":             {eventsource.WithSnapshotMilestones()},
+		"threshold with mode off":   {eventsource.WithSnapshotMode(eventsource.ModeOff), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10})},
+		"milestones with mode off":  {eventsource.WithSnapshotMode(eventsource.ModeOff), eventsource.WithSnapshotPolicy(eventsource.Policy{Milestones: []string{"OrderShipped"}})},
+		"empty milestone":           {eventsource.WithSnapshotPolicy(eventsource.Policy{Milestones: []string{""}})},
+		"no milestones":             {eventsource.WithSnapshotPolicy(eventsource.Policy{Milestones: []string{}})},
 		"zero workers":              {eventsource.WithBackgroundWorkers(0, 10)},
 		"nil notifier":              {eventsource.WithAppendNotifier(nil)},
 		"nil logger":                {eventsource.WithLogger(nil)},
@@ -272,8 +272,8 @@ func TestInvalidOptionsFailAtConstruction(t *testing.T) {
 	if _, err := eventsource.NewRepository[exampledomain.Account](h.store(), nil); !errors.Is(err, eventsource.ErrInvalidOption) {
 		t.Fatalf("nil registry: %v", err)
 	}
-	_, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, eventsource.WithSnapshotThreshold(0))
-	if err == nil || !strings.Contains(err.Error(), "at least 1, got 0") {
+	_, err := eventsource.NewRepository[exampledomain.Account](h.store(), h.reg, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 0}))
+	if err == nil || !strings.Contains(err.Error(), "needs a threshold of at least 1 or milestone event types") {
 		t.Fatalf("the error should say what was wrong: %v", err)
 	}
 	if h.events.Count() != 0 {
@@ -309,7 +309,7 @@ func TestDefaultThresholdAndThresholdOne(t *testing.T) {
 	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); s == nil || s.Version != 100 {
 		t.Fatalf("snapshot %+v, want v100", s)
 	}
-	every := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1))
+	every := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}))
 	b := openAccount(t, every, 1)
 	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, b.ID()); s == nil || s.Version != 1 {
 		t.Fatalf("threshold 1: snapshot %+v, want v1", s)
@@ -321,7 +321,7 @@ func TestDefaultThresholdAndThresholdOne(t *testing.T) {
 // saves write none, and the store's snapshot is left alone.
 func TestModeOffNeverTouchesSnapshots(t *testing.T) {
 	h := newHarness(t)
-	every := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1))
+	every := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}))
 	a := openAccount(t, every, 5)
 	snap, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
 	if snap == nil || snap.Version != 5 {
@@ -360,8 +360,7 @@ func TestModeOffNeverTouchesSnapshots(t *testing.T) {
 func TestMilestoneSnapshot(t *testing.T) {
 	h := newHarness(t)
 	r, err := eventsource.NewRepository[exampledomain.Order](h.store(h.snaps), h.reg, append(h.opts,
-		eventsource.WithSnapshotThreshold(100),
-		eventsource.WithSnapshotMilestones(exampledomain.OrderMilestones...))...)
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100, Milestones: exampledomain.OrderMilestones}))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +398,7 @@ func TestSnapshotFailureNeverFailsSave(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			h := newHarness(t)
 			failing := &faultySnapshots{SnapshotStore: h.snaps, saveErr: errInjected}
-			r := h.accounts(failing, eventsource.WithSnapshotThreshold(5), eventsource.WithSnapshotMode(mode))
+			r := h.accounts(failing, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 5}), eventsource.WithSnapshotMode(mode))
 			a := openAccount(t, r, 7)
 			if _, err := r.AwaitPendingSnapshots(ctx); err != nil {
 				t.Fatal(err)
@@ -437,7 +436,7 @@ func (*badAgg) SchemaVersion() int    { return 1 }
 func TestUnencodableStateIsNeverSnapshotted(t *testing.T) {
 	h := newHarness(t)
 	r, err := eventsource.NewRepository[badAgg](h.store(h.snaps), h.reg, append(h.opts,
-		eventsource.WithSnapshotThreshold(1))...)
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,7 +485,7 @@ func TestLoadFallsBackOnBadSnapshots(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t)
 			f := &faultySnapshots{SnapshotStore: h.snaps}
-			r := h.accounts(f, eventsource.WithSnapshotThreshold(10))
+			r := h.accounts(f, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 			a := openAccount(t, r, 12)
 			_ = a.Withdraw(30)
 			if err := r.Save(ctx, a); err != nil {
@@ -512,7 +511,7 @@ func TestLoadFallsBackOnBadSnapshots(t *testing.T) {
 
 func TestLoadFromSnapshotWithoutLaterEvents(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(5))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 5}))
 	a := openAccount(t, r, 5)
 	loaded, err := r.Load(ctx, a.ID())
 	if err != nil {
@@ -710,7 +709,7 @@ func TestBackgroundQueueFullDropsAndCounts(t *testing.T) {
 	block := make(chan struct{})
 	started := make(chan struct{}, 1)
 	slow := &faultySnapshots{SnapshotStore: h.snaps, block: block, started: started}
-	r := h.accounts(slow, eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground),
+	r := h.accounts(slow, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}), eventsource.WithSnapshotMode(eventsource.ModeBackground),
 		eventsource.WithBackgroundWorkers(1, 1))
 	openAccount(t, r, 1) // taken by the worker, which blocks
 	<-started
@@ -739,7 +738,7 @@ func TestBackgroundQueueFullDropsAndCounts(t *testing.T) {
 
 func TestCloseDrainsAndRefusesSaves(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}), eventsource.WithSnapshotMode(eventsource.ModeBackground))
 	for range 20 {
 		openAccount(t, r, 2)
 	}
@@ -763,7 +762,7 @@ func TestCloseWithBlockedStoreHonoursContext(t *testing.T) {
 	h := newHarness(t)
 	slow := &faultySnapshots{SnapshotStore: h.snaps, block: make(chan struct{})}
 	r, _ := eventsource.NewRepository[exampledomain.Account](h.store(slow), h.reg, append(h.opts,
-		eventsource.WithSnapshotThreshold(1), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
 	openAccount(t, r, 1)
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
@@ -775,7 +774,7 @@ func TestCloseWithBlockedStoreHonoursContext(t *testing.T) {
 
 func TestSpansAndLoadMetrics(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(10))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 	a := openAccount(t, r, 25)
 	_ = a.Deposit(1)
 	_ = r.Save(ctx, a)
@@ -912,7 +911,7 @@ func (nameless) EventType() string { return "" }
 // memstore.Store works as both stores for the repository.
 func TestCombinedMemStore(t *testing.T) {
 	st := memstore.New()
-	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotThreshold(2))
+	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 2}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -925,7 +924,7 @@ func TestCombinedMemStore(t *testing.T) {
 
 func TestMaxSnapshotBytes(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(1), eventsource.WithMaxSnapshotBytes(20))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 1}), eventsource.WithMaxSnapshotBytes(20))
 	a := openAccount(t, r, 2)
 	if err := r.Save(ctx, a); err != nil {
 		t.Fatal(err)
@@ -949,7 +948,7 @@ func TestMaxSnapshotBytes(t *testing.T) {
 // database) is not trusted: the load replays, counts it and removes it.
 func TestSnapshotAheadOfStreamFallsBack(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(100))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}))
 	a := openAccount(t, r, 3)
 	_, _ = h.snaps.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: a.ID(), AggregateType: exampledomain.AccountType,
 		Version: 10, SchemaVersion: 1, EventID: uuid.New(), State: []byte(`{"open":true,"balance":12345}`), CreatedAt: time.Now()})
@@ -985,7 +984,7 @@ func TestSnapshotAheadOfStreamFallsBack(t *testing.T) {
 func TestSnapshotOfAnotherHistoryFallsBack(t *testing.T) {
 	h := newHarness(t)
 	fs := &faultySnapshots{SnapshotStore: h.snaps}
-	r := h.accounts(fs, eventsource.WithSnapshotThreshold(100), eventsource.WithSnapshotMode(eventsource.ModeManual))
+	r := h.accounts(fs, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}), eventsource.WithSnapshotMode(eventsource.ModeManual))
 	a := openAccount(t, r, 6)
 	good, err := r.CreateSnapshot(ctx, a)
 	if err != nil || good.EventID == uuid.Nil {
@@ -1153,7 +1152,7 @@ func (r *rowStore) DeleteStaleSnapshot(_ context.Context, s eventsource.Snapshot
 
 func TestLoadFrom(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(5))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 5}))
 	a := openAccount(t, r, 7)
 	_ = a.Deposit(1)
 	_ = r.Save(ctx, a)
@@ -1325,7 +1324,7 @@ func TestCodecPanicsBecomeErrors(t *testing.T) {
 // go through its LoadSnapshotAndEvents; every fallback still works.
 func TestOneTripLoadFallbacks(t *testing.T) {
 	st := memstore.New()
-	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotThreshold(5))
+	r, err := eventsource.NewRepository[exampledomain.Account](st, exampledomain.NewRegistry(), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 5}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1389,7 +1388,7 @@ func TestLoadSnapshotAndEventsFailureReplays(t *testing.T) {
 	h := newHarness(t)
 	st := failingLoader{memstore.New()}
 	r, err := eventsource.NewRepository[exampledomain.Account](st, h.reg, append(h.opts,
-		eventsource.WithSnapshotThreshold(5))...)
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 5}))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1418,7 +1417,7 @@ func TestLoadSnapshotAndEventsFailureReplays(t *testing.T) {
 // LoadFrom is observed like Load: span and metrics.
 func TestLoadFromRecordsMetrics(t *testing.T) {
 	h := newHarness(t)
-	r := h.accounts(h.snaps, eventsource.WithSnapshotThreshold(100))
+	r := h.accounts(h.snaps, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}))
 	a := openAccount(t, r, 4)
 	if _, err := r.LoadFrom(ctx, a.ID(), nil); err != nil {
 		t.Fatal(err)
@@ -1439,7 +1438,7 @@ func TestConcurrentCallersOneRepository(t *testing.T) {
 	h := newHarness(t)
 	st := memstore.New()
 	r, err := eventsource.NewRepository[exampledomain.Account](st, h.reg, append(h.opts,
-		eventsource.WithSnapshotThreshold(3), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 3}), eventsource.WithSnapshotMode(eventsource.ModeBackground))...)
 	if err != nil {
 		t.Fatal(err)
 	}

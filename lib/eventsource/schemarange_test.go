@@ -39,7 +39,7 @@ func TestNewRepositoryChecksSchemaVersionRange(t *testing.T) {
 	}
 
 	r, err := eventsource.NewRepository[accountSchemaMax](h.store(h.snaps), h.reg, append(h.opts,
-		eventsource.WithSnapshotThreshold(2), eventsource.WithSnapshotMode(eventsource.ModeSync))...)
+		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 2}), eventsource.WithSnapshotMode(eventsource.ModeSync))...)
 	if err != nil {
 		t.Fatalf("NewRepository with SchemaVersion() = MaxSchemaVersion: %v", err)
 	}

@@ -131,7 +131,7 @@ func BenchmarkWorkerNotDue(b *testing.B) {
 			b.Logf("backend: %s", kind)
 			const accounts, events = 2000, 105
 			ctx := context.Background()
-			manual, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithSnapshotThreshold(100))
+			manual, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}))
 			if err != nil {
 				b.Fatal(err)
 			}

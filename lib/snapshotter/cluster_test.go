@@ -239,7 +239,7 @@ func testClusterLeaderAndFollowerLoss(t *testing.T, store eventsource.Store) {
 		}
 	}
 	// Mismatches 0: each snapshot equals a full replay of its events.
-	v, err := snapshotter.New(e.config(nil), snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: threshold}))
+	v, err := snapshotter.New(e.config(nil), snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: threshold}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/policy"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/nats-io/nats.go/jetstream"
@@ -185,107 +183,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-const maxThreshold = 1_000_000_000
-
-// Policy says when an aggregate type is due a snapshot: when its snapshot
-// is at least Threshold events behind the head, or when a save appended one
-// of the Milestones event types. The in-process modes use the same rules.
-type Policy struct {
-	Threshold  int
-	Milestones []string
-}
-
-// DefaultPolicy is a threshold of 100 events, a repository's default.
-func DefaultPolicy() Policy { return Policy{Threshold: 100} }
-
-// Validate reports what is wrong with p.
-func (p Policy) Validate() error {
-	if p.Threshold < 0 || p.Threshold > maxThreshold {
-		return invalid("threshold %d is outside 0-%d", p.Threshold, maxThreshold)
-	}
-	if p.Threshold == 0 && len(p.Milestones) == 0 {
-		return invalid("a policy needs a threshold of at least 1 or milestone event types")
-	}
-	if _, err := policy.NewMilestones(p.Milestones...); err != nil {
-		return invalid("%v", err)
-	}
-	return nil
-}
-
-// String renders p in the form ParsePolicy reads.
-func (p Policy) String() string {
-	var parts []string
-	if p.Threshold > 0 {
-		parts = append(parts, "threshold:"+strconv.Itoa(p.Threshold))
-	}
-	if len(p.Milestones) > 0 {
-		parts = append(parts, "milestones:"+strings.Join(p.Milestones, "|"))
-	}
-	return strings.Join(parts, ",")
-}
-
-func (p Policy) build() policy.Policy {
-	var ps policy.AnyOf
-	if p.Threshold > 0 {
-		ps = append(ps, policy.Threshold(p.Threshold))
-	}
-	if len(p.Milestones) > 0 {
-		m, _ := policy.NewMilestones(p.Milestones...)
-		ps = append(ps, m)
-	}
-	if len(ps) == 1 {
-		return ps[0]
-	}
-	return ps
-}
-
-// ParsePolicy parses one policy spec as flags and env vars write it:
-// comma-separated "threshold:N" and "milestones:A|B|C" terms, e.g.
-// "threshold:100,milestones:OrderPaid|OrderShipped".
-func ParsePolicy(spec string) (Policy, error) {
-	var p Policy
-	spec = strings.TrimSpace(spec)
-	if spec == "" {
-		return p, invalid("empty policy: want threshold:N and/or milestones:A|B")
-	}
-	seen := map[string]bool{}
-	for _, term := range strings.Split(spec, ",") {
-		key, val, ok := strings.Cut(strings.TrimSpace(term), ":")
-		key = strings.ToLower(strings.TrimSpace(key))
-		val = strings.TrimSpace(val)
-		if !ok || val == "" {
-			return Policy{}, invalid("policy term %q: want threshold:N or milestones:A|B", term)
-		}
-		if seen[key] {
-			return Policy{}, invalid("policy %q sets %s twice", spec, key)
-		}
-		seen[key] = true
-		switch key {
-		case "threshold":
-			n, err := strconv.Atoi(val)
-			if err != nil || n < 1 || n > maxThreshold {
-				return Policy{}, invalid("policy threshold %q: want a whole number from 1 to %d", val, maxThreshold)
-			}
-			p.Threshold = n
-		case "milestones":
-			for _, m := range strings.Split(val, "|") {
-				m = strings.TrimSpace(m)
-				if m == "" {
-					return Policy{}, invalid("policy milestones %q: empty event type", val)
-				}
-				p.Milestones = append(p.Milestones, m)
-			}
-		default:
-			return Policy{}, invalid("policy term %q: unknown key %q (want threshold or milestones)", term, key)
-		}
-	}
-	return p, p.Validate()
-}
-
 // ParsePolicies parses per-type policies: "Type=spec" entries separated by
 // ';', e.g. "Account=threshold:100;Order=threshold:50,milestones:OrderPaid|OrderShipped".
-func ParsePolicies(s string) (map[string]Policy, error) {
-	out := map[string]Policy{}
+func ParsePolicies(s string) (map[string]eventsource.Policy, error) {
+	out := map[string]eventsource.Policy{}
 	for _, entry := range strings.Split(s, ";") {
 		entry = strings.TrimSpace(entry)
 		if entry == "" {
@@ -299,9 +200,9 @@ func ParsePolicies(s string) (map[string]Policy, error) {
 		if _, dup := out[typ]; dup {
 			return nil, invalid("policy for %s given twice", typ)
 		}
-		p, err := ParsePolicy(spec)
+		p, err := eventsource.ParsePolicy(spec)
 		if err != nil {
-			return nil, fmt.Errorf("policy for %s: %w", typ, err)
+			return nil, fmt.Errorf("%w: policy for %s: %w", ErrInvalidConfig, typ, err)
 		}
 		out[typ] = p
 	}
@@ -309,7 +210,7 @@ func ParsePolicies(s string) (map[string]Policy, error) {
 }
 
 // String renders policies in the form ParsePolicies reads, types sorted.
-func formatPolicies(m map[string]Policy) string {
+func formatPolicies(m map[string]eventsource.Policy) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

@@ -8,7 +8,7 @@
 // committed save publishes an "events appended" notice (package natsnotice)
 // to the JetStream stream EVSNAP_APPENDED. Any number of worker replicas
 // share one durable pull consumer. Each replica takes notices in batches,
-// coalesces them per aggregate, asks the type's [Policy] whether a snapshot
+// coalesces them per aggregate, asks the type's [eventsource.Policy] whether a snapshot
 // is due (threshold since the stored snapshot, or a milestone event type),
 // and if so loads the aggregate exactly as the application would (latest
 // snapshot plus the events after it, streamed) and stores a snapshot at the
@@ -58,8 +58,8 @@
 // # Running it
 //
 //	w, err := snapshotter.New(cfg,
-//		snapshotter.For[Account](reg, snapshotter.Policy{Threshold: 100}),
-//		snapshotter.For[Order](reg, snapshotter.Policy{Threshold: 100, Milestones: []string{"OrderShipped"}}),
+//		snapshotter.For[Account](reg, eventsource.Policy{Threshold: 100}),
+//		snapshotter.For[Order](reg, eventsource.Policy{Threshold: 100, Milestones: []string{"OrderShipped"}}),
 //	)
 //	...
 //	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

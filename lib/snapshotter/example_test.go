@@ -85,7 +85,7 @@ func Example() {
 	cfg := snapshotter.DefaultConfig()
 	cfg.Store, cfg.JetStream = store, js
 	cfg.Logger = slog.New(slog.DiscardHandler) // the example prints only its results
-	w, err := snapshotter.New(cfg, snapshotter.For[Wallet](reg, snapshotter.Policy{Threshold: 10}))
+	w, err := snapshotter.New(cfg, snapshotter.For[Wallet](reg, eventsource.Policy{Threshold: 10}))
 	if err != nil {
 		panic(err)
 	}

@@ -80,7 +80,7 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 
 	cfg := snapshotter.DefaultConfig()
 	cfg.Store = ws
-	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
+	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, eventsource.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -252,7 +252,7 @@ func TestNATSUnreachableIsLoggedWithTheURL(t *testing.T) {
 	cfg.Store, cfg.JetStream = store, js
 	cfg.SweepInterval = 0
 	cfg.Logger = jsonLogger(&logs, slog.LevelInfo)
-	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](exampledomain.NewRegistry(), snapshotter.DefaultPolicy()))
+	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](exampledomain.NewRegistry(), eventsource.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
 	}

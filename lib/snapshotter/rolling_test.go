@@ -56,11 +56,11 @@ func TestRollingDeploySchemaV1AndV2(t *testing.T) {
 	e := newEnv(t, natstest.RunServer(t).ClientURL(), memstore.New(), false)
 	watch := &schemaWatch{Store: e.store.Store, last: map[uuid.UUID]int{}}
 	cfg := func(c *snapshotter.Config) { c.Store = watch }
-	v1w, err := snapshotter.New(e.config(cfg), snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: 5}))
+	v1w, err := snapshotter.New(e.config(cfg), snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 5}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2w, err := snapshotter.New(e.config(cfg), snapshotter.For[accountV2](e.reg, snapshotter.Policy{Threshold: 5}))
+	v2w, err := snapshotter.New(e.config(cfg), snapshotter.For[accountV2](e.reg, eventsource.Policy{Threshold: 5}))
 	if err != nil {
 		t.Fatal(err)
 	}

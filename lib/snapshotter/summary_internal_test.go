@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 )
 
@@ -21,7 +22,7 @@ func TestLogSummary(t *testing.T) {
 	store := memstore.New()
 	cfg.Store = store
 	cfg.Logger = slog.New(slog.NewJSONHandler(&buf, nil))
-	w, err := New(cfg, For[exampledomain.Account](exampledomain.NewRegistry(), DefaultPolicy()))
+	w, err := New(cfg, For[exampledomain.Account](exampledomain.NewRegistry(), eventsource.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
 	}

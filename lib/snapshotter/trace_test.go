@@ -34,7 +34,7 @@ func TestWorkerSpanLinksToSave(t *testing.T) {
 	}
 	defer repo.Close(context.Background())
 	w, err := snapshotter.New(e.config(func(c *snapshotter.Config) { c.TracerProvider = workerTP }),
-		snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: 1}))
+		snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 1}))
 	if err != nil {
 		t.Fatal(err)
 	}

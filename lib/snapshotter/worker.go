@@ -43,18 +43,12 @@ var ErrUnknownAggregateType = errors.New("snapshotter: unknown aggregate type")
 type Type struct {
 	name          string
 	schemaVersion int
-	policy        Policy
+	policy        eventsource.Policy
 	build         func(w *Worker) (rebuilder, error)
 }
 
-// Name returns the aggregate type name.
-func (t Type) Name() string { return t.name }
-
-// Policy returns the type's snapshot policy.
-func (t Type) Policy() Policy { return t.policy }
-
 // WithPolicy returns t with another policy (e.g. one parsed from flags).
-func (t Type) WithPolicy(p Policy) Type {
+func (t Type) WithPolicy(p eventsource.Policy) Type {
 	t.policy = p
 	return t
 }
@@ -107,7 +101,7 @@ func (r *repoRebuilder[T, PT]) close(ctx context.Context) error { return r.repo.
 // reg decodes, snapshotted by p. The worker rebuilds T exactly as the
 // application's repository loads it (latest snapshot of T's schema version
 // plus the events after it) and stores a snapshot at the head.
-func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Policy) Type {
+func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p eventsource.Policy) Type {
 	probe := PT(new(T))
 	return Type{
 		name:          probe.AggregateType(),
@@ -135,7 +129,7 @@ func For[T any, PT eventsource.AggregatePtr[T]](reg *eventsource.Registry, p Pol
 type target struct {
 	name          string
 	schemaVersion int
-	spec          Policy
+	spec          eventsource.Policy
 	policy        policy.Policy
 	rb            rebuilder
 	// behind is how many aggregates the last sweep listed as at least the
@@ -238,7 +232,7 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
 	w.store = newWorkerStore(&w.cfg, w.m.writes, w.m.reads)
-	policies := map[string]Policy{}
+	policies := map[string]eventsource.Policy{}
 	for _, t := range types {
 		if t.build == nil {
 			return nil, invalid("a Type must be built with snapshotter.For")
@@ -250,13 +244,13 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 			return nil, invalid("%v", err)
 		}
 		if err := t.policy.Validate(); err != nil {
-			return nil, fmt.Errorf("policy for %s: %w", t.name, err)
+			return nil, fmt.Errorf("%w: policy for %s: %w", ErrInvalidConfig, t.name, err)
 		}
 		rb, err := t.build(w)
 		if err != nil {
 			return nil, fmt.Errorf("snapshotter: %s: %w", t.name, err)
 		}
-		tg := &target{name: t.name, schemaVersion: t.schemaVersion, spec: t.policy, policy: t.policy.build(), rb: rb, attrs: newTargetAttrs(t.name)}
+		tg := &target{name: t.name, schemaVersion: t.schemaVersion, spec: t.policy, policy: policy.Of(int64(t.policy.Threshold), t.policy.Milestones), rb: rb, attrs: newTargetAttrs(t.name)}
 		tg.behind.Store(-1)
 		w.targets[t.name] = tg
 		policies[t.name] = t.policy

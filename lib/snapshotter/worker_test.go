@@ -262,8 +262,8 @@ func (e *env) config(mutate func(*snapshotter.Config)) snapshotter.Config {
 func (e *env) worker(threshold int, mutate func(*snapshotter.Config)) *snapshotter.Worker {
 	e.t.Helper()
 	w, err := snapshotter.New(e.config(mutate),
-		snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: threshold}),
-		snapshotter.For[exampledomain.Order](e.reg, snapshotter.Policy{Threshold: threshold, Milestones: exampledomain.OrderMilestones}),
+		snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: threshold}),
+		snapshotter.For[exampledomain.Order](e.reg, eventsource.Policy{Threshold: threshold, Milestones: exampledomain.OrderMilestones}),
 	)
 	if err != nil {
 		e.t.Fatal(err)
@@ -483,7 +483,7 @@ func testTwoWorkersShareTheWork(t *testing.T, e *env) {
 		w, err := snapshotter.New(e.config(func(c *snapshotter.Config) {
 			c.Store = counts[i]
 			c.BatchSize = 8
-		}), snapshotter.For[exampledomain.Account](e.reg, snapshotter.Policy{Threshold: 5}))
+		}), snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 5}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -792,7 +792,7 @@ func TestRebuildStatsPrune(t *testing.T) {
 	}
 	cfg := snapshotter.DefaultConfig()
 	cfg.Store = store
-	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
+	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, eventsource.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -850,11 +850,11 @@ func TestNewRejectsBadInput(t *testing.T) {
 	if _, err := snapshotter.New(cfg); !errors.Is(err, snapshotter.ErrInvalidConfig) {
 		t.Fatalf("no types: %v", err)
 	}
-	acc := snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy())
+	acc := snapshotter.For[exampledomain.Account](reg, eventsource.DefaultPolicy())
 	if _, err := snapshotter.New(cfg, acc, acc); !errors.Is(err, snapshotter.ErrInvalidConfig) {
 		t.Fatalf("duplicate type: %v", err)
 	}
-	if _, err := snapshotter.New(cfg, acc.WithPolicy(snapshotter.Policy{})); !errors.Is(err, snapshotter.ErrInvalidConfig) {
+	if _, err := snapshotter.New(cfg, acc.WithPolicy(eventsource.Policy{})); !errors.Is(err, snapshotter.ErrInvalidConfig) {
 		t.Fatalf("empty policy: %v", err)
 	}
 	if _, err := snapshotter.New(cfg, snapshotter.Type{}); !errors.Is(err, snapshotter.ErrInvalidConfig) {
@@ -868,7 +868,7 @@ func TestVerifyReport(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New()
 	reg := exampledomain.NewRegistry()
-	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg, eventsource.WithSnapshotThreshold(3))
+	repo, _ := eventsource.NewRepository[exampledomain.Account](store, reg, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 3}))
 	defer repo.Close(ctx)
 	var ids []uuid.UUID
 	for i := range 8 {
@@ -913,7 +913,7 @@ func TestVerifyReport(t *testing.T) {
 
 	cfg := snapshotter.DefaultConfig()
 	cfg.Store = store
-	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, snapshotter.DefaultPolicy()))
+	w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](reg, eventsource.DefaultPolicy()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func Example_repository() {
 	if err := writer.Migrate(ctx); err != nil {
 		log.Fatal(err)
 	}
-	repo, err := eventsource.NewRepository[Clock](writer, reg, eventsource.WithSnapshotThreshold(10))
+	repo, err := eventsource.NewRepository[Clock](writer, reg, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func Example_repository() {
 		log.Fatal(err)
 	}
 	defer reader.Close()
-	again, err := eventsource.NewRepository[Clock](reader, reg, eventsource.WithSnapshotThreshold(10))
+	again, err := eventsource.NewRepository[Clock](reader, reg, eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 	if err != nil {
 		log.Fatal(err)
 	}

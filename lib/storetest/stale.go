@@ -61,7 +61,7 @@ func runStale(t *testing.T, newBackend factory) {
 					store = eventsource.Split(b, b)
 				}
 				r, err := eventsource.NewRepository[staleAccount](store, reg,
-					eventsource.WithSnapshotThreshold(threshold),
+					eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: threshold}),
 					eventsource.WithSnapshotMode(eventsource.ModeSync),
 					eventsource.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 				if err != nil {
