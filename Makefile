@@ -23,11 +23,11 @@ demo:
 
 ## bench: the benchmark harness: measures every backend and writes docs/benchmarks.md and its chart (about 6 minutes on 2 cores)
 bench:
-	$(GO) run ./internal/benchharness/cmd/evsnap-bench --out docs/benchmarks.md
+	$(GO) run ./internal/tooling/benchharness/cmd/evsnap-bench --out docs/benchmarks.md
 
 ## bench-quick: the harness's quick form (about two minutes); prints the tables, writes no file
 bench-quick:
-	$(GO) run ./internal/benchharness/cmd/evsnap-bench --quick --out ''
+	$(GO) run ./internal/tooling/benchharness/cmd/evsnap-bench --quick --out ''
 
 ## bench-go: the Go benchmarks (go test -bench); BENCHFLAGS passes extra flags
 bench-go:
@@ -52,12 +52,12 @@ clean:
 ## chaos: the chaos suite on real processes, full form (several minutes; needs PostgreSQL, builds the pinned nats-server once, see docs/chaos.md); CHAOSFLAGS passes extra flags (--cluster: on a 3-node NATS cluster)
 .PHONY: chaos chaos-short
 chaos:
-	$(GO) run ./internal/chaos/cmd/evsnap-chaos $(CHAOSFLAGS)
+	$(GO) run ./internal/tooling/chaos/cmd/evsnap-chaos $(CHAOSFLAGS)
 
 ## chaos-short: the chaos suite's short form for CI, on one nats-server and then on a 3-node cluster (about a minute each, at least one fault of each kind)
 chaos-short:
-	$(GO) run ./internal/chaos/cmd/evsnap-chaos --short $(CHAOSFLAGS)
-	$(GO) run ./internal/chaos/cmd/evsnap-chaos --short --cluster $(CHAOSFLAGS)
+	$(GO) run ./internal/tooling/chaos/cmd/evsnap-chaos --short $(CHAOSFLAGS)
+	$(GO) run ./internal/tooling/chaos/cmd/evsnap-chaos --short --cluster $(CHAOSFLAGS)
 
 ## rules-test: the Prometheus alerting and recording rules (deploy/prometheus) through promtool's unit tests (needs promtool: Debian's prometheus package)
 .PHONY: rules-test

@@ -2,7 +2,7 @@ package main
 
 // docker-compose.yml runs `example-app load` as the traffic generator; no
 // container engine runs it here, so this test loads the file as compose
-// would (compose-go, through internal/deploytest) and checks the load
+// would (compose-go, through internal/tooling/deploytest) and checks the load
 // service's command line and EVSNAP_* variables against this binary.
 // cmd/snapshotter/deploy_test.go checks the snapshotter services, the
 // Dockerfile and deploy/.
@@ -29,7 +29,7 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/evsnap/evsnap/internal/deploytest"
+	"github.com/evsnap/evsnap/internal/tooling/deploytest"
 )
 
 // repoRoot holds docker-compose.yml and the Dockerfile, relative to this

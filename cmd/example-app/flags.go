@@ -11,16 +11,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/envflag"
 	"github.com/evsnap/evsnap/internal/exampleapp"
-	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/internal/natsconnect"
+	"github.com/evsnap/evsnap/internal/storeopen"
 )
 
-// natsDefaultAddr is natsconn.DefaultURL's host:port, where load looks
+// natsDefaultAddr is natsconnect.DefaultURL's host:port, where load looks
 // for (or starts) NATS when none is configured; a variable so tests can
 // point it at a server (or a free port) of their own.
-var natsDefaultAddr = strings.TrimPrefix(natsconn.DefaultURL, "nats://")
+var natsDefaultAddr = strings.TrimPrefix(natsconnect.DefaultURL, "nats://")
 
 // newFlagSet returns a command's flag set, whose help starts with the
 // command line and what the command does.
@@ -46,17 +46,17 @@ func (c *common) register(fs *flag.FlagSet, defaultDB string) {
 	fs.StringVar(&c.c.PostgresURL, "postgres-url", "", "PostgreSQL URL; empty uses SQLite (env EVSNAP_POSTGRES_URL)")
 	fs.StringVar(&c.c.SQLitePath, "sqlite-path", "", "SQLite file (default <data-dir>/"+defaultDB+dbNote(defaultDB)+") (env EVSNAP_SQLITE_PATH)")
 	natsHelp := "NATS URL; empty starts an embedded server"
-	if defaultDB == backend.DefaultSQLiteFile { // load: shared with snapshotter run
-		natsHelp = "NATS URL; empty uses the server at " + natsconn.DefaultURL + ", where snapshotter run looks by default, starting an embedded one there if none answers"
+	if defaultDB == storeopen.DefaultSQLiteFile { // load: shared with snapshotter run
+		natsHelp = "NATS URL; empty uses the server at " + natsconnect.DefaultURL + ", where snapshotter run looks by default, starting an embedded one there if none answers"
 	}
 	fs.StringVar(&c.c.NATS.URL, "nats-url", "", natsHelp+" (env EVSNAP_NATS_URL)")
-	fs.StringVar(&c.c.DataDir, "data-dir", backend.DefaultDataDir, "directory for the embedded default's files (env EVSNAP_DATA_DIR)")
+	fs.StringVar(&c.c.DataDir, "data-dir", storeopen.DefaultDataDir, "directory for the embedded default's files (env EVSNAP_DATA_DIR)")
 	fs.StringVar(&c.logLevel, "log-level", "error", "log level for library logs on stderr: debug, info, warn, error (env EVSNAP_LOG_LEVEL)")
 }
 
 // dbNote says, in help, which default database is shared with snapshotter.
 func dbNote(defaultDB string) string {
-	if defaultDB == backend.DefaultSQLiteFile {
+	if defaultDB == storeopen.DefaultSQLiteFile {
 		return ", the file snapshotter uses by default"
 	}
 	return ", recreated on every run"
@@ -114,7 +114,7 @@ func parseLoad(args []string, stderr io.Writer) (exampleapp.LoadConfig, error) {
 	var c common
 	var l exampleapp.LoadConfig
 	fs := newFlagSet("example-app load [flags]", "Steady saves of accounts and orders in external mode at a target rate,\nprinting throughput every second.", stderr)
-	c.register(fs, backend.DefaultSQLiteFile)
+	c.register(fs, storeopen.DefaultSQLiteFile)
 	fs.IntVar(&l.Aggregates, "aggregates", 100, "how many aggregates to spread the saves over")
 	fs.Float64Var(&l.Rate, "rate", 200, "saves per second (all goroutines together)")
 	fs.DurationVar(&l.Duration, "duration", 30*time.Second, "how long to run; 0 runs until interrupted")

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/evsnap/evsnap/internal/envflag"
-	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"go.uber.org/goleak"
 )
@@ -52,7 +52,7 @@ func TestDemoOnTheEmbeddedDefault(t *testing.T) {
 	}
 }
 
-// setDefaultNATS points load's default NATS address (natsconn.DefaultURL's
+// setDefaultNATS points load's default NATS address (natsconnect.DefaultURL's
 // in production) at addr for one test, so no test touches a server that
 // happens to listen on 127.0.0.1:4222.
 func setDefaultNATS(t *testing.T, addr string) {

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
-	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/storeopen"
+	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/google/uuid"
 )
 
@@ -75,7 +75,7 @@ func TestLoadAndRunShareTheDefaultStore(t *testing.T) {
 	}()
 	// The store the worker should be writing to: the default, read
 	// directly (Main is not meant to run twice at once in one process).
-	b, err := backend.Open(ctx, backend.Options{SQLitePath: backend.DefaultSQLitePath})
+	b, err := storeopen.Open(ctx, storeopen.Options{SQLitePath: storeopen.DefaultSQLitePath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestLoadAndRunShareTheDefaultStore(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no Account snapshot in %s after 30s; worker log:\n%s", backend.DefaultSQLitePath, runErr.String())
+			t.Fatalf("no Account snapshot in %s after 30s; worker log:\n%s", storeopen.DefaultSQLitePath, runErr.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

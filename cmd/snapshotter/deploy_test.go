@@ -2,7 +2,7 @@ package main
 
 // The deployment artefacts (docker-compose.yml, Dockerfile, deploy/) cannot
 // be run on machines without a container engine, so these tests load them
-// as their tools do (internal/deploytest: compose-go for compose, kustomize
+// as their tools do (internal/tooling/deploytest: compose-go for compose, kustomize
 // for deploy/, typed k8s.io/api objects) and check every `snapshotter`
 // command line and EVSNAP_* variable in them against this binary's real
 // flag sets: a container that would exit with a usage error, or a variable
@@ -31,9 +31,9 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/evsnap/evsnap/internal/backend"
-	"github.com/evsnap/evsnap/internal/deploytest"
 	"github.com/evsnap/evsnap/internal/snapshottercli"
+	"github.com/evsnap/evsnap/internal/storeopen"
+	"github.com/evsnap/evsnap/internal/tooling/deploytest"
 	"github.com/jackc/pgx/v5/pgconn"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -249,7 +249,7 @@ func startup(t *testing.T, sub string, args []string, env map[string]string) (*o
 	}
 	if sub == "run" {
 		// The worker's own config validation, on an in-memory store.
-		b, err := backend.Open(context.Background(), backend.Options{Memory: true, Logger: o.cfg.Logger})
+		b, err := storeopen.Open(context.Background(), storeopen.Options{Memory: true, Logger: o.cfg.Logger})
 		if err != nil {
 			return nil, err
 		}

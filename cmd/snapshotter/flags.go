@@ -13,10 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/envflag"
-	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/internal/natsconnect"
 	"github.com/evsnap/evsnap/internal/snapshottercli"
+	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
@@ -78,7 +78,7 @@ func parse(name string, args []string, stdout, stderr io.Writer) (*options, erro
 func commonFlags(o *options, name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("snapshotter "+name, flag.ContinueOnError)
 	fs.StringVar(&o.cfg.Store.PostgresURL, "postgres-url", "", "PostgreSQL URL; empty uses SQLite (env EVSNAP_POSTGRES_URL)")
-	fs.StringVar(&o.cfg.Store.SQLitePath, "sqlite-path", backend.DefaultSQLitePath, "SQLite database file when no PostgreSQL URL is set (env EVSNAP_SQLITE_PATH)")
+	fs.StringVar(&o.cfg.Store.SQLitePath, "sqlite-path", storeopen.DefaultSQLitePath, "SQLite database file when no PostgreSQL URL is set (env EVSNAP_SQLITE_PATH)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text (env EVSNAP_LOG_FORMAT)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (env EVSNAP_LOG_LEVEL)")
 	return fs
@@ -86,7 +86,7 @@ func commonFlags(o *options, name string) *flag.FlagSet {
 
 func natsFlags(fs *flag.FlagSet, o *options) {
 	n := &o.cfg.NATS
-	fs.StringVar(&n.URL, "nats-url", natsconn.DefaultURL, "NATS server URL(s), comma-separated (env EVSNAP_NATS_URL)")
+	fs.StringVar(&n.URL, "nats-url", natsconnect.DefaultURL, "NATS server URL(s), comma-separated (env EVSNAP_NATS_URL)")
 	fs.StringVar(&n.CredsFile, "nats-creds", "", "NATS credentials (JWT + NKey) file (env EVSNAP_NATS_CREDS)")
 	fs.StringVar(&n.NKeySeedFile, "nats-nkey", "", "NATS NKey seed file (env EVSNAP_NATS_NKEY)")
 	fs.StringVar(&n.User, "nats-user", "", "NATS user (env EVSNAP_NATS_USER)")

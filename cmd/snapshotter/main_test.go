@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/envflag"
-	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"go.uber.org/goleak"
 )
 

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 )
@@ -18,7 +18,7 @@ import (
 func TestRebuildProgressIsWholeLinesOffATerminal(t *testing.T) {
 	ctx := context.Background()
 	db := filepath.Join(t.TempDir(), "evsnap.db")
-	b, err := backend.Open(ctx, backend.Options{SQLitePath: db})
+	b, err := storeopen.Open(ctx, storeopen.Options{SQLitePath: db})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/internal/natsconnect"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/peterbourgon/ff/v3"
 )
@@ -55,7 +55,7 @@ func hidden(string) string { return "" }
 // its value; every other variable is shown as it is.
 var shown = map[string]func(string) string{
 	"EVSNAP_POSTGRES_URL":  pgstore.RedactDSN,
-	"EVSNAP_NATS_URL":      natsconn.Redact,
+	"EVSNAP_NATS_URL":      natsconnect.Redact,
 	"EVSNAP_NATS_PASSWORD": hidden,
 	"EVSNAP_NATS_TOKEN":    hidden,
 }

@@ -21,8 +21,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
-	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/internal/natsconnect"
+	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,7 +38,7 @@ type Config struct {
 	DataDir string
 	// NATS is the connection; with URL "" a server is started in process
 	// (see SharedNATSAddr). Its Name and Logger are set here.
-	NATS natsconn.Options
+	NATS natsconnect.Options
 	// SharedNATSAddr, when NATS.URL is "" and it is not, is where the
 	// NATS server is looked for and, if none answers, started (load: the
 	// address snapshotter run looks at when it is not configured either);
@@ -51,8 +51,8 @@ type Config struct {
 // infra is what the app runs on: a migrated store and a JetStream with the
 // notice stream, embedded or real.
 type infra struct {
-	store     *backend.Backend
-	embedded  *natsconn.Embedded
+	store     *storeopen.Backend
+	embedded  *natsconnect.Embedded
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	natsWhere string
@@ -79,7 +79,7 @@ func openInfra(ctx context.Context, c Config, defaultDB string, fresh, migrate b
 	return in, nil
 }
 
-func openStore(ctx context.Context, c Config, defaultDB string, fresh, migrate bool) (*backend.Backend, error) {
+func openStore(ctx context.Context, c Config, defaultDB string, fresh, migrate bool) (*storeopen.Backend, error) {
 	sqlitePath := c.SQLitePath
 	if c.PostgresURL == "" && sqlitePath == "" {
 		sqlitePath = filepath.Join(c.DataDir, defaultDB)
@@ -91,7 +91,7 @@ func openStore(ctx context.Context, c Config, defaultDB string, fresh, migrate b
 			}
 		}
 	}
-	st, err := backend.Open(ctx, backend.Options{PostgresURL: c.PostgresURL, SQLitePath: sqlitePath, Logger: c.Logger})
+	st, err := storeopen.Open(ctx, storeopen.Options{PostgresURL: c.PostgresURL, SQLitePath: sqlitePath, Logger: c.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func openStore(ctx context.Context, c Config, defaultDB string, fresh, migrate b
 // at the shared address, or an embedded server it starts.
 func (in *infra) findNATS(ctx context.Context, c Config) (string, error) {
 	if c.NATS.URL != "" {
-		in.natsWhere = natsconn.Redact(c.NATS.URL)
+		in.natsWhere = natsconnect.Redact(c.NATS.URL)
 		return c.NATS.URL, nil
 	}
 	addr := c.SharedNATSAddr // "": the demo's own server, on a random port
@@ -121,7 +121,7 @@ func (in *infra) findNATS(ctx context.Context, c Config) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	e, err := natsconn.StartEmbedded(dir, addr)
+	e, err := natsconnect.StartEmbedded(dir, addr)
 	if err != nil {
 		return "", err
 	}
@@ -142,7 +142,7 @@ func (in *infra) connect(ctx context.Context, c Config, url string) error {
 	o := c.NATS
 	o.URL, o.Name, o.Logger = url, "evsnap-example-app", c.Logger
 	var err error
-	if in.nc, err = natsconn.Connect(cctx, o); err != nil {
+	if in.nc, err = natsconnect.Connect(cctx, o); err != nil {
 		return err
 	}
 	if in.js, err = jetstream.New(in.nc); err != nil {

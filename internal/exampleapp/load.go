@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
@@ -41,10 +41,10 @@ const saveTimeout = 30 * time.Second
 // Load drives steady traffic: saves of accounts and orders in external
 // mode at lc.Rate, printing throughput to stdout every second and the
 // first failed saves to stderr. With nothing configured it uses SQLite at
-// backend.DefaultSQLitePath under lc.DataDir, the file snapshotter run
+// storeopen.DefaultSQLitePath under lc.DataDir, the file snapshotter run
 // reads by default. Failed saves make it an error.
 func Load(ctx context.Context, lc LoadConfig, stdout, stderr io.Writer) error {
-	in, err := openInfra(ctx, lc.Config, backend.DefaultSQLiteFile, false, !lc.NoMigrate)
+	in, err := openInfra(ctx, lc.Config, storeopen.DefaultSQLiteFile, false, !lc.NoMigrate)
 	if err != nil {
 		return err
 	}

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
@@ -54,7 +54,7 @@ func TestLoadFinishesTheSaveInFlightAtItsDeadline(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	c := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
-	in, err := openInfra(ctx, c, backend.DefaultSQLiteFile, false, true)
+	in, err := openInfra(ctx, c, storeopen.DefaultSQLiteFile, false, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package natsurl keeps credentials out of the NATS URLs that logs and
 // errors show. It has no dependencies, so library packages can use it
-// without pulling in the NATS server that internal/natsconn embeds.
+// without pulling in the NATS server that internal/natsconnect embeds.
 package natsurl
 
 import (

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 )
@@ -26,7 +26,7 @@ func adminConfig(t *testing.T) (Config, *bytes.Buffer, uuid.UUID) {
 	c.Store.SQLitePath = filepath.Join(t.TempDir(), "evsnap.db")
 	var out bytes.Buffer
 	c.Stdout = &out
-	b, err := backend.Open(ctx, c.Store)
+	b, err := storeopen.Open(ctx, c.Store)
 	if err != nil {
 		t.Fatal(err)
 	}

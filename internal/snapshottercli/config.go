@@ -24,9 +24,9 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
-	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/internal/natsconnect"
+	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/evsnap/evsnap/lib/snapshotter"
@@ -41,10 +41,10 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Store selects the backend (its Logger is set from Logger).
-	Store backend.Options
+	Store storeopen.Options
 	// NATS is the connection run and migrate make (its Logger is set
 	// from Logger).
-	NATS natsconn.Options
+	NATS natsconnect.Options
 
 	// Worker configures the worker run starts and the admin commands
 	// use; its stores, JetStream, Logger and providers are set here.
@@ -61,14 +61,14 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults of every command: SQLite at
-// backend.DefaultSQLitePath, NATS at natsconn.DefaultURL, the worker's
+// storeopen.DefaultSQLitePath, NATS at natsconnect.DefaultURL, the worker's
 // and the stream's defaults, /metrics on :9090, logs discarded.
 func DefaultConfig() Config {
 	return Config{
 		Stdout:      io.Discard,
 		Stderr:      io.Discard,
 		Logger:      slog.New(slog.DiscardHandler),
-		NATS:        natsconn.Options{URL: natsconn.DefaultURL, Name: "evsnap-snapshotter"},
+		NATS:        natsconnect.Options{URL: natsconnect.DefaultURL, Name: "evsnap-snapshotter"},
 		Worker:      snapshotter.DefaultConfig(),
 		MetricsAddr: ":9090",
 		Stream:      natsnotice.DefaultStreamConfig(),

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/backend"
 	"github.com/evsnap/evsnap/internal/exampledomain"
-	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/internal/natsconnect"
+	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/nats-io/nats.go"
@@ -18,7 +18,7 @@ import (
 // from js (nil for the admin commands, which consume nothing), with c's
 // worker configuration and policies (defaults: threshold 100; Order also
 // on its milestones), instrumented by tel when it is not nil.
-func NewWorker(c Config, b *backend.Backend, js jetstream.JetStream, tel *Telemetry) (*snapshotter.Worker, error) {
+func NewWorker(c Config, b *storeopen.Backend, js jetstream.JetStream, tel *Telemetry) (*snapshotter.Worker, error) {
 	cfg := c.Worker
 	cfg.Store, cfg.JetStream = b.Store, js
 	cfg.Logger = c.Logger
@@ -39,10 +39,10 @@ func NewWorker(c Config, b *backend.Backend, js jetstream.JetStream, tel *Teleme
 }
 
 // openBackend opens the configured store.
-func openBackend(ctx context.Context, c Config) (*backend.Backend, error) {
+func openBackend(ctx context.Context, c Config) (*storeopen.Backend, error) {
 	o := c.Store
 	o.Logger = c.Logger
-	b, err := backend.Open(ctx, o)
+	b, err := storeopen.Open(ctx, o)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func connectNATS(ctx context.Context, c Config) (*nats.Conn, jetstream.JetStream
 	defer cancel()
 	o := c.NATS
 	o.Logger = c.Logger
-	nc, err := natsconn.Connect(cctx, o)
+	nc, err := natsconnect.Connect(cctx, o)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/cputime"
-	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/tooling/cputime"
+	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/natsnotice"

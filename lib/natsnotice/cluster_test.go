@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/natsnotice"
 	"github.com/google/uuid"

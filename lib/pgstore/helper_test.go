@@ -8,14 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/pgtest"
+	"github.com/evsnap/evsnap/internal/tooling/pgtest"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // testURL returns the PostgreSQL URL the tests run against (see
-// internal/pgtest: skipped without one unless EVSNAP_REQUIRE_SERVICES=1,
+// internal/tooling/pgtest: skipped without one unless EVSNAP_REQUIRE_SERVICES=1,
 // and the server is probed once per run).
 func testURL(t testing.TB) string {
 	t.Helper()

@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/evsnap/evsnap/internal/natsconn"
+	"github.com/evsnap/evsnap/internal/natsconnect"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/natsnotice"
@@ -57,7 +57,7 @@ func Example() {
 		panic(err)
 	}
 	defer os.RemoveAll(dir)
-	srv, err := natsconn.StartEmbedded(dir, "") // an in-process nats-server with JetStream
+	srv, err := natsconnect.StartEmbedded(dir, "") // an in-process nats-server with JetStream
 	if err != nil {
 		panic(err)
 	}

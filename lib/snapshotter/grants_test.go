@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
-	"github.com/evsnap/evsnap/internal/pgtest"
+	"github.com/evsnap/evsnap/internal/tooling/pgtest"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/evsnap/evsnap/lib/snapshotter"

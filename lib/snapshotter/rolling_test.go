@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
-	"github.com/evsnap/evsnap/internal/natstest"
+	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/snapshotter"

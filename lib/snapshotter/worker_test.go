@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
-	"github.com/evsnap/evsnap/internal/natstest"
-	"github.com/evsnap/evsnap/internal/pgtest"
+	"github.com/evsnap/evsnap/internal/tooling/natstest"
+	"github.com/evsnap/evsnap/internal/tooling/pgtest"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/natsnotice"

@@ -1,0 +1,195 @@
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// DefaultPostgresURL is the PostgreSQL server the suite creates its
+// database on when EVSNAP_TEST_POSTGRES_URL is not set.
+const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// ClusterNodes is how many nats-servers the cluster mode runs; the notice
+// stream has a replica on each.
+const ClusterNodes = 3
+
+// Config configures a run. Start from [DefaultConfig].
+type Config struct {
+	// Short selects the short form (CI): about a minute in total, with at
+	// least one fault of each kind.
+	Short bool
+	// Duration is how long the load runs, faults included.
+	Duration time.Duration
+	// Workers is how many snapshotter run processes there are (at least 2).
+	Workers int
+	// Seed derives the fault schedule.
+	Seed uint64
+
+	// RepoDir is the module root the binaries are built from.
+	RepoDir string
+	// PostgresURL names the server (any database on it) where the run
+	// creates and drops its own database.
+	PostgresURL string
+	// NATSServer is the nats-server binary; "" means the version go.mod
+	// pins, built on demand into a cache directory (internal/tooling/natsbin).
+	NATSServer string
+	// Cluster runs ClusterNodes nats-servers as a JetStream cluster with
+	// the notice stream at ClusterNodes replicas, and kills the stream's
+	// leader and followers instead of restarting the one server.
+	Cluster bool
+
+	// Load generator: aggregates, saves per second, saving goroutines.
+	Aggregates  int
+	Rate        float64
+	Concurrency int
+
+	// Threshold is the snapshot threshold of both types (Order also
+	// snapshots on OrderPaid and OrderShipped).
+	Threshold int
+	// SweepInterval is the workers' reconciliation sweep period.
+	SweepInterval time.Duration
+	// AckWait is the workers' JetStream ack wait: how soon the notices of
+	// a killed worker are redelivered.
+	AckWait time.Duration
+	// DrainTimeout is the workers' drain timeout; a SIGTERMed worker must
+	// exit 0 within it (plus DrainSlack for process shutdown).
+	DrainTimeout time.Duration
+	DrainSlack   time.Duration
+	// ConvergeTimeout bounds the wait for every aggregate to come within
+	// the threshold of its head after the load stops.
+	ConvergeTimeout time.Duration
+
+	// Schedule shape: the mean gap between faults, the minimum number of
+	// each kind, and the longest outages.
+	MeanGap       time.Duration
+	MinEach       int
+	MaxWorkerDown time.Duration
+	MaxNATSDown   time.Duration
+	HardNATSShare float64
+
+	// Sabotage damages the stores on purpose after the run (one snapshot
+	// moved back a version, one event deleted), to show that the checks
+	// catch it. The run must then fail.
+	Sabotage bool
+	// Keep leaves the work directory (logs, record file) and the database
+	// in place for investigation.
+	Keep bool
+	// Out receives progress and the report (default os.Stdout).
+	Out io.Writer
+}
+
+// DefaultConfig returns the full form's settings, or the short form's.
+func DefaultConfig(short bool) Config {
+	c := Config{
+		Duration:        5 * time.Minute,
+		Workers:         3,
+		Seed:            uint64(time.Now().UnixNano()),
+		PostgresURL:     DefaultPostgresURL,
+		Aggregates:      200,
+		Rate:            300,
+		Concurrency:     8,
+		Threshold:       20,
+		SweepInterval:   2 * time.Second,
+		AckWait:         5 * time.Second,
+		DrainTimeout:    10 * time.Second,
+		DrainSlack:      2 * time.Second,
+		ConvergeTimeout: 90 * time.Second,
+		MeanGap:         4 * time.Second,
+		MinEach:         5,
+		MaxWorkerDown:   3 * time.Second,
+		MaxNATSDown:     5 * time.Second,
+		HardNATSShare:   0.3,
+		Out:             os.Stdout,
+	}
+	if v := os.Getenv("EVSNAP_TEST_POSTGRES_URL"); v != "" {
+		c.PostgresURL = v
+	}
+	if short {
+		c.Short = true
+		c.Duration = 50 * time.Second
+		c.MeanGap = 5 * time.Second
+		c.MinEach = 1
+		c.MaxNATSDown = 3 * time.Second
+		c.ConvergeTimeout = 45 * time.Second
+	}
+	return c
+}
+
+// Validate reports what is wrong with c.
+func (c *Config) Validate() error {
+	switch {
+	case c.Workers < 2:
+		return fmt.Errorf("--workers %d: the suite needs at least 2 workers", c.Workers)
+	case c.Workers > 16:
+		return fmt.Errorf("--workers %d: at most 16", c.Workers)
+	case c.Duration < 20*time.Second:
+		return fmt.Errorf("--duration %v: at least 20s (faults start after a warm-up and stop before the end)", c.Duration)
+	case c.Aggregates < 1 || c.Rate <= 0 || c.Concurrency < 1:
+		return errors.New("load: aggregates, rate and concurrency must be positive")
+	case c.Threshold < 1:
+		return errors.New("threshold must be at least 1")
+	case c.SweepInterval <= 0:
+		return errors.New("the sweep interval must be positive: convergence relies on the sweep")
+	case c.AckWait < time.Second || c.DrainTimeout <= 0 || c.ConvergeTimeout <= 0:
+		return errors.New("ack wait must be at least 1s; drain and convergence timeouts positive")
+	case c.RepoDir == "":
+		return errors.New("no repository directory")
+	case c.PostgresURL == "":
+		return errors.New("no PostgreSQL URL")
+	}
+	if c.NATSServer != "" {
+		if _, err := os.Stat(c.NATSServer); err != nil {
+			return fmt.Errorf("nats-server binary: %w", err)
+		}
+	}
+	return nil
+}
+
+// scheduleConfig is the fault window: a warm-up of a tenth of the run (at
+// least 3s) and a quiet end that leaves time for the last restarts.
+func (c Config) scheduleConfig() ScheduleConfig {
+	start := max(3*time.Second, c.Duration/10)
+	end := c.Duration - max(c.MaxNATSDown, c.MaxWorkerDown) - 2*time.Second
+	if end <= start {
+		end = start + time.Second
+	}
+	sc := ScheduleConfig{
+		Start: start, End: end, MeanGap: c.MeanGap, Workers: c.Workers, MinEach: c.MinEach,
+		MaxWorkerDown: c.MaxWorkerDown, MaxNATSDown: c.MaxNATSDown, HardNATSShare: c.HardNATSShare,
+	}
+	if c.Cluster {
+		sc.Weights = ClusterWeights
+	}
+	return sc
+}
+
+// policy is the workers' --policy flag.
+func (c *Config) policy() string {
+	return fmt.Sprintf("Account=threshold:%d;Order=threshold:%d,milestones:OrderPaid|OrderShipped", c.Threshold, c.Threshold)
+}
+
+// FindRepo returns the directory of the evsnap module containing dir.
+func FindRepo(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		b, err := os.ReadFile(filepath.Join(d, "go.mod"))
+		if err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.TrimSpace(line) == "module github.com/evsnap/evsnap" {
+					return d, nil
+				}
+			}
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no github.com/evsnap/evsnap module at or above %s", dir)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+//go:build unix
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/evsnap/evsnap/internal/tooling/natsserver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// natsServer is one of the run's own nats-servers with JetStream,
+// restartable on the same ports and store directory.
+type natsServer struct {
+	proc *process
+	port int
+	name string // server name: how stream info names the leader
+}
+
+// newNATSServer describes a server named name on port; extra are more
+// arguments (the cluster's).
+func newNATSServer(binary, name, storeDir, logPath string, port int, extra ...string) *natsServer {
+	return &natsServer{
+		port: port,
+		name: name,
+		proc: &process{
+			name:    name,
+			path:    binary,
+			args:    append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", storeDir, "--server_name", name}, extra...),
+			logPath: logPath,
+		},
+	}
+}
+
+// clusterArgs are the arguments of node i of a cluster whose nodes listen
+// for routes on routePorts.
+func clusterArgs(cluster string, i int, routePorts []int) []string {
+	var routes []string
+	for j, p := range routePorts {
+		if j != i {
+			routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
+		}
+	}
+	return []string{"--cluster_name", cluster, "--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")}
+}
+
+func (n *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+
+// start starts the server and waits until JetStream answers.
+func (n *natsServer) start(ctx context.Context, timeout time.Duration) error {
+	if err := n.proc.start(); err != nil {
+		return err
+	}
+	return n.waitReady(ctx, timeout)
+}
+
+// stop stops the server with sig (SIGTERM: a clean shutdown; SIGKILL: a
+// crash) and waits for it, killing it if a clean shutdown takes too long.
+func (n *natsServer) stop(sig syscall.Signal) {
+	n.proc.stop(sig, 15*time.Second)
+}
+
+// waitReady waits until a client can connect and JetStream answers.
+func (n *natsServer) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if !n.proc.running() {
+			return fmt.Errorf("nats-server exited while starting (see its log)")
+		}
+		last = n.ping(ctx)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("nats-server on port %d not ready after %v: %w", n.port, timeout, last)
+}
+
+func (n *natsServer) ping(ctx context.Context) error {
+	return natsserver.Ping(ctx, n.url(), "evsnap-chaos")
+}
+
+// streamInfo returns a stream's info from the server(s) at url (a
+// comma-separated list reaches any node of a cluster), within timeout.
+func streamInfo(ctx context.Context, url, stream string, timeout time.Duration) (*jetstream.StreamInfo, error) {
+	nc, err := nats.Connect(url, nats.Timeout(timeout), nats.NoReconnect(), nats.Name("evsnap-chaos"))
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s, err := js.Stream(cctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(cctx)
+}
