@@ -60,13 +60,6 @@ var shown = map[string]func(string) string{
 	"EVSNAP_NATS_TOKEN":    hidden,
 }
 
-// Secret reports whether help hides (all or part of) the value of the
-// environment variable name.
-func Secret(name string) bool {
-	_, ok := shown[name]
-	return ok
-}
-
 // Show returns what help and errors may show of value, the value of the
 // environment variable name: the value itself, the URL with its password
 // replaced, or "" for a password or token.

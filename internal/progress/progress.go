@@ -45,10 +45,6 @@ type Option func(*Line)
 // Terminal overrides the detection of a terminal (see IsTerminal).
 func Terminal(on bool) Option { return func(l *Line) { l.terminal = on } }
 
-// Every sets how often the Line writes at most, on a terminal or not
-// (defaults TerminalEvery and LogEvery).
-func Every(d time.Duration) Option { return func(l *Line) { l.every = d } }
-
 // Clock sets the Line's clock (time.Now by default), for tests.
 func Clock(now func() time.Time) Option { return func(l *Line) { l.now = now } }
 

@@ -3,10 +3,12 @@ package natsnotice_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/natsconnect"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/natsnotice"
@@ -116,11 +118,21 @@ func TestRepositoryExternalMode(t *testing.T) {
 	}
 }
 
-// ExampleNewPublisher shows the wiring of a repository in external mode.
-// (It needs a NATS server, so it is compiled but not run.)
+// ExampleNewPublisher shows the wiring of a repository in external mode,
+// here on an embedded nats-server (in production, your NATS's URL).
 func ExampleNewPublisher() {
 	ctx := context.Background()
-	nc, err := nats.Connect("nats://127.0.0.1:4222")
+	dir, err := os.MkdirTemp("", "evsnap-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	srv, err := natsconnect.StartEmbedded(dir, "")
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.URL())
 	if err != nil {
 		panic(err)
 	}
@@ -156,4 +168,10 @@ func ExampleNewPublisher() {
 	if err := repo.Save(ctx, tk); err != nil { // never fails because of NATS
 		panic(err)
 	}
+	if err := pub.Flush(ctx); err != nil { // waits for JetStream's acknowledgement
+		panic(err)
+	}
+	fmt.Println("notices published:", pub.Stats().Published)
+	// Output:
+	// notices published: 1
 }

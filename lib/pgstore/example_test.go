@@ -2,49 +2,68 @@ package pgstore_test
 
 import (
 	"context"
-	"log"
-	"os"
+	"testing"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/pgstore"
+	"github.com/google/uuid"
 )
 
-// Opening the PostgreSQL store and giving it to a repository. (Not run by
-// go test: it needs a server, named here by EVSNAP_POSTGRES_URL; the
-// conformance tests run the store against EVSNAP_TEST_POSTGRES_URL.)
-func ExampleOpen() {
+// TestOpenMigrateRepository runs the wiring the package doc shows: open
+// the store in a schema of its own, migrate it, hand it to a repository,
+// save and load. (An Example could not run: it needs a server.)
+func TestOpenMigrateRepository(t *testing.T) {
 	ctx := context.Background()
-	store, err := pgstore.Open(ctx, os.Getenv("EVSNAP_POSTGRES_URL"), pgstore.WithSchema("evsnap"))
+	schema := newSchemaName()
+	store, err := pgstore.Open(ctx, testURL(t), pgstore.WithSchema(schema))
 	if err != nil {
-		log.Fatal(err) // names the server, password masked
+		t.Fatal(err) // names the server, password masked
 	}
 	defer store.Close()
+	dropSchemaAtCleanup(t, testPool(t), schema)
 	if err := store.Migrate(ctx); err != nil { // once per deployment
-		log.Fatal(err)
+		t.Fatal(err)
 	}
-
 	reg := eventsource.NewRegistry()
-	// eventsource.MustRegister[MoneyDeposited](reg) ...
-	repo, err := eventsource.NewRepository[Account](store, reg)
+	eventsource.MustRegister[deposited](reg)
+	repo, err := eventsource.NewRepository[account](store, reg)
 	if err != nil {
-		log.Fatal(err)
+		t.Fatal(err)
 	}
 	defer repo.Close(ctx)
-	// repo.Load reads the snapshot and the events after it in one round
-	// trip (one pgx.Batch).
+	a := repo.New(uuid.New())
+	for range 3 {
+		a.Raise(deposited{Amount: 5})
+	}
+	if err := repo.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	got, err := repo.Load(ctx, a.ID())
+	if err != nil || got.State().Balance != 15 || got.Version() != 3 {
+		t.Fatalf("Load = balance %d v%d, %v; want 15 at v3", got.State().Balance, got.Version(), err)
+	}
 }
 
-// Account stands for an application's aggregate.
-type Account struct {
-	eventsource.Root[AccountState]
+type account struct {
+	eventsource.Root[accountState]
 }
 
-func (*Account) AggregateType() string { return "Account" }
-func (*Account) SchemaVersion() int    { return 1 }
+func (*account) AggregateType() string { return "Account" }
+func (*account) SchemaVersion() int    { return 1 }
 
-// AccountState stands for its state.
-type AccountState struct {
+type accountState struct {
 	Balance int64 `json:"balance"`
 }
 
-func (s AccountState) Apply(eventsource.Event) AccountState { return s }
+func (s accountState) Apply(e eventsource.Event) accountState {
+	if d, ok := e.(deposited); ok {
+		s.Balance += d.Amount
+	}
+	return s
+}
+
+type deposited struct {
+	Amount int64 `json:"amount"`
+}
+
+func (deposited) EventType() string { return "Deposited" }
