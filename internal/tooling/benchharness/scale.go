@@ -28,6 +28,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -273,15 +274,11 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 		return err
 	}
 	defer ns.Stop()
-	nc, err := natsconnect.Connect(ctx, natsconnect.Options{URL: ns.URL(), Name: "evsnap-bench-scale", Logger: h.log})
+	nc, js, err := h.connectJetStream(ctx, ns.URL(), "evsnap-bench-scale")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	sr.NATSVersion = nc.ConnectedServerVersion()
 
 	db, err := h.createScaleDatabase(ctx)
@@ -347,6 +344,7 @@ func (h *Harness) runScale(ctx context.Context, _ string) error {
 		}
 		sr.Rows = append(sr.Rows, row)
 	}
+	nc.Close() // before its server goes, or it would keep reconnecting
 	ns.Stop()
 	return h.runScaleCluster(ctx, env, natsBin.Path, replicas, ids, perReplica)
 }
@@ -362,15 +360,11 @@ func (h *Harness) runScaleCluster(ctx context.Context, env *scaleRun, natsBin st
 		return err
 	}
 	defer cl.Stop()
-	nc, err := natsconnect.Connect(ctx, natsconnect.Options{URL: cl.URLs(), Name: "evsnap-bench-scale-cluster", Logger: h.log})
+	nc, js, err := h.connectJetStream(ctx, cl.URLs(), "evsnap-bench-scale-cluster")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	h.progress("scale-out: a %d-node cluster of nats-server %s ready in %s", scaleClusterNodes, nc.ConnectedServerVersion(), time.Since(t).Round(time.Millisecond))
 	sr.Cluster = &ScaleCluster{Nodes: scaleClusterNodes}
 	env.js, env.cons, env.consStream = js, nil, ""
@@ -383,6 +377,20 @@ func (h *Harness) runScaleCluster(ctx context.Context, env *scaleRun, natsBin st
 		sr.Cluster.Rows = append(sr.Cluster.Rows, row)
 	}
 	return nil
+}
+
+// connectJetStream connects to the server(s) at url as name.
+func (h *Harness) connectJetStream(ctx context.Context, url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := natsconnect.Connect(ctx, natsconnect.Options{URL: url, Name: name, Logger: h.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }
 
 // scaleClusterNodes is the size of the cluster the step runs once
