@@ -68,3 +68,18 @@ const (
 	// append committed; the mode attribute says which path it was.
 	FailurePanic = "panic"
 )
+
+// Results of a load that replayed enough events to ask for a snapshot
+// (the "result" attribute of evsnap.load.snapshot_requests).
+const (
+	// RequestAsked: the snapshot was stored (sync), queued (background),
+	// or the request handed to the notifier (external).
+	RequestAsked = "asked"
+	// RequestFailed: asking failed (the reason is counted in
+	// evsnap.snapshot.failures and logged).
+	RequestFailed = "failed"
+	// RequestRateLimited: the aggregate asked less than an interval ago,
+	// or the repository already remembers as many aggregates as it may
+	// for this interval; the load did not ask.
+	RequestRateLimited = "rate_limited"
+)

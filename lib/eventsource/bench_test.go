@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -120,5 +121,48 @@ func BenchmarkSave(b *testing.B) {
 				b.Fatal(err)
 			}
 		})
+	}
+}
+
+// BenchmarkLoadTrigger measures what WithLoadTrigger adds to a load that
+// does not ask: off, on but below its count (idle), and on and past it
+// but held back by its interval (limited: the aggregate asked on the
+// first load). Compare with BenchmarkLoad's same rows.
+func BenchmarkLoadTrigger(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		opts []eventsource.Option
+	}{
+		{"off", []eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeSync)}},
+		{"idle", []eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithLoadTrigger(1 << 30)}},
+		{"limited", []eventsource.Option{eventsource.WithAppendNotifier(&requestingNotifier{}), eventsource.WithLoadTrigger(1), eventsource.WithLoadTriggerInterval(time.Hour)}},
+	} {
+		for _, snap := range []string{"head", "behind50"} {
+			b.Run(fmt.Sprintf("memstore/events=1000/snapshot=%s/trigger=%s", snap, c.name), func(b *testing.B) {
+				store := memstore.New()
+				writer, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), eventsource.WithSnapshotMode(eventsource.ModeManual))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer writer.Close(context.Background())
+				at := 1000
+				if snap == "behind50" {
+					at = 950
+				}
+				id := buildAccount(b, writer, 1000, at)
+				r, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), c.opts...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close(context.Background())
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := r.Load(ctx, id); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }

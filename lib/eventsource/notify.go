@@ -44,3 +44,34 @@ type AppendNotifier interface {
 	Notify(ctx context.Context, a Appended) error
 	Flush(ctx context.Context) error
 }
+
+// SnapshotRequest is a load's request for a snapshot, made when the load
+// replayed at least the events [WithLoadTrigger] names. In [ModeExternal]
+// the repository hands it to its notifier's [SnapshotRequester].
+type SnapshotRequest struct {
+	AggregateType string
+	AggregateID   uuid.UUID
+	// FirstVersion is the first event the load replayed: one past the
+	// snapshot it started from, or 1 when it had none usable.
+	// LastVersion is the version the load reached, the aggregate's head
+	// as the load saw it.
+	FirstVersion int64
+	LastVersion  int64
+	// RequestedAt is when the load asked.
+	RequestedAt time.Time
+}
+
+// SnapshotRequester is an [AppendNotifier] that can also pass on a load's
+// request for a snapshot to whatever takes snapshots in [ModeExternal]:
+// [WithLoadTrigger] in that mode needs a notifier that implements it
+// (natsnotice.Publisher does, with a notice whose reason is "read").
+//
+// RequestSnapshot is called on the loading goroutine after the load has
+// built the aggregate, and Load waits for it: it follows Notify's rules
+// (no network I/O inline, queue and return within microseconds, retries
+// are its own). An error or a panic is logged and counted by the
+// repository and never reaches Load's caller. ctx carries the load's
+// trace context.
+type SnapshotRequester interface {
+	RequestSnapshot(ctx context.Context, r SnapshotRequest) error
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/evsnap/evsnap/internal/policy"
 	"go.opentelemetry.io/otel/metric"
@@ -54,6 +55,9 @@ const (
 	defaultBackgroundWorkers = 2
 	defaultBackgroundQueue   = 1024
 	defaultMaxSnapshotBytes  = 16 << 20
+	// defaultLoadTriggerInterval is how long an aggregate that asked for
+	// a snapshot on load waits before it may ask again.
+	defaultLoadTriggerInterval = time.Minute
 )
 
 // Option configures a [Repository]. Options validate their arguments; an
@@ -70,6 +74,8 @@ type config struct {
 	maxState       int
 	notifier       AppendNotifier
 	reportedMode   SnapshotMode
+	loadTrigger    int64         // WithLoadTrigger; 0: off
+	loadInterval   time.Duration // WithLoadTriggerInterval; 0: the default
 	logger         *slog.Logger
 	tracerProvider trace.TracerProvider
 	meterProvider  metric.MeterProvider
@@ -167,6 +173,55 @@ func WithAppendNotifier(n AppendNotifier) Option {
 	}
 }
 
+// WithLoadTrigger makes a load that replays at least n events (after its
+// snapshot, or from version 1 when it has none usable) ask for a snapshot,
+// so that an aggregate read often but written rarely, whose snapshot is
+// missing or far behind (its notices were lost, its snapshots pruned, it
+// predates the worker), heals from reads alone. Off by default. What
+// asking means depends on the mode:
+//
+//   - [ModeSync]: the load stores the snapshot of the state it built
+//     before it returns, through the same write as a save's snapshot
+//     (monotonic; a failure is logged and counted, never returned).
+//   - [ModeBackground]: the snapshot is queued on the repository's
+//     background writer.
+//   - [ModeExternal]: the request goes to the notifier, which must
+//     implement [SnapshotRequester] (natsnotice.Publisher publishes a
+//     notice with reason "read", which the snapshotter worker acts on).
+//   - [ModeManual], [ModeOff]: nothing; those modes take no snapshot of
+//     their own accord.
+//
+// Each aggregate asks at most once per interval ([WithLoadTriggerInterval],
+// default one minute), however many loads replay that much meanwhile, and
+// the repository remembers at most 4,096 aggregates per interval: beyond
+// that, further loads wait for the next interval. Loads that ask, fail to,
+// or are held back are counted (evsnap.load.snapshot_requests, by result).
+// A load never fails because of its request. n must be at least 1.
+func WithLoadTrigger(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("WithLoadTrigger: the events a load replays before it asks for a snapshot must be at least 1, got %d", n)
+		}
+		c.loadTrigger = int64(n)
+		return nil
+	}
+}
+
+// WithLoadTriggerInterval sets how long an aggregate that asked for a
+// snapshot on load ([WithLoadTrigger]) waits before it may ask again
+// (default one minute): a hot aggregate asks once, not on every load while
+// its snapshot is being taken. d must be positive, and WithLoadTrigger
+// given too.
+func WithLoadTriggerInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalid("WithLoadTriggerInterval: the interval must be positive, got %v", d)
+		}
+		c.loadInterval = d
+		return nil
+	}
+}
+
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
@@ -222,6 +277,17 @@ func (c *config) resolve() (policy.Policy, error) {
 	}
 	if c.notifier != nil && c.mode != ModeExternal {
 		return nil, invalid("WithAppendNotifier is only used by snapshot mode %q, not %q", ModeExternal, c.mode)
+	}
+	if c.loadInterval != 0 && c.loadTrigger == 0 {
+		return nil, invalid("WithLoadTriggerInterval has no effect without WithLoadTrigger")
+	}
+	if c.loadTrigger > 0 && c.mode == ModeExternal {
+		if _, ok := c.notifier.(SnapshotRequester); !ok {
+			return nil, invalid("WithLoadTrigger in snapshot mode %q needs a notifier that passes a load's request on: %T does not implement eventsource.SnapshotRequester (natsnotice.Publisher does)", c.mode, c.notifier)
+		}
+	}
+	if c.loadInterval == 0 {
+		c.loadInterval = defaultLoadTriggerInterval
 	}
 	if c.maxState == 0 {
 		c.maxState = defaultMaxSnapshotBytes

@@ -43,6 +43,8 @@ type Repository[T any, PT AggregatePtr[T]] struct {
 	mode      SnapshotMode
 	policy    policy.Policy
 	notifier  AppendNotifier
+	requester SnapshotRequester // the notifier's, when it is one
+	trigger   *loadTrigger      // WithLoadTrigger; nil: off
 	tel       *telemetry
 	bg        *backgroundWriter
 	maxState  int
@@ -107,7 +109,7 @@ func NewRepository[T any, PT AggregatePtr[T]](store Store, reg *Registry, opts .
 		c.meterProvider = otel.GetMeterProvider()
 	}
 	c.logger = c.logger.With(telemetrykeys.LogKeyAggregateType, typ)
-	tel, err := newTelemetry(c)
+	tel, err := newTelemetry(c, typ)
 	if err != nil {
 		return nil, fmt.Errorf("new repository for %s: metrics: %w", typ, err)
 	}
@@ -126,6 +128,10 @@ func NewRepository[T any, PT AggregatePtr[T]](store Store, reg *Registry, opts .
 	}
 	if c.mode == ModeBackground {
 		r.bg = newBackgroundWriter(store, tel, typ, c.bgWorkers, c.bgQueue)
+	}
+	r.requester, _ = c.notifier.(SnapshotRequester)
+	if c.loadTrigger > 0 && c.mode != ModeManual && c.mode != ModeOff {
+		r.trigger = newLoadTrigger(c.loadTrigger, c.loadInterval)
 	}
 	return r, nil
 }
@@ -226,6 +232,7 @@ func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load 
 	attrs := metric.WithAttributes(telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrSnapshotUsed.Bool(c.fromSnapshot))
 	r.tel.loadDuration.Record(ctx, time.Since(start).Seconds(), attrs)
 	r.tel.eventsReplayed.Add(ctx, c.replayed, attrs)
+	r.askIfReplayedEnough(ctx, a)
 	return a, nil
 }
 
@@ -460,7 +467,7 @@ func (r *Repository[T, PT]) afterCommit(ctx context.Context, a PT, res AppendRes
 	case ModeSync, ModeBackground:
 		in := policy.Input{AggregateType: r.typ, HeadVersion: c.version, SnapshotVersion: c.snapshotVersion, Appended: types}
 		if r.policy.Due(in) {
-			r.snapshotAfterSave(ctx, a)
+			r.takeSnapshot(ctx, a, "a committed save")
 		}
 	case ModeExternal:
 		err := r.notifier.Notify(ctx, Appended{
@@ -513,31 +520,35 @@ func (r *Repository[T, PT]) append(ctx context.Context, a PT) (AppendResult, []s
 	return res, types, nil
 }
 
-// snapshotAfterSave takes the snapshot a due policy asked for. It never
-// returns an error: the save already succeeded.
-func (r *Repository[T, PT]) snapshotAfterSave(ctx context.Context, a PT) {
+// takeSnapshot takes the snapshot of a that a due policy (after a save)
+// or a load trigger (after a load) asked for: it stores it in ModeSync
+// and queues it in ModeBackground, and reports whether it did. It never
+// returns an error: the save or the load already succeeded; after says
+// which, in the log lines of its failures.
+func (r *Repository[T, PT]) takeSnapshot(ctx context.Context, a PT, after string) bool {
 	c := a.rootCore()
 	snap, err := r.buildSnapshot(a)
 	if err != nil {
-		r.tel.logger.ErrorContext(ctx, "snapshot not taken: state does not encode",
+		r.tel.logger.ErrorContext(ctx, "snapshot not taken after "+after+": state does not encode",
 			telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, c.version, telemetrykeys.LogKeyMode, r.mode, telemetrykeys.LogKeyError, err)
 		r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureEncode)
-		return
+		return false
 	}
 	switch r.mode {
 	case ModeSync:
 		if _, err := r.writeSnapshot(ctx, snap); err != nil {
-			r.tel.logger.WarnContext(ctx, "snapshot not stored after a committed save",
+			r.tel.logger.WarnContext(ctx, "snapshot not stored after "+after,
 				telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, c.version, telemetrykeys.LogKeyMode, r.mode, telemetrykeys.LogKeyError, err)
 			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureStore)
-			return
+			return false
 		}
-		c.snapshotVersion = snap.Version
 	case ModeBackground:
-		if r.bg.enqueue(ctx, snap) {
-			c.snapshotVersion = snap.Version
+		if !r.bg.enqueue(ctx, snap) {
+			return false
 		}
 	}
+	c.snapshotVersion = snap.Version
+	return true
 }
 
 // buildSnapshot captures a's state now, as bytes: nothing a caller does to
@@ -743,7 +754,7 @@ func (w *backgroundWriter) enqueue(ctx context.Context, s Snapshot) bool {
 			reason = telemetrykeys.FailureQueueFull
 		}
 	}
-	w.tel.logger.WarnContext(ctx, "background snapshot dropped; the next due save takes one",
+	w.tel.logger.WarnContext(ctx, "background snapshot dropped; the next due save (or load trigger) takes one",
 		telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyReason, reason)
 	w.tel.failure(ctx, w.typ, ModeBackground, reason)
 	return false
@@ -770,7 +781,7 @@ func (w *backgroundWriter) write(job bgJob) {
 		// A panicking store must not take the process down with it.
 		if p := recover(); p != nil {
 			if suppressed, ok := w.panicLog.allow(time.Now()); ok {
-				w.tel.logger.ErrorContext(ctx, "background snapshot store panicked after a committed save",
+				w.tel.logger.ErrorContext(ctx, "background snapshot store panicked; the events are committed",
 					telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyError, fmt.Sprint(p),
 					"stack", string(debug.Stack()), "suppressed_since_last", suppressed)
 			}
@@ -782,7 +793,7 @@ func (w *backgroundWriter) write(job bgJob) {
 		if errors.Is(err, context.Canceled) && w.ctx.Err() != nil {
 			reason = telemetrykeys.FailureRepoClosed
 		}
-		w.tel.logger.WarnContext(ctx, "background snapshot not stored after a committed save",
+		w.tel.logger.WarnContext(ctx, "background snapshot not stored; the events are committed",
 			telemetrykeys.LogKeyAggregateID, s.AggregateID, telemetrykeys.LogKeyVersion, s.Version, telemetrykeys.LogKeyError, err)
 		w.tel.failure(ctx, w.typ, ModeBackground, reason)
 	}

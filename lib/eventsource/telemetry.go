@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -36,9 +37,14 @@ type telemetry struct {
 	fallbacks        metric.Int64Counter
 	failures         metric.Int64Counter
 	staleDeletes     metric.Int64Counter
+	loadRequests     metric.Int64Counter
+	// requestAttrs are evsnap.load.snapshot_requests' attribute sets, by
+	// result, built once (the repository's type and mode are fixed), as
+	// the slice Add takes: a rate-limited load then allocates nothing.
+	requestAttrs map[string][]metric.AddOption
 }
 
-func newTelemetry(c *config) (*telemetry, error) {
+func newTelemetry(c *config, typ string) (*telemetry, error) {
 	t := &telemetry{
 		tracer:       c.tracerProvider.Tracer(instrumentationName),
 		logger:       c.logger,
@@ -68,12 +74,21 @@ func newTelemetry(c *config) (*telemetry, error) {
 		return nil, err
 	}
 	if t.failures, err = m.Int64Counter("evsnap.snapshot.failures",
-		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots or notices not written after a committed save, by reason.")); err != nil {
+		metric.WithUnit("{snapshot}"), metric.WithDescription("Snapshots or notices not written after a committed save or a load's request, by reason.")); err != nil {
 		return nil, err
 	}
 	if t.staleDeletes, err = m.Int64Counter("evsnap.snapshot.stale_deletes",
 		metric.WithUnit("{snapshot}"), metric.WithDescription("Stale snapshots a load tried to remove, by result.")); err != nil {
 		return nil, err
+	}
+	if t.loadRequests, err = m.Int64Counter("evsnap.load.snapshot_requests",
+		metric.WithUnit("{load}"), metric.WithDescription("Loads that replayed enough events to ask for a snapshot (WithLoadTrigger), by result: asked, failed, rate_limited.")); err != nil {
+		return nil, err
+	}
+	t.requestAttrs = map[string][]metric.AddOption{}
+	for _, result := range []string{telemetrykeys.RequestAsked, telemetrykeys.RequestFailed, telemetrykeys.RequestRateLimited} {
+		t.requestAttrs[result] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(telemetrykeys.AttrAggregateType.String(typ),
+			telemetrykeys.AttrMode.String(string(c.mode)), telemetrykeys.AttrResult.String(result)))}
 	}
 	return t, nil
 }
@@ -92,6 +107,12 @@ func (t *telemetry) fallback(ctx context.Context, typ string, reason string) {
 
 func (t *telemetry) failure(ctx context.Context, typ string, mode SnapshotMode, reason string) {
 	t.failures.Add(ctx, 1, metric.WithAttributes(telemetrykeys.AttrAggregateType.String(typ), telemetrykeys.AttrMode.String(string(mode)), telemetrykeys.AttrReason.String(reason)))
+}
+
+// loadRequest counts a load that replayed enough events to ask for a
+// snapshot, by result.
+func (t *telemetry) loadRequest(ctx context.Context, result string) {
+	t.loadRequests.Add(ctx, 1, t.requestAttrs[result]...)
 }
 
 func (t *telemetry) staleDelete(ctx context.Context, typ string, result string) {
