@@ -84,6 +84,7 @@ const (
 	fieldEventTypes
 	fieldTruncated
 	fieldCommittedAt
+	fieldReason
 )
 
 // fieldNames are the JSON names of the fields, by field constant.
@@ -97,6 +98,7 @@ var fieldNames = [...]string{
 	fieldEventTypes:    "event_types",
 	fieldTruncated:     "truncated",
 	fieldCommittedAt:   "committed_at",
+	fieldReason:        "reason",
 }
 
 // span is where a JSON string's contents (between the quotes) are in the
@@ -145,6 +147,7 @@ func decodeJSON(data []byte, n *Notice) error {
 func (d *decoder) notice(n *Notice) error {
 	var (
 		aggregateType span
+		reason        span
 		typesBuf      [MaxEventTypes]span
 		types         = typesBuf[:0]
 		typesNull     = true
@@ -190,10 +193,16 @@ func (d *decoder) notice(n *Notice) error {
 			} else if ok {
 				n.LastVersion = v
 			}
-		case fieldAggregateType:
+		case fieldAggregateType, fieldReason:
 			if d.peek() == '"' {
-				if aggregateType, err = d.str(); err != nil {
+				s, err := d.str()
+				if err != nil {
 					return err
+				}
+				if field == fieldReason {
+					reason = s
+				} else {
+					aggregateType = s
 				}
 			} else if err := d.nullOr(field, "a string"); err != nil {
 				return err
@@ -279,14 +288,14 @@ func (d *decoder) notice(n *Notice) error {
 	if d.err != nil {
 		return nil // the caller returns d.err once the rest is checked
 	}
-	d.build(n, aggregateType, types, typesNull)
+	d.build(n, aggregateType, reason, types, typesNull)
 	return nil
 }
 
-// build sets n's aggregate type and event types from where they are in
-// d.data, all in one allocation.
-func (d *decoder) build(n *Notice, aggregateType span, types []span, typesNull bool) {
-	size := aggregateType.end - aggregateType.start
+// build sets n's aggregate type, reason and event types from where they
+// are in d.data, all in one allocation.
+func (d *decoder) build(n *Notice, aggregateType, reason span, types []span, typesNull bool) {
+	size := aggregateType.end - aggregateType.start + reason.end - reason.start
 	for _, s := range types {
 		size += s.end - s.start
 	}
@@ -294,6 +303,8 @@ func (d *decoder) build(n *Notice, aggregateType span, types []span, typesNull b
 	b.Grow(size) // unquoting can make a string longer: b then grows
 	d.write(&b, aggregateType)
 	typeEnd := b.Len()
+	d.write(&b, reason)
+	reasonEnd := b.Len()
 	for i, s := range types {
 		start := b.Len()
 		d.write(&b, s)
@@ -301,6 +312,7 @@ func (d *decoder) build(n *Notice, aggregateType span, types []span, typesNull b
 	}
 	all := b.String()
 	n.AggregateType = all[:typeEnd]
+	n.Reason = all[typeEnd:reasonEnd]
 	if typesNull {
 		n.EventTypes = nil
 		return
@@ -463,6 +475,8 @@ func (d *decoder) field(key span) int {
 		return fieldTruncated
 	case "committed_at":
 		return fieldCommittedAt
+	case "reason":
+		return fieldReason
 	}
 	// A rune folds to at most utf8.UTFMax times fewer bytes: longer keys
 	// cannot fold to any field name.
@@ -487,6 +501,8 @@ func (d *decoder) field(key span) int {
 		return fieldTruncated
 	case "COMMITTED_AT":
 		return fieldCommittedAt
+	case "REASON":
+		return fieldReason
 	}
 	return fieldUnknown
 }

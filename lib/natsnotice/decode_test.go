@@ -48,6 +48,8 @@ func benchNotices(tb testing.TB) []struct {
 	typical := natsnotice.FromAppended(appended("Account", testID, 41, 43, "MoneyDeposited", "MoneyWithdrawn", "AccountFrozen"))
 	offset := typical
 	offset.CommittedAt = offset.CommittedAt.In(time.FixedZone("", -5*3600-30*60))
+	read := typical
+	read.FirstVersion, read.EventTypes, read.Reason = 1, []string{}, natsnotice.ReasonRead
 	many := typical
 	many.EventTypes = nil
 	for i := range natsnotice.MaxEventTypes {
@@ -60,6 +62,7 @@ func benchNotices(tb testing.TB) []struct {
 		{"typical", enc(typical)},
 		{"time-offset", enc(offset)},
 		{"64-types", enc(many)},
+		{"read", enc(read)},
 	}
 }
 
@@ -127,6 +130,22 @@ var decodeCases = []struct{ name, data string }{
 	{"truncated string", caseNotice(`"truncated":"true"`)},
 	{"truncated number", caseNotice(`"truncated":1`)},
 	{"truncated bad literal", caseNotice(`"truncated":tru`)},
+	{"reason read", caseNotice(`"reason":"read"`)},
+	{"reason unknown", caseNotice(`"reason":"rebuild"`)},
+	{"reason empty", caseNotice(`"reason":""`)},
+	{"reason null", caseNotice(`"reason":"read"`, `"reason":null`)},
+	{"reason repeated", caseNotice(`"reason":"read"`, `"reason":"other"`)},
+	{"reason number", caseNotice(`"reason":1`)},
+	{"reason array", caseNotice(`"reason":["read"]`)},
+	{"reason not a token", caseNotice(`"reason":"re.ad"`)},
+	{"reason space", caseNotice(`"reason":"re ad"`)},
+	{"reason 128", caseNotice(`"reason":"` + strings.Repeat("r", 128) + `"`)},
+	{"reason 129", caseNotice(`"reason":"` + strings.Repeat("r", 129) + `"`)},
+	{"reason escaped", caseNotice(`"reason":"r\u0065ad"`)},
+	{"reason escaped invalid UTF-8", caseNotice("\"reason\":\"\\u0041\xff\"")},
+	{"reason key upper case", caseNotice(`"REASON":"read"`)},
+	{"reason key folded", caseNotice(`"reaſon":"read"`)},
+	{"reason with escaped aggregate type", caseNotice(`"aggregate_type":"Ord\u0065r"`, `"reason":"read"`, `"event_types":["A","\u00e9"]`)},
 	{"unknown fields", caseNotice(`"x":{"a":[1,-2.5e+10,{"b":null}],"c":"\u00e9"}`, `"y":true`, `"z":[]`, `"":{}`)},
 	{"unknown field bad array", caseNotice(`"x":[1,]`)},
 	{"unknown field bad object", caseNotice(`"x":{"a"}`)},

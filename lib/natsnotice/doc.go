@@ -18,6 +18,14 @@
 // including the versioning rules: [FormatVersion] is 1; decoders refuse
 // newer versions with [ErrMalformed].
 //
+// A notice with [Notice.Reason] [ReasonRead] is not about an append: a
+// load replayed so many events that it asks for a snapshot
+// (eventsource.WithLoadTrigger; [Publisher.RequestSnapshot]). Its message
+// id ends in "/read", so the duplicate window never drops it as the append
+// notice of the same version. Older readers, which ignore the field, take
+// it for an append of the versions the load replayed, and still act on it
+// by their policy: the format stays at version 1.
+//
 // A notice is a hint. The worker always snapshots the aggregate's head as
 // the store has it, and a reconciliation sweep finds aggregates whose
 // notices were lost, so nothing depends on a notice arriving.
@@ -42,7 +50,7 @@
 // on by default; docs/notice-format.md, "Coalesced notices") and only then
 // encodes each message, so Notify, on the save's goroutine, only builds
 // the notice and queues it, or merges it into the notice queued just
-// before it. It retries a
+// before it (a load's request is never merged). It retries a
 // failed or timed-out ([WithPublishTimeout]) publish with exponential
 // backoff ([WithRetryBackoff]) for up to [WithRetryMaxElapsed], after
 // which it drops, logs and counts the notice. [Publisher.Flush] waits for

@@ -57,9 +57,25 @@ type Notice struct {
 	// Truncated is set when the save appended more distinct event types
 	// than MaxEventTypes.
 	Truncated bool `json:"truncated,omitempty"`
-	// CommittedAt is when the event store committed the save (UTC).
+	// CommittedAt is when the event store committed the save (UTC); for
+	// a notice with a reason, when it was made (for ReasonRead, when the
+	// load asked).
 	CommittedAt time.Time `json:"committed_at"`
+	// Reason says why a notice was sent when not for an append: ""
+	// (absent from the JSON) for an append, [ReasonRead] for a load's
+	// request. When set it is a subject token like the aggregate type,
+	// and the message id ends with it ([Notice.MsgID]). A reader treats a
+	// reason it does not know as an append: every notice is a hint.
+	Reason string `json:"reason,omitempty"`
 }
+
+// ReasonRead is the [Notice.Reason] of a notice a load sent because it
+// replayed many events (eventsource.WithLoadTrigger): FirstVersion is the
+// first event the load replayed (one past the snapshot it started from,
+// or 1), LastVersion the head it reached, EventTypes empty. The
+// snapshotter snapshots the aggregate unless a snapshot at or past
+// FirstVersion is stored by then, whatever its policy says.
+const ReasonRead = "read"
 
 // FromAppended builds the notice for a committed append.
 func FromAppended(a eventsource.Appended) Notice {
@@ -185,6 +201,9 @@ func (n *Notice) Validate() error {
 			return bad("event type %d is empty", i)
 		}
 	}
+	if n.Reason != "" && !isToken(n.Reason) {
+		return bad("reason %q: use 1-128 of A-Z a-z 0-9 _ -, or leave it out for an append", n.Reason)
+	}
 	return nil
 }
 
@@ -238,7 +257,12 @@ func (n *Notice) appendJSON(b []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: commit time: %v", ErrMalformed, err)
 	}
-	return append(b, `"}`...), nil
+	b = append(b, '"')
+	if n.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendJSONString(b, n.Reason)
+	}
+	return append(b, '}'), nil
 }
 
 // appendUUID appends id in its canonical 8-4-4-4-12 lower-case form.
@@ -313,9 +337,16 @@ func Subject(prefix, typ string, id uuid.UUID) string {
 }
 
 // MsgID returns the JetStream message id of a notice, <type>/<id>/<last
-// version>, so the stream's duplicate window drops a republished notice.
+// version>, so the stream's duplicate window drops a republished notice;
+// a notice with a reason adds it, <type>/<id>/<last version>/<reason>, so
+// that it is never taken for a duplicate of the append notice of the same
+// version.
 func (n Notice) MsgID() string {
-	return n.AggregateType + "/" + n.AggregateID.String() + "/" + strconv.FormatInt(n.LastVersion, 10)
+	id := n.AggregateType + "/" + n.AggregateID.String() + "/" + strconv.FormatInt(n.LastVersion, 10)
+	if n.Reason != "" {
+		id += "/" + n.Reason
+	}
+	return id
 }
 
 // ParseSubject splits a notice subject back into aggregate type and id.

@@ -73,6 +73,40 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 }
 
+// A load's request travels as a notice with reason "read": the body says
+// so (the documented example), and its message id differs from the
+// append notice of the same version, which JetStream would otherwise
+// take it for a duplicate of.
+func TestReadNotice(t *testing.T) {
+	n := natsnotice.Notice{
+		Version: natsnotice.FormatVersion, AggregateType: "Order", AggregateID: testID,
+		FirstVersion: 201, LastVersion: 480, EventTypes: []string{},
+		CommittedAt: time.Date(2026, 11, 25, 17, 0, 0, 123456789, time.UTC), Reason: natsnotice.ReasonRead,
+	}
+	data, err := n.Encode()
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	doc := `{"v":1,"aggregate_type":"Order","aggregate_id":"0b6f2c7e-4d1a-4c59-9a39-6f1f7d2e8a10",` +
+		`"first_version":201,"last_version":480,"event_types":[],` +
+		`"committed_at":"2026-11-25T17:00:00.123456789Z","reason":"read"}`
+	if !bytes.Equal(data, []byte(doc)) {
+		t.Fatalf("encoded\n%s\nwant (docs/notice-format.md)\n%s", data, doc)
+	}
+	got, err := natsnotice.Decode(data)
+	if err != nil || !reflect.DeepEqual(got, n) {
+		t.Fatalf("Decode = %+v, %v; want %+v", got, err, n)
+	}
+	appendNotice := natsnotice.FromAppended(appended("Order", testID, 480, 480))
+	if got, want := n.MsgID(), "Order/0b6f2c7e-4d1a-4c59-9a39-6f1f7d2e8a10/480/read"; got != want || appendNotice.MsgID() == got {
+		t.Fatalf("read notice MsgID = %q, want %q (the append notice's is %q)", got, want, appendNotice.MsgID())
+	}
+	n.Reason = "re.ad"
+	if _, err := n.Encode(); !errors.Is(err, natsnotice.ErrMalformed) || !strings.Contains(err.Error(), `reason "re.ad"`) {
+		t.Fatalf("Encode with a reason that is not a token = %v, want ErrMalformed naming it", err)
+	}
+}
+
 // decodeRejectCases are messages Decode must refuse, by what is wrong.
 func decodeRejectCases() map[string][]byte {
 	good := func(mut func(m map[string]any)) []byte {
@@ -100,6 +134,8 @@ func decodeRejectCases() map[string][]byte {
 		"time as number":        good(func(m map[string]any) { m["committed_at"] = 5 }),
 		"time beyond year 9999": good(func(m map[string]any) { m["committed_at"] = "9999-12-31T23:30:00-05:00" }),
 		"float version":         good(func(m map[string]any) { m["first_version"] = 1.5 }),
+		"reason not a token":    good(func(m map[string]any) { m["reason"] = "re ad" }),
+		"reason not a string":   good(func(m map[string]any) { m["reason"] = true }),
 		"trailing data":         append(good(func(map[string]any) {}), '}'),
 	}
 }
@@ -205,6 +241,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(valid)
 	f.Add([]byte(`{"v":1,"aggregate_type":"Order","aggregate_id":"0b6f2c7e-4d1a-4c59-9a39-6f1f7d2e8a10","first_version":1,"last_version":1,"event_types":[],"truncated":true,"committed_at":"0001-01-01T00:00:00Z","extra":{"a":[1,2]}}`))
 	f.Add([]byte(`{"v":2,"aggregate_type":"Order"}`))
+	f.Add([]byte(`{"v":1,"aggregate_type":"Order","aggregate_id":"0b6f2c7e-4d1a-4c59-9a39-6f1f7d2e8a10","first_version":1,"last_version":300,"event_types":[],"committed_at":"2026-11-25T17:00:00Z","reason":"read"}`))
 	f.Add([]byte(`{"v":1,"aggregate_type":"Order","aggregate_id":"{0b6f2c7e-4d1a-4c59-9a39-6f1f7d2e8a10}","first_version":9223372036854775807,"last_version":9223372036854775807,"event_types":["\u00ff"],"committed_at":"2026-01-01T00:00:00+14:00"}`))
 	f.Add([]byte(`{"v":1,"aggregate_type":"Order","aggregate_id":"0b6f2c7e-4d1a-4c59-9a39-6f1f7d2e8a10","first_version":1,"last_version":1,"committed_at":"9999-12-31T23:30:00-05:00"}`))
 	f.Add([]byte(`{"v":1,"aggregate_type":"Order","aggregate_id":"0b6f2c7e-4d1a-4c59-9a39-6f1f7d2e8a10","first_version":1,"last_version":1,"committed_at":"0000-01-01T00:30:00+01:00"}`))
@@ -253,15 +290,16 @@ func FuzzDecode(f *testing.F) {
 // in any zone, nil and empty lists, truncated), and that Decode reads it
 // back.
 func FuzzEncode(f *testing.F) {
-	f.Add("MoneyDeposited", "", int64(1795539600123456789), 0, false, false)
-	f.Add("<a&b>\"\\/\b\f\n\r\t\x00\x1f\x7f", "é\u2028\u2029\U0001F600", int64(0), 3600, true, false)
-	f.Add("\xff\xfe", "\xed\xa0\x80", int64(-62135596800), -18000, false, true)
-	f.Add("x", "y", int64(253402300799999999), 50400, true, true)
-	f.Fuzz(func(t *testing.T, t1, t2 string, unixNano int64, offset int, truncated, nilTypes bool) {
+	f.Add("MoneyDeposited", "", int64(1795539600123456789), 0, false, false, "")
+	f.Add("<a&b>\"\\/\b\f\n\r\t\x00\x1f\x7f", "é\u2028\u2029\U0001F600", int64(0), 3600, true, false, "read")
+	f.Add("\xff\xfe", "\xed\xa0\x80", int64(-62135596800), -18000, false, true, "<&>")
+	f.Add("x", "y", int64(253402300799999999), 50400, true, true, "Other_reason-2")
+	f.Fuzz(func(t *testing.T, t1, t2 string, unixNano int64, offset int, truncated, nilTypes bool, reason string) {
 		n := natsnotice.Notice{
 			Version: natsnotice.FormatVersion, AggregateType: "Order", AggregateID: testID,
 			FirstVersion: 1, LastVersion: 2, EventTypes: []string{t1, t2}, Truncated: truncated,
 			CommittedAt: time.Unix(0, unixNano).In(time.FixedZone("z", offset%(24*3600))),
+			Reason:      reason,
 		}
 		if nilTypes {
 			n.EventTypes = nil

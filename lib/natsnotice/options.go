@@ -204,7 +204,8 @@ func WithLinger(d time.Duration) PublisherOption {
 // notice has the first one's first version and commit time, the last
 // one's last version, and so its message id, and the distinct event
 // types of both, in order of first appearance (at most [MaxEventTypes],
-// Truncated beyond). Notices already attempted are never merged.
+// Truncated beyond). Notices already attempted, and a load's requests
+// ([Publisher.RequestSnapshot]), are never merged.
 //
 // A merged notice says exactly what the notices it replaces said
 // together: the same versions, event types and earliest commit, one

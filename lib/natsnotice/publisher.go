@@ -33,7 +33,10 @@ var (
 	ErrClosed = errors.New("natsnotice: publisher closed")
 )
 
-var _ eventsource.AppendNotifier = (*Publisher)(nil)
+var (
+	_ eventsource.AppendNotifier    = (*Publisher)(nil)
+	_ eventsource.SnapshotRequester = (*Publisher)(nil)
+)
 
 var producerSpan = trace.WithSpanKind(trace.SpanKindProducer)
 
@@ -269,10 +272,50 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 		CommittedAt:   a.CommittedAt.UTC(),
 	}}
 	it.n.EventTypes, it.n.Truncated = appendDistinct(it.types[:0], a.EventTypes)
+	return p.send(ctx, it, "notify")
+}
+
+// RequestSnapshot publishes a load's request for a snapshot
+// ([eventsource.SnapshotRequester], for eventsource.WithLoadTrigger in
+// external mode) as a notice with reason [ReasonRead]: the versions the
+// load replayed (r.FirstVersion to r.LastVersion), no event types, and
+// the request's time as its commit time. Its message id ends in "/read",
+// so JetStream never takes it for a duplicate of the append notice of the
+// same version, and two requests for the same head within the stream's
+// duplicate window are stored once. It is never merged with other
+// notices. Otherwise it behaves as Notify: it validates, queues without
+// I/O, publishes in the background, and returns an error matching
+// [ErrDropped] when the buffer is full and [ErrClosed] after Close.
+func (p *Publisher) RequestSnapshot(ctx context.Context, r eventsource.SnapshotRequest) error {
+	if p.closed.Load() {
+		return fmt.Errorf("natsnotice: request snapshot of %s %s v%d: %w", r.AggregateType, r.AggregateID, r.LastVersion, ErrClosed)
+	}
+	it := &item{n: Notice{
+		Version:       FormatVersion,
+		AggregateType: r.AggregateType,
+		AggregateID:   r.AggregateID,
+		FirstVersion:  r.FirstVersion,
+		LastVersion:   r.LastVersion,
+		CommittedAt:   r.RequestedAt.UTC(),
+		Reason:        ReasonRead,
+	}}
+	it.n.EventTypes = it.types[:0]
+	if err := it.n.Validate(); err != nil {
+		p.stats.invalid.Add(1)
+		p.tel.drop(ctx, r.AggregateType, DropInvalid, 1)
+		return fmt.Errorf("natsnotice: request snapshot of %s %s v%d: %w", r.AggregateType, r.AggregateID, r.LastVersion, err)
+	}
+	return p.send(ctx, it, "request snapshot of")
+}
+
+// send captures the trace context of ctx into it's notice (through a
+// short producer span when the caller's span is recorded) and enqueues
+// it; what says what the caller was doing, for its error.
+func (p *Publisher) send(ctx context.Context, it *item, what string) error {
 	it.enqueued = time.Now()
-	// The producer span is a child of the save's span, made only when
-	// that span is recorded: an unrecorded save (no SDK, or not sampled)
-	// costs Notify no span.
+	// The producer span is a child of the caller's span (the save's, or
+	// the load's), made only when that span is recorded: an unrecorded
+	// save (no SDK, or not sampled) costs Notify no span.
 	var span trace.Span
 	if trace.SpanFromContext(ctx).IsRecording() {
 		ctx, span = p.tel.tracer.Start(ctx, "natsnotice.Notify", producerSpan)
@@ -292,7 +335,7 @@ func (p *Publisher) Notify(ctx context.Context, a eventsource.Appended) error {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
 		}
-		return fmt.Errorf("natsnotice: notify %s %s v%d: %w", it.n.AggregateType, it.n.AggregateID, it.n.LastVersion, err)
+		return fmt.Errorf("natsnotice: %s %s %s v%d: %w", what, it.n.AggregateType, it.n.AggregateID, it.n.LastVersion, err)
 	}
 	return nil
 }
@@ -313,7 +356,7 @@ func (p *Publisher) absorb(ctx context.Context, a eventsource.Appended) bool {
 		return false
 	}
 	tail := p.queue[len(p.queue)-1]
-	if tail.epoch != p.epoch || tail.traced() || tail.n.AggregateID != a.AggregateID ||
+	if tail.epoch != p.epoch || tail.traced() || tail.n.Reason != "" || tail.n.AggregateID != a.AggregateID ||
 		tail.n.AggregateType != a.AggregateType || a.FirstVersion != tail.n.LastVersion+1 {
 		return false
 	}
@@ -356,7 +399,11 @@ func (p *Publisher) build(it *item) error {
 	id := appendUUID(idBuf[:0], it.n.AggregateID)
 	typ := it.n.AggregateType
 	m := &nats.Msg{Subject: p.cfg.subjectPrefix + "." + typ + "." + string(id), Header: make(nats.Header, 1+len(it.trace)/2)}
-	m.Header[HeaderMsgID] = []string{typ + "/" + string(id) + "/" + string(strconv.AppendInt(verBuf[:0], it.n.LastVersion, 10))}
+	msgID := typ + "/" + string(id) + "/" + string(strconv.AppendInt(verBuf[:0], it.n.LastVersion, 10))
+	if it.n.Reason != "" {
+		msgID += "/" + it.n.Reason
+	}
+	m.Header[HeaderMsgID] = []string{msgID}
 	for i := 0; i+1 < len(it.trace); i += 2 {
 		m.Header[it.trace[i]] = []string{it.trace[i+1]}
 	}
@@ -523,6 +570,10 @@ func (p *Publisher) coalesce(batch []*item) []*item {
 	}
 	out := batch[:0]
 	for _, it := range batch {
+		if it.n.Reason != "" { // a load's request goes out as it is
+			out = append(out, it)
+			continue
+		}
 		key := aggregateKey{it.n.AggregateType, it.n.AggregateID}
 		tail := p.tails[key]
 		if tail == nil || tail.traced() || it.traced() || it.n.FirstVersion != tail.n.LastVersion+1 {
