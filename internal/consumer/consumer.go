@@ -39,7 +39,15 @@ type Group struct {
 	FirstHint int64
 	// EventTypes is the union of the notices' event types.
 	EventTypes []string
-	// FirstCommit is the earliest commit time among the notices.
+	// ReadFirst is the highest FirstVersion among the notices with reason
+	// read (natsnotice.ReasonRead: a load's request for a snapshot), 0
+	// when there is none; Reads counts those notices. A load that
+	// started from the snapshot at ReadFirst-1 (or from nothing) asked.
+	ReadFirst int64
+	Reads     int
+	// FirstCommit is the earliest commit time among the append notices
+	// (zero when every notice is a read notice, whose time is not a
+	// commit's).
 	FirstCommit time.Time
 	// Links point at the spans of the saves that published the notices.
 	Links []trace.Link
@@ -460,7 +468,9 @@ func (g *Group) merge(o *Group) {
 	g.HeadHint = max(g.HeadHint, o.HeadHint)
 	g.FirstHint = min(g.FirstHint, o.FirstHint)
 	g.Delivered = max(g.Delivered, o.Delivered)
-	if o.FirstCommit.Before(g.FirstCommit) {
+	g.ReadFirst = max(g.ReadFirst, o.ReadFirst)
+	g.Reads += o.Reads
+	if !o.FirstCommit.IsZero() && (g.FirstCommit.IsZero() || o.FirstCommit.Before(g.FirstCommit)) {
 		g.FirstCommit = o.FirstCommit
 	}
 	for _, t := range o.EventTypes {
@@ -502,6 +512,10 @@ func (l *Loop) coalesce(ctx context.Context, batch []jetstream.Msg) []*Group {
 		}
 		one := &Group{AggregateType: n.AggregateType, AggregateID: n.AggregateID, HeadHint: n.LastVersion, FirstHint: n.FirstVersion,
 			EventTypes: n.EventTypes, FirstCommit: n.CommittedAt, Delivered: delivered, msgs: []jetstream.Msg{m}}
+		if n.Reason == natsnotice.ReasonRead {
+			// Other reasons, from a newer producer, read as appends.
+			one.ReadFirst, one.Reads, one.FirstCommit = n.FirstVersion, 1, time.Time{}
+		}
 		if sc := trace.SpanContextFromContext(l.cfg.Propagator.Extract(context.Background(), natsnotice.HeaderCarrier(m.Headers()))); sc.IsValid() {
 			one.Links = []trace.Link{{SpanContext: sc}}
 		}

@@ -79,6 +79,23 @@ func TestGroupMerge(t *testing.T) {
 	}
 }
 
+// A read notice's group keeps the highest first version read notices
+// announce and counts them; its time is not a commit's, so the group's
+// first commit is the append notices' alone.
+func TestGroupMergeReads(t *testing.T) {
+	t0 := time.Now()
+	g := &Group{HeadHint: 300, FirstHint: 1, ReadFirst: 1, Reads: 1}
+	g.merge(&Group{HeadHint: 300, FirstHint: 201, ReadFirst: 201, Reads: 1})
+	if g.ReadFirst != 201 || g.Reads != 2 || !g.FirstCommit.IsZero() {
+		t.Fatalf("merged reads %+v", g)
+	}
+	g.merge(&Group{HeadHint: 301, FirstHint: 301, FirstCommit: t0})
+	g.merge(&Group{HeadHint: 300, FirstHint: 300, ReadFirst: 300, Reads: 1})
+	if g.HeadHint != 301 || g.FirstHint != 1 || g.ReadFirst != 300 || g.Reads != 3 || !g.FirstCommit.Equal(t0) {
+		t.Fatalf("merged reads and an append %+v", g)
+	}
+}
+
 func TestDefaultNakDelay(t *testing.T) {
 	for n, want := range map[uint64]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 7: time.Minute, 100: time.Minute} {
 		if got := DefaultNakDelay(n); got != want {

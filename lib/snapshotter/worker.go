@@ -152,7 +152,7 @@ func newTargetAttrs(typ string) targetAttrs {
 	for _, d := range []string{"due", "not_due", "newer_schema"} {
 		a.decisions[d] = metric.WithAttributeSet(attribute.NewSet(attrType.String(typ), attrDecision.String(d)))
 	}
-	for _, src := range []string{SourceNotice, SourceSweep, SourceRebuild} {
+	for _, src := range []string{SourceNotice, SourceRead, SourceSweep, SourceRebuild} {
 		a.written[src] = metric.WithAttributeSet(attribute.NewSet(attrType.String(typ), attrSource.String(src)))
 	}
 	return a
@@ -316,7 +316,11 @@ var (
 
 // Sources of snapshots, the "source" attribute of evsnap.worker.snapshot.written.
 const (
-	SourceNotice  = "notice"
+	SourceNotice = "notice"
+	// SourceRead: the notices that led to the snapshot were all loads'
+	// requests (notices with reason read: eventsource.WithLoadTrigger),
+	// none an append's.
+	SourceRead    = "read"
 	SourceSweep   = "sweep"
 	SourceRebuild = "rebuild"
 )
@@ -493,15 +497,20 @@ func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
 	defer span.End()
 	if span.IsRecording() { // the attributes cost nothing when tracing is off
 		span.SetAttributes(attrType.String(g.AggregateType), attrID.String(g.AggregateID.String()),
-			attribute.Int64("evsnap.notice.head_hint", g.HeadHint), attribute.Int("evsnap.notice.coalesced", g.Size()))
+			attribute.Int64("evsnap.notice.head_hint", g.HeadHint), attribute.Int("evsnap.notice.coalesced", g.Size()),
+			attribute.Int("evsnap.notice.reads", g.Reads))
 	}
-	written, err := w.process(ctx, t, g.AggregateID, hints{head: g.HeadHint, first: g.FirstHint, appended: g.EventTypes}, SourceNotice)
+	source := SourceNotice
+	if g.Reads == g.Size() {
+		source = SourceRead
+	}
+	written, err := w.process(ctx, t, g.AggregateID, hints{head: g.HeadHint, first: g.FirstHint, appended: g.EventTypes, readFirst: g.ReadFirst}, source)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		return err
 	}
-	if written {
+	if written && !g.FirstCommit.IsZero() { // a load's request has no commit to lag behind
 		lag := time.Since(g.FirstCommit).Seconds()
 		w.m.lag.Record(ctx, lag, metric.WithAttributeSet(t.attrs.typ))
 		w.sum.lag.record(lag)
@@ -510,11 +519,13 @@ func (w *Worker) handle(ctx context.Context, g *consumer.Group) error {
 }
 
 // hints is what notices say about an aggregate: its head, the first
-// version they announce and the event types appended. The zero value
+// version they announce and the event types appended, and readFirst, the
+// highest first version among loads' requests (0: none). The zero value
 // (the sweep's) knows nothing.
 type hints struct {
 	head, first int64
 	appended    []string
+	readFirst   int64
 }
 
 // process decides by the policy and, when due, rebuilds and stores the
@@ -530,8 +541,15 @@ type hints struct {
 // is read. Otherwise the snapshot is read for the decision (batched with
 // other notices' where the store can), and the events only when a
 // snapshot is due: most notices are not due.
+//
+// A load's request (h.readFirst > 0) is due whatever the policy says
+// unless a snapshot at or past readFirst is stored by then (another
+// worker, or an append's notice, got there first): the load that asked
+// replayed from the snapshot before readFirst, and the application's
+// load trigger, not the policy, judged that too many. Its snapshot and
+// events are read in one round trip, as a backlog's: it is likely due.
 func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, source string) (bool, error) {
-	if h.head > 0 && !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, Appended: h.appended}) {
+	if h.readFirst == 0 && h.head > 0 && !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, Appended: h.appended}) {
 		// Not due even with no snapshot at all, and a policy only grows
 		// more due as the snapshot falls further behind: no read can
 		// change the answer. (Aggregates below their threshold, most of
@@ -539,8 +557,8 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 		w.decision(ctx, t, "not_due")
 		return false, nil
 	}
-	if h.first > 0 && h.head >= h.first &&
-		t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: h.first - 1, Appended: h.appended}) {
+	if h.first > 0 && h.head >= h.first && (h.readFirst > 0 ||
+		t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: h.first - 1, Appended: h.appended})) {
 		snap, events, err := w.store.LoadSnapshotAndEvents(ctx, t.name, id, t.schemaVersion)
 		if err != nil {
 			return false, fmt.Errorf("read snapshot and events of %s %s: %w", t.name, id, err)
@@ -575,7 +593,9 @@ func (w *Worker) newerSchema(t *target, snap *eventsource.Snapshot) bool {
 }
 
 // due asks t's policy whether the aggregate, whose stored snapshot is snap
-// (nil: none), needs a snapshot at h.head, and counts the decision.
+// (nil: none), needs a snapshot at h.head, and counts the decision. A
+// load's request (h.readFirst) makes it due too while the stored snapshot
+// is older than readFirst.
 func (w *Worker) due(ctx context.Context, t *target, snap *eventsource.Snapshot, h hints) bool {
 	decision := "due"
 	var snapVersion int64
@@ -585,7 +605,8 @@ func (w *Worker) due(ctx context.Context, t *target, snap *eventsource.Snapshot,
 	case snap != nil && snap.SchemaVersion == t.schemaVersion:
 		snapVersion = snap.Version
 	}
-	if decision == "due" && !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: snapVersion, Appended: h.appended}) {
+	if decision == "due" && snapVersion >= h.readFirst &&
+		!t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: snapVersion, Appended: h.appended}) {
 		decision = "not_due"
 	}
 	w.decision(ctx, t, decision)
