@@ -166,3 +166,43 @@ func BenchmarkLoadTrigger(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLoadTriggerHook measures the load path's hook alone, on an
+// aggregate loaded by replaying 20 events: without a trigger, with one
+// whose count the load did not reach (idle), and with one it reached but
+// whose interval holds it back (limited). A whole load is noisier than
+// what the hook costs.
+func BenchmarkLoadTriggerHook(b *testing.B) {
+	store := memstore.New()
+	writer, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), eventsource.WithSnapshotMode(eventsource.ModeOff))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer writer.Close(context.Background())
+	id := buildAccount(b, writer, 20, 0)
+	for _, c := range []struct {
+		name string
+		opts []eventsource.Option
+	}{
+		{"off", nil},
+		{"idle", []eventsource.Option{eventsource.WithLoadTrigger(21)}},
+		{"limited", []eventsource.Option{eventsource.WithAppendNotifier(&requestingNotifier{}), eventsource.WithLoadTrigger(20), eventsource.WithLoadTriggerInterval(time.Hour)}},
+	} {
+		b.Run("trigger="+c.name, func(b *testing.B) {
+			r, err := eventsource.NewRepository[exampledomain.Account](store, exampledomain.NewRegistry(), c.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close(context.Background())
+			ctx := context.Background()
+			a, err := r.Load(ctx, id) // limited: this load asks
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				eventsource.AskIfReplayedEnough(ctx, r, a)
+			}
+		})
+	}
+}

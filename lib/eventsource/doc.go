@@ -79,6 +79,25 @@
 // (evsnap.snapshot.failures, reason "panic" for a panic) and never returned
 // from Save or let through to its caller.
 //
+// # Load trigger
+//
+// A load that replays many events is a sign that the aggregate's snapshot
+// is missing or far behind: its notices were lost, its snapshots pruned,
+// or it predates the snapshotter, and an aggregate that is read often but
+// written rarely would stay that way. With [WithLoadTrigger](n) (off by
+// default) a load that replayed at least n events asks for a snapshot
+// after it has built the aggregate: [ModeSync] stores it before Load
+// returns, [ModeBackground] queues it, [ModeExternal] hands a
+// [SnapshotRequest] to the notifier's [SnapshotRequester] (natsnotice
+// publishes a notice with reason "read", which the snapshotter acts on),
+// and [ModeManual] and [ModeOff] do nothing. Each aggregate asks at most
+// once per [WithLoadTriggerInterval] (one minute by default); the
+// repository remembers at most 4,096 aggregates per interval, in memory.
+// Asking never fails the load: its failures, even panics, are logged and
+// counted (evsnap.load.snapshot_requests by result, and
+// evsnap.snapshot.failures). A trigger that does not fire costs a load one
+// comparison and no allocation.
+//
 // # Stores
 //
 // Backends live in their own packages: memstore, pgstore, sqlitestore. Each
@@ -102,7 +121,8 @@
 // eventsource.LoadSnapshotAndEvents,
 // eventsource.SaveSnapshot, eventsource.CreateSnapshot,
 // eventsource.DeleteStaleSnapshot) and metrics (evsnap.load.duration,
-// evsnap.load.events_replayed, evsnap.snapshot.written,
+// evsnap.load.events_replayed, evsnap.load.snapshot_requests,
+// evsnap.snapshot.written,
 // evsnap.snapshot.superseded, evsnap.snapshot.fallbacks,
 // evsnap.snapshot.failures, evsnap.snapshot.stale_deletes) use the
 // OpenTelemetry API only, through the providers given with

@@ -34,6 +34,17 @@
 // with the store's LoadSnapshotAndEvents (one round trip on PostgreSQL),
 // and the decision is made from the snapshot read.
 //
+// A notice with reason "read" (natsnotice.ReasonRead) is a load's request:
+// an application whose repository has eventsource.WithLoadTrigger loaded
+// the aggregate by replaying many events. Such a notice is due whatever
+// the policy says, unless a snapshot at or past the first version the load
+// replayed is stored by then (a later notice, or another replica, got
+// there first), so an aggregate read often but written rarely heals from
+// its reads. Its snapshot and events are read in one round trip; the
+// snapshot is counted with source "read" when no append notice came with
+// the request, and its commit lag is not recorded (a request is no
+// commit).
+//
 // The worker takes one eventsource.Store (Config.Store). On a store made
 // by eventsource.Split, whose halves cannot be listed together, notices
 // are handled and single aggregates rebuilt as anywhere, but the
