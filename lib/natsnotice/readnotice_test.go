@@ -195,3 +195,37 @@ func TestRepositoryLoadTriggerPublishes(t *testing.T) {
 		t.Fatalf("publisher stats %+v, want 2 accepted (the save's notice, one request), no duplicate", st)
 	}
 }
+
+// A publisher that refuses the request (here: closed) never fails the
+// load that asked.
+func TestRepositoryLoadTriggerPublisherRefuses(t *testing.T) {
+	e := newEnv(t)
+	p := e.publisher()
+	store := memstore.New()
+	repo, err := eventsource.NewRepository[ticket](store, ticketRegistry(),
+		eventsource.WithAppendNotifier(p), eventsource.WithLoadTrigger(5), eventsource.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatalf("NewRepository: %v", err)
+	}
+	t.Cleanup(func() { _ = repo.Close(ctxTimeout(t, 5*time.Second)) })
+	ctx := ctxTimeout(t, 20*time.Second)
+	id := uuid.New()
+	tk := repo.New(id)
+	tk.Raise(ticketOpened{})
+	for range 9 {
+		tk.Raise(ticketNoted{})
+	}
+	if err := repo.Save(ctx, tk); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	got, err := repo.Load(ctx, id)
+	if err != nil || got.Version() != 10 {
+		t.Fatalf("Load with the publisher closed = %v, %v; want v10", got, err)
+	}
+	if st := p.Stats(); st.Enqueued != 1 {
+		t.Fatalf("stats %+v, want only the save's notice accepted", st)
+	}
+}
