@@ -2,8 +2,6 @@ package eventsource
 
 import (
 	"context"
-	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -98,12 +96,7 @@ func (r *Repository[T, PT]) afterLoad(ctx context.Context, a PT) {
 	asked := false
 	defer func() {
 		if p := recover(); p != nil {
-			if suppressed, ok := r.panicLog.allow(r.now()); ok {
-				r.tel.logger.ErrorContext(ctx, "panicked asking for a snapshot after a load; the load succeeded",
-					telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, c.version, telemetrykeys.LogKeyMode, r.mode,
-					telemetrykeys.LogKeyError, fmt.Sprint(p), "stack", string(debug.Stack()), "suppressed_since_last", suppressed)
-			}
-			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailurePanic)
+			r.recovered(ctx, p, "panicked asking for a snapshot after a load; the load succeeded", c.id, c.version)
 		}
 		result := telemetrykeys.RequestAsked
 		if !asked {

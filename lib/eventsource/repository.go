@@ -455,12 +455,7 @@ func (r *Repository[T, PT]) afterCommit(ctx context.Context, a PT, res AppendRes
 	c := a.rootCore()
 	defer func() {
 		if p := recover(); p != nil {
-			if suppressed, ok := r.panicLog.allow(r.now()); ok {
-				r.tel.logger.ErrorContext(ctx, "panicked after a committed save; the save succeeded",
-					telemetrykeys.LogKeyAggregateID, c.id, telemetrykeys.LogKeyVersion, res.LastVersion, telemetrykeys.LogKeyMode, r.mode,
-					telemetrykeys.LogKeyError, fmt.Sprint(p), "stack", string(debug.Stack()), "suppressed_since_last", suppressed)
-			}
-			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailurePanic)
+			r.recovered(ctx, p, "panicked after a committed save; the save succeeded", c.id, res.LastVersion)
 		}
 	}()
 	switch r.mode {
@@ -485,6 +480,18 @@ func (r *Repository[T, PT]) afterCommit(ctx context.Context, a PT, res AppendRes
 			r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailureNotify)
 		}
 	}
+}
+
+// recovered logs (at most one line per interval, with the stack) and
+// counts p, a panic recovered after a committed save or a load, which
+// succeeded: msg says so.
+func (r *Repository[T, PT]) recovered(ctx context.Context, p any, msg string, id uuid.UUID, version int64) {
+	if suppressed, ok := r.panicLog.allow(r.now()); ok {
+		r.tel.logger.ErrorContext(ctx, msg,
+			telemetrykeys.LogKeyAggregateID, id, telemetrykeys.LogKeyVersion, version, telemetrykeys.LogKeyMode, r.mode,
+			telemetrykeys.LogKeyError, fmt.Sprint(p), "stack", string(debug.Stack()), "suppressed_since_last", suppressed)
+	}
+	r.tel.failure(ctx, r.typ, r.mode, telemetrykeys.FailurePanic)
 }
 
 func (r *Repository[T, PT]) append(ctx context.Context, a PT) (AppendResult, []string, error) {

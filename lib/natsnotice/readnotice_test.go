@@ -147,28 +147,36 @@ func TestRequestSnapshotInvalid(t *testing.T) {
 	}
 }
 
+// savedTicket returns a repository in external mode on p with a load
+// trigger at trigger events, and the id of a ticket it saved with events
+// events in one save.
+func savedTicket(t *testing.T, p *natsnotice.Publisher, trigger, events int) (*eventsource.Repository[ticket, *ticket], uuid.UUID) {
+	t.Helper()
+	repo, err := eventsource.NewRepository[ticket](memstore.New(), ticketRegistry(),
+		eventsource.WithAppendNotifier(p), eventsource.WithLoadTrigger(trigger), eventsource.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatalf("NewRepository: %v", err)
+	}
+	t.Cleanup(func() { _ = repo.Close(ctxTimeout(t, 5*time.Second)) })
+	tk := repo.New(uuid.New())
+	tk.Raise(ticketOpened{})
+	for i := range events - 1 {
+		tk.Raise(ticketNoted{Text: fmt.Sprint(i)})
+	}
+	if err := repo.Save(ctxTimeout(t, 10*time.Second), tk); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	return repo, tk.ID()
+}
+
 // A repository in external mode with a load trigger and the real
 // publisher: many concurrent loads of an aggregate far past the trigger
 // publish one read notice, beside the save's append notice.
 func TestRepositoryLoadTriggerPublishes(t *testing.T) {
 	e := newEnv(t)
 	p := e.publisher()
-	repo, err := eventsource.NewRepository[ticket](memstore.New(), ticketRegistry(),
-		eventsource.WithAppendNotifier(p), eventsource.WithLoadTrigger(50), eventsource.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatalf("NewRepository: %v", err)
-	}
-	t.Cleanup(func() { _ = repo.Close(ctxTimeout(t, 5*time.Second)) })
+	repo, id := savedTicket(t, p, 50, 120)
 	ctx := ctxTimeout(t, 20*time.Second)
-	id := uuid.New()
-	tk := repo.New(id)
-	tk.Raise(ticketOpened{})
-	for i := range 119 {
-		tk.Raise(ticketNoted{Text: fmt.Sprint(i)})
-	}
-	if err := repo.Save(ctx, tk); err != nil {
-		t.Fatalf("Save: %v", err)
-	}
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
@@ -201,23 +209,8 @@ func TestRepositoryLoadTriggerPublishes(t *testing.T) {
 func TestRepositoryLoadTriggerPublisherRefuses(t *testing.T) {
 	e := newEnv(t)
 	p := e.publisher()
-	store := memstore.New()
-	repo, err := eventsource.NewRepository[ticket](store, ticketRegistry(),
-		eventsource.WithAppendNotifier(p), eventsource.WithLoadTrigger(5), eventsource.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatalf("NewRepository: %v", err)
-	}
-	t.Cleanup(func() { _ = repo.Close(ctxTimeout(t, 5*time.Second)) })
+	repo, id := savedTicket(t, p, 5, 10)
 	ctx := ctxTimeout(t, 20*time.Second)
-	id := uuid.New()
-	tk := repo.New(id)
-	tk.Raise(ticketOpened{})
-	for range 9 {
-		tk.Raise(ticketNoted{})
-	}
-	if err := repo.Save(ctx, tk); err != nil {
-		t.Fatalf("Save: %v", err)
-	}
 	if err := p.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

@@ -140,12 +140,7 @@ func testPrunedHealsFromReads(t *testing.T, s eventsource.Store, writer, reader 
 	if v := snapshotVersion(t, s, id); v != 0 {
 		t.Fatalf("snapshot v%d survived pruning", v)
 	}
-	if replayed := readerLoad(t, reader, id); replayed != 300 {
-		t.Fatalf("the first load after pruning replayed %d, want 300", replayed)
-	}
-	if v := snapshotVersion(t, s, id); v != 300 {
-		t.Fatalf("snapshot after a load that replayed 300 events = v%d, want v300 (healed)", v)
-	}
+	loadThenSnapshot(t, s, reader, id, 300, 300)
 	if replayed := readerLoad(t, reader, id); replayed >= loadTriggerAt {
 		t.Fatalf("the load after the heal replayed %d, want fewer than %d", replayed, loadTriggerAt)
 	}
@@ -160,19 +155,22 @@ func testFarBehindHeals(t *testing.T, s eventsource.Store, writer, unsnapshotted
 	readerDeposit(t, writer, near, 100)
 	readerDeposit(t, unsnapshotted, far, 180)
 	readerDeposit(t, unsnapshotted, near, 120)
-	if replayed := readerLoad(t, reader, far); replayed != 80 {
-		t.Fatalf("load 80 behind its snapshot replayed %d", replayed)
-	}
-	if v := snapshotVersion(t, s, far); v != 180 {
-		t.Fatalf("snapshot after a load that replayed 80 events = v%d, want v180", v)
-	}
+	loadThenSnapshot(t, s, reader, far, 80, 180)
 	if replayed := readerLoad(t, reader, far); replayed != 0 {
 		t.Fatalf("the load after the heal replayed %d, want 0", replayed)
 	}
-	if replayed := readerLoad(t, reader, near); replayed != 20 {
-		t.Fatalf("load 20 behind its snapshot replayed %d", replayed)
+	loadThenSnapshot(t, s, reader, near, 20, 100) // below the trigger: left as it is
+}
+
+// loadThenSnapshot loads id through reader, checks the load replayed
+// replayed events, and that id's stored snapshot is then at version
+// snapshot: the head when the load asked for one, the old one otherwise.
+func loadThenSnapshot(t *testing.T, s eventsource.Store, reader *readerRepo, id uuid.UUID, replayed, snapshot int64) {
+	t.Helper()
+	if got := readerLoad(t, reader, id); got != replayed {
+		t.Fatalf("load replayed %d events, want %d", got, replayed)
 	}
-	if v := snapshotVersion(t, s, near); v != 100 {
-		t.Fatalf("a load that replayed 20 events, below the trigger's %d, moved the snapshot to v%d", loadTriggerAt, v)
+	if v := snapshotVersion(t, s, id); v != snapshot {
+		t.Fatalf("snapshot after a load that replayed %d events (trigger at %d) = v%d, want v%d", replayed, loadTriggerAt, v, snapshot)
 	}
 }
