@@ -25,6 +25,11 @@ demo:
 bench:
 	$(GO) run ./internal/tooling/benchharness/cmd/evsnap-bench --out docs/benchmarks.md
 
+## scale: the store-scale harness (not in CI; about an hour and 20 GB at its largest size): builds 100k, 1M and 10M aggregates in a PostgreSQL schema of its own with bulk SQL and measures the sweep, stats, verify --sample, prune, a load and a save at each (docs/benchmarks-store-scale.md); SCALEFLAGS passes flags (--sizes, --keep, --max-op-time)
+.PHONY: scale
+scale:
+	$(GO) run ./internal/tooling/scaleharness/cmd/evsnap-scale $(SCALEFLAGS)
+
 ## bench-quick: the harness's quick form (about two minutes); prints the tables, writes no file
 bench-quick:
 	$(GO) run ./internal/tooling/benchharness/cmd/evsnap-bench --quick --out ''

@@ -115,6 +115,7 @@ func runFlags(o *options) *flag.FlagSet {
 	fs.DurationVar(&w.SweepInterval, "sweep-interval", d.SweepInterval, "reconciliation sweep period; 0 disables (env EVSNAP_SWEEP_INTERVAL)")
 	fs.Float64Var(&w.SweepRate, "sweep-rate", d.SweepRate, "sweep rebuilds per second at most (env EVSNAP_SWEEP_RATE)")
 	fs.IntVar(&w.SweepBatch, "sweep-batch", d.SweepBatch, "aggregates per type per sweep at most (env EVSNAP_SWEEP_BATCH)")
+	leaseFlags(fs, w)
 	fs.DurationVar(&w.DrainTimeout, "drain-timeout", d.DrainTimeout, "how long SIGTERM may take to finish in-flight work (env EVSNAP_DRAIN_TIMEOUT)")
 	fs.IntVar(&w.MaxSnapshotBytes, "max-snapshot-bytes", d.MaxSnapshotBytes, "largest encoded state to snapshot; larger ones are refused and reported (env EVSNAP_MAX_SNAPSHOT_BYTES)")
 	fs.DurationVar(&w.SummaryInterval, "summary-interval", d.SummaryInterval, "how often to log a summary line of the work done (at info; none for an interval without work); 0 disables (env EVSNAP_SUMMARY_INTERVAL)")
@@ -122,9 +123,18 @@ func runFlags(o *options) *flag.FlagSet {
 	return fs
 }
 
+// leaseFlags registers the sweep lease's flags, which run and migrate
+// (it creates the bucket) share.
+func leaseFlags(fs *flag.FlagSet, w *snapshotter.Config) {
+	d := snapshotter.DefaultConfig()
+	fs.DurationVar(&w.SweepLeaseTTL, "sweep-lease-ttl", d.SweepLeaseTTL, "how long the sweep lease outlives a replica that died holding it: one replica of the fleet sweeps at a time, and another takes over within about 4/3 of this; 0 turns the lease off and every replica sweeps (env EVSNAP_SWEEP_LEASE_TTL)")
+	fs.StringVar(&w.LeaseBucket, "lease-bucket", d.LeaseBucket, "JetStream key-value bucket of the sweep lease, one key per consumer (env EVSNAP_LEASE_BUCKET)")
+}
+
 func migrateFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "migrate")
 	natsFlags(fs, o)
+	leaseFlags(fs, &o.cfg.Worker)
 	s := &o.cfg.Stream
 	fs.IntVar(&s.Replicas, "stream-replicas", 1, "stream replicas (3 on a 3-node cluster) (env EVSNAP_STREAM_REPLICAS)")
 	fs.DurationVar(&s.Duplicates, "duplicate-window", natsnotice.DefaultDuplicates, "stream duplicate window (env EVSNAP_DUPLICATE_WINDOW)")

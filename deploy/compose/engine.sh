@@ -3,15 +3,16 @@
 # its bridges, NAT rules and published ports exist only there and no
 # container can reach anything outside it. Needs lib.sh.
 
-# engine_install: installs dockerd and debootstrap from Debian if missing,
+# engine_install: installs dockerd, debootstrap and jq from Debian if missing,
 # without letting the package start a daemon in the host's namespace.
 engine_install() {
   local need=()
   command -v dockerd >/dev/null || need+=(docker.io)
   command -v debootstrap >/dev/null || need+=(debootstrap)
   command -v docker >/dev/null || need+=(docker.io)
+  command -v jq >/dev/null || need+=(jq)
   if [ ${#need[@]} -eq 0 ]; then
-    echo "dockerd and debootstrap already installed: $(dockerd --version)"
+    echo "dockerd, debootstrap and jq already installed: $(dockerd --version)"
     return
   fi
   local policy=/usr/sbin/policy-rc.d own_policy=

@@ -63,3 +63,14 @@ wait_for() {
 
 # in_netns CMD...: runs CMD (a host binary) in the engine's network namespace.
 in_netns() { nsenter --net=/run/netns/$NETNS "$@"; }
+
+# dashboard_queries FILE: every PromQL query of a Grafana dashboard (its
+# panels', and the selector of each label_values variable), one a line,
+# with the dashboard's variables replaced as "All" does (.*) and
+# $__rate_interval by 1m.
+dashboard_queries() {
+  jq -r '(.templating.list[] | select(.type == "query") | .query
+           | capture("^label_values\\((?<s>.*),\\s*[a-zA-Z_]+\\)$").s),
+         (.panels[] | ., .panels[]? | .targets[]? | .expr) | gsub("\n"; " ")' "$1" |
+    sed -e 's/\$__rate_interval/1m/g' -e 's/\${\{0,1\}[a-zA-Z_]\{1,\}}\{0,1\}/.*/g'
+}

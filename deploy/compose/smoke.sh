@@ -165,6 +165,22 @@ for a in "${!IDS[@]}"; do
   done
 done
 
+step "check: Prometheus evaluates every query of deploy/grafana/evsnap-dashboard.json"
+# Each query once, with the variables at "All"; an error (a bad expression,
+# a many-to-many match) fails. Queries with no data yet are fine: the
+# dashboard's failure panels stay empty on a healthy stack.
+prom_ip=$(cip "$prom")
+nq=0 with_data=0
+while IFS= read -r q; do
+  out=$(in_netns curl -sS --max-time 5 --data-urlencode "query=$q" "http://$prom_ip:9090/api/v1/query") ||
+    die "Prometheus did not answer the dashboard query: $q"
+  printf '%s' "$out" | grep -q '"status":"success"' || die "Prometheus rejects the dashboard query: $q: $out"
+  nq=$((nq + 1))
+  printf '%s' "$out" | grep -q '"result":\[\]' || with_data=$((with_data + 1))
+done < <(dashboard_queries deploy/grafana/evsnap-dashboard.json)
+[ "$nq" -gt 0 ] || die "no query read from deploy/grafana/evsnap-dashboard.json"
+echo "  $nq queries evaluated without error, $with_data of them with data"
+
 step "check: one replica SIGKILLed, the others carry on"
 set -- $(replicas)
 victim=$1

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/evsnap/evsnap/lib/natsnotice"
+	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -35,6 +36,18 @@ func Migrate(ctx context.Context, c Config) error {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "stream ready: %s (subjects %s.>, replicas %d, duplicate window %v)\n", cfg.Name, cfg.SubjectPrefix, cfg.Replicas, cfg.Duplicates)
+	lease := c.Worker.LeaseBucket
+	if lease == "" {
+		lease = snapshotter.DefaultLeaseBucket
+	}
+	ttl := c.Worker.SweepLeaseTTL
+	if ttl == 0 {
+		ttl = snapshotter.DefaultConfig().SweepLeaseTTL
+	}
+	if err := snapshotter.EnsureLeaseBucket(ctx, js, lease, ttl, cfg.Replicas); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "sweep lease bucket ready: %s (TTL %v)\n", lease, ttl)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/logattr"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/metric"
@@ -51,6 +52,12 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 			return
 		case <-time.After(w.cfg.SweepInterval + jitter):
 		}
+		if w.lease != nil && !w.lease.sweeps() {
+			for _, t := range w.targets {
+				t.behind.Store(-1) // the holder reports the gauge
+			}
+			continue
+		}
 		n, err := w.sweep(ctx, lim)
 		switch {
 		case ctx.Err() != nil:
@@ -63,6 +70,20 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 		case n > 0:
 			w.log.Info("reconciliation sweep caught up aggregates whose notices were lost or not yet handled", "snapshotted", n)
 		}
+	}
+}
+
+// logLease logs a change in this replica's hold on the sweep lease.
+func (w *Worker) logLease(held bool, err error) {
+	l := w.lease
+	switch {
+	case err != nil:
+		w.log.Warn("sweep lease unreachable; sweeping without it until it is reachable again",
+			"bucket", l.bucket, "key", l.key, "error", err)
+	case held:
+		w.log.Info("took the sweep lease; this replica runs the reconciliation sweep", "bucket", l.bucket, "key", l.key, logattr.Seconds("ttl", l.ttl))
+	default:
+		w.log.Info("another replica holds the sweep lease; not sweeping", "bucket", l.bucket, "key", l.key)
 	}
 }
 

@@ -85,6 +85,19 @@ type Config struct {
 	SweepRate float64
 	// SweepBatch caps how many aggregates one sweep handles per type.
 	SweepBatch int
+	// SweepLeaseTTL is how long the sweep lease outlives its holder. With
+	// JetStream configured, the replicas sharing a durable consumer hold a
+	// lease in the LeaseBucket key-value bucket so that one of them sweeps
+	// at a time; the holder renews it every third of the TTL, and when it
+	// dies another replica takes over within about 4/3 of the TTL (its
+	// first pass then runs at its next sweep tick). A replica that cannot
+	// reach the bucket sweeps anyway: the lease saves work, it does not
+	// guard correctness. 0 turns the lease off (every replica sweeps);
+	// otherwise at least 1s.
+	SweepLeaseTTL time.Duration
+	// LeaseBucket is the key-value bucket of the sweep lease (key: the
+	// Consumer's name).
+	LeaseBucket string
 
 	// MaxSnapshotBytes refuses (and reports) snapshots whose encoded state
 	// is larger (default 16 MiB, as a repository's).
@@ -115,7 +128,8 @@ type Config struct {
 // "snapshotter", batches of 256, 16 aggregates at once, up to 64 snapshots
 // per write and 64 aggregates per read, a 5ms linger, a 30s ack wait, 10
 // deliveries (about four minutes of retries), a sweep every minute at 50
-// rebuilds/s, a summary line every minute and a backlog sample every 15s.
+// rebuilds/s by one replica at a time (a 30s lease in EVSNAP_LEASES), a
+// summary line every minute and a backlog sample every 15s.
 func DefaultConfig() Config {
 	return Config{
 		Stream:        natsnotice.DefaultStream,
@@ -131,6 +145,8 @@ func DefaultConfig() Config {
 		SweepInterval: time.Minute,
 		SweepRate:     50,
 		SweepBatch:    1000,
+		SweepLeaseTTL: 30 * time.Second,
+		LeaseBucket:   DefaultLeaseBucket,
 		DrainTimeout:  20 * time.Second,
 
 		SummaryInterval: time.Minute,
@@ -171,6 +187,10 @@ func (c *Config) Validate() error {
 		return invalid("sweep rate %v must be positive when the sweep is on", c.SweepRate)
 	case c.SweepInterval > 0 && c.SweepBatch < 1:
 		return invalid("sweep batch %d must be at least 1 when the sweep is on", c.SweepBatch)
+	case c.SweepLeaseTTL != 0 && c.SweepLeaseTTL < time.Second:
+		return invalid("sweep lease TTL %v is below 1s (0 turns the lease off)", c.SweepLeaseTTL)
+	case c.SweepLeaseTTL != 0 && !validBucketName(c.LeaseBucket):
+		return invalid("lease bucket %q is not a key-value bucket name (letters, digits, '_' and '-')", c.LeaseBucket)
 	case c.MaxSnapshotBytes < 1:
 		return invalid("max snapshot bytes %d must be at least 1", c.MaxSnapshotBytes)
 	case c.DrainTimeout < 0:
@@ -221,4 +241,18 @@ func formatPolicies(m map[string]eventsource.Policy) string {
 		parts[i] = k + "=" + m[k].String()
 	}
 	return strings.Join(parts, ";")
+}
+
+// validBucketName reports whether name is a JetStream key-value bucket
+// name: one or more of A-Z a-z 0-9 _ -.
+func validBucketName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

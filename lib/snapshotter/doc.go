@@ -65,6 +65,10 @@
 // The reconciliation sweep (Config.SweepInterval, rate-limited by
 // Config.SweepRate) lists aggregates whose snapshot is at least the
 // threshold behind, most behind first, and snapshots them without notices.
+// One replica of a fleet sweeps at a time: the replicas sharing a durable
+// consumer hold a lease in a JetStream key-value bucket
+// (Config.SweepLeaseTTL, Config.LeaseBucket; decision 0032), and another
+// takes over within about 4/3 of the TTL when the holder dies.
 //
 // # Running it
 //

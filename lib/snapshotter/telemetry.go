@@ -43,6 +43,7 @@ const (
 	metricAckPending = "evsnap.worker.consumer.ack_pending"
 	metricBehind     = "evsnap.worker.aggregate.behind"
 	metricReady      = "evsnap.worker.ready"
+	metricLeader     = "evsnap.worker.sweep.leader"
 )
 
 // backlog is the last sample of the durable consumer's counts.
@@ -74,12 +75,16 @@ func (w *Worker) initGauges(m metric.Meter) error {
 	if err != nil {
 		return err
 	}
+	leader, err := m.Int64ObservableGauge(metricLeader,
+		metric.WithDescription("1 while this replica holds the sweep lease (it runs the fleet's reconciliation sweep), else 0; absent when the lease is off."))
+	if err != nil {
+		return err
+	}
 	w.gauges, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		var r int64
-		if w.Ready() {
-			r = 1
+		o.ObserveInt64(ready, boolInt(w.Ready()))
+		if w.lease != nil {
+			o.ObserveInt64(leader, boolInt(w.lease.leader.Load()))
 		}
-		o.ObserveInt64(ready, r)
 		if at := w.backlog.at.Load(); at != 0 && time.Since(time.Unix(0, at)) <= 3*w.cfg.BacklogInterval {
 			o.ObserveInt64(pending, w.backlog.pending.Load())
 			o.ObserveInt64(ackPending, w.backlog.ackPending.Load())
@@ -90,7 +95,7 @@ func (w *Worker) initGauges(m metric.Meter) error {
 			}
 		}
 		return nil
-	}, pending, ackPending, behind, ready)
+	}, pending, ackPending, behind, ready, leader)
 	return err
 }
 
@@ -225,4 +230,11 @@ func (w *Worker) logSummary(ctx context.Context, now time.Time) {
 			logattr.Seconds("lag_p99", time.Duration(quantile(lags, 0.99)*float64(time.Second))))
 	}
 	w.log.LogAttrs(ctx, slog.LevelInfo, "snapshotter summary", attrs...)
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }

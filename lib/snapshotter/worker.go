@@ -184,8 +184,10 @@ type Worker struct {
 
 	// ready: the durable consumer is bound and its loop runs (or, without
 	// JetStream, Run runs). loop is the pull loop, once Run made it.
-	ready   atomic.Bool
-	loop    atomic.Pointer[consumer.Loop]
+	ready atomic.Bool
+	loop  atomic.Pointer[consumer.Loop]
+	// lease lets one replica sweep at a time (nil: every replica sweeps).
+	lease   *sweepLease
 	backlog backlog
 	gauges  metric.Registration
 	sum     summary
@@ -232,6 +234,9 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
 	w.store = newWorkerStore(&w.cfg, w.m.writes, w.m.reads)
+	if cfg.JetStream != nil && cfg.SweepInterval > 0 && cfg.SweepLeaseTTL > 0 {
+		w.lease = newSweepLease(cfg.JetStream, cfg.LeaseBucket, cfg.Consumer, cfg.SweepLeaseTTL, w.log)
+	}
 	policies := map[string]eventsource.Policy{}
 	for _, t := range types {
 		if t.build == nil {
@@ -353,6 +358,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			w.sweepLoop(ctx)
+		}()
+	}
+	if w.lease != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.lease.run(ctx, w.logLease)
 		}()
 	}
 	defer wg.Wait()

@@ -65,7 +65,23 @@ func tallyRepo(t *testing.T, s eventsource.Store, register ...func(*eventsource.
 			t.Fatal(err)
 		}
 	}
-	repo, err := eventsource.NewRepository[tally](s, reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
+	return newTallyRepo(t, s, reg, eventsource.WithSnapshotMode(eventsource.ModeOff))
+}
+
+// tallyRepoWith returns a repository of tallies (deposits only) on s with
+// the given options.
+func tallyRepoWith(t *testing.T, s eventsource.Store, opts ...eventsource.Option) *eventsource.Repository[tally, *tally] {
+	t.Helper()
+	reg := eventsource.NewRegistry()
+	if err := eventsource.Register[tallyDeposited](reg); err != nil {
+		t.Fatal(err)
+	}
+	return newTallyRepo(t, s, reg, opts...)
+}
+
+func newTallyRepo(t *testing.T, s eventsource.Store, reg *eventsource.Registry, opts ...eventsource.Option) *eventsource.Repository[tally, *tally] {
+	t.Helper()
+	repo, err := eventsource.NewRepository[tally](s, reg, opts...)
 	if err != nil {
 		t.Fatalf("NewRepository: %v", err)
 	}

@@ -26,7 +26,9 @@ import (
 // (single and batched reads and writes, stale deletes, the schema version
 // range), LoadSnapshotAndEvents, ListAggregates, and repositories loading
 // and saving through the store (stale snapshots, event types the loading
-// registry does not know, snapshots a load trigger takes).
+// registry does not know, snapshots a load trigger takes, and concurrent
+// loads and saves of hot aggregates checked for linearizability with the
+// porcupine checker).
 //
 // A store whose ListAggregates yields an error matching
 // [errors.ErrUnsupported] (one made by [eventsource.Split]) is checked to
@@ -52,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventsource.Store) {
 		t.Run("UnknownEventTypeOnLoad", func(t *testing.T) { testUnknownEventTypeOnLoad(t, newStore(t)) })
 		t.Run("StaleSnapshots", func(t *testing.T) { runStale(t, newStore) })
 		t.Run("LoadTrigger", func(t *testing.T) { runLoadTrigger(t, newStore) })
+		t.Run("Linearizable", func(t *testing.T) { testLinearizable(t, newStore(t)) })
 	})
 }
 

@@ -343,7 +343,7 @@ func (r *Report) Markdown(chart, scaleChart string) string {
 	p("`make bench` passes `EVSNAP_POSTGRES_URL` or `EVSNAP_TEST_POSTGRES_URL` and `EVSNAP_NATS_URL` or `EVSNAP_TEST_NATS_URL` through; ")
 	p("without a PostgreSQL URL PostgreSQL is skipped, without a NATS URL the nats-server go.mod pins runs as a process of its own. ")
 	p("The Go benchmarks are `make bench-go`.\n\n")
-	p("Earlier measurements, and those behind the decision records, are in [benchmarks-history.md](benchmarks-history.md).\n\n")
+	p("Earlier measurements, and those behind the decision records, are in [benchmarks-history.md](benchmarks-history.md). What the sweep, stats, verify, prune, a load and a save cost at up to 10 million aggregates is on [benchmarks-store-scale.md](benchmarks-store-scale.md) (`make scale`).\n\n")
 
 	if len(r.Notes) > 0 || len(r.Errors) > 0 {
 		p("## Skipped and failed\n\n")

@@ -34,6 +34,10 @@ type worker struct {
 	metricsPort int
 }
 
+// chaosLeaseTTL is the sweep lease's TTL in a run: short, so that the
+// sweep moves soon after its holder is killed.
+const chaosLeaseTTL = 3 * time.Second
+
 func (w *worker) name() string { return "worker-" + strconv.Itoa(w.idx+1) }
 
 // suite is one run.
@@ -330,7 +334,10 @@ func (s *suite) setup(ctx context.Context) error {
 
 	// In a cluster, the stream goes on every node: migrate retries while
 	// the JetStream meta leader does not yet see every peer.
-	migrate := []string{"migrate", "--postgres-url", db.dbURL(appAdmin), "--nats-url", s.natsURL(), "--log-format", "text"}
+	// The sweep lease's bucket expires a dead holder's lease after
+	// chaosLeaseTTL, so a SIGKILLed holder's sweep moves within the run.
+	migrate := []string{"migrate", "--postgres-url", db.dbURL(appAdmin), "--nats-url", s.natsURL(), "--log-format", "text",
+		"--sweep-lease-ttl", chaosLeaseTTL.String()}
 	if cfg.Cluster {
 		migrate = append(migrate, "--stream-replicas", strconv.Itoa(ClusterNodes))
 	}
@@ -394,6 +401,7 @@ func (s *suite) startWorkers(ctx context.Context) error {
 				"--nats-url", s.natsURL(),
 				"--policy", cfg.policy(),
 				"--sweep-interval", cfg.SweepInterval.String(),
+				"--sweep-lease-ttl", chaosLeaseTTL.String(),
 				"--ack-wait", cfg.AckWait.String(),
 				"--drain-timeout", cfg.DrainTimeout.String(),
 				"--metrics-addr", "127.0.0.1:" + strconv.Itoa(port),

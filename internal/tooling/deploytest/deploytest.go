@@ -8,7 +8,18 @@
 //   - [Kustomize]: a kustomization through kustomize's krusty, what
 //     `kubectl apply -k` runs, with every resource decoded strictly into
 //     its k8s.io/api type;
-//   - [Dockerfile]: the final stage of a Dockerfile.
+//   - [Dockerfile]: the final stage of a Dockerfile;
+//   - [GrafanaDashboard]: a Grafana dashboard's JSON, decoded strictly
+//     into the part of Grafana's model evsnap uses, and its queries;
+//   - [PrometheusRules]: a Prometheus rule file, decoded strictly;
+//   - [Scrape]: the series a /metrics endpoint exposes (Prometheus's
+//     expfmt), and [Known.Check], whether a query's selector names one.
+//
+// PromQL is not parsed with Prometheus's own parser: the module
+// github.com/prometheus/prometheus would come in for it alone.
+// [PromQLSelectors] is a small lexer and shape check that finds the
+// selectors; the compose smoke (deploy/compose/smoke.sh) has a real
+// Prometheus evaluate every dashboard query.
 //
 // Only tests import it, so none of these libraries is in a binary.
 package deploytest
