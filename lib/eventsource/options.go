@@ -24,7 +24,8 @@ const (
 	// [Repository.AwaitPendingSnapshots] in tests.
 	ModeBackground SnapshotMode = "background"
 	// ModeManual never snapshots on Save; only [Repository.CreateSnapshot]
-	// does; a snapshot policy is refused (it would never apply).
+	// does. A snapshot policy given with it is accepted and never applies
+	// to saves.
 	ModeManual SnapshotMode = "manual"
 	// ModeExternal leaves snapshots to another process: after each
 	// successful append the repository hands an [Appended] notice to the
