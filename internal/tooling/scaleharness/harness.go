@@ -189,7 +189,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Events[size] = events
 		built = size
 		for _, op := range Ops {
-			if prev := rep.last(op.Name); prev != nil && !prev.Skipped {
+			// A skipped result holds its projection: project on from it.
+			if prev := rep.last(op.Name); prev != nil {
 				if proj := prev.WallMS * float64(size) / float64(prev.Size); proj > float64(cfg.MaxOpTime.Milliseconds()) {
 					progress(fmt.Sprintf("skipping %s at %d aggregates: %.0f s projected linearly from %d (above --max-op-time %v)", op.Name, size, proj/1000, prev.Size, cfg.MaxOpTime))
 					rep.Results = append(rep.Results, Result{Op: op.Name, Size: size, Skipped: true, WallMS: proj})
