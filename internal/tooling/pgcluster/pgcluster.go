@@ -225,7 +225,7 @@ func Init(ctx context.Context, o Options) (*Cluster, error) {
 	c := &Cluster{
 		binDir: binDir, dir: dir, dataDir: filepath.Join(dir, "data"), sockDir: filepath.Join(dir, "sock"),
 		logPath: filepath.Join(dir, "postgres.log"), port: port, cred: cred,
-		settings: append(slices.Clone(DefaultSettings), o.Settings...), ready: o.ReadyTimeout, leftWait: o.LeftoverWait, env: serverEnv(),
+		settings: mergeSettings(DefaultSettings, o.Settings), ready: o.ReadyTimeout, leftWait: o.LeftoverWait, env: serverEnv(),
 	}
 	if c.ready <= 0 {
 		c.ready = 2 * time.Minute
@@ -238,6 +238,25 @@ func Init(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// mergeSettings returns the defaults with each setting of more replacing
+// the one of the same name, in order.
+func mergeSettings(defaults, more []string) []string {
+	out := slices.Clone(defaults)
+	for _, s := range more {
+		name, _, _ := strings.Cut(s, "=")
+		i := slices.IndexFunc(out, func(d string) bool {
+			d, _, _ = strings.Cut(d, "=")
+			return strings.TrimSpace(d) == strings.TrimSpace(name)
+		})
+		if i >= 0 {
+			out[i] = s
+		} else {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func makeEmptyDir(dir string) error {
@@ -389,7 +408,14 @@ func (c *Cluster) BinDir() string { return c.binDir }
 // StartCommand is a shell command that starts the cluster again after the
 // caller is gone (to look at what a kept cluster holds).
 func (c *Cluster) StartCommand() string {
-	cmd := fmt.Sprintf("%s -D %s -l %s -o \"%s\" start", filepath.Join(c.binDir, "pg_ctl"), c.dataDir, c.logPath, strings.Join(c.serverArgs(), " "))
+	var opts []string
+	for _, a := range c.serverArgs() {
+		if strings.ContainsAny(a, " '\"$[]%") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		opts = append(opts, a)
+	}
+	cmd := fmt.Sprintf("%s -D %s -l %s -o \"%s\" start", filepath.Join(c.binDir, "pg_ctl"), c.dataDir, c.logPath, strings.Join(opts, " "))
 	if c.cred != nil {
 		if u, err := user.LookupId(strconv.Itoa(int(c.cred.Uid))); err == nil {
 			cmd = "runuser -u " + u.Username + " -- " + cmd
@@ -451,6 +477,9 @@ func (c *Cluster) start(ctx context.Context) (StartResult, error) {
 	if err != nil {
 		c.mu.Unlock()
 		return StartResult{}, fmt.Errorf("pgcluster: log: %w", err)
+	}
+	if c.cred != nil { // so that the server's OS user can write it too (pg_ctl -l)
+		_ = logf.Chown(int(c.cred.Uid), int(c.cred.Gid))
 	}
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := exec.Command(filepath.Join(c.binDir, "postgres"), append([]string{"-D", c.dataDir}, c.serverArgs()...)...)

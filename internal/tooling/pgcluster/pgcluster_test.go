@@ -304,3 +304,48 @@ func TestStopModeString(t *testing.T) {
 		}
 	}
 }
+
+// Options.Settings replace the defaults of the same name, and the command
+// StartCommand prints starts the stopped cluster with them.
+func TestSettingsAndStartCommand(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := cluster(t, pgcluster.Options{Settings: []string{"max_connections=50", "work_mem=8MB"}})
+	show := func(name string) string {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var v string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got := show("max_connections"); got != "50" {
+		t.Errorf("max_connections %s, want 50", got)
+	}
+	cmd := c.StartCommand()
+	if strings.Count(cmd, "max_connections=") != 1 || !strings.Contains(cmd, "work_mem=8MB") {
+		t.Errorf("StartCommand %q: want max_connections once and work_mem", cmd)
+	}
+	if _, err := c.Stop(ctx, pgcluster.Fast); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "sh", "-c", cmd).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+	// pg_ctl start returns once the server accepts connections.
+	if got := show("log_line_prefix"); got != "%m [%p] %a " {
+		t.Errorf("log_line_prefix %q after StartCommand, want the default with its spaces", got)
+	}
+	stop := strings.Replace(cmd, " start", " stop -m fast", 1)
+	if out, err := exec.CommandContext(ctx, "sh", "-c", stop).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", stop, err, out)
+	}
+}
