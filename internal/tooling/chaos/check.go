@@ -75,7 +75,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	ev := CheckEvents(saves, failed, stored)
 	f.RecordedSaves, f.RecordedEvents, f.StoredEvents, f.Streams = ev.RecordedSaves, ev.RecordedEvents, ev.StoredEvents, ev.Streams
 	f.EventsLost, f.InFlight, f.InFlightStreams = ev.Lost, ev.InFlight, ev.InFlightStreams
-	f.InDoubt, f.InDoubtSaves = ev.InDoubt, ev.InDoubtSaves
+	f.InDoubt, f.InDoubtSaves, f.InDoubtExamples = ev.InDoubt, ev.InDoubtSaves, ev.InDoubtExamples
 	add("record file readable", perr == nil, "%d lines%s", len(saves)+len(failed), errText(perr))
 	add("every recorded save is stored exactly once", ev.OK(),
 		"%d saves / %d events recorded, %d events stored in %d streams; lost %d, recorded twice %d, duplicates %d, gaps %d, head mismatches %d, unaccounted %d",
@@ -219,7 +219,6 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	s.mu.Lock()
 	f.DrainMax = s.drainMax
 	f.Refused = len(s.refused)
-	f.PGRefused = len(s.pgRefused)
 	failures := slices.Clone(s.failures)
 	executed := s.executed
 	s.mu.Unlock()

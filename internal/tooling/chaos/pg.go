@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -234,16 +233,6 @@ WHERE written_at >= $1 AND writer LIKE $2 GROUP BY writer`, back, appWorkerPrefi
 		workers = -1
 	}
 	return load, workers, slowest, notBack
-}
-
-// duringPGOutage reports whether t falls in a PostgreSQL outage or within
-// 2s after one.
-func (s *suite) duringPGOutage(t time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.ContainsFunc(s.pgOutages, func(w Window) bool {
-		return !t.Before(w.From) && (w.To.IsZero() || t.Before(w.To.Add(2*time.Second)))
-	})
 }
 
 // monitorPG restarts the suite's cluster if its postmaster exited without

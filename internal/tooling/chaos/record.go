@@ -148,6 +148,8 @@ type EventReport struct {
 	// they are in the stream. InDoubtSaves counts those saves.
 	InDoubt      int64
 	InDoubtSaves int
+	// InDoubtExamples describes the first of those saves, one line each.
+	InDoubtExamples []string
 	// Unaccounted counts stored events that no recorded save covers but
 	// that lie below a recorded one: a committed save the generator did
 	// not count as a success, nor as a failure, in the middle of a run.
@@ -190,12 +192,12 @@ func CheckEvents(saves []Save, failed []FailedSave, stored map[StreamKey]StoredS
 		r.RecordedSaves++
 		r.RecordedEvents += s.Last - s.First + 1
 	}
-	tried := map[StreamKey][]Save{}
+	tried := map[StreamKey][]FailedSave{}
 	for _, f := range failed {
 		r.FailedSaves++
 		if f.First > 0 {
 			k := StreamKey{f.Type, f.ID}
-			tried[k] = append(tried[k], f.Save)
+			tried[k] = append(tried[k], f)
 		}
 	}
 	keys := make([]StreamKey, 0, len(stored)+len(recorded))
@@ -220,7 +222,7 @@ func CheckEvents(saves []Save, failed []FailedSave, stored map[StreamKey]StoredS
 	return r
 }
 
-func checkStream(r *EventReport, k StreamKey, saves, failed []Save, st StoredStream) {
+func checkStream(r *EventReport, k StreamKey, saves []Save, failed []FailedSave, st StoredStream) {
 	vs := slices.Clone(st.Versions)
 	slices.Sort(vs)
 	r.StoredEvents += int64(len(vs))
@@ -278,22 +280,25 @@ func checkStream(r *EventReport, k StreamKey, saves, failed []Save, st StoredStr
 		}
 		lastRecorded = max(lastRecorded, s.Last)
 	}
-	inDoubt := map[int]bool{} // the failed saves that committed
-	for i, f := range failed {
+	for _, f := range failed { // the failed saves that committed
 		for v := f.First; v <= f.Last; v++ {
 			if count[v] > 0 && claimed[v] == 0 {
-				inDoubt[i] = true
+				r.InDoubtSaves++
+				if len(r.InDoubtExamples) < maxProblems {
+					r.InDoubtExamples = append(r.InDoubtExamples, fmt.Sprintf("%s v%d..v%d failed at %s: %s",
+						k, f.First, f.Last, f.At.Format("15:04:05.000"), f.Err))
+				}
+				break
 			}
 		}
 	}
-	r.InDoubtSaves += len(inDoubt)
 	var unaccounted []int64
 	tail := 0
 	for v := range count {
 		if claimed[v] > 0 {
 			continue
 		}
-		if slices.ContainsFunc(failed, func(f Save) bool { return f.First <= v && v <= f.Last }) {
+		if slices.ContainsFunc(failed, func(f FailedSave) bool { return f.First <= v && v <= f.Last }) {
 			r.InDoubt++
 			continue
 		}

@@ -175,6 +175,9 @@ func TestCheckEvents(t *testing.T) {
 					t.Errorf("in doubt %d events of %d saves, %d failed, unaccounted %d, in flight %d; want 2, 1, 3, 0, 0",
 						r.InDoubt, r.InDoubtSaves, r.FailedSaves, r.Unaccounted, r.InFlight)
 				}
+				if len(r.InDoubtExamples) != 1 || !strings.Contains(r.InDoubtExamples[0], "v2..v3") {
+					t.Errorf("in-doubt examples %q, want the save of v2..v3", r.InDoubtExamples)
+				}
 			},
 		},
 		{

@@ -36,7 +36,6 @@ type Figures struct {
 	DrainMax       time.Duration
 	Crashes        int // processes that exited on their own
 	Refused        int // worker starts refused while NATS was down
-	PGRefused      int // worker starts refused while PostgreSQL was down
 
 	// PGServer describes the PostgreSQL server: the suite's own cluster,
 	// or an external one (then PGSkipped says why there are no
@@ -72,6 +71,8 @@ type Figures struct {
 	// failed after PostgreSQL had come back.
 	FailuresByError          map[string]int
 	LatestFailureAfterReturn time.Duration
+	// InDoubtExamples describe the first failed saves that committed.
+	InDoubtExamples []string
 
 	SnapshotWrites   int // audit rows (inserts and updates)
 	SnapshotRewrites int // writes at the version already stored
@@ -153,9 +154,6 @@ func (r *Result) Print(w io.Writer) {
 	}
 	row("graceful drains (SIGTERM)", f.Drains, fmt.Sprintf("slowest exit %v (every worker also drained at the end)", f.DrainMax.Round(time.Millisecond)))
 	row("worker starts refused, NATS down", f.Refused, "exit 1 at start-up; restarted like a supervisor would")
-	if f.PGSkipped == "" {
-		row("worker starts refused, PG down", f.PGRefused, "exit 1 at start-up; restarted like a supervisor would")
-	}
 	row("unexpected exits", f.Crashes, "must be 0")
 	row("saves", f.Saves, fmt.Sprintf("recorded %d; %d conflicts, %d errors", f.RecordedSaves, f.Conflicts, f.LoadErrors))
 	row("failed saves", f.FailedSaves, fmt.Sprintf("%d outside a PostgreSQL outage (must be 0); latest %v after a return; %d committed anyway (%d events, in doubt)",
@@ -178,6 +176,12 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintln(w, "\nPostgreSQL faults (seconds after the load started):")
 		for _, p := range f.PGFaults {
 			fmt.Fprintln(w, "  "+p.String())
+		}
+	}
+	if len(f.InDoubtExamples) > 0 {
+		fmt.Fprintln(w, "\nfailed saves that committed anyway (in doubt; their events are stored once, and later saves build on them):")
+		for _, e := range f.InDoubtExamples {
+			fmt.Fprintln(w, "  "+e)
 		}
 	}
 	if len(f.FailuresByError) > 0 {

@@ -72,7 +72,6 @@ type suite struct {
 	workerLog map[string]WorkerLogStats
 	outages   []outage // of NATS
 	pgOutages []Window // of PostgreSQL: from the fault to its return
-	pgRefused []string // worker starts refused while PostgreSQL was down
 }
 
 // natsURL is every nats-server's client URL, comma-separated: what the
@@ -714,11 +713,6 @@ func (s *suite) restartIfExited(ctx context.Context, w *worker) bool {
 		s.refused = append(s.refused, fmt.Sprintf("%s: %s while NATS was down", w.name(), how))
 		s.mu.Unlock()
 		s.logf("%s could not start while NATS was down (%s); restarting it", w.name(), how)
-	case strings.Contains(tail, "snapshotter: ") && s.duringPGOutage(w.p.exitTime()):
-		s.mu.Lock()
-		s.pgRefused = append(s.pgRefused, fmt.Sprintf("%s: %s while PostgreSQL was down", w.name(), how))
-		s.mu.Unlock()
-		s.logf("%s could not start while PostgreSQL was down (%s); restarting it", w.name(), how)
 	default:
 		s.mu.Lock()
 		s.fig.Crashes++
