@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -87,15 +88,7 @@ func TestMigrateRunStatsPrune(t *testing.T) {
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") {
 		t.Fatalf("/metrics = %d (%d bytes)", code, len(body))
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("run exited %d after cancellation; logs:\n%s", code, runErr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not exit within 30s of cancellation")
-	}
+	stopRun(t, cancel, done, &runErr)
 	hc.Reset()
 	if code := Main(ctx, []string{"healthcheck", "--url", "http://" + addr + "/readyz", "--timeout", "1s"}, &hc, &hc); code != 1 {
 		t.Fatalf("healthcheck of a stopped worker: exit %d: %s", code, hc.String())
@@ -224,18 +217,25 @@ func TestRunStartsWhilePostgresIsDown(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(1500 * time.Millisecond) // a sweep meets the outage
+	stopRun(t, cancel, done, &runErr)
+	logs := runErr.String()
+	if !strings.Contains(logs, "PostgreSQL unreachable") || !strings.Contains(logs, "stopped cleanly") || strings.Contains(logs, "s3cret") {
+		t.Fatalf("want a warning that PostgreSQL is unreachable, a clean stop and no password; logs:\n%s", logs)
+	}
+}
+
+// stopRun cancels a run command (its SIGTERM) and checks that it exits 0
+// within 30s.
+func stopRun(t *testing.T, cancel context.CancelFunc, done <-chan int, logs fmt.Stringer) {
+	t.Helper()
 	cancel()
 	select {
 	case code := <-done:
 		if code != 0 {
-			t.Fatalf("run exited %d after cancellation; logs:\n%s", code, runErr.String())
+			t.Fatalf("run exited %d after cancellation; logs:\n%s", code, logs)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not exit within 30s of cancellation")
-	}
-	logs := runErr.String()
-	if !strings.Contains(logs, "PostgreSQL unreachable") || !strings.Contains(logs, "stopped cleanly") || strings.Contains(logs, "s3cret") {
-		t.Fatalf("want a warning that PostgreSQL is unreachable, a clean stop and no password; logs:\n%s", logs)
 	}
 }
 

@@ -48,19 +48,26 @@ func (s *deadlineStore) Append(ctx context.Context, typ string, id uuid.UUID, ex
 	}
 }
 
+// sqliteLoad opens a load's infrastructure on SQLite in a directory of the
+// test's (closed when it ends) and names a record file there.
+func sqliteLoad(t *testing.T) (Config, *infra, string) {
+	t.Helper()
+	dir := t.TempDir()
+	c := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
+	in, err := openInfra(context.Background(), c, storeopen.DefaultSQLiteFile, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Close)
+	return c, in, filepath.Join(dir, "saves.txt")
+}
+
 // A save that commits as --duration expires is counted, recorded and
 // announced: the store's head equals what --record holds, and the stream
 // has the notice of the head.
 func TestLoadFinishesTheSaveInFlightAtItsDeadline(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	c := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
-	in, err := openInfra(ctx, c, storeopen.DefaultSQLiteFile, false, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	rec := filepath.Join(dir, "saves.txt")
+	c, in, rec := sqliteLoad(t)
 	// One account, one event per save: the head is the number of saves.
 	lc := LoadConfig{Config: c, Aggregates: 1, Rate: 100, Duration: time.Second, MaxEvents: 1, Concurrency: 1, Record: rec}
 	store := &deadlineStore{Store: in.store.Store, hold: lc.Duration + 100*time.Millisecond} // the Append starts after the deadline is set
@@ -137,19 +144,12 @@ func (s *lostAnswerStore) Append(ctx context.Context, typ string, id uuid.UUID, 
 // and whoever checks the store must know which versions are in doubt.
 func TestLoadRecordsFailedSaves(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	c := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
-	in, err := openInfra(ctx, c, storeopen.DefaultSQLiteFile, false, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	rec := filepath.Join(dir, "saves.txt")
+	c, in, rec := sqliteLoad(t)
 	lc := LoadConfig{Config: c, Aggregates: 1, Rate: 50, Duration: 300 * time.Millisecond, MaxEvents: 1, Concurrency: 1, Record: rec}
 	store := &lostAnswerStore{Store: in.store.Store}
 	var out, errOut bytes.Buffer
 	before := time.Now().UTC()
-	err = generateLoad(ctx, lc, in, store, &out, &errOut)
+	err := generateLoad(ctx, lc, in, store, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "2 saves failed") {
 		t.Fatalf("load: %v, want 2 saves failed\nstdout:\n%s", err, out.String())
 	}
