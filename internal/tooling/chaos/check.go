@@ -255,6 +255,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 		f.LogErrors += st.Errors
 		f.Swept += st.Swept
 		f.DrainTimeouts += st.DrainTimeouts
+		f.StartsWithoutPG += st.StartsWithoutPG
 		s.workerLog[w.name()] = st
 	}
 	if !res.OK() {

@@ -93,6 +93,7 @@ type Figures struct {
 	LogWarnings     int
 	LogErrors       int
 	DrainTimeouts   int
+	StartsWithoutPG int // worker starts that found PostgreSQL down and ran on
 }
 
 // Check is one pass/fail check.
@@ -154,6 +155,9 @@ func (r *Result) Print(w io.Writer) {
 	}
 	row("graceful drains (SIGTERM)", f.Drains, fmt.Sprintf("slowest exit %v (every worker also drained at the end)", f.DrainMax.Round(time.Millisecond)))
 	row("worker starts refused, NATS down", f.Refused, "exit 1 at start-up; restarted like a supervisor would")
+	if f.PGSkipped == "" {
+		row("worker starts, PG down", f.StartsWithoutPG, "ran on and connected once it was back (they used to exit 1)")
+	}
 	row("unexpected exits", f.Crashes, "must be 0")
 	row("saves", f.Saves, fmt.Sprintf("recorded %d; %d conflicts, %d errors", f.RecordedSaves, f.Conflicts, f.LoadErrors))
 	row("failed saves", f.FailedSaves, fmt.Sprintf("%d outside a PostgreSQL outage (must be 0); latest %v after a return; %d committed anyway (%d events, in doubt)",
