@@ -54,7 +54,7 @@ vet:
 clean:
 	rm -rf $(BIN) data
 
-## chaos: the chaos suite on real processes, full form (several minutes; needs PostgreSQL, builds the pinned nats-server once, see docs/chaos.md); CHAOSFLAGS passes extra flags (--cluster: on a 3-node NATS cluster)
+## chaos: the chaos suite on real processes, full form (several minutes; needs PostgreSQL's server binaries for a cluster of its own, builds the pinned nats-server once, see docs/chaos.md); CHAOSFLAGS passes extra flags (--cluster: on a 3-node NATS cluster)
 .PHONY: chaos chaos-short
 chaos:
 	$(GO) run ./internal/tooling/chaos/cmd/evsnap-chaos $(CHAOSFLAGS)

@@ -121,7 +121,7 @@ func parseLoad(args []string, stderr io.Writer) (exampleapp.LoadConfig, error) {
 	fs.Float64Var(&l.OrderShare, "orders", 0.3, "share of aggregates that are orders (the rest are accounts)")
 	fs.IntVar(&l.MaxEvents, "max-events", 3, "events per account save: 1 to this many")
 	fs.IntVar(&l.Concurrency, "concurrency", 8, "saving goroutines")
-	fs.StringVar(&l.Record, "record", "", "append one line per successful save (type id first last) to this file")
+	fs.StringVar(&l.Record, "record", "", "append one line per save to this file: type id first last; a failed save adds failed, the time and the error (its events may be committed anyway)")
 	fs.BoolVar(&l.NoMigrate, "no-migrate", false, "do not create or upgrade the tables (run as a role without schema privileges, after 'snapshotter migrate')")
 	err := c.parse(fs, args, stderr)
 	switch {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -87,15 +88,7 @@ func TestMigrateRunStatsPrune(t *testing.T) {
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") {
 		t.Fatalf("/metrics = %d (%d bytes)", code, len(body))
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("run exited %d after cancellation; logs:\n%s", code, runErr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not exit within 30s of cancellation")
-	}
+	stopRun(t, cancel, done, &runErr)
 	hc.Reset()
 	if code := Main(ctx, []string{"healthcheck", "--url", "http://" + addr + "/readyz", "--timeout", "1s"}, &hc, &hc); code != 1 {
 		t.Fatalf("healthcheck of a stopped worker: exit %d: %s", code, hc.String())
@@ -177,6 +170,72 @@ func TestUnreachableServersFailClearly(t *testing.T) {
 	code = Main(context.Background(), []string{"migrate", "--sqlite-path", filepath.Join(t.TempDir(), "x.db"), "--nats-url", "nats://tok3n@127.0.0.1:1"}, &out, &errOut)
 	if code != 1 || !strings.Contains(errOut.String(), "127.0.0.1:1") || strings.Contains(errOut.String(), "tok3n") {
 		t.Fatalf("exit %d, stderr %q: want a failure naming the NATS server without the token", code, errOut.String())
+	}
+}
+
+// run starts while PostgreSQL is down (a restart, a crash, a database
+// that comes up after the workers, as in compose or Kubernetes) and keeps
+// running, as it does when PostgreSQL goes away later: it serves /healthz,
+// consumes notices, and exits 0 on SIGTERM. Before, it exited 1 at once,
+// and a supervisor restarting it kept meeting the same outage (the chaos
+// suite saw a worker refused five times in a row during one PostgreSQL
+// crash recovery).
+func TestRunStartsWhilePostgresIsDown(t *testing.T) {
+	srv := natstest.RunServer(t)
+	stream := natstest.UniqueName(t, "EVSNAP_PGDOWN")
+	nats := []string{"--nats-url", srv.ClientURL(), "--stream", stream, "--subject-prefix", "evsnappgdown." + stream}
+	ctx := context.Background()
+	var out, errOut bytes.Buffer
+	if code := Main(ctx, append([]string{"migrate", "--sqlite-path", filepath.Join(t.TempDir(), "m.db"), "--log-format", "text"}, nats...), &out, &errOut); code != 0 {
+		t.Fatalf("migrate (the stream) exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	down := "postgres://evsnap:s3cret@" + freeAddr(t) + "/evsnap?sslmode=disable&connect_timeout=2" // nothing listens there
+	addr := freeAddr(t)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan int, 1)
+	var runOut, runErr lockedBuffer
+	go func() {
+		done <- Main(rctx, append([]string{"run", "--postgres-url", down, "--metrics-addr", addr, "--sweep-interval", "1s", "--log-format", "text"}, nats...), &runOut, &runErr)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case code := <-done:
+			t.Fatalf("run exited %d while PostgreSQL was down; want it to keep running. Logs:\n%s", code, runErr.String())
+		default:
+		}
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run never became ready (it consumes notices; PostgreSQL is only needed to snapshot). Logs:\n%s", runErr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // a sweep meets the outage
+	stopRun(t, cancel, done, &runErr)
+	logs := runErr.String()
+	if !strings.Contains(logs, "PostgreSQL unreachable") || !strings.Contains(logs, "stopped cleanly") || strings.Contains(logs, "s3cret") {
+		t.Fatalf("want a warning that PostgreSQL is unreachable, a clean stop and no password; logs:\n%s", logs)
+	}
+}
+
+// stopRun cancels a run command (its SIGTERM) and checks that it exits 0
+// within 30s.
+func stopRun(t *testing.T, cancel context.CancelFunc, done <-chan int, logs fmt.Stringer) {
+	t.Helper()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("run exited %d after cancellation; logs:\n%s", code, logs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not exit within 30s of cancellation")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +29,7 @@ type LoadConfig struct {
 	OrderShare  float64       // share of the aggregates that are orders
 	MaxEvents   int           // events per account save: 1 to this many
 	Concurrency int           // saving goroutines
-	Record      string        // file of one line per successful save; "" records nothing
+	Record      string        // file of one line per save (see recorder); "" records nothing
 	NoMigrate   bool          // leave the tables alone (a role without schema privileges)
 }
 
@@ -57,7 +58,7 @@ func Load(ctx context.Context, lc LoadConfig, stdout, stderr io.Writer) error {
 //
 // At the deadline, or when ctx ends, no new save starts; every save
 // already started runs to its end (with a context that neither cancels,
-// bounded by saveTimeout) and is counted, and recorded if it succeeded.
+// bounded by saveTimeout) and is counted and recorded.
 // Then the publisher is flushed and closed, so each committed save's
 // notice is published before generateLoad returns.
 func generateLoad(ctx context.Context, lc LoadConfig, in *infra, store eventsource.Store, stdout, stderr io.Writer) error {
@@ -167,11 +168,14 @@ func (l *loadRun) saver(runCtx, saveCtx context.Context, lim *rate.Limiter) {
 			if l.st.errors.Add(1) <= 5 {
 				fmt.Fprintln(l.stderr, "load: save failed:", err)
 			}
+			l.rec.writeFailed(typ, id, first, last, time.Now(), err)
 		}
 	}
 }
 
-// saveOne saves one random aggregate and returns what it saved.
+// saveOne saves one random aggregate and returns what it saved. When the
+// save fails, first..last are the versions it tried to append (0, 0 when
+// it failed before that, loading the aggregate).
 func (l *loadRun) saveOne(ctx context.Context, r *rand.Rand) (typ string, id uuid.UUID, first, last int64, err error) {
 	i := r.IntN(len(l.ids))
 	l.locks[i].Lock()
@@ -233,6 +237,16 @@ type loadStats struct {
 	saves, events, conflicts, errors atomic.Int64
 }
 
+// recorder writes the --record file, one line per save:
+//
+//	Account 1b4e28ba-2fa1-11d2-883f-0016d3cca427 7 9
+//	Account 1b4e28ba-2fa1-11d2-883f-0016d3cca427 10 10 failed 2025-01-02T15:04:05.123456789Z <error>
+//
+// A save that succeeded appended versions first to last. A failed save
+// tried to append first to last (0 0 if it failed before, loading the
+// aggregate) and may have committed them anyway (a connection lost
+// after the commit); the time is when it returned the error (UTC,
+// RFC 3339 with nanoseconds) and the error is the rest of the line.
 type recorder struct {
 	mu sync.Mutex
 	w  io.Writer
@@ -245,6 +259,16 @@ func (r *recorder) write(typ string, id uuid.UUID, first, last int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fmt.Fprintf(r.w, "%s %s %d %d\n", typ, id, first, last)
+}
+
+func (r *recorder) writeFailed(typ string, id uuid.UUID, first, last int64, at time.Time, err error) {
+	if r == nil {
+		return
+	}
+	msg := strings.Join(strings.Fields(err.Error()), " ") // one line
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(r.w, "%s %s %d %d failed %s %s\n", typ, id, first, last, at.UTC().Format(time.RFC3339Nano), msg)
 }
 
 type accountRepo = eventsource.Repository[exampledomain.Account, *exampledomain.Account]
@@ -268,7 +292,7 @@ func saveAccount(ctx context.Context, repo *accountRepo, id uuid.UUID, events in
 	}
 	first := a.CommittedVersion() + 1
 	if err := repo.Save(ctx, a); err != nil {
-		return 0, 0, err
+		return first, a.Version(), err
 	}
 	return first, a.Version(), nil
 }
@@ -299,7 +323,7 @@ func saveOrder(ctx context.Context, repo *orderRepo, id uuid.UUID, r *rand.Rand)
 	}
 	first := o.CommittedVersion() + 1
 	if err := repo.Save(ctx, o); err != nil {
-		return 0, 0, err
+		return first, o.Version(), err
 	}
 	return first, o.Version(), nil
 }

@@ -3,6 +3,7 @@ package exampleapp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -47,19 +48,26 @@ func (s *deadlineStore) Append(ctx context.Context, typ string, id uuid.UUID, ex
 	}
 }
 
+// sqliteLoad opens a load's infrastructure on SQLite in a directory of the
+// test's (closed when it ends) and names a record file there.
+func sqliteLoad(t *testing.T) (Config, *infra, string) {
+	t.Helper()
+	dir := t.TempDir()
+	c := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
+	in, err := openInfra(context.Background(), c, storeopen.DefaultSQLiteFile, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Close)
+	return c, in, filepath.Join(dir, "saves.txt")
+}
+
 // A save that commits as --duration expires is counted, recorded and
 // announced: the store's head equals what --record holds, and the stream
 // has the notice of the head.
 func TestLoadFinishesTheSaveInFlightAtItsDeadline(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	c := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
-	in, err := openInfra(ctx, c, storeopen.DefaultSQLiteFile, false, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	rec := filepath.Join(dir, "saves.txt")
+	c, in, rec := sqliteLoad(t)
 	// One account, one event per save: the head is the number of saves.
 	lc := LoadConfig{Config: c, Aggregates: 1, Rate: 100, Duration: time.Second, MaxEvents: 1, Concurrency: 1, Record: rec}
 	store := &deadlineStore{Store: in.store.Store, hold: lc.Duration + 100*time.Millisecond} // the Append starts after the deadline is set
@@ -108,5 +116,80 @@ func TestLoadFinishesTheSaveInFlightAtItsDeadline(t *testing.T) {
 	}
 	if n.LastVersion != head {
 		t.Fatalf("the stream's last notice is for v%d, the head is v%d", n.LastVersion, head)
+	}
+}
+
+// lostAnswerStore fails the second Append after committing it (the
+// connection lost after the commit) and the third before committing it.
+type lostAnswerStore struct {
+	eventsource.Store
+	n atomic.Int64
+}
+
+var errLostAnswer = errors.New("conn closed\nwhile reading the answer")
+
+func (s *lostAnswerStore) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (eventsource.AppendResult, error) {
+	switch s.n.Add(1) {
+	case 2:
+		_, err := s.Store.Append(ctx, typ, id, expected, events)
+		return eventsource.AppendResult{}, errors.Join(err, errLostAnswer)
+	case 3:
+		return eventsource.AppendResult{}, errLostAnswer
+	}
+	return s.Store.Append(ctx, typ, id, expected, events)
+}
+
+// Failed saves are recorded too, with the versions they tried to append,
+// the time and the error on one line: a failed save may have committed,
+// and whoever checks the store must know which versions are in doubt.
+func TestLoadRecordsFailedSaves(t *testing.T) {
+	ctx := context.Background()
+	c, in, rec := sqliteLoad(t)
+	lc := LoadConfig{Config: c, Aggregates: 1, Rate: 50, Duration: 300 * time.Millisecond, MaxEvents: 1, Concurrency: 1, Record: rec}
+	store := &lostAnswerStore{Store: in.store.Store}
+	var out, errOut bytes.Buffer
+	before := time.Now().UTC()
+	err := generateLoad(ctx, lc, in, store, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "2 saves failed") {
+		t.Fatalf("load: %v, want 2 saves failed\nstdout:\n%s", err, out.String())
+	}
+	data, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) < 4 {
+		t.Fatalf("record has %d lines, want a save, two failures and more saves:\n%s", len(lines), data)
+	}
+	// v1 saved; v2 committed but failed; v3 failed before committing;
+	// the next save appends v3 again (it loads v2 as the head).
+	want := []struct {
+		first, last int64
+		failed      bool
+	}{{1, 1, false}, {2, 2, true}, {3, 3, true}, {3, 3, false}}
+	for i, w := range want {
+		f := strings.Fields(lines[i])
+		if len(f) < 4 || f[0] != exampledomain.AccountType || f[2] != strconv.FormatInt(w.first, 10) || f[3] != strconv.FormatInt(w.last, 10) {
+			t.Fatalf("line %d %q: want Account <id> %d %d", i+1, lines[i], w.first, w.last)
+		}
+		if !w.failed {
+			if len(f) != 4 {
+				t.Errorf("line %d %q: a successful save has 4 fields", i+1, lines[i])
+			}
+			continue
+		}
+		if len(f) < 7 || f[4] != "failed" {
+			t.Fatalf("line %d %q: want failed, a time and the error", i+1, lines[i])
+		}
+		at, err := time.Parse(time.RFC3339Nano, f[5])
+		if err != nil || at.Before(before) || at.After(time.Now()) {
+			t.Errorf("line %d: time %q (%v) is not the time of the failure", i+1, f[5], err)
+		}
+		if msg := strings.Join(f[6:], " "); !strings.Contains(msg, "conn closed while reading the answer") {
+			t.Errorf("line %d: error %q, want the store's error on one line", i+1, msg)
+		}
+	}
+	if !strings.Contains(out.String(), "2 errors") {
+		t.Errorf("summary does not count 2 errors:\n%s", out.String())
 	}
 }

@@ -14,15 +14,18 @@ import (
 )
 
 // Run runs the worker until ctx ends (SIGTERM), then drains it: it opens
-// the store, connects to NATS (waiting for a server that is not up yet,
-// as under compose or Kubernetes), serves /healthz, /readyz and /metrics
-// on c.MetricsAddr, and exports telemetry as the OTEL_* variables say.
+// the store and connects to NATS (starting while either server is down,
+// as under compose or Kubernetes, or during a database restart: it
+// connects when the server is back, as it reconnects when one goes away
+// later), serves /healthz, /readyz and /metrics on c.MetricsAddr, and
+// exports telemetry as the OTEL_* variables say.
 func Run(ctx context.Context, c Config) error {
 	tel, err := NewTelemetry(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
+	c.Store.WaitForServer = true
 	b, err := openBackend(ctx, c)
 	if err != nil {
 		return err

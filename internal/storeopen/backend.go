@@ -5,8 +5,11 @@ package storeopen
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -14,6 +17,9 @@ import (
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/evsnap/evsnap/lib/sqlitestore"
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -45,6 +51,15 @@ type Options struct {
 	SQLitePath string
 	// Memory selects memstore (tests and throwaway demos).
 	Memory bool
+	// WaitForServer makes Open succeed when the PostgreSQL server does
+	// not answer yet (down, starting up, in crash recovery, shutting
+	// down, out of connection slots): the store's pool connects when it
+	// is first used, and operations fail with connection errors until
+	// then, as when the server goes away later. For a worker started
+	// during an outage, or before the database, as in compose or
+	// Kubernetes. A server that answers with a refusal that lasts (bad
+	// credentials, no such database) still fails Open.
+	WaitForServer bool
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -81,11 +96,15 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 		if o.TracerProvider != nil {
 			opts = append(opts, pgstore.WithTracerProvider(o.TracerProvider))
 		}
+		where := pgstore.RedactDSN(o.PostgresURL)
 		s, err := pgstore.Open(ctx, o.PostgresURL, opts...)
+		if err != nil && o.WaitForServer && serverUnreachable(err) {
+			return openUnreachable(ctx, o, where, opts, err)
+		}
 		if err != nil {
 			return nil, err
 		}
-		return &Backend{Store: s, Kind: "postgres", Where: pgstore.RedactDSN(o.PostgresURL),
+		return &Backend{Store: s, Kind: "postgres", Where: where,
 			migrate: s.Migrate, close: func() error { s.Close(); return nil }}, nil
 	default:
 		path := o.SQLitePath
@@ -110,6 +129,51 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 		}
 		return &Backend{Store: s, Kind: "sqlite", Where: path, migrate: s.Migrate, close: s.Close}, nil
 	}
+}
+
+// openUnreachable returns a PostgreSQL backend on a pool that has not
+// connected (pgxpool connects when a connection is first needed), after
+// Open found the server unreachable with cause.
+func openUnreachable(ctx context.Context, o Options, where string, opts []pgstore.Option, cause error) (*Backend, error) {
+	pcfg, err := pgxpool.ParseConfig(o.PostgresURL)
+	if err != nil { // pgstore.Open parsed it already
+		return nil, cause
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg) // no I/O: MinConns is 0
+	if err != nil {
+		return nil, errors.Join(cause, err)
+	}
+	s, err := pgstore.New(pool, opts...)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Warn("PostgreSQL unreachable at start-up; starting anyway, the store connects when it can", "postgres", where, "error", cause.Error())
+	return &Backend{Store: s, Kind: "postgres", Where: where,
+		migrate: s.Migrate, close: func() error { pool.Close(); return nil }}, nil
+}
+
+// serverUnreachable reports whether err, from connecting to PostgreSQL,
+// says the server cannot be reached or does not take connections for now
+// (starting up, in recovery, shutting down, out of connection slots), as
+// opposed to refusing them for good (authentication, a missing database).
+func serverUnreachable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case pgerrcode.CannotConnectNow, pgerrcode.AdminShutdown, pgerrcode.CrashShutdown,
+			pgerrcode.TooManyConnections, pgerrcode.ConnectionFailure:
+			return true
+		}
+		return false
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 // Migrate creates or upgrades the tables.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -28,37 +29,59 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	// The load generator: its summary, its errors.
 	f.Saves, f.Conflicts, f.LoadErrors = sum.Saves, sum.Conflicts, sum.Errors
 	f.NoticesPublished, f.NoticesDropped = sum.NoticesPublished, sum.NoticesDropped
-	switch {
-	case sumErr != nil:
-		add("no save failed", false, "%v (exit code %d)", sumErr, f.LoadExitCode)
-	default:
-		add("no save failed", sum.Errors == 0 && f.LoadExitCode == 0,
-			"%d saves, %d errors, exit code %d", sum.Saves, sum.Errors, f.LoadExitCode)
-	}
-	if sum.Errors > 0 || f.LoadExitCode != 0 {
-		evidence("load generator errors (%s):%s", filepath.Base(s.load.logPath), tailLog(s.load.logPath, 20))
-	}
 
 	// Every recorded save is in the store exactly once.
 	rf, err := os.Open(s.record)
 	if err != nil {
 		return nil, fmt.Errorf("record file: %w", err)
 	}
-	saves, perr := ParseRecord(rf)
+	saves, failed, perr := ParseRecord(rf)
 	rf.Close()
+
+	// Saves fail only while PostgreSQL is down, or just after its return
+	// on a pooled connection that died with the old server.
+	s.mu.Lock()
+	windows := slices.Clone(s.pgOutages)
+	s.mu.Unlock()
+	unexplained := UnexplainedFailures(failed, windows, pgFailureGrace)
+	f.FailedSaves, f.UnexplainedFailures = int64(len(failed)), len(unexplained)
+	f.FailuresByError, f.LatestFailureAfterReturn = failureSummary(failed, windows)
+	// The load exits 1 when saves failed; that is all it may say.
+	exitOK := f.LoadExitCode == 0 || (f.LoadExitCode == 1 && sum.Errors > 0)
+	const noFailure = "no save failed outside a PostgreSQL outage"
+	switch {
+	case sumErr != nil:
+		add(noFailure, false, "%v (exit code %d)", sumErr, f.LoadExitCode)
+	default:
+		add(noFailure, len(unexplained) == 0 && exitOK && sum.Errors == int64(len(failed)),
+			"%d saves, %d failed (%d during PostgreSQL outages or within %v of the return, %d outside), %d failures recorded; exit code %d",
+			sum.Saves, sum.Errors, len(failed)-len(unexplained), pgFailureGrace, len(unexplained), len(failed), f.LoadExitCode)
+	}
+	for i, u := range unexplained {
+		if i == 10 {
+			evidence("... and %d more failed saves outside a PostgreSQL outage", len(unexplained)-10)
+			break
+		}
+		evidence("failed save outside a PostgreSQL outage: %s %s v%d..v%d at %s (%.1fs after the load started): %s",
+			u.Type, u.ID, u.First, u.Last, u.At.Format("15:04:05.000"), u.At.Sub(s.t0).Seconds(), u.Err)
+	}
+	if len(unexplained) > 0 || !exitOK {
+		evidence("load generator errors (%s):%s", filepath.Base(s.load.logPath), tailLog(s.load.logPath, 20))
+	}
 	stored, err := s.db.storedStreams(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ev := CheckEvents(saves, stored)
+	ev := CheckEvents(saves, failed, stored)
 	f.RecordedSaves, f.RecordedEvents, f.StoredEvents, f.Streams = ev.RecordedSaves, ev.RecordedEvents, ev.StoredEvents, ev.Streams
 	f.EventsLost, f.InFlight, f.InFlightStreams = ev.Lost, ev.InFlight, ev.InFlightStreams
-	add("record file readable", perr == nil, "%d lines%s", len(saves), errText(perr))
+	f.InDoubt, f.InDoubtSaves, f.InDoubtExamples = ev.InDoubt, ev.InDoubtSaves, ev.InDoubtExamples
+	add("record file readable", perr == nil, "%d lines%s", len(saves)+len(failed), errText(perr))
 	add("every recorded save is stored exactly once", ev.OK(),
 		"%d saves / %d events recorded, %d events stored in %d streams; lost %d, recorded twice %d, duplicates %d, gaps %d, head mismatches %d, unaccounted %d",
 		ev.RecordedSaves, ev.RecordedEvents, ev.StoredEvents, ev.Streams, ev.Lost, ev.RecordedTwice, ev.Duplicates, ev.Gaps, ev.HeadMismatches, ev.Unaccounted)
-	add("record matches the load's count", sumErr != nil || sum.Saves == ev.RecordedSaves,
-		"summary %d saves, record %d lines", sum.Saves, ev.RecordedSaves)
+	add("record matches the load's count", sumErr != nil || (sum.Saves == ev.RecordedSaves && sum.Errors == ev.FailedSaves),
+		"summary %d saves and %d errors, record %d saves and %d failures", sum.Saves, sum.Errors, ev.RecordedSaves, ev.FailedSaves)
 	add("unrecorded events only from saves in flight at stop", ev.InFlightStreams <= s.cfg.Concurrency,
 		"%d events at the tail of %d streams (at most %d saves were in flight)", ev.InFlight, ev.InFlightStreams, s.cfg.Concurrency)
 	for _, p := range ev.Problems {
@@ -209,8 +232,13 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	if s.cfg.Cluster {
 		natsFaults = fmt.Sprintf("NATS leader kills %d, follower kills %d", len(f.LeaderStalls), len(f.FollowerStalls))
 	}
-	add("every kind of fault was injected", len(missing) == 0, "kills %d, %s, PG terminations %d rounds (%d connections), drains %d%s",
-		f.Kills, natsFaults, f.PGRounds, f.PGConns, f.Drains, listIf(" — too few: ", missing))
+	pgFaults := fmt.Sprintf("PG restarts %d, immediate shutdowns %d, postmaster kills %d",
+		countPG(f.PGFaults, RestartPG), countPG(f.PGFaults, CrashPG), countPG(f.PGFaults, KillPG))
+	if f.PGSkipped != "" {
+		pgFaults = "PG restarts and crashes skipped"
+	}
+	add("every kind of fault was injected", len(missing) == 0, "kills %d, %s, PG terminations %d rounds (%d connections), drains %d, %s%s",
+		f.Kills, natsFaults, f.PGRounds, f.PGConns, f.Drains, pgFaults, listIf(" — too few: ", missing))
 	add("faults went as expected (drains exit 0 in time, no crashes)", len(failures) == 0, "%d problems", len(failures))
 	for _, fl := range failures {
 		evidence("fault: %s", fl)
@@ -227,6 +255,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 		f.LogErrors += st.Errors
 		f.Swept += st.Swept
 		f.DrainTimeouts += st.DrainTimeouts
+		f.StartsWithoutPG += st.StartsWithoutPG
 		s.workerLog[w.name()] = st
 	}
 	if !res.OK() {
@@ -243,6 +272,40 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 		}
 	}
 	return res, nil
+}
+
+// pgFailureGrace is how long after PostgreSQL's return a failed save
+// still counts as failing because of the outage: a save may meet a
+// pooled connection that died with the old server.
+const pgFailureGrace = 5 * time.Second
+
+// uuidRE and numberRE are what failureSummary takes out of error texts.
+var (
+	uuidRE   = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
+	numberRE = regexp.MustCompile(`\b\d+\b`)
+)
+
+// failureSummary counts the failed saves by error text (aggregate ids and
+// numbers replaced) and returns how long after PostgreSQL's return the
+// latest failure outside an outage came, within the grace (0 if none).
+func failureSummary(failed []FailedSave, windows []Window) (map[string]int, time.Duration) {
+	by := map[string]int{}
+	var latest time.Duration
+	for _, f := range failed {
+		msg := numberRE.ReplaceAllString(uuidRE.ReplaceAllString(f.Err, "<id>"), "N")
+		by[msg]++
+		if slices.ContainsFunc(windows, func(w Window) bool { return !f.At.Before(w.From) && !f.At.After(w.To) }) {
+			continue // during an outage
+		}
+		after := time.Duration(-1)
+		for _, w := range windows {
+			if d := f.At.Sub(w.To); d > 0 && d <= pgFailureGrace && (after < 0 || d < after) {
+				after = d
+			}
+		}
+		latest = max(latest, after)
+	}
+	return by, latest
 }
 
 // auditHistory renders the audit rows of one aggregate.

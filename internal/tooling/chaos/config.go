@@ -10,10 +10,6 @@ import (
 	"time"
 )
 
-// DefaultPostgresURL is the PostgreSQL server the suite creates its
-// database on when EVSNAP_TEST_POSTGRES_URL is not set.
-const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
 // ClusterNodes is how many nats-servers the cluster mode runs; the notice
 // stream has a replica on each.
 const ClusterNodes = 3
@@ -32,9 +28,16 @@ type Config struct {
 
 	// RepoDir is the module root the binaries are built from.
 	RepoDir string
-	// PostgresURL names the server (any database on it) where the run
-	// creates and drops its own database.
+	// PostgresURL names an external server (any database on it) where the
+	// run creates and drops its own database. "" (the default) runs a
+	// PostgreSQL cluster of the suite's own (internal/tooling/pgcluster),
+	// which the PostgreSQL faults restart and crash; with an external
+	// server those faults are left out, since the suite restarts only
+	// what it started.
 	PostgresURL string
+	// PGBinDir holds initdb and postgres for the own cluster; "" finds
+	// them (initdb in PATH, else /usr/lib/postgresql/*/bin).
+	PGBinDir string
 	// NATSServer is the nats-server binary; "" means the version go.mod
 	// pins, built on demand into a cache directory (internal/tooling/natsbin).
 	NATSServer string
@@ -71,6 +74,13 @@ type Config struct {
 	MaxWorkerDown time.Duration
 	MaxNATSDown   time.Duration
 	HardNATSShare float64
+	// MaxPGDown bounds how long PostgreSQL stays down after an immediate
+	// shutdown or a SIGKILL before it is started again (a clean restart
+	// starts it at once, as pg_ctl restart does).
+	MaxPGDown time.Duration
+	// ReconnectTimeout bounds the wait, after each PostgreSQL fault, for
+	// the load generator and every worker to write again.
+	ReconnectTimeout time.Duration
 
 	// Sabotage damages the stores on purpose after the run (one snapshot
 	// moved back a version, one event deleted), to show that the checks
@@ -89,7 +99,6 @@ func DefaultConfig(short bool) Config {
 		Duration:        5 * time.Minute,
 		Workers:         3,
 		Seed:            uint64(time.Now().UnixNano()),
-		PostgresURL:     DefaultPostgresURL,
 		Aggregates:      200,
 		Rate:            300,
 		Concurrency:     8,
@@ -104,10 +113,11 @@ func DefaultConfig(short bool) Config {
 		MaxWorkerDown:   3 * time.Second,
 		MaxNATSDown:     5 * time.Second,
 		HardNATSShare:   0.3,
-		Out:             os.Stdout,
-	}
-	if v := os.Getenv("EVSNAP_TEST_POSTGRES_URL"); v != "" {
-		c.PostgresURL = v
+		MaxPGDown:       2 * time.Second,
+		// A worker killed by another fault meanwhile is back within
+		// MaxWorkerDown plus its start-up.
+		ReconnectTimeout: 30 * time.Second,
+		Out:              os.Stdout,
 	}
 	if short {
 		c.Short = true
@@ -139,8 +149,10 @@ func (c *Config) Validate() error {
 		return errors.New("ack wait must be at least 1s; drain and convergence timeouts positive")
 	case c.RepoDir == "":
 		return errors.New("no repository directory")
-	case c.PostgresURL == "":
-		return errors.New("no PostgreSQL URL")
+	case c.MaxPGDown < 0 || c.ReconnectTimeout <= 0:
+		return errors.New("the PostgreSQL down time must not be negative, the reconnect timeout must be positive")
+	case c.PostgresURL != "" && c.PGBinDir != "":
+		return errors.New("--pg-bin is for the suite's own cluster; --postgres-url names an external server")
 	}
 	if c.NATSServer != "" {
 		if _, err := os.Stat(c.NATSServer); err != nil {
@@ -154,18 +166,30 @@ func (c *Config) Validate() error {
 // least 3s) and a quiet end that leaves time for the last restarts.
 func (c Config) scheduleConfig() ScheduleConfig {
 	start := max(3*time.Second, c.Duration/10)
-	end := c.Duration - max(c.MaxNATSDown, c.MaxWorkerDown) - 2*time.Second
+	end := c.Duration - max(c.MaxNATSDown, c.MaxWorkerDown, c.MaxPGDown+time.Second) - 2*time.Second
 	if end <= start {
 		end = start + time.Second
 	}
 	sc := ScheduleConfig{
 		Start: start, End: end, MeanGap: c.MeanGap, Workers: c.Workers, MinEach: c.MinEach,
-		MaxWorkerDown: c.MaxWorkerDown, MaxNATSDown: c.MaxNATSDown, HardNATSShare: c.HardNATSShare,
+		MaxWorkerDown: c.MaxWorkerDown, MaxNATSDown: c.MaxNATSDown, MaxPGDown: c.MaxPGDown, HardNATSShare: c.HardNATSShare,
 	}
 	if c.Cluster {
 		sc.Weights = ClusterWeights
 	}
+	if c.PostgresURL != "" {
+		sc.Weights = withoutPGCrashes(sc.Weights)
+	}
 	return sc
+}
+
+// PGSkipReason says why a run has no PostgreSQL restarts and crashes (""
+// when it has them).
+func (c Config) PGSkipReason() string {
+	if c.PostgresURL == "" {
+		return ""
+	}
+	return "--postgres-url names a server the suite did not start; it restarts and crashes only a cluster of its own"
 }
 
 // policy is the workers' --policy flag.

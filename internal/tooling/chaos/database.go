@@ -45,7 +45,7 @@ func (d *database) ident() string { return pgx.Identifier{d.name}.Sanitize() }
 func createDatabase(ctx context.Context, baseURL string) (*database, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
-		return nil, fmt.Errorf("PostgreSQL URL %q: want a URL such as %s", redactURL(baseURL), DefaultPostgresURL)
+		return nil, fmt.Errorf("PostgreSQL URL %q: want a URL such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable", redactURL(baseURL))
 	}
 	var b [5]byte
 	_, _ = rand.Read(b[:])
@@ -91,6 +91,9 @@ func (d *database) connect(ctx context.Context) error {
 		return fmt.Errorf("connect to %s: %w", d.name, err)
 	}
 	cfg.MaxConns = 4
+	// Check every connection before use: after a PostgreSQL restart the
+	// pooled ones are dead, and the suite's queries must not fail on them.
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
 	pool, err := pgxpool.NewWithConfig(cctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", d.name, err)

@@ -145,6 +145,9 @@ type WorkerLogStats struct {
 	Swept int64
 	// DrainTimeouts counts "drain timed out" warnings.
 	DrainTimeouts int
+	// StartsWithoutPG counts starts that found PostgreSQL unreachable
+	// (and ran on; run used to exit 1 then).
+	StartsWithoutPG int
 	// Starts counts "snapshotter starting" lines; Stopped counts
 	// "snapshotter stopped cleanly".
 	Starts, Stopped int
@@ -187,6 +190,8 @@ func ParseWorkerLog(log string) WorkerLogStats {
 			}
 		case strings.HasPrefix(msg, "drain timed out"):
 			st.DrainTimeouts++
+		case strings.HasPrefix(msg, "PostgreSQL unreachable at start-up"):
+			st.StartsWithoutPG++
 		case msg == "snapshotter starting":
 			st.Starts++
 		case msg == "snapshotter stopped cleanly":

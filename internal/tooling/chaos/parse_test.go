@@ -69,12 +69,13 @@ func TestParseWorkerLog(t *testing.T) {
 {"time":"t","level":"INFO","msg":"reconciliation sweep caught up aggregates whose notices were lost or not yet handled","snapshotted":4}
 {"time":"t","level":"WARN","msg":"notices unavailable; retrying","error":"x"}
 {"time":"t","level":"WARN","msg":"drain timed out; cancelling in-flight work (unacked notices are redelivered)"}
+{"time":"t","level":"WARN","msg":"PostgreSQL unreachable at start-up; starting anyway, the store connects when it can"}
 {"time":"t","level":"ERROR","msg":"boom \"quoted\""}
 {"time":"t","level":"INFO","msg":"snapshotter stopped cleanly"}
 snapshotter: nats: connect to nats://127.0.0.1:1: nats: no servers available for connection
 `
 	st := ParseWorkerLog(log)
-	if st.Swept != 7 || st.Warnings != 2 || st.Errors != 2 || st.DrainTimeouts != 1 || st.Starts != 1 || st.Stopped != 1 {
+	if st.Swept != 7 || st.Warnings != 3 || st.Errors != 2 || st.DrainTimeouts != 1 || st.StartsWithoutPG != 1 || st.Starts != 1 || st.Stopped != 1 {
 		t.Errorf("got %+v", st)
 	}
 	if st.Samples[`boom \"quoted\"`] != 1 {

@@ -1,8 +1,10 @@
 package chaos
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -11,10 +13,25 @@ const (
 )
 
 func TestParseRecord(t *testing.T) {
-	in := "Account " + idA + " 1 3\n\nOrder " + strings.ToUpper(idB) + " 1 1\nAccount " + idA + " 4 4\n"
-	got, err := ParseRecord(strings.NewReader(in))
+	in := "Account " + idA + " 1 3\n\nOrder " + strings.ToUpper(idB) + " 1 1\n" +
+		"Account " + idA + " 4 5 failed 2025-01-02T15:04:05.123456789Z save Account: conn closed\n" +
+		"Order " + idB + " 0 0 failed 2025-01-02T15:04:06Z\n" +
+		"Account " + idA + " 4 4\n"
+	got, failed, err := ParseRecord(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
+	}
+	wantFailed := []FailedSave{
+		{Save: Save{"Account", idA, 4, 5}, At: time.Date(2025, 1, 2, 15, 4, 5, 123456789, time.UTC), Err: "save Account: conn closed"},
+		{Save: Save{"Order", idB, 0, 0}, At: time.Date(2025, 1, 2, 15, 4, 6, 0, time.UTC)},
+	}
+	if len(failed) != len(wantFailed) {
+		t.Fatalf("failed saves %+v, want %+v", failed, wantFailed)
+	}
+	for i, w := range wantFailed {
+		if f := failed[i]; f.Save != w.Save || !f.At.Equal(w.At) || f.Err != w.Err {
+			t.Errorf("failed save %d: %+v, want %+v", i, f, w)
+		}
 	}
 	want := []Save{{"Account", idA, 1, 3}, {"Order", idB, 1, 1}, {"Account", idA, 4, 4}}
 	if len(got) != len(want) {
@@ -36,9 +53,13 @@ func TestParseRecordErrors(t *testing.T) {
 		{"empty range", "Account " + idA + " 3 2\n", "empty"},
 		{"zero first", "Account " + idA + " 0 2\n", "below 1"},
 		{"second line", "Account " + idA + " 1 2\nAccount " + idA + "\n", "line 2"},
+		{"failed without a time", "Account " + idA + " 1 2 failed\n", "6 or more fields"},
+		{"failed with a bad time", "Account " + idA + " 1 2 failed yesterday oops\n", "time of the failure"},
+		{"failed with an empty range", "Account " + idA + " 2 1 failed 2025-01-02T15:04:05Z x\n", "empty"},
+		{"succeeded with nothing appended", "Account " + idA + " 0 0\n", "below 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseRecord(strings.NewReader(tc.in))
+			_, _, err := ParseRecord(strings.NewReader(tc.in))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
@@ -56,6 +77,7 @@ func TestCheckEvents(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		saves  []Save
+		failed []FailedSave
 		stored map[StreamKey]StoredStream
 		ok     bool
 		check  func(t *testing.T, r EventReport)
@@ -143,6 +165,33 @@ func TestCheckEvents(t *testing.T) {
 			},
 		},
 		{
+			name:   "a failed save that committed is in doubt, not unaccounted",
+			saves:  []Save{{"Account", idA, 1, 1}, {"Account", idA, 4, 4}},
+			failed: []FailedSave{{Save: Save{"Account", idA, 2, 3}}, {Save: Save{"Account", idA, 4, 5}}, {Save: Save{"Order", idB, 0, 0}}},
+			stored: map[StreamKey]StoredStream{a: stream(4, 1, 2, 3, 4)},
+			ok:     true,
+			check: func(t *testing.T, r EventReport) {
+				if r.InDoubt != 2 || r.InDoubtSaves != 1 || r.FailedSaves != 3 || r.Unaccounted != 0 || r.InFlight != 0 {
+					t.Errorf("in doubt %d events of %d saves, %d failed, unaccounted %d, in flight %d; want 2, 1, 3, 0, 0",
+						r.InDoubt, r.InDoubtSaves, r.FailedSaves, r.Unaccounted, r.InFlight)
+				}
+				if len(r.InDoubtExamples) != 1 || !strings.Contains(r.InDoubtExamples[0], "v2..v3") {
+					t.Errorf("in-doubt examples %q, want the save of v2..v3", r.InDoubtExamples)
+				}
+			},
+		},
+		{
+			name:   "a failed save of another aggregate explains nothing",
+			saves:  []Save{{"Account", idA, 1, 1}, {"Account", idA, 3, 3}},
+			failed: []FailedSave{{Save: Save{"Order", idB, 2, 2}}},
+			stored: map[StreamKey]StoredStream{a: stream(3, 1, 2, 3)},
+			check: func(t *testing.T, r EventReport) {
+				if r.Unaccounted != 1 || r.InDoubt != 0 {
+					t.Errorf("unaccounted %d in doubt %d, want 1 and 0", r.Unaccounted, r.InDoubt)
+				}
+			},
+		},
+		{
 			name:   "unrecorded events below a recorded save",
 			saves:  []Save{{"Account", idA, 1, 1}, {"Account", idA, 3, 3}},
 			stored: map[StreamKey]StoredStream{a: stream(3, 1, 2, 3)},
@@ -154,7 +203,7 @@ func TestCheckEvents(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := CheckEvents(tc.saves, tc.stored)
+			r := CheckEvents(tc.saves, tc.failed, tc.stored)
 			if r.OK() != tc.ok {
 				t.Errorf("OK() = %v, want %v; report %+v", r.OK(), tc.ok, r)
 			}
@@ -163,5 +212,23 @@ func TestCheckEvents(t *testing.T) {
 			}
 			tc.check(t, r)
 		})
+	}
+}
+
+func TestUnexplainedFailures(t *testing.T) {
+	t0 := time.Date(2025, 1, 2, 15, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	windows := []Window{{From: at(10), To: at(12)}, {From: at(30), To: at(31)}}
+	failed := []FailedSave{{At: at(9.9)}, {At: at(10)}, {At: at(11)}, {At: at(12.5)}, {At: at(14.1)}, {At: at(30.5)}, {At: at(40)}}
+	got := UnexplainedFailures(failed, windows, 2*time.Second)
+	var secs []float64
+	for _, f := range got {
+		secs = append(secs, f.At.Sub(t0).Seconds())
+	}
+	if want := []float64{9.9, 14.1, 40}; !slices.Equal(secs, want) {
+		t.Errorf("unexplained failures at %v s, want %v", secs, want)
+	}
+	if got := UnexplainedFailures(failed, nil, time.Minute); len(got) != len(failed) {
+		t.Errorf("without an outage %d of %d failures explained", len(failed)-len(got), len(failed))
 	}
 }

@@ -37,6 +37,14 @@ type Figures struct {
 	Crashes        int // processes that exited on their own
 	Refused        int // worker starts refused while NATS was down
 
+	// PGServer describes the PostgreSQL server: the suite's own cluster,
+	// or an external one (then PGSkipped says why there are no
+	// PostgreSQL restarts and crashes).
+	PGServer  string
+	PGSkipped string
+	// PGFaults are the PostgreSQL restarts and crashes, in order.
+	PGFaults []PGFault
+
 	LoadExitCode     int
 	Saves            int64 // from the load's summary
 	RecordedSaves    int64
@@ -50,6 +58,21 @@ type Figures struct {
 	StreamMessages   uint64 // the notice stream's last sequence
 	InFlight         int64
 	InFlightStreams  int
+	// FailedSaves counts the saves that returned an error;
+	// UnexplainedFailures those that did not fail during a PostgreSQL
+	// outage (or just after one). InDoubt counts the events that failed
+	// saves committed anyway, InDoubtSaves those saves.
+	FailedSaves         int64
+	UnexplainedFailures int
+	InDoubt             int64
+	InDoubtSaves        int
+	// FailuresByError counts the failed saves by error text (ids and
+	// numbers replaced); LatestFailureAfterReturn is the latest a save
+	// failed after PostgreSQL had come back.
+	FailuresByError          map[string]int
+	LatestFailureAfterReturn time.Duration
+	// InDoubtExamples describe the first failed saves that committed.
+	InDoubtExamples []string
 
 	SnapshotWrites   int // audit rows (inserts and updates)
 	SnapshotRewrites int // writes at the version already stored
@@ -70,6 +93,7 @@ type Figures struct {
 	LogWarnings     int
 	LogErrors       int
 	DrainTimeouts   int
+	StartsWithoutPG int // worker starts that found PostgreSQL down and ran on
 }
 
 // Check is one pass/fail check.
@@ -103,10 +127,11 @@ func (r *Result) Print(w io.Writer) {
 	f := r.Figures
 	fmt.Fprintf(w, "\nevsnap chaos suite — %s form, seed %d, %d workers, %s\n", f.Form, f.Seed, f.Workers, f.Build)
 	if f.Cluster {
-		fmt.Fprintf(w, "nats-server %s, %d-node cluster, notice stream at %d replicas\n\n", f.NATSVersion, ClusterNodes, ClusterNodes)
+		fmt.Fprintf(w, "nats-server %s, %d-node cluster, notice stream at %d replicas\n", f.NATSVersion, ClusterNodes, ClusterNodes)
 	} else {
-		fmt.Fprintf(w, "nats-server %s, one server\n\n", f.NATSVersion)
+		fmt.Fprintf(w, "nats-server %s, one server\n", f.NATSVersion)
 	}
+	fmt.Fprintf(w, "PostgreSQL: %s\n\n", f.PGServer)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k string, v any, note string) {
 		fmt.Fprintf(tw, "  %s\t%v\t%s\n", k, v, note)
@@ -120,10 +145,23 @@ func (r *Result) Print(w io.Writer) {
 		row("NATS restarts", f.NATSRestarts, fmt.Sprintf("%d of them by SIGKILL", f.NATSKills))
 	}
 	row("PG connection terminations", f.PGConns, fmt.Sprintf("in %d pg_terminate_backend rounds", f.PGRounds))
+	if f.PGSkipped != "" {
+		row("PG restarts and crashes", "-", "skipped: "+f.PGSkipped)
+	} else {
+		for _, k := range []FaultKind{RestartPG, CrashPG, KillPG} {
+			name := map[FaultKind]string{RestartPG: "PG clean restarts (fast)", CrashPG: "PG immediate shutdowns", KillPG: "PG postmaster SIGKILLs"}[k]
+			row(name, countPG(f.PGFaults, k), summarizePG(f.PGFaults, k))
+		}
+	}
 	row("graceful drains (SIGTERM)", f.Drains, fmt.Sprintf("slowest exit %v (every worker also drained at the end)", f.DrainMax.Round(time.Millisecond)))
 	row("worker starts refused, NATS down", f.Refused, "exit 1 at start-up; restarted like a supervisor would")
+	if f.PGSkipped == "" {
+		row("worker starts, PG down", f.StartsWithoutPG, "ran on and connected once it was back (they used to exit 1)")
+	}
 	row("unexpected exits", f.Crashes, "must be 0")
 	row("saves", f.Saves, fmt.Sprintf("recorded %d; %d conflicts, %d errors", f.RecordedSaves, f.Conflicts, f.LoadErrors))
+	row("failed saves", f.FailedSaves, fmt.Sprintf("%d outside a PostgreSQL outage (must be 0); latest %v after a return; %d committed anyway (%d events, in doubt)",
+		f.UnexplainedFailures, f.LatestFailureAfterReturn.Round(time.Millisecond), f.InDoubtSaves, f.InDoubt))
 	row("events", f.StoredEvents, fmt.Sprintf("in the store; %d recorded, %d over %d streams in flight at stop", f.RecordedEvents, f.InFlight, f.InFlightStreams))
 	row("notices published", f.NoticesPublished, fmt.Sprintf("load's last progress line; %d dropped; stream last seq %d", f.NoticesDropped, f.StreamMessages))
 	row("snapshots written", f.SnapshotWrites, fmt.Sprintf("audit rows; %d rewrites at the same version, %d by the sweep (logs), %d aggregates", f.SnapshotRewrites, f.Swept, f.Snapshotted))
@@ -138,6 +176,33 @@ func (r *Result) Print(w io.Writer) {
 	row("milestones not snapshotted", f.MilestoneMisses, "information: the sweep is threshold-only")
 	row("worker log warnings/errors", fmt.Sprintf("%d/%d", f.LogWarnings, f.LogErrors), fmt.Sprintf("%d drain timeouts", f.DrainTimeouts))
 	_ = tw.Flush()
+	if len(f.PGFaults) > 0 {
+		fmt.Fprintln(w, "\nPostgreSQL faults (seconds after the load started):")
+		for _, p := range f.PGFaults {
+			fmt.Fprintln(w, "  "+p.String())
+		}
+	}
+	if len(f.InDoubtExamples) > 0 {
+		fmt.Fprintln(w, "\nfailed saves that committed anyway (in doubt; their events are stored once, and later saves build on them):")
+		for _, e := range f.InDoubtExamples {
+			fmt.Fprintln(w, "  "+e)
+		}
+	}
+	if len(f.FailuresByError) > 0 {
+		fmt.Fprintln(w, "\nfailed saves by error (ids and numbers replaced):")
+		msgs := make([]string, 0, len(f.FailuresByError))
+		for m := range f.FailuresByError {
+			msgs = append(msgs, m)
+		}
+		slices.SortFunc(msgs, func(a, b string) int { return f.FailuresByError[b] - f.FailuresByError[a] })
+		for i, m := range msgs {
+			if i == 8 {
+				fmt.Fprintf(w, "  ... and %d more kinds\n", len(msgs)-8)
+				break
+			}
+			fmt.Fprintf(w, "  %6d  %s\n", f.FailuresByError[m], m)
+		}
+	}
 	fmt.Fprintln(w)
 	for _, c := range r.Checks {
 		mark := "PASS"
@@ -161,6 +226,44 @@ func (r *Result) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "\nFAILED; rerun the same schedule with --seed %d (add --keep to keep logs and the database)\n", f.Seed)
 	}
+}
+
+func countPG(faults []PGFault, k FaultKind) int {
+	n := 0
+	for _, f := range faults {
+		if f.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+// summarizePG is "outage max 1.2s; writing again after max 300ms (load),
+// 800ms (workers)" for the faults of kind k.
+func summarizePG(faults []PGFault, k FaultKind) string {
+	var outage, load, workers time.Duration
+	n := 0
+	for _, f := range faults {
+		if f.Kind != k {
+			continue
+		}
+		n++
+		outage = max(outage, f.Outage)
+		if f.LoadBack < 0 || load < 0 {
+			load = -1
+		} else {
+			load = max(load, f.LoadBack)
+		}
+		if f.WorkersBack < 0 || workers < 0 {
+			workers = -1
+		} else {
+			workers = max(workers, f.WorkersBack)
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("outage max %v; writing again after max %s (load), %s (workers)", outage.Round(time.Millisecond), backText(load), backText(workers))
 }
 
 // formatStalls is "max 4.1s (4.1s, 3.2s)", or "-" for none.

@@ -32,11 +32,22 @@ const (
 	// holds a replica of the notice stream but does not lead it, and
 	// restarts it after Down.
 	KillNATSFollower
+	// RestartPG restarts the suite's PostgreSQL cluster cleanly, like
+	// pg_ctl restart -m fast: sessions are terminated, open transactions
+	// roll back, and it starts again at once.
+	RestartPG
+	// CrashPG shuts the cluster down immediately, like pg_ctl stop -m
+	// immediate (no checkpoint), and starts it after Down: crash recovery.
+	CrashPG
+	// KillPG sends SIGKILL to the cluster's postmaster alone, reaps the
+	// processes it leaves, and starts it after Down: crash recovery with
+	// a stale postmaster.pid and shared memory segment.
+	KillPG
 
 	numFaultKinds = iota
 )
 
-var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill"}
+var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill"}
 
 // String returns the kind's name as the schedule prints it.
 func (k FaultKind) String() string {
@@ -54,7 +65,8 @@ type Fault struct {
 	// Worker is the target of KillWorker and DrainWorker (0-based).
 	Worker int
 	// Down is how long the target stays down before it is restarted
-	// (KillWorker, DrainWorker, RestartNATS).
+	// (KillWorker, DrainWorker, RestartNATS, the NATS node kills, CrashPG,
+	// KillPG).
 	Down time.Duration
 	// Hard makes RestartNATS stop the server with SIGKILL.
 	Hard bool
@@ -75,6 +87,12 @@ func (f Fault) String() string {
 		fmt.Fprintf(&b, " (%s), down %v", how, f.Down.Round(time.Millisecond))
 	case KillNATSLeader, KillNATSFollower:
 		fmt.Fprintf(&b, " (SIGKILL), down %v", f.Down.Round(time.Millisecond))
+	case RestartPG:
+		b.WriteString(" (fast shutdown, start at once)")
+	case CrashPG:
+		fmt.Fprintf(&b, " (immediate shutdown), down %v", f.Down.Round(time.Millisecond))
+	case KillPG:
+		fmt.Fprintf(&b, " (SIGKILL to the postmaster), down %v", f.Down.Round(time.Millisecond))
 	}
 	return b.String()
 }
@@ -96,21 +114,35 @@ type ScheduleConfig struct {
 	// (indexed by FaultKind); a kind of weight 0 is not used. nil means
 	// [DefaultWeights].
 	Weights []int
-	// MaxWorkerDown and MaxNATSDown bound the Down times.
-	MaxWorkerDown, MaxNATSDown time.Duration
+	// MaxWorkerDown, MaxNATSDown and MaxPGDown bound the Down times.
+	MaxWorkerDown, MaxNATSDown, MaxPGDown time.Duration
 	// HardNATSShare is the share of NATS restarts that use SIGKILL.
 	HardNATSShare float64
 }
 
 // DefaultWeights favour worker kills, then NATS restarts and connection
-// terminations, then graceful drains. They are for one nats-server: the
-// cluster kinds are off.
-var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 0, KillNATSFollower: 0}
+// terminations, then graceful drains and PostgreSQL restarts and crashes.
+// They are for one nats-server: the cluster kinds are off.
+var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 0, KillNATSFollower: 0,
+	RestartPG: 1, CrashPG: 1, KillPG: 1}
 
 // ClusterWeights are [DefaultWeights] for a NATS cluster: instead of
 // restarting the one server, the suite kills the stream's leader or a
 // follower.
-var ClusterWeights = []int{KillWorker: 4, RestartNATS: 0, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 2, KillNATSFollower: 1}
+var ClusterWeights = []int{KillWorker: 4, RestartNATS: 0, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 2, KillNATSFollower: 1,
+	RestartPG: 1, CrashPG: 1, KillPG: 1}
+
+// withoutPGCrashes returns weights (nil: [DefaultWeights]) with the
+// PostgreSQL restarts and crashes off, for a server the suite did not
+// start.
+func withoutPGCrashes(weights []int) []int {
+	if weights == nil {
+		weights = DefaultWeights
+	}
+	w := slices.Clone(weights)
+	w[RestartPG], w[CrashPG], w[KillPG] = 0, 0, 0
+	return w
+}
 
 // ActiveKinds returns the kinds whose weight is above 0 (nil weights:
 // [DefaultWeights]).
@@ -140,8 +172,8 @@ func (c ScheduleConfig) Validate() error {
 		return fmt.Errorf("min each %d is negative", c.MinEach)
 	case c.Weights != nil && len(c.Weights) != numFaultKinds:
 		return fmt.Errorf("want %d weights, got %d", numFaultKinds, len(c.Weights))
-	case c.MaxWorkerDown <= 0 || c.MaxNATSDown <= 0:
-		return fmt.Errorf("down times must be positive")
+	case c.MaxWorkerDown <= 0 || c.MaxNATSDown <= 0 || c.MaxPGDown < 0:
+		return fmt.Errorf("down times must be positive (PostgreSQL's may be 0)")
 	case c.HardNATSShare < 0 || c.HardNATSShare > 1:
 		return fmt.Errorf("hard NATS share %v is outside 0-1", c.HardNATSShare)
 	}
@@ -217,6 +249,8 @@ func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
 			f.Hard = r.Float64() < c.HardNATSShare
 		case KillNATSLeader, KillNATSFollower:
 			f.Down = randDuration(r, time.Second, c.MaxNATSDown)
+		case CrashPG, KillPG:
+			f.Down = randDuration(r, 0, c.MaxPGDown)
 		}
 		out[i] = f
 	}

@@ -10,7 +10,7 @@ import (
 func testSchedule() ScheduleConfig {
 	return ScheduleConfig{
 		Start: 3 * time.Second, End: 40 * time.Second, MeanGap: 5 * time.Second,
-		Workers: 3, MinEach: 1, MaxWorkerDown: 3 * time.Second, MaxNATSDown: 3 * time.Second, HardNATSShare: 0.3,
+		Workers: 3, MinEach: 1, MaxWorkerDown: 3 * time.Second, MaxNATSDown: 3 * time.Second, MaxPGDown: 2 * time.Second, HardNATSShare: 0.3,
 	}
 }
 
@@ -37,6 +37,11 @@ func TestNewScheduleShape(t *testing.T) {
 		DefaultConfig(true).scheduleConfig(),
 		DefaultConfig(false).scheduleConfig(),
 		func() ScheduleConfig { c := DefaultConfig(true); c.Cluster = true; return c.scheduleConfig() }(),
+		func() ScheduleConfig {
+			c := DefaultConfig(true)
+			c.PostgresURL = "postgres://elsewhere/x"
+			return c.scheduleConfig()
+		}(),
 	} {
 		active := ActiveKinds(c.Weights)
 		for seed := range uint64(200) {
@@ -72,7 +77,14 @@ func TestNewScheduleShape(t *testing.T) {
 					if f.Down < time.Second || f.Down > c.MaxNATSDown {
 						t.Fatalf("seed %d: bad NATS fault %+v", seed, f)
 					}
-				case TerminatePG:
+				case CrashPG, KillPG:
+					if f.Down < 0 || f.Down > c.MaxPGDown {
+						t.Fatalf("seed %d: bad PostgreSQL fault %+v", seed, f)
+					}
+				case TerminatePG, RestartPG:
+					if f.Down != 0 {
+						t.Fatalf("seed %d: %v has a down time", seed, f)
+					}
 				default:
 					t.Fatalf("seed %d: unknown kind %v", seed, f.Kind)
 				}
@@ -85,7 +97,8 @@ func TestNewScheduleWeights(t *testing.T) {
 	c := testSchedule()
 	c.MinEach = 0
 	c.End = time.Hour
-	c.Weights = []int{KillWorker: 1, RestartNATS: 0, TerminatePG: 0, DrainWorker: 0, KillNATSLeader: 0, KillNATSFollower: 0}
+	c.Weights = make([]int, numFaultKinds)
+	c.Weights[KillWorker] = 1
 	s, err := NewSchedule(1, c)
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +117,9 @@ func TestShortFormFitsCI(t *testing.T) {
 	if sc.End+sc.MaxNATSDown > c.Duration {
 		t.Errorf("a NATS restart at the window's end (%v + %v) would outlast the load (%v)", sc.End, sc.MaxNATSDown, c.Duration)
 	}
+	if sc.End+sc.MaxPGDown+time.Second > c.Duration {
+		t.Errorf("a PostgreSQL crash at the window's end (%v + %v + a start) would outlast the load (%v)", sc.End, sc.MaxPGDown, c.Duration)
+	}
 }
 
 func TestScheduleConfigValidate(t *testing.T) {
@@ -115,6 +131,7 @@ func TestScheduleConfigValidate(t *testing.T) {
 		"zero weights": func(c *ScheduleConfig) { c.Weights = make([]int, numFaultKinds) },
 		"hard share":   func(c *ScheduleConfig) { c.HardNATSShare = 2 },
 		"down":         func(c *ScheduleConfig) { c.MaxNATSDown = 0 },
+		"pg down":      func(c *ScheduleConfig) { c.MaxPGDown = -time.Second },
 	} {
 		c := testSchedule()
 		mut(&c)
@@ -130,9 +147,46 @@ func TestFaultString(t *testing.T) {
 		{At: 2 * time.Second, Kind: RestartNATS, Hard: true, Down: 2 * time.Second}:   "   2.0s nats-restart (SIGKILL), down 2s",
 		{At: 4 * time.Second, Kind: KillNATSLeader, Down: 1500 * time.Millisecond}:    "   4.0s nats-leader-kill (SIGKILL), down 1.5s",
 		{At: 3 * time.Second, Kind: TerminatePG}:                                      "   3.0s pg-terminate",
+		{At: 5 * time.Second, Kind: RestartPG}:                                        "   5.0s pg-restart (fast shutdown, start at once)",
+		{At: 6 * time.Second, Kind: CrashPG, Down: 1200 * time.Millisecond}:           "   6.0s pg-crash (immediate shutdown), down 1.2s",
+		{At: 7 * time.Second, Kind: KillPG, Down: 0}:                                  "   7.0s pg-kill (SIGKILL to the postmaster), down 0s",
 	} {
 		if got := f.String(); got != want {
 			t.Errorf("got %q, want %q", got, want)
 		}
+	}
+}
+
+// With an external server the schedule has no PostgreSQL restarts or
+// crashes, and the configuration says why; with the suite's own cluster
+// it has at least MinEach of each.
+func TestExternalPostgresSkipsPGCrashes(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		own := DefaultConfig(true)
+		own.Cluster = cluster
+		ext := own
+		ext.PostgresURL = "postgres://postgres@127.0.0.1:5432/test"
+		if own.PGSkipReason() != "" || ext.PGSkipReason() == "" {
+			t.Errorf("skip reasons: own %q, external %q", own.PGSkipReason(), ext.PGSkipReason())
+		}
+		for seed := range uint64(50) {
+			so, err := NewSchedule(seed, own.scheduleConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			se, err := NewSchedule(seed, ext.scheduleConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			co, ce := CountKinds(so), CountKinds(se)
+			for _, k := range []FaultKind{RestartPG, CrashPG, KillPG} {
+				if co[k] < own.MinEach || ce[k] != 0 {
+					t.Fatalf("cluster %v seed %d: %s %d times with the own cluster, %d with an external server", cluster, seed, k, co[k], ce[k])
+				}
+			}
+		}
+	}
+	if DefaultWeights[RestartPG] == 0 || withoutPGCrashes(nil)[RestartPG] != 0 || DefaultWeights[RestartPG] == 0 {
+		t.Error("withoutPGCrashes changed DefaultWeights or left PostgreSQL restarts on")
 	}
 }

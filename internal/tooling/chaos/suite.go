@@ -20,6 +20,7 @@ import (
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/tooling/natsbin"
 	"github.com/evsnap/evsnap/internal/tooling/natsserver"
+	"github.com/evsnap/evsnap/internal/tooling/pgcluster"
 )
 
 // noticeStream is the JetStream stream the binaries use by default.
@@ -54,7 +55,9 @@ type suite struct {
 	env     []string
 
 	db      *database
-	nats    []*natsServer // one, or ClusterNodes in cluster mode
+	pg      *pgcluster.Cluster // the suite's own cluster; nil with an external server
+	pgMu    sync.Mutex         // faults on PostgreSQL take turns
+	nats    []*natsServer      // one, or ClusterNodes in cluster mode
 	natsMu  sync.Mutex
 	workers []*worker
 	load    *process
@@ -71,7 +74,8 @@ type suite struct {
 	drainMax  time.Duration
 	executed  map[FaultKind]int
 	workerLog map[string]WorkerLogStats
-	outages   []outage
+	outages   []outage // of NATS
+	pgOutages []Window // of PostgreSQL: from the fault to its return
 }
 
 // natsURL is every nats-server's client URL, comma-separated: what the
@@ -260,7 +264,11 @@ func (s *suite) setup(ctx context.Context) error {
 		return fmt.Errorf("go build: exit %d: %v\n%s%s", code, err, out, errOut)
 	}
 
-	db, err := createDatabase(ctx, cfg.PostgresURL)
+	serverURL, err := s.setupPostgres(ctx)
+	if err != nil {
+		return err
+	}
+	db, err := createDatabase(ctx, serverURL)
 	if err != nil {
 		return err
 	}
@@ -512,8 +520,8 @@ func (s *suite) waitLoad(ctx context.Context) error {
 			s.mu.Lock()
 			f := s.fig
 			s.mu.Unlock()
-			s.logf("load: %s | kills %d, nats restarts %d, pg terminations %d, drains %d",
-				strings.TrimSpace(s.loadTee.String()), f.Kills, f.NATSRestarts, f.PGRounds, f.Drains)
+			s.logf("load: %s | kills %d, nats restarts %d, pg terminations %d, drains %d, pg restarts/crashes %d",
+				strings.TrimSpace(s.loadTee.String()), f.Kills, f.NATSRestarts, f.PGRounds, f.Drains, len(f.PGFaults))
 		}
 	}
 }
@@ -606,7 +614,11 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 		s.mu.Unlock()
 	case KillNATSLeader, KillNATSFollower:
 		s.killNATSNode(ctx, f)
+	case RestartPG, CrashPG, KillPG:
+		s.pgFault(ctx, f)
 	case TerminatePG:
+		s.pgMu.Lock()
+		defer s.pgMu.Unlock()
 		n, err := s.db.terminateWorkers(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -690,6 +702,7 @@ func (s *suite) monitor(ctx context.Context) {
 			}
 			s.natsMu.Unlock()
 		}
+		s.monitorPG(ctx)
 	}
 }
 
@@ -702,12 +715,13 @@ func (s *suite) restartIfExited(ctx context.Context, w *worker) bool {
 		return false
 	}
 	tail := tailLog(w.p.logPath, 8)
-	if strings.Contains(tail, "nats: connect to") && s.duringOutage(w.p.exitTime()) {
+	switch {
+	case strings.Contains(tail, "nats: connect to") && s.duringOutage(w.p.exitTime()):
 		s.mu.Lock()
 		s.refused = append(s.refused, fmt.Sprintf("%s: %s while NATS was down", w.name(), how))
 		s.mu.Unlock()
 		s.logf("%s could not start while NATS was down (%s); restarting it", w.name(), how)
-	} else {
+	default:
 		s.mu.Lock()
 		s.fig.Crashes++
 		s.mu.Unlock()
@@ -771,6 +785,17 @@ func (s *suite) duringOutage(t time.Time) bool {
 // ensureUp starts anything that is down after the faults (nothing should
 // be).
 func (s *suite) ensureUp(ctx context.Context) error {
+	if s.pg != nil {
+		s.pgMu.Lock()
+		if !s.pg.Running() {
+			s.fail("PostgreSQL was down after the faults ended")
+			if _, err := s.pg.Start(ctx); err != nil {
+				s.pgMu.Unlock()
+				return err
+			}
+		}
+		s.pgMu.Unlock()
+	}
 	s.natsMu.Lock()
 	for _, n := range s.nats {
 		if !n.proc.running() {

@@ -2,17 +2,18 @@
 
 // Command evsnap-chaos runs evsnap's chaos suite on real processes: two or
 // more snapshotter workers and the example-app load generator against a
-// PostgreSQL database and a nats-server of its own, with workers killed,
-// NATS restarted, PostgreSQL connections terminated and workers drained
-// while the load runs; then it checks that nothing was lost and no
+// PostgreSQL cluster and a nats-server of its own, with workers killed,
+// NATS restarted, PostgreSQL connections terminated, PostgreSQL restarted
+// and crashed, and workers drained while the load runs; then it checks that nothing was lost and no
 // snapshot went wrong, and prints the counts.
 //
 //	go run ./internal/tooling/chaos/cmd/evsnap-chaos [--short] [--cluster] [--duration D] [--workers N] [--seed S]
 //
-// It needs PostgreSQL (EVSNAP_TEST_POSTGRES_URL, default
-// postgres://postgres@127.0.0.1:5432/test?sslmode=disable; it creates and
-// drops a database of its own) and Go: it builds the nats-server go.mod
-// pins once into a cache directory (or takes --nats-server). With
+// It needs PostgreSQL's server binaries (initdb and postgres: it runs a
+// cluster of its own on a free port under a temporary directory, which it
+// restarts and crashes; --postgres-url names an external server instead,
+// and then those faults are skipped) and Go: it builds the nats-server
+// go.mod pins once into a cache directory (or takes --nats-server). With
 // --cluster it runs three nats-servers as a JetStream cluster and kills
 // the notice stream's leader and followers. The exit code is
 // 0 when every check passed, 1 when one failed or the run could not be
@@ -60,7 +61,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Threshold, "threshold", cfg.Threshold, "snapshot threshold of both types")
 	fs.DurationVar(&cfg.MeanGap, "mean-gap", cfg.MeanGap, "average time between faults")
 	fs.DurationVar(&cfg.ConvergeTimeout, "converge-timeout", cfg.ConvergeTimeout, "how long the workers get to converge after the load stops")
-	fs.StringVar(&cfg.PostgresURL, "postgres-url", cfg.PostgresURL, "PostgreSQL server to create the run's database on (env EVSNAP_TEST_POSTGRES_URL)")
+	fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "an external PostgreSQL server to create the run's database on, instead of a cluster of the suite's own (then PostgreSQL restarts and crashes are skipped)")
+	fs.StringVar(&cfg.PGBinDir, "pg-bin", "", "directory of initdb and postgres for the suite's own cluster (default: initdb in PATH, else the newest /usr/lib/postgresql/*/bin)")
 	fs.StringVar(&cfg.NATSServer, "nats-server", cfg.NATSServer, "nats-server binary (default: the version go.mod pins, built once into $EVSNAP_NATS_SERVER_CACHE or the user cache directory)")
 	fs.BoolVar(&cfg.Cluster, "cluster", false, "run 3 nats-servers as a JetStream cluster with the stream at 3 replicas, and kill the stream's leader and followers instead of restarting one server")
 	repo := fs.String("repo", ".", "a directory inside the evsnap module to build the binaries from")
