@@ -35,8 +35,10 @@ func TestDemoOnTheEmbeddedDefault(t *testing.T) {
 		"snapshot right after Save returns: v16",
 		"after AwaitPendingSnapshots",
 		"CreateSnapshot: v21",
-		"v2 loads it: snapshot used = false, events replayed = 16",
-		"snapshot v17 with schema 2",
+		"loads it: snapshot used = false, events replayed = 16",
+		"snapshot v17 with schema 2, beside v1's",
+		"rolled back to v1, it loads: snapshot used = true, events replayed = 1",
+		"once no v1 runs: pruned",
 		"4. External mode", "every snapshot the policy asks for was in place",
 		"Tutorial 14 complete",
 	} {

@@ -156,7 +156,7 @@ func BenchmarkGetSnapshot(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if s, err := st.GetSnapshot(ctx, "Bench", id); err != nil || s == nil {
+		if s, err := st.GetSnapshot(ctx, "Bench", id, 1); err != nil || s == nil {
 			b.Fatal(s, err)
 		}
 	}

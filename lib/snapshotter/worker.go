@@ -149,7 +149,7 @@ type targetAttrs struct {
 
 func newTargetAttrs(typ string) targetAttrs {
 	a := targetAttrs{typ: attribute.NewSet(attrType.String(typ)), decisions: map[string]metric.AddOption{}, written: map[string]metric.AddOption{}}
-	for _, d := range []string{"due", "not_due", "newer_schema"} {
+	for _, d := range []string{"due", "not_due"} {
 		a.decisions[d] = metric.WithAttributeSet(attribute.NewSet(attrType.String(typ), attrDecision.String(d)))
 	}
 	for _, src := range []string{SourceNotice, SourceSweep, SourceRebuild} {
@@ -270,7 +270,7 @@ func (w *Worker) initMetrics() error {
 		return err
 	}
 	if w.m.decisions, err = m.Int64Counter("evsnap.worker.decisions",
-		metric.WithUnit("{aggregate}"), metric.WithDescription("Policy decisions on coalesced notices: due, not_due, newer_schema.")); err != nil {
+		metric.WithUnit("{aggregate}"), metric.WithDescription("Policy decisions on coalesced notices: due, not_due.")); err != nil {
 		return err
 	}
 	if w.m.rebuild, err = m.Float64Histogram("evsnap.worker.rebuild.duration",
@@ -551,11 +551,11 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 		_, err = w.observeRebuild(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildWith(ctx, id, snap, events) })
 		return err == nil, err
 	}
-	snap, err := w.store.GetSnapshot(ctx, t.name, id)
+	snap, err := w.store.GetSnapshot(ctx, t.name, id, t.schemaVersion)
 	if err != nil {
 		return false, fmt.Errorf("read snapshot of %s %s: %w", t.name, id, err)
 	}
-	if h.head == 0 && !w.newerSchema(t, snap) {
+	if h.head == 0 {
 		if h.head, err = w.store.StreamVersion(ctx, t.name, id); err != nil {
 			return false, fmt.Errorf("read head of %s %s: %w", t.name, id, err)
 		}
@@ -567,25 +567,17 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 	return err == nil, err
 }
 
-// newerSchema reports whether snap is of a newer schema version than the
-// worker's: a newer deploy owns the aggregate's snapshots, and the store
-// would refuse ours anyway.
-func (w *Worker) newerSchema(t *target, snap *eventsource.Snapshot) bool {
-	return snap != nil && snap.SchemaVersion > t.schemaVersion
-}
-
-// due asks t's policy whether the aggregate, whose stored snapshot is snap
-// (nil: none), needs a snapshot at h.head, and counts the decision.
+// due asks t's policy whether the aggregate, whose stored snapshot of t's
+// schema version is snap (nil: none), needs a snapshot at h.head, and
+// counts the decision. Snapshots of other schema versions play no part:
+// they are other versions of the application's to keep.
 func (w *Worker) due(ctx context.Context, t *target, snap *eventsource.Snapshot, h hints) bool {
 	decision := "due"
 	var snapVersion int64
-	switch {
-	case w.newerSchema(t, snap):
-		decision = "newer_schema"
-	case snap != nil && snap.SchemaVersion == t.schemaVersion:
+	if snap != nil {
 		snapVersion = snap.Version
 	}
-	if decision == "due" && !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: snapVersion, Appended: h.appended}) {
+	if !t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: snapVersion, Appended: h.appended}) {
 		decision = "not_due"
 	}
 	w.decision(ctx, t, decision)
