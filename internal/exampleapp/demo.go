@@ -73,7 +73,10 @@ func (d *demo) h1(title string) {
 
 func (d *demo) p(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
 
-func (d *demo) accounts(opts ...eventsource.Option) (*eventsource.Repository[exampledomain.Account, *exampledomain.Account], error) {
+// accountRepo is a repository of the tutorial's Account (schema version 1).
+type accountRepo = eventsource.Repository[exampledomain.Account, *exampledomain.Account]
+
+func (d *demo) accounts(opts ...eventsource.Option) (*accountRepo, error) {
 	return eventsource.NewRepository[exampledomain.Account](d.in.store.Store, d.reg, append([]eventsource.Option{eventsource.WithLogger(d.Logger)}, opts...)...)
 }
 

@@ -1,6 +1,7 @@
 package exampleapp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,10 @@ type LoadConfig struct {
 	Concurrency int           // saving goroutines
 	Record      string        // file of one line per successful save; "" records nothing
 	NoMigrate   bool          // leave the tables alone (a role without schema privileges)
+	// AccountSchema is the release of the example Account the load runs
+	// as: 1 (exampledomain.Account) or 2 (exampledomain.AccountV2); 0
+	// means 1. Each loads and writes its own schema version's snapshots.
+	AccountSchema int
 }
 
 // saveTimeout bounds one save. A save runs to its end even after the load
@@ -76,8 +81,8 @@ func generateLoad(ctx context.Context, lc LoadConfig, in *infra, store eventsour
 		return err
 	}
 	defer l.close(context.WithoutCancel(ctx))
-	fmt.Fprintf(stdout, "load: %d aggregates (%.0f%% orders), %.0f saves/s, %s; store %s, bus %s\n",
-		lc.Aggregates, lc.OrderShare*100, lc.Rate, durationText(lc.Duration), in.store, in.natsWhere)
+	fmt.Fprintf(stdout, "load: %d aggregates (%.0f%% orders), %.0f saves/s, %s; Account schema version %d; store %s, bus %s\n",
+		lc.Aggregates, lc.OrderShare*100, lc.Rate, durationText(lc.Duration), l.accountSchema, in.store, in.natsWhere)
 
 	// runCtx only decides when saves stop starting; saves run on saveCtx.
 	runCtx := ctx
@@ -111,9 +116,10 @@ func generateLoad(ctx context.Context, lc LoadConfig, in *infra, store eventsour
 // loadRun is one load: the repositories, the aggregates saved and the
 // counts.
 type loadRun struct {
-	lc       LoadConfig
-	accounts *accountRepo
-	orders   *orderRepo
+	lc            LoadConfig
+	accounts      accountSaver
+	accountSchema int
+	orders        *orderRepo
 	ids      []uuid.UUID  // ids[i] is only read and replaced under locks[i]
 	isOrder  []bool       // the first OrderShare of the slots hold orders
 	locks    []sync.Mutex // one saver per aggregate at a time keeps conflicts rare
@@ -125,16 +131,26 @@ type loadRun struct {
 func newLoadRun(ctx context.Context, lc LoadConfig, store eventsource.Store, pub *natsnotice.Publisher, rec *recorder, stderr io.Writer) (*loadRun, error) {
 	reg := exampledomain.NewRegistry()
 	opts := []eventsource.Option{eventsource.WithLogger(lc.Logger), eventsource.WithAppendNotifier(pub)}
-	accounts, err := eventsource.NewRepository[exampledomain.Account](store, reg, opts...)
+	schema := cmp.Or(lc.AccountSchema, exampledomain.AccountSchemaVersion)
+	if err := exampledomain.CheckAccountSchema(schema); err != nil {
+		return nil, err
+	}
+	var accounts accountSaver
+	var err error
+	if schema == exampledomain.AccountSchemaVersionV2 {
+		accounts, err = newAccountSaver[exampledomain.AccountV2](store, reg, opts)
+	} else {
+		accounts, err = newAccountSaver[exampledomain.Account](store, reg, opts)
+	}
 	if err != nil {
 		return nil, err
 	}
 	orders, err := eventsource.NewRepository[exampledomain.Order](store, reg, opts...)
 	if err != nil {
-		_ = accounts.Close(ctx)
+		_ = accounts.close(ctx)
 		return nil, err
 	}
-	l := &loadRun{lc: lc, accounts: accounts, orders: orders, rec: rec, stderr: stderr,
+	l := &loadRun{lc: lc, accounts: accounts, accountSchema: schema, orders: orders, rec: rec, stderr: stderr,
 		ids: make([]uuid.UUID, lc.Aggregates), isOrder: make([]bool, lc.Aggregates), locks: make([]sync.Mutex, lc.Aggregates)}
 	for i := range l.ids {
 		l.ids[i] = uuid.New()
@@ -144,7 +160,7 @@ func newLoadRun(ctx context.Context, lc LoadConfig, store eventsource.Store, pub
 }
 
 func (l *loadRun) close(ctx context.Context) {
-	_ = l.accounts.Close(ctx)
+	_ = l.accounts.close(ctx)
 	_ = l.orders.Close(ctx)
 }
 
@@ -184,7 +200,7 @@ func (l *loadRun) saveOne(ctx context.Context, r *rand.Rand) (typ string, id uui
 		}
 		return exampledomain.OrderType, l.ids[i], first, last, err
 	}
-	first, last, err = saveAccount(ctx, l.accounts, l.ids[i], 1+r.IntN(l.lc.MaxEvents), r)
+	first, last, err = l.accounts.save(ctx, l.ids[i], 1+r.IntN(l.lc.MaxEvents), r)
 	return exampledomain.AccountType, l.ids[i], first, last, err
 }
 
@@ -247,10 +263,46 @@ func (r *recorder) write(typ string, id uuid.UUID, first, last int64) {
 	fmt.Fprintf(r.w, "%s %s %d %d\n", typ, id, first, last)
 }
 
-type accountRepo = eventsource.Repository[exampledomain.Account, *exampledomain.Account]
 type orderRepo = eventsource.Repository[exampledomain.Order, *exampledomain.Order]
 
-func saveAccount(ctx context.Context, repo *accountRepo, id uuid.UUID, events int, r *rand.Rand) (int64, int64, error) {
+// accountCommands are what both releases of the example Account
+// (exampledomain.Account and AccountV2) take and tell.
+type accountCommands interface {
+	Open(owner string, initialBalance float64) error
+	Deposit(amount float64) error
+	Withdraw(amount float64) error
+	CommittedVersion() int64
+	Version() int64
+}
+
+// accountSaver saves random account commands through the repository of
+// one release of the Account, and closes it.
+type accountSaver struct {
+	save  func(ctx context.Context, id uuid.UUID, events int, r *rand.Rand) (first, last int64, err error)
+	close func(ctx context.Context) error
+}
+
+// newAccountSaver returns the accountSaver of Account release T.
+func newAccountSaver[T any, PT interface {
+	eventsource.AggregatePtr[T]
+	accountCommands
+}](store eventsource.Store, reg *eventsource.Registry, opts []eventsource.Option) (accountSaver, error) {
+	repo, err := eventsource.NewRepository[T, PT](store, reg, opts...)
+	if err != nil {
+		return accountSaver{}, err
+	}
+	return accountSaver{
+		save: func(ctx context.Context, id uuid.UUID, events int, r *rand.Rand) (int64, int64, error) {
+			return saveAccount(ctx, repo, id, events, r)
+		},
+		close: repo.Close,
+	}, nil
+}
+
+func saveAccount[T any, PT interface {
+	eventsource.AggregatePtr[T]
+	accountCommands
+}](ctx context.Context, repo *eventsource.Repository[T, PT], id uuid.UUID, events int, r *rand.Rand) (int64, int64, error) {
 	a, err := repo.Load(ctx, id)
 	if errors.Is(err, eventsource.ErrAggregateNotFound) {
 		a = repo.New(id)
