@@ -120,12 +120,12 @@ type loadRun struct {
 	accounts      accountSaver
 	accountSchema int
 	orders        *orderRepo
-	ids      []uuid.UUID  // ids[i] is only read and replaced under locks[i]
-	isOrder  []bool       // the first OrderShare of the slots hold orders
-	locks    []sync.Mutex // one saver per aggregate at a time keeps conflicts rare
-	st       loadStats
-	rec      *recorder
-	stderr   io.Writer
+	ids           []uuid.UUID  // ids[i] is only read and replaced under locks[i]
+	isOrder       []bool       // the first OrderShare of the slots hold orders
+	locks         []sync.Mutex // one saver per aggregate at a time keeps conflicts rare
+	st            loadStats
+	rec           *recorder
+	stderr        io.Writer
 }
 
 func newLoadRun(ctx context.Context, lc LoadConfig, store eventsource.Store, pub *natsnotice.Publisher, rec *recorder, stderr io.Writer) (*loadRun, error) {

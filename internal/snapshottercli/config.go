@@ -70,14 +70,14 @@ type Config struct {
 // and the stream's defaults, /metrics on :9090, logs discarded.
 func DefaultConfig() Config {
 	return Config{
-		Stdout:      io.Discard,
-		Stderr:      io.Discard,
-		Logger:      slog.New(slog.DiscardHandler),
-		NATS:        natsconnect.Options{URL: natsconnect.DefaultURL, Name: "evsnap-snapshotter"},
+		Stdout:        io.Discard,
+		Stderr:        io.Discard,
+		Logger:        slog.New(slog.DiscardHandler),
+		NATS:          natsconnect.Options{URL: natsconnect.DefaultURL, Name: "evsnap-snapshotter"},
 		Worker:        snapshotter.DefaultConfig(),
 		AccountSchema: exampledomain.AccountSchemaVersion,
 		MetricsAddr:   ":9090",
-		Stream:      natsnotice.DefaultStreamConfig(),
+		Stream:        natsnotice.DefaultStreamConfig(),
 	}
 }
 
