@@ -124,6 +124,8 @@ func parseLoad(args []string, stderr io.Writer) (exampleapp.LoadConfig, error) {
 	fs.IntVar(&l.Concurrency, "concurrency", 8, "saving goroutines")
 	fs.StringVar(&l.Record, "record", "", "append one line per successful save (type id first last) to this file")
 	fs.BoolVar(&l.NoMigrate, "no-migrate", false, "do not create or upgrade the tables (run as a role without schema privileges, after 'snapshotter migrate')")
+	fs.Uint64Var(&l.IDSeed, "id-seed", 0, "derive the aggregates' ids from this seed (two loads with one seed save the same aggregates: v1 and v2 of the app side by side); 0 draws random ids")
+	fs.StringVar(&l.RecordLoads, "record-loads", "", "append one line per Account load (unix-nanos Account id version snapshot|replay) to this file")
 	fs.IntVar(&l.AccountSchema, "account-schema", exampledomain.AccountSchemaVersion, "release of the example Account to run as: 1 (the tutorial's state) or 2 (AccountV2, balance in cents); each keeps its own snapshots, so v1 and v2 can run side by side and v2 be rolled back (env EVSNAP_ACCOUNT_SCHEMA)")
 	err := c.parse(fs, args, stderr)
 	switch {
