@@ -64,10 +64,10 @@ type Figures struct {
 	Verified       int
 	VerifyByStatus map[string]int
 
-	Converged       bool
-	ConvergeTime    time.Duration
+	Converged    bool
+	ConvergeTime time.Duration
 	// Rollback is the rollback phase's (zero when it was skipped).
-	Rollback RollbackFigures
+	Rollback        RollbackFigures
 	MilestoneMisses int
 	LogWarnings     int
 	LogErrors       int
