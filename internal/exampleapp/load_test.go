@@ -161,7 +161,9 @@ func TestLoadsWithOneSeedShareAggregates(t *testing.T) {
 	if len(ids[1]) != 3 || !slices.Equal(ids[1], ids[2]) {
 		t.Fatalf("aggregates loaded by v1 %v and by v2 %v: want the same 3", ids[1], ids[2])
 	}
-	if aggregateID(42, 1) != aggregateID(42, 1) || aggregateID(42, 1) == aggregateID(43, 1) || aggregateID(0, 1) == aggregateID(0, 1) {
-		t.Fatal("aggregateID: want the same id for one seed and slot, another for another seed, random for seed 0")
+	a, b := aggregateID(42, 1), aggregateID(42, 1)
+	r1, r2 := aggregateID(0, 1), aggregateID(0, 1)
+	if a != b || a == aggregateID(43, 1) || a == aggregateID(42, 2) || r1 == r2 {
+		t.Fatal("aggregateID: want the same id for one seed and slot, another for another seed or slot, random for seed 0")
 	}
 }
