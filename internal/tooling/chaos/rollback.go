@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
-	"github.com/evsnap/evsnap/internal/tooling/natsserver"
 )
 
 // RollbackFigures are the counts of the rollback phase: v1 and v2 of the
@@ -70,24 +69,11 @@ func (s *suite) rollbackPhase(ctx context.Context) error {
 	if err := v1w.p.start(); err != nil {
 		return err
 	}
-	port, err := natsserver.FreePort()
+	v2w, err := s.startWorker(&worker{label: "worker-v2"}, "v2", "--account-schema", "2")
 	if err != nil {
 		return err
 	}
-	v2w := &worker{label: "worker-v2", metricsPort: port}
-	v2w.p = &process{
-		name:    v2w.name(),
-		path:    s.snapBin,
-		args:    append(s.workerArgs("v2", port), "--account-schema", "2"),
-		env:     s.env,
-		dir:     s.tmp,
-		logPath: filepath.Join(s.tmp, v2w.name()+".log"),
-	}
 	s.v2Workers = append(s.v2Workers, v2w)
-	s.defer_(v2w.p.kill)
-	if err := v2w.p.start(); err != nil {
-		return err
-	}
 	for _, w := range []*worker{v1w, v2w} {
 		if err := waitReady(ctx, w, 30*time.Second); err != nil {
 			return err

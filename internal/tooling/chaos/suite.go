@@ -402,24 +402,11 @@ func gitDescribe(ctx context.Context, dir string) string {
 func (s *suite) startWorkers(ctx context.Context) error {
 	cfg := &s.cfg
 	for i := range cfg.Workers {
-		port, err := natsserver.FreePort()
+		w, err := s.startWorker(&worker{idx: i}, strconv.Itoa(i+1))
 		if err != nil {
 			return err
 		}
-		w := &worker{idx: i, metricsPort: port}
-		w.p = &process{
-			name:    w.name(),
-			path:    s.snapBin,
-			args:    s.workerArgs(strconv.Itoa(i+1), port),
-			env:     s.env,
-			dir:     s.tmp,
-			logPath: filepath.Join(s.tmp, w.name()+".log"),
-		}
 		s.workers = append(s.workers, w)
-		s.defer_(w.p.kill)
-		if err := w.p.start(); err != nil {
-			return err
-		}
 	}
 	for _, w := range s.workers {
 		if err := waitReady(ctx, w, 30*time.Second); err != nil {
@@ -429,6 +416,27 @@ func (s *suite) startWorkers(ctx context.Context) error {
 	s.logf("%d workers ready (policy %s, sweep every %v, ack wait %v, drain timeout %v)",
 		len(s.workers), cfg.policy(), cfg.SweepInterval, cfg.AckWait, cfg.DrainTimeout)
 	return nil
+}
+
+// startWorker starts w (its idx or label set) as a snapshotter run with
+// workerArgs(suffix, a free port) and extra arguments, and has the
+// cleanup kill it.
+func (s *suite) startWorker(w *worker, suffix string, extra ...string) (*worker, error) {
+	port, err := natsserver.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	w.metricsPort = port
+	w.p = &process{
+		name:    w.name(),
+		path:    s.snapBin,
+		args:    append(s.workerArgs(suffix, port), extra...),
+		env:     s.env,
+		dir:     s.tmp,
+		logPath: filepath.Join(s.tmp, w.name()+".log"),
+	}
+	s.defer_(w.p.kill)
+	return w, w.p.start()
 }
 
 // workerArgs are the arguments of a snapshotter run whose PostgreSQL
