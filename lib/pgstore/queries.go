@@ -83,42 +83,62 @@ WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= coalesce(
 ORDER BY version
 LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 
-	// A save, as one statement over its input rows (one, or a batch's
-	// arrays): newest is each aggregate's newest schema version, stored
-	// or given; trim deletes the aggregate's rows that newest puts out of
-	// the kept window; the insert writes the given rows still in it, each
-	// over its own schema's row only when eventsource.Snapshot.Supersedes
-	// says so (ON CONFLICT ... WHERE). trim and the insert never touch
-	// the same row: one takes schema versions at most newest-kept, the
-	// other above. RETURNING names the rows written. The input goes in
-	// primary-key order (the caller sorts a batch), so concurrent batches
-	// lock rows in one order and cannot deadlock.
+	// A batch of saves, as one statement over arrays (the caller has
+	// resolved the batch with storekit.ResolveSnapshotBatch, so no row of
+	// it is out of the window another puts up): stored reads, for each
+	// row, its aggregate's newest and oldest stored schema versions (one
+	// walk of the aggregate's primary-key entries); trim deletes the
+	// aggregate's rows that the newer of the given and the stored schema
+	// version puts out of the kept window (scanning for them only when the
+	// oldest is out: most saves find one row, or rows all kept, and delete
+	// nothing); the insert writes the given rows the stored newest keeps,
+	// each over its own schema's row only when
+	// eventsource.Snapshot.Supersedes says so (ON CONFLICT ... WHERE).
+	// trim and the insert never touch the same row: one takes schema
+	// versions at most the window's top minus kept, the other above.
+	// RETURNING names the rows written. The input goes in primary-key
+	// order (the caller sorts a batch), so concurrent batches lock rows in
+	// one order and cannot deadlock.
 	kept := strconv.Itoa(s.cfg.kept)
-	save := func(input string) string {
-		return `WITH input AS (` + input + `),
-newest AS (
-	SELECT i.aggregate_id, i.aggregate_type, greatest(max(i.schema_version),
-		(SELECT max(x.schema_version) FROM ` + sn + ` x WHERE x.aggregate_id = i.aggregate_id AND x.aggregate_type = i.aggregate_type)) AS schema_version
-	FROM input i GROUP BY i.aggregate_id, i.aggregate_type
+	q.saveSnapshots = `WITH input AS (
+	SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::jsonb[], $6::timestamptz[], $7::uuid[])
+		WITH ORDINALITY AS u(aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id, ord)
+),
+stored AS (
+	SELECT i.*, x.newest, x.oldest, greatest(i.schema_version, x.newest) AS window_top
+	FROM input i CROSS JOIN LATERAL (SELECT max(schema_version) AS newest, min(schema_version) AS oldest FROM ` + sn + ` x
+		WHERE x.aggregate_id = i.aggregate_id AND x.aggregate_type = i.aggregate_type) x
 ),
 trim AS (
-	DELETE FROM ` + sn + ` d USING newest n
-	WHERE d.aggregate_id = n.aggregate_id AND d.aggregate_type = n.aggregate_type AND d.schema_version <= n.schema_version - ` + kept + `
+	DELETE FROM ` + sn + ` d USING stored t
+	WHERE t.oldest <= t.window_top - ` + kept + `
+		AND d.aggregate_id = t.aggregate_id AND d.aggregate_type = t.aggregate_type AND d.schema_version <= t.window_top - ` + kept + `
 )
 INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
-SELECT i.aggregate_id, i.aggregate_type, i.version, i.schema_version, i.state, i.created_at, i.event_id
-FROM input i JOIN newest n ON n.aggregate_id = i.aggregate_id AND n.aggregate_type = i.aggregate_type
-WHERE i.schema_version > n.schema_version - ` + kept + `
-ORDER BY i.ord
+SELECT aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id FROM stored
+WHERE schema_version > coalesce(newest, 0) - ` + kept + `
+ORDER BY ord
 ON CONFLICT (aggregate_id, aggregate_type, schema_version) DO UPDATE
 SET version = excluded.version, state = excluded.state, created_at = excluded.created_at, event_id = excluded.event_id
 WHERE excluded.version >= s.version
 RETURNING aggregate_id, aggregate_type, schema_version`
-	}
-	q.saveSnapshot = save(`SELECT $1::uuid AS aggregate_id, $2::text AS aggregate_type, $3::bigint AS version, $4::int AS schema_version,
-	$5::jsonb AS state, $6::timestamptz AS created_at, $7::uuid AS event_id, 1 AS ord`)
-	q.saveSnapshots = save(`SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::jsonb[], $6::timestamptz[], $7::uuid[])
-	WITH ORDINALITY AS u(aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id, ord)`)
+
+	// One snapshot: the same steps for one row.
+	q.saveSnapshot = `WITH newest AS (
+	SELECT greatest($4::int, max(schema_version)) AS schema_version, min(schema_version) AS oldest
+	FROM ` + sn + ` WHERE aggregate_id = $1::uuid AND aggregate_type = $2::text
+),
+trim AS (
+	DELETE FROM ` + sn + ` d USING newest n
+	WHERE n.oldest <= n.schema_version - ` + kept + `
+		AND d.aggregate_id = $1::uuid AND d.aggregate_type = $2::text AND d.schema_version <= n.schema_version - ` + kept + `
+)
+INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+SELECT $1::uuid, $2::text, $3::bigint, $4::int, $5::jsonb, $6::timestamptz, $7::uuid FROM newest n WHERE $4::int > n.schema_version - ` + kept + `
+ON CONFLICT (aggregate_id, aggregate_type, schema_version) DO UPDATE
+SET version = excluded.version, state = excluded.state, created_at = excluded.created_at, event_id = excluded.event_id
+WHERE excluded.version >= s.version
+RETURNING aggregate_id, aggregate_type, schema_version`
 	q.getSnapshots = `SELECT aggregate_id, version, schema_version, state, created_at, event_id FROM ` + sn + `
 WHERE aggregate_type = $1 AND schema_version = $3 AND aggregate_id = ANY($2::uuid[])`
 	q.getSnapshot = `SELECT version, schema_version, state, created_at, event_id FROM ` + sn + `
