@@ -13,6 +13,7 @@ import (
 
 	"github.com/evsnap/evsnap/internal/envflag"
 	"github.com/evsnap/evsnap/internal/exampleapp"
+	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natsconnect"
 	"github.com/evsnap/evsnap/internal/storeopen"
 )
@@ -123,6 +124,9 @@ func parseLoad(args []string, stderr io.Writer) (exampleapp.LoadConfig, error) {
 	fs.IntVar(&l.Concurrency, "concurrency", 8, "saving goroutines")
 	fs.StringVar(&l.Record, "record", "", "append one line per save to this file: type id first last; a failed save adds failed, the time and the error (its events may be committed anyway)")
 	fs.BoolVar(&l.NoMigrate, "no-migrate", false, "do not create or upgrade the tables (run as a role without schema privileges, after 'snapshotter migrate')")
+	fs.Uint64Var(&l.IDSeed, "id-seed", 0, "derive the aggregates' ids from this seed (two loads with one seed save the same aggregates: v1 and v2 of the app side by side); 0 draws random ids")
+	fs.StringVar(&l.RecordLoads, "record-loads", "", "append one line per Account load (unix-nanos Account id version snapshot|replay) to this file")
+	fs.IntVar(&l.AccountSchema, "account-schema", exampledomain.AccountSchemaVersion, "release of the example Account to run as: 1 (the tutorial's state) or 2 (AccountV2, balance in cents); each keeps its own snapshots, so v1 and v2 can run side by side and v2 be rolled back (env EVSNAP_ACCOUNT_SCHEMA)")
 	err := c.parse(fs, args, stderr)
 	switch {
 	case err != nil:
@@ -139,6 +143,9 @@ func parseLoad(args []string, stderr io.Writer) (exampleapp.LoadConfig, error) {
 		return l, fmt.Errorf("%w: --max-events must be 1-1000", errUsage)
 	case l.Concurrency < 1 || l.Concurrency > 1024:
 		return l, fmt.Errorf("%w: --concurrency must be 1-1024", errUsage)
+	}
+	if err := exampledomain.CheckAccountSchema(l.AccountSchema); err != nil {
+		return l, fmt.Errorf("%w: --account-schema: %v", errUsage, err)
 	}
 	c.c.SharedNATSAddr = natsDefaultAddr
 	l.Config = c.c

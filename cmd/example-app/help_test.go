@@ -11,7 +11,7 @@ import (
 // flagLine is a flag as flag.PrintDefaults shows it: "  -name" for a
 // boolean, else "  -name type". A usage text with a back-quoted word
 // makes that word the argument's name, which is wrong for every flag here.
-var flagLine = regexp.MustCompile(`^  -[a-z0-9-]+( (string|int|float|duration|value))?$`)
+var flagLine = regexp.MustCompile(`^  -[a-z0-9-]+( (string|int|uint|float|duration|value))?$`)
 
 // helpText runs example-app with args and returns stdout+stderr after
 // checking the exit code.

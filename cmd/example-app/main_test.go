@@ -35,8 +35,10 @@ func TestDemoOnTheEmbeddedDefault(t *testing.T) {
 		"snapshot right after Save returns: v16",
 		"after AwaitPendingSnapshots",
 		"CreateSnapshot: v21",
-		"v2 loads it: snapshot used = false, events replayed = 16",
-		"snapshot v17 with schema 2",
+		"loads it: snapshot used = false, events replayed = 16",
+		"snapshot v17 with schema 2, beside v1's",
+		"rolled back to v1, it loads: snapshot used = true, events replayed = 1",
+		"once no v1 runs: pruned",
 		"4. External mode", "every snapshot the policy asks for was in place",
 		"Tutorial 14 complete",
 	} {
@@ -110,13 +112,18 @@ func TestLoadOnTheEmbeddedDefault(t *testing.T) {
 
 // With nothing configured and a server at the default address, load uses
 // it: the notices land where an unconfigured snapshotter run reads them.
+// (It runs as v2 of the Account, as EVSNAP_ACCOUNT_SCHEMA says.)
 func TestLoadUsesTheServerAtTheDefaultAddress(t *testing.T) {
 	srv := natstest.RunServer(t)
 	addr := srv.Addr().String()
 	setDefaultNATS(t, addr)
+	t.Setenv("EVSNAP_ACCOUNT_SCHEMA", "2")
 	dir := t.TempDir()
 	var out, errOut bytes.Buffer
 	code := Main(context.Background(), []string{"load", "--data-dir", dir, "--duration", "500ms", "--rate", "100", "--aggregates", "5"}, &out, &errOut)
+	if !strings.Contains(out.String(), "Account schema version 2") {
+		t.Errorf("load with EVSNAP_ACCOUNT_SCHEMA=2 does not say it runs as schema 2:\n%s", out.String())
+	}
 	if code != 0 {
 		t.Fatalf("load exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
@@ -145,6 +152,7 @@ func TestUsage(t *testing.T) {
 		"load --rate 0":           "--rate",
 		"load --orders 2":         "--orders",
 		"load --log-level shouty": "--log-level",
+		"load --account-schema 3": "--account-schema: account schema version 3",
 		"demo extra":              "unexpected arguments",
 	} {
 		var out, errOut bytes.Buffer

@@ -83,7 +83,7 @@ func TestLoadAndRunShareTheDefaultStore(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		for id := range ids {
-			if s, err := b.GetSnapshot(ctx, exampledomain.AccountType, id); err == nil && s != nil {
+			if s, err := b.GetSnapshot(ctx, exampledomain.AccountType, id, 1); err == nil && s != nil {
 				return
 			}
 		}

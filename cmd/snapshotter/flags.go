@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/envflag"
+	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/natsconnect"
 	"github.com/evsnap/evsnap/internal/snapshottercli"
 	"github.com/evsnap/evsnap/internal/storeopen"
@@ -77,6 +78,9 @@ func parse(name string, args []string, stdout, stderr io.Writer) (*options, erro
 
 func commonFlags(o *options, name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("snapshotter "+name, flag.ContinueOnError)
+	if name != "migrate" && name != "prune" { // the commands that build Account's repository
+		fs.IntVar(&o.cfg.AccountSchema, "account-schema", exampledomain.AccountSchemaVersion, "release of the example Account the worker is built with: 1 (the tutorial's state) or 2 (AccountV2, balance in cents); it reads and writes the snapshots of that schema version only (env EVSNAP_ACCOUNT_SCHEMA)")
+	}
 	fs.StringVar(&o.cfg.Store.PostgresURL, "postgres-url", "", "PostgreSQL URL; empty uses SQLite (env EVSNAP_POSTGRES_URL)")
 	fs.StringVar(&o.cfg.Store.SQLitePath, "sqlite-path", storeopen.DefaultSQLitePath, "SQLite database file when no PostgreSQL URL is set (env EVSNAP_SQLITE_PATH)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text (env EVSNAP_LOG_FORMAT)")
@@ -128,7 +132,7 @@ func runFlags(o *options) *flag.FlagSet {
 func leaseFlags(fs *flag.FlagSet, w *snapshotter.Config) {
 	d := snapshotter.DefaultConfig()
 	fs.DurationVar(&w.SweepLeaseTTL, "sweep-lease-ttl", d.SweepLeaseTTL, "how long the sweep lease outlives a replica that died holding it: one replica of the fleet sweeps at a time, and another takes over within about 4/3 of this; 0 turns the lease off and every replica sweeps (env EVSNAP_SWEEP_LEASE_TTL)")
-	fs.StringVar(&w.LeaseBucket, "lease-bucket", d.LeaseBucket, "JetStream key-value bucket of the sweep lease, one key per consumer (env EVSNAP_LEASE_BUCKET)")
+	fs.StringVar(&w.LeaseBucket, "lease-bucket", d.LeaseBucket, "JetStream key-value bucket of the sweep lease, one key per consumer and set of aggregate types and schema versions (env EVSNAP_LEASE_BUCKET)")
 }
 
 func migrateFlags(o *options) *flag.FlagSet {
@@ -240,6 +244,9 @@ func (o *options) finish() error {
 		}
 	}
 	o.cfg.Policies = o.policies.m
+	if err := exampledomain.CheckAccountSchema(o.cfg.AccountSchema); err != nil {
+		return fmt.Errorf("--account-schema: %v", err)
+	}
 	if o.typ != "" && !slices.Contains(known, o.typ) {
 		return fmt.Errorf("--type %q: unknown aggregate type (known: %s)", o.typ, strings.Join(known, ", "))
 	}

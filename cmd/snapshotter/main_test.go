@@ -100,8 +100,16 @@ func TestMigrateRunStatsPrune(t *testing.T) {
 	if code := Main(ctx, append([]string{"stats", "--type", "Account"}, common...), &out, &errOut); code != 0 {
 		t.Fatalf("stats exit %d: %s", code, errOut.String())
 	}
-	if !strings.Contains(out.String(), "Account: 0 aggregates") {
+	if !strings.Contains(out.String(), "Account: 0 aggregates, 0 snapshots (of schema version 1)") {
 		t.Fatalf("stats output: %s", out.String())
+	}
+	out.Reset()
+	t.Setenv("EVSNAP_ACCOUNT_SCHEMA", "2")
+	if code := Main(ctx, append([]string{"stats", "--type", "Account"}, common...), &out, &errOut); code != 0 {
+		t.Fatalf("stats as Account v2: exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "Account: 0 aggregates, 0 snapshots (of schema version 2)") {
+		t.Fatalf("stats output with EVSNAP_ACCOUNT_SCHEMA=2: %s", out.String())
 	}
 	out.Reset()
 	if code := Main(ctx, append([]string{"prune", "--type", "Account", "--schema-below", "2"}, common...), &out, &errOut); code != 0 {
@@ -128,7 +136,9 @@ func TestUsageErrors(t *testing.T) {
 		"prune no schema":   {[]string{"prune", "--type", "Account", "--sqlite-path", ":memory:"}, 2, "--schema-below"},
 		"bad log level":     {[]string{"stats", "--log-level", "loud"}, 2, "--log-level"},
 		"unknown type":      {[]string{"stats", "--type", "Invoice"}, 2, `--type "Invoice"`},
-		"extra args":        {[]string{"stats", "--type", "Account", "extra"}, 2, "unexpected arguments"},
+		"bad account schema": {[]string{"stats", "--type", "Account", "--account-schema", "3"}, 2,
+			"--account-schema: account schema version 3: the example Account has schema versions [1 2]"},
+		"extra args": {[]string{"stats", "--type", "Account", "extra"}, 2, "unexpected arguments"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

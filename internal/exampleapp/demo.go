@@ -61,7 +61,7 @@ func Demo(ctx context.Context, c DemoConfig, out io.Writer) error {
 	d.h1("Tutorial 14 complete")
 	d.p("1. Snapshots make loads of long streams fast and flat: replay only the tail.")
 	d.p("2. sync, background and manual modes share one policy (threshold / milestones).")
-	d.p("3. A schema version bump makes old snapshots ignored, never fatal; prune them later.")
+	d.p("3. Each schema version keeps its own snapshots: a new one starts by replaying, a rollback loads fast; prune old ones later.")
 	d.p("4. In external mode saves only publish a notice; scaled-out workers take snapshots.")
 	d.p("5. Events stay the source of truth: every snapshot can be deleted and rebuilt.")
 	return nil
@@ -73,7 +73,10 @@ func (d *demo) h1(title string) {
 
 func (d *demo) p(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
 
-func (d *demo) accounts(opts ...eventsource.Option) (*eventsource.Repository[exampledomain.Account, *exampledomain.Account], error) {
+// accountRepo is a repository of the tutorial's Account (schema version 1).
+type accountRepo = eventsource.Repository[exampledomain.Account, *exampledomain.Account]
+
+func (d *demo) accounts(opts ...eventsource.Option) (*accountRepo, error) {
 	return eventsource.NewRepository[exampledomain.Account](d.in.store.Store, d.reg, append([]eventsource.Option{eventsource.WithLogger(d.Logger)}, opts...)...)
 }
 
@@ -187,7 +190,7 @@ func commas(n int) string {
 
 // snapAt says which version of account id's snapshot is stored.
 func (d *demo) snapAt(ctx context.Context, id uuid.UUID) string {
-	s, err := d.in.store.GetSnapshot(ctx, exampledomain.AccountType, id)
+	s, err := d.in.store.GetSnapshot(ctx, exampledomain.AccountType, id, 1)
 	switch {
 	case err != nil:
 		return "error: " + err.Error()
@@ -274,22 +277,13 @@ func (d *demo) manualMode(ctx context.Context) error {
 	return nil
 }
 
-// accountV2 is the Account after an incompatible state change: the same
-// aggregate type with schema version 2.
-type accountV2 struct {
-	eventsource.Root[exampledomain.AccountState]
-}
-
-func (*accountV2) AggregateType() string { return exampledomain.AccountType }
-func (*accountV2) SchemaVersion() int    { return 2 }
-
 func (d *demo) schemaVersioning(ctx context.Context) error {
 	d.h1("3. Schema versioning")
 	id, err := d.saveV1(ctx)
 	if err != nil {
 		return err
 	}
-	v2, err := eventsource.NewRepository[accountV2](d.in.store.Store, d.reg, eventsource.WithLogger(d.Logger),
+	v2, err := eventsource.NewRepository[exampledomain.AccountV2](d.in.store.Store, d.reg, eventsource.WithLogger(d.Logger),
 		eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 10}))
 	if err != nil {
 		return err
@@ -300,21 +294,34 @@ func (d *demo) schemaVersioning(ctx context.Context) error {
 		return err
 	}
 	from, replayed := b.LoadedFromSnapshot()
-	d.p("v2 loads it: snapshot used = %v, events replayed = %d (the v1 snapshot is ignored), balance %.2f", from, replayed, b.State().Balance)
-	b.Raise(exampledomain.MoneyDeposited{Amount: 50})
+	d.p("v2 (AccountV2, balance in cents) loads it: snapshot used = %v, events replayed = %d (it has no schema 2 snapshot yet), balance %.2f", from, replayed, b.State().Balance())
+	if err := b.Deposit(50); err != nil {
+		return err
+	}
 	if err := v2.Save(ctx, b); err != nil {
 		return err
 	}
-	s2, _ := d.in.store.GetSnapshot(ctx, exampledomain.AccountType, id)
-	d.p("v2 saves once more: snapshot v%d with schema %d", s2.Version, s2.SchemaVersion)
+	s2, _ := d.in.store.GetSnapshot(ctx, exampledomain.AccountType, id, exampledomain.AccountSchemaVersionV2)
+	d.p("v2 saves once more: snapshot v%d with schema %d, beside v1's", s2.Version, s2.SchemaVersion)
 	again, _ := v2.Load(ctx, id)
 	from, replayed = again.LoadedFromSnapshot()
 	d.p("v2 loads again: snapshot used = %v, events replayed = %d", from, replayed)
-	n, err := d.in.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 2)
+	v1, err := d.accounts()
 	if err != nil {
 		return err
 	}
-	d.p("pruned %d Account snapshots with schema version < 2 (every v1 Account snapshot this demo wrote)", n)
+	defer v1.Close(ctx)
+	a, err := v1.Load(ctx, id)
+	if err != nil {
+		return err
+	}
+	from, replayed = a.LoadedFromSnapshot()
+	d.p("rolled back to v1, it loads: snapshot used = %v, events replayed = %d (its own schema 1 snapshot is kept)", from, replayed)
+	n, err := d.in.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, exampledomain.AccountSchemaVersionV2)
+	if err != nil {
+		return err
+	}
+	d.p("once no v1 runs: pruned %d Account snapshots with schema version < 2 (every v1 Account snapshot this demo wrote)", n)
 	return nil
 }
 
@@ -333,7 +340,7 @@ func (d *demo) saveV1(ctx context.Context) (uuid.UUID, error) {
 	if _, err := openAccount(ctx, v1, "Another v1 Account", 0, 11, 1); err != nil {
 		return uuid.Nil, err
 	}
-	s1, err := d.in.store.GetSnapshot(ctx, exampledomain.AccountType, a.ID())
+	s1, err := d.in.store.GetSnapshot(ctx, exampledomain.AccountType, a.ID(), exampledomain.AccountSchemaVersion)
 	if err != nil || s1 == nil {
 		return uuid.Nil, fmt.Errorf("v1 snapshot missing: %v", err)
 	}
@@ -491,7 +498,7 @@ func (d *demo) awaitSnapshots(ctx context.Context, all []tracked) error {
 	for {
 		done := true
 		for i := range all {
-			s, err := d.in.store.GetSnapshot(ctx, all[i].typ, all[i].id)
+			s, err := d.in.store.GetSnapshot(ctx, all[i].typ, all[i].id, 1)
 			if err != nil {
 				return err
 			}

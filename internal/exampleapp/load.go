@@ -1,6 +1,7 @@
 package exampleapp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,17 @@ type LoadConfig struct {
 	Concurrency int           // saving goroutines
 	Record      string        // file of one line per save (see recorder); "" records nothing
 	NoMigrate   bool          // leave the tables alone (a role without schema privileges)
+	// AccountSchema is the release of the example Account the load runs
+	// as: 1 (exampledomain.Account) or 2 (exampledomain.AccountV2); 0
+	// means 1. Each loads and writes its own schema version's snapshots.
+	AccountSchema int
+	// IDSeed, when not 0, derives the aggregates' ids from it (the same
+	// seed, the same ids), so that two loads (v1 and v2 of the app, say)
+	// save the same aggregates; 0 draws random ids.
+	IDSeed uint64
+	// RecordLoads is a file of one line per Account load, "unix-nanos
+	// Account id version snapshot|replay"; "" records none.
+	RecordLoads string
 }
 
 // saveTimeout bounds one save. A save runs to its end even after the load
@@ -62,23 +74,28 @@ func Load(ctx context.Context, lc LoadConfig, stdout, stderr io.Writer) error {
 // Then the publisher is flushed and closed, so each committed save's
 // notice is published before generateLoad returns.
 func generateLoad(ctx context.Context, lc LoadConfig, in *infra, store eventsource.Store, stdout, stderr io.Writer) error {
-	rec, closeRec, err := openRecorder(lc.Record)
+	rec, closeRec, err := openRecorder(lc.Record, "--record")
 	if err != nil {
 		return err
 	}
 	defer closeRec()
+	loads, closeLoads, err := openRecorder(lc.RecordLoads, "--record-loads")
+	if err != nil {
+		return err
+	}
+	defer closeLoads()
 	pub, closePub, err := in.publisher(ctx, lc.Logger)
 	if err != nil {
 		return err
 	}
 	defer closePub()
-	l, err := newLoadRun(ctx, lc, store, pub, rec, stderr)
+	l, err := newLoadRun(ctx, lc, store, pub, rec, loads, stderr)
 	if err != nil {
 		return err
 	}
 	defer l.close(context.WithoutCancel(ctx))
-	fmt.Fprintf(stdout, "load: %d aggregates (%.0f%% orders), %.0f saves/s, %s; store %s, bus %s\n",
-		lc.Aggregates, lc.OrderShare*100, lc.Rate, durationText(lc.Duration), in.store, in.natsWhere)
+	fmt.Fprintf(stdout, "load: %d aggregates (%.0f%% orders), %.0f saves/s, %s; Account schema version %d; store %s, bus %s\n",
+		lc.Aggregates, lc.OrderShare*100, lc.Rate, durationText(lc.Duration), l.accountSchema, in.store, in.natsWhere)
 
 	// runCtx only decides when saves stop starting; saves run on saveCtx.
 	runCtx := ctx
@@ -112,40 +129,51 @@ func generateLoad(ctx context.Context, lc LoadConfig, in *infra, store eventsour
 // loadRun is one load: the repositories, the aggregates saved and the
 // counts.
 type loadRun struct {
-	lc       LoadConfig
-	accounts *accountRepo
-	orders   *orderRepo
-	ids      []uuid.UUID  // ids[i] is only read and replaced under locks[i]
-	isOrder  []bool       // the first OrderShare of the slots hold orders
-	locks    []sync.Mutex // one saver per aggregate at a time keeps conflicts rare
-	st       loadStats
-	rec      *recorder
-	stderr   io.Writer
+	lc            LoadConfig
+	accounts      accountSaver
+	accountSchema int
+	orders        *orderRepo
+	ids           []uuid.UUID  // ids[i] is only read and replaced under locks[i]
+	isOrder       []bool       // the first OrderShare of the slots hold orders
+	locks         []sync.Mutex // one saver per aggregate at a time keeps conflicts rare
+	st            loadStats
+	rec           *recorder
+	stderr        io.Writer
 }
 
-func newLoadRun(ctx context.Context, lc LoadConfig, store eventsource.Store, pub *natsnotice.Publisher, rec *recorder, stderr io.Writer) (*loadRun, error) {
+func newLoadRun(ctx context.Context, lc LoadConfig, store eventsource.Store, pub *natsnotice.Publisher, rec, loads *recorder, stderr io.Writer) (*loadRun, error) {
 	reg := exampledomain.NewRegistry()
 	opts := []eventsource.Option{eventsource.WithLogger(lc.Logger), eventsource.WithAppendNotifier(pub)}
-	accounts, err := eventsource.NewRepository[exampledomain.Account](store, reg, opts...)
+	schema := cmp.Or(lc.AccountSchema, exampledomain.AccountSchemaVersion)
+	if err := exampledomain.CheckAccountSchema(schema); err != nil {
+		return nil, err
+	}
+	var accounts accountSaver
+	var err error
+	if schema == exampledomain.AccountSchemaVersionV2 {
+		accounts, err = newAccountSaver[exampledomain.AccountV2](store, reg, opts, loads)
+	} else {
+		accounts, err = newAccountSaver[exampledomain.Account](store, reg, opts, loads)
+	}
 	if err != nil {
 		return nil, err
 	}
 	orders, err := eventsource.NewRepository[exampledomain.Order](store, reg, opts...)
 	if err != nil {
-		_ = accounts.Close(ctx)
+		_ = accounts.close(ctx)
 		return nil, err
 	}
-	l := &loadRun{lc: lc, accounts: accounts, orders: orders, rec: rec, stderr: stderr,
+	l := &loadRun{lc: lc, accounts: accounts, accountSchema: schema, orders: orders, rec: rec, stderr: stderr,
 		ids: make([]uuid.UUID, lc.Aggregates), isOrder: make([]bool, lc.Aggregates), locks: make([]sync.Mutex, lc.Aggregates)}
 	for i := range l.ids {
-		l.ids[i] = uuid.New()
+		l.ids[i] = aggregateID(lc.IDSeed, i)
 		l.isOrder[i] = float64(i) < lc.OrderShare*float64(lc.Aggregates)
 	}
 	return l, nil
 }
 
 func (l *loadRun) close(ctx context.Context) {
-	_ = l.accounts.Close(ctx)
+	_ = l.accounts.close(ctx)
 	_ = l.orders.Close(ctx)
 }
 
@@ -188,7 +216,7 @@ func (l *loadRun) saveOne(ctx context.Context, r *rand.Rand) (typ string, id uui
 		}
 		return exampledomain.OrderType, l.ids[i], first, last, err
 	}
-	first, last, err = saveAccount(ctx, l.accounts, l.ids[i], 1+r.IntN(l.lc.MaxEvents), r)
+	first, last, err = l.accounts.save(ctx, l.ids[i], 1+r.IntN(l.lc.MaxEvents), r)
 	return exampledomain.AccountType, l.ids[i], first, last, err
 }
 
@@ -213,15 +241,24 @@ func (l *loadRun) report(done <-chan struct{}, pub *natsnotice.Publisher, stdout
 	}
 }
 
-// openRecorder opens path for appending the saves' records; "" records
-// nothing.
-func openRecorder(path string) (*recorder, func(), error) {
+// aggregateID is the id of the load's aggregate i: drawn at random when
+// seed is 0, else derived from seed and i.
+func aggregateID(seed uint64, i int) uuid.UUID {
+	if seed == 0 {
+		return uuid.New()
+	}
+	return uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "evsnap example-app load %d %d", seed, i))
+}
+
+// openRecorder opens path (the file of the flag named flag) for appending
+// records; "" records nothing.
+func openRecorder(path, flag string) (*recorder, func(), error) {
 	if path == "" {
 		return nil, func() {}, nil
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--record: %w", err)
+		return nil, nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	return &recorder{w: f}, func() { _ = f.Close() }, nil
 }
@@ -271,10 +308,63 @@ func (r *recorder) writeFailed(typ string, id uuid.UUID, first, last int64, at t
 	fmt.Fprintf(r.w, "%s %s %d %d failed %s %s\n", typ, id, first, last, at.UTC().Format(time.RFC3339Nano), msg)
 }
 
-type accountRepo = eventsource.Repository[exampledomain.Account, *exampledomain.Account]
+// load records a load of aggregate typ/id, which started at start and
+// gave version, from a snapshot or by replaying every event.
+func (r *recorder) load(start time.Time, typ string, id uuid.UUID, version int64, fromSnapshot bool) {
+	if r == nil {
+		return
+	}
+	how := "replay"
+	if fromSnapshot {
+		how = "snapshot"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(r.w, "%d %s %s %d %s\n", start.UnixNano(), typ, id, version, how)
+}
+
 type orderRepo = eventsource.Repository[exampledomain.Order, *exampledomain.Order]
 
-func saveAccount(ctx context.Context, repo *accountRepo, id uuid.UUID, events int, r *rand.Rand) (int64, int64, error) {
+// accountCommands are what both releases of the example Account
+// (exampledomain.Account and AccountV2) take and tell.
+type accountCommands interface {
+	Open(owner string, initialBalance float64) error
+	Deposit(amount float64) error
+	Withdraw(amount float64) error
+	CommittedVersion() int64
+	Version() int64
+	LoadedFromSnapshot() (bool, int64)
+}
+
+// accountSaver saves random account commands through the repository of
+// one release of the Account, and closes it.
+type accountSaver struct {
+	save  func(ctx context.Context, id uuid.UUID, events int, r *rand.Rand) (first, last int64, err error)
+	close func(ctx context.Context) error
+}
+
+// newAccountSaver returns the accountSaver of Account release T.
+func newAccountSaver[T any, PT interface {
+	eventsource.AggregatePtr[T]
+	accountCommands
+}](store eventsource.Store, reg *eventsource.Registry, opts []eventsource.Option, loads *recorder) (accountSaver, error) {
+	repo, err := eventsource.NewRepository[T, PT](store, reg, opts...)
+	if err != nil {
+		return accountSaver{}, err
+	}
+	return accountSaver{
+		save: func(ctx context.Context, id uuid.UUID, events int, r *rand.Rand) (int64, int64, error) {
+			return saveAccount(ctx, repo, id, events, r, loads)
+		},
+		close: repo.Close,
+	}, nil
+}
+
+func saveAccount[T any, PT interface {
+	eventsource.AggregatePtr[T]
+	accountCommands
+}](ctx context.Context, repo *eventsource.Repository[T, PT], id uuid.UUID, events int, r *rand.Rand, loads *recorder) (int64, int64, error) {
+	start := time.Now()
 	a, err := repo.Load(ctx, id)
 	if errors.Is(err, eventsource.ErrAggregateNotFound) {
 		a = repo.New(id)
@@ -282,6 +372,9 @@ func saveAccount(ctx context.Context, repo *accountRepo, id uuid.UUID, events in
 		events--
 	} else if err != nil {
 		return 0, 0, err
+	} else {
+		from, _ := a.LoadedFromSnapshot()
+		loads.load(start, exampledomain.AccountType, id, a.Version(), from)
 	}
 	for range events {
 		if r.IntN(2) == 0 {

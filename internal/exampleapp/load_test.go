@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -191,5 +192,61 @@ func TestLoadRecordsFailedSaves(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "2 errors") {
 		t.Errorf("summary does not count 2 errors:\n%s", out.String())
+	}
+}
+
+// Two loads with one --id-seed, v1 and v2 of the Account one after the
+// other, save the same aggregates; --record-loads has a line per Account
+// load, and v2's loads of aggregates v1 saved find v1's events.
+func TestLoadsWithOneSeedShareAggregates(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
+	in, err := openInfra(ctx, c, storeopen.DefaultSQLiteFile, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	ids := map[int][]string{}
+	for _, schema := range []int{1, 2} {
+		rec, loads := filepath.Join(dir, "saves"+strconv.Itoa(schema)), filepath.Join(dir, "loads"+strconv.Itoa(schema))
+		lc := LoadConfig{Config: c, Aggregates: 3, Rate: 200, Duration: 500 * time.Millisecond, MaxEvents: 2, Concurrency: 1,
+			Record: rec, RecordLoads: loads, IDSeed: 42, AccountSchema: schema}
+		var out, errOut bytes.Buffer
+		if err := generateLoad(ctx, lc, in, in.store.Store, &out, &errOut); err != nil {
+			t.Fatalf("load of schema %d: %v\n%s%s", schema, err, out.String(), errOut.String())
+		}
+		if !strings.Contains(out.String(), "Account schema version "+strconv.Itoa(schema)) {
+			t.Fatalf("load output does not name schema %d:\n%s", schema, out.String())
+		}
+		data, err := os.ReadFile(loads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 5 || f[1] != exampledomain.AccountType || (f[4] != "snapshot" && f[4] != "replay") {
+				t.Fatalf("--record-loads line %q: want unix-nanos Account id version snapshot|replay", line)
+			}
+			if _, err := strconv.ParseInt(f[0], 10, 64); err != nil {
+				t.Fatalf("--record-loads line %q: time: %v", line, err)
+			}
+			if v, err := strconv.Atoi(f[3]); err != nil || v < 1 {
+				t.Fatalf("--record-loads line %q: version", line)
+			}
+			if !slices.Contains(ids[schema], f[2]) {
+				ids[schema] = append(ids[schema], f[2])
+			}
+		}
+	}
+	slices.Sort(ids[1])
+	slices.Sort(ids[2])
+	if len(ids[1]) != 3 || !slices.Equal(ids[1], ids[2]) {
+		t.Fatalf("aggregates loaded by v1 %v and by v2 %v: want the same 3", ids[1], ids[2])
+	}
+	a, b := aggregateID(42, 1), aggregateID(42, 1)
+	r1, r2 := aggregateID(0, 1), aggregateID(0, 1)
+	if a != b || a == aggregateID(43, 1) || a == aggregateID(42, 2) || r1 == r2 {
+		t.Fatal("aggregateID: want the same id for one seed and slot, another for another seed or slot, random for seed 0")
 	}
 }

@@ -1,11 +1,22 @@
 // Package exampledomain is the example domain both cmd/ programs use: the
 // tutorial's bank Account, and an Order whose payment and shipment are
 // snapshot milestones.
+//
+// The Account has two releases of its state: [Account] (schema version 1,
+// the tutorial's, money as a float) and [AccountV2] (schema version 2,
+// money in integer cents and deposits and withdrawals counted apart). Both
+// are the aggregate type "Account", with the same events and commands, so
+// v1 and v2 of an application can run side by side on one store and be
+// rolled back one to the other; each loads and writes the snapshots of its
+// own schema version (decision 28). The programs run as v2 with
+// --account-schema 2 (EVSNAP_ACCOUNT_SCHEMA=2): example-app load and every
+// snapshotter command that handles Accounts.
 package exampledomain
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 )
@@ -71,6 +82,19 @@ const AccountType = "Account"
 // AccountSchemaVersion is the version of AccountState's encoded form.
 const AccountSchemaVersion = 1
 
+// AccountSchemas are the Account's schema versions: AccountSchemaVersion
+// (Account) and AccountSchemaVersionV2 (AccountV2).
+var AccountSchemas = []int{AccountSchemaVersion, AccountSchemaVersionV2}
+
+// CheckAccountSchema reports whether v is one of AccountSchemas, as an
+// error that names it and them.
+func CheckAccountSchema(v int) error {
+	if !slices.Contains(AccountSchemas, v) {
+		return fmt.Errorf("account schema version %d: the example Account has schema versions %v", v, AccountSchemas)
+	}
+	return nil
+}
+
 // Account is the tutorial's bank account aggregate.
 type Account struct {
 	eventsource.Root[AccountState]
@@ -91,36 +115,64 @@ var (
 
 // Open opens the account.
 func (a *Account) Open(owner string, initialBalance float64) error {
-	if a.State().Open {
-		return ErrAlreadyOpen
+	e, err := openEvent(a.State().Open, owner, initialBalance)
+	if err != nil {
+		return err
 	}
-	if initialBalance < 0 {
-		return fmt.Errorf("initial balance %.2f: %w", initialBalance, ErrInvalidAmount)
-	}
-	a.Raise(AccountOpened{OwnerName: owner, InitialBalance: initialBalance})
+	a.Raise(e)
 	return nil
 }
 
 // Deposit adds money.
 func (a *Account) Deposit(amount float64) error {
-	if !a.State().Open {
-		return ErrNotOpen
+	e, err := depositEvent(a.State().Open, amount)
+	if err != nil {
+		return err
 	}
-	if amount <= 0 {
-		return fmt.Errorf("deposit %.2f: %w", amount, ErrInvalidAmount)
-	}
-	a.Raise(MoneyDeposited{Amount: amount})
+	a.Raise(e)
 	return nil
 }
 
 // Withdraw takes money out. The tutorial allows overdrafts; so do we.
 func (a *Account) Withdraw(amount float64) error {
-	if !a.State().Open {
-		return ErrNotOpen
+	e, err := withdrawEvent(a.State().Open, amount)
+	if err != nil {
+		return err
+	}
+	a.Raise(e)
+	return nil
+}
+
+// openEvent, depositEvent and withdrawEvent are the account commands'
+// rules, shared by every schema version of the account: the event a
+// command raises on an account that is open (or not), or why it may not.
+
+func openEvent(open bool, owner string, initialBalance float64) (eventsource.Event, error) {
+	if open {
+		return nil, ErrAlreadyOpen
+	}
+	if initialBalance < 0 {
+		return nil, fmt.Errorf("initial balance %.2f: %w", initialBalance, ErrInvalidAmount)
+	}
+	return AccountOpened{OwnerName: owner, InitialBalance: initialBalance}, nil
+}
+
+func depositEvent(open bool, amount float64) (eventsource.Event, error) {
+	if !open {
+		return nil, ErrNotOpen
 	}
 	if amount <= 0 {
-		return fmt.Errorf("withdraw %.2f: %w", amount, ErrInvalidAmount)
+		return nil, fmt.Errorf("deposit %.2f: %w", amount, ErrInvalidAmount)
 	}
-	a.Raise(MoneyWithdrawn{Amount: amount})
-	return nil
+	return MoneyDeposited{Amount: amount}, nil
+}
+
+func withdrawEvent(open bool, amount float64) (eventsource.Event, error) {
+	if !open {
+		return nil, ErrNotOpen
+	}
+	if amount <= 0 {
+		return nil, fmt.Errorf("withdraw %.2f: %w", amount, ErrInvalidAmount)
+	}
+	return MoneyWithdrawn{Amount: amount}, nil
 }

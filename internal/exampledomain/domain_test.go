@@ -2,6 +2,7 @@ package exampledomain
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -70,5 +71,40 @@ func TestRegistryRoundTrip(t *testing.T) {
 		if err != nil || back != e {
 			t.Fatalf("%T round trip: %v, %v", e, back, err)
 		}
+	}
+}
+
+// AccountV2 takes the same commands with the same rules and keeps the
+// balance in cents: 0.1 + 0.2 adds up exactly.
+func TestAccountV2Commands(t *testing.T) {
+	var a AccountV2
+	if err := a.Deposit(1); !errors.Is(err, ErrNotOpen) {
+		t.Fatalf("deposit before open: %v", err)
+	}
+	if err := a.Open("Ada", 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Open("Ada", 100); !errors.Is(err, ErrAlreadyOpen) {
+		t.Fatalf("second open: %v", err)
+	}
+	if err := a.Withdraw(-2); !errors.Is(err, ErrInvalidAmount) {
+		t.Fatalf("negative withdrawal: %v", err)
+	}
+	_ = a.Deposit(0.1)
+	_ = a.Deposit(0.2)
+	_ = a.Withdraw(30)
+	if s := a.State(); s.Cents != 7030 || s.Deposits != 2 || s.Withdrawals != 1 || s.Balance() != 70.3 || a.Version() != 4 {
+		t.Fatalf("state %+v v%d", s, a.Version())
+	}
+	if a.AggregateType() != AccountType || a.SchemaVersion() != 2 {
+		t.Fatalf("AccountV2 is %s schema %d, want %s schema 2", a.AggregateType(), a.SchemaVersion(), AccountType)
+	}
+	for _, v := range AccountSchemas {
+		if err := CheckAccountSchema(v); err != nil {
+			t.Errorf("CheckAccountSchema(%d) = %v", v, err)
+		}
+	}
+	if err := CheckAccountSchema(3); err == nil || !strings.Contains(err.Error(), "3") {
+		t.Errorf("CheckAccountSchema(3) = %v, want an error naming it", err)
 	}
 }

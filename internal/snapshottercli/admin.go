@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -97,7 +99,16 @@ func Stats(ctx context.Context, c Config, typ string, top int) error {
 }
 
 func printStats(out io.Writer, st snapshotter.Stats) {
-	fmt.Fprintf(out, "%s: %d aggregates, %d snapshots (%d of another schema version)\n\n", st.AggregateType, st.Aggregates, st.Snapshots, st.SnapshotsOtherSchema)
+	fmt.Fprintf(out, "%s: %d aggregates, %d snapshots (of schema version %d)\n", st.AggregateType, st.Aggregates, st.Snapshots, st.SchemaVersion)
+	schemas := slices.Sorted(maps.Keys(st.NewestSchema))
+	parts := make([]string, len(schemas))
+	for i, sv := range schemas {
+		parts[i] = fmt.Sprintf("schema %d: %d", sv, st.NewestSchema[sv])
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "none")
+	}
+	fmt.Fprintf(out, "aggregates by their newest snapshot's schema version: %s\n\n", strings.Join(parts, ", "))
 	d := st.EventsBehind
 	fmt.Fprintf(out, "events behind the head: min %d  p50 %d  p90 %d  p99 %d  max %d  mean %.1f\n\n", d.Min, d.P50, d.P90, d.P99, d.Max, d.Mean)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -132,7 +143,7 @@ func Verify(ctx context.Context, c Config, typ string, sample int) error {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "%s: checked %d aggregates\n", rep.AggregateType, rep.Checked)
-	for _, st := range []snapshotter.VerifyStatus{snapshotter.VerifyOK, snapshotter.VerifyNoSnapshot, snapshotter.VerifyOtherSchema, snapshotter.VerifyStale, snapshotter.VerifyMismatch, snapshotter.VerifyUndecodable} {
+	for _, st := range []snapshotter.VerifyStatus{snapshotter.VerifyOK, snapshotter.VerifyNoSnapshot, snapshotter.VerifyStale, snapshotter.VerifyMismatch, snapshotter.VerifyUndecodable} {
 		fmt.Fprintf(c.Stdout, "  %-13s %d\n", st, rep.ByStatus[st])
 	}
 	for _, p := range rep.Problems {

@@ -65,7 +65,7 @@ func TestStatsAndVerifyReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"Account: 2 aggregates, 1 snapshots (0 of another schema version)",
+		"Account: 2 aggregates, 1 snapshots (of schema version 1)\naggregates by their newest snapshot's schema version: schema 1: 1\n",
 		"events behind the head: min 5  p50 5  p90 5  p99 5  max 20  mean 12.5",
 		"stalest 2:",
 		long.String() + "  120   100       20",

@@ -52,6 +52,11 @@ type Config struct {
 	// Policies replaces the default policy of the aggregate types it
 	// names (see [NewWorker]).
 	Policies map[string]eventsource.Policy
+	// AccountSchema is the release of the example Account the worker is
+	// built with: 1 (exampledomain.Account, the default) or 2
+	// (exampledomain.AccountV2). It reads and writes the snapshots of that
+	// schema version only.
+	AccountSchema int
 	// MetricsAddr is where run serves /healthz, /readyz and /metrics;
 	// "" serves nothing.
 	MetricsAddr string
@@ -65,13 +70,14 @@ type Config struct {
 // and the stream's defaults, /metrics on :9090, logs discarded.
 func DefaultConfig() Config {
 	return Config{
-		Stdout:      io.Discard,
-		Stderr:      io.Discard,
-		Logger:      slog.New(slog.DiscardHandler),
-		NATS:        natsconnect.Options{URL: natsconnect.DefaultURL, Name: "evsnap-snapshotter"},
-		Worker:      snapshotter.DefaultConfig(),
-		MetricsAddr: ":9090",
-		Stream:      natsnotice.DefaultStreamConfig(),
+		Stdout:        io.Discard,
+		Stderr:        io.Discard,
+		Logger:        slog.New(slog.DiscardHandler),
+		NATS:          natsconnect.Options{URL: natsconnect.DefaultURL, Name: "evsnap-snapshotter"},
+		Worker:        snapshotter.DefaultConfig(),
+		AccountSchema: exampledomain.AccountSchemaVersion,
+		MetricsAddr:   ":9090",
+		Stream:        natsnotice.DefaultStreamConfig(),
 	}
 }
 

@@ -17,7 +17,8 @@ import (
 // NewWorker builds the worker for the example domain on b, consuming
 // from js (nil for the admin commands, which consume nothing), with c's
 // worker configuration and policies (defaults: threshold 100; Order also
-// on its milestones), instrumented by tel when it is not nil.
+// on its milestones) and the Account release c.AccountSchema names,
+// instrumented by tel when it is not nil.
 func NewWorker(c Config, b *storeopen.Backend, js jetstream.JetStream, tel *Telemetry) (*snapshotter.Worker, error) {
 	cfg := c.Worker
 	cfg.Store, cfg.JetStream = b.Store, js
@@ -27,7 +28,13 @@ func NewWorker(c Config, b *storeopen.Backend, js jetstream.JetStream, tel *Tele
 		cfg.TracerProvider = tel.TracerProvider
 	}
 	reg := exampledomain.NewRegistry()
+	if err := exampledomain.CheckAccountSchema(c.AccountSchema); err != nil {
+		return nil, fmt.Errorf("%w: %w", snapshotter.ErrInvalidConfig, err)
+	}
 	account := snapshotter.For[exampledomain.Account](reg, eventsource.DefaultPolicy())
+	if c.AccountSchema == exampledomain.AccountSchemaVersionV2 {
+		account = snapshotter.For[exampledomain.AccountV2](reg, eventsource.DefaultPolicy())
+	}
 	order := snapshotter.For[exampledomain.Order](reg, eventsource.Policy{Threshold: 100, Milestones: exampledomain.OrderMilestones})
 	if p, ok := c.Policies[exampledomain.AccountType]; ok {
 		account = account.WithPolicy(p)

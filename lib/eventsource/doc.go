@@ -31,9 +31,13 @@
 //
 // # Loading and saving
 //
-// [Repository.Load] reads the latest snapshot (if its schema version matches
-// the aggregate's) and replays only the events after it, streamed from the
-// store. A snapshot of another schema version, one whose state does not
+// [Repository.Load] reads the latest snapshot of the aggregate's schema
+// version and replays only the events after it, streamed from the store.
+// A store keeps a snapshot per aggregate and schema version, for the
+// newest two schema versions of each aggregate by default (see
+// [SnapshotStore]), so versions of an application with different state
+// schemas running side by side, or one rolled back to the previous schema,
+// each load from their own snapshots. A snapshot whose state does not
 // decode, a stale one, and a snapshot store error each log a warning,
 // count a fallback (metric evsnap.snapshot.fallbacks, by reason) and
 // replay every event: loading never fails because of a snapshot.

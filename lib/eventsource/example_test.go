@@ -106,7 +106,7 @@ func ExampleRepository_AwaitPendingSnapshots() {
 	if _, err := repo.AwaitPendingSnapshots(ctx); err != nil {
 		panic(err)
 	}
-	s, _ := store.GetSnapshot(ctx, "Counter", c.ID())
+	s, _ := store.GetSnapshot(ctx, "Counter", c.ID(), 1)
 	fmt.Println("snapshot version:", s.Version)
 	// Output:
 	// snapshot version: 15

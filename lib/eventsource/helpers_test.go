@@ -198,14 +198,14 @@ func (f *faultySnapshots) SaveSnapshot(ctx context.Context, s eventsource.Snapsh
 	return f.SnapshotStore.SaveSnapshot(ctx, s)
 }
 
-func (f *faultySnapshots) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
+func (f *faultySnapshots) GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, error) {
 	f.mu.Lock()
 	err, corrupt := f.getErr, f.corrupt
 	f.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	s, err := f.SnapshotStore.GetSnapshot(ctx, typ, id)
+	s, err := f.SnapshotStore.GetSnapshot(ctx, typ, id, schemaVersion)
 	if s != nil && corrupt != nil {
 		s.State = corrupt
 	}

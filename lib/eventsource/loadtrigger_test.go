@@ -178,7 +178,7 @@ func TestLoadTriggerSync(t *testing.T) {
 	if replayed != 250 {
 		t.Fatalf("first load replayed %d, want 250", replayed)
 	}
-	if s, err := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id); err != nil || s == nil || s.Version != 250 {
+	if s, err := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id, exampledomain.AccountSchemaVersion); err != nil || s == nil || s.Version != 250 {
 		t.Fatalf("snapshot after the load = %+v, %v; want v250", s, err)
 	}
 	if got := h.requests(eventsource.ModeSync, telemetrykeys.RequestAsked); got != 1 {
@@ -191,7 +191,7 @@ func TestLoadTriggerSync(t *testing.T) {
 	if err := r.Save(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id); s.Version != 250 {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id, exampledomain.AccountSchemaVersion); s.Version != 250 {
 		t.Fatalf("a save 1 event after the load's snapshot stored v%d: the loaded aggregate did not know its snapshot", s.Version)
 	}
 	if _, replayed, fromSnap := mustLoad(t, r, id); !fromSnap || replayed != 1 {
@@ -211,7 +211,7 @@ func TestLoadTriggerSync(t *testing.T) {
 	if _, replayed, _ := mustLoad(t, r, id); replayed != 61 {
 		t.Fatalf("replayed %d, want 61", replayed)
 	}
-	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id); s.Version != 311 {
+	if s, _ := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id, exampledomain.AccountSchemaVersion); s.Version != 311 {
 		t.Fatalf("snapshot after the interval = v%d, want v311", s.Version)
 	}
 	if _, replayed, _ := mustLoad(t, r, id); replayed != 0 {
@@ -231,7 +231,7 @@ func TestLoadTriggerBackground(t *testing.T) {
 	if n, err := r.AwaitPendingSnapshots(ctx); err != nil || n != 1 {
 		t.Fatalf("AwaitPendingSnapshots = %d, %v; want 1 queued by the load", n, err)
 	}
-	if s, err := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id); err != nil || s == nil || s.Version != 300 {
+	if s, err := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id, exampledomain.AccountSchemaVersion); err != nil || s == nil || s.Version != 300 {
 		t.Fatalf("snapshot = %+v, %v; want v300", s, err)
 	}
 	if got := h.counter("evsnap.snapshot.written", telemetrykeys.AttrMode.String("background")); got != 1 {

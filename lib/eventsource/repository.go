@@ -161,8 +161,11 @@ func (r *Repository[T, PT]) New(id uuid.UUID) PT {
 
 // Load returns the aggregate with the given id at its latest version: from
 // its snapshot plus the events after it when a usable snapshot exists,
-// otherwise by replaying every event. A snapshot of another schema version,
-// one whose state does not decode, a stale one, or a snapshot store error
+// otherwise by replaying every event. It reads the snapshot of the
+// aggregate's own schema version (the store keeps one per schema version;
+// the other versions' are never read). One whose state does not decode, a
+// stale one, or a snapshot store error (or, from a store that breaks its
+// contract, a snapshot of another schema version)
 // makes Load log a warning, count a fallback and replay; a snapshot never
 // makes Load fail. A snapshot is stale when the stream's event at its
 // version is missing (the stream is behind it) or has another id than the

@@ -38,18 +38,18 @@ type splitStore struct {
 	SnapshotStore
 }
 
-// LoadSnapshotAndEvents implements [Store]: GetSnapshot, then ReadEvents
-// from the snapshot's version (or from 1).
+// LoadSnapshotAndEvents implements [Store]: GetSnapshot of schemaVersion's
+// row, then ReadEvents from the snapshot's version (or from 1).
 func (s splitStore) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, iter.Seq2[RecordedEvent, error], error) {
 	if err := validateSchemaVersion(schemaVersion); err != nil {
 		return nil, nil, err
 	}
-	snap, err := s.GetSnapshot(ctx, typ, id)
+	snap, err := s.GetSnapshot(ctx, typ, id, schemaVersion)
 	if err != nil {
 		return nil, nil, err
 	}
 	from := int64(1)
-	if snap != nil && snap.SchemaVersion == schemaVersion {
+	if snap != nil && snap.SchemaVersion == schemaVersion { // a SnapshotStore that keeps its contract returns no other
 		from = snap.Version
 	}
 	return snap, s.ReadEvents(ctx, typ, id, from-1), nil

@@ -85,8 +85,14 @@ type EventStore interface {
 	StreamVersion(ctx context.Context, typ string, id uuid.UUID) (int64, error)
 }
 
-// Snapshot is a point-in-time capture of an aggregate's state. One snapshot
-// is kept per aggregate; a newer one replaces it.
+// Snapshot is a point-in-time capture of an aggregate's state. A store
+// keeps one snapshot per aggregate and schema version (a row), each
+// replaced only by a newer one of its schema ([Snapshot.Supersedes]), for
+// the newest schema versions of each aggregate (the current one and the
+// previous by default; see [SnapshotStore.SaveSnapshot]). A load reads the
+// row of its own schema version, so versions of an application with
+// different state schemas running side by side (a rolling deploy, a
+// rollback) each keep their own snapshots.
 type Snapshot struct {
 	AggregateID   uuid.UUID
 	AggregateType string
@@ -100,8 +106,9 @@ type Snapshot struct {
 	// removed (see [SnapshotStore.DeleteStaleSnapshot]). Required.
 	EventID uuid.UUID
 	// SchemaVersion is the aggregate's declared state schema version when
-	// the snapshot was taken, from 1 to [MaxSchemaVersion]. Loads ignore
-	// snapshots of another schema.
+	// the snapshot was taken, from 1 to [MaxSchemaVersion]: with the
+	// aggregate type and id, it names the snapshot's row. Loads read only
+	// the row of their aggregate's schema version.
 	SchemaVersion int
 	// State is the encoded state (JSON).
 	State []byte
@@ -135,26 +142,48 @@ func (s *Snapshot) Validate() error {
 	return nil
 }
 
-// Supersedes reports whether a snapshot s may replace stored: the store-side
-// rule that keeps snapshots from ever moving backwards. s replaces stored
-// unless it has a lower version or an older schema version. (An equal
-// version and schema rewrites the row, so a corrupt snapshot can be
-// repaired in place.)
+// Supersedes reports whether a snapshot s may replace stored, the
+// snapshot in the row s would be written to: the store-side rule that
+// keeps each row from moving backwards. s replaces the stored snapshot of
+// its own schema version unless it has a lower version. (An equal version
+// rewrites the row, so a corrupt snapshot can be repaired in place.)
+// Snapshots of different schema versions are in different rows and never
+// replace each other: for them Supersedes is false. A nil stored (an empty
+// row) is always superseded.
 func (s *Snapshot) Supersedes(stored *Snapshot) bool {
-	return stored == nil || (s.Version >= stored.Version && s.SchemaVersion >= stored.SchemaVersion)
+	return stored == nil || (s.SchemaVersion == stored.SchemaVersion && s.Version >= stored.Version)
 }
 
-// SnapshotStore keeps the latest snapshot of each aggregate: the
+// SnapshotStore keeps the latest snapshot of each aggregate and schema
+// version, for the newest schema versions of each aggregate: the
 // snapshots half of a [Store]. Implementations must be safe for concurrent
 // use by many goroutines and processes. Give one to [Split] to pair it
 // with an [EventStore] kept elsewhere.
+//
+// # Kept schema versions
+//
+// A store keeps, per aggregate, the rows of its K newest schema versions
+// (K is the store's option, 2 by default: the current schema and the
+// previous, so a rollback finds its snapshots; see
+// storekit.DefaultKeptSchemaVersions). A save of schema version N removes
+// the aggregate's rows of schema versions N-K and below, in the same
+// atomic step; a save of N when the aggregate has a row of schema version
+// N+K or above is not stored (it is older than every kept version). Each
+// save applies the window against what is stored when it runs: two
+// writers K or more schema versions apart racing on one aggregate's first
+// rows may both be stored, and the aggregate's next save of any schema
+// version removes the older. [SnapshotStore.DeleteSnapshotsByType] drops
+// old schema versions for every aggregate of a type.
 type SnapshotStore interface {
-	// SaveSnapshot upserts s unless the stored snapshot of the same
-	// aggregate has a higher version or a newer schema version (see
-	// [Snapshot.Supersedes]); then it is a no-op. The check and the write
-	// are atomic, so racing writers never move a snapshot backwards.
-	// stored reports whether s was written. An invalid snapshot is an error
-	// matching ErrInvalidArgument.
+	// SaveSnapshot upserts s into the row of its aggregate and schema
+	// version, unless that row holds a higher version (see
+	// [Snapshot.Supersedes]) or the aggregate has a row K or more schema
+	// versions newer (see Kept schema versions); then it is a no-op. It
+	// removes the aggregate's rows K or more schema versions older than
+	// the newest. The checks and the writes are atomic, so racing writers
+	// never move a row backwards. stored reports whether s was written.
+	// Rows of other schema versions are left as they are. An invalid
+	// snapshot is an error matching ErrInvalidArgument.
 	SaveSnapshot(ctx context.Context, s Snapshot) (stored bool, err error)
 
 	// SaveSnapshots saves each snapshot as SaveSnapshot would, with one
@@ -162,49 +191,57 @@ type SnapshotStore interface {
 	// the snapshotter worker writes the snapshots of the aggregates it
 	// rebuilds at the same time together). On an error nothing of the
 	// batch is written. stored[i] reports whether snaps[i] was written.
-	// When the batch holds more than one snapshot of an aggregate, they
-	// apply in order under the [Snapshot.Supersedes] rule and only the one
-	// left standing is written. An invalid snapshot fails the whole batch
-	// with an error matching ErrInvalidArgument that names its index. An
-	// empty batch does nothing.
+	// When the batch holds more than one snapshot of a row (aggregate and
+	// schema version), they apply in order under the [Snapshot.Supersedes]
+	// rule and only the one left standing is written; a snapshot that
+	// another of the batch puts K or more schema versions behind its
+	// aggregate's newest is not written. An invalid snapshot fails the
+	// whole batch with an error matching ErrInvalidArgument that names its
+	// index. An empty batch does nothing.
 	SaveSnapshots(ctx context.Context, snaps []Snapshot) (stored []bool, err error)
 
-	// GetSnapshot returns the snapshot of aggregate typ/id, or nil and no
-	// error when there is none.
-	GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*Snapshot, error)
+	// GetSnapshot returns the snapshot of aggregate typ/id of schema
+	// version schemaVersion (one primary-key lookup), or nil and no error
+	// when there is none. Rows of other schema versions are never
+	// returned. A schemaVersion outside 1 to [MaxSchemaVersion] is an
+	// error matching ErrInvalidArgument.
+	GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*Snapshot, error)
 
-	// GetSnapshots returns the snapshots of the aggregates typ/ids[i],
-	// with one round trip: snaps[i] is what GetSnapshot(ctx, typ, ids[i])
-	// would return, nil when there is none. An id may appear more than
-	// once; each request gets its own copy. An empty typ, a nil id (named
-	// by its index) or an empty ids is an error matching
-	// ErrInvalidArgument. (The snapshotter worker reads the snapshots its
-	// policy decides on this way: most notices are not due, and this read
-	// is all they cost.)
-	GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (snaps []*Snapshot, err error)
+	// GetSnapshots returns the snapshots of schema version schemaVersion
+	// of the aggregates typ/ids[i], with one round trip: snaps[i] is what
+	// GetSnapshot(ctx, typ, ids[i], schemaVersion) would return, nil when
+	// there is none. An id may appear more than once; each request gets
+	// its own copy. An empty typ, a schemaVersion outside 1 to
+	// [MaxSchemaVersion], a nil id (named by its index) or an empty ids is
+	// an error matching ErrInvalidArgument. (The snapshotter worker reads
+	// the snapshots its policy decides on this way: most notices are not
+	// due, and this read is all they cost.)
+	GetSnapshots(ctx context.Context, typ string, schemaVersion int, ids []uuid.UUID) (snaps []*Snapshot, err error)
 
-	// DeleteSnapshot removes the snapshot of typ/id and reports whether one
-	// existed.
+	// DeleteSnapshot removes every snapshot of typ/id, of every schema
+	// version, and reports whether one existed.
 	DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (bool, error)
 
-	// DeleteStaleSnapshot removes the stored snapshot of s's aggregate
-	// only if it still has s's Version, SchemaVersion and EventID, and
-	// reports whether it removed one. A load calls it with a snapshot it
+	// DeleteStaleSnapshot removes the stored snapshot in s's row (s's
+	// aggregate and schema version) only if it still has s's Version and
+	// EventID, and reports whether it removed one. Rows of other schema
+	// versions are never touched. A load calls it with a snapshot it
 	// found stale (not tied to the stream's history), so a correct
 	// snapshot written since by another process is never removed. The
 	// compare and the delete are atomic; a second call, or a call after
 	// the snapshot changed or went, removes nothing and returns false
-	// (idempotent). Only s's aggregate type and id are validated (an error
-	// matching ErrInvalidArgument); a nil EventID matches no stored
-	// snapshot.
+	// (idempotent). Only s's aggregate type, id and schema version are
+	// validated (an error matching ErrInvalidArgument); a nil EventID
+	// matches no stored snapshot.
 	DeleteStaleSnapshot(ctx context.Context, s Snapshot) (deleted bool, err error)
 
 	// DeleteSnapshotsByType removes the snapshots of every aggregate of typ
-	// and returns how many it removed. When schemaVersionBelow is positive
-	// only snapshots with a schema version below it are removed (the cleanup
-	// after a schema migration); 0 removes all of the type. A negative
-	// value, or one above [MaxSchemaVersion], is an error matching
-	// ErrInvalidArgument.
+	// and returns how many it removed (rows: an aggregate may have one per
+	// kept schema version). When schemaVersionBelow is positive only
+	// snapshots with a schema version below it are removed (the cleanup
+	// after a schema migration, once no instance of the older schema runs
+	// any more); 0 removes all of the type. A negative value, or one above
+	// [MaxSchemaVersion], is an error matching ErrInvalidArgument.
 	DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (int64, error)
 }
 
@@ -223,9 +260,10 @@ type Store interface {
 	SnapshotStore
 
 	// LoadSnapshotAndEvents returns what a load needs: the snapshot of
-	// typ/id (nil when there is none) and the aggregate's events from
-	// version `from` on, where from is the snapshot's version when the
-	// snapshot has schema version schemaVersion, and 1 otherwise. (The
+	// typ/id of schema version schemaVersion, read as GetSnapshot reads it
+	// (one primary-key lookup; nil when there is none), and the
+	// aggregate's events from version `from` on, where from is the
+	// snapshot's version, or 1 when there is none. (The
 	// event at the snapshot's own version is included so the caller can
 	// check the snapshot belongs to the stream's history: that the event
 	// exists and its id is the snapshot's EventID.) The events follow
@@ -242,8 +280,9 @@ type Store interface {
 	// their head and snapshot versions, without reading any events. The
 	// snapshotter's rebuild of a type, stats, verify and reconciliation
 	// sweep use it. Like ReadEvents, it yields an error once, last, and
-	// releases its resources when the caller stops early. An empty typ is
-	// an error matching ErrInvalidArgument. A store that cannot list (one
+	// releases its resources when the caller stops early. An empty typ, or
+	// an opts.SchemaVersion out of range, is an error matching
+	// ErrInvalidArgument. A store that cannot list (one
 	// made by [Split]) yields one error matching [errors.ErrUnsupported].
 	ListAggregates(ctx context.Context, typ string, opts ListOptions) iter.Seq2[AggregateInfo, error]
 }
@@ -254,8 +293,10 @@ type AggregateInfo struct {
 	AggregateID uuid.UUID
 	// HeadVersion is the version of the aggregate's last event.
 	HeadVersion int64
-	// SnapshotVersion and SnapshotSchemaVersion describe its stored
-	// snapshot; both 0 when it has none.
+	// SnapshotVersion and SnapshotSchemaVersion describe the stored
+	// snapshot the listing looked at: the one of
+	// [ListOptions.SchemaVersion], or the one of the newest schema version
+	// the aggregate has when that is 0. Both are 0 when it has none.
 	SnapshotVersion       int64
 	SnapshotSchemaVersion int
 }
@@ -269,8 +310,17 @@ func (a AggregateInfo) Behind() int64 {
 }
 
 // ListOptions narrows and orders an aggregate listing. The zero value
-// lists every aggregate of the type in ascending id order.
+// lists every aggregate of the type in ascending id order, each with its
+// newest schema version's snapshot.
 type ListOptions struct {
+	// SchemaVersion is the schema version of the snapshots the listing
+	// reports (AggregateInfo.SnapshotVersion) and MinBehind and
+	// MostBehindFirst measure: an aggregate without a snapshot of it is
+	// listed as having none. 0 takes, for each aggregate, the snapshot of
+	// the newest schema version it has. A negative value, or one above
+	// [MaxSchemaVersion], makes the listing yield an error matching
+	// ErrInvalidArgument.
+	SchemaVersion int
 	// MinBehind keeps only aggregates whose snapshot is at least this many
 	// events behind the head (an aggregate without a snapshot is
 	// HeadVersion behind). 0 (or a negative value) keeps all.

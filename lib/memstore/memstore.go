@@ -13,8 +13,11 @@
 package memstore
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"iter"
+	"slices"
 	"sync"
 	"time"
 
@@ -175,15 +178,47 @@ func (s *EventStore) Clear() {
 // SnapshotStore is an in-memory [eventsource.SnapshotStore], safe for
 // concurrent use. The zero value is not usable; call [NewSnapshotStore].
 type SnapshotStore struct {
-	mu    sync.RWMutex
-	snaps map[streamKey]eventsource.Snapshot
+	kept int
+	mu   sync.RWMutex
+	// rows holds each aggregate's snapshots, one per schema version, in
+	// ascending schema version order (at most kept of them).
+	rows map[streamKey][]eventsource.Snapshot
 }
 
 var _ eventsource.SnapshotStore = (*SnapshotStore)(nil)
 
-// NewSnapshotStore returns an empty snapshot store.
-func NewSnapshotStore() *SnapshotStore {
-	return &SnapshotStore{snaps: make(map[streamKey]eventsource.Snapshot)}
+// Option configures a [Store] or a [SnapshotStore].
+type Option func(*SnapshotStore) error
+
+// WithKeptSchemaVersions sets how many schema versions' snapshots the
+// store keeps per aggregate (default storekit.DefaultKeptSchemaVersions,
+// 2: the current and the previous); see [eventsource.SnapshotStore].
+// It must be from 1 to eventsource.MaxSchemaVersion.
+func WithKeptSchemaVersions(n int) Option {
+	return func(s *SnapshotStore) error {
+		if err := storekit.ValidateKeptSchemaVersions(n); err != nil {
+			return fmt.Errorf("memstore: %w", err)
+		}
+		s.kept = n
+		return nil
+	}
+}
+
+// NewSnapshotStore returns an empty snapshot store. memstore is for tests
+// and development, so its constructors return no error: an invalid
+// option (a programming error) panics, with an error matching
+// eventsource.ErrInvalidOption that names it.
+func NewSnapshotStore(opts ...Option) *SnapshotStore {
+	s := &SnapshotStore{kept: storekit.DefaultKeptSchemaVersions, rows: make(map[streamKey][]eventsource.Snapshot)}
+	for _, o := range opts {
+		if o == nil {
+			panic(fmt.Errorf("%w: memstore: nil Option", eventsource.ErrInvalidOption))
+		}
+		if err := o(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
 }
 
 func cloneSnapshot(s eventsource.Snapshot) eventsource.Snapshot {
@@ -192,7 +227,58 @@ func cloneSnapshot(s eventsource.Snapshot) eventsource.Snapshot {
 	return s
 }
 
-// SaveSnapshot implements [eventsource.SnapshotStore].
+// save applies one snapshot to its aggregate's rows under the write lock:
+// the row of its schema version under [eventsource.Snapshot.Supersedes],
+// the kept window against the aggregate's newest schema version.
+func (s *SnapshotStore) save(snap eventsource.Snapshot) bool {
+	key := streamKey{snap.AggregateType, snap.AggregateID}
+	rows := s.rows[key]
+	newest := snap.SchemaVersion
+	if n := len(rows); n > 0 {
+		newest = max(newest, rows[n-1].SchemaVersion)
+	}
+	// Drop the rows out of the window first: a refused save still
+	// applies it (after racing writers, the next save heals).
+	kept := rows[:0]
+	for _, r := range rows {
+		if storekit.SchemaKept(r.SchemaVersion, newest, s.kept) {
+			kept = append(kept, r)
+		}
+	}
+	rows = kept
+	stored := false
+	if storekit.SchemaKept(snap.SchemaVersion, newest, s.kept) {
+		i, found := slices.BinarySearchFunc(rows, snap.SchemaVersion, func(r eventsource.Snapshot, sv int) int { return cmp.Compare(r.SchemaVersion, sv) })
+		switch {
+		case !found:
+			rows = slices.Insert(rows, i, cloneSnapshot(snap))
+			stored = true
+		case snap.Supersedes(&rows[i]):
+			rows[i] = cloneSnapshot(snap)
+			stored = true
+		}
+	}
+	if len(rows) == 0 {
+		delete(s.rows, key)
+	} else {
+		s.rows[key] = rows
+	}
+	return stored
+}
+
+// row returns the stored snapshot of typ/id's row of schema version sv.
+// The caller holds the lock.
+func (s *SnapshotStore) row(typ string, id uuid.UUID, sv int) (eventsource.Snapshot, bool) {
+	for _, r := range s.rows[streamKey{typ, id}] {
+		if r.SchemaVersion == sv {
+			return r, true
+		}
+	}
+	return eventsource.Snapshot{}, false
+}
+
+// SaveSnapshot implements [eventsource.SnapshotStore]: the checks and the
+// writes happen under the store's lock.
 func (s *SnapshotStore) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (bool, error) {
 	if err := snap.Validate(); err != nil {
 		return false, err
@@ -200,20 +286,15 @@ func (s *SnapshotStore) SaveSnapshot(ctx context.Context, snap eventsource.Snaps
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	key := streamKey{snap.AggregateType, snap.AggregateID}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, ok := s.snaps[key]; ok && !snap.Supersedes(&cur) {
-		return false, nil
-	}
-	s.snaps[key] = cloneSnapshot(snap)
-	return true, nil
+	return s.save(snap), nil
 }
 
 // SaveSnapshots implements [eventsource.SnapshotStore]: the batch is
 // applied under one lock, so readers see all of it or none of it.
 func (s *SnapshotStore) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) ([]bool, error) {
-	write, err := storekit.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps, s.kept)
 	if err != nil {
 		return nil, err
 	}
@@ -224,26 +305,24 @@ func (s *SnapshotStore) SaveSnapshots(ctx context.Context, snaps []eventsource.S
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, i := range write {
-		key := streamKey{snaps[i].AggregateType, snaps[i].AggregateID}
-		if cur, ok := s.snaps[key]; ok && !snaps[i].Supersedes(&cur) {
-			continue
-		}
-		s.snaps[key] = cloneSnapshot(snaps[i])
-		stored[i] = true
+		stored[i] = s.save(snaps[i])
 	}
 	return stored, nil
 }
 
 // GetSnapshot implements [eventsource.SnapshotStore].
-func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
+func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, error) {
 	if err := storekit.ValidateStream(typ, id); err != nil {
+		return nil, err
+	}
+	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.mu.RLock()
-	snap, ok := s.snaps[streamKey{typ, id}]
+	snap, ok := s.row(typ, id, schemaVersion)
 	s.mu.RUnlock()
 	if !ok {
 		return nil, nil
@@ -255,8 +334,8 @@ func (s *SnapshotStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUI
 // GetSnapshots implements [eventsource.SnapshotStore]. It takes the
 // read lock once for the whole batch, and each request gets its own copy
 // of its snapshot, even when an id is asked for twice.
-func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
-	if err := storekit.ValidateGetSnapshots(typ, ids); err != nil {
+func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, schemaVersion int, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
+	if err := storekit.ValidateGetSnapshots(typ, schemaVersion, ids); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -266,7 +345,7 @@ func (s *SnapshotStore) GetSnapshots(ctx context.Context, typ string, ids []uuid
 	ok := make([]bool, len(ids))
 	s.mu.RLock()
 	for i, id := range ids {
-		found[i], ok[i] = s.snaps[streamKey{typ, id}]
+		found[i], ok[i] = s.row(typ, id, schemaVersion)
 	}
 	s.mu.RUnlock()
 	// Stored states are never modified, so they are copied unlocked.
@@ -291,8 +370,8 @@ func (s *SnapshotStore) DeleteSnapshot(ctx context.Context, typ string, id uuid.
 	key := streamKey{typ, id}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.snaps[key]
-	delete(s.snaps, key)
+	_, ok := s.rows[key]
+	delete(s.rows, key)
 	return ok, nil
 }
 
@@ -302,17 +381,27 @@ func (s *SnapshotStore) DeleteStaleSnapshot(ctx context.Context, snap eventsourc
 	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
 	}
+	if err := storekit.ValidateSchemaVersion(snap.SchemaVersion); err != nil {
+		return false, err
+	}
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	key := streamKey{snap.AggregateType, snap.AggregateID}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, ok := s.snaps[key]
-	if !ok || cur.Version != snap.Version || cur.SchemaVersion != snap.SchemaVersion || cur.EventID != snap.EventID {
+	rows := s.rows[key]
+	i := slices.IndexFunc(rows, func(r eventsource.Snapshot) bool {
+		return r.SchemaVersion == snap.SchemaVersion && r.Version == snap.Version && r.EventID == snap.EventID
+	})
+	if i < 0 {
 		return false, nil
 	}
-	delete(s.snaps, key)
+	if rows = slices.Delete(rows, i, i+1); len(rows) == 0 {
+		delete(s.rows, key)
+	} else {
+		s.rows[key] = rows
+	}
 	return true, nil
 }
 
@@ -327,25 +416,42 @@ func (s *SnapshotStore) DeleteSnapshotsByType(ctx context.Context, typ string, s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var n int64
-	for k, snap := range s.snaps {
-		if k.typ == typ && (schemaVersionBelow == 0 || snap.SchemaVersion < schemaVersionBelow) {
-			delete(s.snaps, k)
-			n++
+	for k, rows := range s.rows {
+		if k.typ != typ {
+			continue
+		}
+		kept := rows[:0]
+		for _, r := range rows {
+			if schemaVersionBelow == 0 || r.SchemaVersion < schemaVersionBelow {
+				n++
+				continue
+			}
+			kept = append(kept, r)
+		}
+		if len(kept) == 0 {
+			delete(s.rows, k)
+		} else {
+			s.rows[k] = kept
 		}
 	}
 	return n, nil
 }
 
-// Count returns how many snapshots are stored.
+// Count returns how many snapshots are stored (rows: an aggregate has one
+// per kept schema version).
 func (s *SnapshotStore) Count() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.snaps)
+	n := 0
+	for _, rows := range s.rows {
+		n += len(rows)
+	}
+	return n
 }
 
 // Clear removes every snapshot.
 func (s *SnapshotStore) Clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.snaps = make(map[streamKey]eventsource.Snapshot)
+	s.rows = make(map[streamKey][]eventsource.Snapshot)
 }

@@ -1,6 +1,9 @@
 package memstore_test
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -32,5 +35,26 @@ func TestCountAndClear(t *testing.T) {
 	s.Clear()
 	if s.EventStore.Count() != 0 || s.SnapshotStore.Count() != 0 {
 		t.Fatalf("counts after Clear: %d events, %d snapshots", s.EventStore.Count(), s.SnapshotStore.Count())
+	}
+}
+
+// WithKeptSchemaVersions keeps that many schema versions per aggregate;
+// an invalid count panics with an error naming it.
+func TestKeptSchemaVersions(t *testing.T) {
+	for _, kept := range []int{1, 3} {
+		t.Run(fmt.Sprint(kept), func(t *testing.T) {
+			storetest.RunKeptSchemaVersions(t, kept, func(*testing.T) eventsource.Store { return memstore.New(memstore.WithKeptSchemaVersions(kept)) })
+		})
+	}
+	for _, bad := range []int{0, -1} {
+		func() {
+			defer func() {
+				err, _ := recover().(error)
+				if !errors.Is(err, eventsource.ErrInvalidOption) || !strings.Contains(err.Error(), fmt.Sprintf("kept schema versions %d", bad)) {
+					t.Errorf("New(WithKeptSchemaVersions(%d)) panicked with %v, want an error matching ErrInvalidOption naming it", bad, err)
+				}
+			}()
+			memstore.New(memstore.WithKeptSchemaVersions(bad))
+		}()
 	}
 }

@@ -19,9 +19,10 @@ type Store struct {
 
 var _ eventsource.Store = (*Store)(nil)
 
-// New returns an empty Store.
-func New() *Store {
-	return &Store{EventStore: NewEventStore(), SnapshotStore: NewSnapshotStore()}
+// New returns an empty Store. Options configure its snapshot store; an
+// invalid one panics (see [NewSnapshotStore]).
+func New(opts ...Option) *Store {
+	return &Store{EventStore: NewEventStore(), SnapshotStore: NewSnapshotStore(opts...)}
 }
 
 // Clear removes every event and snapshot.
@@ -33,9 +34,9 @@ func (s *Store) Clear() {
 // ListAggregates implements [eventsource.Store]. It takes a
 // consistent copy of the heads first, so it costs O(aggregates of typ).
 func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource.ListOptions) iter.Seq2[eventsource.AggregateInfo, error] {
-	if typ == "" {
+	if err := storekit.ValidateList(typ, opts); err != nil {
 		return func(yield func(eventsource.AggregateInfo, error) bool) {
-			yield(eventsource.AggregateInfo{}, storekit.ValidateStream(typ, uuid.Nil))
+			yield(eventsource.AggregateInfo{}, err)
 		}
 	}
 	return func(yield func(eventsource.AggregateInfo, error) bool) {
@@ -53,9 +54,13 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 		s.EventStore.mu.RUnlock()
 		s.SnapshotStore.mu.RLock()
 		for i := range infos {
-			if sn, ok := s.SnapshotStore.snaps[streamKey{typ, infos[i].AggregateID}]; ok {
-				infos[i].SnapshotVersion = sn.Version
-				infos[i].SnapshotSchemaVersion = sn.SchemaVersion
+			rows := s.SnapshotStore.rows[streamKey{typ, infos[i].AggregateID}]
+			for j := len(rows) - 1; j >= 0; j-- { // newest schema first
+				if opts.SchemaVersion == 0 || rows[j].SchemaVersion == opts.SchemaVersion {
+					infos[i].SnapshotVersion = rows[j].Version
+					infos[i].SnapshotSchemaVersion = rows[j].SchemaVersion
+					break
+				}
 			}
 		}
 		s.SnapshotStore.mu.RUnlock()

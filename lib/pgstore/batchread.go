@@ -12,10 +12,10 @@ import (
 
 // GetSnapshots implements [eventsource.SnapshotStore] with one
 // statement: a primary-key lookup of every distinct id (aggregate_id =
-// ANY of an array). Each request gets its own *Snapshot, even when an id
+// ANY of an array) at the schema version. Each request gets its own *Snapshot, even when an id
 // is asked for twice.
-func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (_ []*eventsource.Snapshot, err error) {
-	if err := storekit.ValidateGetSnapshots(typ, ids); err != nil {
+func (s *Store) GetSnapshots(ctx context.Context, typ string, schemaVersion int, ids []uuid.UUID) (_ []*eventsource.Snapshot, err error) {
+	if err := storekit.ValidateGetSnapshots(typ, schemaVersion, ids); err != nil {
 		return nil, err
 	}
 	ctx, span := s.span(ctx, "pgstore.GetSnapshots", typ, uuid.Nil, attribute.Int("evsnap.read.batch", len(ids)))
@@ -27,7 +27,7 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	for i, id := range distinct {
 		keys[i] = id
 	}
-	rows, err := s.pool.Query(ctx, s.q.getSnapshots, typ, keys)
+	rows, err := s.pool.Query(ctx, s.q.getSnapshots, typ, keys, int32(schemaVersion))
 	if err != nil {
 		return nil, s.wrap(fmt.Sprintf("get %d snapshots of %s", len(distinct), typ), err)
 	}

@@ -156,7 +156,7 @@ func BenchmarkGetSnapshot(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if s, err := st.GetSnapshot(ctx, "Bench", id); err != nil || s == nil {
+		if s, err := st.GetSnapshot(ctx, "Bench", id, 1); err != nil || s == nil {
 			b.Fatal(s, err)
 		}
 	}
@@ -271,4 +271,31 @@ func BenchmarkAppendStrategies(b *testing.B) {
 	for _, s := range strategies {
 		b.ReportMetric(float64(s.spent.Microseconds())/float64(b.N), "µs/"+s.name)
 	}
+}
+
+// BenchmarkSnapshotBatchUpsert writes batches of 64 snapshots of about
+// 1 KB with SaveSnapshots, as the worker's group commit does, over 1,000
+// aggregates whose versions rise, and reports snapshots/s.
+func BenchmarkSnapshotBatchUpsert(b *testing.B) {
+	st := newStoreOn(b, widePool(b))
+	ctx := context.Background()
+	ids := make([]uuid.UUID, 1000)
+	for i := range ids {
+		ids[i] = uuid.New()
+	}
+	state := snapshotState(1)
+	const batch = 64
+	snaps := make([]eventsource.Snapshot, batch)
+	i := 0
+	for b.Loop() {
+		for j := range snaps {
+			snaps[j] = eventsource.Snapshot{AggregateID: ids[i%len(ids)], AggregateType: "Bench", Version: int64(i/len(ids)) + 1,
+				SchemaVersion: 1, EventID: uuid.New(), State: state, CreatedAt: time.Now().UTC()}
+			i++
+		}
+		if _, err := st.SaveSnapshots(ctx, snaps); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "snapshots/s")
 }

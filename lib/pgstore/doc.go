@@ -27,10 +27,12 @@
 //     written in the same statement as its events.
 //   - snapshots (aggregate_id uuid, aggregate_type varchar(255), version
 //     bigint, schema_version integer, state jsonb, created_at timestamptz,
-//     event_id uuid; PK (aggregate_id, aggregate_type)): the tutorial's
-//     table, one row per aggregate, without the tutorial's (aggregate_type,
-//     schema_version) index, which migration 2 drops: before the table
-//     had statistics the planner took it for lookups of one aggregate.
+//     event_id uuid; PK (aggregate_id, aggregate_type, schema_version)):
+//     the tutorial's table, with a row per aggregate and kept schema
+//     version (migration 4, decision 28; one row per aggregate before),
+//     without the tutorial's (aggregate_type, schema_version) index, which
+//     migration 2 drops: before the table had statistics the planner took
+//     it for lookups of one aggregate.
 //     event_id (migration 3) is the id of the stream's event at the
 //     snapshot's version, which ties the snapshot to its history (see
 //     [eventsource.Snapshot]). Migration 3 fills it from the events table
@@ -53,7 +55,10 @@
 // (migrations/001_create_tables.sql, ...), rendered with the store's quoted
 // names and applied by github.com/pressly/goose/v3 (its Provider, no
 // global state). [Store.Migrate] applies the ones not yet applied, each in
-// its own transaction, while goose holds a session-level advisory lock on
+// its own transaction (a file that starts with goose's "-- +goose NO
+// TRANSACTION" runs outside one, a statement at a time: migration 4 builds
+// the snapshots table's new key CONCURRENTLY, so the table stays in use
+// while it migrates), while goose holds a session-level advisory lock on
 // a key derived from the schema name, so replicas that start together are
 // safe: one applies, the others wait and find nothing to do. Each is
 // recorded in the migrations table ("evsnap_migrations",
@@ -104,14 +109,19 @@
 //
 // # Snapshots
 //
-// [Store.SaveSnapshot] is one INSERT ... ON CONFLICT (aggregate_id,
-// aggregate_type) DO UPDATE ... WHERE excluded.version >= version AND
-// excluded.schema_version >= schema_version, which is
-// [eventsource.Snapshot.Supersedes] done atomically by the server: racing
-// writers never move a snapshot backwards. [Store.DeleteStaleSnapshot],
-// which a load calls on a snapshot not tied to its stream's history, is
-// one DELETE by primary key that also compares version, schema_version
-// and event_id, so it never removes a snapshot written since.
+// [Store.SaveSnapshot] is one statement: common table expressions find
+// the aggregate's newest schema version (stored or given) and delete its
+// rows out of the kept schema versions ([WithKeptSchemaVersions], 2 by
+// default), and an INSERT ... ON CONFLICT (aggregate_id, aggregate_type,
+// schema_version) DO UPDATE ... WHERE excluded.version >= version, which is
+// [eventsource.Snapshot.Supersedes] done atomically by the server, writes
+// the snapshot unless a kept newer schema version refuses it: racing
+// writers never move a row backwards. [Store.SaveSnapshots] is the same
+// statement over arrays. A load reads only the row of its schema version,
+// by primary key. [Store.DeleteStaleSnapshot], which a load calls on a
+// snapshot not tied to its stream's history, is one DELETE by primary key
+// that also compares version and event_id, so it never removes a snapshot
+// written since.
 //
 // Snapshot rows are rewritten all the time, and PostgreSQL never
 // overwrites a row: every upsert leaves a dead row version behind.
@@ -129,12 +139,16 @@
 //
 // # Listing aggregates
 //
-// [Store.ListAggregates] reads the streams table joined to the snapshots by
-// primary key, never the events:
+// [Store.ListAggregates] reads the streams table joined to each
+// aggregate's snapshot of ListOptions.SchemaVersion (or of its newest
+// schema version) by primary key, never the events:
 //
 //	SELECT st.aggregate_id, st.version, coalesce(sn.version, 0), coalesce(sn.schema_version, 0)
-//	FROM streams st LEFT JOIN snapshots sn
-//	  ON sn.aggregate_id = st.aggregate_id AND sn.aggregate_type = st.aggregate_type
+//	FROM streams st LEFT JOIN LATERAL (
+//	  SELECT version, schema_version FROM snapshots x
+//	  WHERE x.aggregate_id = st.aggregate_id AND x.aggregate_type = st.aggregate_type
+//	    AND ($schema = 0 OR x.schema_version = $schema)
+//	  ORDER BY x.schema_version DESC LIMIT 1) sn ON true
 //	WHERE st.aggregate_type = $1 AND greatest(st.version - coalesce(sn.version, 0), 0) >= $min_behind
 //	  AND st.aggregate_id > $after_id ORDER BY st.aggregate_id LIMIT $n
 //
@@ -153,6 +167,9 @@
 //	GRANT SELECT, INSERT, UPDATE ON evsnap.streams TO app;
 //	GRANT SELECT, INSERT, UPDATE, DELETE ON evsnap.snapshots TO app;
 //	GRANT SELECT ON evsnap.evsnap_migrations TO app;  -- for CheckMigrated
+//
+// (DELETE on snapshots: a save removes the aggregate's rows of schema
+// versions the store no longer keeps, and a load removes a stale one.)
 //
 // (The events position is an identity column; it needs no grant on its
 // sequence.)

@@ -1,5 +1,7 @@
 package pgstore
 
+import "context"
+
 // ReadEventsQuery returns the SQL ReadEvents runs for one page, for the
 // EXPLAIN test.
 func ReadEventsQuery(s *Store) string { return s.q.readEvents }
@@ -7,6 +9,10 @@ func ReadEventsQuery(s *Store) string { return s.q.readEvents }
 // LoadEventsQuery returns the SQL LoadSnapshotAndEvents runs for the
 // events, for the EXPLAIN test.
 func LoadEventsQuery(s *Store) string { return s.q.loadEvents }
+
+// ListByIDQuery returns the SQL of one page of a listing in id order, for
+// the EXPLAIN test.
+func ListByIDQuery(s *Store) string { return s.q.listByID }
 
 // MigrationNames returns the embedded migrations' names, in order.
 func MigrationNames() []string {
@@ -24,3 +30,12 @@ func MigrationNames() []string {
 	}
 	return names
 }
+
+// MigrateTo applies the embedded migrations up to version only: a schema
+// as an earlier release left it.
+func MigrateTo(ctx context.Context, s *Store, version int) error {
+	return s.migrate(ctx, int64(version))
+}
+
+// SplitStatements exposes splitStatements.
+var SplitStatements = splitStatements

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"fmt"
 	"iter"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -14,7 +15,9 @@ import (
 const listPageSize = 1000
 
 // ListAggregates implements [eventsource.Store] from the streams
-// table LEFT JOIN the snapshots table: it never reads an event.
+// table LEFT JOIN the snapshots table (for each aggregate, the row of
+// opts.SchemaVersion or of its newest schema version): it never reads an
+// event.
 //
 // A listing in id order pages through the streams primary key
 // (aggregate_type, aggregate_id) a thousand aggregates per query, reading
@@ -24,9 +27,9 @@ const listPageSize = 1000
 // query and sorts it (O(aggregates of the type)); its rows are streamed.
 // Both yield an error once, last.
 func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource.ListOptions) iter.Seq2[eventsource.AggregateInfo, error] {
-	if typ == "" {
+	if err := storekit.ValidateList(typ, opts); err != nil {
 		return func(yield func(eventsource.AggregateInfo, error) bool) {
-			yield(eventsource.AggregateInfo{}, storekit.ValidateStream(typ, uuid.Nil))
+			yield(eventsource.AggregateInfo{}, fmt.Errorf("pgstore: %w", err))
 		}
 	}
 	// As in storekit.FilterAndSort: a MinBehind below 1 keeps every
@@ -64,7 +67,7 @@ func (s *Store) listByID(ctx context.Context, typ string, opts eventsource.ListO
 		if opts.Limit > 0 {
 			n = min(n, opts.Limit-listed)
 		}
-		rows, err := s.pool.Query(ctx, s.q.listByID, typ, opts.MinBehind, pgID(after), n)
+		rows, err := s.pool.Query(ctx, s.q.listByID, typ, int32(opts.SchemaVersion), opts.MinBehind, pgID(after), n)
 		if err != nil {
 			return listed, err
 		}
@@ -103,7 +106,7 @@ func (s *Store) listMostBehind(ctx context.Context, typ string, opts eventsource
 		l := int64(opts.Limit)
 		limit = &l
 	}
-	rows, err := s.pool.Query(ctx, s.q.listMostBehind, typ, opts.MinBehind, limit)
+	rows, err := s.pool.Query(ctx, s.q.listMostBehind, typ, int32(opts.SchemaVersion), opts.MinBehind, limit)
 	if err != nil {
 		return 0, err
 	}

@@ -16,8 +16,9 @@ import (
 )
 
 // LoadSnapshotAndEvents implements [eventsource.Store]: the
-// snapshot and the first page of events from it go in one pgx.Batch, one
-// round trip; later pages (streams longer than a page past the snapshot)
+// snapshot of schemaVersion's row and the first page of events from it
+// go in one pgx.Batch, one round trip (each a primary-key lookup of the
+// snapshot); later pages (streams longer than a page past the snapshot)
 // are read like ReadEvents. The first page is read before returning, so no
 // connection is held while the caller decodes. When a snapshot write
 // between the two statements makes the page start elsewhere than the
@@ -37,7 +38,7 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	ctx, span := s.span(ctx, "pgstore.LoadSnapshotAndEvents", typ, id)
 	defer func() { endSpan(span, err) }()
 	batch := &pgx.Batch{}
-	batch.Queue(s.q.getSnapshot, pgID(id), typ)
+	batch.Queue(s.q.getSnapshot, pgID(id), typ, int32(schemaVersion))
 	batch.Queue(s.q.loadEvents, typ, pgID(id), int32(schemaVersion))
 	br := s.pool.SendBatch(ctx, batch)
 	defer br.Close()
@@ -87,7 +88,7 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	// is dropped and the events read again from where they should start
 	// (one more round trip, only after such a race).
 	start := int64(1)
-	if snap != nil && snap.SchemaVersion == schemaVersion {
+	if snap != nil {
 		start = snap.Version
 	}
 	if len(page) > 0 && page[0].Version != start {

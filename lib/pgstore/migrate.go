@@ -33,7 +33,15 @@ type migration struct {
 	version int
 	name    string // file name without the .sql extension
 	sql     string
+	// noTx marks a migration that runs outside a transaction, statement
+	// by statement (its file starts with goose's "-- +goose NO
+	// TRANSACTION" line): one that builds an index CONCURRENTLY, say.
+	noTx bool
 }
+
+// noTxAnnotation is the first line of a migration that runs outside a
+// transaction, as goose writes it.
+const noTxAnnotation = "-- +goose NO TRANSACTION"
 
 // migrationData is what the migration templates see: quoted names only.
 type migrationData struct {
@@ -70,7 +78,7 @@ func renderMigrations(s *Store) ([]migration, error) {
 		if err := tmpl.Execute(&buf, data); err != nil {
 			return nil, fmt.Errorf("pgstore: render migration %s: %w", file, err)
 		}
-		out = append(out, migration{version: v, name: base, sql: buf.String()})
+		out = append(out, migration{version: v, name: base, sql: buf.String(), noTx: strings.HasPrefix(string(src), noTxAnnotation+"\n")})
 	}
 	return out, nil
 }
@@ -102,6 +110,12 @@ func migrationLockKey(schema string) int64 {
 // The role needs CREATE on the database (only when the schema does not
 // exist yet) and on the schema.
 func (s *Store) Migrate(ctx context.Context) (err error) {
+	return s.migrate(ctx, int64(len(s.migrations)))
+}
+
+// migrate is Migrate up to migration upTo (tests put a schema at an
+// earlier release's layout with it).
+func (s *Store) migrate(ctx context.Context, upTo int64) (err error) {
 	ctx, span := s.span(ctx, "pgstore.Migrate", "", uuid.Nil)
 	defer func() { endSpan(span, err) }()
 
@@ -114,7 +128,7 @@ func (s *Store) Migrate(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("pgstore: migrate schema %s: %w", s.schemaQ, err)
 	}
-	results, err := p.Up(ctx)
+	results, err := p.UpTo(ctx, upTo)
 	var partial *goose.PartialError
 	if errors.As(err, &partial) {
 		results = partial.Applied
@@ -148,12 +162,23 @@ func (s *Store) migrationProvider(db *sql.DB) (*goose.Provider, error) {
 	}
 	gms := make([]*goose.Migration, len(s.migrations))
 	for i, m := range s.migrations {
-		gms[i] = goose.NewGoMigration(int64(m.version), &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+		run := &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 				return fmt.Errorf("apply migration %s: %w", m.name, err)
 			}
 			return nil
-		}}, nil)
+		}}
+		if m.noTx {
+			run = &goose.GoFunc{RunDB: func(ctx context.Context, db *sql.DB) error {
+				for i, stmt := range splitStatements(m.sql) {
+					if _, err := db.ExecContext(ctx, stmt); err != nil {
+						return fmt.Errorf("apply migration %s, statement %d: %w", m.name, i+1, err)
+					}
+				}
+				return nil
+			}}
+		}
+		gms[i] = goose.NewGoMigration(int64(m.version), run, nil)
 	}
 	return goose.NewProvider(goose.DialectCustom, db, nil,
 		goose.WithStore(versions),
@@ -165,6 +190,32 @@ func (s *Store) migrationProvider(db *sql.DB) (*goose.Provider, error) {
 		goose.WithAllowOutofOrder(true),
 		goose.WithLogger(goose.NopLogger()), // Migrate logs what it applied
 	)
+}
+
+// splitStatements splits a migration that runs outside a transaction into
+// its statements, each sent on its own (PostgreSQL runs the statements of
+// one query string in one implicit transaction, where CREATE INDEX
+// CONCURRENTLY cannot run). A statement ends with a semicolon at the end
+// of a line; lines starting with "--" are comments. (The embedded
+// migrations hold no semicolon at a line's end inside a string.)
+func splitStatements(text string) []string {
+	var out []string
+	var cur strings.Builder
+	for line := range strings.Lines(text) {
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || strings.HasPrefix(trimmed, "--") {
+			continue
+		}
+		cur.WriteString(line)
+		if strings.HasSuffix(trimmed, ";") {
+			out = append(out, strings.TrimSpace(cur.String()))
+			cur.Reset()
+		}
+	}
+	if rest := strings.TrimSpace(cur.String()); rest != "" {
+		out = append(out, rest)
+	}
+	return out
 }
 
 // migrationName returns the name of the embedded migration numbered v.

@@ -129,7 +129,7 @@ func TestNotMigrated(t *testing.T) {
 		}
 		_, err = st.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: "T", Version: 1, SchemaVersion: 1, EventID: uuid.New(), State: []byte(`{}`), CreatedAt: time.Now()})
 		check("SaveSnapshot", err)
-		_, err = st.GetSnapshot(ctx, "T", id)
+		_, err = st.GetSnapshot(ctx, "T", id, 1)
 		check("GetSnapshot", err)
 		_, err = st.DeleteSnapshotsByType(ctx, "T", 0)
 		check("DeleteSnapshotsByType", err)
@@ -191,7 +191,7 @@ func TestMigrationTwoUpgradesAStoreInUse(t *testing.T) {
 	if p, err := st.PendingMigrations(ctx); err != nil || len(p) != 0 {
 		t.Fatalf("PendingMigrations after = %v, %v", p, err)
 	}
-	snap, err := st.GetSnapshot(ctx, typ, id)
+	snap, err := st.GetSnapshot(ctx, typ, id, 1)
 	if err != nil || snap == nil || snap.Version != 3 {
 		t.Fatalf("snapshot after the upgrade: %+v, %v", snap, err)
 	}
@@ -261,12 +261,12 @@ VALUES ($1, $2, $3, 1, '{"n": 1}', now())`, s.id, typ, s.version); err != nil {
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatalf("Migrate from 2: %v", err)
 	}
-	got, err := st.GetSnapshot(ctx, typ, tied)
+	got, err := st.GetSnapshot(ctx, typ, tied, 1)
 	if err != nil || got == nil || got.Version != 3 || got.EventID != events[2].ID {
 		t.Fatalf("snapshot matching its stream after the upgrade: %+v, %v; want v3 tied to event %s", got, err, events[2].ID)
 	}
 	for name, id := range map[string]uuid.UUID{"ahead of its stream": ahead, "without a stream": noStream, "of another type's stream": otherType} {
-		if got, err := st.GetSnapshot(ctx, typ, id); err != nil || got != nil {
+		if got, err := st.GetSnapshot(ctx, typ, id, 1); err != nil || got != nil {
 			t.Errorf("snapshot %s after the upgrade: %+v, %v; want it gone", name, got, err)
 		}
 	}
@@ -288,10 +288,10 @@ WHERE table_schema = $1 AND table_name = 'snapshots' AND column_name = 'event_id
 // releases before goose, whose runner recorded migrations as (tables,
 // version, name, applied_at) rows, upgrades cleanly. Two stores share the
 // schema and its migrations table: a, at migration 2 (its snapshots have no
-// event_id), and b, at migration 3; both hold data, and a role may read the
+// event_id), and b, at migration 4; both hold data, and a role may read the
 // migrations table. Two migrators run at once. The table is converted to
-// goose's layout in place (every record kept, the grant too), a gets only
-// migration 3, b nothing, and no data is lost.
+// goose's layout in place (every record kept, the grant too), a gets
+// migrations 3 and 4, b nothing, and no data is lost.
 func TestMigrateUpgradesTheRunnerBeforeGoose(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -334,7 +334,7 @@ func TestMigrateUpgradesTheRunnerBeforeGoose(t *testing.T) {
 		"INSERT INTO " + m + ` (tables, version, name) VALUES
     ('events,streams,snapshots', 1, '001_create_tables'), ('events,streams,snapshots', 2, '002_drop_snapshots_type_index'),
     ('b_events,b_streams,b_snapshots', 1, '001_create_tables'), ('b_events,b_streams,b_snapshots', 2, '002_drop_snapshots_type_index'),
-    ('b_events,b_streams,b_snapshots', 3, '003_snapshot_event_id')`,
+    ('b_events,b_streams,b_snapshots', 3, '003_snapshot_event_id'), ('b_events,b_streams,b_snapshots', 4, '004_snapshot_per_schema_version')`,
 		"CREATE ROLE " + role + " NOLOGIN",
 		"GRANT SELECT ON " + m + " TO " + role,
 	} {
@@ -352,7 +352,7 @@ func TestMigrateUpgradesTheRunnerBeforeGoose(t *testing.T) {
 		}
 	})
 	if p, err := a.PendingMigrations(ctx); err != nil || !slices.Equal(p, pgstore.MigrationNames()[2:]) {
-		t.Fatalf("a's PendingMigrations before the upgrade = %v, %v; want migration 3", p, err)
+		t.Fatalf("a's PendingMigrations before the upgrade = %v, %v; want migrations 3 and 4", p, err)
 	}
 	if p, err := b.PendingMigrations(ctx); err != nil || len(p) != 0 {
 		t.Fatalf("b's PendingMigrations before the upgrade = %v, %v; want none", p, err)
@@ -384,7 +384,9 @@ func TestMigrateUpgradesTheRunnerBeforeGoose(t *testing.T) {
 	}
 	want := []string{
 		"b_events,b_streams,b_snapshots:0", "b_events,b_streams,b_snapshots:1", "b_events,b_streams,b_snapshots:2", "b_events,b_streams,b_snapshots:3",
+		"b_events,b_streams,b_snapshots:4",
 		"events,streams,snapshots:0", "events,streams,snapshots:1", "events,streams,snapshots:2", "events,streams,snapshots:3",
+		"events,streams,snapshots:4",
 	}
 	if got := records(); !slices.Equal(got, want) {
 		t.Fatalf("migrations recorded after the upgrade:\n got %v\nwant %v", got, want)
@@ -415,7 +417,7 @@ func TestMigrateUpgradesTheRunnerBeforeGoose(t *testing.T) {
 			t.Fatalf("events after the upgrade: %+v, want %d ending with %s", got, len(c.events), c.events[len(c.events)-1].ID)
 		}
 	}
-	if snap, err := b.GetSnapshot(ctx, typ, id); err != nil || snap == nil || snap.Version != 2 || snap.EventID != bEvents[1].ID {
+	if snap, err := b.GetSnapshot(ctx, typ, id, 1); err != nil || snap == nil || snap.Version != 2 || snap.EventID != bEvents[1].ID {
 		t.Fatalf("b's snapshot after the upgrade: %+v, %v", snap, err)
 	}
 	if stored, err := a.SaveSnapshot(ctx, eventsource.Snapshot{AggregateID: id, AggregateType: typ, Version: 3, SchemaVersion: 1,

@@ -6,6 +6,7 @@ import (
 	"regexp"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -44,6 +45,7 @@ type config struct {
 	snapshots      string
 	migrations     string
 	readPageSize   int
+	kept           int
 	tracerProvider trace.TracerProvider
 	logger         *slog.Logger
 }
@@ -56,6 +58,7 @@ func defaultConfig() config {
 		snapshots:    DefaultSnapshotsTable,
 		migrations:   DefaultMigrationsTable,
 		readPageSize: DefaultReadPageSize,
+		kept:         storekit.DefaultKeptSchemaVersions,
 	}
 }
 
@@ -136,6 +139,22 @@ func WithReadPageSize(n int) Option {
 			return invalid("read page size must be between 10 and 100000, got %d", n)
 		}
 		c.readPageSize = n
+		return nil
+	}
+}
+
+// WithKeptSchemaVersions sets how many schema versions' snapshots the
+// store keeps per aggregate (default storekit.DefaultKeptSchemaVersions,
+// 2: the current and the previous), from 1 to
+// eventsource.MaxSchemaVersion; see [eventsource.SnapshotStore]. Every
+// process writing to one snapshots table should use the same value (the
+// rows a save keeps depend on it).
+func WithKeptSchemaVersions(n int) Option {
+	return func(c *config) error {
+		if err := storekit.ValidateKeptSchemaVersions(n); err != nil {
+			return fmt.Errorf("pgstore: %w", err)
+		}
+		c.kept = n
 		return nil
 	}
 }

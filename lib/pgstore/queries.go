@@ -73,60 +73,106 @@ WHERE aggregate_type = $1 AND aggregate_id = $2 AND version > $3
 ORDER BY version
 LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 
-	// The first page of a load: the events from the snapshot's version
-	// (when its schema version is $3) or from the start, found by an
+	// The first page of a load: the events from the version of the
+	// snapshot of schema version $3 (or from the start), found by an
 	// InitPlan on the snapshots primary key, so a pgx.Batch of this and
-	// getSnapshot reads a whole load in one round trip. The schema
-	// version is compared in the select list, not the WHERE, so that the
-	// lookup names only the primary key's columns (see migration 2).
+	// getSnapshot reads a whole load in one round trip.
 	q.loadEvents = `SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
 WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= coalesce(
-	(SELECT CASE WHEN schema_version = $3 THEN version END FROM ` + sn + ` WHERE aggregate_id = $2 AND aggregate_type = $1), 1)
+	(SELECT version FROM ` + sn + ` WHERE aggregate_id = $2 AND aggregate_type = $1 AND schema_version = $3), 1)
 ORDER BY version
 LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 
-	// Snapshot.Supersedes, as SQL: the stored row is replaced unless the
-	// new one has a lower version or an older schema version.
-	q.saveSnapshot = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
-SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at,
-	event_id = excluded.event_id
-WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version`
-	// The batch form: the same rule for rows given as arrays, in the
-	// order given (primary-key order, so concurrent batches lock rows in
-	// one order and cannot deadlock). RETURNING names the rows written.
-	q.saveSnapshots = `INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::jsonb[], $6::timestamptz[], $7::uuid[])
-ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE
-SET version = excluded.version, schema_version = excluded.schema_version, state = excluded.state, created_at = excluded.created_at,
-	event_id = excluded.event_id
-WHERE excluded.version >= s.version AND excluded.schema_version >= s.schema_version
-RETURNING aggregate_id, aggregate_type`
-	q.getSnapshots = `SELECT aggregate_id, version, schema_version, state, created_at, event_id FROM ` + sn + ` WHERE aggregate_type = $1 AND aggregate_id = ANY($2::uuid[])`
-	q.getSnapshot = `SELECT version, schema_version, state, created_at, event_id FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
+	// A batch of saves, as one statement over arrays (the caller has
+	// resolved the batch with storekit.ResolveSnapshotBatch, so no row of
+	// it is out of the window another puts up): stored reads, for each
+	// row, its aggregate's newest and oldest stored schema versions (one
+	// walk of the aggregate's primary-key entries); trim deletes the
+	// aggregate's rows that the newer of the given and the stored schema
+	// version puts out of the kept window (scanning for them only when the
+	// oldest is out: most saves find one row, or rows all kept, and delete
+	// nothing); the insert writes the given rows the stored newest keeps,
+	// each over its own schema's row only when
+	// eventsource.Snapshot.Supersedes says so (ON CONFLICT ... WHERE).
+	// trim and the insert never touch the same row: one takes schema
+	// versions at most the window's top minus kept, the other above.
+	// RETURNING names the rows written. The input goes in primary-key
+	// order (the caller sorts a batch), so concurrent batches lock rows in
+	// one order and cannot deadlock.
+	kept := strconv.Itoa(s.cfg.kept)
+	q.saveSnapshots = `WITH input AS (
+	SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::jsonb[], $6::timestamptz[], $7::uuid[])
+		WITH ORDINALITY AS u(aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id, ord)
+),
+stored AS (
+	SELECT i.*, x.newest, x.oldest, greatest(i.schema_version, x.newest) AS window_top
+	FROM input i CROSS JOIN LATERAL (SELECT max(schema_version) AS newest, min(schema_version) AS oldest FROM ` + sn + ` x
+		WHERE x.aggregate_id = i.aggregate_id AND x.aggregate_type = i.aggregate_type) x
+),
+trim AS (
+	DELETE FROM ` + sn + ` d USING stored t
+	WHERE t.oldest <= t.window_top - ` + kept + `
+		AND d.aggregate_id = t.aggregate_id AND d.aggregate_type = t.aggregate_type AND d.schema_version <= t.window_top - ` + kept + `
+)
+INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+SELECT aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id FROM stored
+WHERE schema_version > coalesce(newest, 0) - ` + kept + `
+ORDER BY ord
+ON CONFLICT (aggregate_id, aggregate_type, schema_version) DO UPDATE
+SET version = excluded.version, state = excluded.state, created_at = excluded.created_at, event_id = excluded.event_id
+WHERE excluded.version >= s.version
+RETURNING aggregate_id, aggregate_type, schema_version`
+
+	// One snapshot: the same steps for one row.
+	q.saveSnapshot = `WITH newest AS (
+	SELECT greatest($4::int, max(schema_version)) AS schema_version, min(schema_version) AS oldest
+	FROM ` + sn + ` WHERE aggregate_id = $1::uuid AND aggregate_type = $2::text
+),
+trim AS (
+	DELETE FROM ` + sn + ` d USING newest n
+	WHERE n.oldest <= n.schema_version - ` + kept + `
+		AND d.aggregate_id = $1::uuid AND d.aggregate_type = $2::text AND d.schema_version <= n.schema_version - ` + kept + `
+)
+INSERT INTO ` + sn + ` AS s (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+SELECT $1::uuid, $2::text, $3::bigint, $4::int, $5::jsonb, $6::timestamptz, $7::uuid FROM newest n WHERE $4::int > n.schema_version - ` + kept + `
+ON CONFLICT (aggregate_id, aggregate_type, schema_version) DO UPDATE
+SET version = excluded.version, state = excluded.state, created_at = excluded.created_at, event_id = excluded.event_id
+WHERE excluded.version >= s.version
+RETURNING aggregate_id, aggregate_type, schema_version`
+	q.getSnapshots = `SELECT aggregate_id, version, schema_version, state, created_at, event_id FROM ` + sn + `
+WHERE aggregate_type = $1 AND schema_version = $3 AND aggregate_id = ANY($2::uuid[])`
+	q.getSnapshot = `SELECT version, schema_version, state, created_at, event_id FROM ` + sn + `
+WHERE aggregate_id = $1 AND aggregate_type = $2 AND schema_version = $3`
 	q.deleteSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
 	// DeleteStaleSnapshot's compare-and-delete: one statement, by primary
 	// key, so the comparison and the delete are atomic.
-	q.deleteStaleSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2
-	AND version = $3 AND schema_version = $4 AND event_id = $5`
+	q.deleteStaleSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2 AND schema_version = $4
+	AND version = $3 AND event_id = $5`
 	q.deleteSnapshotsByType = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1`
 	q.deleteSnapshotsBelow = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1 AND schema_version < $2`
 
-	// The lister reads the streams table (one row per aggregate) joined to
-	// the snapshots by primary key; it never touches the events.
-	// $1 type, $2 min behind, $3 after id (ByID), $4 limit.
+	// The lister reads the streams table (one row per aggregate) and, for
+	// each aggregate, the snapshot of schema version $2 or (0) of the
+	// newest schema version it has: a primary-key lookup, or a backward
+	// step on the primary key from (id, type). It never touches the
+	// events. $1 type, $2 schema version, $3 min behind, $4 after id
+	// (ByID), then the limit.
 	listCols := `SELECT st.aggregate_id, st.version, coalesce(sn.version, 0), coalesce(sn.schema_version, 0),
 	greatest(st.version - coalesce(sn.version, 0), 0) AS behind
 FROM ` + st + ` st
-LEFT JOIN ` + sn + ` sn ON sn.aggregate_id = st.aggregate_id AND sn.aggregate_type = st.aggregate_type
-WHERE st.aggregate_type = $1 AND greatest(st.version - coalesce(sn.version, 0), 0) >= $2`
-	q.listByID = listCols + ` AND st.aggregate_id > $3
+LEFT JOIN LATERAL (
+	SELECT x.version, x.schema_version FROM ` + sn + ` x
+	WHERE x.aggregate_id = st.aggregate_id AND x.aggregate_type = st.aggregate_type AND ($2::int = 0 OR x.schema_version = $2::int)
+	ORDER BY x.schema_version DESC
+	LIMIT 1
+) sn ON true
+WHERE st.aggregate_type = $1 AND greatest(st.version - coalesce(sn.version, 0), 0) >= $3`
+	q.listByID = listCols + ` AND st.aggregate_id > $4
 ORDER BY st.aggregate_id
-LIMIT $4`
+LIMIT $5`
 	q.listMostBehind = listCols + `
 ORDER BY behind DESC, st.aggregate_id
-LIMIT $3`
+LIMIT $4`
 	return q
 }
 
@@ -139,16 +185,20 @@ type Statements struct {
 	// aggregate id, $3 the version to read after.
 	ReadEvents string
 	// GetSnapshot reads one snapshot (version, schema version, state,
-	// created at, event id): $1 aggregate id, $2 aggregate type.
+	// created at, event id): $1 aggregate id, $2 aggregate type, $3
+	// schema version.
 	GetSnapshot string
-	// GetSnapshots reads many: $1 aggregate type, $2 aggregate ids (uuid[]).
+	// GetSnapshots reads many: $1 aggregate type, $2 aggregate ids
+	// (uuid[]), $3 schema version.
 	GetSnapshots string
-	// SaveSnapshot upserts one snapshot: $1 aggregate id, $2 aggregate
-	// type, $3 version, $4 schema version, $5 state, $6 created at, $7
-	// the id of the event at the version.
+	// SaveSnapshot upserts one snapshot and applies the kept schema
+	// versions: $1 aggregate id, $2 aggregate type, $3 version, $4
+	// schema version, $5 state, $6 created at, $7 the id of the event at
+	// the version. It returns the row it wrote, if any.
 	SaveSnapshot string
 	// SaveSnapshots upserts many: $1..$7 arrays of SaveSnapshot's
-	// arguments, in primary-key order (aggregate id, then type).
+	// arguments, in primary-key order (aggregate id, type, schema
+	// version).
 	SaveSnapshots string
 }
 

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,11 +19,14 @@ import (
 )
 
 // SaveSnapshot implements [eventsource.SnapshotStore] with one
-// INSERT ... ON CONFLICT ... DO UPDATE ... WHERE statement whose condition
-// is [eventsource.Snapshot.Supersedes]: the check and the write are one
-// atomic statement, so racing writers never move a snapshot backwards.
-// stored is whether a row was inserted or updated. State that is not JSON
-// is an error matching [eventsource.ErrInvalidArgument].
+// statement (one round trip, one implicit transaction): it deletes the
+// aggregate's rows out of the kept schema versions and upserts s with
+// INSERT ... ON CONFLICT ... DO UPDATE ... WHERE, whose condition is
+// [eventsource.Snapshot.Supersedes], unless a kept newer schema version
+// refuses it. The check and the write of s's row are atomic, so racing
+// writers never move a row backwards. stored is whether a row was
+// inserted or updated. State that is not JSON is an error matching
+// [eventsource.ErrInvalidArgument].
 func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (stored bool, err error) {
 	if err := snap.Validate(); err != nil {
 		return false, err
@@ -36,7 +40,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 	tag, err := s.pool.Exec(ctx, s.q.saveSnapshot, pgID(snap.AggregateID), snap.AggregateType, snap.Version,
 		int32(snap.SchemaVersion), snap.State, snap.CreatedAt, pgID(snap.EventID))
 	if err != nil {
-		return false, s.wrap(fmt.Sprintf("save snapshot v%d of %s %s", snap.Version, snap.AggregateType, snap.AggregateID), err)
+		return false, s.wrap(fmt.Sprintf("save snapshot v%d schema %d of %s %s", snap.Version, snap.SchemaVersion, snap.AggregateType, snap.AggregateID), err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
@@ -47,12 +51,12 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (st
 // batches over the same aggregates lock them in one order and never
 // deadlock.
 func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) (stored []bool, err error) {
-	write, err := storekit.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps, s.cfg.kept)
 	if err != nil {
 		return nil, err
 	}
 	if len(write) == 0 {
-		return []bool{}, nil
+		return make([]bool, len(snaps)), nil
 	}
 	ctx, span := s.span(ctx, "pgstore.SaveSnapshots", "", uuid.Nil, attribute.Int("evsnap.snapshot.batch", len(snaps)))
 	defer func() { endSpan(span, err) }()
@@ -60,7 +64,10 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 		if c := bytes.Compare(snaps[a].AggregateID[:], snaps[b].AggregateID[:]); c != 0 {
 			return c
 		}
-		return strings.Compare(snaps[a].AggregateType, snaps[b].AggregateType)
+		if c := strings.Compare(snaps[a].AggregateType, snaps[b].AggregateType); c != 0 {
+			return c
+		}
+		return cmp.Compare(snaps[a].SchemaVersion, snaps[b].SchemaVersion)
 	})
 	n := len(write)
 	ids, types, versions := make([][16]byte, n), make([]string, n), make([]int64, n)
@@ -72,19 +79,16 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 		ids[j], types[j], versions[j] = sn.AggregateID, sn.AggregateType, sn.Version
 		schemas[j], states[j], created[j] = int32(sn.SchemaVersion), sn.State, sn.CreatedAt
 		eventIDs[j] = sn.EventID
-		index[snapKey{sn.AggregateID, sn.AggregateType}] = i
+		index[snapKey{sn.AggregateID, sn.AggregateType, schemas[j]}] = i
 	}
 	rows, err := s.pool.Query(ctx, s.q.saveSnapshots, ids, types, versions, schemas, states, created, eventIDs)
 	if err != nil {
 		return nil, s.wrap(fmt.Sprintf("save %d snapshots", n), err)
 	}
 	stored = make([]bool, len(snaps))
-	var (
-		id  [16]byte
-		typ string
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &typ}, func() error {
-		stored[index[snapKey{id, typ}]] = true
+	var k snapKey
+	_, err = pgx.ForEachRow(rows, []any{(*[16]byte)(&k.id), &k.typ, &k.schema}, func() error {
+		stored[index[k]] = true
 		return nil
 	})
 	if err != nil {
@@ -100,31 +104,36 @@ func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot)
 	return stored, nil
 }
 
+// snapKey names a row of the snapshots table.
 type snapKey struct {
-	id  uuid.UUID
-	typ string
+	id     uuid.UUID
+	typ    string
+	schema int32
 }
 
 // GetSnapshot implements [eventsource.SnapshotStore]: one primary-key
 // lookup.
-func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {
+func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (_ *eventsource.Snapshot, err error) {
 	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
-	ctx, span := s.span(ctx, "pgstore.GetSnapshot", typ, id)
+	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
+		return nil, err
+	}
+	ctx, span := s.span(ctx, "pgstore.GetSnapshot", typ, id, attribute.Int("evsnap.snapshot.schema_version", schemaVersion))
 	defer func() { endSpan(span, err) }()
 	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
 	var (
 		schema  int32
 		eventID [16]byte // see pgID
 	)
-	err = s.pool.QueryRow(ctx, s.q.getSnapshot, pgID(id), typ).Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt, &eventID)
+	err = s.pool.QueryRow(ctx, s.q.getSnapshot, pgID(id), typ, int32(schemaVersion)).Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt, &eventID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		span.SetAttributes(attribute.Bool("evsnap.snapshot.found", false))
 		return nil, nil
 	}
 	if err != nil {
-		return nil, s.wrap(fmt.Sprintf("get snapshot of %s %s", typ, id), err)
+		return nil, s.wrap(fmt.Sprintf("get snapshot of %s %s schema %d", typ, id, schemaVersion), err)
 	}
 	snap.SchemaVersion, snap.EventID = int(schema), eventID
 	snap.CreatedAt = snap.CreatedAt.UTC()
@@ -132,7 +141,8 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *e
 	return snap, nil
 }
 
-// DeleteSnapshot implements [eventsource.SnapshotStore].
+// DeleteSnapshot implements [eventsource.SnapshotStore]: it removes the
+// rows of every schema version.
 func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
 	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
@@ -147,10 +157,13 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 }
 
 // DeleteStaleSnapshot implements [eventsource.SnapshotStore] with one
-// DELETE by primary key whose WHERE clause is the comparison, so the
-// compare and the delete are atomic.
+// DELETE by primary key (snap's row) whose WHERE clause is the
+// comparison, so the compare and the delete are atomic.
 func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
 	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+		return false, err
+	}
+	if err := storekit.ValidateSchemaVersion(snap.SchemaVersion); err != nil {
 		return false, err
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID, telemetrykeys.AttrVersion.Int64(snap.Version))
@@ -164,9 +177,9 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 }
 
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore] and returns
-// the number of rows deleted. It scans the snapshots table (one row per
-// aggregate): an administrative bulk delete, for which the table keeps no
-// index of its own (see migration 2).
+// the number of rows deleted. It scans the snapshots table (a row per
+// aggregate and kept schema version): an administrative bulk delete, for
+// which the table keeps no index of its own (see migration 2).
 func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (n int64, err error) {
 	if err := storekit.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err

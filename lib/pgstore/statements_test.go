@@ -33,10 +33,10 @@ func TestStatementsRunAsDocumented(t *testing.T) {
 		t.Fatalf("SaveSnapshots: %v", err)
 	}
 	var version int64
-	if err := pool.QueryRow(ctx, sql.GetSnapshot, a, "Account").Scan(&version, new(int32), new([]byte), new(time.Time), new(uuid.UUID)); err != nil || version != 2 {
+	if err := pool.QueryRow(ctx, sql.GetSnapshot, a, "Account", int32(1)).Scan(&version, new(int32), new([]byte), new(time.Time), new(uuid.UUID)); err != nil || version != 2 {
 		t.Fatalf("GetSnapshot: v%d, %v; want v2", version, err)
 	}
-	rows, err := pool.Query(ctx, sql.GetSnapshots, "Account", []uuid.UUID{a, b, uuid.New()})
+	rows, err := pool.Query(ctx, sql.GetSnapshots, "Account", []uuid.UUID{a, b, uuid.New()}, int32(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestStatementsRunAsDocumented(t *testing.T) {
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM ("+sql.ReadEvents+") x", "Account", a, int64(0)).Scan(&events); err != nil || events != 2 {
 		t.Fatalf("ReadEvents: %d events, %v; want 2", events, err)
 	}
-	if got, err := st.GetSnapshot(ctx, "Account", b); err != nil || got == nil || got.Version != 5 {
+	if got, err := st.GetSnapshot(ctx, "Account", b, 1); err != nil || got == nil || got.Version != 5 {
 		t.Fatalf("the store reads what SaveSnapshots wrote: %+v, %v", got, err)
 	}
 }

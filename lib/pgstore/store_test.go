@@ -241,7 +241,7 @@ func TestInvalidJSON(t *testing.T) {
 	if !errors.Is(err, eventsource.ErrInvalidArgument) || stored {
 		t.Fatalf("SaveSnapshot with bad state = %v, %v; want ErrInvalidArgument", stored, err)
 	}
-	if got, err := st.GetSnapshot(ctx, typ, id); err != nil || got != nil {
+	if got, err := st.GetSnapshot(ctx, typ, id, 1); err != nil || got != nil {
 		t.Fatalf("after a refused save GetSnapshot = %+v, %v", got, err)
 	}
 }

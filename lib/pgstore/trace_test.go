@@ -42,7 +42,7 @@ func TestSpans(t *testing.T) {
 		State: []byte(`{}`), CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.GetSnapshot(ctx, typ, id); err != nil {
+	if _, err := st.GetSnapshot(ctx, typ, id, 1); err != nil {
 		t.Fatal(err)
 	}
 	for _, err := range st.ListAggregates(ctx, typ, eventsource.ListOptions{}) {

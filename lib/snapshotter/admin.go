@@ -88,8 +88,9 @@ func (w *Worker) logLease(held bool, err error) {
 }
 
 // Sweep runs one reconciliation pass now: for every type with a threshold
-// it finds aggregates whose snapshot is at least the threshold behind the
-// head, most behind first (at most SweepBatch per type), and snapshots them
+// it finds aggregates whose snapshot of the type's schema version (the
+// one the worker writes) is at least the threshold behind the head, most
+// behind first (at most SweepBatch per type), and snapshots them
 // at no more than SweepRate per second. It returns how many it snapshotted.
 // On a store that cannot list, the error matches [ErrCannotList].
 func (w *Worker) Sweep(ctx context.Context) (int, error) {
@@ -106,7 +107,7 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 		var behind []eventsource.AggregateInfo
 		listed := true
 		for info, err := range w.store.ListAggregates(ctx, t.name, eventsource.ListOptions{
-			MinBehind: int64(t.spec.Threshold), MostBehindFirst: true, Limit: w.cfg.SweepBatch,
+			SchemaVersion: t.schemaVersion, MinBehind: int64(t.spec.Threshold), MostBehindFirst: true, Limit: w.cfg.SweepBatch,
 		}) {
 			if err != nil {
 				err = listErr("the reconciliation sweep", t.name, err)
@@ -231,11 +232,17 @@ func (w *Worker) Rebuild(ctx context.Context, typ string, opts RebuildOptions) (
 // Stats describes the snapshot coverage of one aggregate type.
 type Stats struct {
 	AggregateType string
+	// SchemaVersion is the schema version of the type this worker was
+	// built with: Snapshots, EventsBehind and Stalest are about the
+	// snapshots of it.
+	SchemaVersion int
 	Aggregates    int
-	Snapshots     int
-	// SnapshotsOtherSchema counts snapshots of another schema version than
-	// this build's (ignored by loads).
-	SnapshotsOtherSchema int
+	// Snapshots counts the aggregates with a snapshot of SchemaVersion.
+	Snapshots int
+	// NewestSchema counts the aggregates by the schema version of their
+	// newest snapshot (aggregates without one are not counted): during a
+	// rolling deploy, how far the newer version's snapshots have spread.
+	NewestSchema map[int]int
 	// EventsBehind summarises how many events each aggregate's snapshot is
 	// behind its head (no snapshot: the whole stream).
 	EventsBehind Distribution
@@ -254,30 +261,28 @@ type Distribution struct {
 // BucketLabels name Distribution.Buckets.
 var BucketLabels = [5]string{"0", "1-9", "10-99", "100-999", "1000+"}
 
-// Stats summarises snapshot coverage of typ, listing the `stalest` most
-// behind aggregates. On a store that cannot list, the error matches
-// [ErrCannotList].
+// Stats summarises snapshot coverage of typ at the schema version the
+// worker was built with, listing the `stalest` most behind aggregates,
+// and counts the aggregates by the schema version of their newest
+// snapshot. It lists the type's aggregates twice (once per question). On
+// a store that cannot list, the error matches [ErrCannotList].
 func (w *Worker) Stats(ctx context.Context, typ string, stalest int) (Stats, error) {
-	st := Stats{AggregateType: typ}
+	st := Stats{AggregateType: typ, NewestSchema: map[int]int{}}
 	t, err := w.target(typ)
 	if err != nil {
 		return st, err
 	}
+	st.SchemaVersion = t.schemaVersion
 	var behind []int64
 	var sum float64
-	for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+	for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{SchemaVersion: t.schemaVersion}) {
 		if err != nil {
 			return st, listErr("stats", typ, err)
 		}
 		st.Aggregates++
-		b := info.HeadVersion
+		b := info.Behind()
 		if info.SnapshotVersion > 0 {
 			st.Snapshots++
-			if info.SnapshotSchemaVersion != t.schemaVersion {
-				st.SnapshotsOtherSchema++
-			} else {
-				b = info.Behind()
-			}
 		}
 		behind = append(behind, b)
 		sum += float64(b)
@@ -301,8 +306,16 @@ func (w *Worker) Stats(ctx context.Context, typ string, stalest int) (Stats, err
 		st.EventsBehind.P50, st.EventsBehind.P90, st.EventsBehind.P99 = q(0.5), q(0.9), q(0.99)
 		st.EventsBehind.Mean = sum / float64(len(behind))
 	}
+	for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+		if err != nil {
+			return st, listErr("stats", typ, err)
+		}
+		if info.SnapshotSchemaVersion > 0 {
+			st.NewestSchema[info.SnapshotSchemaVersion]++
+		}
+	}
 	if stalest > 0 {
-		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{MostBehindFirst: true, Limit: stalest, MinBehind: 1}) {
+		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{SchemaVersion: t.schemaVersion, MostBehindFirst: true, Limit: stalest, MinBehind: 1}) {
 			if err != nil {
 				return st, listErr("stats", typ, err)
 			}
@@ -313,7 +326,8 @@ func (w *Worker) Stats(ctx context.Context, typ string, stalest int) (Stats, err
 }
 
 // Prune deletes the snapshots of typ with a schema version below
-// schemaBelow (all of them for 0) and returns how many it deleted.
+// schemaBelow (all of them for 0) and returns how many it deleted (rows:
+// an aggregate has one per kept schema version).
 func (w *Worker) Prune(ctx context.Context, typ string, schemaBelow int) (int64, error) {
 	if typ == "" {
 		return 0, fmt.Errorf("%w: prune needs an aggregate type", ErrInvalidConfig)

@@ -95,8 +95,11 @@ type Config struct {
 	// guard correctness. 0 turns the lease off (every replica sweeps);
 	// otherwise at least 1s.
 	SweepLeaseTTL time.Duration
-	// LeaseBucket is the key-value bucket of the sweep lease (key: the
-	// Consumer's name).
+	// LeaseBucket is the key-value bucket of the sweep lease. The key is
+	// the Consumer's name and the worker's types with their schema
+	// versions ("snapshotter/Account=1/Order=1"): replicas of one version
+	// of the application share a lease, and two versions running side by
+	// side (a rolling deploy, a rollback) each sweep their own snapshots.
 	LeaseBucket string
 
 	// MaxSnapshotBytes refuses (and reports) snapshots whose encoded state

@@ -13,6 +13,12 @@
 // and if so loads the aggregate exactly as the application would (latest
 // snapshot plus the events after it, streamed) and stores a snapshot at the
 // head. Snapshot stores never move backwards, so racing replicas are safe.
+// A worker reads, decides on and writes the snapshot of its registered
+// type's schema version only (a store keeps one per schema version,
+// decision 28): replicas of two releases of an application with different
+// schema versions may share the stream and the durable consumer, each
+// refreshing its own schema's snapshot for the notices it takes, and each
+// release's reconciliation sweep catching up its own snapshots.
 // The load checks the snapshot is tied to the stream's history (see
 // eventsource.Snapshot.EventID): a stale one is never built on, it is
 // removed and the worker writes one from a full replay.
@@ -96,7 +102,9 @@
 // # Administration
 //
 // [Worker.Rebuild] regenerates the snapshots of a type (rate-limited, with
-// progress), [Worker.Stats] summarises how far snapshots are behind,
+// progress), [Worker.Stats] summarises how far the snapshots of the
+// worker's schema version are behind and how many aggregates have their
+// newest snapshot at each schema version,
 // [Worker.Prune] deletes snapshots of old schema versions, and
 // [Worker.Sweep] runs one reconciliation pass. They need no JetStream.
 package snapshotter

@@ -113,7 +113,7 @@ func Example() {
 
 	// The snapshot appears shortly after the save.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		s, err := store.GetSnapshot(ctx, "Wallet", wallet.ID())
+		s, err := store.GetSnapshot(ctx, "Wallet", wallet.ID(), 1)
 		if err != nil {
 			panic(err)
 		}

@@ -22,11 +22,12 @@ import (
 
 // workerGrants are the least privileges the snapshotter worker needs on
 // PostgreSQL (documented in docs/security.md): read events and stream
-// heads, read and write snapshots (DELETE only for prune).
+// heads, read and write snapshots (DELETE too: a save removes the rows of
+// schema versions no longer kept, decision 28).
 var workerGrants = []string{
 	"GRANT USAGE ON SCHEMA %[1]s TO %[2]s",
 	"GRANT SELECT ON %[1]s.events, %[1]s.streams TO %[2]s",
-	"GRANT SELECT, INSERT, UPDATE ON %[1]s.snapshots TO %[2]s",
+	"GRANT SELECT, INSERT, UPDATE, DELETE ON %[1]s.snapshots TO %[2]s",
 }
 
 // The worker runs with only the documented grants, and those grants do not
@@ -88,7 +89,7 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 	if n, err := w.Sweep(ctx); err != nil || n != 1 {
 		t.Fatalf("sweep as the worker role = %d, %v", n, err)
 	}
-	if s, err := ws.GetSnapshot(ctx, exampledomain.AccountType, a.ID()); err != nil || s == nil || s.Version != 121 {
+	if s, err := ws.GetSnapshot(ctx, exampledomain.AccountType, a.ID(), 1); err != nil || s == nil || s.Version != 121 {
 		t.Fatalf("snapshot after the sweep: %+v, %v", s, err)
 	}
 	if rep, err := w.Verify(ctx, exampledomain.AccountType, 0); err != nil || rep.ByStatus[snapshotter.VerifyOK] != 1 {

@@ -146,7 +146,7 @@ func TestGroupCommitBatchesWhatQueuesDuringAWrite(t *testing.T) {
 		t.Fatalf("batch sizes %v, want [1 10]: the saves that queued during the first write go in one", got)
 	}
 	for _, s := range snaps {
-		if got, _ := st.GetSnapshot(context.Background(), s.AggregateType, s.AggregateID); got == nil || got.Version != 5 {
+		if got, _ := st.GetSnapshot(context.Background(), s.AggregateType, s.AggregateID, s.SchemaVersion); got == nil || got.Version != 5 {
 			t.Fatalf("snapshot of %s: %+v", s.AggregateID, got)
 		}
 	}

@@ -3,11 +3,15 @@ package snapshotter
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +21,8 @@ import (
 )
 
 // DefaultLeaseBucket is the JetStream key-value bucket that holds the
-// sweep lease of every fleet (one key per durable consumer).
+// sweep lease of every fleet (one key per durable consumer and version of
+// the application: see leaseKey).
 const DefaultLeaseBucket = "EVSNAP_LEASES"
 
 // sweepLease lets one replica of a fleet (the replicas sharing a durable
@@ -50,6 +55,27 @@ type sweepLease struct {
 	unreachable bool      // the last attempt failed for another reason than "held elsewhere"
 
 	leader atomic.Bool // what the evsnap.worker.sweep.leader gauge reports
+}
+
+// leaseKey is the sweep lease's key for the replicas of one version of
+// an application: the consumer and every type with the schema version the
+// worker snapshots, such as "snapshotter/Account=1/Order=1". A worker
+// sweeps only the snapshots of its own schema versions, so while two
+// versions of an application run side by side (a rolling deploy, a
+// rollback) each needs a sweeper of its own; replicas of one version
+// share one.
+func leaseKey(consumer string, targets map[string]*target) string {
+	parts := make([]string, 0, len(targets))
+	for name, t := range targets {
+		parts = append(parts, name+"="+strconv.Itoa(t.schemaVersion))
+	}
+	slices.Sort(parts)
+	key := consumer + "/" + strings.Join(parts, "/")
+	if len(key) > 200 { // many types: keep the key short, and stable
+		sum := sha256.Sum256([]byte(key))
+		key = consumer + "/" + hex.EncodeToString(sum[:12])
+	}
+	return key
 }
 
 func newSweepLease(js jetstream.JetStream, bucket, key string, ttl time.Duration, log *slog.Logger) *sweepLease {
@@ -181,7 +207,7 @@ func (l *sweepLease) release(ctx context.Context) {
 func leaseBucketConfig(bucket string, ttl time.Duration, replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      bucket,
-		Description: "evsnap: the reconciliation sweep's lease, one key per durable consumer",
+		Description: "evsnap: the reconciliation sweep's lease, one key per consumer and application version",
 		History:     1,
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,

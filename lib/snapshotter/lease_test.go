@@ -45,7 +45,7 @@ const (
 
 // startFleet starts n replicas sharing one store, stream, consumer and
 // lease bucket, sweeping every 100ms with a 1s lease.
-func startFleet(t *testing.T, e *env, n int, bucket string) []*replica {
+func startFleet(t *testing.T, e *env, n int, bucket string, types ...snapshotter.Type) []*replica {
 	t.Helper()
 	fleet := make([]*replica, n)
 	for i := range fleet {
@@ -55,7 +55,10 @@ func startFleet(t *testing.T, e *env, n int, bucket string) []*replica {
 			c.Store, c.JetStream = r.lists, natstest.JetStream(t, nc)
 			c.SweepInterval, c.SweepLeaseTTL, c.LeaseBucket = sweepInterval, leaseTTL, bucket
 		})
-		w, err := snapshotter.New(cfg, snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 10}))
+		if len(types) == 0 {
+			types = []snapshotter.Type{snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 10})}
+		}
+		w, err := snapshotter.New(cfg, types...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +173,7 @@ func TestOneReplicaSweepsAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	rest[next].stop(t)
-	if _, err := kv.Get(context.Background(), "snapshotter"); !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+	if _, err := kv.Get(context.Background(), "snapshotter/Account=1"); !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
 		t.Fatalf("after a clean stop the lease is still there (err %v); want it released", err)
 	}
 	left := append(append([]*replica{}, rest[:next]...), rest[next+1:]...)
@@ -178,6 +181,23 @@ func TestOneReplicaSweepsAtATime(t *testing.T) {
 	waitFor(t, leaseTTL/3+2*sweepInterval+2*time.Second, "a replica to take the released lease", func() bool {
 		return len(sweeping(before, counts(left))) > 0
 	})
+}
+
+// TestEachAppVersionHasItsOwnSweeper: while v1 and v2 of an application
+// run side by side on one consumer, each version's replicas hold a lease
+// of their own (a worker sweeps only its own schema's snapshots), so one
+// v1 replica and one v2 replica sweep.
+func TestEachAppVersionHasItsOwnSweeper(t *testing.T) {
+	e := newEnv(t, natstest.RunServer(t).ClientURL(), memstore.New(), false)
+	bucket := natstest.UniqueName(t, "LEASE")
+	v1 := startFleet(t, e, 2, bucket, snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 10}))
+	v2 := startFleet(t, e, 2, bucket, snapshotter.For[exampledomain.AccountV2](e.reg, eventsource.Policy{Threshold: 10}))
+	waitFor(t, 10*time.Second, "a sweep of each version", func() bool {
+		return len(sweeping(make([]int64, 2), counts(v1))) > 0 && len(sweeping(make([]int64, 2), counts(v2))) > 0
+	})
+	if s1, s2 := sweepersOver(v1, 10*sweepInterval), sweepersOver(v2, 10*sweepInterval); len(s1) != 1 || len(s2) != 1 {
+		t.Fatalf("v1 replicas %v and v2 replicas %v swept; want one of each", s1, s2)
+	}
 }
 
 // TestWithoutLeaseEveryReplicaSweeps: SweepLeaseTTL 0 is the old

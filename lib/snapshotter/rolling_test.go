@@ -2,7 +2,6 @@ package snapshotter_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,65 +13,35 @@ import (
 	"github.com/google/uuid"
 )
 
-// accountV2 is the Account of the next release: same type, schema 2.
-type accountV2 struct {
-	eventsource.Root[exampledomain.AccountState]
-}
-
-func (*accountV2) AggregateType() string { return exampledomain.AccountType }
-func (*accountV2) SchemaVersion() int    { return 2 }
-
-// schemaWatch records, per aggregate, every stored snapshot's schema
-// version, and reports if it ever went down (snapshots flapping between
-// releases).
-type schemaWatch struct {
-	eventsource.Store
-	mu    sync.Mutex
-	last  map[uuid.UUID]int
-	flaps int
-}
-
-func (s *schemaWatch) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (bool, error) {
-	ok, err := s.Store.SaveSnapshot(ctx, snap)
-	if ok {
-		cur, _ := s.Store.GetSnapshot(ctx, snap.AggregateType, snap.AggregateID)
-		s.mu.Lock()
-		if cur != nil {
-			if cur.SchemaVersion < s.last[snap.AggregateID] {
-				s.flaps++
-			}
-			s.last[snap.AggregateID] = max(s.last[snap.AggregateID], cur.SchemaVersion)
-		}
-		s.mu.Unlock()
-	}
-	return ok, err
-}
-
-// A rolling deploy: v1 and v2 apps and workers run side by side on one
-// consumer. Snapshots never flap back to v1 once v2 wrote; v1 apps load
-// by replay and keep saving; once the v1 workers are gone, the next save
-// of each aggregate leaves it with a v2 snapshot.
-func TestRollingDeploySchemaV1AndV2(t *testing.T) {
+// A rolling deploy and a rollback: v1 and v2 of the example app
+// (exampledomain.Account and AccountV2, schema versions 1 and 2, state
+// encoded differently) and of the worker run side by side on one stream
+// and one durable consumer. Each worker writes its own schema version's
+// row, whichever app's save announced the events; v1 loads read v1's
+// snapshots and v2 loads v2's. Then v2 is rolled back (its apps and
+// workers stop): v1 loads of the aggregates v1 had snapshotted never
+// replay every event, the v1 worker alone keeps their snapshots within the
+// threshold, and no row ever moves backwards.
+func TestRollingDeployAndRollback(t *testing.T) {
 	e := newEnv(t, natstest.RunServer(t).ClientURL(), memstore.New(), false)
-	watch := &schemaWatch{Store: e.store.Store, last: map[uuid.UUID]int{}}
-	cfg := func(c *snapshotter.Config) { c.Store = watch }
-	v1w, err := snapshotter.New(e.config(cfg), snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 5}))
+	const threshold = 5
+	v1w, err := snapshotter.New(e.config(nil), snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: threshold}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2w, err := snapshotter.New(e.config(cfg), snapshotter.For[accountV2](e.reg, eventsource.Policy{Threshold: 5}))
+	v2w, err := snapshotter.New(e.config(nil), snapshotter.For[exampledomain.AccountV2](e.reg, eventsource.Policy{Threshold: threshold}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopV1 := e.start(v1w)
-	e.start(v2w)
+	e.start(v1w)
+	stopV2 := e.start(v2w)
 	ctx := context.Background()
-	v1, err := eventsource.NewRepository[exampledomain.Account](watch, e.reg, eventsource.WithAppendNotifier(e.pub))
+	v1, err := eventsource.NewRepository[exampledomain.Account](e.store, e.reg, eventsource.WithAppendNotifier(e.pub))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v1.Close(ctx)
-	v2, err := eventsource.NewRepository[accountV2](watch, e.reg, eventsource.WithAppendNotifier(e.pub))
+	v2, err := eventsource.NewRepository[exampledomain.AccountV2](e.store, e.reg, eventsource.WithAppendNotifier(e.pub))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +72,9 @@ func TestRollingDeploySchemaV1AndV2(t *testing.T) {
 				if err != nil {
 					t.Fatalf("v2 load: %v", err)
 				}
-				a.Raise(exampledomain.MoneyDeposited{Amount: 1})
+				if err := a.Deposit(1); err != nil {
+					t.Fatal(err)
+				}
 				if err := v2.Save(ctx, a); err != nil {
 					t.Fatalf("v2 save: %v", err)
 				}
@@ -111,41 +82,69 @@ func TestRollingDeploySchemaV1AndV2(t *testing.T) {
 		}
 	}
 	waitFor(t, 20*time.Second, "every notice handled", e.consumerIdle("snapshotter"))
-	// The deploy completes: v1 workers go away, and the next save of each
-	// aggregate (by a v2 app) makes a v2 worker replace any v1 snapshot.
-	stopV1()
+	snapshotted := map[uuid.UUID]bool{}
 	for _, id := range ids {
-		a, err := v2.Load(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Raise(exampledomain.MoneyDeposited{Amount: 1})
-		if err := v2.Save(ctx, a); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, 20*time.Second, "every notice handled", e.consumerIdle("snapshotter"))
-	for _, id := range ids {
-		s, err := watch.GetSnapshot(ctx, exampledomain.AccountType, id)
-		if err != nil || s == nil {
-			t.Fatalf("no snapshot for %s: %v", id, err)
-		}
-		if s.SchemaVersion != 2 {
-			t.Fatalf("aggregate %s ended with a schema %d snapshot", id, s.SchemaVersion)
+		for schema := 1; schema <= 2; schema++ {
+			s, err := e.store.Store.GetSnapshot(ctx, exampledomain.AccountType, id, schema)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s != nil && s.SchemaVersion != schema {
+				t.Fatalf("GetSnapshot of schema %d returned one of schema %d", schema, s.SchemaVersion)
+			}
+			if s != nil && schema == 1 {
+				snapshotted[id] = true
+			}
 		}
 		a, err := v1.Load(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if from, _ := a.LoadedFromSnapshot(); from {
-			t.Fatal("a v1 app used a v2 snapshot")
-		}
 		b, err := v2.Load(ctx, id)
-		if err != nil || b.State() != a.State() || b.Version() != a.Version() {
-			t.Fatalf("v2 load %+v v%d, v1 load %+v v%d (%v)", b.State(), b.Version(), a.State(), a.Version(), err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.State().Cents != int64(a.State().Balance*100) || b.Version() != a.Version() {
+			t.Fatalf("v2 load %+v v%d, v1 load %+v v%d", b.State(), b.Version(), a.State(), a.Version())
 		}
 	}
-	if watch.flaps != 0 {
-		t.Fatalf("snapshots flapped back to an older schema %d times", watch.flaps)
+	if len(snapshotted) == 0 {
+		t.Fatal("the v1 worker wrote no snapshot while v2 ran beside it")
 	}
+
+	// v2 is rolled back: its apps stop saving and its workers stop.
+	stopV2()
+	fullReplays := 0
+	for range 3 {
+		for _, id := range ids {
+			a, err := v1.Load(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if from, _ := a.LoadedFromSnapshot(); !from && snapshotted[id] {
+				fullReplays++
+			}
+			for range threshold {
+				_ = a.Deposit(1)
+			}
+			if err := v1.Save(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 20*time.Second, "every notice handled", e.consumerIdle("snapshotter"))
+	}
+	if fullReplays != 0 {
+		t.Fatalf("after the rollback, %d v1 loads of aggregates v1 had snapshotted replayed every event; want 0", fullReplays)
+	}
+	for _, id := range ids {
+		s, err := e.store.Store.GetSnapshot(ctx, exampledomain.AccountType, id, 1)
+		if err != nil || s == nil {
+			t.Fatalf("no v1 snapshot of %s after the rollback: %v", id, err)
+		}
+		if head := e.head(id); head-s.Version >= threshold {
+			t.Fatalf("v1 snapshot of %s at v%d, head v%d: the v1 worker did not keep it within the threshold", id, s.Version, head)
+		}
+	}
+	e.store.checkNoRegressions(t)
+	t.Logf("%d of %d aggregates had a v1 snapshot when v2 was rolled back; v1 full replays after: %d", len(snapshotted), len(ids), fullReplays)
 }

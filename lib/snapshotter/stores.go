@@ -13,10 +13,12 @@ import (
 // readsInFlight is how many batched decision reads run at once.
 const readsInFlight = 2
 
-// snapRead is the call the read batcher takes.
+// snapRead is the call the read batcher takes: the snapshot of typ/id of
+// schema version schema.
 type snapRead struct {
-	typ string
-	id  uuid.UUID
+	typ    string
+	schema int
+	id     uuid.UUID
 }
 
 // workerStore is the store the worker decides and writes through: cfg's
@@ -41,15 +43,18 @@ func (s *workerStore) SaveSnapshot(ctx context.Context, snap eventsource.Snapsho
 }
 
 // GetSnapshot implements eventsource.Store.
-func (s *workerStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
+func (s *workerStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, error) {
 	if s.reads == nil {
-		return s.Store.GetSnapshot(ctx, typ, id)
+		return s.Store.GetSnapshot(ctx, typ, id, schemaVersion)
 	}
 	// A bad argument fails alone here, never the batch it would join.
 	if err := storekit.ValidateStream(typ, id); err != nil {
 		return nil, err
 	}
-	return s.reads.do(ctx, snapRead{typ, id})
+	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
+		return nil, err
+	}
+	return s.reads.do(ctx, snapRead{typ, schemaVersion, id})
 }
 
 // newWorkerStore returns the store the worker and its per-type
@@ -69,16 +74,17 @@ func newWorkerStore(cfg *Config, writeSizes, readSizes metric.Int64Histogram) ev
 	return s
 }
 
-// byType splits a batch by aggregate type, keeping the calls' order; a
-// worker usually sees one type, so there is usually one part.
-func byType[In, Out any](batch []*call[In, Out], typ func(In) string) [][]*call[In, Out] {
+// byType splits a batch by aggregate type (or any comparable key that
+// must be the same within a part), keeping the calls' order; a worker
+// usually sees one type, so there is usually one part.
+func byType[In, Out any, K comparable](batch []*call[In, Out], typ func(In) K) [][]*call[In, Out] {
 	if len(batch) == 0 {
 		return nil
 	}
 	first := typ(batch[0].in)
 	for _, c := range batch[1:] {
 		if typ(c.in) != first {
-			index := map[string]int{}
+			index := map[K]int{}
 			var parts [][]*call[In, Out]
 			for _, c := range batch {
 				t := typ(c.in)
@@ -97,15 +103,19 @@ func byType[In, Out any](batch []*call[In, Out], typ func(In) string) [][]*call[
 }
 
 // batchGetSnapshots reads a batch of decision reads with one GetSnapshots
-// call per aggregate type.
+// call per aggregate type and schema version.
 func batchGetSnapshots(g eventsource.SnapshotStore) func(context.Context, []*call[snapRead, *eventsource.Snapshot]) {
+	type row struct {
+		typ    string
+		schema int
+	}
 	return func(ctx context.Context, batch []*call[snapRead, *eventsource.Snapshot]) {
-		for _, part := range byType(batch, func(r snapRead) string { return r.typ }) {
+		for _, part := range byType(batch, func(r snapRead) row { return row{r.typ, r.schema} }) {
 			ids := make([]uuid.UUID, len(part))
 			for i, c := range part {
 				ids[i] = c.in.id
 			}
-			snaps, err := g.GetSnapshots(ctx, part[0].in.typ, ids)
+			snaps, err := g.GetSnapshots(ctx, part[0].in.typ, part[0].in.schema, ids)
 			if err == nil && len(snaps) != len(ids) {
 				err = fmt.Errorf("snapshot store returned %d snapshots for %d ids", len(snaps), len(ids))
 			}

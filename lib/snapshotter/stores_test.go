@@ -22,18 +22,18 @@ type gatedReads struct {
 	singleGets int
 }
 
-func (g *gatedReads) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
+func (g *gatedReads) GetSnapshots(ctx context.Context, typ string, schemaVersion int, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
 	if err := g.pass(len(ids)); err != nil {
 		return nil, err
 	}
-	return g.Store.GetSnapshots(ctx, typ, ids)
+	return g.Store.GetSnapshots(ctx, typ, schemaVersion, ids)
 }
 
-func (g *gatedReads) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (*eventsource.Snapshot, error) {
+func (g *gatedReads) GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, error) {
 	g.mu.Lock()
 	g.singleGets++
 	g.mu.Unlock()
-	return g.Store.GetSnapshot(ctx, typ, id)
+	return g.Store.GetSnapshot(ctx, typ, id, schemaVersion)
 }
 
 // readStores returns the worker's wrappers over a gated memstore.
@@ -110,10 +110,10 @@ func TestReadBatcherBatchesDecisionReads(t *testing.T) {
 	errs := make([]error, len(ids))
 	var others []func()
 	for i, id := range ids {
-		others = append(others, func() { got[i], errs[i] = ws.GetSnapshot(ctx, "Account", id) })
+		others = append(others, func() { got[i], errs[i] = ws.GetSnapshot(ctx, "Account", id, 1) })
 	}
 	holdFirstReads(t, g, ws.reads, ws.reads.inFlight, func(int) {
-		if _, err := ws.GetSnapshot(ctx, "Account", uuid.New()); err != nil {
+		if _, err := ws.GetSnapshot(ctx, "Account", uuid.New(), 1); err != nil {
 			t.Errorf("a first read: %v", err)
 		}
 	}, others)
@@ -149,9 +149,9 @@ func TestReadBatchFailureFailsItsCalls(t *testing.T) {
 	errs := make([]error, 3)
 	var others []func()
 	for i := range errs {
-		others = append(others, func() { _, errs[i] = ws.GetSnapshot(ctx, "Account", uuid.New()) })
+		others = append(others, func() { _, errs[i] = ws.GetSnapshot(ctx, "Account", uuid.New(), 1) })
 	}
-	holdFirstReads(t, g, ws.reads, ws.reads.inFlight, func(int) { _, _ = ws.GetSnapshot(ctx, "Account", uuid.New()) }, others)
+	holdFirstReads(t, g, ws.reads, ws.reads.inFlight, func(int) { _, _ = ws.GetSnapshot(ctx, "Account", uuid.New(), 1) }, others)
 	for i, err := range errs {
 		if !errors.Is(err, errDown) {
 			t.Fatalf("read %d: %v, want the store's error", i, err)
@@ -160,7 +160,7 @@ func TestReadBatchFailureFailsItsCalls(t *testing.T) {
 	g.mu.Lock()
 	g.fail, g.entered, g.release = nil, nil, nil
 	g.mu.Unlock()
-	if _, err := ws.GetSnapshot(ctx, "Account", uuid.New()); err != nil {
+	if _, err := ws.GetSnapshot(ctx, "Account", uuid.New(), 1); err != nil {
 		t.Fatalf("a read after the failure: %v", err)
 	}
 }
@@ -170,7 +170,7 @@ func TestReadBatchFailureFailsItsCalls(t *testing.T) {
 func TestReadBadArgumentFailsAlone(t *testing.T) {
 	g, ws := readStores(t)
 	ctx := context.Background()
-	if _, err := ws.GetSnapshot(ctx, "Account", uuid.Nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
+	if _, err := ws.GetSnapshot(ctx, "Account", uuid.Nil, 1); !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Fatalf("GetSnapshot of a nil id: %v, want ErrInvalidArgument", err)
 	}
 	if snaps := g.batchSizes(); len(snaps) != 0 {

@@ -37,11 +37,10 @@ const (
 	// VerifyUndecodable: the snapshot's state does not decode into the
 	// aggregate's state (loads fall back to replay; a rebuild repairs it).
 	VerifyUndecodable VerifyStatus = "undecodable"
-	// VerifyNoSnapshot: the aggregate has no snapshot.
+	// VerifyNoSnapshot: the aggregate has no snapshot of this build's
+	// schema version (snapshots of other schema versions are other
+	// versions of the application's; their own builds verify them).
 	VerifyNoSnapshot VerifyStatus = "no_snapshot"
-	// VerifyOtherSchema: the snapshot has another schema version than this
-	// build's aggregate, which loads ignore.
-	VerifyOtherSchema VerifyStatus = "other_schema"
 )
 
 // VerifyResult reports one aggregate's verification.
@@ -85,7 +84,7 @@ func (r *repoRebuilder[T, PT]) verify(ctx context.Context, id uuid.UUID) (Verify
 	fail := func(what string, err error) (VerifyResult, error) {
 		return res, fmt.Errorf("verify %s %s: %s: %w", typ, id, what, err)
 	}
-	snap, err := r.store.GetSnapshot(ctx, typ, id)
+	snap, err := r.store.GetSnapshot(ctx, typ, id, schema)
 	switch {
 	case err != nil:
 		return fail("read snapshot", err)
@@ -94,11 +93,6 @@ func (r *repoRebuilder[T, PT]) verify(ctx context.Context, id uuid.UUID) (Verify
 		return res, nil
 	}
 	res.SnapshotVersion = snap.Version
-	if snap.SchemaVersion != schema {
-		res.Status = VerifyOtherSchema
-		res.Detail = fmt.Sprintf("snapshot schema %d, aggregate schema %d", snap.SchemaVersion, schema)
-		return res, nil
-	}
 
 	// Tied to the stream's history?
 	var at *eventsource.RecordedEvent

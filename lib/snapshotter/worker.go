@@ -149,7 +149,7 @@ type targetAttrs struct {
 
 func newTargetAttrs(typ string) targetAttrs {
 	a := targetAttrs{typ: attribute.NewSet(attrType.String(typ)), decisions: map[string]metric.AddOption{}, written: map[string]metric.AddOption{}}
-	for _, d := range []string{"due", "not_due", "newer_schema"} {
+	for _, d := range []string{"due", "not_due"} {
 		a.decisions[d] = metric.WithAttributeSet(attribute.NewSet(attrType.String(typ), attrDecision.String(d)))
 	}
 	for _, src := range []string{SourceNotice, SourceRead, SourceSweep, SourceRebuild} {
@@ -234,9 +234,6 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
 	w.store = newWorkerStore(&w.cfg, w.m.writes, w.m.reads)
-	if cfg.JetStream != nil && cfg.SweepInterval > 0 && cfg.SweepLeaseTTL > 0 {
-		w.lease = newSweepLease(cfg.JetStream, cfg.LeaseBucket, cfg.Consumer, cfg.SweepLeaseTTL, w.log)
-	}
 	policies := map[string]eventsource.Policy{}
 	for _, t := range types {
 		if t.build == nil {
@@ -260,6 +257,9 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		w.targets[t.name] = tg
 		policies[t.name] = t.policy
 	}
+	if cfg.JetStream != nil && cfg.SweepInterval > 0 && cfg.SweepLeaseTTL > 0 {
+		w.lease = newSweepLease(cfg.JetStream, cfg.LeaseBucket, leaseKey(cfg.Consumer, w.targets), cfg.SweepLeaseTTL, w.log)
+	}
 	if err := w.initGauges(w.cfg.MeterProvider.Meter(InstrumentationName)); err != nil {
 		return nil, fmt.Errorf("snapshotter: metrics: %w", err)
 	}
@@ -275,7 +275,7 @@ func (w *Worker) initMetrics() error {
 		return err
 	}
 	if w.m.decisions, err = m.Int64Counter("evsnap.worker.decisions",
-		metric.WithUnit("{aggregate}"), metric.WithDescription("Policy decisions on coalesced notices: due, not_due, newer_schema.")); err != nil {
+		metric.WithUnit("{aggregate}"), metric.WithDescription("Policy decisions on coalesced notices: due, not_due.")); err != nil {
 		return err
 	}
 	if w.m.rebuild, err = m.Float64Histogram("evsnap.worker.rebuild.duration",
@@ -581,11 +581,11 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 		_, err = w.observeRebuild(ctx, t, id, source, func() (*eventsource.Snapshot, error) { return t.rb.rebuildWith(ctx, id, snap, events) })
 		return err == nil, err
 	}
-	snap, err := w.store.GetSnapshot(ctx, t.name, id)
+	snap, err := w.store.GetSnapshot(ctx, t.name, id, t.schemaVersion)
 	if err != nil {
 		return false, fmt.Errorf("read snapshot of %s %s: %w", t.name, id, err)
 	}
-	if h.head == 0 && !w.newerSchema(t, snap) {
+	if h.head == 0 {
 		if h.head, err = w.store.StreamVersion(ctx, t.name, id); err != nil {
 			return false, fmt.Errorf("read head of %s %s: %w", t.name, id, err)
 		}
@@ -597,24 +597,16 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 	return err == nil, err
 }
 
-// newerSchema reports whether snap is of a newer schema version than the
-// worker's: a newer deploy owns the aggregate's snapshots, and the store
-// would refuse ours anyway.
-func (w *Worker) newerSchema(t *target, snap *eventsource.Snapshot) bool {
-	return snap != nil && snap.SchemaVersion > t.schemaVersion
-}
-
-// due asks t's policy whether the aggregate, whose stored snapshot is snap
-// (nil: none), needs a snapshot at h.head, and counts the decision. A
-// load's request (h.readFirst) makes it due too while the stored snapshot
-// is older than readFirst.
+// due asks t's policy whether the aggregate, whose stored snapshot of t's
+// schema version is snap (nil: none), needs a snapshot at h.head, and
+// counts the decision. A load's request (h.readFirst) makes it due too
+// while that snapshot is older than readFirst. Snapshots of other schema
+// versions play no part: they are other versions of the application's to
+// keep.
 func (w *Worker) due(ctx context.Context, t *target, snap *eventsource.Snapshot, h hints) bool {
 	decision := "due"
 	var snapVersion int64
-	switch {
-	case w.newerSchema(t, snap):
-		decision = "newer_schema"
-	case snap != nil && snap.SchemaVersion == t.schemaVersion:
+	if snap != nil {
 		snapVersion = snap.Version
 	}
 	if decision == "due" && snapVersion >= h.readFirst &&

@@ -252,7 +252,7 @@ func BenchmarkLoadShape(b *testing.B) {
 			}
 			b.Run(fmt.Sprintf("events=%d/snapshot-%d-behind", size, behind), func(b *testing.B) {
 				for b.Loop() {
-					sn, err := s.GetSnapshot(ctx, "Account", id)
+					sn, err := s.GetSnapshot(ctx, "Account", id, 1)
 					if err != nil || sn == nil {
 						b.Fatal(err)
 					}

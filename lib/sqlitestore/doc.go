@@ -80,16 +80,22 @@
 //     StreamVersion one lookup and lets ListAggregates list a type's
 //     aggregates without reading events.
 //   - snapshots: the tutorial's table, primary key (aggregate_id,
-//     aggregate_type), with an (aggregate_type, schema_version) index for
+//     aggregate_type, schema_version): a row per aggregate and kept schema
+//     version ([WithKeptSchemaVersions], 2 by default; decision 28), with
+//     an (aggregate_type, schema_version) index for
 //     DeleteSnapshotsByType, and event_id, the id of the stream's event at
 //     the snapshot's version, which ties it to its history (see
-//     [eventsource.Snapshot]). The upsert never moves a snapshot
-//     backwards; DeleteStaleSnapshot is one DELETE that compares version,
-//     schema_version and event_id, so it never removes a snapshot written
-//     since. Migration 2 added event_id, filled from the events table; it
-//     drops the snapshots whose event the store does not have (ahead of
-//     their stream after a restore, or of a stream that is gone), which
-//     the next due save or the snapshotter's sweep rebuilds.
+//     [eventsource.Snapshot]). A save is one write transaction of two
+//     statements: a DELETE of the aggregate's rows out of the kept window
+//     and the upsert, which never moves a row backwards; a load reads only
+//     its schema version's row. DeleteStaleSnapshot is one DELETE that
+//     compares version, schema_version and event_id, so it never removes a
+//     snapshot written since. Migration 2 added event_id, filled from the
+//     events table; it drops the snapshots whose event the store does not
+//     have (ahead of their stream after a restore, or of a stream that is
+//     gone), which the next due save or the snapshotter's sweep rebuilds.
+//     Migration 3 rebuilt the table with the schema version in its key,
+//     each snapshot as the row of its schema version.
 //
 // Table names are configurable ([WithEventsTable], [WithSnapshotsTable],
 // [WithStreamsTable], [WithMigrationsTable]).

@@ -52,6 +52,12 @@ func TestQueryPlans(t *testing.T) {
 			if _, err := s.SaveSnapshot(context.Background(), snap); err != nil {
 				t.Fatal(err)
 			}
+			if i%4 == 0 { // and a quarter a row of the next schema version too
+				snap.SchemaVersion = 2
+				if _, err := s.SaveSnapshot(context.Background(), snap); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	}
 	if _, err := s.writer.Exec("ANALYZE"); err != nil {
@@ -62,15 +68,27 @@ func TestQueryPlans(t *testing.T) {
 		args        []any
 		want        []string
 		// walks is the plan line of a scan the query is meant to do:
-		// of the list of ids it is given, never of a table.
+		// of the list of ids it is given (or of its one row of
+		// parameters), never of a table.
 		walks string
 	}{
 		{"readEvents", s.q.readEvents, []any{"P", uuid.NewString(), 0, 512}, []string{"USING INDEX events_stream_version_key"}, ""},
 		{"streamVersion", s.q.streamVersion, []any{"P", uuid.NewString()}, []string{"USING PRIMARY KEY"}, ""},
-		{"getSnapshot", s.q.getSnapshot, []any{uuid.NewString(), "P"}, []string{"USING INDEX sqlite_autoindex_snapshots_1"}, ""},
-		{"getSnapshots", s.q.getSnapshots, []any{"P", `["` + uuid.NewString() + `","` + uuid.NewString() + `"]`},
-			[]string{"SCAN j VIRTUAL TABLE", "SEARCH s USING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=?)"}, "SCAN j VIRTUAL TABLE"},
-		{"listByID", s.q.listByID, []any{"P", "", 0, -1}, []string{"SEARCH s USING PRIMARY KEY", "SEARCH p USING INDEX sqlite_autoindex_snapshots_1"}, ""},
+		{"getSnapshot", s.q.getSnapshot, []any{uuid.NewString(), "P", 1},
+			[]string{"USING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=? AND schema_version=?)"}, ""},
+		{"getSnapshots", s.q.getSnapshots, []any{"P", `["` + uuid.NewString() + `","` + uuid.NewString() + `"]`, 1},
+			[]string{"SCAN j VIRTUAL TABLE", "SEARCH s USING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=? AND schema_version=?)"}, "SCAN j VIRTUAL TABLE"},
+		// A save's two statements: each finds the aggregate's newest
+		// schema version by a walk of its primary-key entries, and the
+		// trim its rows out of the window likewise.
+		{"trimSnapshots", s.q.trimSnapshots, []any{uuid.NewString(), "P", nil, 2},
+			[]string{"SEARCH snapshots USING COVERING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=? AND schema_version<",
+				"SEARCH snapshots USING COVERING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=?)"}, ""},
+		{"saveSnapshot", s.q.saveSnapshot, []any{uuid.NewString(), "P", 3, 2, `{}`, 0, uuid.NewString()},
+			[]string{"SEARCH snapshots USING COVERING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=?)"}, "SCAN CONSTANT ROW"},
+		{"listByID", s.q.listByID, []any{"P", "", 0, -1, 0}, []string{"SEARCH s USING PRIMARY KEY",
+			"SEARCH p USING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=? AND schema_version=?)",
+			"SEARCH q USING COVERING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=?)"}, ""},
 		{"deleteByTypeLt", s.q.deleteByTypeLt, []any{"P", 2}, []string{"USING INDEX snapshots_type_schema_idx"}, ""},
 	} {
 		rows, err := s.reader.Query("EXPLAIN QUERY PLAN "+c.query, c.args...)
@@ -226,5 +244,92 @@ func TestMigrationAppliedMeanwhileChangesNothing(t *testing.T) {
 		if !errors.Is(err, errAppliedMeanwhile) {
 			t.Fatalf("migration %d run again on a migrated file: %v, want errAppliedMeanwhile", m.Version, err)
 		}
+	}
+}
+
+// previousSaveSnapshot is the upsert the release before migration 3 runs:
+// one row per aggregate, keyed by (aggregate_id, aggregate_type).
+const previousSaveSnapshot = `INSERT INTO "snapshots" (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE SET
+  version = excluded.version, schema_version = excluded.schema_version, event_id = excluded.event_id,
+  state = excluded.state, created_at = excluded.created_at
+WHERE excluded.version >= "snapshots".version AND excluded.schema_version >= "snapshots".schema_version`
+
+// TestMigrationThreeKeepsEverySnapshot: a database at migration 2 (the
+// previous release's schema) holding snapshots of several schema versions,
+// written by that release's upsert, moves to migration 3: every snapshot
+// is read by a load of its own schema version, as the row of that schema
+// version, and by no other; the store then keeps a row per schema version.
+// The previous release's upsert no longer finds its conflict target: a
+// binary of it still running fails its snapshot writes (which its
+// repositories log and count, never failing a save).
+func TestMigrationThreeKeepsEverySnapshot(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "m3.db"), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.migrate(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	type stored struct {
+		id      uuid.UUID
+		version int64
+		schema  int
+		eventID uuid.UUID
+	}
+	var snaps []stored
+	for i, schema := range []int{1, 1, 2, 3} {
+		id := uuid.New()
+		evs := newEvents(6)
+		if _, err := s.Append(ctx, "M3", id, eventsource.NoStream, evs); err != nil {
+			t.Fatal(err)
+		}
+		v := int64(3 + i%2)
+		snaps = append(snaps, stored{id, v, schema, evs[v-1].ID})
+		if _, err := s.writer.ExecContext(ctx, previousSaveSnapshot, id.String(), "M3", v, schema,
+			fmt.Sprintf(`{"v": %d}`, v), time.Now().UnixMicro(), evs[v-1].ID.String()); err != nil {
+			t.Fatalf("the previous release's upsert at migration 2: %v", err)
+		}
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate from 2: %v", err)
+	}
+	for _, sn := range snaps {
+		snap, events, err := s.LoadSnapshotAndEvents(ctx, "M3", sn.id, sn.schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap == nil || snap.Version != sn.version || snap.SchemaVersion != sn.schema || snap.EventID != sn.eventID || string(snap.State) != fmt.Sprintf(`{"v": %d}`, sn.version) {
+			t.Fatalf("load of schema %d after the upgrade: snapshot %+v, want v%d tied to %s", sn.schema, snap, sn.version, sn.eventID)
+		}
+		var first int64
+		for rec, err := range events {
+			if err != nil {
+				t.Fatal(err)
+			}
+			first = rec.Version
+			break
+		}
+		if first != sn.version {
+			t.Fatalf("load of schema %d after the upgrade reads events from v%d, want v%d", sn.schema, first, sn.version)
+		}
+		if other, err := s.GetSnapshot(ctx, "M3", sn.id, sn.schema+1); err != nil || other != nil {
+			t.Fatalf("GetSnapshot of schema %d after the upgrade: %+v, %v; want none", sn.schema+1, other, err)
+		}
+	}
+	// A row per schema version from now on.
+	up := eventsource.Snapshot{AggregateID: snaps[0].id, AggregateType: "M3", Version: 6, SchemaVersion: 2, EventID: uuid.New(), State: []byte(`{}`)}
+	if ok, err := s.SaveSnapshot(ctx, up); err != nil || !ok {
+		t.Fatalf("SaveSnapshot of schema 2 after the upgrade = %v, %v", ok, err)
+	}
+	if got, err := s.GetSnapshot(ctx, "M3", snaps[0].id, 1); err != nil || got == nil || got.Version != snaps[0].version {
+		t.Fatalf("the schema 1 row after a schema 2 save: %+v, %v", got, err)
+	}
+	_, err = s.writer.ExecContext(ctx, previousSaveSnapshot, snaps[1].id.String(), "M3", 6, 1, `{}`, 0, uuid.NewString())
+	if err == nil || !strings.Contains(err.Error(), "ON CONFLICT") {
+		t.Fatalf("the previous release's upsert after the upgrade: %v, want an error about its ON CONFLICT target", err)
 	}
 }

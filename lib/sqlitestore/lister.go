@@ -7,11 +7,14 @@ import (
 	"iter"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
 )
 
 // ListAggregates implements [eventsource.Store] with one query over
-// the streams table LEFT JOIN the snapshots table; it reads no events.
+// the streams table LEFT JOIN the snapshots table (one primary-key lookup
+// per aggregate, of opts.SchemaVersion's row or of the newest one); it
+// reads no events.
 //
 // Id order walks the streams primary key (aggregate_type, aggregate_id)
 // from AfterID: ids are stored as canonical lowercase UUID strings, which
@@ -24,8 +27,8 @@ import (
 // connection (":memory:") collects the listing first and then yields it,
 // leaving the connection free for calls the caller makes in the loop.
 func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource.ListOptions) iter.Seq2[eventsource.AggregateInfo, error] {
-	if typ == "" {
-		err := fmt.Errorf("%w: sqlitestore: list aggregates of an empty aggregate type", eventsource.ErrInvalidArgument)
+	if err := storekit.ValidateList(typ, opts); err != nil {
+		err = fmt.Errorf("sqlitestore: %w", err)
 		return func(yield func(eventsource.AggregateInfo, error) bool) { yield(eventsource.AggregateInfo{}, err) }
 	}
 	return func(yield func(eventsource.AggregateInfo, error) bool) {
@@ -51,7 +54,7 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 			fail(e)
 			return
 		}
-		rows, e := st.QueryContext(ctx, typ, after, max(opts.MinBehind, 0), limit)
+		rows, e := st.QueryContext(ctx, typ, after, max(opts.MinBehind, 0), limit, opts.SchemaVersion)
 		if e != nil {
 			fail(e)
 			return

@@ -40,7 +40,7 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 		return nil, nil, fmt.Errorf("sqlitestore: load snapshot and events of %s %s: %w", typ, id, s.mapErr(err))
 	}
 	from := int64(1)
-	if snap != nil && snap.SchemaVersion == schemaVersion {
+	if snap != nil {
 		from = snap.Version
 	}
 	full := len(page) == s.window
@@ -62,8 +62,8 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	return snap, events, nil
 }
 
-// loadFirst reads the snapshot of typ/id and the first window of the
-// events a load of schemaVersion needs, in one read-only transaction.
+// loadFirst reads the snapshot of typ/id of schemaVersion and the first
+// window of the events from it, in one read-only transaction.
 func (s *Store) loadFirst(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (_ *eventsource.Snapshot, _ []eventsource.RecordedEvent, err error) {
 	getSnapshot, err := s.stmt(ctx, false, s.q.getSnapshot)
 	if err != nil {
@@ -85,7 +85,7 @@ func (s *Store) loadFirst(ctx context.Context, typ string, id uuid.UUID, schemaV
 		}
 	}()
 	idStr := id.String()
-	snap, err := scanSnapshot(tx.StmtContext(ctx, getSnapshot).QueryRowContext(ctx, idStr, typ), typ)
+	snap, err := scanSnapshot(tx.StmtContext(ctx, getSnapshot).QueryRowContext(ctx, idStr, typ, schemaVersion), typ)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		snap = nil
@@ -95,7 +95,7 @@ func (s *Store) loadFirst(ctx context.Context, typ string, id uuid.UUID, schemaV
 		snap.AggregateID = id
 	}
 	after := int64(0)
-	if snap != nil && snap.SchemaVersion == schemaVersion {
+	if snap != nil {
 		after = snap.Version - 1
 	}
 	page, err := s.readWindow(ctx, tx.StmtContext(ctx, readEvents), typ, id, idStr, after, nil)

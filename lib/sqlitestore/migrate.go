@@ -91,6 +91,12 @@ func SchemaVersion() int { return len(migrations) }
 // earlier release, whose runner recorded migrations in another layout,
 // upgrades in place.
 func (s *Store) Migrate(ctx context.Context) (err error) {
+	return s.migrate(ctx, int64(len(migrations)))
+}
+
+// migrate is Migrate up to migration upTo (tests put a database at an
+// earlier release's schema with it).
+func (s *Store) migrate(ctx context.Context, upTo int64) (err error) {
 	ctx, span := s.tracer.Start(ctx, "sqlitestore.Migrate")
 	defer func() { endSpan(span, err) }()
 	if err := s.checkOpen(); err != nil {
@@ -116,7 +122,7 @@ func (s *Store) Migrate(ctx context.Context) (err error) {
 	// Each round applies at least one migration or ends, so there are at
 	// most as many rounds as migrations.
 	for range len(migrations) + 1 {
-		results, err := p.Up(ctx)
+		results, err := p.UpTo(ctx, upTo)
 		var partial *goose.PartialError
 		if errors.As(err, &partial) {
 			results = partial.Applied

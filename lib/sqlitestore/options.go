@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/storekit"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -61,6 +62,7 @@ type config struct {
 
 	logger         *slog.Logger
 	tracerProvider trace.TracerProvider
+	kept           int
 
 	// Options of Open only; New refuses them.
 	busyTimeout time.Duration
@@ -142,6 +144,21 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	}
 }
 
+// WithKeptSchemaVersions sets how many schema versions' snapshots the
+// store keeps per aggregate (default storekit.DefaultKeptSchemaVersions,
+// 2: the current and the previous), from 1 to
+// eventsource.MaxSchemaVersion; see [eventsource.SnapshotStore]. Every
+// process writing to one database should use the same value.
+func WithKeptSchemaVersions(n int) Option {
+	return func(c *config) error {
+		if err := storekit.ValidateKeptSchemaVersions(n); err != nil {
+			return fmt.Errorf("sqlitestore: %w", err)
+		}
+		c.kept = n
+		return nil
+	}
+}
+
 // WithBusyTimeout sets how long a write waits for the database's write lock
 // when another process or another Store holds it (default 5s), at
 // millisecond precision. Writes from one Store never wait on each other
@@ -195,6 +212,7 @@ func newConfig(opts []Option) (*config, error) {
 		migrations:  DefaultMigrationsTable,
 		busyTimeout: DefaultBusyTimeout,
 		sync:        DefaultSynchronous,
+		kept:        storekit.DefaultKeptSchemaVersions,
 	}
 	for _, o := range opts {
 		if o == nil {

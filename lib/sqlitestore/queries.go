@@ -1,6 +1,9 @@
 package sqlitestore
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // queries holds every statement the store runs, with the configured table
 // names (validated identifiers, quoted) substituted once at construction.
@@ -12,6 +15,7 @@ type queries struct {
 	eventIDExists string
 	maxVersion    string
 
+	trimSnapshots  string
 	saveSnapshot   string
 	getSnapshot    string
 	getSnapshots   string
@@ -29,13 +33,21 @@ func buildQueries(c *config) queries {
 		"{events}", `"`+c.events+`"`,
 		"{snapshots}", `"`+c.snapshots+`"`,
 		"{streams}", `"`+c.streams+`"`,
+		"{kept}", strconv.Itoa(c.kept),
 	)
 	const behind = `MAX(s.version - COALESCE(p.version, 0), 0)`
+	// ?5 is ListOptions.SchemaVersion: its row, or (0) the row of the
+	// aggregate's newest schema version, a backward step on the primary
+	// key. Either way one primary-key lookup per aggregate.
 	const list = `SELECT s.aggregate_id, s.version, COALESCE(p.version, 0), COALESCE(p.schema_version, 0)
 FROM {streams} AS s
 LEFT JOIN {snapshots} AS p ON p.aggregate_id = s.aggregate_id AND p.aggregate_type = s.aggregate_type
+	AND p.schema_version = CASE WHEN ?5 > 0 THEN ?5 ELSE (
+		SELECT MAX(q.schema_version) FROM {snapshots} AS q WHERE q.aggregate_id = s.aggregate_id AND q.aggregate_type = s.aggregate_type) END
 WHERE s.aggregate_type = ?1 AND s.aggregate_id > ?2 AND ` + behind + ` >= ?3
 ORDER BY `
+	// The aggregate's newest stored schema version (NULL: none).
+	const newest = `(SELECT MAX(schema_version) FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2)`
 	return queries{
 		// The first statement of an append is a write, so even a
 		// deferred transaction takes the write lock before it reads the
@@ -56,19 +68,27 @@ LIMIT ?4`),
 		eventIDExists: r.Replace(`SELECT EXISTS (SELECT 1 FROM {events} WHERE event_id = ?1)`),
 		maxVersion:    r.Replace(`SELECT COALESCE(MAX(version), 0) FROM {events} WHERE aggregate_type = ?1 AND aggregate_id = ?2`),
 
-		// Exactly eventsource.Snapshot.Supersedes: a write never moves the
-		// snapshot backwards; changes() says whether it was stored.
+		// A save is these two statements in one write transaction. The
+		// first removes the aggregate's rows that s (?4) or its newest
+		// stored schema version puts out of the kept window; the second
+		// writes s unless a stored schema version is {kept} or more newer,
+		// and then only over an older version of its own schema's row
+		// (eventsource.Snapshot.Supersedes). changes() says whether it was
+		// stored. (The first never changes the newest schema version the
+		// second reads.) The SELECT has a WHERE, which SQLite's upsert
+		// needs to parse ON CONFLICT after a SELECT.
+		trimSnapshots: r.Replace(`DELETE FROM {snapshots}
+WHERE aggregate_id = ?1 AND aggregate_type = ?2 AND schema_version <= MAX(?4, COALESCE(` + newest + `, 0)) - {kept}`),
 		saveSnapshot: r.Replace(`INSERT INTO {snapshots} (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-ON CONFLICT (aggregate_id, aggregate_type) DO UPDATE SET
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE ?4 > COALESCE(` + newest + `, 0) - {kept}
+ON CONFLICT (aggregate_id, aggregate_type, schema_version) DO UPDATE SET
   version = excluded.version,
-  schema_version = excluded.schema_version,
   event_id = excluded.event_id,
   state = excluded.state,
   created_at = excluded.created_at
-WHERE excluded.version >= {snapshots}.version AND excluded.schema_version >= {snapshots}.schema_version`),
+WHERE excluded.version >= {snapshots}.version`),
 		getSnapshot: r.Replace(`SELECT version, schema_version, state, created_at, event_id FROM {snapshots}
-WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
+WHERE aggregate_id = ?1 AND aggregate_type = ?2 AND schema_version = ?3`),
 		// ?2 is a JSON array of distinct ids: one statement for any
 		// number of ids, with no variable limit to chunk for. CROSS JOIN
 		// pins the join order: SQLite walks the array and looks each id up
@@ -77,7 +97,7 @@ WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
 		// whole table once ANALYZE says it is small.)
 		getSnapshots: r.Replace(`SELECT s.aggregate_id, s.version, s.schema_version, s.state, s.created_at, s.event_id
 FROM json_each(?2) AS j CROSS JOIN {snapshots} AS s
-ON s.aggregate_id = j.value AND s.aggregate_type = ?1`),
+ON s.aggregate_id = j.value AND s.aggregate_type = ?1 AND s.schema_version = ?3`),
 		deleteSnapshot: r.Replace(`DELETE FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2`),
 		// DeleteStaleSnapshot's compare-and-delete: one statement.
 		deleteStale: r.Replace(`DELETE FROM {snapshots}

@@ -15,103 +15,123 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-// SaveSnapshot implements [eventsource.SnapshotStore] with one upsert whose
-// DO UPDATE ... WHERE clause is [eventsource.Snapshot.Supersedes], so the
-// check and the write are one atomic statement. State must be valid JSON
-// (an error matching [eventsource.ErrInvalidArgument] otherwise).
+// SaveSnapshot implements [eventsource.SnapshotStore] with one write
+// transaction of two statements: one deletes the aggregate's rows out of
+// the kept schema versions, one upserts s unless a kept newer schema
+// version refuses it, whose DO UPDATE ... WHERE clause is
+// [eventsource.Snapshot.Supersedes]. The store's single write connection
+// and SQLite's write lock make the transaction atomic against every other
+// writer. State must be valid JSON (an error matching
+// [eventsource.ErrInvalidArgument] otherwise).
 func (s *Store) SaveSnapshot(ctx context.Context, snap eventsource.Snapshot) (stored bool, err error) {
 	ctx, span := s.startSpan(ctx, "SaveSnapshot", snap.AggregateType, snap.AggregateID)
 	defer func() {
 		if span.IsRecording() {
-			span.SetAttributes(telemetrykeys.AttrVersion.Int64(snap.Version), attribute.Bool("evsnap.snapshot.stored", stored))
+			span.SetAttributes(telemetrykeys.AttrVersion.Int64(snap.Version), attribute.Int("evsnap.snapshot.schema_version", snap.SchemaVersion),
+				attribute.Bool("evsnap.snapshot.stored", stored))
 		}
 		endSpan(span, err)
 	}()
 	if err := snap.Validate(); err != nil { // checks the state is JSON too
 		return false, err
 	}
-	st, err := s.stmt(ctx, true, s.q.saveSnapshot)
+	written, err := s.writeSnapshots(ctx, []eventsource.Snapshot{snap}, []int{0})
 	if err != nil {
-		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s: %w", snap.AggregateType, snap.AggregateID, err)
+		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s v%d schema %d: %w", snap.AggregateType, snap.AggregateID, snap.Version, snap.SchemaVersion, err)
 	}
-	res, err := st.ExecContext(ctx, snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion,
-		string(snap.State), snap.CreatedAt.UnixMicro(), snap.EventID.String())
-	if err != nil {
-		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s v%d: %w", snap.AggregateType, snap.AggregateID, snap.Version, s.mapErr(err))
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("sqlitestore: save snapshot of %s %s v%d: %w", snap.AggregateType, snap.AggregateID, snap.Version, err)
-	}
-	return n > 0, nil
+	return written[0], nil
 }
 
 // SaveSnapshots implements [eventsource.SnapshotStore]: SaveSnapshot's
-// upsert for each snapshot, in one write transaction, so the batch costs
-// one commit (one sync of the WAL).
+// statements for each snapshot, in one write transaction, so the batch
+// costs one commit (one sync of the WAL).
 func (s *Store) SaveSnapshots(ctx context.Context, snaps []eventsource.Snapshot) (stored []bool, err error) {
 	ctx, span := s.startSpan(ctx, "SaveSnapshots", "", uuid.Nil)
 	defer func() { endSpan(span, err) }()
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("evsnap.snapshot.batch", len(snaps)))
 	}
-	write, err := storekit.ResolveSnapshotBatch(snaps)
+	write, err := storekit.ResolveSnapshotBatch(snaps, s.cfg.kept)
 	if err != nil {
 		return nil, err
 	}
 	if len(write) == 0 {
-		return []bool{}, nil
+		return make([]bool, len(snaps)), nil
 	}
-	// Prepared before the transaction: preparing needs a connection, and
-	// the transaction holds the only write connection.
-	st, err := s.stmt(ctx, true, s.q.saveSnapshot)
+	stored, err = s.writeSnapshots(ctx, snaps, write)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: save %d snapshots: %w", len(write), err)
 	}
+	return stored, nil
+}
+
+// writeSnapshots writes snaps[i] for each i of write, in one write
+// transaction, and reports which were stored.
+func (s *Store) writeSnapshots(ctx context.Context, snaps []eventsource.Snapshot, write []int) ([]bool, error) {
+	// Prepared before the transaction: preparing needs a connection, and
+	// the transaction holds the only write connection.
+	trim, err := s.stmt(ctx, true, s.q.trimSnapshots)
+	if err != nil {
+		return nil, err
+	}
+	upsert, err := s.stmt(ctx, true, s.q.saveSnapshot)
+	if err != nil {
+		return nil, err
+	}
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: save %d snapshots: %w", len(write), s.mapErr(err))
+		return nil, s.mapErr(err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	upsert := tx.StmtContext(ctx, st)
-	stored = make([]bool, len(snaps))
+	trim, upsert = tx.StmtContext(ctx, trim), tx.StmtContext(ctx, upsert)
+	stored := make([]bool, len(snaps))
 	for _, i := range write {
 		sn := &snaps[i]
-		res, err := upsert.ExecContext(ctx, sn.AggregateID.String(), sn.AggregateType, sn.Version, sn.SchemaVersion,
+		id := sn.AggregateID.String()
+		fail := func(err error) ([]bool, error) {
+			return nil, fmt.Errorf("snapshot %d of %d (%s %s v%d schema %d): %w", i, len(snaps), sn.AggregateType, sn.AggregateID, sn.Version, sn.SchemaVersion, s.mapErr(err))
+		}
+		if _, err := trim.ExecContext(ctx, id, sn.AggregateType, nil, sn.SchemaVersion); err != nil {
+			return fail(err)
+		}
+		res, err := upsert.ExecContext(ctx, id, sn.AggregateType, sn.Version, sn.SchemaVersion,
 			string(sn.State), sn.CreatedAt.UnixMicro(), sn.EventID.String())
 		if err != nil {
-			return nil, fmt.Errorf("sqlitestore: save snapshot %d of %d (%s %s v%d): %w", i, len(snaps), sn.AggregateType, sn.AggregateID, sn.Version, s.mapErr(err))
+			return fail(err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return nil, fmt.Errorf("sqlitestore: save snapshot %d of %d (%s %s v%d): %w", i, len(snaps), sn.AggregateType, sn.AggregateID, sn.Version, err)
+			return fail(err)
 		}
 		stored[i] = n > 0
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("sqlitestore: save %d snapshots: %w", len(write), s.mapErr(err))
+		return nil, s.mapErr(err)
 	}
 	return stored, nil
 }
 
 // GetSnapshot implements [eventsource.SnapshotStore]: one primary-key
 // lookup.
-func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ *eventsource.Snapshot, err error) {
+func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (_ *eventsource.Snapshot, err error) {
 	ctx, span := s.startSpan(ctx, "GetSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
 	if err := storekit.ValidateStream(typ, id); err != nil {
+		return nil, err
+	}
+	if err := storekit.ValidateSchemaVersion(schemaVersion); err != nil {
 		return nil, err
 	}
 	st, err := s.stmt(ctx, false, s.q.getSnapshot)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: get snapshot of %s %s: %w", typ, id, err)
 	}
-	snap, err := scanSnapshot(st.QueryRowContext(ctx, id.String(), typ), typ)
+	snap, err := scanSnapshot(st.QueryRowContext(ctx, id.String(), typ, schemaVersion), typ)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("sqlitestore: get snapshot of %s %s: %w", typ, id, s.mapErr(err))
+		return nil, fmt.Errorf("sqlitestore: get snapshot of %s %s schema %d: %w", typ, id, schemaVersion, s.mapErr(err))
 	}
 	snap.AggregateID = id
 	return snap, nil
@@ -146,16 +166,16 @@ func scanSnapshot(row rowScanner, typ string, lead ...any) (*eventsource.Snapsho
 // there is no variable limit to chunk for and one prepared statement
 // serves every batch size. Each request gets its own copy of its snapshot,
 // even when an id is asked for twice.
-func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (snaps []*eventsource.Snapshot, err error) {
+func (s *Store) GetSnapshots(ctx context.Context, typ string, schemaVersion int, ids []uuid.UUID) (snaps []*eventsource.Snapshot, err error) {
 	ctx, span := s.startSpan(ctx, "GetSnapshots", typ, uuid.Nil)
 	defer func() { endSpan(span, err) }()
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("evsnap.snapshot.batch", len(ids)))
 	}
-	if err := storekit.ValidateGetSnapshots(typ, ids); err != nil {
+	if err := storekit.ValidateGetSnapshots(typ, schemaVersion, ids); err != nil {
 		return nil, err
 	}
-	found, err := s.getSnapshots(ctx, typ, ids)
+	found, err := s.getSnapshots(ctx, typ, schemaVersion, ids)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: get %d snapshots of %s: %w", len(ids), typ, s.mapErr(err))
 	}
@@ -164,7 +184,7 @@ func (s *Store) GetSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 
 // getSnapshots runs the getSnapshots query for the distinct ids of ids and
 // returns the snapshots it found by id.
-func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (_ map[uuid.UUID]*eventsource.Snapshot, err error) {
+func (s *Store) getSnapshots(ctx context.Context, typ string, schemaVersion int, ids []uuid.UUID) (_ map[uuid.UUID]*eventsource.Snapshot, err error) {
 	distinct := storekit.DistinctIDs(ids)
 	// uuid.UUID marshals as its canonical lowercase string: the stored form.
 	idsJSON, err := json.Marshal(distinct)
@@ -175,7 +195,7 @@ func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	if err != nil {
 		return nil, err
 	}
-	rows, err := st.QueryContext(ctx, typ, string(idsJSON))
+	rows, err := st.QueryContext(ctx, typ, string(idsJSON), schemaVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +219,8 @@ func (s *Store) getSnapshots(ctx context.Context, typ string, ids []uuid.UUID) (
 	return found, rows.Err()
 }
 
-// DeleteSnapshot implements [eventsource.SnapshotStore].
+// DeleteSnapshot implements [eventsource.SnapshotStore]: it removes the
+// rows of every schema version.
 func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
@@ -214,12 +235,15 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 }
 
 // DeleteStaleSnapshot implements [eventsource.SnapshotStore] with one
-// DELETE whose WHERE clause is the comparison, so the compare and the
-// delete are atomic.
+// DELETE of the row of snap's schema version whose WHERE clause is the
+// comparison, so the compare and the delete are atomic.
 func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID)
 	defer func() { endSpan(span, err) }()
 	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
+		return false, err
+	}
+	if err := storekit.ValidateSchemaVersion(snap.SchemaVersion); err != nil {
 		return false, err
 	}
 	n, err := s.exec(ctx, s.q.deleteStale, snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion, snap.EventID.String())

@@ -2,8 +2,11 @@ package sqlitestore_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -66,4 +69,22 @@ func TestSplitConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) eventsource.Store {
 		return eventsource.Split(memstore.NewEventStore(), openStore(t, tempDB(t)))
 	})
+}
+
+// WithKeptSchemaVersions keeps that many schema versions per aggregate;
+// an invalid count is refused by Open, naming it.
+func TestKeptSchemaVersions(t *testing.T) {
+	for _, kept := range []int{1, 3} {
+		t.Run(fmt.Sprint(kept), func(t *testing.T) {
+			storetest.RunKeptSchemaVersions(t, kept, func(t *testing.T) eventsource.Store {
+				return openStore(t, tempDB(t), sqlitestore.WithKeptSchemaVersions(kept))
+			})
+		})
+	}
+	for _, bad := range []int{0, -1} {
+		_, err := sqlitestore.Open(context.Background(), tempDB(t), sqlitestore.WithKeptSchemaVersions(bad))
+		if !errors.Is(err, eventsource.ErrInvalidOption) || !strings.Contains(err.Error(), fmt.Sprintf("kept schema versions %d", bad)) {
+			t.Errorf("Open(WithKeptSchemaVersions(%d)) = %v, want an error matching ErrInvalidOption naming it", bad, err)
+		}
+	}
 }

@@ -440,7 +440,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // restore, of a stream that does not exist, of a stream of another type)
 // cannot be tied to any history and are gone. The database is put back at
 // migration 1 by rebuilding the snapshots table as migration 1 made it and
-// forgetting that migration 2 ran.
+// forgetting that migrations 2 and 3 ran (3 then moves each to its schema
+// version's row).
 func TestMigrationTwoTiesSnapshotsToHistory(t *testing.T) {
 	ctx := context.Background()
 	path := tempDB(t)
@@ -462,7 +463,7 @@ func TestMigrationTwoTiesSnapshotsToHistory(t *testing.T) {
 	}
 	db := rawDB(t, path)
 	snapshotsAtMigrationOne(t, db)
-	if _, err := db.Exec(`DELETE FROM evsnap_migrations WHERE version_id = 2`); err != nil {
+	if _, err := db.Exec(`DELETE FROM evsnap_migrations WHERE version_id IN (2, 3)`); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []struct {
@@ -477,12 +478,12 @@ func TestMigrationTwoTiesSnapshotsToHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = openStore(t, path) // migrates
-	got, err := st.GetSnapshot(ctx, typ, tied)
+	got, err := st.GetSnapshot(ctx, typ, tied, 1)
 	if err != nil || got == nil || got.Version != 3 || got.EventID != evs3[2].ID {
 		t.Fatalf("snapshot matching its stream after the upgrade: %+v, %v; want v3 tied to event %s", got, err, evs3[2].ID)
 	}
 	for name, id := range map[string]uuid.UUID{"ahead of its stream": ahead, "without a stream": noStream, "of another type's stream": otherType} {
-		if got, err := st.GetSnapshot(ctx, typ, id); err != nil || got != nil {
+		if got, err := st.GetSnapshot(ctx, typ, id, 1); err != nil || got != nil {
 			t.Errorf("snapshot %s after the upgrade: %+v, %v; want it gone", name, got, err)
 		}
 	}
@@ -526,7 +527,7 @@ func TestUseBeforeMigrate(t *testing.T) {
 		}
 		_, err = s.SaveSnapshot(ctx, snapshot(typ, id, 1))
 		check("SaveSnapshot", err)
-		_, err = s.GetSnapshot(ctx, typ, id)
+		_, err = s.GetSnapshot(ctx, typ, id, 1)
 		check("GetSnapshot", err)
 		_, err = s.DeleteSnapshotsByType(ctx, typ, 0)
 		check("DeleteSnapshotsByType", err)
@@ -658,7 +659,7 @@ func TestInvalidJSONRefused(t *testing.T) {
 	if _, err := s.SaveSnapshot(ctx, sn); !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), "not valid JSON") {
 		t.Fatalf("snapshot with a broken state: error %v", err)
 	}
-	if got, err := s.GetSnapshot(ctx, typ, id); err != nil || got != nil {
+	if got, err := s.GetSnapshot(ctx, typ, id, 1); err != nil || got != nil {
 		t.Fatalf("broken snapshot stored: %v, %v", got, err)
 	}
 
@@ -740,7 +741,7 @@ func TestTwoStoresOneFile(t *testing.T) {
 	if _, err := b.SaveSnapshot(context.Background(), snapshot(typ, id, 5)); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := a.GetSnapshot(context.Background(), typ, id); got != nil {
+	if got, _ := a.GetSnapshot(context.Background(), typ, id, 1); got != nil {
 		t.Fatal("store a sees store b's snapshot")
 	}
 	db := rawDB(t, path)
@@ -880,7 +881,7 @@ func TestGetSnapshotsTakesNoWriteLock(t *testing.T) {
 	}
 
 	ctx := holdWriteLock(t, path)
-	snaps, err := s.GetSnapshots(ctx, typ, []uuid.UUID{id, uuid.New()})
+	snaps, err := s.GetSnapshots(ctx, typ, 1, []uuid.UUID{id, uuid.New()})
 	if err != nil {
 		t.Fatalf("GetSnapshots while another connection holds the write lock: %v", err)
 	}
@@ -932,7 +933,7 @@ func TestSpans(t *testing.T) {
 	mustAppend(t, s, typ, id, eventsource.NoStream, events(1, 2))
 	_, conflict := s.Append(context.Background(), typ, id, eventsource.NoStream, events(3, 1))
 	readVersions(t, s, typ, id)
-	if _, err := s.GetSnapshot(context.Background(), typ, id); err != nil {
+	if _, err := s.GetSnapshot(context.Background(), typ, id, 1); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
@@ -1039,9 +1040,9 @@ CREATE INDEX snapshots_type_schema_idx ON snapshots (aggregate_type, schema_vers
 // before goose, whose runner recorded migrations as (scope, version, name,
 // applied_at) rows, upgrades cleanly. Two stores share the file and its
 // migrations table: a, at migration 1 (its snapshots have no event_id),
-// and b, at migration 2; both hold data. Two handles migrate at once, as
+// and b, at migration 3; both hold data. Two handles migrate at once, as
 // two processes would. The table is rebuilt in goose's layout with every
-// record, a gets only migration 2, b nothing, and no data is lost.
+// record, a gets migrations 2 and 3, b nothing, and no data is lost.
 func TestMigrateUpgradesTheRunnerBeforeGoose(t *testing.T) {
 	ctx := context.Background()
 	path := tempDB(t)
@@ -1078,7 +1079,8 @@ CREATE TABLE evsnap_migrations (
 INSERT INTO evsnap_migrations VALUES
     ('events=events,snapshots=snapshots,streams=streams', 1, 'initial', 1764000000000000),
     ('events=b_events,snapshots=b_snapshots,streams=b_streams', 1, 'initial', 1764000000000000),
-    ('events=b_events,snapshots=b_snapshots,streams=b_streams', 2, 'snapshot_event_id', 1765000000000000);`); err != nil {
+    ('events=b_events,snapshots=b_snapshots,streams=b_streams', 2, 'snapshot_event_id', 1765000000000000),
+    ('events=b_events,snapshots=b_snapshots,streams=b_streams', 3, 'snapshot_per_schema_version', 1766000000000000);`); err != nil {
 		t.Fatal(err)
 	}
 
@@ -1112,8 +1114,9 @@ INSERT INTO evsnap_migrations VALUES
 		return got
 	}
 	const want = "events=b_events,snapshots=b_snapshots,streams=b_streams:0 events=b_events,snapshots=b_snapshots,streams=b_streams:1 " +
-		"events=b_events,snapshots=b_snapshots,streams=b_streams:2 " +
-		"events=events,snapshots=snapshots,streams=streams:0 events=events,snapshots=snapshots,streams=streams:1 events=events,snapshots=snapshots,streams=streams:2"
+		"events=b_events,snapshots=b_snapshots,streams=b_streams:2 events=b_events,snapshots=b_snapshots,streams=b_streams:3 " +
+		"events=events,snapshots=snapshots,streams=streams:0 events=events,snapshots=snapshots,streams=streams:1 events=events,snapshots=snapshots,streams=streams:2 " +
+		"events=events,snapshots=snapshots,streams=streams:3"
 	if got := records(); got != want {
 		t.Fatalf("migrations recorded after the upgrade:\n got %s\nwant %s", got, want)
 	}
@@ -1133,7 +1136,7 @@ INSERT INTO evsnap_migrations VALUES
 	if v := versionOf(t, b, typ, id); v != 2 {
 		t.Fatalf("b's stream after the upgrade at version %d, want 2", v)
 	}
-	if got, err := b.GetSnapshot(ctx, typ, id); err != nil || got == nil || got.Version != 2 || got.EventID != bEvents[1].ID {
+	if got, err := b.GetSnapshot(ctx, typ, id, 1); err != nil || got == nil || got.Version != 2 || got.EventID != bEvents[1].ID {
 		t.Fatalf("b's snapshot after the upgrade: %+v, %v", got, err)
 	}
 	aSnap := snapshot(typ, id, 3)

@@ -5,8 +5,10 @@
 //
 // # The contract in short
 //
-// A store holds event streams and the latest snapshot of each aggregate,
-// and is safe for concurrent use by many goroutines and processes. The
+// A store holds event streams and the latest snapshot of each aggregate
+// and schema version (for the newest [DefaultKeptSchemaVersions] schema
+// versions of each aggregate, or as many as its option says), and is safe
+// for concurrent use by many goroutines and processes. The
 // method comments of [eventsource.EventStore], [eventsource.SnapshotStore]
 // and [eventsource.Store] are the contract; in short:
 //
@@ -17,13 +19,17 @@
 //     not on the stream's length), yields an error once and last, holds
 //     nothing across yields that other calls of the store need, and hands
 //     out events the caller owns.
-//   - A snapshot never moves backwards: a write with a lower version or
-//     an older schema version is a no-op ([eventsource.Snapshot.Supersedes]),
-//     checked and written atomically, alone or in a batch (SaveSnapshots,
-//     one transaction). DeleteStaleSnapshot is a compare-and-delete.
-//   - GetSnapshots answers for many ids with one round trip;
-//     LoadSnapshotAndEvents returns a snapshot and the events from its
-//     version (or from 1 when its schema differs) with one where it can;
+//   - A snapshot row (aggregate and schema version) never moves
+//     backwards: a write with a lower version is a no-op
+//     ([eventsource.Snapshot.Supersedes]); a save removes the aggregate's
+//     rows out of the kept window and is refused when a kept newer schema
+//     version puts it out ([SchemaKept]); checked and written atomically,
+//     alone or in a batch (SaveSnapshots, one transaction).
+//     DeleteStaleSnapshot is a compare-and-delete of one row.
+//   - GetSnapshot, GetSnapshots and LoadSnapshotAndEvents read the row of
+//     one schema version; GetSnapshots answers for many ids with one
+//     round trip; LoadSnapshotAndEvents returns a snapshot and the events
+//     from its version (or from 1 when there is none) with one where it can;
 //     ListAggregates lists heads and snapshot versions without reading
 //     events, or yields one error matching [errors.ErrUnsupported].
 //   - Bad arguments are errors matching [eventsource.ErrInvalidArgument]
@@ -35,8 +41,9 @@
 //
 // Call the Validate function of each method first ([ValidateAppend],
 // [ValidateStream], [ValidateGetSnapshots], [ValidateDeleteByType],
-// [ValidateSchemaVersion]; [eventsource.Snapshot.Validate] for a
-// snapshot), and [ResolveSnapshotBatch] before writing a batch.
+// [ValidateSchemaVersion], [ValidateList]; [eventsource.Snapshot.Validate]
+// for a snapshot, [ValidateKeptSchemaVersions] for the store's option),
+// and [ResolveSnapshotBatch] before writing a batch.
 // [DistinctIDs] and [SnapshotsInOrder] shape a batch read, [FilterAndSort]
 // is the reference semantics of [eventsource.ListOptions] for a store that
 // lists in memory, and [ErrorSeq] reports an error from a method that

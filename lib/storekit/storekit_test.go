@@ -76,3 +76,53 @@ func TestLimitsMatchSnapshotValidate(t *testing.T) {
 		t.Errorf("ValidateSchemaVersion(MaxSchemaVersion) = %v", err)
 	}
 }
+
+// A batch keeps one snapshot per row (aggregate and schema version), the
+// last that supersedes, and drops those another of the batch puts out of
+// the kept window.
+func TestResolveSnapshotBatchKeptWindow(t *testing.T) {
+	a, b := uuid.New(), uuid.New()
+	snap := func(id uuid.UUID, version int64, schema int) eventsource.Snapshot {
+		return eventsource.Snapshot{AggregateID: id, AggregateType: "T", Version: version, SchemaVersion: schema, EventID: uuid.New(), State: []byte(`{}`)}
+	}
+	batch := []eventsource.Snapshot{
+		snap(a, 5, 1), // dropped: schema 3 puts schema 1 out of a window of 2
+		snap(a, 3, 2), // superseded by the next
+		snap(a, 4, 2),
+		snap(a, 1, 3),
+		snap(b, 9, 1), // b's newest is 1: kept
+		snap(b, 8, 1), // lower than v9 of its row
+	}
+	for _, c := range []struct {
+		kept int
+		want []int
+	}{{1, []int{3, 4}}, {2, []int{2, 3, 4}}, {3, []int{0, 2, 3, 4}}} {
+		got, err := storekit.ResolveSnapshotBatch(batch, c.kept)
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("ResolveSnapshotBatch(kept %d) = %v, %v; want %v", c.kept, got, err, c.want)
+		}
+	}
+	if !storekit.SchemaKept(2, 3, 2) || storekit.SchemaKept(1, 3, 2) || !storekit.SchemaKept(eventsource.MaxSchemaVersion, eventsource.MaxSchemaVersion, eventsource.MaxSchemaVersion) {
+		t.Fatal("SchemaKept: want schema > newest-kept")
+	}
+}
+
+func TestValidateKeptAndList(t *testing.T) {
+	for _, k := range []int{0, -3} {
+		if err := storekit.ValidateKeptSchemaVersions(k); !errors.Is(err, eventsource.ErrInvalidOption) || !strings.Contains(err.Error(), strconv.Itoa(k)) {
+			t.Errorf("ValidateKeptSchemaVersions(%d) = %v, want ErrInvalidOption naming it", k, err)
+		}
+	}
+	if err := storekit.ValidateKeptSchemaVersions(storekit.DefaultKeptSchemaVersions); err != nil {
+		t.Errorf("ValidateKeptSchemaVersions(default) = %v", err)
+	}
+	if err := storekit.ValidateList("T", eventsource.ListOptions{SchemaVersion: -1}); !errors.Is(err, eventsource.ErrInvalidArgument) || !strings.Contains(err.Error(), "-1") {
+		t.Errorf("ValidateList(SchemaVersion -1) = %v", err)
+	}
+	if err := storekit.ValidateList("", eventsource.ListOptions{}); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Errorf("ValidateList(empty type) = %v", err)
+	}
+	if err := storekit.ValidateList("T", eventsource.ListOptions{SchemaVersion: eventsource.MaxSchemaVersion}); err != nil {
+		t.Errorf("ValidateList(SchemaVersion max) = %v", err)
+	}
+}

@@ -110,9 +110,9 @@ func ValidateSchemaVersion(schemaVersion int) error {
 	return nil
 }
 
-// ValidateGetSnapshots checks GetSnapshots' arguments, as an error matching
-// eventsource.ErrInvalidArgument. Stores call it first.
-func ValidateGetSnapshots(typ string, ids []uuid.UUID) error {
+// ValidateGetSnapshots checks GetSnapshots' arguments, as an error
+// matching eventsource.ErrInvalidArgument. Stores call it first.
+func ValidateGetSnapshots(typ string, schemaVersion int, ids []uuid.UUID) error {
 	if len(ids) == 0 {
 		return fmt.Errorf("%w: no aggregate ids to read the snapshots of (%s)", eventsource.ErrInvalidArgument, typ)
 	}
@@ -120,6 +120,25 @@ func ValidateGetSnapshots(typ string, ids []uuid.UUID) error {
 		if err := ValidateStream(typ, id); err != nil {
 			return fmt.Errorf("id %d of the batch: %w", i, err)
 		}
+	}
+	if err := ValidateSchemaVersion(schemaVersion); err != nil {
+		return fmt.Errorf("snapshots of %s: %w", typ, err)
+	}
+	return nil
+}
+
+// ValidateList checks ListAggregates' arguments, as an error matching
+// eventsource.ErrInvalidArgument: a non-empty type and a
+// ListOptions.SchemaVersion from 0 (the newest each aggregate has) to
+// [eventsource.MaxSchemaVersion]. Stores call it first and yield its
+// error.
+func ValidateList(typ string, opts eventsource.ListOptions) error {
+	if typ == "" {
+		return fmt.Errorf("%w: list aggregates of an empty aggregate type", eventsource.ErrInvalidArgument)
+	}
+	if opts.SchemaVersion < 0 || opts.SchemaVersion > eventsource.MaxSchemaVersion {
+		return fmt.Errorf("%w: list aggregates of %s with the snapshots of schema version %d; use a schema version from 1 to %d (MaxSchemaVersion), or 0 for each aggregate's newest",
+			eventsource.ErrInvalidArgument, typ, opts.SchemaVersion, eventsource.MaxSchemaVersion)
 	}
 	return nil
 }

@@ -63,7 +63,7 @@ func testBatchInsertUpdate(t *testing.T, s eventsource.SnapshotStore) {
 	mustSaveBatch(t, s, batch, want)
 	for _, sn := range batch {
 		checkStored(t, s, sn.AggregateType, sn.AggregateID, sn.Version, sn.SchemaVersion)
-		if got := mustGet(t, s, sn.AggregateType, sn.AggregateID); got.EventID != sn.EventID {
+		if got := mustGet(t, s, sn.AggregateType, sn.AggregateID, sn.SchemaVersion); got.EventID != sn.EventID {
 			t.Fatalf("batch-saved snapshot has event id %s, want %s", got.EventID, sn.EventID)
 		}
 	}
@@ -75,15 +75,19 @@ func testBatchMonotonic(t *testing.T, s eventsource.SnapshotStore) {
 	mustSave(t, s, snap(typ, a, 50, 2), true)
 	mustSave(t, s, snap(typ, b, 50, 2), true)
 	mustSave(t, s, snap(typ, c, 50, 2), true)
+	mustSave(t, s, snap(typ, b, 90, 1), true)
 	mustSaveBatch(t, s, []eventsource.Snapshot{
 		snap(typ, a, 49, 2), // lower version
-		snap(typ, b, 80, 1), // older schema, even at a higher version
+		snap(typ, b, 80, 1), // lower version of the older schema's row
 		snap(typ, c, 50, 2), // the same again: rewritten (repair in place)
 		snap(typ, d, 1, 1),  // new
-	}, []bool{false, false, true, true})
+		snap(typ, c, 10, 1), // the older schema's own row, at any version
+	}, []bool{false, false, true, true, true})
 	checkStored(t, s, typ, a, 50, 2)
 	checkStored(t, s, typ, b, 50, 2)
+	checkStored(t, s, typ, b, 90, 1)
 	checkStored(t, s, typ, c, 50, 2)
+	checkStored(t, s, typ, c, 10, 1)
 	checkStored(t, s, typ, d, 1, 1)
 }
 
@@ -95,13 +99,16 @@ func testBatchDuplicates(t *testing.T, s eventsource.SnapshotStore) {
 		snap(typ, a, 7, 1), // supersedes v3
 		snap(typ, b, 7, 1),
 		snap(typ, a, 5, 1), // lower than v7: refused
-		snap(typ, b, 3, 2), // newer schema but lower version: refused
-	}, []bool{false, true, true, false, false})
+		snap(typ, b, 3, 2), // another schema's row: written
+		snap(typ, b, 2, 2), // lower than that: refused
+	}, []bool{false, true, true, false, true, false})
 	checkStored(t, s, typ, a, 7, 1)
 	checkStored(t, s, typ, b, 7, 1)
+	checkStored(t, s, typ, b, 3, 2)
 	// Against what is stored: the batch's winner is still checked.
-	mustSaveBatch(t, s, []eventsource.Snapshot{snap(typ, a, 6, 1), snap(typ, a, 6, 2)}, []bool{false, false})
+	mustSaveBatch(t, s, []eventsource.Snapshot{snap(typ, a, 6, 1), snap(typ, a, 4, 1), snap(typ, a, 6, 2)}, []bool{false, false, true})
 	checkStored(t, s, typ, a, 7, 1)
+	checkStored(t, s, typ, a, 6, 2)
 }
 
 func testBatchInvalid(t *testing.T, s eventsource.SnapshotStore) {
@@ -129,7 +136,7 @@ func testBatchInvalid(t *testing.T, s eventsource.SnapshotStore) {
 			t.Errorf("%s: stored = %v on error, want nil", name, stored)
 		}
 	}
-	if got := mustGet(t, s, typ, good); got != nil {
+	if got := mustGet(t, s, typ, good, 1); got != nil {
 		t.Fatalf("a failed batch wrote its valid snapshot: %+v", got)
 	}
 }
@@ -141,7 +148,7 @@ func testBatchCancelled(t *testing.T, s eventsource.SnapshotStore) {
 	if _, err := s.SaveSnapshots(ctx, []eventsource.Snapshot{snap(typ, id, 1, 1)}); err == nil {
 		t.Fatal("SaveSnapshots with a cancelled context: no error")
 	}
-	if got := mustGet(t, s, typ, id); got != nil {
+	if got := mustGet(t, s, typ, id, 1); got != nil {
 		t.Fatalf("a cancelled batch wrote a snapshot: %+v", got)
 	}
 }

@@ -22,14 +22,14 @@ func runGetSnapshots(t *testing.T, newStore factory) {
 	t.Run("CancelledContext", func(t *testing.T) { testGetBatchCancelled(t, newStore(t)) })
 }
 
-func mustGetBatch(t *testing.T, s eventsource.SnapshotStore, typ string, ids []uuid.UUID) []*eventsource.Snapshot {
+func mustGetBatch(t *testing.T, s eventsource.SnapshotStore, typ string, schema int, ids []uuid.UUID) []*eventsource.Snapshot {
 	t.Helper()
-	got, err := s.GetSnapshots(context.Background(), typ, ids)
+	got, err := s.GetSnapshots(context.Background(), typ, schema, ids)
 	if err != nil {
-		t.Fatalf("GetSnapshots(%s, %d ids): %v", typ, len(ids), err)
+		t.Fatalf("GetSnapshots(%s, schema %d, %d ids): %v", typ, schema, len(ids), err)
 	}
 	if len(got) != len(ids) {
-		t.Fatalf("GetSnapshots(%s, %d ids) returned %d results", typ, len(ids), len(got))
+		t.Fatalf("GetSnapshots(%s, schema %d, %d ids) returned %d results", typ, schema, len(ids), len(got))
 	}
 	return got
 }
@@ -64,13 +64,23 @@ func testGetBatchMatches(t *testing.T, s eventsource.SnapshotStore) {
 	mustSave(t, s, snap(other, otherOnly, 3, 1), true)
 	mustSave(t, s, snap(other, withSnap, 99, 1), true)
 
+	// withSnap also has a row of schema 2, which reads of schema 1 never
+	// return.
+	mustSave(t, s, snap(typ, withSnap, 9, 2), true)
+
 	ids := []uuid.UUID{missing, withSnap, otherOnly, schema2, withSnap, missing}
-	got := mustGetBatch(t, s, typ, ids)
-	for i, id := range ids {
-		checkSameSnapshot(t, fmt.Sprintf("GetSnapshots[%d] (%s)", i, id), got[i], mustGet(t, s, typ, id))
+	for _, schema := range []int{1, 2, 3} {
+		got := mustGetBatch(t, s, typ, schema, ids)
+		for i, id := range ids {
+			checkSameSnapshot(t, fmt.Sprintf("GetSnapshots(schema %d)[%d] (%s)", schema, i, id), got[i], mustGet(t, s, typ, id, schema))
+		}
 	}
-	if got[1] == nil || got[1].Version != 7 || got[1].EventID != in.EventID || got[3] == nil || got[3].SchemaVersion != 2 || got[2] != nil {
-		t.Fatalf("GetSnapshots = %v, %v, %v; want v7, schema 2 and none (another type's)", got[1], got[3], got[2])
+	got := mustGetBatch(t, s, typ, 1, ids)
+	if got[1] == nil || got[1].Version != 7 || got[1].EventID != in.EventID || got[3] != nil || got[2] != nil {
+		t.Fatalf("GetSnapshots(schema 1) = %v, %v, %v; want v7 and none (schema 2 only, another type's)", got[1], got[3], got[2])
+	}
+	if got2 := mustGetBatch(t, s, typ, 2, ids); got2[1] == nil || got2[1].Version != 9 || got2[3] == nil || got2[3].Version != 40 {
+		t.Fatalf("GetSnapshots(schema 2) = %v, %v; want v9 and v40", got2[1], got2[3])
 	}
 	if got[1] == got[4] {
 		t.Fatal("GetSnapshots returned one *Snapshot for two requests: each caller must own its snapshot")
@@ -89,7 +99,7 @@ func testGetBatchLarge(t *testing.T, s eventsource.SnapshotStore) {
 			mustSave(t, s, snap(typ, ids[i], int64(i+1), 1), true)
 		}
 	}
-	got := mustGetBatch(t, s, typ, ids)
+	got := mustGetBatch(t, s, typ, 1, ids)
 	for i, g := range got {
 		if i%3 != 0 {
 			if g != nil {
@@ -120,18 +130,20 @@ func checkInvalid(t *testing.T, what string, err error, names ...string) {
 func testGetBatchInvalid(t *testing.T, s eventsource.SnapshotStore) {
 	ctx := context.Background()
 	typ := uniqueType("GetBatchBad")
-	_, err := s.GetSnapshots(ctx, typ, nil)
+	_, err := s.GetSnapshots(ctx, typ, 1, nil)
 	checkInvalid(t, "GetSnapshots with no ids", err, typ)
-	_, err = s.GetSnapshots(ctx, "", []uuid.UUID{uuid.New()})
+	_, err = s.GetSnapshots(ctx, "", 1, []uuid.UUID{uuid.New()})
 	checkInvalid(t, "GetSnapshots with an empty type", err, "type")
-	_, err = s.GetSnapshots(ctx, typ, []uuid.UUID{uuid.New(), uuid.New(), uuid.Nil})
+	_, err = s.GetSnapshots(ctx, typ, 1, []uuid.UUID{uuid.New(), uuid.New(), uuid.Nil})
 	checkInvalid(t, "GetSnapshots with a nil id", err, "id 2", "nil")
+	_, err = s.GetSnapshots(ctx, typ, 0, []uuid.UUID{uuid.New()})
+	checkInvalid(t, "GetSnapshots with schema version 0", err, "schema version 0")
 }
 
 func testGetBatchCancelled(t *testing.T, s eventsource.SnapshotStore) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.GetSnapshots(ctx, uniqueType("GetBatchCancel"), []uuid.UUID{uuid.New()}); !errors.Is(err, context.Canceled) {
+	if _, err := s.GetSnapshots(ctx, uniqueType("GetBatchCancel"), 1, []uuid.UUID{uuid.New()}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("GetSnapshots with a cancelled context: error %v, want one matching context.Canceled", err)
 	}
 }

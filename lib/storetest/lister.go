@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -108,6 +110,7 @@ func runLister(t *testing.T, newBackend factory) {
 			t.Fatalf("ids = %v, want all %v", idsOf(got), sorted)
 		}
 	})
+	t.Run("SchemaVersion", func(t *testing.T) { testListSchemaVersion(t, b) })
 	t.Run("EmptyType", func(t *testing.T) {
 		for _, err := range b.ListAggregates(context.Background(), "", eventsource.ListOptions{}) {
 			if !errors.Is(err, eventsource.ErrInvalidArgument) {
@@ -118,4 +121,82 @@ func runLister(t *testing.T, newBackend factory) {
 			t.Fatalf("unknown type listed %d aggregates", len(got))
 		}
 	})
+}
+
+// testListSchemaVersion: ListOptions.SchemaVersion picks the row each
+// aggregate is listed with (and measured by: MinBehind, MostBehindFirst);
+// 0 picks each aggregate's newest; one out of range is refused.
+func testListSchemaVersion(t *testing.T, b eventsource.Store) {
+	typ := uniqueType("ListSchema")
+	type row struct {
+		version int64
+		schema  int
+	}
+	plan := []struct {
+		head int64
+		rows []row
+	}{
+		{20, []row{{15, 1}, {5, 2}}}, // a: both schema versions
+		{10, []row{{10, 1}}},         // b: schema 1 only
+		{8, []row{{8, 2}}},           // c: schema 2 only
+		{3, nil},                     // d: none
+	}
+	ids := make([]uuid.UUID, len(plan))
+	for i, p := range plan {
+		ids[i] = uuid.New()
+		mustAppend(t, b, typ, ids[i], eventsource.NoStream, testEvents("Thing", 1, int(p.head)))
+		for _, r := range p.rows {
+			mustSave(t, b, snap(typ, ids[i], r.version, r.schema), true)
+		}
+	}
+	info := func(i int, r row) eventsource.AggregateInfo {
+		return eventsource.AggregateInfo{AggregateID: ids[i], HeadVersion: plan[i].head, SnapshotVersion: r.version, SnapshotSchemaVersion: r.schema}
+	}
+	for _, c := range []struct {
+		schema int
+		want   []eventsource.AggregateInfo
+	}{
+		{0, []eventsource.AggregateInfo{info(0, row{5, 2}), info(1, row{10, 1}), info(2, row{8, 2}), info(3, row{})}},
+		{1, []eventsource.AggregateInfo{info(0, row{15, 1}), info(1, row{10, 1}), info(2, row{}), info(3, row{})}},
+		{2, []eventsource.AggregateInfo{info(0, row{5, 2}), info(1, row{}), info(2, row{8, 2}), info(3, row{})}},
+		{3, []eventsource.AggregateInfo{info(0, row{}), info(1, row{}), info(2, row{}), info(3, row{})}},
+	} {
+		got := listAll(t, b, typ, eventsource.ListOptions{SchemaVersion: c.schema})
+		want := slices.Clone(c.want)
+		slices.SortFunc(want, func(x, y eventsource.AggregateInfo) int { return bytes.Compare(x.AggregateID[:], y.AggregateID[:]) })
+		if !slices.Equal(got, want) {
+			t.Errorf("ListAggregates(SchemaVersion %d) =\n%+v\nwant\n%+v", c.schema, got, want)
+		}
+	}
+	// Behind measures the row of the schema version asked for: at schema
+	// 1, a is 5 behind, b 0, c 8 (none), d 3; at schema 2, a 15, b 10, c
+	// 0, d 3.
+	for _, c := range []struct {
+		schema    int
+		want      []uuid.UUID
+		minBehind int64
+		atLeast   uuid.UUID // the one aggregate at least minBehind behind
+	}{
+		{1, []uuid.UUID{ids[2], ids[0], ids[3]}, 6, ids[2]},
+		{2, []uuid.UUID{ids[0], ids[1], ids[3]}, 11, ids[0]},
+	} {
+		got := listAll(t, b, typ, eventsource.ListOptions{SchemaVersion: c.schema, MostBehindFirst: true, MinBehind: 1})
+		if !slices.Equal(idsOf(got), c.want) {
+			t.Errorf("ListAggregates(SchemaVersion %d, most behind first, at least 1 behind) = %v, want %v", c.schema, idsOf(got), c.want)
+		}
+		got = listAll(t, b, typ, eventsource.ListOptions{SchemaVersion: c.schema, MinBehind: c.minBehind})
+		if !slices.Equal(idsOf(got), []uuid.UUID{c.atLeast}) {
+			t.Errorf("ListAggregates(SchemaVersion %d, at least %d behind) = %v, want %v", c.schema, c.minBehind, idsOf(got), c.atLeast)
+		}
+	}
+	for _, v := range append([]int{-1}, outOfRangeSchemas()...) {
+		n := 0
+		for _, err := range b.ListAggregates(context.Background(), typ, eventsource.ListOptions{SchemaVersion: v}) {
+			n++
+			checkInvalid(t, fmt.Sprintf("ListAggregates with SchemaVersion %d", v), err, strconv.Itoa(v))
+		}
+		if n != 1 {
+			t.Errorf("ListAggregates with SchemaVersion %d yielded %d times, want one error", v, n)
+		}
+	}
 }

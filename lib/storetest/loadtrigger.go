@@ -113,7 +113,7 @@ func readerLoad(t *testing.T, r *readerRepo, id uuid.UUID) int64 {
 // snapshotVersion returns the version of id's stored snapshot, 0 for none.
 func snapshotVersion(t *testing.T, s eventsource.Store, id uuid.UUID) int64 {
 	t.Helper()
-	snap, err := s.GetSnapshot(context.Background(), readerAccountType, id)
+	snap, err := s.GetSnapshot(context.Background(), readerAccountType, id, 1) // readerAccount is schema version 1
 	if err != nil {
 		t.Fatalf("GetSnapshot: %v", err)
 	}

@@ -23,12 +23,17 @@ import (
 
 // Run runs every conformance check against the stores newStore returns,
 // each as a subtest: the event store methods, the snapshot store methods
-// (single and batched reads and writes, stale deletes, the schema version
-// range), LoadSnapshotAndEvents, ListAggregates, and repositories loading
-// and saving through the store (stale snapshots, event types the loading
-// registry does not know, snapshots a load trigger takes, and concurrent
+// (single and batched reads and writes, a row per schema version within
+// the kept window, stale deletes, the schema version range),
+// LoadSnapshotAndEvents, ListAggregates, and repositories loading and
+// saving through the store (stale snapshots, event types the loading
+// registry does not know, two schema versions of an aggregate side by
+// side and a rollback, snapshots a load trigger takes, and concurrent
 // loads and saves of hot aggregates checked for linearizability with the
-// porcupine checker).
+// porcupine checker). The stores must keep
+// storekit.DefaultKeptSchemaVersions schema versions per aggregate (the
+// default); [RunKeptSchemaVersions] checks a store's option to keep
+// another number.
 //
 // A store whose ListAggregates yields an error matching
 // [errors.ErrUnsupported] (one made by [eventsource.Split]) is checked to
@@ -42,6 +47,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventsource.Store) {
 	t.Run("SnapshotStore", func(t *testing.T) { runSnapshotStore(t, newStore) })
 	t.Run("SaveSnapshots", func(t *testing.T) { runSaveSnapshots(t, newStore) })
 	t.Run("GetSnapshots", func(t *testing.T) { runGetSnapshots(t, newStore) })
+	t.Run("SchemaVersionRows", func(t *testing.T) { runSchemaRows(t, newStore) })
 	t.Run("LoadSnapshotAndEvents", func(t *testing.T) { runLoader(t, newStore) })
 	t.Run("ListAggregates", func(t *testing.T) {
 		if cannotList(t, newStore(t)) {
@@ -55,6 +61,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventsource.Store) {
 		t.Run("StaleSnapshots", func(t *testing.T) { runStale(t, newStore) })
 		t.Run("LoadTrigger", func(t *testing.T) { runLoadTrigger(t, newStore) })
 		t.Run("Linearizable", func(t *testing.T) { testLinearizable(t, newStore(t)) })
+		t.Run("TwoSchemaVersionsAndARollback", func(t *testing.T) { testRollback(t, newStore(t)) })
 	})
 }
 

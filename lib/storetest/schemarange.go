@@ -43,7 +43,7 @@ func testSchemaVersionRange(t *testing.T, s eventsource.SnapshotStore) {
 		fresh := uuid.New()
 		_, err = s.SaveSnapshot(ctx, snap(typ, fresh, 1, v))
 		checkInvalid(t, "SaveSnapshot of a new aggregate with schema version "+strconv.Itoa(v), err, strconv.Itoa(v))
-		if got := mustGet(t, s, typ, fresh); got != nil {
+		if got := mustGet(t, s, typ, fresh, 1); got != nil {
 			t.Fatalf("a snapshot with schema version %d was stored, reading back as %d", v, got.SchemaVersion)
 		}
 		n, err := s.DeleteSnapshotsByType(ctx, typ, v)
@@ -51,6 +51,24 @@ func testSchemaVersionRange(t *testing.T, s eventsource.SnapshotStore) {
 		if n != 0 {
 			t.Fatalf("a refused DeleteSnapshotsByType below %d reports %d deleted", v, n)
 		}
+		// Reads and the stale delete name a row by its schema version:
+		// one out of range is refused, never wrapped onto another row.
+		_, err = s.GetSnapshot(ctx, typ, top, v)
+		checkInvalid(t, "GetSnapshot with schema version "+strconv.Itoa(v), err, strconv.Itoa(v), strconv.Itoa(maxSchema))
+		_, err = s.GetSnapshots(ctx, typ, v, []uuid.UUID{top})
+		checkInvalid(t, "GetSnapshots with schema version "+strconv.Itoa(v), err, strconv.Itoa(v), strconv.Itoa(maxSchema))
+		stale := snap(typ, below, 7, v)
+		deleted, err := s.DeleteStaleSnapshot(ctx, stale)
+		checkInvalid(t, "DeleteStaleSnapshot with schema version "+strconv.Itoa(v), err, strconv.Itoa(v))
+		if deleted {
+			t.Fatalf("a refused DeleteStaleSnapshot at schema %d reports a delete", v)
+		}
+	}
+	for _, v := range []int{0, -1} {
+		_, err := s.GetSnapshot(ctx, typ, top, v)
+		checkInvalid(t, "GetSnapshot with schema version "+strconv.Itoa(v), err, strconv.Itoa(v))
+		_, err = s.GetSnapshots(ctx, typ, v, []uuid.UUID{top})
+		checkInvalid(t, "GetSnapshots with schema version "+strconv.Itoa(v), err, strconv.Itoa(v))
 	}
 	checkStored(t, s, typ, top, 7, maxSchema)
 	checkStored(t, s, typ, below, 7, maxSchema-1)
@@ -60,7 +78,7 @@ func testSchemaVersionRange(t *testing.T, s eventsource.SnapshotStore) {
 	if err != nil || n != 1 {
 		t.Fatalf("DeleteSnapshotsByType below %d = %d, %v; want 1 (the snapshot at schema %d)", maxSchema, n, err, maxSchema-1)
 	}
-	if got := mustGet(t, s, typ, below); got != nil {
+	if got := mustGet(t, s, typ, below, maxSchema-1); got != nil {
 		t.Fatalf("the snapshot at schema %d survived a delete below %d", maxSchema-1, maxSchema)
 	}
 	checkStored(t, s, typ, top, 7, maxSchema)
@@ -73,7 +91,7 @@ func testBatchSchemaVersionRange(t *testing.T, s eventsource.SnapshotStore) {
 	for _, v := range outOfRangeSchemas() {
 		stored, err := s.SaveSnapshots(context.Background(), []eventsource.Snapshot{snap(typ, good, 1, 1), snap(typ, bad, 1, v)})
 		checkInvalid(t, "SaveSnapshots with schema version "+strconv.Itoa(v), err, "snapshot 1", strconv.Itoa(v))
-		if stored != nil || mustGet(t, s, typ, good) != nil || mustGet(t, s, typ, bad) != nil {
+		if stored != nil || mustGet(t, s, typ, good, 1) != nil || mustGet(t, s, typ, bad, 1) != nil {
 			t.Fatalf("a batch with schema version %d was (partly) stored: %v", v, stored)
 		}
 	}

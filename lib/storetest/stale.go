@@ -140,7 +140,7 @@ func checkLoad(t *testing.T, r *staleRepo, id uuid.UUID, version int64) *staleAc
 func checkTied(t *testing.T, b eventsource.Store, r *staleRepo, id uuid.UUID, version int64) {
 	t.Helper()
 	ctx := context.Background()
-	got, err := b.GetSnapshot(ctx, staleAccountType, id)
+	got, err := b.GetSnapshot(ctx, staleAccountType, id, 1)
 	if err != nil {
 		t.Fatalf("GetSnapshot: %v", err)
 	}
@@ -170,7 +170,7 @@ func testStaleRestored(t *testing.T, b eventsource.Store, r *staleRepo) {
 	mustSave(t, b, stale, true)
 
 	checkLoad(t, r, id, 1)
-	if got := mustGet(t, b, staleAccountType, id); got != nil {
+	if got := mustGet(t, b, staleAccountType, id, 1); got != nil {
 		t.Fatalf("after a load found it stale, the store still holds the snapshot %+v", got)
 	}
 	for v := int64(10); v <= 60; v += 10 {
@@ -190,7 +190,7 @@ func testStaleLeftOver(t *testing.T, b eventsource.Store, r *staleRepo) {
 	mustSave(t, b, staleSnapshot(id, 5), true)
 	depositTo(t, r, id, 20, true)
 	checkLoad(t, r, id, 20)
-	if got := mustGet(t, b, staleAccountType, id); got != nil {
+	if got := mustGet(t, b, staleAccountType, id, 1); got != nil {
 		t.Fatalf("after a load found it stale, the store still holds the snapshot %+v", got)
 	}
 	depositTo(t, r, id, 100, false)

@@ -578,18 +578,22 @@ func mustSave(t *testing.T, s eventsource.SnapshotStore, sn eventsource.Snapshot
 	}
 }
 
-func mustGet(t *testing.T, s eventsource.SnapshotStore, typ string, id uuid.UUID) *eventsource.Snapshot {
+// mustGet returns the stored snapshot of typ/id of schema version schema.
+func mustGet(t *testing.T, s eventsource.SnapshotStore, typ string, id uuid.UUID, schema int) *eventsource.Snapshot {
 	t.Helper()
-	got, err := s.GetSnapshot(context.Background(), typ, id)
+	got, err := s.GetSnapshot(context.Background(), typ, id, schema)
 	if err != nil {
-		t.Fatalf("GetSnapshot(%s, %s): %v", typ, id, err)
+		t.Fatalf("GetSnapshot(%s, %s, schema %d): %v", typ, id, schema, err)
+	}
+	if got != nil && (got.SchemaVersion != schema || got.AggregateID != id || got.AggregateType != typ) {
+		t.Fatalf("GetSnapshot(%s, %s, schema %d) returned the snapshot of %s %s schema %d", typ, id, schema, got.AggregateType, got.AggregateID, got.SchemaVersion)
 	}
 	return got
 }
 
 func checkStored(t *testing.T, s eventsource.SnapshotStore, typ string, id uuid.UUID, version int64, schema int) {
 	t.Helper()
-	got := mustGet(t, s, typ, id)
+	got := mustGet(t, s, typ, id, schema)
 	if got == nil {
 		t.Fatalf("no snapshot of %s %s, want v%d schema %d", typ, id, version, schema)
 	}
@@ -602,7 +606,7 @@ func checkStored(t *testing.T, s eventsource.SnapshotStore, typ string, id uuid.
 }
 
 func testGetMissing(t *testing.T, s eventsource.SnapshotStore) {
-	if got := mustGet(t, s, uniqueType("Missing"), uuid.New()); got != nil {
+	if got := mustGet(t, s, uniqueType("Missing"), uuid.New(), 1); got != nil {
 		t.Fatalf("GetSnapshot of a missing aggregate = %+v, want nil", got)
 	}
 }
@@ -612,7 +616,7 @@ func testSnapshotRoundTrip(t *testing.T, s eventsource.SnapshotStore) {
 	in := snap(typ, id, 100, 1)
 	in.CreatedAt = time.Date(2025, 6, 30, 12, 0, 0, 654321000, time.FixedZone("Y", -5*3600))
 	mustSave(t, s, in, true)
-	got := mustGet(t, s, typ, id)
+	got := mustGet(t, s, typ, id, 1)
 	if got == nil {
 		t.Fatal("saved snapshot not found")
 	}
@@ -627,7 +631,7 @@ func testSnapshotRoundTrip(t *testing.T, s eventsource.SnapshotStore) {
 	}
 	// The store must not alias the caller's bytes.
 	in.State[2] = 'X'
-	if again := mustGet(t, s, typ, id); !jsonEqual(again.State, snap(typ, id, 100, 1).State) {
+	if again := mustGet(t, s, typ, id, 1); !jsonEqual(again.State, snap(typ, id, 100, 1).State) {
 		t.Fatalf("changing the saved slice changed the stored state: %s", again.State)
 	}
 }
@@ -640,22 +644,28 @@ func testUpsertNewer(t *testing.T, s eventsource.SnapshotStore) {
 	// Equal version and schema rewrites (repairs) the row.
 	mustSave(t, s, snap(typ, id, 20, 1), true)
 	checkStored(t, s, typ, id, 20, 1)
-	// A newer schema at the same version replaces it (a rolling deploy).
+	// A newer schema at the same version is a row of its own (a rolling
+	// deploy): the older schema's row stays.
 	mustSave(t, s, snap(typ, id, 20, 2), true)
 	checkStored(t, s, typ, id, 20, 2)
+	checkStored(t, s, typ, id, 20, 1)
 }
 
+// testMonotonic: each row (aggregate and schema version) moves only
+// forwards, whatever the other rows of the aggregate hold.
 func testMonotonic(t *testing.T, s eventsource.SnapshotStore) {
 	typ, id := uniqueType("Mono"), uuid.New()
 	mustSave(t, s, snap(typ, id, 50, 2), true)
 	mustSave(t, s, snap(typ, id, 49, 2), false) // lower version
 	checkStored(t, s, typ, id, 50, 2)
-	mustSave(t, s, snap(typ, id, 80, 1), false) // older schema, even at a higher version
-	checkStored(t, s, typ, id, 50, 2)
-	mustSave(t, s, snap(typ, id, 10, 3), false) // newer schema but lower version
+	mustSave(t, s, snap(typ, id, 80, 1), true) // the older schema's own row, at any version
+	checkStored(t, s, typ, id, 80, 1)
+	mustSave(t, s, snap(typ, id, 79, 1), false) // lower version of that row
+	checkStored(t, s, typ, id, 80, 1)
 	checkStored(t, s, typ, id, 50, 2)
 	mustSave(t, s, snap(typ, id, 51, 2), true)
 	checkStored(t, s, typ, id, 51, 2)
+	checkStored(t, s, typ, id, 80, 1)
 }
 
 func testConcurrentSnapshots(t *testing.T, s eventsource.SnapshotStore) {
@@ -674,7 +684,7 @@ func testConcurrentSnapshots(t *testing.T, s eventsource.SnapshotStore) {
 					errs <- err
 					return
 				}
-				got, err := s.GetSnapshot(context.Background(), typ, id)
+				got, err := s.GetSnapshot(context.Background(), typ, id, 1)
 				if err != nil {
 					errs <- err
 					return
@@ -697,21 +707,25 @@ func testConcurrentSnapshots(t *testing.T, s eventsource.SnapshotStore) {
 func testGetDelete(t *testing.T, s eventsource.SnapshotStore) {
 	ctx := context.Background()
 	typ, id := uniqueType("GetDelete"), uuid.New()
-	if got := mustGet(t, s, typ, id); got != nil {
+	if got := mustGet(t, s, typ, id, 1); got != nil {
 		t.Fatalf("GetSnapshot before save = %+v, want none", got)
 	}
 	mustSave(t, s, snap(typ, id, 5, 1), true)
-	if got := mustGet(t, s, typ, id); got == nil {
+	if got := mustGet(t, s, typ, id, 1); got == nil {
 		t.Fatal("GetSnapshot after save = nil, want the snapshot")
 	}
+	// A row of another schema version: DeleteSnapshot removes both.
+	mustSave(t, s, snap(typ, id, 3, 2), true)
 	if ok, err := s.DeleteSnapshot(ctx, typ, id); err != nil || !ok {
 		t.Fatalf("DeleteSnapshot of an existing snapshot = %v, %v; want true", ok, err)
 	}
 	if ok, err := s.DeleteSnapshot(ctx, typ, id); err != nil || ok {
 		t.Fatalf("second DeleteSnapshot = %v, %v; want false", ok, err)
 	}
-	if got := mustGet(t, s, typ, id); got != nil {
-		t.Fatalf("deleted snapshot still returned: %+v", got)
+	for _, schema := range []int{1, 2} {
+		if got := mustGet(t, s, typ, id, schema); got != nil {
+			t.Fatalf("deleted snapshot of schema %d still returned: %+v", schema, got)
+		}
 	}
 	// After a delete, any version may be written again.
 	mustSave(t, s, snap(typ, id, 1, 1), true)
@@ -725,6 +739,10 @@ func testDeleteStale(t *testing.T, s eventsource.SnapshotStore) {
 	}
 	stored := snap(typ, id, 5, 2)
 	mustSave(t, s, stored, true)
+	// The row of another schema version at the same version is another
+	// snapshot: never removed by a delete of this one.
+	sibling := snap(typ, id, 5, 1)
+	mustSave(t, s, sibling, true)
 	for name, other := range map[string]func(eventsource.Snapshot) eventsource.Snapshot{
 		"another version":        func(o eventsource.Snapshot) eventsource.Snapshot { o.Version = 6; return o },
 		"another schema version": func(o eventsource.Snapshot) eventsource.Snapshot { o.SchemaVersion = 1; return o },
@@ -736,25 +754,29 @@ func testDeleteStale(t *testing.T, s eventsource.SnapshotStore) {
 		if ok, err := s.DeleteStaleSnapshot(ctx, other(stored)); err != nil || ok {
 			t.Fatalf("DeleteStaleSnapshot with %s = %v, %v; want false", name, ok, err)
 		}
-		if got := mustGet(t, s, typ, id); got == nil || got.EventID != stored.EventID {
+		if got := mustGet(t, s, typ, id, 2); got == nil || got.EventID != stored.EventID {
 			t.Fatalf("DeleteStaleSnapshot with %s changed the stored snapshot: %+v", name, got)
 		}
 	}
+	checkStored(t, s, typ, id, 5, 1)
 	// State and CreatedAt play no part: the snapshot as a load read it.
 	match := stored
 	match.State, match.CreatedAt = []byte(`{}`), time.Time{}
 	if ok, err := s.DeleteStaleSnapshot(ctx, match); err != nil || !ok {
 		t.Fatalf("DeleteStaleSnapshot of the stored snapshot = %v, %v; want true", ok, err)
 	}
-	if got := mustGet(t, s, typ, id); got != nil {
+	if got := mustGet(t, s, typ, id, 2); got != nil {
 		t.Fatalf("deleted snapshot still returned: %+v", got)
+	}
+	if got := mustGet(t, s, typ, id, 1); got == nil || got.EventID != sibling.EventID {
+		t.Fatalf("DeleteStaleSnapshot of the schema 2 row removed or changed the schema 1 row: %+v", got)
 	}
 	if ok, err := s.DeleteStaleSnapshot(ctx, stored); err != nil || ok {
 		t.Fatalf("second DeleteStaleSnapshot = %v, %v; want false", ok, err)
 	}
 	// Once removed, a lower version may be written (the guard no longer
 	// holds it back).
-	mustSave(t, s, snap(typ, id, 1, 1), true)
+	mustSave(t, s, snap(typ, id, 1, 2), true)
 	bad := stored
 	bad.AggregateID = uuid.Nil
 	if _, err := s.DeleteStaleSnapshot(ctx, bad); !errors.Is(err, eventsource.ErrInvalidArgument) {
@@ -764,6 +786,11 @@ func testDeleteStale(t *testing.T, s eventsource.SnapshotStore) {
 	bad.AggregateType = ""
 	if _, err := s.DeleteStaleSnapshot(ctx, bad); !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Errorf("DeleteStaleSnapshot(empty type) error = %v, want ErrInvalidArgument", err)
+	}
+	bad = stored
+	bad.SchemaVersion = 0
+	if _, err := s.DeleteStaleSnapshot(ctx, bad); !errors.Is(err, eventsource.ErrInvalidArgument) {
+		t.Errorf("DeleteStaleSnapshot(schema 0) error = %v, want ErrInvalidArgument", err)
 	}
 }
 
@@ -781,15 +808,18 @@ func testDeleteByType(t *testing.T, s eventsource.SnapshotStore) {
 		v2 = append(v2, id)
 		mustSave(t, s, snap(typ, id, 10, 2), true)
 	}
+	// An aggregate with rows of both schema versions: the count is of
+	// rows, and its schema 2 row stays.
+	mustSave(t, s, snap(typ, v2[0], 12, 1), true)
 	keep := uuid.New()
 	mustSave(t, s, snap(other, keep, 10, 1), true)
 
 	n, err := s.DeleteSnapshotsByType(ctx, typ, 2)
-	if err != nil || n != 3 {
-		t.Fatalf("DeleteSnapshotsByType(below 2) = %d, %v; want 3", n, err)
+	if err != nil || n != 4 {
+		t.Fatalf("DeleteSnapshotsByType(below 2) = %d, %v; want 4 (rows of schema 1)", n, err)
 	}
-	for _, id := range v1 {
-		if mustGet(t, s, typ, id) != nil {
+	for _, id := range append(v1, v2[0]) {
+		if mustGet(t, s, typ, id, 1) != nil {
 			t.Fatalf("schema 1 snapshot %s survived", id)
 		}
 	}
@@ -852,7 +882,7 @@ func testInvalidSnapshot(t *testing.T, s eventsource.SnapshotStore) {
 			t.Errorf("%s: SaveSnapshot error = %v, want ErrInvalidArgument", n, err)
 		}
 	}
-	if got := mustGet(t, s, typ, id); got != nil {
+	if got := mustGet(t, s, typ, id, 1); got != nil {
 		t.Fatalf("an invalid snapshot was stored: %+v", got)
 	}
 	if _, err := s.DeleteSnapshotsByType(ctx, typ, -1); !errors.Is(err, eventsource.ErrInvalidArgument) {
@@ -861,7 +891,7 @@ func testInvalidSnapshot(t *testing.T, s eventsource.SnapshotStore) {
 	if _, err := s.DeleteSnapshotsByType(ctx, "", 0); !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Errorf("DeleteSnapshotsByType(\"\") error = %v, want ErrInvalidArgument", err)
 	}
-	if _, err := s.GetSnapshot(ctx, typ, uuid.Nil); !errors.Is(err, eventsource.ErrInvalidArgument) {
+	if _, err := s.GetSnapshot(ctx, typ, uuid.Nil, 1); !errors.Is(err, eventsource.ErrInvalidArgument) {
 		t.Errorf("GetSnapshot(nil id) error = %v, want ErrInvalidArgument", err)
 	}
 }

@@ -225,7 +225,7 @@ func (h *Harness) runLoad(ctx context.Context, b string) error {
 
 // checkSnapshot verifies that the stored snapshot of id is at version want.
 func checkSnapshot(ctx context.Context, s eventsource.SnapshotStore, id uuid.UUID, want int64) error {
-	snap, err := s.GetSnapshot(ctx, exampledomain.AccountType, id)
+	snap, err := s.GetSnapshot(ctx, exampledomain.AccountType, id, exampledomain.AccountSchemaVersion)
 	if err != nil {
 		return err
 	}

@@ -88,9 +88,9 @@ func floorScript(sql pgstore.Statements, aggregates int, state []byte) string {
 	id := `md5('evsnap-bench-' || :n::text)::uuid`
 	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	typ := quote(exampledomain.AccountType)
-	get := strings.NewReplacer("$1", id, "$2", typ).Replace(sql.GetSnapshot)
+	get := strings.NewReplacer("$1", id, "$2", typ, "$3", strconv.Itoa(exampledomain.AccountSchemaVersion)).Replace(sql.GetSnapshot)
 	read := strings.NewReplacer("$1", typ, "$2", id, "$3", "0").Replace(sql.ReadEvents)
-	save := strings.NewReplacer("$1", id, "$2", typ, "$3", strconv.Itoa(backlogEvents), "$4", "1", "$5", quote(string(state)), "$6", "now()", "$7", "gen_random_uuid()").Replace(sql.SaveSnapshot)
+	save := strings.NewReplacer("$1", id, "$2", typ, "$3", strconv.Itoa(backlogEvents), "$4", strconv.Itoa(exampledomain.AccountSchemaVersion), "$5", quote(string(state)), "$6", "now()", "$7", "gen_random_uuid()").Replace(sql.SaveSnapshot)
 	return fmt.Sprintf("\\set n random(1, %d)\n%s;\n%s;\n%s;\n", aggregates, get, read, save)
 }
 
@@ -118,7 +118,7 @@ func (h *Harness) newFloorBench(ctx context.Context, s *site, aggregates int, sa
 		h.report.note("pgbench was not found (PATH, /usr/lib/postgresql/*/bin): the worker's floor was not measured.")
 		return nil, nil
 	}
-	snap, err := s.store.GetSnapshot(ctx, exampledomain.AccountType, sample)
+	snap, err := s.store.GetSnapshot(ctx, exampledomain.AccountType, sample, exampledomain.AccountSchemaVersion)
 	if err != nil {
 		return nil, err
 	}

@@ -93,7 +93,7 @@ func (f *pgFloor) scanSnapshot(row pgx.Row, st *exampledomain.AccountState) (int
 // pgx.Batch (one round trip; it needs the snapshot's version in advance).
 func (f *pgFloor) loadBatch(ctx context.Context, id uuid.UUID, snapVersion int64) error {
 	b := &pgx.Batch{}
-	b.Queue(f.sql.GetSnapshot, id, exampledomain.AccountType)
+	b.Queue(f.sql.GetSnapshot, id, exampledomain.AccountType, int32(exampledomain.AccountSchemaVersion))
 	b.Queue(f.sql.ReadEvents, exampledomain.AccountType, id, snapVersion-1)
 	br := f.pool.SendBatch(ctx, b)
 	var st exampledomain.AccountState
@@ -118,7 +118,7 @@ func (f *pgFloor) loadBatch(ctx context.Context, id uuid.UUID, snapVersion int64
 // Repository.Load does).
 func (f *pgFloor) loadTwo(ctx context.Context, id uuid.UUID) error {
 	var st exampledomain.AccountState
-	v, err := f.scanSnapshot(f.pool.QueryRow(ctx, f.sql.GetSnapshot, id, exampledomain.AccountType), &st)
+	v, err := f.scanSnapshot(f.pool.QueryRow(ctx, f.sql.GetSnapshot, id, exampledomain.AccountType, int32(exampledomain.AccountSchemaVersion)), &st)
 	if err != nil {
 		return err
 	}

@@ -26,9 +26,19 @@ type AuditRow struct {
 	At               time.Time
 }
 
-// Regression is a snapshot write that moved an aggregate's snapshot
-// backwards: a lower version or an older schema version than the one
-// written before it.
+// RowKey names one row of the snapshots table: an aggregate and a schema
+// version (a store keeps a snapshot per aggregate and schema version).
+type RowKey struct {
+	Type, ID string
+	Schema   int
+}
+
+// String renders the key as "Type id schema N".
+func (k RowKey) String() string { return fmt.Sprintf("%s %s schema %d", k.Type, k.ID, k.Schema) }
+
+// Regression is a snapshot write that moved a snapshot row backwards: a
+// lower version than the one written to that row (aggregate and schema
+// version) before it.
 type Regression struct {
 	Prev, Next AuditRow
 	Reason     string
@@ -42,8 +52,8 @@ func (r Regression) String() string {
 		r.Next.Seq, r.Next.Version, r.Next.SchemaVersion, r.Next.Writer, r.Next.At.Format("15:04:05.000000"))
 }
 
-// Divergence is two writes of the same aggregate at the same version and
-// schema version with different states. A snapshot is a function of the
+// Divergence is two writes of the same row (aggregate and schema
+// version) at the same version with different states. A snapshot is a function of the
 // events up to its version, so one of them is wrong.
 type Divergence struct {
 	First, Second AuditRow
@@ -60,8 +70,9 @@ func (d Divergence) String() string {
 type AuditReport struct {
 	// Writes counts inserts and updates; Deletes counts deletes.
 	Writes, Deletes int
-	// Aggregates counts the aggregates written at least once.
-	Aggregates int
+	// Rows counts the rows (aggregate and schema version) written at
+	// least once.
+	Rows int
 	// Rewrites counts writes at the version already stored (allowed: two
 	// workers racing, or a redelivered notice).
 	Rewrites int
@@ -77,13 +88,14 @@ type AuditReport struct {
 	Discontinuities []string
 }
 
-// CheckAudit checks the sequence of snapshot writes: per aggregate, in
-// write order, neither the version nor the schema version ever decreases
+// CheckAudit checks the sequence of snapshot writes: per row (aggregate
+// and schema version), in write order, the version never decreases
 // (deletes are counted but do not reset the sequence: a snapshot deleted
 // and then written at a lower version still went backwards), every update
-// moved the row forwards from the values it replaced, every write follows
-// from the audited write before it (no write missing from the audit), and
-// two writes at one version and schema version wrote the same state.
+// moved the row forwards from the values it replaced and kept its schema
+// version, every write follows from the audited write before it (no write
+// missing from the audit), and two writes of a row at one version wrote
+// the same state.
 func CheckAudit(rows []AuditRow) AuditReport {
 	rows = slices.Clone(rows)
 	slices.SortStableFunc(rows, func(a, b AuditRow) int {
@@ -97,18 +109,17 @@ func CheckAudit(rows []AuditRow) AuditReport {
 	})
 	var rep AuditReport
 	type stateKey struct {
-		k       StreamKey
+		k       RowKey
 		version int64
-		schema  int
 	}
-	last := map[StreamKey]AuditRow{}
-	present := map[StreamKey]bool{}
+	last := map[RowKey]AuditRow{}
+	present := map[RowKey]bool{}
 	states := map[stateKey]AuditRow{}
 	gap := func(r AuditRow, format string, args ...any) {
 		rep.Discontinuities = append(rep.Discontinuities, fmt.Sprintf("%s %s seq %d (%s v%d by %s): ", r.Type, r.ID, r.Seq, r.Op, r.Version, r.Writer)+fmt.Sprintf(format, args...))
 	}
 	for _, r := range rows {
-		k := StreamKey{r.Type, r.ID}
+		k := RowKey{r.Type, r.ID, r.SchemaVersion}
 		prev, seen := last[k]
 		switch {
 		case r.Op == "I" && present[k]:
@@ -135,28 +146,26 @@ func CheckAudit(rows []AuditRow) AuditReport {
 			switch {
 			case r.Version < prev.Version:
 				reg = &Regression{Prev: prev, Next: r, Reason: fmt.Sprintf("version went from %d back to %d", prev.Version, r.Version)}
-			case r.SchemaVersion < prev.SchemaVersion:
-				reg = &Regression{Prev: prev, Next: r, Reason: fmt.Sprintf("schema version went from %d back to %d", prev.SchemaVersion, r.SchemaVersion)}
-			case r.Version == prev.Version && r.SchemaVersion == prev.SchemaVersion:
+			case r.Version == prev.Version:
 				rep.Rewrites++
 			}
 		} else {
-			rep.Aggregates++
+			rep.Rows++
 		}
 		if reg == nil && r.Op == "U" && r.OldVersion >= 0 {
 			old := AuditRow{Seq: r.Seq, Type: r.Type, ID: r.ID, Version: r.OldVersion, SchemaVersion: r.OldSchemaVersion, Writer: "(replaced row)", At: r.At}
 			switch {
 			case r.Version < r.OldVersion:
 				reg = &Regression{Prev: old, Next: r, Reason: fmt.Sprintf("update replaced v%d with v%d", r.OldVersion, r.Version)}
-			case r.SchemaVersion < r.OldSchemaVersion:
-				reg = &Regression{Prev: old, Next: r, Reason: fmt.Sprintf("update replaced schema %d with schema %d", r.OldSchemaVersion, r.SchemaVersion)}
+			case r.SchemaVersion != r.OldSchemaVersion:
+				reg = &Regression{Prev: old, Next: r, Reason: fmt.Sprintf("update moved the row of schema %d to schema %d", r.OldSchemaVersion, r.SchemaVersion)}
 			}
 		}
 		if reg != nil {
 			rep.Regressions = append(rep.Regressions, *reg)
 		}
 		last[k] = r
-		sk := stateKey{k, r.Version, r.SchemaVersion}
+		sk := stateKey{k, r.Version}
 		if first, ok := states[sk]; !ok {
 			states[sk] = r
 		} else if r.StateMD5 != first.StateMD5 {
@@ -166,13 +175,13 @@ func CheckAudit(rows []AuditRow) AuditReport {
 	return rep
 }
 
-// LastWrites returns each aggregate's last row version by Seq: what the
-// snapshots table must hold at the end. An aggregate whose last write was
-// a delete has no entry.
-func LastWrites(rows []AuditRow) map[StreamKey]AuditRow {
-	last := map[StreamKey]AuditRow{}
+// LastWrites returns each row's (aggregate and schema version) last
+// write by Seq: what the snapshots table must hold at the end. A row whose
+// last write was a delete has no entry.
+func LastWrites(rows []AuditRow) map[RowKey]AuditRow {
+	last := map[RowKey]AuditRow{}
 	for _, r := range rows {
-		k := StreamKey{r.Type, r.ID}
+		k := RowKey{r.Type, r.ID, r.SchemaVersion}
 		if prev, ok := last[k]; !ok || r.Seq > prev.Seq {
 			last[k] = r
 		}

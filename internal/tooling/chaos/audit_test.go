@@ -23,13 +23,15 @@ func TestCheckAuditClean(t *testing.T) {
 		ins(2, idB, 20, 1, "b20"),
 		upd(3, idA, 20, 1, 40, 1, "a40"),
 		upd(4, idA, 40, 1, 40, 1, "a40"), // a racing worker rewrites the same version
-		upd(5, idA, 40, 1, 41, 2, "a41"), // a schema bump
+		ins(5, idA, 41, 2, "a41"),        // v2 of the app: a row of its own
+		upd(6, idA, 40, 1, 45, 1, "a45"), // v1 goes on in its row, below v2's version
+		ins(7, idB, 5, 2, "b5"),          // and v2 writes its row below v1's
 	}
 	r := CheckAudit(rows)
 	if len(r.Regressions) != 0 || len(r.Divergences) != 0 || len(r.Discontinuities) != 0 {
 		t.Fatalf("regressions %v divergences %v discontinuities %v", r.Regressions, r.Divergences, r.Discontinuities)
 	}
-	if r.Writes != 5 || r.Aggregates != 2 || r.Rewrites != 1 || r.Deletes != 0 {
+	if r.Writes != 7 || r.Rows != 4 || r.Rewrites != 1 || r.Deletes != 0 {
 		t.Errorf("counts: %+v", r)
 	}
 }
@@ -41,7 +43,7 @@ func TestCheckAuditRegressions(t *testing.T) {
 		want string
 	}{
 		{"version backwards", []AuditRow{ins(1, idA, 40, 1, "x"), upd(2, idA, 40, 1, 20, 1, "y")}, "version went from 40 back to 20"},
-		{"schema backwards", []AuditRow{ins(1, idA, 40, 2, "x"), upd(2, idA, 40, 2, 60, 1, "y")}, "schema version went from 2 back to 1"},
+		{"one row of two", []AuditRow{ins(1, idA, 40, 2, "x"), ins(2, idA, 30, 1, "y"), upd(3, idA, 40, 2, 35, 2, "z")}, "version went from 40 back to 35"},
 		{
 			// Sorted by Seq, not by slice order: v60 was written after v80.
 			"order is by seq", []AuditRow{upd(7, idA, 80, 1, 60, 1, "y"), ins(3, idA, 80, 1, "x")},
@@ -58,7 +60,7 @@ func TestCheckAuditRegressions(t *testing.T) {
 			"update from a higher row", []AuditRow{upd(5, idA, 50, 1, 45, 1, "y")},
 			"update replaced v50 with v45",
 		},
-		{"update from a newer schema", []AuditRow{upd(5, idA, 50, 2, 55, 1, "y")}, "update replaced schema 2 with schema 1"},
+		{"update moves a row to another schema", []AuditRow{upd(5, idA, 50, 2, 55, 1, "y")}, "update moved the row of schema 2 to schema 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := CheckAudit(tc.rows)
@@ -93,7 +95,7 @@ func TestLastWrites(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("got %v, want only %s (the other was deleted last)", got, idA)
 	}
-	if a := got[StreamKey{"Account", idA}]; a.Seq != 4 || a.Version != 40 {
+	if a := got[RowKey{"Account", idA, 1}]; a.Seq != 4 || a.Version != 40 {
 		t.Errorf("last write of %s: %+v", idA, a)
 	}
 }

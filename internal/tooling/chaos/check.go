@@ -30,14 +30,20 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	f.Saves, f.Conflicts, f.LoadErrors = sum.Saves, sum.Conflicts, sum.Errors
 	f.NoticesPublished, f.NoticesDropped = sum.NoticesPublished, sum.NoticesDropped
 
-	// Every recorded save is in the store exactly once.
-	rf, err := os.Open(s.record)
-	if err != nil {
-		return nil, fmt.Errorf("record file: %w", err)
+	// Every recorded save is in the store exactly once: the main load's
+	// and the rollback phase's.
+	saves, failed, perr := readRecord(s.record)
+	mainSaves, mainFailed := int64(len(saves)), int64(len(failed))
+	phaseSaves := map[string]int64{}
+	for _, path := range s.phaseRecords {
+		more, moreFailed, err := readRecord(path)
+		if perr == nil {
+			perr = err
+		}
+		phaseSaves[path] = int64(len(more))
+		saves = append(saves, more...)
+		failed = append(failed, moreFailed...)
 	}
-	saves, failed, perr := ParseRecord(rf)
-	rf.Close()
-
 	// Saves fail only while PostgreSQL is down, or just after its return
 	// on a pooled connection that died with the old server.
 	s.mu.Lock()
@@ -53,7 +59,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	case sumErr != nil:
 		add(noFailure, false, "%v (exit code %d)", sumErr, f.LoadExitCode)
 	default:
-		add(noFailure, len(unexplained) == 0 && exitOK && sum.Errors == int64(len(failed)),
+		add(noFailure, len(unexplained) == 0 && exitOK && sum.Errors == mainFailed,
 			"%d saves, %d failed (%d during PostgreSQL outages or within %v of the return, %d outside), %d failures recorded; exit code %d",
 			sum.Saves, sum.Errors, len(failed)-len(unexplained), pgFailureGrace, len(unexplained), len(failed), f.LoadExitCode)
 	}
@@ -80,10 +86,14 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	add("every recorded save is stored exactly once", ev.OK(),
 		"%d saves / %d events recorded, %d events stored in %d streams; lost %d, recorded twice %d, duplicates %d, gaps %d, head mismatches %d, unaccounted %d",
 		ev.RecordedSaves, ev.RecordedEvents, ev.StoredEvents, ev.Streams, ev.Lost, ev.RecordedTwice, ev.Duplicates, ev.Gaps, ev.HeadMismatches, ev.Unaccounted)
-	add("record matches the load's count", sumErr != nil || (sum.Saves == ev.RecordedSaves && sum.Errors == ev.FailedSaves),
-		"summary %d saves and %d errors, record %d saves and %d failures", sum.Saves, sum.Errors, ev.RecordedSaves, ev.FailedSaves)
-	add("unrecorded events only from saves in flight at stop", ev.InFlightStreams <= s.cfg.Concurrency,
-		"%d events at the tail of %d streams (at most %d saves were in flight)", ev.InFlight, ev.InFlightStreams, s.cfg.Concurrency)
+	add("record matches the load's count", sumErr != nil || (sum.Saves == mainSaves && sum.Errors == mainFailed),
+		"summary %d saves and %d errors, record %d saves and %d failures", sum.Saves, sum.Errors, mainSaves, mainFailed)
+	inFlight := s.cfg.Concurrency * (1 + len(s.phaseLoads)) // each load stopped once
+	add("unrecorded events only from saves in flight at stop", ev.InFlightStreams <= inFlight,
+		"%d events at the tail of %d streams (at most %d saves were in flight)", ev.InFlight, ev.InFlightStreams, inFlight)
+	if len(s.phaseLoads) > 0 {
+		s.checkRollback(add, evidence, phaseSaves)
+	}
 	for _, p := range ev.Problems {
 		evidence("events: %s", p)
 	}
@@ -96,9 +106,9 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	au := CheckAudit(rows)
 	f.SnapshotWrites, f.SnapshotRewrites, f.SnapshotDeletes = au.Writes, au.Rewrites, au.Deletes
 	f.Regressions, f.Divergences = len(au.Regressions), len(au.Divergences)
-	add("no snapshot version or schema version went backwards", len(au.Regressions) == 0,
-		"%d writes of %d aggregates (%d rewrites at the stored version, %d deletes); %d regressions",
-		au.Writes, au.Aggregates, au.Rewrites, au.Deletes, len(au.Regressions))
+	add("no snapshot row went backwards", len(au.Regressions) == 0,
+		"%d writes of %d rows (aggregate and schema version; %d rewrites at the stored version, %d deletes); %d regressions",
+		au.Writes, au.Rows, au.Rewrites, au.Deletes, len(au.Regressions))
 	add("writes at one version wrote one state", len(au.Divergences) == 0, "%d divergent writes", len(au.Divergences))
 	add("the audit sequence is complete", len(au.Discontinuities) == 0, "%d writes do not follow from the audited write before them", len(au.Discontinuities))
 	for i, d := range au.Discontinuities {
@@ -115,7 +125,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 		}
 		evidence("regression: %s", r)
 		if i < 3 {
-			evidence("%s", auditHistory(rows, StreamKey{r.Next.Type, r.Next.ID}))
+			evidence("%s", auditHistory(rows, RowKey{r.Next.Type, r.Next.ID, r.Next.SchemaVersion}))
 		}
 	}
 	for i, d := range au.Divergences {
@@ -152,11 +162,20 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 		evidence("audit: %s", g)
 	}
 
-	// Every snapshot equals a full replay.
+	// Every snapshot equals a full replay: v1's and (after the rollback
+	// phase) v2's snapshots of Accounts, and the Orders'.
 	f.VerifyByStatus = map[string]int{}
-	for _, typ := range []string{exampledomain.AccountType, exampledomain.OrderType} {
+	verifies := []struct{ typ, name, schema string }{
+		{exampledomain.AccountType, exampledomain.AccountType, "1"},
+		{exampledomain.OrderType, exampledomain.OrderType, "1"},
+	}
+	if len(s.phaseLoads) > 0 {
+		verifies = append(verifies, struct{ typ, name, schema string }{exampledomain.AccountType, exampledomain.AccountType + " (schema 2)", "2"})
+	}
+	for _, vf := range verifies {
+		typ := vf.typ
 		out, errOut, code, err := runOnce(ctx, 5*time.Minute, s.tmp, s.env, s.snapBin, "verify",
-			"--type", typ, "--sample", "0", "--postgres-url", s.db.dbURL(appAdmin), "--log-format", "text", "--log-level", "warn")
+			"--type", typ, "--account-schema", vf.schema, "--sample", "0", "--postgres-url", s.db.dbURL(appAdmin), "--log-format", "text", "--log-level", "warn")
 		if err != nil {
 			return nil, fmt.Errorf("snapshotter verify --type %s: %w", typ, err)
 		}
@@ -168,7 +187,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 			}
 		}
 		if perr != nil {
-			add("snapshots of "+typ+" equal a full replay", false, "%v (exit %d): %s", perr, code, strings.TrimSpace(errOut))
+			add("snapshots of "+vf.name+" equal a full replay", false, "%v (exit %d): %s", perr, code, strings.TrimSpace(errOut))
 			continue
 		}
 		f.Mismatches += vc.Bad()
@@ -176,13 +195,13 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 		for st, n := range vc.ByStatus {
 			f.VerifyByStatus[st] += n
 		}
-		add("snapshots of "+typ+" equal a full replay", vc.Bad() == 0 && code == 0 && vc.Checked == streams && vc.ByStatus["other_schema"] == 0,
+		add("snapshots of "+vf.name+" equal a full replay", vc.Bad() == 0 && code == 0 && vc.Checked == streams,
 			"verify --sample 0 checked %d of %d aggregates: %s; exit %d", vc.Checked, streams, formatStatuses(vc.ByStatus), code)
 		for _, p := range vc.Problems {
-			evidence("verify %s: %s", typ, p)
+			evidence("verify %s: %s", vf.name, p)
 		}
 		if code != 0 && vc.Bad() == 0 {
-			evidence("verify %s exited %d: %s", typ, code, strings.TrimSpace(errOut))
+			evidence("verify %s exited %d: %s", vf.name, code, strings.TrimSpace(errOut))
 		}
 	}
 
@@ -201,7 +220,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 			evidence("not converged: %s head v%d, snapshot v%d (schema %d), %d behind", l.Key, l.Head, l.Snapshot, l.SnapshotSchema, l.Behind)
 		}
 	}
-	if n, err := s.db.milestoneMisses(ctx, exampledomain.OrderType, exampledomain.OrderMilestones); err == nil {
+	if n, err := s.db.milestoneMisses(ctx, exampledomain.OrderType, exampledomain.OrderSchemaVersion, exampledomain.OrderMilestones); err == nil {
 		f.MilestoneMisses = n
 	}
 
@@ -245,7 +264,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	}
 
 	// Worker logs.
-	for _, w := range s.workers {
+	for _, w := range append(slices.Clone(s.workers), s.v2Workers...) {
 		b, err := os.ReadFile(w.p.logPath)
 		if err != nil {
 			continue
@@ -259,7 +278,7 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 		s.workerLog[w.name()] = st
 	}
 	if !res.OK() {
-		for _, w := range s.workers {
+		for _, w := range append(slices.Clone(s.workers), s.v2Workers...) {
 			st := s.workerLog[w.name()]
 			var msgs []string
 			for m, n := range st.Samples {
@@ -308,12 +327,65 @@ func failureSummary(failed []FailedSave, windows []Window) (map[string]int, time
 	return by, latest
 }
 
-// auditHistory renders the audit rows of one aggregate.
-func auditHistory(rows []AuditRow, k StreamKey) string {
+// readRecord reads a load's --record file: the saves it made, and those
+// that failed.
+func readRecord(path string) ([]Save, []FailedSave, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("record file: %w", err)
+	}
+	defer f.Close()
+	return ParseRecord(f)
+}
+
+// checkRollback adds the rollback phase's checks: its loads saved without
+// an error, each recorded every save it counted, v1's loads after the
+// rollback read v1's snapshots of the Accounts v1 had snapshotted, and
+// v1's worker alone brought every aggregate within the threshold.
+// phaseSaves holds the lines of each load's record file.
+func (s *suite) checkRollback(add func(string, bool, string, ...any), evidence func(string, ...any), phaseSaves map[string]int64) {
+	rf := &s.fig.Rollback
+	ok, details := true, ""
+	for _, l := range s.phaseLoads {
+		out, _ := os.ReadFile(l.out)
+		sum, err := ParseLoadOutput(string(out))
+		recorded := phaseSaves[l.record]
+		if err != nil || sum.Errors > 0 || l.code != 0 || !l.inTime || sum.Saves != recorded {
+			ok = false
+			evidence("%s: exit %d (in time %v), %s; its log:%s", l.name, l.code, l.inTime, lastDoneLine(string(out)), tailLog(l.p.logPath, 10))
+		}
+		switch l.name {
+		case "load-v1":
+			rf.V1Saves = sum.Saves
+		case "load-v2":
+			rf.V2Saves = sum.Saves
+		}
+		details += fmt.Sprintf("%s %d saves (record %d), %d conflicts, %d errors, exit %d; ", l.name, sum.Saves, recorded, sum.Conflicts, sum.Errors, l.code)
+	}
+	add("the rollback phase's loads saved without an error", ok, "%s", strings.TrimSuffix(details, "; "))
+	add("v1 loads after the rollback read v1's snapshots", rf.ReplaysAfter == 0 && rf.LoadsAfter > 0 && rf.Snapshotted > 0,
+		"%d full replays in %d v1 loads of the %d Accounts v1 had snapshotted (must be 0; %d Accounts had a v2 snapshot)",
+		rf.ReplaysAfter, rf.LoadsAfter, rf.Snapshotted, rf.V2Snapshots)
+	if c := s.rollbackConv; c.Converged {
+		add("every aggregate converged after the rollback", true, "%d aggregates within %d events of their v1 snapshot %v after v1's load stopped",
+			c.Streams, s.cfg.Threshold, c.Took.Round(time.Millisecond))
+	} else {
+		add("every aggregate converged after the rollback", false, "%v", s.rollbackConvErr)
+		for i, l := range c.Behind {
+			if i == 10 {
+				break
+			}
+			evidence("not converged after the rollback: %s head v%d, snapshot v%d (schema %d), %d behind", l.Key, l.Head, l.Snapshot, l.SnapshotSchema, l.Behind)
+		}
+	}
+}
+
+// auditHistory renders the audit rows of one snapshot row.
+func auditHistory(rows []AuditRow, k RowKey) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "audit history of %s:", k)
 	for _, r := range rows {
-		if r.Type == k.Type && r.ID == k.ID {
+		if r.Type == k.Type && r.ID == k.ID && r.SchemaVersion == k.Schema {
 			fmt.Fprintf(&b, "\n    seq %d %s v%d schema %d (was v%d) tx %d %s %s", r.Seq, r.Op, r.Version, r.SchemaVersion, r.OldVersion, r.TxID, r.Writer, r.At.Format("15:04:05.000000"))
 		}
 	}

@@ -67,6 +67,14 @@ type Config struct {
 	// the threshold of its head after the load stops.
 	ConvergeTimeout time.Duration
 
+	// The rollback phase (after the main load): v1 and v2 of the Account
+	// save side by side for RollbackSideBySide, each load at
+	// RollbackRate saves/s with a worker of its own, then v2 is rolled
+	// back and v1 goes on alone for RollbackAfter. A RollbackSideBySide
+	// of 0 skips the phase.
+	RollbackSideBySide, RollbackAfter time.Duration
+	RollbackRate                      float64
+
 	// Schedule shape: the mean gap between faults, the minimum number of
 	// each kind, and the longest outages.
 	MeanGap       time.Duration
@@ -96,24 +104,27 @@ type Config struct {
 // DefaultConfig returns the full form's settings, or the short form's.
 func DefaultConfig(short bool) Config {
 	c := Config{
-		Duration:        5 * time.Minute,
-		Workers:         3,
-		Seed:            uint64(time.Now().UnixNano()),
-		Aggregates:      200,
-		Rate:            300,
-		Concurrency:     8,
-		Threshold:       20,
-		SweepInterval:   2 * time.Second,
-		AckWait:         5 * time.Second,
-		DrainTimeout:    10 * time.Second,
-		DrainSlack:      2 * time.Second,
-		ConvergeTimeout: 90 * time.Second,
-		MeanGap:         4 * time.Second,
-		MinEach:         5,
-		MaxWorkerDown:   3 * time.Second,
-		MaxNATSDown:     5 * time.Second,
-		HardNATSShare:   0.3,
-		MaxPGDown:       2 * time.Second,
+		Duration:           5 * time.Minute,
+		Workers:            3,
+		Seed:               uint64(time.Now().UnixNano()),
+		Aggregates:         200,
+		Rate:               300,
+		Concurrency:        8,
+		Threshold:          20,
+		SweepInterval:      2 * time.Second,
+		AckWait:            5 * time.Second,
+		DrainTimeout:       10 * time.Second,
+		DrainSlack:         2 * time.Second,
+		ConvergeTimeout:    90 * time.Second,
+		RollbackSideBySide: 30 * time.Second,
+		RollbackAfter:      20 * time.Second,
+		RollbackRate:       100,
+		MeanGap:            4 * time.Second,
+		MinEach:            5,
+		MaxWorkerDown:      3 * time.Second,
+		MaxNATSDown:        5 * time.Second,
+		HardNATSShare:      0.3,
+		MaxPGDown:          2 * time.Second,
 		// A worker killed by another fault meanwhile is back within
 		// MaxWorkerDown plus its start-up.
 		ReconnectTimeout: 30 * time.Second,
@@ -126,6 +137,7 @@ func DefaultConfig(short bool) Config {
 		c.MinEach = 1
 		c.MaxNATSDown = 3 * time.Second
 		c.ConvergeTimeout = 45 * time.Second
+		c.RollbackSideBySide, c.RollbackAfter = 5*time.Second, 4*time.Second
 	}
 	return c
 }
@@ -147,6 +159,8 @@ func (c *Config) Validate() error {
 		return errors.New("the sweep interval must be positive: convergence relies on the sweep")
 	case c.AckWait < time.Second || c.DrainTimeout <= 0 || c.ConvergeTimeout <= 0:
 		return errors.New("ack wait must be at least 1s; drain and convergence timeouts positive")
+	case c.RollbackSideBySide < 0 || (c.RollbackSideBySide > 0 && (c.RollbackAfter <= 0 || c.RollbackRate <= 0)):
+		return errors.New("the rollback phase needs a positive time after the rollback and a positive rate (or a side-by-side time of 0 to skip it)")
 	case c.RepoDir == "":
 		return errors.New("no repository directory")
 	case c.MaxPGDown < 0 || c.ReconnectTimeout <= 0:

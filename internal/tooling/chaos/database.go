@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -239,21 +240,22 @@ type snapshotRow struct {
 	StateMD5      string
 }
 
-// snapshots reads the snapshots table.
-func (d *database) snapshots(ctx context.Context) (map[StreamKey]snapshotRow, error) {
+// snapshots reads the snapshots table, a row per aggregate and schema
+// version.
+func (d *database) snapshots(ctx context.Context) (map[RowKey]snapshotRow, error) {
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	rows, err := d.ctl.Query(cctx, `SELECT aggregate_type, aggregate_id::text, version, schema_version, md5(state::text) FROM snapshots`)
 	if err != nil {
 		return nil, fmt.Errorf("read snapshots: %w", err)
 	}
-	out := map[StreamKey]snapshotRow{}
+	out := map[RowKey]snapshotRow{}
 	var k StreamKey
 	var s snapshotRow
 	var schema int32
 	_, err = pgx.ForEachRow(rows, []any{&k.Type, &k.ID, &s.Version, &schema, &s.StateMD5}, func() error {
 		s.SchemaVersion = int(schema)
-		out[k] = s
+		out[RowKey{k.Type, k.ID, s.SchemaVersion}] = s
 		return nil
 	})
 	if err != nil {
@@ -272,14 +274,21 @@ type lag struct {
 	WithinThreshold bool
 }
 
-// lags reads every aggregate's head and snapshot version. A snapshot of
-// another schema version than schemas[type] counts as none.
+// lags reads every aggregate's head and the version of its snapshot of
+// schema version schemas[type] (1 for a type not in schemas): the row
+// the workers of that schema version keep.
 func (d *database) lags(ctx context.Context, thresholds map[string]int, schemas map[string]int) ([]lag, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	var types []string
+	var versions []int32
+	for t, v := range schemas {
+		types, versions = append(types, t), append(versions, int32(v))
+	}
 	rows, err := d.ctl.Query(cctx, `
 SELECT st.aggregate_type, st.aggregate_id::text, st.version, coalesce(sn.version, 0), coalesce(sn.schema_version, 0)
-FROM streams st LEFT JOIN snapshots sn ON sn.aggregate_id = st.aggregate_id AND sn.aggregate_type = st.aggregate_type`)
+FROM streams st LEFT JOIN snapshots sn ON sn.aggregate_id = st.aggregate_id AND sn.aggregate_type = st.aggregate_type
+	AND sn.schema_version = coalesce((SELECT w.v FROM unnest($1::text[], $2::int[]) AS w(t, v) WHERE w.t = st.aggregate_type), 1)`, types, versions)
 	if err != nil {
 		return nil, fmt.Errorf("read lags: %w", err)
 	}
@@ -304,9 +313,30 @@ FROM streams st LEFT JOIN snapshots sn ON sn.aggregate_id = st.aggregate_id AND 
 	return out, nil
 }
 
+// accountsWithSnapshot returns the ids of the Accounts that have a
+// snapshot of schema version schema.
+func (d *database) accountsWithSnapshot(ctx context.Context, schema int) (map[string]bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rows, err := d.ctl.Query(cctx, `SELECT aggregate_id::text FROM snapshots WHERE aggregate_type = $1 AND schema_version = $2`,
+		exampledomain.AccountType, int32(schema))
+	if err != nil {
+		return nil, fmt.Errorf("read the Accounts with a schema %d snapshot: %w", schema, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the Accounts with a schema %d snapshot: %w", schema, err)
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}
+
 // milestoneMisses counts orders whose latest milestone event is above
-// their snapshot's version.
-func (d *database) milestoneMisses(ctx context.Context, typ string, milestones []string) (int, error) {
+// the version of their snapshot of schema version schema.
+func (d *database) milestoneMisses(ctx context.Context, typ string, schema int, milestones []string) (int, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var n int
@@ -315,8 +345,8 @@ SELECT count(*) FROM (
     SELECT aggregate_id, max(version) AS v FROM events
     WHERE aggregate_type = $1 AND event_type = ANY($2)
     GROUP BY aggregate_id
-) m LEFT JOIN snapshots sn ON sn.aggregate_id = m.aggregate_id AND sn.aggregate_type = $1
-WHERE coalesce(sn.version, 0) < m.v`, typ, milestones).Scan(&n)
+) m LEFT JOIN snapshots sn ON sn.aggregate_id = m.aggregate_id AND sn.aggregate_type = $1 AND sn.schema_version = $3
+WHERE coalesce(sn.version, 0) < m.v`, typ, milestones, int32(schema)).Scan(&n)
 	return n, err
 }
 
@@ -332,8 +362,9 @@ func (d *database) sabotage(ctx context.Context) ([]string, error) {
 	var v int64
 	err := d.ctl.QueryRow(cctx, `
 UPDATE snapshots SET version = version - 1
-WHERE (aggregate_id, aggregate_type) = (
-    SELECT aggregate_id, aggregate_type FROM snapshots WHERE aggregate_type = 'Account' AND version > 1 ORDER BY aggregate_id LIMIT 1)
+WHERE (aggregate_id, aggregate_type, schema_version) = (
+    SELECT aggregate_id, aggregate_type, schema_version FROM snapshots
+    WHERE aggregate_type = 'Account' AND schema_version = 1 AND version > 1 ORDER BY aggregate_id LIMIT 1)
 RETURNING aggregate_id::text, version`).Scan(&id, &v)
 	if err != nil {
 		return done, fmt.Errorf("sabotage a snapshot: %w", err)

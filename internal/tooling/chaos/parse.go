@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -95,7 +97,7 @@ var (
 )
 
 // verifyStatuses are the statuses snapshotter verify prints a count for.
-var verifyStatuses = []string{"ok", "no_snapshot", "other_schema", "mismatch", "undecodable"}
+var verifyStatuses = []string{"ok", "no_snapshot", "stale", "mismatch", "undecodable"}
 
 // ParseVerifyOutput reads the standard output of `snapshotter verify`. It
 // insists on the header and a count for every status, so a changed format
@@ -238,4 +240,52 @@ func (l *lastLine) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last
+}
+
+// LoadRecord is one line of example-app load's --record-loads file: an
+// Account load, when it started, and whether it read a snapshot or
+// replayed every event.
+type LoadRecord struct {
+	At           time.Time
+	Type, ID     string
+	Version      int64
+	FromSnapshot bool
+}
+
+// ParseLoads reads a --record-loads file: "unix-nanos Type id version
+// snapshot|replay" lines. Anything else is an error naming the line.
+func ParseLoads(r io.Reader) ([]LoadRecord, error) {
+	var out []LoadRecord
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 5 || (f[4] != "snapshot" && f[4] != "replay") {
+			return out, fmt.Errorf("loads line %d %q: want unix-nanos Type id version snapshot|replay", n, line)
+		}
+		ns, err1 := strconv.ParseInt(f[0], 10, 64)
+		v, err2 := strconv.ParseInt(f[3], 10, 64)
+		if err1 != nil || err2 != nil {
+			return out, fmt.Errorf("loads line %d %q: time and version must be whole numbers", n, line)
+		}
+		out = append(out, LoadRecord{At: time.Unix(0, ns), Type: f[1], ID: f[2], Version: v, FromSnapshot: f[4] == "snapshot"})
+	}
+	return out, sc.Err()
+}
+
+// readLoads reads a --record-loads file; a file that was never written
+// (a load that saved nothing yet) holds no loads.
+func readLoads(path string) ([]LoadRecord, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseLoads(f)
 }

@@ -36,7 +36,7 @@ func TestParseLoadOutput(t *testing.T) {
 const verifyOutput = `Order: checked 5 aggregates
   ok            2
   no_snapshot   1
-  other_schema  0
+  stale         0
   mismatch      1
   undecodable   1
   mismatch 0b6f1a3e-6c4e-4d57-9e57-6f2f0c0e0a01 at v40: state differs
@@ -53,7 +53,7 @@ func TestParseVerifyOutput(t *testing.T) {
 	}
 	for name, out := range map[string]string{
 		"no header":      strings.Replace(verifyOutput, "checked", "looked at", 1),
-		"missing status": strings.Replace(verifyOutput, "  other_schema  0\n", "", 1),
+		"missing status": strings.Replace(verifyOutput, "  stale         0\n", "", 1),
 		"counts differ":  strings.Replace(verifyOutput, "checked 5", "checked 6", 1),
 	} {
 		if _, err := ParseVerifyOutput(out); err == nil {
@@ -90,5 +90,41 @@ func TestLastLine(t *testing.T) {
 	}
 	if got := l.String(); got != "two" {
 		t.Errorf("got %q, want the last complete line %q", got, "two")
+	}
+}
+
+func TestParseLoads(t *testing.T) {
+	got, err := ParseLoads(strings.NewReader("1765000000000000001 Account 2c95ba31-17f5-4a25-873c-9851291b9bdf 17 snapshot\n\n" +
+		"1765000000000000002 Account 2c95ba31-17f5-4a25-873c-9851291b9bdf 18 replay\n"))
+	if err != nil || len(got) != 2 || !got[0].FromSnapshot || got[1].FromSnapshot || got[1].Version != 18 ||
+		got[0].At.UnixNano() != 1765000000000000001 || got[0].ID != "2c95ba31-17f5-4a25-873c-9851291b9bdf" {
+		t.Fatalf("ParseLoads = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"1 Account id 3", "1 Account id 3 maybe", "x Account id 3 replay", "1 Account id v3 replay"} {
+		if _, err := ParseLoads(strings.NewReader(bad + "\n")); err == nil || !strings.Contains(err.Error(), "line 1") {
+			t.Errorf("ParseLoads(%q) = %v, want an error naming line 1", bad, err)
+		}
+	}
+}
+
+// The rollback phase's settings are checked: skipped with 0, else it
+// needs a time after the rollback and a rate.
+func TestRollbackConfig(t *testing.T) {
+	c := DefaultConfig(true)
+	c.RepoDir = "."
+	for name, mut := range map[string]func(*Config){
+		"no time after": func(c *Config) { c.RollbackAfter = 0 },
+		"no rate":       func(c *Config) { c.RollbackRate = 0 },
+		"negative":      func(c *Config) { c.RollbackSideBySide = -time.Second },
+	} {
+		cc := c
+		mut(&cc)
+		if err := cc.Validate(); err == nil || !strings.Contains(err.Error(), "rollback") {
+			t.Errorf("%s: %v, want an error about the rollback phase", name, err)
+		}
+	}
+	c.RollbackSideBySide, c.RollbackAfter, c.RollbackRate = 0, 0, 0
+	if err := c.Validate(); err != nil {
+		t.Errorf("rollback phase skipped: %v", err)
 	}
 }

@@ -87,8 +87,10 @@ type Figures struct {
 	Verified       int
 	VerifyByStatus map[string]int
 
-	Converged       bool
-	ConvergeTime    time.Duration
+	Converged    bool
+	ConvergeTime time.Duration
+	// Rollback is the rollback phase's (zero when it was skipped).
+	Rollback        RollbackFigures
 	MilestoneMisses int
 	LogWarnings     int
 	LogErrors       int
@@ -159,12 +161,12 @@ func (r *Result) Print(w io.Writer) {
 		row("worker starts, PG down", f.StartsWithoutPG, "ran on and connected once it was back (they used to exit 1)")
 	}
 	row("unexpected exits", f.Crashes, "must be 0")
-	row("saves", f.Saves, fmt.Sprintf("recorded %d; %d conflicts, %d errors", f.RecordedSaves, f.Conflicts, f.LoadErrors))
+	row("saves", f.Saves, fmt.Sprintf("recorded %d (with the rollback phase's); %d conflicts, %d errors", f.RecordedSaves, f.Conflicts, f.LoadErrors))
 	row("failed saves", f.FailedSaves, fmt.Sprintf("%d outside a PostgreSQL outage (must be 0); latest %v after a return; %d committed anyway (%d events, in doubt)",
 		f.UnexplainedFailures, f.LatestFailureAfterReturn.Round(time.Millisecond), f.InDoubtSaves, f.InDoubt))
 	row("events", f.StoredEvents, fmt.Sprintf("in the store; %d recorded, %d over %d streams in flight at stop", f.RecordedEvents, f.InFlight, f.InFlightStreams))
 	row("notices published", f.NoticesPublished, fmt.Sprintf("load's last progress line; %d dropped; stream last seq %d", f.NoticesDropped, f.StreamMessages))
-	row("snapshots written", f.SnapshotWrites, fmt.Sprintf("audit rows; %d rewrites at the same version, %d by the sweep (logs), %d aggregates", f.SnapshotRewrites, f.Swept, f.Snapshotted))
+	row("snapshots written", f.SnapshotWrites, fmt.Sprintf("audit rows; %d rewrites at the same version, %d by the sweep (logs), %d rows (aggregate, schema version)", f.SnapshotRewrites, f.Swept, f.Snapshotted))
 	row("events lost", f.EventsLost, "must be 0")
 	row("regressions", f.Regressions, fmt.Sprintf("must be 0 (divergent states at one version: %d)", f.Divergences))
 	row("mismatches", f.Mismatches, fmt.Sprintf("must be 0 (verify checked %d: %s)", f.Verified, formatStatuses(f.VerifyByStatus)))
@@ -174,6 +176,11 @@ func (r *Result) Print(w io.Writer) {
 	}
 	row("convergence time", conv, fmt.Sprintf("after the load stopped; %d streams", f.Streams))
 	row("milestones not snapshotted", f.MilestoneMisses, "information: the sweep is threshold-only")
+	if rb := f.Rollback; rb.SideBySide > 0 {
+		row("rollback: v1 and v2 side by side", rb.SideBySide, fmt.Sprintf("v1 %d saves, v2 %d saves; v2 loads %d, %d of them full replays (before its snapshots)", rb.V1Saves, rb.V2Saves, rb.V2Loads, rb.V2Replays))
+		row("rollback: at the rollback", rb.Snapshotted, fmt.Sprintf("Accounts with a v1 snapshot; %d with a v2 one; v1 full replays while v2 ran: %d of %d loads", rb.V2Snapshots, rb.V1ReplaysBefore, rb.V1LoadsBefore))
+		row("rollback: v1 full replays after", rb.ReplaysAfter, fmt.Sprintf("must be 0: in %d v1 loads, over %v, of the Accounts v1 had snapshotted", rb.LoadsAfter, rb.After))
+	}
 	row("worker log warnings/errors", fmt.Sprintf("%d/%d", f.LogWarnings, f.LogErrors), fmt.Sprintf("%d drain timeouts", f.DrainTimeouts))
 	_ = tw.Flush()
 	if len(f.PGFaults) > 0 {

@@ -3,6 +3,7 @@ package chaos
 import (
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -112,6 +113,13 @@ func TestShortFormFitsCI(t *testing.T) {
 	c := DefaultConfig(true)
 	if c.Duration > 60*time.Second || c.MinEach < 1 {
 		t.Errorf("short form runs the load %v with at least %d faults of each kind; want at most 60s and at least 1", c.Duration, c.MinEach)
+	}
+	// The rollback phase adds to each of chaos-short's two runs.
+	if add := c.RollbackSideBySide + c.RollbackAfter; add <= 0 || add > 15*time.Second {
+		t.Errorf("short form's rollback phase runs loads for %v; want some, and at most 15s", add)
+	}
+	if err := c.Validate(); err != nil && !strings.Contains(err.Error(), "repository") {
+		t.Errorf("short form: %v", err)
 	}
 	sc := c.scheduleConfig()
 	if sc.End+sc.MaxNATSDown > c.Duration {

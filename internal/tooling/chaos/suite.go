@@ -30,6 +30,7 @@ const noticeStream = "EVSNAP_APPENDED"
 // down (a fault, or the monitor restarting it after a crash).
 type worker struct {
 	idx         int
+	label       string // its name when not worker-<idx+1> (the rollback phase's v2 worker)
 	mu          sync.Mutex
 	p           *process
 	metricsPort int
@@ -39,7 +40,12 @@ type worker struct {
 // sweep moves soon after its holder is killed.
 const chaosLeaseTTL = 3 * time.Second
 
-func (w *worker) name() string { return "worker-" + strconv.Itoa(w.idx+1) }
+func (w *worker) name() string {
+	if w.label != "" {
+		return w.label
+	}
+	return "worker-" + strconv.Itoa(w.idx+1)
+}
 
 // suite is one run.
 type suite struct {
@@ -66,6 +72,14 @@ type suite struct {
 	record  string
 
 	cleanups []func()
+
+	// The rollback phase's v2 worker and its loads' record files (see
+	// rollback.go).
+	v2Workers       []*worker
+	phaseRecords    []string
+	phaseLoads      []*phaseLoad
+	rollbackConv    convergence
+	rollbackConvErr error
 
 	mu        sync.Mutex
 	fig       Figures
@@ -215,6 +229,13 @@ func (s *suite) run(ctx context.Context) (*Result, error) {
 
 	// Stop the workers; each must drain and exit 0.
 	s.stopWorkers(ctx)
+
+	// v1 and v2 of the Account side by side, then v2 rolled back.
+	if s.cfg.RollbackSideBySide > 0 {
+		if err := s.rollbackPhase(ctx); err != nil {
+			return nil, err
+		}
+	}
 
 	if s.cfg.Sabotage {
 		done, err := s.db.sabotage(ctx)
@@ -396,35 +417,11 @@ func gitDescribe(ctx context.Context, dir string) string {
 func (s *suite) startWorkers(ctx context.Context) error {
 	cfg := &s.cfg
 	for i := range cfg.Workers {
-		port, err := natsserver.FreePort()
+		w, err := s.startWorker(&worker{idx: i}, strconv.Itoa(i+1))
 		if err != nil {
 			return err
 		}
-		w := &worker{idx: i, metricsPort: port}
-		w.p = &process{
-			name: w.name(),
-			path: s.snapBin,
-			args: []string{"run",
-				"--postgres-url", s.db.dbURL(appWorkerPrefix + strconv.Itoa(i+1)),
-				"--nats-url", s.natsURL(),
-				"--policy", cfg.policy(),
-				"--sweep-interval", cfg.SweepInterval.String(),
-				"--sweep-lease-ttl", chaosLeaseTTL.String(),
-				"--ack-wait", cfg.AckWait.String(),
-				"--drain-timeout", cfg.DrainTimeout.String(),
-				"--metrics-addr", "127.0.0.1:" + strconv.Itoa(port),
-				"--log-format", "json",
-				"--log-level", "info",
-			},
-			env:     s.env,
-			dir:     s.tmp,
-			logPath: filepath.Join(s.tmp, w.name()+".log"),
-		}
 		s.workers = append(s.workers, w)
-		s.defer_(w.p.kill)
-		if err := w.p.start(); err != nil {
-			return err
-		}
 	}
 	for _, w := range s.workers {
 		if err := waitReady(ctx, w, 30*time.Second); err != nil {
@@ -434,6 +431,46 @@ func (s *suite) startWorkers(ctx context.Context) error {
 	s.logf("%d workers ready (policy %s, sweep every %v, ack wait %v, drain timeout %v)",
 		len(s.workers), cfg.policy(), cfg.SweepInterval, cfg.AckWait, cfg.DrainTimeout)
 	return nil
+}
+
+// startWorker starts w (its idx or label set) as a snapshotter run with
+// workerArgs(suffix, a free port) and extra arguments, and has the
+// cleanup kill it.
+func (s *suite) startWorker(w *worker, suffix string, extra ...string) (*worker, error) {
+	port, err := natsserver.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	w.metricsPort = port
+	w.p = &process{
+		name:    w.name(),
+		path:    s.snapBin,
+		args:    append(s.workerArgs(suffix, port), extra...),
+		env:     s.env,
+		dir:     s.tmp,
+		logPath: filepath.Join(s.tmp, w.name()+".log"),
+	}
+	s.defer_(w.p.kill)
+	return w, w.p.start()
+}
+
+// workerArgs are the arguments of a snapshotter run whose PostgreSQL
+// connections are named appWorkerPrefix+suffix (so pg-terminate faults
+// find them) and which serves its metrics on port.
+func (s *suite) workerArgs(suffix string, port int) []string {
+	cfg := &s.cfg
+	return []string{"run",
+		"--postgres-url", s.db.dbURL(appWorkerPrefix + suffix),
+		"--nats-url", s.natsURL(),
+		"--policy", cfg.policy(),
+		"--sweep-interval", cfg.SweepInterval.String(),
+		"--sweep-lease-ttl", chaosLeaseTTL.String(),
+		"--ack-wait", cfg.AckWait.String(),
+		"--drain-timeout", cfg.DrainTimeout.String(),
+		"--metrics-addr", "127.0.0.1:" + strconv.Itoa(port),
+		"--log-format", "json",
+		"--log-level", "info",
+	}
 }
 
 // waitReady polls the worker's /readyz until it answers 200.
@@ -467,21 +504,9 @@ func (s *suite) startLoad() error {
 	s.loadOut = filepath.Join(s.tmp, "load.out")
 	s.loadTee = &lastLine{}
 	s.load = &process{
-		name: "load",
-		path: s.appBin,
-		args: []string{"load",
-			"--postgres-url", s.db.dbURL(appLoad),
-			"--nats-url", s.natsURL(),
-			"--aggregates", strconv.Itoa(cfg.Aggregates),
-			"--rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64),
-			// A backstop: the suite stops it with SIGINT at cfg.Duration.
-			"--duration", (cfg.Duration + 2*time.Minute).String(),
-			"--orders", "0.3",
-			"--max-events", "3",
-			"--concurrency", strconv.Itoa(cfg.Concurrency),
-			"--record", s.record,
-			"--log-level", "warn",
-		},
+		name:       "load",
+		path:       s.appBin,
+		args:       s.loadArgs(cfg.Rate, cfg.Duration, s.record),
 		env:        s.env,
 		dir:        s.tmp,
 		logPath:    filepath.Join(s.tmp, "load.log"),
@@ -493,9 +518,34 @@ func (s *suite) startLoad() error {
 		return err
 	}
 	s.t0 = time.Now()
-	s.logf("load started: example-app load --aggregates %d --rate %.0f --concurrency %d --record %s",
-		cfg.Aggregates, cfg.Rate, cfg.Concurrency, filepath.Base(s.record))
+	s.logf("load started: example-app load --aggregates %d --rate %.0f --concurrency %d --id-seed %d --record %s",
+		cfg.Aggregates, cfg.Rate, cfg.Concurrency, s.idSeed(), filepath.Base(s.record))
 	return nil
+}
+
+// idSeed is the loads' --id-seed: every load of the run saves the same
+// aggregates (the rollback phase's v1 and v2 loads those of the main
+// load).
+func (s *suite) idSeed() uint64 { return max(s.cfg.Seed, 1) }
+
+// loadArgs are the arguments of an example-app load at rate saves/s that
+// the suite stops with SIGINT after about d (d plus two minutes is a
+// backstop), recording its saves in record.
+func (s *suite) loadArgs(rate float64, d time.Duration, record string) []string {
+	cfg := &s.cfg
+	return []string{"load",
+		"--postgres-url", s.db.dbURL(appLoad),
+		"--nats-url", s.natsURL(),
+		"--aggregates", strconv.Itoa(cfg.Aggregates),
+		"--id-seed", strconv.FormatUint(s.idSeed(), 10),
+		"--rate", strconv.FormatFloat(rate, 'f', -1, 64),
+		"--duration", (d + 2*time.Minute).String(),
+		"--orders", "0.3",
+		"--max-events", "3",
+		"--concurrency", strconv.Itoa(cfg.Concurrency),
+		"--record", record,
+		"--log-level", "warn",
+	}
 }
 
 // waitLoad lets the load run for the configured duration, printing

@@ -65,6 +65,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.PGBinDir, "pg-bin", "", "directory of initdb and postgres for the suite's own cluster (default: initdb in PATH, else the newest /usr/lib/postgresql/*/bin)")
 	fs.StringVar(&cfg.NATSServer, "nats-server", cfg.NATSServer, "nats-server binary (default: the version go.mod pins, built once into $EVSNAP_NATS_SERVER_CACHE or the user cache directory)")
 	fs.BoolVar(&cfg.Cluster, "cluster", false, "run 3 nats-servers as a JetStream cluster with the stream at 3 replicas, and kill the stream's leader and followers instead of restarting one server")
+	fs.DurationVar(&cfg.RollbackSideBySide, "rollback", cfg.RollbackSideBySide, "after the main load, how long v1 and v2 of the Account save side by side before v2 is rolled back; 0 skips the rollback phase")
+	fs.DurationVar(&cfg.RollbackAfter, "rollback-after", cfg.RollbackAfter, "how long v1 goes on alone after the rollback, its loads counted")
 	repo := fs.String("repo", ".", "a directory inside the evsnap module to build the binaries from")
 	fs.BoolVar(&cfg.Sabotage, "sabotage", false, "self-test: damage the stores after the run (a snapshot moved back, an event deleted); the checks must then fail")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the work directory (logs, record file) and the database for investigation")
@@ -91,7 +93,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// A backstop against a hang anywhere: the run plus generous room for
 	// building, converging, verifying and cleaning up.
-	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.ConvergeTimeout+15*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+2*cfg.ConvergeTimeout+cfg.RollbackSideBySide+cfg.RollbackAfter+15*time.Minute)
 	defer cancel()
 	res, err := chaos.Run(ctx, cfg)
 	if err != nil {
