@@ -91,6 +91,38 @@ func (n *natsServer) ping(ctx context.Context) error {
 	return natsserver.Ping(ctx, n.url(), "evsnap-chaos")
 }
 
+// snapshotterConsumer is the durable consumer the workers share (the
+// binaries' default).
+const snapshotterConsumer = "snapshotter"
+
+// purgeNotices purges stream at url and returns how many of its messages
+// the durable consumer had not yet had acknowledged (pending delivery, or
+// delivered and unacknowledged): the notices lost.
+func purgeNotices(ctx context.Context, url, stream, consumer string, timeout time.Duration) (int64, error) {
+	nc, err := nats.Connect(url, nats.Timeout(timeout), nats.NoReconnect(), nats.Name("evsnap-chaos"))
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	st, err := js.Stream(cctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	var lost int64
+	if c, err := st.Consumer(cctx, consumer); err == nil {
+		if ci, err := c.Info(cctx); err == nil {
+			lost = int64(ci.NumPending) + int64(ci.NumAckPending)
+		}
+	}
+	return lost, st.Purge(cctx)
+}
+
 // streamInfo returns a stream's info from the server(s) at url (a
 // comma-separated list reaches any node of a cluster), within timeout.
 func streamInfo(ctx context.Context, url, stream string, timeout time.Duration) (*jetstream.StreamInfo, error) {

@@ -31,11 +31,15 @@ type Figures struct {
 	LeaderStalls   []time.Duration
 	FollowerStalls []time.Duration
 	PGRounds       int // pg_terminate_backend rounds
-	PGConns        int // worker connections terminated
-	Drains         int // graceful drains during the load
-	DrainMax       time.Duration
-	Crashes        int // processes that exited on their own
-	Refused        int // worker starts refused while NATS was down
+	// Purges and NoticesLost count the LoseNotices faults and the
+	// notices they removed before any worker acknowledged them.
+	Purges      int
+	NoticesLost int64
+	PGConns     int // worker connections terminated
+	Drains      int // graceful drains during the load
+	DrainMax    time.Duration
+	Crashes     int // processes that exited on their own
+	Refused     int // worker starts refused while NATS was down
 
 	// PGServer describes the PostgreSQL server: the suite's own cluster,
 	// or an external one (then PGSkipped says why there are no
@@ -147,6 +151,7 @@ func (r *Result) Print(w io.Writer) {
 		row("NATS restarts", f.NATSRestarts, fmt.Sprintf("%d of them by SIGKILL", f.NATSKills))
 	}
 	row("PG connection terminations", f.PGConns, fmt.Sprintf("in %d pg_terminate_backend rounds", f.PGRounds))
+	row("notices lost (stream purged)", f.NoticesLost, fmt.Sprintf("in %d purges, not yet acknowledged by a worker: only the sweep brings their aggregates back", f.Purges))
 	if f.PGSkipped != "" {
 		row("PG restarts and crashes", "-", "skipped: "+f.PGSkipped)
 	} else {

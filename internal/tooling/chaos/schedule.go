@@ -43,11 +43,17 @@ const (
 	// processes it leaves, and starts it after Down: crash recovery with
 	// a stale postmaster.pid and shared memory segment.
 	KillPG
+	// LoseNotices purges the notice stream under load: every notice the
+	// workers have not yet acknowledged vanishes, as acknowledged writes do
+	// from a JetStream server that lost its unsynced data (Jepsen's NATS
+	// 2.12.1 analysis). Only the reconciliation sweep can bring those
+	// aggregates back within their threshold.
+	LoseNotices
 
 	numFaultKinds = iota
 )
 
-var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill"}
+var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill", "lose-notices"}
 
 // String returns the kind's name as the schedule prints it.
 func (k FaultKind) String() string {
@@ -124,13 +130,13 @@ type ScheduleConfig struct {
 // terminations, then graceful drains and PostgreSQL restarts and crashes.
 // They are for one nats-server: the cluster kinds are off.
 var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 0, KillNATSFollower: 0,
-	RestartPG: 1, CrashPG: 1, KillPG: 1}
+	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1}
 
 // ClusterWeights are [DefaultWeights] for a NATS cluster: instead of
 // restarting the one server, the suite kills the stream's leader or a
 // follower.
 var ClusterWeights = []int{KillWorker: 4, RestartNATS: 0, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 2, KillNATSFollower: 1,
-	RestartPG: 1, CrashPG: 1, KillPG: 1}
+	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1}
 
 // withoutPGCrashes returns weights (nil: [DefaultWeights]) with the
 // PostgreSQL restarts and crashes off, for a server the suite did not

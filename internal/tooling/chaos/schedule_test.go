@@ -82,7 +82,7 @@ func TestNewScheduleShape(t *testing.T) {
 					if f.Down < 0 || f.Down > c.MaxPGDown {
 						t.Fatalf("seed %d: bad PostgreSQL fault %+v", seed, f)
 					}
-				case TerminatePG, RestartPG:
+				case TerminatePG, RestartPG, LoseNotices:
 					if f.Down != 0 {
 						t.Fatalf("seed %d: %v has a down time", seed, f)
 					}
