@@ -95,32 +95,48 @@ func (n *natsServer) ping(ctx context.Context) error {
 // binaries' default).
 const snapshotterConsumer = "snapshotter"
 
-// purgeNotices purges stream at url and returns how many of its messages
-// the durable consumer had not yet had acknowledged (pending delivery, or
-// delivered and unacknowledged): the notices lost.
-func purgeNotices(ctx context.Context, url, stream, consumer string, timeout time.Duration) (int64, error) {
+// purgeNotices pauses the durable consumer for pause (a backlog builds),
+// purges stream at url, and returns how many of its messages the consumer
+// had not yet had acknowledged (pending delivery, or delivered and
+// unacknowledged): the notices lost. The pause is set to expire a moment
+// after the purge rather than lifted (a server wakes waiting pulls when a
+// pause expires). A server without consumer pauses (before 2.11) gets the
+// purge alone; paused says which happened.
+func purgeNotices(ctx context.Context, url, stream, consumer string, pause, timeout time.Duration) (lost int64, paused string, err error) {
 	nc, err := nats.Connect(url, nats.Timeout(timeout), nats.NoReconnect(), nats.Name("evsnap-chaos"))
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return 0, err
+		return 0, "", err
+	}
+	paused = pause.Round(time.Millisecond).String()
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	_, perr := js.PauseConsumer(pctx, stream, consumer, time.Now().Add(pause+300*time.Millisecond))
+	cancel()
+	if perr != nil {
+		paused = fmt.Sprintf("(not paused: %v)", perr)
+	} else {
+		select {
+		case <-ctx.Done():
+			return 0, paused, ctx.Err()
+		case <-time.After(pause):
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	st, err := js.Stream(cctx, stream)
 	if err != nil {
-		return 0, err
+		return 0, paused, err
 	}
-	var lost int64
 	if c, err := st.Consumer(cctx, consumer); err == nil {
 		if ci, err := c.Info(cctx); err == nil {
 			lost = int64(ci.NumPending) + int64(ci.NumAckPending)
 		}
 	}
-	return lost, st.Purge(cctx)
+	return lost, paused, st.Purge(cctx)
 }
 
 // streamInfo returns a stream's info from the server(s) at url (a

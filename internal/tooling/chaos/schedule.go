@@ -43,8 +43,10 @@ const (
 	// processes it leaves, and starts it after Down: crash recovery with
 	// a stale postmaster.pid and shared memory segment.
 	KillPG
-	// LoseNotices purges the notice stream under load: every notice the
-	// workers have not yet acknowledged vanishes, as acknowledged writes do
+	// LoseNotices pauses the workers' durable consumer for Down (so a
+	// backlog builds, as behind a slow or restarting fleet), then purges
+	// the notice stream under load: every notice the workers have not yet
+	// acknowledged vanishes, as acknowledged writes do
 	// from a JetStream server that lost its unsynced data (Jepsen's NATS
 	// 2.12.1 analysis). Only the reconciliation sweep can bring those
 	// aggregates back within their threshold.
@@ -52,6 +54,10 @@ const (
 
 	numFaultKinds = iota
 )
+
+// maxNoticePause bounds how long a LoseNotices fault pauses the consumer
+// before the purge.
+const maxNoticePause = 2 * time.Second
 
 var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill", "lose-notices"}
 
@@ -97,6 +103,8 @@ func (f Fault) String() string {
 		b.WriteString(" (fast shutdown, start at once)")
 	case CrashPG:
 		fmt.Fprintf(&b, " (immediate shutdown), down %v", f.Down.Round(time.Millisecond))
+	case LoseNotices:
+		fmt.Fprintf(&b, ", consumer paused %v first", f.Down.Round(time.Millisecond))
 	case KillPG:
 		fmt.Fprintf(&b, " (SIGKILL to the postmaster), down %v", f.Down.Round(time.Millisecond))
 	}
@@ -257,6 +265,8 @@ func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
 			f.Down = randDuration(r, time.Second, c.MaxNATSDown)
 		case CrashPG, KillPG:
 			f.Down = randDuration(r, 0, c.MaxPGDown)
+		case LoseNotices:
+			f.Down = randDuration(r, 500*time.Millisecond, maxNoticePause)
 		}
 		out[i] = f
 	}

@@ -82,7 +82,11 @@ func TestNewScheduleShape(t *testing.T) {
 					if f.Down < 0 || f.Down > c.MaxPGDown {
 						t.Fatalf("seed %d: bad PostgreSQL fault %+v", seed, f)
 					}
-				case TerminatePG, RestartPG, LoseNotices:
+				case LoseNotices:
+					if f.Down < 500*time.Millisecond || f.Down > maxNoticePause {
+						t.Fatalf("seed %d: bad notice pause %+v", seed, f)
+					}
+				case TerminatePG, RestartPG:
 					if f.Down != 0 {
 						t.Fatalf("seed %d: %v has a down time", seed, f)
 					}

@@ -680,7 +680,7 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 	case LoseNotices:
 		s.natsMu.Lock()
 		defer s.natsMu.Unlock()
-		n, err := purgeNotices(ctx, s.natsURL(), noticeStream, snapshotterConsumer, 5*time.Second)
+		n, paused, err := purgeNotices(ctx, s.natsURL(), noticeStream, snapshotterConsumer, f.Down, 5*time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.fail("purge the notice stream: %v", err)
@@ -688,7 +688,7 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 			return
 		}
 		s.count(func(f *Figures) { f.Purges++; f.NoticesLost += n }, LoseNotices)
-		s.logf("purged the notice stream: %d notices no worker had acknowledged are lost", n)
+		s.logf("purged the notice stream after pausing the consumer %s: %d notices no worker had acknowledged are lost", paused, n)
 		s.logf("pg_terminate_backend: terminated %d worker connections", n)
 	}
 }
