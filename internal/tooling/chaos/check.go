@@ -97,6 +97,9 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	for _, p := range ev.Problems {
 		evidence("events: %s", p)
 	}
+	if s.hist != nil {
+		s.hist.check(add, evidence)
+	}
 
 	// No snapshot went backwards.
 	rows, err := s.db.auditRows(ctx)

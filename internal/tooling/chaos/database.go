@@ -21,6 +21,7 @@ const (
 	appLoad         = "evsnap-chaos-load"
 	appControl      = "evsnap-chaos-control"
 	appAdmin        = "evsnap-chaos-admin"
+	appHistory      = "evsnap-chaos-history"
 )
 
 // database is the run's own PostgreSQL database.
@@ -175,12 +176,13 @@ WHERE datname = $1 AND application_name LIKE $2 AND pid <> pg_backend_pid()`,
 	return n, nil
 }
 
-// storedStreams reads every event version and every streams row.
+// storedStreams reads every event version and every streams row (but
+// the history clients' registers: no load records them).
 func (d *database) storedStreams(ctx context.Context) (map[StreamKey]StoredStream, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	out := map[StreamKey]StoredStream{}
-	rows, err := d.ctl.Query(cctx, `SELECT aggregate_type, aggregate_id::text, version FROM events`)
+	rows, err := d.ctl.Query(cctx, `SELECT aggregate_type, aggregate_id::text, version FROM events WHERE aggregate_type <> $1`, historyType)
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
@@ -195,7 +197,7 @@ func (d *database) storedStreams(ctx context.Context) (map[StreamKey]StoredStrea
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
-	rows, err = d.ctl.Query(cctx, `SELECT aggregate_type, aggregate_id::text, version FROM streams`)
+	rows, err = d.ctl.Query(cctx, `SELECT aggregate_type, aggregate_id::text, version FROM streams WHERE aggregate_type <> $1`, historyType)
 	if err != nil {
 		return nil, fmt.Errorf("read streams: %w", err)
 	}
@@ -288,7 +290,8 @@ func (d *database) lags(ctx context.Context, thresholds map[string]int, schemas 
 	rows, err := d.ctl.Query(cctx, `
 SELECT st.aggregate_type, st.aggregate_id::text, st.version, coalesce(sn.version, 0), coalesce(sn.schema_version, 0)
 FROM streams st LEFT JOIN snapshots sn ON sn.aggregate_id = st.aggregate_id AND sn.aggregate_type = st.aggregate_type
-	AND sn.schema_version = coalesce((SELECT w.v FROM unnest($1::text[], $2::int[]) AS w(t, v) WHERE w.t = st.aggregate_type), 1)`, types, versions)
+	AND sn.schema_version = coalesce((SELECT w.v FROM unnest($1::text[], $2::int[]) AS w(t, v) WHERE w.t = st.aggregate_type), 1)
+WHERE st.aggregate_type <> $3`, types, versions, historyType)
 	if err != nil {
 		return nil, fmt.Errorf("read lags: %w", err)
 	}

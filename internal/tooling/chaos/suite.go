@@ -52,8 +52,10 @@ type suite struct {
 	cfg Config
 	out io.Writer
 
-	start   time.Time // of the run
-	t0      time.Time // of the load
+	start time.Time // of the run
+	t0    time.Time // of the load
+	// hist records the history clients' loads and appends (linearizability).
+	hist    *history
 	tmp     string
 	binDir  string
 	snapBin string
@@ -181,6 +183,13 @@ func (s *suite) run(ctx context.Context) (*Result, error) {
 	if err := s.startLoad(); err != nil {
 		return nil, err
 	}
+	hist, err := s.startHistory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.hist = hist
+	stopHist := sync.OnceFunc(hist.stop)
+	defer stopHist()
 
 	// The faults and a monitor that restarts crashed processes, like a
 	// supervisor would.
@@ -216,6 +225,7 @@ func (s *suite) run(ctx context.Context) (*Result, error) {
 	if !inTime {
 		s.fail("the load generator did not exit within 60s of SIGINT (killed)")
 	}
+	stopHist()
 	loadOutput, _ := os.ReadFile(s.loadOut)
 	sum, sumErr := ParseLoadOutput(string(loadOutput))
 	s.logf("load stopped: exit code %d; %s", code, lastDoneLine(string(loadOutput)))
