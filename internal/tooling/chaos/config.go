@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -194,7 +195,27 @@ func (c Config) scheduleConfig() ScheduleConfig {
 	if c.PostgresURL != "" {
 		sc.Weights = withoutPGCrashes(sc.Weights)
 	}
+	if c.PartitionSkipReason() != "" {
+		sc.Weights = withoutPartitions(sc.Weights)
+	}
 	return sc
+}
+
+// PartitionSkipReason says why a run has no NATS partitions ("" when it
+// has them): they need the one-server form (a cluster's nodes talk on
+// loopback), root and the ip command, to run the server in a network
+// namespace.
+func (c Config) PartitionSkipReason() string {
+	switch {
+	case c.Cluster:
+		return "the cluster's nodes run on loopback; partitions are in the one-server form"
+	case os.Geteuid() != 0:
+		return "network namespaces need root"
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "network namespaces need the ip command (iproute2)"
+	}
+	return ""
 }
 
 // PGSkipReason says why a run has no PostgreSQL restarts and crashes (""

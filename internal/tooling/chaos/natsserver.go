@@ -19,22 +19,24 @@ import (
 // restartable on the same ports and store directory.
 type natsServer struct {
 	proc *process
+	host string // the address it listens on
 	port int
 	name string // server name: how stream info names the leader
 }
 
-// newNATSServer describes a server named name on port; extra are more
-// arguments (the cluster's).
-func newNATSServer(binary, name, storeDir, logPath string, port int, extra ...string) *natsServer {
+// newNATSServer describes a server named name on host:port, in the
+// network namespace ns (nil: the host's); extra are more arguments (the
+// cluster's).
+func newNATSServer(binary, name, host, storeDir, logPath string, port int, ns *netns, extra ...string) *natsServer {
+	path, args := binary, append([]string{"-a", host, "-p", strconv.Itoa(port), "-js", "-sd", storeDir, "--server_name", name}, extra...)
+	if ns != nil {
+		path, args = ns.wrap(path, args)
+	}
 	return &natsServer{
+		host: host,
 		port: port,
 		name: name,
-		proc: &process{
-			name:    name,
-			path:    binary,
-			args:    append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", storeDir, "--server_name", name}, extra...),
-			logPath: logPath,
-		},
+		proc: &process{name: name, path: path, args: args, logPath: logPath},
 	}
 }
 
@@ -50,7 +52,7 @@ func clusterArgs(cluster string, i int, routePorts []int) []string {
 	return []string{"--cluster_name", cluster, "--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")}
 }
 
-func (n *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+func (n *natsServer) url() string { return "nats://" + n.host + ":" + strconv.Itoa(n.port) }
 
 // start starts the server and waits until JetStream answers.
 func (n *natsServer) start(ctx context.Context, timeout time.Duration) error {

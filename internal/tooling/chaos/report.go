@@ -35,11 +35,17 @@ type Figures struct {
 	// notices they removed before any worker acknowledged them.
 	Purges      int
 	NoticesLost int64
-	PGConns     int // worker connections terminated
-	Drains      int // graceful drains during the load
-	DrainMax    time.Duration
-	Crashes     int // processes that exited on their own
-	Refused     int // worker starts refused while NATS was down
+	// Partitions and PartitionTime count the NATS partitions and how long
+	// they cut the network in all; PartitionSkipped says why there were
+	// none.
+	Partitions       int
+	PartitionTime    time.Duration
+	PartitionSkipped string
+	PGConns          int // worker connections terminated
+	Drains           int // graceful drains during the load
+	DrainMax         time.Duration
+	Crashes          int // processes that exited on their own
+	Refused          int // worker starts refused while NATS was down
 
 	// PGServer describes the PostgreSQL server: the suite's own cluster,
 	// or an external one (then PGSkipped says why there are no
@@ -151,6 +157,11 @@ func (r *Result) Print(w io.Writer) {
 		row("NATS restarts", f.NATSRestarts, fmt.Sprintf("%d of them by SIGKILL", f.NATSKills))
 	}
 	row("PG connection terminations", f.PGConns, fmt.Sprintf("in %d pg_terminate_backend rounds", f.PGRounds))
+	if f.PartitionSkipped != "" {
+		row("NATS partitions", "-", "skipped: "+f.PartitionSkipped)
+	} else {
+		row("NATS partitions", f.Partitions, fmt.Sprintf("%v in all: the nats-server's network namespace cut off, packets dropped in silence", f.PartitionTime.Round(time.Millisecond)))
+	}
 	row("notices lost (stream purged)", f.NoticesLost, fmt.Sprintf("in %d purges, not yet acknowledged by a worker: only the sweep brings their aggregates back", f.Purges))
 	if f.PGSkipped != "" {
 		row("PG restarts and crashes", "-", "skipped: "+f.PGSkipped)

@@ -51,6 +51,10 @@ const (
 	// 2.12.1 analysis). Only the reconciliation sweep can bring those
 	// aggregates back within their threshold.
 	LoseNotices
+	// PartitionNATS (one server) cuts the network between the nats-server,
+	// which runs in a network namespace of the run's own, and everything
+	// else for Down, silently (packets dropped, no reset), then heals it.
+	PartitionNATS
 
 	numFaultKinds = iota
 )
@@ -59,7 +63,10 @@ const (
 // before the purge.
 const maxNoticePause = 2 * time.Second
 
-var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill", "lose-notices"}
+// maxPartition bounds how long a PartitionNATS fault cuts the network.
+const maxPartition = 5 * time.Second
+
+var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill", "lose-notices", "nats-partition"}
 
 // String returns the kind's name as the schedule prints it.
 func (k FaultKind) String() string {
@@ -105,6 +112,8 @@ func (f Fault) String() string {
 		fmt.Fprintf(&b, " (immediate shutdown), down %v", f.Down.Round(time.Millisecond))
 	case LoseNotices:
 		fmt.Fprintf(&b, ", consumer paused %v first", f.Down.Round(time.Millisecond))
+	case PartitionNATS:
+		fmt.Fprintf(&b, ", cut for %v", f.Down.Round(time.Millisecond))
 	case KillPG:
 		fmt.Fprintf(&b, " (SIGKILL to the postmaster), down %v", f.Down.Round(time.Millisecond))
 	}
@@ -138,13 +147,23 @@ type ScheduleConfig struct {
 // terminations, then graceful drains and PostgreSQL restarts and crashes.
 // They are for one nats-server: the cluster kinds are off.
 var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 0, KillNATSFollower: 0,
-	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1}
+	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 1}
 
 // ClusterWeights are [DefaultWeights] for a NATS cluster: instead of
 // restarting the one server, the suite kills the stream's leader or a
 // follower.
 var ClusterWeights = []int{KillWorker: 4, RestartNATS: 0, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 2, KillNATSFollower: 1,
-	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1}
+	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 0}
+
+// withoutPartitions returns weights with the NATS partitions off.
+func withoutPartitions(weights []int) []int {
+	if weights == nil {
+		weights = DefaultWeights
+	}
+	w := slices.Clone(weights)
+	w[PartitionNATS] = 0
+	return w
+}
 
 // withoutPGCrashes returns weights (nil: [DefaultWeights]) with the
 // PostgreSQL restarts and crashes off, for a server the suite did not
@@ -267,6 +286,8 @@ func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
 			f.Down = randDuration(r, 0, c.MaxPGDown)
 		case LoseNotices:
 			f.Down = randDuration(r, 500*time.Millisecond, maxNoticePause)
+		case PartitionNATS:
+			f.Down = randDuration(r, time.Second, maxPartition)
 		}
 		out[i] = f
 	}

@@ -82,6 +82,10 @@ func TestNewScheduleShape(t *testing.T) {
 					if f.Down < 0 || f.Down > c.MaxPGDown {
 						t.Fatalf("seed %d: bad PostgreSQL fault %+v", seed, f)
 					}
+				case PartitionNATS:
+					if f.Down < time.Second || f.Down > maxPartition {
+						t.Fatalf("seed %d: bad partition %+v", seed, f)
+					}
 				case LoseNotices:
 					if f.Down < 500*time.Millisecond || f.Down > maxNoticePause {
 						t.Fatalf("seed %d: bad notice pause %+v", seed, f)

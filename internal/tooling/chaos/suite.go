@@ -55,7 +55,10 @@ type suite struct {
 	start time.Time // of the run
 	t0    time.Time // of the load
 	// hist records the history clients' loads and appends (linearizability).
-	hist    *history
+	hist *history
+	// netns holds the nats-server in the one-server form (nil without
+	// partitions).
+	netns   *netns
 	tmp     string
 	binDir  string
 	snapBin string
@@ -347,6 +350,18 @@ func (s *suite) setup(ctx context.Context) error {
 			return err
 		}
 	}
+	host := "127.0.0.1"
+	if cfg.PartitionSkipReason() == "" {
+		ns, err := newNetns(ctx)
+		if err != nil {
+			return fmt.Errorf("network namespace for the nats-server: %w", err)
+		}
+		s.netns, host = ns, ns.nsIP
+		s.defer_(ns.remove)
+		s.logf("network namespace %s: the nats-server listens on %s, the host end is %s", ns.name, ns.nsIP, ns.hostIP)
+	} else {
+		s.fig.PartitionSkipped = cfg.PartitionSkipReason()
+	}
 	for i := range nodes {
 		name, storeDir, logPath, extra := "nats-server", filepath.Join(tmp, "nats"), filepath.Join(tmp, "nats-server.log"), []string(nil)
 		if cfg.Cluster {
@@ -357,7 +372,7 @@ func (s *suite) setup(ctx context.Context) error {
 		if err := os.MkdirAll(storeDir, 0o755); err != nil {
 			return err
 		}
-		n := newNATSServer(cfg.NATSServer, name, storeDir, logPath, ports[i], extra...)
+		n := newNATSServer(cfg.NATSServer, name, host, storeDir, logPath, ports[i], s.netns, extra...)
 		s.nats = append(s.nats, n)
 		s.defer_(func() { n.stop(syscall.SIGTERM) })
 		if err := n.proc.start(); err != nil {
@@ -687,6 +702,21 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 			return
 		}
 		s.count(func(f *Figures) { f.PGRounds++; f.PGConns += n }, TerminatePG)
+	case PartitionNATS:
+		s.natsMu.Lock()
+		defer s.natsMu.Unlock()
+		if err := s.netns.partition(ctx); err != nil {
+			s.fail("partition: %v", err)
+			return
+		}
+		s.count(func(fg *Figures) { fg.Partitions++; fg.PartitionTime += f.Down }, PartitionNATS)
+		s.logf("cut the network between NATS and everything else for %v", f.Down.Round(time.Millisecond))
+		sleepCtx(ctx, f.Down)
+		if err := s.netns.heal(context.WithoutCancel(ctx)); err != nil {
+			s.fail("heal the partition: %v", err)
+			return
+		}
+		s.logf("healed the partition")
 	case LoseNotices:
 		s.natsMu.Lock()
 		defer s.natsMu.Unlock()
