@@ -259,8 +259,8 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	if f.PGSkipped != "" {
 		pgFaults = "PG restarts and crashes skipped"
 	}
-	add("every kind of fault was injected", len(missing) == 0, "kills %d, %s, PG terminations %d rounds (%d connections), drains %d, %s, notice purges %d (%d notices lost), NATS partitions %d%s",
-		f.Kills, natsFaults, f.PGRounds, f.PGConns, f.Drains, pgFaults, f.Purges, f.NoticesLost, f.Partitions, listIf(" — too few: ", missing))
+	add("every kind of fault was injected", len(missing) == 0, "kills %d, %s, PG terminations %d rounds (%d connections), drains %d, %s, notice purges %d (%d notices lost), NATS partitions %d, worker links %d%s",
+		f.Kills, natsFaults, f.PGRounds, f.PGConns, f.Drains, pgFaults, f.Purges, f.NoticesLost, f.Partitions, f.Links, listIf(" — too few: ", missing))
 	add("faults went as expected (drains exit 0 in time, no crashes)", len(failures) == 0, "%d problems", len(failures))
 	for _, fl := range failures {
 		evidence("fault: %s", fl)

@@ -41,11 +41,13 @@ type Figures struct {
 	Partitions       int
 	PartitionTime    time.Duration
 	PartitionSkipped string
-	PGConns          int // worker connections terminated
-	Drains           int // graceful drains during the load
-	DrainMax         time.Duration
-	Crashes          int // processes that exited on their own
-	Refused          int // worker starts refused while NATS was down
+	// Links counts the worker-link faults (Toxiproxy).
+	Links    int
+	PGConns  int // worker connections terminated
+	Drains   int // graceful drains during the load
+	DrainMax time.Duration
+	Crashes  int // processes that exited on their own
+	Refused  int // worker starts refused while NATS was down
 
 	// PGServer describes the PostgreSQL server: the suite's own cluster,
 	// or an external one (then PGSkipped says why there are no
@@ -162,6 +164,7 @@ func (r *Result) Print(w io.Writer) {
 	} else {
 		row("NATS partitions", f.Partitions, fmt.Sprintf("%v in all: the nats-server's network namespace cut off, packets dropped in silence", f.PartitionTime.Round(time.Millisecond)))
 	}
+	row("worker links (Toxiproxy)", f.Links, "each 1-50 ms of latency, a stall, then resets of every connection that sends, on the workers' links to PostgreSQL"+ifStr(!f.Cluster, " and NATS"))
 	row("notices lost (stream purged)", f.NoticesLost, fmt.Sprintf("in %d purges, not yet acknowledged by a worker: only the sweep brings their aggregates back", f.Purges))
 	if f.PGSkipped != "" {
 		row("PG restarts and crashes", "-", "skipped: "+f.PGSkipped)

@@ -55,6 +55,11 @@ const (
 	// which runs in a network namespace of the run's own, and everything
 	// else for Down, silently (packets dropped, no reset), then heals it.
 	PartitionNATS
+	// SlowLink puts Toxiproxy toxics on the workers' links to PostgreSQL
+	// and (one server) NATS, a third of Down each, in turn: 1-50 ms
+	// (LatencyMS) each way, then a stall (every byte held for the third),
+	// then resets of every connection that sends (mid-query, mid-fetch).
+	SlowLink
 
 	numFaultKinds = iota
 )
@@ -66,7 +71,10 @@ const maxNoticePause = 2 * time.Second
 // maxPartition bounds how long a PartitionNATS fault cuts the network.
 const maxPartition = 5 * time.Second
 
-var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill", "lose-notices", "nats-partition"}
+// maxLinkFault bounds how long a SlowLink lasts.
+const maxLinkFault = 4500 * time.Millisecond
+
+var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill", "lose-notices", "nats-partition", "worker-link"}
 
 // String returns the kind's name as the schedule prints it.
 func (k FaultKind) String() string {
@@ -89,6 +97,8 @@ type Fault struct {
 	Down time.Duration
 	// Hard makes RestartNATS stop the server with SIGKILL.
 	Hard bool
+	// LatencyMS is a SlowLink's latency.
+	LatencyMS int
 }
 
 // String renders the fault as one line of the printed schedule.
@@ -114,6 +124,8 @@ func (f Fault) String() string {
 		fmt.Fprintf(&b, ", consumer paused %v first", f.Down.Round(time.Millisecond))
 	case PartitionNATS:
 		fmt.Fprintf(&b, ", cut for %v", f.Down.Round(time.Millisecond))
+	case SlowLink:
+		fmt.Fprintf(&b, " latency %d ms, stall, reset: %v each", f.LatencyMS, (f.Down / 3).Round(time.Millisecond))
 	case KillPG:
 		fmt.Fprintf(&b, " (SIGKILL to the postmaster), down %v", f.Down.Round(time.Millisecond))
 	}
@@ -147,13 +159,13 @@ type ScheduleConfig struct {
 // terminations, then graceful drains and PostgreSQL restarts and crashes.
 // They are for one nats-server: the cluster kinds are off.
 var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 0, KillNATSFollower: 0,
-	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 1}
+	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 1, SlowLink: 2}
 
 // ClusterWeights are [DefaultWeights] for a NATS cluster: instead of
 // restarting the one server, the suite kills the stream's leader or a
 // follower.
 var ClusterWeights = []int{KillWorker: 4, RestartNATS: 0, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 2, KillNATSFollower: 1,
-	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 0}
+	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 0, SlowLink: 2}
 
 // withoutPartitions returns weights with the NATS partitions off.
 func withoutPartitions(weights []int) []int {
@@ -288,6 +300,9 @@ func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
 			f.Down = randDuration(r, 500*time.Millisecond, maxNoticePause)
 		case PartitionNATS:
 			f.Down = randDuration(r, time.Second, maxPartition)
+		case SlowLink:
+			f.Down = randDuration(r, 1500*time.Millisecond, maxLinkFault)
+			f.LatencyMS = 1 + r.IntN(50)
 		}
 		out[i] = f
 	}

@@ -82,6 +82,10 @@ func TestNewScheduleShape(t *testing.T) {
 					if f.Down < 0 || f.Down > c.MaxPGDown {
 						t.Fatalf("seed %d: bad PostgreSQL fault %+v", seed, f)
 					}
+				case SlowLink:
+					if f.Down < 1500*time.Millisecond || f.Down > maxLinkFault || f.LatencyMS < 1 || f.LatencyMS > 50 {
+						t.Fatalf("seed %d: bad link fault %+v", seed, f)
+					}
 				case PartitionNATS:
 					if f.Down < time.Second || f.Down > maxPartition {
 						t.Fatalf("seed %d: bad partition %+v", seed, f)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/evsnap/evsnap/internal/tooling/natsbin"
 	"github.com/evsnap/evsnap/internal/tooling/natsserver"
 	"github.com/evsnap/evsnap/internal/tooling/pgcluster"
+	"github.com/evsnap/evsnap/internal/tooling/toxiproxy"
 )
 
 // noticeStream is the JetStream stream the binaries use by default.
@@ -58,12 +60,18 @@ type suite struct {
 	hist *history
 	// netns holds the nats-server in the one-server form (nil without
 	// partitions).
-	netns   *netns
-	tmp     string
-	binDir  string
-	snapBin string
-	appBin  string
-	env     []string
+	netns *netns
+	// toxi proxies the workers' links; pgProxy and natsProxy (one server)
+	// are the addresses the workers connect to, linkProxies the proxies'
+	// names.
+	toxi               *toxiproxy.Server
+	pgProxy, natsProxy string
+	linkProxies        []string
+	tmp                string
+	binDir             string
+	snapBin            string
+	appBin             string
+	env                []string
 
 	db      *database
 	pg      *pgcluster.Cluster // the suite's own cluster; nil with an external server
@@ -408,7 +416,81 @@ func (s *suite) setup(ctx context.Context) error {
 		return fmt.Errorf("snapshotter %s: exit %d: %v\n%s%s", strings.Join(migrate, " "), code, err, out, errOut)
 	}
 	s.logf("snapshotter migrate: %s", strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
-	return db.installAudit(ctx)
+	if err := db.installAudit(ctx); err != nil {
+		return err
+	}
+	return s.startLinks(ctx)
+}
+
+// startLinks runs Toxiproxy between the workers and PostgreSQL, and (one
+// server) NATS, for the worker-link faults.
+func (s *suite) startLinks(ctx context.Context) error {
+	path, built, err := toxiproxy.Ensure(ctx, "")
+	if err != nil {
+		return err
+	}
+	if built {
+		s.logf("built toxiproxy-server %s into %s", toxiproxy.Version, path)
+	}
+	srv, err := toxiproxy.Start(ctx, path, filepath.Join(s.tmp, "toxiproxy.log"))
+	if err != nil {
+		return err
+	}
+	s.toxi = srv
+	s.defer_(srv.Stop)
+	if s.pgProxy, err = srv.Proxy(ctx, "pg", s.db.base.Host); err != nil {
+		return err
+	}
+	s.linkProxies = []string{"pg"}
+	if len(s.nats) == 1 {
+		if s.natsProxy, err = srv.Proxy(ctx, "nats", strings.TrimPrefix(s.nats[0].url(), "nats://")); err != nil {
+			return err
+		}
+		s.linkProxies = append(s.linkProxies, "nats")
+	}
+	s.logf("toxiproxy %s: the workers reach PostgreSQL through %s%s", toxiproxy.Version, s.pgProxy, ifStr(s.natsProxy != "", " and NATS through "+s.natsProxy))
+	return nil
+}
+
+// slowLink puts each of f's toxics on every worker link in turn, for a
+// third of f.Down each: latency, a stall, resets.
+func (s *suite) slowLink(ctx context.Context, f Fault) error {
+	third := f.Down / 3
+	phases := [][]toxiproxy.Toxic{
+		{
+			{Name: "latency-up", Type: "latency", Stream: "upstream", Attributes: map[string]int{"latency": f.LatencyMS, "jitter": f.LatencyMS / 4}},
+			{Name: "latency-down", Type: "latency", Stream: "downstream", Attributes: map[string]int{"latency": f.LatencyMS, "jitter": f.LatencyMS / 4}},
+		},
+		{{Name: "stall", Type: "latency", Stream: "downstream", Attributes: map[string]int{"latency": int(third.Milliseconds())}}},
+		{{Name: "reset", Type: "reset_peer", Stream: "upstream", Attributes: map[string]int{"timeout": 0}}},
+	}
+	for _, toxics := range phases {
+		for _, p := range s.linkProxies {
+			for _, t := range toxics {
+				if err := s.toxi.AddToxic(ctx, p, t); err != nil {
+					return err
+				}
+			}
+		}
+		sleepCtx(ctx, third)
+		var errs []error
+		for _, p := range s.linkProxies {
+			for _, t := range toxics {
+				errs = append(errs, s.toxi.RemoveToxic(context.WithoutCancel(ctx), p, t.Name))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ifStr(ok bool, s string) string {
+	if ok {
+		return s
+	}
+	return ""
 }
 
 // childEnv is the environment without EVSNAP_* and OTEL_* variables, so
@@ -485,8 +567,8 @@ func (s *suite) startWorker(w *worker, suffix string, extra ...string) (*worker,
 func (s *suite) workerArgs(suffix string, port int) []string {
 	cfg := &s.cfg
 	return []string{"run",
-		"--postgres-url", s.db.dbURL(appWorkerPrefix + suffix),
-		"--nats-url", s.natsURL(),
+		"--postgres-url", s.workerPGURL(appWorkerPrefix + suffix),
+		"--nats-url", s.workerNATSURL(),
 		"--policy", cfg.policy(),
 		"--sweep-interval", cfg.SweepInterval.String(),
 		"--sweep-lease-ttl", chaosLeaseTTL.String(),
@@ -496,6 +578,25 @@ func (s *suite) workerArgs(suffix string, port int) []string {
 		"--log-format", "json",
 		"--log-level", "info",
 	}
+}
+
+// workerPGURL is the chaos database's URL through the worker-link proxy.
+func (s *suite) workerPGURL(app string) string {
+	u, err := url.Parse(s.db.dbURL(app))
+	if err != nil || s.pgProxy == "" {
+		return s.db.dbURL(app)
+	}
+	u.Host = s.pgProxy
+	return u.String()
+}
+
+// workerNATSURL is NATS through the worker-link proxy (one server), or the
+// servers themselves.
+func (s *suite) workerNATSURL() string {
+	if s.natsProxy != "" {
+		return "nats://" + s.natsProxy
+	}
+	return s.natsURL()
 }
 
 // waitReady polls the worker's /readyz until it answers 200.
@@ -702,6 +803,15 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 			return
 		}
 		s.count(func(f *Figures) { f.PGRounds++; f.PGConns += n }, TerminatePG)
+	case SlowLink:
+		if err := s.slowLink(ctx, f); err != nil {
+			if ctx.Err() == nil {
+				s.fail("worker links: %v", err)
+			}
+			return
+		}
+		s.count(func(fg *Figures) { fg.Links++ }, SlowLink)
+		s.logf("worker links: latency %d ms, a stall and resets for %v each, then restored", f.LatencyMS, (f.Down / 3).Round(time.Millisecond))
 	case PartitionNATS:
 		s.natsMu.Lock()
 		defer s.natsMu.Unlock()
