@@ -67,7 +67,11 @@ func (s *Store) listByID(ctx context.Context, typ string, opts eventsource.ListO
 		if opts.Limit > 0 {
 			n = min(n, opts.Limit-listed)
 		}
-		rows, err := s.pool.Query(ctx, s.q.listByID, typ, int32(opts.SchemaVersion), opts.MinBehind, pgID(after), n)
+		q := s.q.listByID
+		if opts.SchemaVersion > 0 {
+			q = s.q.listByIDOf
+		}
+		rows, err := s.pool.Query(ctx, q, typ, int32(opts.SchemaVersion), opts.MinBehind, pgID(after), n)
 		if err != nil {
 			return listed, err
 		}
@@ -106,7 +110,11 @@ func (s *Store) listMostBehind(ctx context.Context, typ string, opts eventsource
 		l := int64(opts.Limit)
 		limit = &l
 	}
-	rows, err := s.pool.Query(ctx, s.q.listMostBehind, typ, int32(opts.SchemaVersion), opts.MinBehind, limit)
+	q := s.q.listMostBehind
+	if opts.SchemaVersion > 0 {
+		q = s.q.listMostBehindOf
+	}
+	rows, err := s.pool.Query(ctx, q, typ, int32(opts.SchemaVersion), opts.MinBehind, limit)
 	if err != nil {
 		return 0, err
 	}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgerrcode"
@@ -291,6 +292,42 @@ func (q versionQueries) TableExists(string) string {
 	return `SELECT to_regclass('` + q.table + `') IS NOT NULL`
 }
 
+// lockedTx begins a transaction that holds pg_advisory_xact_lock on the
+// schema's lock key. It never waits for the lock inside a statement: it
+// tries (pg_try_advisory_xact_lock), and while another migrator holds the
+// lock it rolls back and tries again after a pause, up to 15 minutes (as
+// goose's session locker does). A transaction blocked on the lock would
+// hold a snapshot, and CREATE INDEX CONCURRENTLY (migration 4), run by
+// the migrator that holds the lock, waits for every older snapshot in the
+// database: the two would wait for each other for ever.
+func (s *Store) lockedTx(ctx context.Context) (pgx.Tx, error) {
+	pause := 20 * time.Millisecond
+	for deadline := time.Now().Add(15 * time.Minute); ; {
+		tx, err := s.pool.Begin(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: migrate schema %s: begin: %w", s.schemaQ, err)
+		}
+		var locked bool
+		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", s.lockKey).Scan(&locked); err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("pgstore: migrate schema %s: take the migration lock: %w", s.schemaQ, err)
+		}
+		if locked {
+			return tx, nil
+		}
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("pgstore: migrate schema %s: another migrator has held the migration lock for 15 minutes", s.schemaQ)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("pgstore: migrate schema %s: waiting for the migration lock: %w", s.schemaQ, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
 // prepareMigrationsTable readies the schema and the migrations table for
 // goose, in one transaction holding pg_advisory_xact_lock on the schema's
 // lock key (the key goose's session lock takes, so it waits for, and holds
@@ -310,15 +347,12 @@ func (s *Store) prepareMigrationsTable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.lockedTx(ctx)
 	if err != nil {
-		return fmt.Errorf("pgstore: migrate schema %s: begin: %w", s.schemaQ, err)
+		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.lockKey); err != nil {
-		return fmt.Errorf("pgstore: migrate schema %s: take the migration lock: %w", s.schemaQ, err)
-	}
 	var schemaExists, tableExists, legacy bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1),
        to_regclass($2) IS NOT NULL,

@@ -23,6 +23,11 @@ type queries struct {
 	deleteSnapshotsByType, deleteSnapshotsBelow              string
 
 	listByID, listMostBehind string
+	// listByIDOf and listMostBehindOf list against the snapshot of one
+	// schema version ($2 > 0): a plain join, which the planner may run as
+	// a hash join, where the lateral newest-row lookup is one index probe
+	// per aggregate.
+	listByIDOf, listMostBehindOf string
 }
 
 func buildQueries(s *Store) queries {
@@ -171,6 +176,22 @@ WHERE st.aggregate_type = $1 AND greatest(st.version - coalesce(sn.version, 0), 
 ORDER BY st.aggregate_id
 LIMIT $5`
 	q.listMostBehind = listCols + `
+ORDER BY behind DESC, st.aggregate_id
+LIMIT $4`
+	// Of one schema version. ByID also bounds the snapshots' side by the
+	// page's start, so a merge join starts there rather than at the
+	// table's first row (every page would read all the rows before it).
+	listOf := func(extraJoin string) string {
+		return `SELECT st.aggregate_id, st.version, coalesce(sn.version, 0), coalesce(sn.schema_version, 0),
+	greatest(st.version - coalesce(sn.version, 0), 0) AS behind
+FROM ` + st + ` st
+LEFT JOIN ` + sn + ` sn ON sn.aggregate_id = st.aggregate_id AND sn.aggregate_type = st.aggregate_type AND sn.schema_version = $2::int` + extraJoin + `
+WHERE st.aggregate_type = $1 AND greatest(st.version - coalesce(sn.version, 0), 0) >= $3`
+	}
+	q.listByIDOf = listOf(` AND sn.aggregate_id > $4`) + ` AND st.aggregate_id > $4
+ORDER BY st.aggregate_id
+LIMIT $5`
+	q.listMostBehindOf = listOf("") + `
 ORDER BY behind DESC, st.aggregate_id
 LIMIT $4`
 	return q

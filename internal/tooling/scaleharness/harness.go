@@ -218,7 +218,7 @@ func measure(ctx context.Context, op string, size int64, pool *pgxpool.Pool, cap
 	switch op {
 	case "sweep":
 		run = func() error {
-			for _, err := range store.ListAggregates(ctx, scaleTypeName, eventsource.ListOptions{MinBehind: dataThreshold, MostBehindFirst: true, Limit: 1000}) {
+			for _, err := range store.ListAggregates(ctx, scaleTypeName, eventsource.ListOptions{SchemaVersion: 1, MinBehind: dataThreshold, MostBehindFirst: true, Limit: 1000}) {
 				if err != nil {
 					return err
 				}
