@@ -57,6 +57,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/tooling/natsserver"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -218,7 +219,7 @@ func Init(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	port := o.Port
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		if port, err = natsserver.FreePort(); err != nil {
 			return nil, fmt.Errorf("pgcluster: free port: %w", err)
 		}
 	}
@@ -368,15 +369,6 @@ func serverEnv() []string {
 		out = append(out, kv)
 	}
 	return append(out, "LC_ALL=C")
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // URL returns the URL of database on the cluster, as the superuser over

@@ -10,16 +10,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/evsnap/evsnap/internal/tooling/natsserver"
 )
 
 // Module and Version name the toxiproxy-server that [Ensure] builds.
@@ -68,7 +68,7 @@ type Server struct {
 // Start runs the binary at path on a free loopback port, its output
 // appended to logPath, and waits until its API answers.
 func Start(ctx context.Context, path, logPath string) (*Server, error) {
-	port, err := freePort()
+	port, err := natsserver.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func (s *Server) Stop() {
 // Proxy creates a proxy named name from a free loopback port to upstream
 // (host:port) and returns the address it listens on.
 func (s *Server) Proxy(ctx context.Context, name, upstream string) (string, error) {
-	port, err := freePort()
+	port, err := natsserver.FreePort()
 	if err != nil {
 		return "", err
 	}
@@ -166,17 +166,4 @@ func (s *Server) do(ctx context.Context, method, path string, body any) error {
 		return fmt.Errorf("toxiproxy %s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(msg))
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	a, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, errors.New("no TCP address")
-	}
-	return a.Port, nil
 }
