@@ -604,17 +604,18 @@ func (w *Worker) process(ctx context.Context, t *target, id uuid.UUID, h hints, 
 // versions play no part: they are other versions of the application's to
 // keep.
 func (w *Worker) due(ctx context.Context, t *target, snap *eventsource.Snapshot, h hints) bool {
-	decision := "due"
 	var snapVersion int64
 	if snap != nil {
 		snapVersion = snap.Version
 	}
-	if decision == "due" && snapVersion >= h.readFirst &&
-		!t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: snapVersion, Appended: h.appended}) {
-		decision = "not_due"
+	due := snapVersion < h.readFirst ||
+		t.policy.Due(policy.Input{AggregateType: t.name, HeadVersion: h.head, SnapshotVersion: snapVersion, Appended: h.appended})
+	if due {
+		w.decision(ctx, t, "due")
+	} else {
+		w.decision(ctx, t, "not_due")
 	}
-	w.decision(ctx, t, decision)
-	return decision == "due"
+	return due
 }
 
 // rebuild stores t's aggregate id's snapshot at its head, whatever the
