@@ -10,6 +10,7 @@
 package linearcheck
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/evsnap/evsnap/lib/eventsource"
 )
 
 // Kind is what an operation did to a stream.
@@ -51,6 +53,22 @@ type Output struct {
 	// (a timeout, a connection lost mid-request): an Append that may or
 	// may not have happened. The checker allows both.
 	Unknown bool
+}
+
+// AppendOutput is the Output of an append that returned err: a success,
+// or a refusal with the version a *eventsource.ConflictError reports.
+// Any other error is returned as other, for the caller to judge: a test
+// fails on it; a run with faults records the append as Unknown (it may
+// have committed before the connection went).
+func AppendOutput(err error) (out Output, other error) {
+	var ce *eventsource.ConflictError
+	switch {
+	case err == nil:
+		return Output{}, nil
+	case errors.As(err, &ce):
+		return Output{Conflict: true, Actual: ce.Actual}, nil
+	}
+	return Output{Unknown: true}, err
 }
 
 // History is a concurrency-safe record of operations.

@@ -1,11 +1,14 @@
 package linearcheck
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/evsnap/evsnap/lib/eventsource"
 )
 
 func op(client int, call, ret int64, in Input, out Output) porcupine.Operation {
@@ -95,5 +98,19 @@ func TestHistoryRecordsConcurrently(t *testing.T) {
 	}
 	if err := h.Check(5 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAppendOutput(t *testing.T) {
+	if out, err := AppendOutput(nil); err != nil || out != (Output{}) {
+		t.Errorf("success: %+v, %v", out, err)
+	}
+	conflict := fmt.Errorf("save: %w", &eventsource.ConflictError{Expected: 3, Actual: 5})
+	if out, err := AppendOutput(conflict); err != nil || out != (Output{Conflict: true, Actual: 5}) {
+		t.Errorf("conflict: %+v, %v", out, err)
+	}
+	lost := errors.New("conn closed")
+	if out, err := AppendOutput(lost); err != lost || out != (Output{Unknown: true}) {
+		t.Errorf("other error: %+v, %v; want Unknown and the error", out, err)
 	}
 }

@@ -94,16 +94,11 @@ func linearClient(ctx context.Context, h *linearcheck.History, client int, s eve
 
 		end = h.Begin(client, linearcheck.Input{Stream: stream, Kind: linearcheck.Append, Expected: a.Version(), N: 1})
 		a.Raise(tallyDeposited{Amount: 1})
-		err = repo.Save(ctx, a)
-		var ce *eventsource.ConflictError
-		switch {
-		case err == nil:
-			end(linearcheck.Output{})
-		case errors.As(err, &ce):
-			end(linearcheck.Output{Conflict: true, Actual: ce.Actual})
-		default:
+		out, err := linearcheck.AppendOutput(repo.Save(ctx, a))
+		if err != nil {
 			return fmt.Errorf("save: %w", err)
 		}
+		end(out)
 
 		end = h.Begin(client, linearcheck.Input{Stream: stream, Kind: linearcheck.Read})
 		v, err := s.StreamVersion(ctx, "storetest.Tally", id)

@@ -128,19 +128,12 @@ func (hs *history) client(ctx context.Context, c int, repo *eventsource.Reposito
 		}
 		end = hs.h.Begin(c, linearcheck.Input{Stream: stream, Kind: linearcheck.Append, Expected: a.Version(), N: 1})
 		a.Raise(registerBumped{})
-		err = repo.Save(octx, a)
+		out, err := linearcheck.AppendOutput(repo.Save(octx, a))
 		cancel()
-		var ce *eventsource.ConflictError
-		switch {
-		case err == nil:
-			end(linearcheck.Output{})
-		case errors.As(err, &ce):
-			end(linearcheck.Output{Conflict: true, Actual: ce.Actual})
-		default:
-			// The connection may have gone after the commit: either outcome.
-			hs.unknown.Add(1)
-			end(linearcheck.Output{Unknown: true})
+		if err != nil {
+			hs.unknown.Add(1) // the connection may have gone after the commit
 		}
+		end(out)
 	}
 }
 
