@@ -110,12 +110,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.MaxOpTime = 3 * time.Minute
 	}
 	progress := func(s string) { fmt.Fprintf(cfg.Progress, "%s  %s\n", time.Now().Format("15:04:05"), s) }
-	cap := &capture{}
+	tracer := &capture{}
 	pcfg, err := pgxpool.ParseConfig(cfg.PostgresURL)
 	if err != nil {
 		return nil, fmt.Errorf("postgres url: %w", err)
 	}
-	pcfg.ConnConfig.Tracer = cap
+	pcfg.ConnConfig.Tracer = tracer
 	pcfg.MaxConns = 4
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -198,7 +198,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				}
 			}
 			progress(fmt.Sprintf("measuring %s at %d aggregates", op.Name, size))
-			r, err := measure(ctx, op.Name, size, pool, cap, store, w, repo)
+			r, err := measure(ctx, op.Name, size, pool, tracer, store, w, repo)
 			if err != nil {
 				return rep, fmt.Errorf("%s at %d: %w", op.Name, size, err)
 			}
@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 // measure runs one operation: once to warm the cache and capture its SQL,
 // then timed (up to 5 runs or 20 s), and explains what it captured.
-func measure(ctx context.Context, op string, size int64, pool *pgxpool.Pool, cap *capture, store *pgstore.Store, w *snapshotter.Worker,
+func measure(ctx context.Context, op string, size int64, pool *pgxpool.Pool, tracer *capture, store *pgstore.Store, w *snapshotter.Worker,
 	repo *eventsource.Repository[exampledomain.Account, *exampledomain.Account]) (Result, error) {
 	r := Result{Op: op, Size: size}
 	var run func() error
@@ -242,11 +242,11 @@ func measure(ctx context.Context, op string, size int64, pool *pgxpool.Pool, cap
 	default:
 		return r, fmt.Errorf("unknown op %q", op)
 	}
-	cap.start()
+	tracer.start()
 	t0 := time.Now()
 	err := run()
 	first := float64(time.Since(t0).Microseconds()) / 1000
-	captured := cap.stop()
+	captured := tracer.stop()
 	if err != nil {
 		return r, err
 	}
