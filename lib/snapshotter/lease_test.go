@@ -44,7 +44,8 @@ const (
 )
 
 // startFleet starts n replicas sharing one store, stream, consumer and
-// lease bucket, sweeping every 100ms with a 1s lease.
+// lease bucket, sweeping every 100ms with a 1s lease; with bucket "" the
+// lease is off.
 func startFleet(t *testing.T, e *env, n int, bucket string, types ...snapshotter.Type) []*replica {
 	t.Helper()
 	fleet := make([]*replica, n)
@@ -54,6 +55,9 @@ func startFleet(t *testing.T, e *env, n int, bucket string, types ...snapshotter
 		cfg := e.config(func(c *snapshotter.Config) {
 			c.Store, c.JetStream = r.lists, natstest.JetStream(t, nc)
 			c.SweepInterval, c.SweepLeaseTTL, c.LeaseBucket = sweepInterval, leaseTTL, bucket
+			if bucket == "" {
+				c.SweepLeaseTTL = 0
+			}
 		})
 		if len(types) == 0 {
 			types = []snapshotter.Type{snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 10})}
@@ -204,22 +208,7 @@ func TestEachAppVersionHasItsOwnSweeper(t *testing.T) {
 // behaviour, every replica sweeps.
 func TestWithoutLeaseEveryReplicaSweeps(t *testing.T) {
 	e := newEnv(t, natstest.RunServer(t).ClientURL(), memstore.New(), false)
-	fleet := make([]*replica, 2)
-	for i := range fleet {
-		r := &replica{lists: &listCounter{Store: e.store}, done: make(chan error, 1)}
-		w, err := snapshotter.New(e.config(func(c *snapshotter.Config) {
-			c.Store, c.SweepInterval, c.SweepLeaseTTL = r.lists, sweepInterval, 0
-		}), snapshotter.For[exampledomain.Account](e.reg, eventsource.Policy{Threshold: 10}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.w = w
-		var ctx context.Context
-		ctx, r.cancel = context.WithCancel(context.Background())
-		go func() { r.done <- w.Run(ctx) }()
-		t.Cleanup(func() { r.stop(t) })
-		fleet[i] = r
-	}
+	fleet := startFleet(t, e, 2, "")
 	waitFor(t, 10*time.Second, "both replicas to sweep", func() bool {
 		return len(sweeping(make([]int64, 2), counts(fleet))) == 2
 	})

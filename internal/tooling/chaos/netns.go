@@ -18,11 +18,10 @@ import (
 // stopping the server. The addresses are a /30 of 10.233.0.0/16 inside
 // the pair; nothing else is routed.
 type netns struct {
-	name           string
-	hostIf, nsIf   string
-	hostIP, nsIP   string
-	cut            bool
-	createdAndLive bool
+	name         string
+	hostIf, nsIf string
+	hostIP, nsIP string
+	live         bool
 }
 
 // newNetns creates the namespace and the veth pair. It needs root and the
@@ -59,13 +58,13 @@ func newNetns(ctx context.Context) (*netns, error) {
 	for i, args := range steps {
 		if err := ipCmd(ctx, args...); err != nil {
 			if i > 0 {
-				n.createdAndLive = true
+				n.live = true
 				n.remove()
 			}
 			return nil, err
 		}
 	}
-	n.createdAndLive = true
+	n.live = true
 	return n, nil
 }
 
@@ -79,33 +78,25 @@ func (n *netns) wrap(path string, args []string) (string, []string) {
 // route and its sockets, and every packet to or from NATS is dropped in
 // silence, as on a cut cable (no reset, no ICMP).
 func (n *netns) partition(ctx context.Context) error {
-	if err := ipCmd(ctx, "netns", "exec", n.name, "ip", "link", "set", n.nsIf, "down"); err != nil {
-		return err
-	}
-	n.cut = true
-	return nil
+	return ipCmd(ctx, "netns", "exec", n.name, "ip", "link", "set", n.nsIf, "down")
 }
 
 // heal brings the link back: connections whose peers did not give up go on
 // where they stalled.
 func (n *netns) heal(ctx context.Context) error {
-	if err := ipCmd(ctx, "netns", "exec", n.name, "ip", "link", "set", n.nsIf, "up"); err != nil {
-		return err
-	}
-	n.cut = false
-	return nil
+	return ipCmd(ctx, "netns", "exec", n.name, "ip", "link", "set", n.nsIf, "up")
 }
 
 // remove deletes the namespace, and with it the veth pair.
 func (n *netns) remove() {
-	if !n.createdAndLive {
+	if !n.live {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = ipCmd(ctx, "link", "del", n.hostIf)
 	_ = ipCmd(ctx, "netns", "del", n.name)
-	n.createdAndLive = false
+	n.live = false
 }
 
 func ipCmd(ctx context.Context, args ...string) error {
