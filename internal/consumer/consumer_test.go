@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 	"github.com/google/uuid"
-	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 // The dispatcher never runs two groups of one aggregate at once, keeps at
 // most Concurrency running, and loses no notice: follow-ups are merged and

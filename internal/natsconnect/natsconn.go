@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -35,6 +36,15 @@ type Options struct {
 	CertFile string
 	KeyFile  string
 
+	// PingInterval is how often the client pings the server; a connection
+	// that leaves maxPingsOut pings unanswered is given up as stale and
+	// the client reconnects (in a cluster, to another node). It is the
+	// only way a connection that dies in silence is noticed: a partition,
+	// a dropped NAT or conntrack entry, a node that vanished (no reset, no
+	// close). Such a connection is given up 2 to 3 intervals after it
+	// went quiet. 0 means DefaultPingInterval.
+	PingInterval time.Duration
+
 	// WaitForServer makes Connect return at once even when no server
 	// answers yet; the client keeps trying in the background (for a worker
 	// that starts before NATS, as in compose or Kubernetes). Without it the
@@ -48,6 +58,12 @@ type Options struct {
 func (o Options) Validate() error {
 	if o.URL == "" {
 		return errors.New("nats: no server URL (flag --nats-url or EVSNAP_NATS_URL)")
+	}
+	if err := checkURLs(o.URL); err != nil {
+		return err
+	}
+	if o.PingInterval < 0 {
+		return fmt.Errorf("nats: ping interval %v is negative (flag --nats-ping-interval or EVSNAP_NATS_PING_INTERVAL)", o.PingInterval)
 	}
 	methods := 0
 	for _, set := range []bool{o.CredsFile != "", o.NKeySeedFile != "", o.User != "" || o.Password != "", o.Token != ""} {
@@ -75,6 +91,44 @@ func (o Options) Validate() error {
 	return nil
 }
 
+// checkURLs reports a server URL in list (comma-separated) that nats.go
+// would misread rather than refuse: "nats://nats://host:4222" (a scheme
+// twice) reads as the host "nats" on the default port, and a client given
+// it retries that for ever. A URL without a scheme is a nats:// one, as
+// nats.go takes it; only websocket URLs may have a path.
+func checkURLs(list string) error {
+	for _, raw := range strings.Split(list, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		s := raw
+		if !strings.Contains(s, "://") {
+			s = "nats://" + s
+		}
+		bad := func(why string) error {
+			return fmt.Errorf("nats: server URL %q %s (flag --nats-url or EVSNAP_NATS_URL)", Redact(raw), why)
+		}
+		u, err := url.Parse(s)
+		switch {
+		case err != nil:
+			return bad("does not parse")
+		case u.Hostname() == "":
+			return bad("has no host")
+		case u.Scheme != "ws" && u.Scheme != "wss" && u.Path != "" && u.Path != "/":
+			return bad(fmt.Sprintf("has a path, %q (a scheme given twice?)", u.Path))
+		case strings.HasSuffix(u.Host, ":"):
+			return bad("has an empty port")
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return bad("has a port outside 1-65535")
+			}
+		}
+	}
+	return nil
+}
+
 // Redact returns u with any password or token in its userinfo replaced
 // (see [natsurl.Redact]).
 func Redact(u string) string { return natsurl.Redact(u) }
@@ -91,11 +145,17 @@ func Connect(ctx context.Context, o Options) (*nats.Conn, error) {
 		log = slog.Default()
 	}
 	where := Redact(o.URL)
+	ping := o.PingInterval
+	if ping == 0 {
+		ping = DefaultPingInterval
+	}
 	opts := []nats.Option{
 		nats.Name(o.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
 		nats.Timeout(5 * time.Second),
+		nats.PingInterval(ping),
+		nats.MaxPingsOutstanding(maxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("disconnected from NATS; reconnecting", "nats", where, "error", err)
@@ -168,6 +228,17 @@ func scrub(err error, o Options) error {
 	}
 	return err
 }
+
+// DefaultPingInterval is [Options.PingInterval]'s default: a connection
+// that dies in silence is given up within 20 to 30 seconds. nats.go's own
+// default, 2 minutes, left a worker or an app on such a connection for 4
+// to 6 minutes, consuming and publishing nothing while the rest of a
+// cluster was reachable (the chaos suite's partitions, docs/chaos.md).
+const DefaultPingInterval = 10 * time.Second
+
+// maxPingsOut is how many pings may go unanswered before the connection
+// is given up.
+const maxPingsOut = 2
 
 // Embedded is an in-process nats-server with JetStream.
 type Embedded struct {

@@ -17,11 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 	"github.com/nats-io/nats-server/v2/server"
-	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 func startServer(t *testing.T, opts server.Options) string {
 	t.Helper()
@@ -95,10 +95,24 @@ func TestValidateAndRedact(t *testing.T) {
 		"user no password":   {URL: "nats://x", User: "u"},
 		"cert without key":   {URL: "nats://x", CertFile: "c"},
 		"missing creds file": {URL: "nats://x", CredsFile: "/nonexistent/x.creds"},
+		"scheme twice":       {URL: "nats://nats://10.0.0.1:4222"},
+		"scheme twice, list": {URL: "nats://h1:4222,nats://nats://h2:4222"},
+		"empty port":         {URL: "nats://h1:"},
+		"bad port":           {URL: "h1:99999"},
+		"no host":            {URL: "nats://:4222"},
+		"negative ping":      {URL: "nats://x", PingInterval: -time.Second},
 	} {
 		if err := o.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	for _, ok := range []string{"nats://x", "x:4222", "nats://u:pw@h1:4222, tls://h2:4443", "ws://h:8080/nats", "nats://[::1]:4222", "nats://h:4222/"} {
+		if err := (Options{URL: ok}).Validate(); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	if err := (Options{URL: "nats://u:s3cr3t@nats://h"}).Validate(); err == nil || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "--nats-url") {
+		t.Errorf("a bad URL with a password: %v; want an error naming the flag, without the password", err)
 	}
 	for in, want := range map[string]string{
 		"nats://u:pw@host:4222": "nats://u:xxxxx@host:4222",

@@ -13,6 +13,7 @@ import (
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/storeopen"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/google/uuid"
 )
 
@@ -61,7 +62,7 @@ func adminConfig(t *testing.T) (Config, *bytes.Buffer, uuid.UUID) {
 func TestStatsAndVerifyReport(t *testing.T) {
 	ctx := context.Background()
 	c, out, long := adminConfig(t)
-	if err := Stats(ctx, c, exampledomain.AccountType, 5); err != nil {
+	if err := Stats(ctx, c, exampledomain.AccountType, snapshotter.StatsOptions{Stalest: 5}); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
@@ -100,5 +101,33 @@ func TestHealthcheck(t *testing.T) {
 	err := Healthcheck(context.Background(), &out, srv.URL, time.Second)
 	if err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "consuming") {
 		t.Fatalf("unready worker: %v; want an error with the status and the answer", err)
+	}
+}
+
+// Estimated figures are printed as such: ~ on every scaled count, the
+// snapshot count's margin, where the estimates come from, and the stalest
+// as the sample's.
+func TestStatsLabelsEstimates(t *testing.T) {
+	var out bytes.Buffer
+	id := uuid.New()
+	printStats(&out, snapshotter.Stats{AggregateType: "Account", SchemaVersion: 1, Aggregates: 1_000_000, AggregatesEstimated: true,
+		Snapshots: 950_000, SnapshotsMargin: 6000, NewestSchema: map[int]int{1: 950_000}, Sampled: 5000,
+		EventsBehind: snapshotter.Distribution{Max: 300, Buckets: [5]int{300_000, 698_000, 0, 2000, 0}},
+		Stalest:      []eventsource.AggregateInfo{{AggregateID: id, HeadVersion: 300}}})
+	for _, want := range []string{
+		"Account: ~1000000 aggregates, ~950000 (±6000) snapshots (of schema version 1)\n",
+		"the number of aggregates is the store's estimate from its statistics\n",
+		"estimated from a random sample of 5000 aggregates",
+		"--exact reads every aggregate",
+		"schema 1: ~950000",
+		"events behind the head (of the sample):",
+		"aggregates (estimated)",
+		"~698000",
+		"stalest 1 of the sample (--exact lists the stalest of all):",
+		id.String() + "  300   0         300",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("estimated stats lack %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -3,9 +3,9 @@ package snapshottercli
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }

@@ -103,7 +103,8 @@ func (r *Root[S]) Raise(e Event) {
 	}
 	r.state = r.state.Apply(e)
 	r.c.version++
-	r.c.pending = append(r.c.pending, pendingEvent{id: uuid.New(), event: e, occurredAt: nowMicro()})
+	at := nowMicro()
+	r.c.pending = append(r.c.pending, pendingEvent{id: newEventID(at), event: e, occurredAt: at})
 }
 
 // Uncommitted returns the events raised since the last save, in order.
@@ -149,12 +150,15 @@ func (r *Root[S]) exportState(c Codec) ([]byte, error) {
 	return c.Marshal(r.state)
 }
 
+// restoreState replaces the state with the one data encodes. It decodes
+// into the zeroed state in place (a copy would be one more allocation per
+// load); on failure the state is left zero.
 func (r *Root[S]) restoreState(c Codec, data []byte) error {
-	var s S
-	if err := safeUnmarshal(c, data, &s); err != nil {
+	r.resetState()
+	if err := safeUnmarshal(c, data, &r.state); err != nil {
+		r.resetState()
 		return err
 	}
-	r.state = s
 	return nil
 }
 

@@ -3,6 +3,8 @@ package eventsource_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -10,6 +12,10 @@ import (
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/google/uuid"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // buildAccount writes the tutorial's workload into r: an account opened,
@@ -205,4 +211,182 @@ func BenchmarkLoadTriggerHook(b *testing.B) {
 			}
 		})
 	}
+}
+
+// newBenchRepo returns an Account repository on a fresh memstore with
+// opts, closed when b ends.
+func newBenchRepo(b *testing.B, opts ...eventsource.Option) *accountRepo {
+	b.Helper()
+	r, err := eventsource.NewRepository[exampledomain.Account](memstore.New(), exampledomain.NewRegistry(), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = r.Close(context.Background()) })
+	return r
+}
+
+// telemetrySetups are BenchmarkTelemetry's instrumentation setups: none
+// (the load and save without their spans and metrics), OpenTelemetry's
+// no-op providers given explicitly, the global providers with no SDK
+// installed (the default), an SDK tracer that samples nothing (alone, and
+// with an SDK meter provider whose reader is never collected), and one
+// that records every span (exported nowhere).
+func telemetrySetups() []struct {
+	name string
+	opts func() []eventsource.Option
+} {
+	sdk := func(sampler sdktrace.Sampler, metrics bool) func() []eventsource.Option {
+		return func() []eventsource.Option {
+			opts := []eventsource.Option{eventsource.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler)))}
+			if metrics {
+				opts = append(opts, eventsource.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))))
+			} else {
+				opts = append(opts, eventsource.WithMeterProvider(metricnoop.NewMeterProvider()))
+			}
+			return opts
+		}
+	}
+	return []struct {
+		name string
+		opts func() []eventsource.Option
+	}{
+		{"none", func() []eventsource.Option { return nil }},
+		{"noop", func() []eventsource.Option {
+			return []eventsource.Option{eventsource.WithTracerProvider(tracenoop.NewTracerProvider()), eventsource.WithMeterProvider(metricnoop.NewMeterProvider())}
+		}},
+		{"global", func() []eventsource.Option { return nil }},
+		{"sdk-unsampled", sdk(sdktrace.NeverSample(), false)},
+		{"sdk-unsampled-metrics", sdk(sdktrace.NeverSample(), true)},
+		{"sdk-sampled-metrics", sdk(sdktrace.AlwaysSample(), true)},
+	}
+}
+
+// BenchmarkTelemetry measures what instrumentation adds to a load (100
+// events, snapshot at the head) and to a one-event save (sync snapshots,
+// threshold 100) on memstore: compare each setup's row with none's.
+func BenchmarkTelemetry(b *testing.B) {
+	for _, setup := range telemetrySetups() {
+		b.Run("op=load/telemetry="+setup.name, func(b *testing.B) {
+			r := newBenchRepo(b, append([]eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeManual)}, setup.opts()...)...)
+			id := buildAccount(b, r, 100, 100)
+			ctx := context.Background()
+			load := r.Load
+			if setup.name == "none" {
+				load = func(ctx context.Context, id uuid.UUID) (*exampledomain.Account, error) {
+					return eventsource.LoadUninstrumented(ctx, r, id)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := load(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("op=save/telemetry="+setup.name, func(b *testing.B) {
+			r := newBenchRepo(b, append([]eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100})}, setup.opts()...)...)
+			ctx := context.Background()
+			save := r.Save
+			if setup.name == "none" {
+				save = func(ctx context.Context, a *exampledomain.Account) error {
+					return eventsource.SaveUninstrumented(ctx, r, a)
+				}
+			}
+			a := r.New(uuid.New())
+			_ = a.Open("Bench", 0)
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = a.Deposit(1)
+				if err := save(ctx, a); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkTelemetryOff measures what instrumentation costs a load (100
+// events, snapshot at the head) and a one-event save (sync snapshots,
+// threshold 100) on memstore when telemetry is off: the global providers
+// with no SDK installed, and OpenTelemetry's no-op providers. The
+// operation runs in blocks of 64, each block with its instrumentation or
+// without at random (same repository, same aggregate), so both see the
+// same machine, which a shared one changes from second to second, and
+// blocks are timed by the thread's CPU time. It reports each's CPU ns/op
+// (none-cpu-ns/op, off-cpu-ns/op) and the difference (added-cpu-ns/op).
+// The control setup runs the instrumented operation on both sides: its
+// difference is the method's noise.
+func BenchmarkTelemetryOff(b *testing.B) {
+	for _, setup := range []struct {
+		name string
+		opts []eventsource.Option
+	}{
+		{"global", nil},
+		{"noop", []eventsource.Option{eventsource.WithTracerProvider(tracenoop.NewTracerProvider()), eventsource.WithMeterProvider(metricnoop.NewMeterProvider())}},
+		{"control", nil},
+	} {
+		control := setup.name == "control"
+		b.Run("op=load/telemetry="+setup.name, func(b *testing.B) {
+			r := newBenchRepo(b, append([]eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeManual)}, setup.opts...)...)
+			id := buildAccount(b, r, 100, 100)
+			ctx := context.Background()
+			load := func() error { _, err := r.Load(ctx, id); return err }
+			none := func() error { _, err := eventsource.LoadUninstrumented(ctx, r, id); return err }
+			if control {
+				none = load
+			}
+			alternate(b, none, load)
+		})
+		b.Run("op=save/telemetry="+setup.name, func(b *testing.B) {
+			r := newBenchRepo(b, append([]eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100})}, setup.opts...)...)
+			ctx := context.Background()
+			a := r.New(uuid.New())
+			_ = a.Open("Bench", 0)
+			save := func() error { _ = a.Deposit(1); return r.Save(ctx, a) }
+			none := func() error { _ = a.Deposit(1); return eventsource.SaveUninstrumented(ctx, r, a) }
+			if control {
+				none = save
+			}
+			alternate(b, none, save)
+		})
+	}
+}
+
+// alternate runs none and off in blocks of 64 calls, each block's
+// function drawn at random, for b's iterations, timing each block by the
+// CPU time of the benchmark's thread (which other processes' turns on the
+// core do not inflate), and reports each's CPU ns/op and their
+// difference. (Strict alternation would put whatever happens every 256
+// or 512 calls, such as a store growing by a chunk, always in the same
+// function's blocks.)
+func alternate(b *testing.B, none, off func() error) {
+	const block = 64
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	rng := rand.New(rand.NewPCG(1, 2))
+	fns := [2]func() error{none, off}
+	var took [2]time.Duration
+	var calls [2]int
+	k := 0
+	b.ReportAllocs()
+	start := threadCPU()
+	for i := 0; b.Loop(); i++ {
+		if i%block == 0 && i > 0 {
+			now := threadCPU()
+			took[k] += now - start
+			start, k = now, rng.IntN(2)
+		}
+		if err := fns[k](); err != nil {
+			b.Fatal(err)
+		}
+		calls[k]++
+	}
+	took[k] += threadCPU() - start
+	if calls[0] == 0 || calls[1] == 0 {
+		return // the probe run of one iteration
+	}
+	n0, n1 := float64(took[0].Nanoseconds())/float64(calls[0]), float64(took[1].Nanoseconds())/float64(calls[1])
+	b.ReportMetric(n0, "none-cpu-ns/op")
+	b.ReportMetric(n1, "off-cpu-ns/op")
+	b.ReportMetric(n1-n0, "added-cpu-ns/op")
 }

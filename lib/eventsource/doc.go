@@ -2,7 +2,9 @@
 // aggregate root, the [Repository] that loads and saves aggregates with
 // snapshots, and the [Store] interface that the backends implement (an
 // [EventStore] and a [SnapshotStore] together; [Split] joins two kept
-// apart). It imports no database or messaging driver.
+// apart), with the optional capabilities a store may add for
+// administration at scale ([AggregateCounter], [SnapshotPruner]). It
+// imports no database or messaging driver.
 //
 // # Events
 //
@@ -105,7 +107,9 @@
 // # Stores
 //
 // Backends live in their own packages: memstore, pgstore, sqlitestore. Each
-// is a [Store], and all run the one conformance suite, storetest.Run. A snapshot store never lets a
+// is a [Store] and a [SweepStore] (its streams in change order, so the
+// snapshotter's reconciliation sweep examines what changed), and all run
+// the one conformance suite, storetest.Run. A snapshot store never lets a
 // snapshot move backwards: a write with a lower version or an older schema
 // version than the stored one is a no-op ([Snapshot.Supersedes]). A
 // snapshot proven stale is removed by a load instead, never overwritten by
@@ -134,4 +138,23 @@
 // Logs go to the [log/slog] logger given with [WithLogger]. docs/metrics.md
 // lists every metric with its attributes and their values; the README's
 // section "Observability" the spans and the log keys.
+//
+// Telemetry costs nothing when it is off. With OpenTelemetry's no-op
+// providers, or the global ones while the program has installed no SDK,
+// a repository starts no span (the context it passes on keeps the
+// caller's span), builds no attribute and reads no clock for a metric:
+// a load or a save allocates nothing for its instrumentation. The global
+// provider is followed, so an SDK installed after the repository was made
+// is used from then on. With an SDK installed, attributes are set on
+// spans that record (after they start, so a sampler does not see them),
+// and the spans a load or a save starts inside its own
+// (eventsource.LoadSnapshotAndEvents, eventsource.SaveSnapshot,
+// eventsource.DeleteStaleSnapshot) are started only under a recording one.
+// With no SDK, eBPF auto-instrumentation (go.opentelemetry.io/auto) sees
+// none of these spans.
+//
+// Event ids are time-ordered UUIDs (version 7, from the time the event
+// was raised), so stores' unique indexes on them grow at one end; see
+// docs/decisions/0035-time-ordered-event-ids.md for what their order
+// promises (nothing) and what they reveal (when the event was raised).
 package eventsource

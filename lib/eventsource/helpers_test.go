@@ -1,12 +1,13 @@
 package eventsource_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"sync"
 	"testing"
+
+	"github.com/evsnap/evsnap/internal/tooling/syncbuf"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -29,25 +30,8 @@ type harness struct {
 	reg    *eventsource.Registry
 	reader *sdkmetric.ManualReader
 	spans  *tracetest.SpanRecorder
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	opts   []eventsource.Option
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newHarness(t *testing.T) *harness {
@@ -59,7 +43,7 @@ func newHarness(t *testing.T) *harness {
 		reg:    exampledomain.NewRegistry(),
 		reader: sdkmetric.NewManualReader(),
 		spans:  tracetest.NewSpanRecorder(),
-		logs:   &syncBuffer{},
+		logs:   &syncbuf.Buffer{},
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans))

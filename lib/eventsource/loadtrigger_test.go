@@ -228,8 +228,10 @@ func TestLoadTriggerBackground(t *testing.T) {
 	if _, replayed, _ := mustLoad(t, r, id); replayed != 300 {
 		t.Fatalf("replayed %d, want 300", replayed)
 	}
-	if n, err := r.AwaitPendingSnapshots(ctx); err != nil || n != 1 {
-		t.Fatalf("AwaitPendingSnapshots = %d, %v; want 1 queued by the load", n, err)
+	// The count is what was still pending when it was called: the writer
+	// may have stored the load's snapshot already (the checks below see it).
+	if n, err := r.AwaitPendingSnapshots(ctx); err != nil || n > 1 {
+		t.Fatalf("AwaitPendingSnapshots = %d, %v; want at most the 1 queued by the load", n, err)
 	}
 	if s, err := h.snaps.GetSnapshot(ctx, exampledomain.AccountType, id, exampledomain.AccountSchemaVersion); err != nil || s == nil || s.Version != 300 {
 		t.Fatalf("snapshot = %+v, %v; want v300", s, err)

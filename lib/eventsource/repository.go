@@ -14,9 +14,7 @@ import (
 	"github.com/evsnap/evsnap/internal/policy"
 	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
@@ -101,12 +99,6 @@ func NewRepository[T any, PT AggregatePtr[T]](store Store, reg *Registry, opts .
 	}
 	if c.logger == nil {
 		c.logger = slog.Default()
-	}
-	if c.tracerProvider == nil {
-		c.tracerProvider = otel.GetTracerProvider()
-	}
-	if c.meterProvider == nil {
-		c.meterProvider = otel.GetMeterProvider()
 	}
 	c.logger = c.logger.With(telemetrykeys.LogKeyAggregateType, typ)
 	tel, err := newTelemetry(c, typ)
@@ -218,23 +210,42 @@ func (r *Repository[T, PT]) LoadFromEvents(ctx context.Context, id uuid.UUID, sn
 	})
 }
 
-// observeLoad wraps a load in its span and records its metrics.
+// observeLoad wraps a load in its span and records its metrics. What
+// instrumentation that does not record would drop (the clock reads of a
+// duration nobody collects, attributes of a span that is not recorded)
+// is not built.
 func (r *Repository[T, PT]) observeLoad(ctx context.Context, id uuid.UUID, load func(context.Context) (PT, error)) (PT, error) {
-	start := time.Now()
-	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Load", trace.WithAttributes(
-		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(id.String())))
+	tel := r.tel
+	timed := tel.loadDuration.Enabled(ctx)
+	var start time.Time
+	if timed {
+		start = time.Now()
+	}
+	ctx, span := tel.start(ctx, "eventsource.Load")
 	defer span.End()
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(id.String()))
+	}
 	a, err := load(ctx)
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		failSpan(span, err)
 		return nil, err
 	}
 	c := a.rootCore()
-	span.SetAttributes(telemetrykeys.AttrVersion.Int64(c.version), telemetrykeys.AttrEventsReplayed.Int64(c.replayed), telemetrykeys.AttrSnapshotUsed.Bool(c.fromSnapshot))
-	attrs := metric.WithAttributes(telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrSnapshotUsed.Bool(c.fromSnapshot))
-	r.tel.loadDuration.Record(ctx, time.Since(start).Seconds(), attrs)
-	r.tel.eventsReplayed.Add(ctx, c.replayed, attrs)
+	if recording {
+		span.SetAttributes(telemetrykeys.AttrVersion.Int64(c.version), telemetrykeys.AttrEventsReplayed.Int64(c.replayed), telemetrykeys.AttrSnapshotUsed.Bool(c.fromSnapshot))
+	}
+	used := 0
+	if c.fromSnapshot {
+		used = 1
+	}
+	if timed {
+		tel.loadDuration.Record(ctx, time.Since(start).Seconds(), tel.loadRecord[used]...)
+	}
+	if tel.eventsReplayed.Enabled(ctx) {
+		tel.eventsReplayed.Add(ctx, c.replayed, tel.loadAdd[used]...)
+	}
 	r.askIfReplayedEnough(ctx, a)
 	return a, nil
 }
@@ -250,11 +261,10 @@ func (r *Repository[T, PT]) load(ctx context.Context, id uuid.UUID) (PT, error) 
 	if r.mode == ModeOff {
 		return r.loadFrom(ctx, id, nil, nil)
 	}
-	sctx, span := r.tel.tracer.Start(ctx, "eventsource.LoadSnapshotAndEvents")
+	sctx, span := r.tel.startChild(ctx, "eventsource.LoadSnapshotAndEvents")
 	snap, events, err := r.store.LoadSnapshotAndEvents(sctx, r.typ, id, r.schemaVersion)
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		failSpan(span, err)
 		span.End()
 		r.tel.logger.WarnContext(ctx, "snapshot and events read failed; replaying all events",
 			telemetrykeys.LogKeyAggregateID, id, telemetrykeys.LogKeyReason, telemetrykeys.FallbackStoreError, telemetrykeys.LogKeyError, err)
@@ -319,37 +329,63 @@ func (r *Repository[T, PT]) loadFrom(ctx context.Context, id uuid.UUID, snap *Sn
 // not, stale says why (and nothing is applied); "" means the snapshot is
 // tied to the stream.
 func applyEvents(reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, error], fromSnapshot bool) (stale string, err error) {
-	c := a.rootCore()
-	checked := !fromSnapshot
-	for rec, err := range events {
-		if err != nil {
-			return "", fmt.Errorf("load %s %s: read events after v%d: %w", a.AggregateType(), c.id, c.version, err)
-		}
-		if !checked {
-			if rec.Version != c.version {
-				return fmt.Sprintf("the stream has no event at v%d", c.version), nil
-			}
-			if rec.ID != c.lastEventID {
-				return fmt.Sprintf("the stream's event at v%d is %s, not the snapshot's %s", c.version, rec.ID, c.lastEventID), nil
-			}
-			checked = true
-			continue
-		}
-		if rec.Version != c.version+1 {
-			return "", fmt.Errorf("load %s %s: %w: got v%d after v%d", a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
-		}
-		e, err := reg.DecodeRecorded(&rec)
-		if err != nil {
-			return "", fmt.Errorf("load %s %s: %w", a.AggregateType(), c.id, err)
-		}
-		a.applyEvent(e)
-		c.lastEventID = rec.ID
-		c.replayed++
-	}
-	if !checked {
-		return fmt.Sprintf("the stream has no event at v%d", c.version), nil
+	p := &replay{reg: reg, a: a, c: a.rootCore(), checked: !fromSnapshot}
+	events(p.yield)
+	switch {
+	case p.err != nil:
+		return "", p.err
+	case p.stale != "":
+		return p.stale, nil
+	case !p.checked:
+		return fmt.Sprintf("the stream has no event at v%d", p.c.version), nil
 	}
 	return "", nil
+}
+
+// replay is applyEvents' state, and its yield the function it gives the
+// events' iterator. (A range loop over the iterator would put each
+// variable the loop changes on the heap by itself: five allocations per
+// load instead of two.)
+type replay struct {
+	reg     *Registry
+	a       Aggregate
+	c       *core
+	checked bool   // the snapshot's event was found, or there is no snapshot
+	stale   string // why the snapshot is stale; "" if it is not
+	err     error
+}
+
+func (p *replay) yield(rec RecordedEvent, err error) bool {
+	c := p.c
+	if err != nil {
+		p.err = fmt.Errorf("load %s %s: read events after v%d: %w", p.a.AggregateType(), c.id, c.version, err)
+		return false
+	}
+	if !p.checked {
+		if rec.Version != c.version {
+			p.stale = fmt.Sprintf("the stream has no event at v%d", c.version)
+			return false
+		}
+		if rec.ID != c.lastEventID {
+			p.stale = fmt.Sprintf("the stream's event at v%d is %s, not the snapshot's %s", c.version, rec.ID, c.lastEventID)
+			return false
+		}
+		p.checked = true
+		return true
+	}
+	if rec.Version != c.version+1 {
+		p.err = fmt.Errorf("load %s %s: %w: got v%d after v%d", p.a.AggregateType(), c.id, ErrCorruptStream, rec.Version, c.version)
+		return false
+	}
+	e, err := p.reg.DecodeRecorded(&rec)
+	if err != nil {
+		p.err = fmt.Errorf("load %s %s: %w", p.a.AggregateType(), c.id, err)
+		return false
+	}
+	p.a.applyEvent(e)
+	c.lastEventID = rec.ID
+	c.replayed++
+	return true
 }
 
 // deleteStale removes the stale snapshot snap from the store, unless it
@@ -357,16 +393,17 @@ func applyEvents(reg *Registry, a Aggregate, events iter.Seq2[RecordedEvent, err
 // an error: the load goes on from the events, and the next load tries
 // again.
 func (r *Repository[T, PT]) deleteStale(ctx context.Context, snap *Snapshot) {
-	ctx, span := r.tel.tracer.Start(ctx, "eventsource.DeleteStaleSnapshot", trace.WithAttributes(
-		telemetrykeys.AttrAggregateType.String(snap.AggregateType), telemetrykeys.AttrAggregateID.String(snap.AggregateID.String()),
-		telemetrykeys.AttrVersion.Int64(snap.Version)))
+	ctx, span := r.tel.startChild(ctx, "eventsource.DeleteStaleSnapshot")
 	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(telemetrykeys.AttrAggregateType.String(snap.AggregateType), telemetrykeys.AttrAggregateID.String(snap.AggregateID.String()),
+			telemetrykeys.AttrVersion.Int64(snap.Version))
+	}
 	deleted, err := r.store.DeleteStaleSnapshot(ctx, *snap)
 	result := telemetrykeys.StaleDeleted
 	switch {
 	case err != nil:
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		failSpan(span, err)
 		r.tel.logger.WarnContext(ctx, "stale snapshot not removed; the next load tries again",
 			telemetrykeys.LogKeyAggregateID, snap.AggregateID, telemetrykeys.LogKeySnapshotVer, snap.Version, telemetrykeys.LogKeyError, err)
 		result = telemetrykeys.StaleDeleteFailed
@@ -419,33 +456,57 @@ func (r *Repository[T, PT]) useSnapshot(ctx context.Context, a PT, snap *Snapsho
 // queues one (background) or notifies (external). Failures there are
 // logged and counted and never returned: the events are committed.
 func (r *Repository[T, PT]) Save(ctx context.Context, a PT) error {
+	if due, err := r.saveDue(a); !due {
+		return err
+	}
+	c := a.rootCore()
+	ctx, span := r.tel.start(ctx, "eventsource.Save")
+	defer span.End()
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(c.id.String()),
+			telemetrykeys.AttrEventsAppended.Int(len(c.pending)))
+	}
+	res, err := r.commit(ctx, a)
+	if err != nil {
+		failSpan(span, err)
+		return err
+	}
+	if recording {
+		span.SetAttributes(telemetrykeys.AttrVersion.Int64(res.LastVersion))
+	}
+	return nil
+}
+
+// saveDue reports whether Save has events of a to append; when it has
+// none, or must refuse (a nil aggregate, a closed repository), err says
+// what Save returns.
+func (r *Repository[T, PT]) saveDue(a PT) (bool, error) {
 	if a == nil {
-		return fmt.Errorf("save %s: %w: nil aggregate", r.typ, ErrInvalidArgument)
+		return false, fmt.Errorf("save %s: %w: nil aggregate", r.typ, ErrInvalidArgument)
 	}
 	c := a.rootCore()
 	if len(c.pending) == 0 {
-		return nil
+		return false, nil
 	}
 	r.mu.RLock()
 	closed := r.closed
 	r.mu.RUnlock()
 	if closed {
-		return fmt.Errorf("save %s %s: %w", r.typ, c.id, ErrClosed)
+		return false, fmt.Errorf("save %s %s: %w", r.typ, c.id, ErrClosed)
 	}
-	ctx, span := r.tel.tracer.Start(ctx, "eventsource.Save", trace.WithAttributes(
-		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(c.id.String()),
-		telemetrykeys.AttrEventsAppended.Int(len(c.pending))))
-	defer span.End()
+	return true, nil
+}
 
+// commit appends a's pending events and does what follows a committed
+// append (afterCommit): Save without its instrumentation.
+func (r *Repository[T, PT]) commit(ctx context.Context, a PT) (AppendResult, error) {
 	res, types, err := r.append(ctx, a)
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-		return err
+		return res, err
 	}
-	span.SetAttributes(telemetrykeys.AttrVersion.Int64(res.LastVersion))
 	r.afterCommit(ctx, a, res, types)
-	return nil
+	return res, nil
 }
 
 // afterCommit does what follows a committed append: the snapshot a due
@@ -601,23 +662,28 @@ func (r *Repository[T, PT]) writeSnapshot(ctx context.Context, s Snapshot) (bool
 
 func saveSnapshotTraced(ctx context.Context, tel *telemetry, store SnapshotStore, mode SnapshotMode, s Snapshot) (bool, error) {
 	mode = tel.writeMode(mode)
-	ctx, span := tel.tracer.Start(ctx, "eventsource.SaveSnapshot", trace.WithAttributes(
-		telemetrykeys.AttrAggregateType.String(s.AggregateType), telemetrykeys.AttrAggregateID.String(s.AggregateID.String()),
-		telemetrykeys.AttrVersion.Int64(s.Version), telemetrykeys.AttrMode.String(string(mode))))
+	ctx, span := tel.startChild(ctx, "eventsource.SaveSnapshot")
 	defer span.End()
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(telemetrykeys.AttrAggregateType.String(s.AggregateType), telemetrykeys.AttrAggregateID.String(s.AggregateID.String()),
+			telemetrykeys.AttrVersion.Int64(s.Version), telemetrykeys.AttrMode.String(string(mode)))
+	}
 	stored, err := store.SaveSnapshot(ctx, s)
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		failSpan(span, err)
 		return false, err
 	}
-	attrs := metric.WithAttributes(telemetrykeys.AttrAggregateType.String(s.AggregateType), telemetrykeys.AttrMode.String(string(mode)))
+	counter := tel.snapshotsSkipped
 	if stored {
-		tel.snapshotsWritten.Add(ctx, 1, attrs)
-	} else {
-		tel.snapshotsSkipped.Add(ctx, 1, attrs)
+		counter = tel.snapshotsWritten
 	}
-	span.SetAttributes(attribute.Bool("evsnap.snapshot.stored", stored))
+	if counter.Enabled(ctx) {
+		counter.Add(ctx, 1, metric.WithAttributes(telemetrykeys.AttrAggregateType.String(s.AggregateType), telemetrykeys.AttrMode.String(string(mode))))
+	}
+	if recording {
+		span.SetAttributes(attribute.Bool("evsnap.snapshot.stored", stored))
+	}
 	return stored, nil
 }
 
@@ -633,12 +699,13 @@ func (r *Repository[T, PT]) CreateSnapshot(ctx context.Context, a PT) (*Snapshot
 		return nil, fmt.Errorf("create snapshot of %s: %w: nil aggregate", r.typ, ErrInvalidArgument)
 	}
 	c := a.rootCore()
-	ctx, span := r.tel.tracer.Start(ctx, "eventsource.CreateSnapshot", trace.WithAttributes(
-		telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(c.id.String()), telemetrykeys.AttrVersion.Int64(c.version)))
+	ctx, span := r.tel.start(ctx, "eventsource.CreateSnapshot")
 	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(telemetrykeys.AttrAggregateType.String(r.typ), telemetrykeys.AttrAggregateID.String(c.id.String()), telemetrykeys.AttrVersion.Int64(c.version))
+	}
 	fail := func(err error) (*Snapshot, error) {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		failSpan(span, err)
 		return nil, err
 	}
 	switch {
@@ -784,7 +851,7 @@ func (w *backgroundWriter) run() {
 }
 
 func (w *backgroundWriter) write(job bgJob) {
-	ctx, span := w.tel.tracer.Start(w.ctx, "eventsource.BackgroundSnapshot", trace.WithLinks(job.link))
+	ctx, span := w.tel.start(w.ctx, "eventsource.BackgroundSnapshot", trace.WithLinks(job.link))
 	defer span.End()
 	s := job.snap
 	defer func() {

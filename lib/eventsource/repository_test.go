@@ -1,6 +1,7 @@
 package eventsource_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,15 +14,15 @@ import (
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/telemetrykeys"
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 var ctx = context.Background()
@@ -806,7 +807,8 @@ func TestSpansAndLoadMetrics(t *testing.T) {
 			t.Errorf("no %s span (got %v)", n, names)
 		}
 	}
-	if load[telemetrykeys.AttrSnapshotUsed].AsBool() != true || load[telemetrykeys.AttrEventsReplayed].AsInt64() != 1 || load[telemetrykeys.AttrVersion].AsInt64() != 26 {
+	if load[telemetrykeys.AttrSnapshotUsed].AsBool() != true || load[telemetrykeys.AttrEventsReplayed].AsInt64() != 1 || load[telemetrykeys.AttrVersion].AsInt64() != 26 ||
+		load[telemetrykeys.AttrAggregateID].AsString() != a.ID().String() || load[telemetrykeys.AttrAggregateType].AsString() != "Account" {
 		t.Fatalf("load span attributes %v", load)
 	}
 	if got := h.counter("evsnap.load.events_replayed"); got != 1 {
@@ -1513,5 +1515,29 @@ func TestSplitRefusesNil(t *testing.T) {
 			}()
 			split()
 		}()
+	}
+}
+
+// The events a save appends have time-ordered ids (UUIDv7) that carry the
+// millisecond they were raised in, the event's OccurredAt.
+func TestEventIDsAreTimeOrdered(t *testing.T) {
+	h := newHarness(t)
+	r := h.accounts(nil)
+	a := openAccount(t, r, 20)
+	var prev eventsource.RecordedEvent
+	for rec, err := range h.events.ReadEvents(ctx, "Account", a.ID(), 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.ID.Version() != 7 {
+			t.Fatalf("v%d's id %s is a version %d UUID, want 7", rec.Version, rec.ID, rec.ID.Version())
+		}
+		if sec, nsec := rec.ID.Time().UnixTime(); time.Unix(sec, nsec).UnixMilli() != rec.OccurredAt.UnixMilli() {
+			t.Fatalf("v%d's id %s carries %v, not the millisecond it occurred at, %v", rec.Version, rec.ID, time.Unix(sec, nsec).UTC(), rec.OccurredAt)
+		}
+		if rec.Version > 1 && rec.OccurredAt.After(prev.OccurredAt) && bytes.Compare(rec.ID[:], prev.ID[:]) <= 0 {
+			t.Fatalf("v%d's id %s, raised after v%d's, sorts before its %s", rec.Version, rec.ID, prev.Version, prev.ID)
+		}
+		prev = rec
 	}
 }

@@ -2,12 +2,12 @@ package eventsource
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"iter"
 	"math"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/jsonvalid"
 	"github.com/google/uuid"
 )
 
@@ -136,7 +136,7 @@ func (s *Snapshot) Validate() error {
 		return fmt.Errorf("%w: snapshot of %s %s has empty state", ErrInvalidArgument, s.AggregateType, s.AggregateID)
 	case len(s.AggregateType) > maxAggregateTypeLen:
 		return fmt.Errorf("%w: aggregate type %.40q… is longer than %d bytes", ErrInvalidArgument, s.AggregateType, maxAggregateTypeLen)
-	case !json.Valid(s.State):
+	case !jsonvalid.Valid(s.State):
 		return fmt.Errorf("%w: snapshot of %s %s v%d: state is not valid JSON", ErrInvalidArgument, s.AggregateType, s.AggregateID, s.Version)
 	}
 	return nil

@@ -13,13 +13,12 @@
 package gojsoncodec
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
-	gojson "github.com/goccy/go-json"
-
+	"github.com/evsnap/evsnap/internal/jsonvalid"
 	"github.com/evsnap/evsnap/lib/eventsource"
+	gojson "github.com/goccy/go-json"
 )
 
 // Codec implements eventsource.Codec with goccy/go-json.
@@ -33,10 +32,11 @@ func (Codec) Marshal(v any) ([]byte, error) { return gojson.Marshal(v) }
 // Unmarshal implements eventsource.Codec. go-json can panic on some
 // malformed inputs (the fuzz target FuzzLoadWithSnapshotState found an
 // index out of range in v0.10.5), so input that is not valid JSON is
-// refused first, with encoding/json's validator, and a panic that gets
-// through anyway is turned into an error.
+// refused first, by a validator that agrees with encoding/json's
+// (internal/jsonvalid), and a panic that gets through anyway is turned
+// into an error.
 func (Codec) Unmarshal(data []byte, v any) (err error) {
-	if !json.Valid(data) {
+	if !jsonvalid.Valid(data) {
 		return errInvalidJSON
 	}
 	defer func() {

@@ -4,12 +4,15 @@
 // [EventStore] and [SnapshotStore] halves also stand alone, to pair with
 // other stores through [eventsource.Split].
 //
-// The event store keeps each stream as a slice indexed by version, so
+// The event store keeps each stream in chunks indexed by version, so
 // reading the events after version V costs O(events after V), never a copy
-// of the whole stream: snapshot loads stay flat as streams grow. It hands
-// back the decoded events it was given, so loads skip decoding (when the
-// loading registry registers each type to the same Go type; an unknown type
-// fails the load as on every other store).
+// of the whole stream, and appending never copies a long stream: snapshot
+// loads and saves stay flat as streams grow. The store-wide set of event
+// ids keeps time-ordered (version 7) ids sorted, so checking a new one
+// stays flat as the store grows too. It hands back the decoded events it
+// was given, so loads skip decoding (when the loading registry registers
+// each type to the same Go type; an unknown type fails the load as on
+// every other store).
 package memstore
 
 import (
@@ -32,13 +35,75 @@ type streamKey struct {
 	id  uuid.UUID
 }
 
+// storedEvent is an event as the event store keeps it: a RecordedEvent
+// without the fields its stream and its place in it give.
+type storedEvent struct {
+	id         uuid.UUID
+	typ        string
+	payload    []byte
+	event      eventsource.Event
+	metadata   eventsource.Metadata
+	occurredAt time.Time
+}
+
+// streamChunk is how many events a chunk of a stream holds.
+const streamChunk = 256
+
+// stream is one aggregate's events, version v at index v-1, in chunks of
+// streamChunk events; only the last is partly filled, and only the first
+// grows (by doubling, from a few events): so appending copies at most a
+// small first chunk, never the events of a long stream. Stored events are
+// never changed, so a reader may keep a chunk's slice of them after the
+// store's lock is released: appends write past its end, or into a new
+// array.
+type stream struct {
+	chunks [][]storedEvent
+	n      int64
+}
+
+// add appends e.
+func (st *stream) add(e storedEvent) {
+	k := len(st.chunks)
+	switch {
+	case k == 0:
+		st.chunks = append(st.chunks, make([]storedEvent, 0, 4))
+		k = 1
+	case len(st.chunks[k-1]) == streamChunk:
+		st.chunks = append(st.chunks, make([]storedEvent, 0, streamChunk))
+		k++
+	}
+	last := st.chunks[k-1]
+	if len(last) == cap(last) { // only the first chunk
+		grown := make([]storedEvent, len(last), min(2*cap(last), streamChunk))
+		copy(grown, last)
+		last = grown
+	}
+	st.chunks[k-1] = append(last, e)
+	st.n++
+}
+
+// page returns the stored events from index i (version i+1) to the end
+// of i's chunk or of the stream.
+func (st *stream) page(i int64) []storedEvent {
+	if i >= st.n {
+		return nil
+	}
+	return st.chunks[i/streamChunk][i%streamChunk:]
+}
+
 // EventStore is an in-memory [eventsource.EventStore], safe for concurrent
 // use. The zero value is not usable; call [NewEventStore].
 type EventStore struct {
 	mu      sync.RWMutex
-	streams map[streamKey][]eventsource.RecordedEvent
-	ids     map[uuid.UUID]struct{}
+	streams map[streamKey]*stream
+	ids     idSet
 	count   int
+	// changed holds each stream's place in the change order (see
+	// eventsource.SweepStore): the value of changeSeq when an append (or
+	// a snapshot's removal) last moved it. changeSeq only grows, Clear
+	// included.
+	changed   map[streamKey]int64
+	changeSeq int64
 }
 
 var _ eventsource.EventStore = (*EventStore)(nil)
@@ -51,12 +116,32 @@ func NewEventStore() *EventStore {
 }
 
 func (s *EventStore) reset() {
-	s.streams = make(map[streamKey][]eventsource.RecordedEvent)
-	s.ids = make(map[uuid.UUID]struct{})
+	s.streams = make(map[streamKey]*stream)
+	s.ids = idSet{}
 	s.count = 0
+	s.changed = make(map[streamKey]int64)
 }
 
-// Append implements [eventsource.EventStore].
+// touch moves the stream of key, if it exists, to the end of the change
+// order. The caller holds the write lock.
+func (s *EventStore) touch(key streamKey) {
+	if st := s.streams[key]; st != nil && st.n > 0 {
+		s.changeSeq++
+		s.changed[key] = s.changeSeq
+	}
+}
+
+// head returns the version of typ/id's stream (0 for none). The caller
+// holds the lock.
+func (s *EventStore) head(typ string, id uuid.UUID) int64 {
+	if st := s.streams[streamKey{typ, id}]; st != nil {
+		return st.n
+	}
+	return 0
+}
+
+// Append implements [eventsource.EventStore]. It copies the payloads and
+// metadata: the caller may reuse events afterwards.
 func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expected eventsource.ExpectedVersion, events []eventsource.NewEvent) (eventsource.AppendResult, error) {
 	if err := storekit.ValidateAppend(typ, id, expected, events); err != nil {
 		return eventsource.AppendResult{}, err
@@ -67,36 +152,43 @@ func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expec
 	key := streamKey{typ, id}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	stream := s.streams[key]
-	head := int64(len(stream))
+	st := s.streams[key]
+	var head int64
+	if st != nil {
+		head = st.n
+	}
 	if expected != eventsource.AnyVersion && int64(expected) != head {
 		return eventsource.AppendResult{}, &eventsource.ConflictError{
 			AggregateType: typ, AggregateID: id, Expected: int64(expected), Actual: head,
 		}
 	}
-	// ValidateAppend refused ids repeated within the append.
+	// Claim the ids, one set operation each (ValidateAppend refused ids
+	// repeated within the append); an id already stored undoes the claims.
 	for i := range events {
-		if _, dup := s.ids[events[i].ID]; dup {
+		if !s.ids.add(events[i].ID) {
+			for _, e := range events[:i] {
+				s.ids.remove(e.ID)
+			}
 			return eventsource.AppendResult{}, &eventsource.DuplicateEventIDError{EventID: events[i].ID, AggregateType: typ, AggregateID: id}
 		}
 	}
+	if st == nil {
+		st = &stream{}
+		s.streams[key] = st
+	}
 	for i := range events {
 		e := &events[i]
-		stream = append(stream, eventsource.RecordedEvent{
-			ID:            e.ID,
-			AggregateType: typ,
-			AggregateID:   id,
-			Version:       head + int64(i) + 1,
-			Type:          e.Type,
-			Payload:       append([]byte(nil), e.Payload...),
-			Event:         e.Event,
-			Metadata:      e.Metadata.Clone(),
-			OccurredAt:    e.OccurredAt.UTC().Truncate(time.Microsecond),
+		st.add(storedEvent{
+			id:         e.ID,
+			typ:        e.Type,
+			payload:    append([]byte(nil), e.Payload...),
+			event:      e.Event,
+			metadata:   e.Metadata.Clone(),
+			occurredAt: e.OccurredAt.UTC().Truncate(time.Microsecond),
 		})
-		s.ids[e.ID] = struct{}{}
 	}
-	s.streams[key] = stream
 	s.count += len(events)
+	s.touch(key)
 	return eventsource.AppendResult{
 		FirstVersion: head + 1,
 		LastVersion:  head + int64(len(events)),
@@ -104,46 +196,51 @@ func (s *EventStore) Append(ctx context.Context, typ string, id uuid.UUID, expec
 	}, nil
 }
 
-// ReadEvents implements [eventsource.EventStore]. It copies only the events
-// after `after`, a window at a time, holding the read lock only while
-// copying. Each event it yields is the caller's: payload copied (into
-// shared chunks) and metadata cloned; Event is the stored value.
+// ReadEvents implements [eventsource.EventStore]. It reads the events
+// after `after` a chunk of the stream at a time, holding the read lock
+// only to find the chunk (stored events never change, so they are copied
+// unlocked), and stops at the head the last chunk was read at. Each event
+// it yields is the caller's: payload copied (into a buffer per chunk,
+// sized for as many payloads as its first) and metadata cloned; Event is
+// the stored value.
 func (s *EventStore) ReadEvents(ctx context.Context, typ string, id uuid.UUID, after int64) iter.Seq2[eventsource.RecordedEvent, error] {
 	if err := storekit.ValidateStream(typ, id); err != nil {
 		return storekit.ErrorSeq(err)
 	}
-	key := streamKey{typ, id}
 	return func(yield func(eventsource.RecordedEvent, error) bool) {
-		const window = 256
-		next := max(after, 0)
-		buf := make([]eventsource.RecordedEvent, 0, window)
+		next := max(after, 0) // index of the next event: version next+1
 		var payloads bytechunk.Copier
 		for {
 			if err := ctx.Err(); err != nil {
 				yield(eventsource.RecordedEvent{}, err)
 				return
 			}
+			var page []storedEvent
+			var head int64
 			s.mu.RLock()
-			stream := s.streams[key]
-			if next < int64(len(stream)) {
-				end := min(next+window, int64(len(stream)))
-				buf = append(buf[:0], stream[next:end]...)
-			} else {
-				buf = buf[:0]
+			if st := s.streams[streamKey{typ, id}]; st != nil {
+				page, head = st.page(next), st.n
 			}
 			s.mu.RUnlock()
-			if len(buf) == 0 {
-				return
+			if len(page) > 0 {
+				// As many payloads as the first: a hint, exact for a
+				// read of one event, and no pass over the page for it.
+				payloads.Expect(len(page) * len(page[0].payload))
 			}
-			for i := range buf {
-				rec := buf[i]
-				rec.Payload = payloads.Copy(rec.Payload)
-				rec.Metadata = rec.Metadata.Clone()
+			for i := range page {
+				e := &page[i]
+				next++
+				rec := eventsource.RecordedEvent{
+					ID: e.id, AggregateType: typ, AggregateID: id, Version: next, Type: e.typ,
+					Payload: payloads.Copy(e.payload), Event: e.event, Metadata: e.metadata.Clone(), OccurredAt: e.occurredAt,
+				}
 				if !yield(rec, nil) {
 					return
 				}
 			}
-			next += int64(len(buf))
+			if next >= head {
+				return
+			}
 		}
 	}
 }
@@ -158,7 +255,7 @@ func (s *EventStore) StreamVersion(ctx context.Context, typ string, id uuid.UUID
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return int64(len(s.streams[streamKey{typ, id}])), nil
+	return s.head(typ, id), nil
 }
 
 // Count returns how many events are stored.
@@ -416,25 +513,32 @@ func (s *SnapshotStore) DeleteSnapshotsByType(ctx context.Context, typ string, s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var n int64
-	for k, rows := range s.rows {
-		if k.typ != typ {
-			continue
-		}
-		kept := rows[:0]
-		for _, r := range rows {
-			if schemaVersionBelow == 0 || r.SchemaVersion < schemaVersionBelow {
-				n++
-				continue
-			}
-			kept = append(kept, r)
-		}
-		if len(kept) == 0 {
-			delete(s.rows, k)
-		} else {
-			s.rows[k] = kept
+	for k := range s.rows {
+		if k.typ == typ {
+			n += s.deleteBelow(k, schemaVersionBelow)
 		}
 	}
 	return n, nil
+}
+
+// deleteBelow removes key's rows with a schema version below
+// schemaVersionBelow (every row for 0) under the write lock and returns
+// how many it removed.
+func (s *SnapshotStore) deleteBelow(key streamKey, schemaVersionBelow int) int64 {
+	rows := s.rows[key]
+	kept := rows[:0]
+	for _, r := range rows {
+		if schemaVersionBelow == 0 || r.SchemaVersion < schemaVersionBelow {
+			continue
+		}
+		kept = append(kept, r)
+	}
+	if len(kept) == 0 {
+		delete(s.rows, key)
+	} else {
+		s.rows[key] = kept
+	}
+	return int64(len(rows) - len(kept))
 }
 
 // Count returns how many snapshots are stored (rows: an aggregate has one

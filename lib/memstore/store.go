@@ -11,24 +11,27 @@ import (
 
 // Store is an [eventsource.Store]: an event store and a snapshot store
 // together, which can also list aggregates with their head and snapshot
-// versions.
+// versions, and an [eventsource.SweepStore], which keeps its streams in
+// change order and the reconciliation sweep's marks.
 type Store struct {
 	*EventStore
 	*SnapshotStore
+	marks *sweepMarks
 }
 
-var _ eventsource.Store = (*Store)(nil)
+var _ eventsource.SweepStore = (*Store)(nil)
 
 // New returns an empty Store. Options configure its snapshot store; an
 // invalid one panics (see [NewSnapshotStore]).
 func New(opts ...Option) *Store {
-	return &Store{EventStore: NewEventStore(), SnapshotStore: NewSnapshotStore(opts...)}
+	return &Store{EventStore: NewEventStore(), SnapshotStore: NewSnapshotStore(opts...), marks: newSweepMarks()}
 }
 
-// Clear removes every event and snapshot.
+// Clear removes every event, snapshot and sweep mark.
 func (s *Store) Clear() {
 	s.EventStore.Clear()
 	s.SnapshotStore.Clear()
+	s.marks.clear()
 }
 
 // ListAggregates implements [eventsource.Store]. It takes a
@@ -46,9 +49,9 @@ func (s *Store) ListAggregates(ctx context.Context, typ string, opts eventsource
 		}
 		var infos []eventsource.AggregateInfo
 		s.EventStore.mu.RLock()
-		for k, stream := range s.EventStore.streams {
-			if k.typ == typ && len(stream) > 0 {
-				infos = append(infos, eventsource.AggregateInfo{AggregateID: k.id, HeadVersion: int64(len(stream))})
+		for k, st := range s.EventStore.streams {
+			if k.typ == typ && st.n > 0 {
+				infos = append(infos, eventsource.AggregateInfo{AggregateID: k.id, HeadVersion: st.n})
 			}
 		}
 		s.EventStore.mu.RUnlock()

@@ -5,14 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/evsnap/evsnap/internal/logattr"
 	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
@@ -732,11 +730,7 @@ func (p *Publisher) failed(it *item, err error) {
 
 	p.stats.retried.Add(1)
 	p.tel.retried.Add(context.Background(), 1)
-	if p.tel.logger.Enabled(context.Background(), slog.LevelDebug) {
-		p.tel.logger.Debug("append notice publish failed; retrying",
-			LogKeySubject, subject, LogKeyMsgID, msgID,
-			LogKeyAttempts, attempts, logattr.Seconds(LogKeyRetryIn, d), telemetrykeys.LogKeyError, err)
-	}
+	p.tel.logRetry(subject, msgID, attempts, d, err)
 	p.signal() // the sender may sleep until a later retry
 }
 

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/evsnap/evsnap/internal/tooling/syncbuf"
 
 	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/internal/tooling/natstest"
@@ -867,4 +870,38 @@ func sumCounter(t testing.TB, r *sdkmetric.ManualReader, name string, attrs *att
 func attrSet(kv ...attribute.KeyValue) *attribute.Set {
 	s := attribute.NewSet(kv...)
 	return &s
+}
+
+// TestRetriesWarned: a stream that refuses notices is reported at warn
+// level well before any notice is dropped, and only once per interval
+// however many retries fail.
+func TestRetriesWarned(t *testing.T) {
+	e := newEnv(t)
+	var logs syncbuf.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := natsnotice.NewPublisher(e.js, natsnotice.WithSubjectPrefix(natstest.UniqueName(t, "nostream")), natsnotice.WithLogger(logger),
+		natsnotice.WithRetryBackoff(5*time.Millisecond, 10*time.Millisecond), natsnotice.WithRetryMaxElapsed(time.Minute))
+	if err != nil {
+		t.Fatalf("NewPublisher: %v", err)
+	}
+	ctx := ctxTimeout(t, 20*time.Second)
+	if err := p.Notify(ctx, appended("Account", testID, 1, 1)); err != nil {
+		t.Fatalf("Notify: %v", err)
+	}
+	for p.Stats().Retries < 5 {
+		if ctx.Err() != nil {
+			t.Fatalf("retries %d before the deadline", p.Stats().Retries)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_ = p.Close(short) // drops the notice still being retried
+	out := logs.String()
+	if n := strings.Count(out, "publish failed; retrying"); n != 1 {
+		t.Fatalf("%d warn lines about retries after %d retries, want 1:\n%s", n, p.Stats().Retries, out)
+	}
+	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "nostream") {
+		t.Fatalf("the retry line does not name the subject at warn:\n%s", out)
+	}
 }

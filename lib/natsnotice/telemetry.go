@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/logattr"
 	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -142,20 +143,47 @@ func (t *telemetry) drop(ctx context.Context, typ, reason string, n int64) {
 		telemetrykeys.AttrAggregateType.String(typ), telemetrykeys.AttrReason.String(reason)))
 }
 
+// quietFor reports whether a line about key may be logged now (at most
+// one every dropLogEvery) and how many were held back since the last one.
+func (t *telemetry) quietFor(key string) (suppressed int, ok bool) {
+	now := time.Now()
+	t.logMu.Lock()
+	defer t.logMu.Unlock()
+	if last, seen := t.lastLog[key]; seen && now.Sub(last) < dropLogEvery {
+		t.quiet[key]++
+		return 0, false
+	}
+	suppressed = t.quiet[key]
+	t.quiet[key] = 0
+	t.lastLog[key] = now
+	return suppressed, true
+}
+
+// logRetry logs at warn that a publish failed and will be retried, at
+// most once every dropLogEvery, so that an operator sees a stream that
+// refuses notices (a full disk, a missing stream, a lost quorum) long
+// before the retry window ends and the first notice is dropped.
+func (t *telemetry) logRetry(subject, msgID string, attempts int, retryIn time.Duration, err error) {
+	suppressed, ok := t.quietFor("retrying")
+	if !ok {
+		return
+	}
+	t.logger.Warn("append notice publish failed; retrying (saves are not affected)",
+		LogKeySubject, subject,
+		LogKeyMsgID, msgID,
+		LogKeyAttempts, attempts,
+		logattr.Seconds(LogKeyRetryIn, retryIn),
+		LogKeySuppressed, suppressed,
+		telemetrykeys.LogKeyError, err)
+}
+
 // logDrop logs a background drop, at most once per reason every
 // dropLogEvery; the lines in between are counted into the next one.
 func (t *telemetry) logDrop(reason string, it *item, err error) {
-	now := time.Now()
-	t.logMu.Lock()
-	if last, ok := t.lastLog[reason]; ok && now.Sub(last) < dropLogEvery {
-		t.quiet[reason]++
-		t.logMu.Unlock()
+	suppressed, ok := t.quietFor(reason)
+	if !ok {
 		return
 	}
-	suppressed := t.quiet[reason]
-	t.quiet[reason] = 0
-	t.lastLog[reason] = now
-	t.logMu.Unlock()
 	var subject, msgID string
 	if it.msg != nil {
 		subject, msgID = it.msg.Subject, it.msg.Header.Get(HeaderMsgID)

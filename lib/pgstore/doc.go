@@ -101,6 +101,12 @@
 // the default work_mem. Payloads come back as stored (jsonb's normalised
 // text); decoding them is the caller's (RecordedEvent.Event is nil).
 //
+// [Store.LoadSnapshotAndEvents] reads what a repository's load needs in
+// one statement, one round trip: the snapshot (a primary-key lookup) and
+// the first page of events from its version, as one result (decision
+// 36). One statement sees the database at one moment, so the events
+// always start where the snapshot returned says.
+//
 // [Store.GetSnapshots] reads many
 // snapshots with one primary-key lookup of an array of ids; the
 // snapshotter worker uses it for the decision reads of the notices it
@@ -137,6 +143,16 @@
 // (BenchmarkSnapshotChurn). The streams table, rewritten on every append,
 // gets fillfactor 80 and the same autovacuum settings.
 //
+// # Counting and pruning at scale
+//
+// [Store.CountAggregates] ([eventsource.AggregateCounter]) counts up to
+// 10,000 aggregates of a type exactly and otherwise answers with the
+// planner's estimate of the type's rows in the streams table, which costs
+// planning only. [Store.PruneSnapshots] ([eventsource.SnapshotPruner])
+// deletes a type's old snapshots one batch of aggregate ids at a time,
+// each batch one statement bounded by its size on the snapshots' primary
+// key (see docs/decisions/0038-admin-commands-at-scale.md).
+//
 // # Listing aggregates
 //
 // [Store.ListAggregates] reads the streams table joined to each
@@ -157,6 +173,28 @@
 // most-behind order computes every aggregate's lag and sorts, costing
 // O(aggregates of the type).
 //
+// # The sweep's change order
+//
+// The Store is an [eventsource.SweepStore] (migration 5, decision 37):
+// every insert or update of a stream row sets its change_xid to the id
+// of the writing transaction (pg_current_xact_id(), by a trigger, so the
+// appends of older binaries move their streams too), and a partial index
+// (aggregate_type, change_xid, aggregate_id) holds the rows in that
+// order. [Store.ScanAggregates] reads one page in one statement: the
+// streams after a position, up to the xmin of the statement's own
+// snapshot (transactions commit out of the order of their ids; every one
+// below xmin has ended, so no later commit lands before the page's end),
+// each joined to its snapshot by primary key. A scan in id order walks
+// the primary key instead. The page size is a constant in the SQL, so a
+// generic plan stays an index walk. [Store.DeleteSnapshot] and
+// [Store.DeleteStaleSnapshot] move the stream in the same statement when
+// they remove a snapshot, and [Store.DeleteSnapshotsByType] removes the
+// sweep marks of the schema versions it prunes. The marks live in
+// streams_sweep_marks, stamped with the cluster's system identifier: a
+// mark restored into another cluster is ignored. A write transaction
+// left open anywhere on the server holds xmin, and so the sweep's passes
+// in change order, back (nothing is lost; they catch up once it ends).
+//
 // # Privileges
 //
 // Migrate needs CREATE on the database when the schema does not exist yet,
@@ -166,10 +204,15 @@
 //	GRANT SELECT, INSERT ON evsnap.events TO app;
 //	GRANT SELECT, INSERT, UPDATE ON evsnap.streams TO app;
 //	GRANT SELECT, INSERT, UPDATE, DELETE ON evsnap.snapshots TO app;
+//	GRANT SELECT, INSERT, UPDATE, DELETE ON evsnap.streams_sweep_marks TO app;
 //	GRANT SELECT ON evsnap.evsnap_migrations TO app;  -- for CheckMigrated
 //
 // (DELETE on snapshots: a save removes the aggregate's rows of schema
-// versions the store no longer keeps, and a load removes a stale one.)
+// versions the store no longer keeps, and a load removes a stale one.
+// The sweep marks are the snapshotter's, but DeleteSnapshotsByType
+// removes the marks of the schema versions it removes, and the
+// conformance suite this grant list is checked with reads and writes
+// them.)
 //
 // (The events position is an identity column; it needs no grant on its
 // sequence.)
@@ -181,7 +224,9 @@
 // pgstore.SaveSnapshots, pgstore.GetSnapshot, pgstore.GetSnapshots,
 // pgstore.DeleteSnapshot, pgstore.DeleteStaleSnapshot,
 // pgstore.DeleteSnapshotsByType, pgstore.LoadSnapshotAndEvents,
-// pgstore.ListAggregates, pgstore.Migrate)
+// pgstore.ListAggregates, pgstore.CountAggregates,
+// pgstore.PruneSnapshots, pgstore.ScanAggregates, pgstore.GetSweepMark,
+// pgstore.PutSweepMark, pgstore.Migrate)
 // from the tracer provider of [WithTracerProvider], with the aggregate's
 // type and id as attributes. The store logs the migrations it applies to the
 // [WithLogger] logger and never logs or returns a password: see

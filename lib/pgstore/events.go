@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/bytechunk"
+	"github.com/evsnap/evsnap/internal/jsonvalid"
 	"github.com/evsnap/evsnap/internal/telemetrykeys"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/storekit"
@@ -130,7 +132,7 @@ func (s *Store) duplicateEventID(ctx context.Context, typ string, id uuid.UUID, 
 // badJSON names the first event whose payload is not JSON, for an error.
 func badJSON(events []eventsource.NewEvent) string {
 	for i := range events {
-		if !json.Valid(events[i].Payload) {
+		if !jsonvalid.Valid(events[i].Payload) {
 			return fmt.Sprintf("the payload of event %d (%s, id %s)", i, events[i].Type, events[i].ID)
 		}
 	}
@@ -252,7 +254,7 @@ func (s *Store) readPage(ctx context.Context, typ string, id uuid.UUID, after in
 }
 
 // eventScanner reads the rows of one events query (a page of ReadEvents,
-// or the events of LoadSnapshotAndEvents). Scanning each row into a fresh
+// or the rows of LoadSnapshotAndEvents). Scanning each row into a fresh
 // RecordedEvent cost eight allocations per event, most of them garbage
 // at once: the record and the []any that rows.Scan's arguments escaped
 // to, the event type string, the payload copy. The scanner keeps the scan
@@ -264,7 +266,7 @@ type eventScanner struct {
 	typ  string
 	id   uuid.UUID
 	row  scannedEvent
-	dest [6]any
+	dest [7]any // the events' six columns, then the load's schema version
 	// types holds the event types seen, at most maxInternedTypes.
 	types    []string
 	payloads bytechunk.Copier
@@ -277,6 +279,9 @@ type scannedEvent struct {
 	eventType         pgtype.DriverBytes
 	payload, metadata pgtype.DriverBytes
 	occurredAt        time.Time
+	// schema is LoadSnapshotAndEvents' seventh column: valid on the
+	// snapshot's row only.
+	schema pgtype.Int4
 }
 
 // maxInternedTypes bounds the event types an eventScanner interns; a
@@ -288,15 +293,42 @@ func newEventScanner(typ string, id uuid.UUID) *eventScanner {
 	r := &sc.row
 	// *[16]byte takes pgx's binary uuid path; *uuid.UUID would go through
 	// its sql.Scanner and a string.
-	sc.dest = [6]any{&r.id, &r.version, &r.eventType, &r.payload, &r.metadata, &r.occurredAt}
+	sc.dest = [7]any{&r.id, &r.version, &r.eventType, &r.payload, &r.metadata, &r.occurredAt, &r.schema}
 	return sc
 }
 
-// scan reads the current row.
+// scan reads the current row of an events query.
 func (sc *eventScanner) scan(rows pgx.Rows) (eventsource.RecordedEvent, error) {
-	if err := rows.Scan(sc.dest[:]...); err != nil {
+	if err := rows.Scan(sc.dest[:6]...); err != nil {
 		return eventsource.RecordedEvent{}, err
 	}
+	return sc.record()
+}
+
+// scanLoad reads the current row of LoadSnapshotAndEvents' query: an
+// event, or (with a nil error and a non-nil snapshot) the snapshot.
+func (sc *eventScanner) scanLoad(rows pgx.Rows) (eventsource.RecordedEvent, *eventsource.Snapshot, error) {
+	if err := rows.Scan(sc.dest[:]...); err != nil {
+		return eventsource.RecordedEvent{}, nil, err
+	}
+	r := &sc.row
+	if !r.schema.Valid {
+		rec, err := sc.record()
+		return rec, nil, err
+	}
+	return eventsource.RecordedEvent{}, &eventsource.Snapshot{
+		AggregateID:   sc.id,
+		AggregateType: sc.typ,
+		Version:       r.version,
+		SchemaVersion: int(r.schema.Int32),
+		EventID:       r.id,
+		State:         bytes.Clone(r.payload),
+		CreatedAt:     r.occurredAt.UTC(),
+	}, nil
+}
+
+// record builds the event of the row just scanned.
+func (sc *eventScanner) record() (eventsource.RecordedEvent, error) {
 	r := &sc.row
 	rec := eventsource.RecordedEvent{
 		ID:            r.id,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // planNode is the part of EXPLAIN (FORMAT JSON) the test inspects.
@@ -21,6 +23,7 @@ type planNode struct {
 	IndexName         string     `json:"Index Name"`
 	ScanDirection     string     `json:"Scan Direction"`
 	ActualRows        float64    `json:"Actual Rows"`
+	ActualLoops       float64    `json:"Actual Loops"`
 	SortMethod        string     `json:"Sort Method"`
 	TempReadBlocks    int64      `json:"Temp Read Blocks"`
 	TempWrittenBlocks int64      `json:"Temp Written Blocks"`
@@ -58,6 +61,31 @@ func explain(t *testing.T, st *pgstore.Store, query string, args ...any) planNod
 	if err := st.Pool().QueryRow(context.Background(), "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+query, args...).Scan(&raw); err != nil {
 		t.Fatalf("EXPLAIN: %v", err)
 	}
+	return decodePlan(t, raw)
+}
+
+// genericPlans returns a connection of st's pool on which every prepared
+// statement runs its generic plan, until the test ends.
+func genericPlans(t *testing.T, st *pgstore.Store) *pgxpool.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := st.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = conn.Exec(ctx, "RESET plan_cache_mode")
+		conn.Release()
+	})
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// decodePlan reads the plan out of EXPLAIN (FORMAT JSON)'s output.
+func decodePlan(t *testing.T, raw []byte) planNode {
+	t.Helper()
 	var out []struct{ Plan planNode }
 	if err := json.Unmarshal(raw, &out); err != nil || len(out) != 1 {
 		t.Fatalf("EXPLAIN output %s: %v", raw, err)
@@ -166,15 +194,7 @@ func TestSnapshotLookupsUseThePrimaryKeyBeforeAnalyze(t *testing.T) {
 	if _, err := st.SaveSnapshots(ctx, snaps); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := st.Pool().Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _, _ = conn.Exec(ctx, "RESET plan_cache_mode") }()
+	conn := genericPlans(t, st)
 	sql := st.Statements()
 	id := snaps[250].AggregateID
 	// EXPLAIN EXECUTE takes its parameters as SQL, not bound.
@@ -185,7 +205,7 @@ func TestSnapshotLookupsUseThePrimaryKeyBeforeAnalyze(t *testing.T) {
 	for name, c := range map[string]struct{ query, args string }{
 		"GetSnapshot":  {sql.GetSnapshot, lit(id) + ", '" + typ + "', 1"},
 		"GetSnapshots": {sql.GetSnapshots, "'" + typ + "', ARRAY[" + lit(id) + ", " + lit(snaps[3].AggregateID) + "], 1"},
-		"loadEvents":   {pgstore.LoadEventsQuery(st), "'" + typ + "', " + lit(id) + ", 1"},
+		"load":         {pgstore.LoadQuery(st), "'" + typ + "', " + lit(id) + ", 1"},
 		"SaveSnapshot": {sql.SaveSnapshot, lit(id) + ", '" + typ + "', 11, 2, '{}', now(), " + lit(uuid.New())},
 		"SaveSnapshots": {sql.SaveSnapshots, "ARRAY[" + lit(snaps[7].AggregateID) + ", " + lit(snaps[8].AggregateID) + "], ARRAY['" + typ + "', '" + typ +
 			"'], ARRAY[11, 11], ARRAY[3, 3], ARRAY['{}', '{}']::jsonb[], ARRAY[now(), now()], ARRAY[" + lit(uuid.New()) + ", " + lit(uuid.New()) + "]"},
@@ -208,5 +228,80 @@ func TestSnapshotLookupsUseThePrimaryKeyBeforeAnalyze(t *testing.T) {
 				t.Errorf("%s reads the snapshots with %s, want the primary key: %s", name, n, out[0].Plan)
 			}
 		})
+	}
+}
+
+// TestScanAggregatesPlans: a sweep's page, in change order and in id
+// order, as PostgreSQL plans it generically (pgx prepares statements, and
+// after five runs the server may keep a generic plan): an index range
+// scan of the streams (the change index, or the primary key) and a
+// primary-key lookup of the snapshot of each aggregate whose head is at
+// least MinBehind (of the others none can be that far behind), never a
+// sequential scan, a hash join or a temp file, on 50,000 aggregates with a
+// snapshot each, half of them with a short stream.
+func TestScanAggregatesPlans(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	streams, snapshots := qualified(st, "streams"), qualified(st, "snapshots")
+	for _, q := range []string{
+		`INSERT INTO ` + streams + ` (aggregate_type, aggregate_id, version)
+SELECT 'Scan', md5('scan' || i)::uuid, CASE WHEN i % 2 = 0 THEN 150 ELSE 5 END FROM generate_series(1, 50000) AS i`,
+		`INSERT INTO ` + snapshots + ` (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
+SELECT md5('scan' || i)::uuid, 'Scan', CASE WHEN i % 100 = 0 THEN 1 ELSE 150 END, 1, '{}', now(), gen_random_uuid() FROM generate_series(1, 50000) AS i`,
+		`ANALYZE ` + streams,
+		`ANALYZE ` + snapshots,
+	} {
+		if _, err := st.Pool().Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	conn := genericPlans(t, st)
+	for _, c := range []struct {
+		name  string
+		byID  bool
+		args  string
+		index string
+	}{
+		{"change order", false, `('Scan', 1, 100, 0, '00000000-0000-0000-0000-000000000000')`, "streams_change_idx"},
+		{"id order", true, `('Scan', 1, 100, '00000000-0000-0000-0000-000000000000')`, "streams_pkey"},
+	} {
+		name := "scan_" + strings.ReplaceAll(c.name, " ", "_")
+		if _, err := conn.Exec(ctx, "PREPARE "+name+" AS "+pgstore.ScanQuery(st, c.byID, 5000)); err != nil {
+			t.Fatalf("%s: prepare: %v", c.name, err)
+		}
+		var raw []byte
+		if err := conn.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE "+name+c.args).Scan(&raw); err != nil {
+			t.Fatalf("%s: explain: %v", c.name, err)
+		}
+		if _, err := conn.Exec(ctx, "DEALLOCATE "+name); err != nil {
+			t.Fatal(err)
+		}
+		plan := decodePlan(t, raw)
+		var indexes []string
+		var examined, lookups float64
+		plan.walk(func(n planNode) {
+			if n.IndexName == "snapshots_pkey" {
+				lookups = n.ActualLoops
+			}
+			switch {
+			case n.NodeType == "Seq Scan" || strings.Contains(n.NodeType, "Hash"):
+				t.Errorf("%s: the generic plan has a %s (on %s): %s", c.name, n.NodeType, n.RelationName, plan)
+			case n.TempReadBlocks+n.TempWrittenBlocks > 0:
+				t.Errorf("%s: the generic plan spills: %s", c.name, plan)
+			}
+			if n.IndexName != "" {
+				indexes = append(indexes, n.IndexName)
+			}
+			if n.IndexName == c.index {
+				examined = n.ActualRows
+			}
+		})
+		if !slices.Contains(indexes, c.index) || !slices.Contains(indexes, "snapshots_pkey") || examined != 5000 {
+			t.Errorf("%s: the generic plan walks %v (%v rows of %s), want %s for a page of 5,000 and snapshots_pkey: %s", c.name, indexes, examined, c.index, c.index, plan)
+		}
+		if lookups < 2000 || lookups > 3000 {
+			t.Errorf("%s: %v snapshot lookups for a page of 5,000 of which about half have a head of at least 100; want those only", c.name, lookups)
+		}
+		t.Logf("%s: %s", c.name, plan)
 	}
 }

@@ -6,9 +6,9 @@ import "context"
 // EXPLAIN test.
 func ReadEventsQuery(s *Store) string { return s.q.readEvents }
 
-// LoadEventsQuery returns the SQL LoadSnapshotAndEvents runs for the
-// events, for the EXPLAIN test.
-func LoadEventsQuery(s *Store) string { return s.q.loadEvents }
+// LoadQuery returns the SQL LoadSnapshotAndEvents runs, for the EXPLAIN
+// test.
+func LoadQuery(s *Store) string { return s.q.loadSnapshotAndEvents }
 
 // ListByIDQuery returns the SQL of one page of a listing in id order, for
 // the EXPLAIN test.
@@ -39,3 +39,7 @@ func MigrateTo(ctx context.Context, s *Store, version int) error {
 
 // SplitStatements exposes splitStatements.
 var SplitStatements = splitStatements
+
+// ScanQuery returns the SQL of a ScanAggregates page, for the EXPLAIN
+// test.
+func ScanQuery(s *Store, byID bool, examine int) string { return s.scanSQL(byID, examine) }

@@ -103,3 +103,20 @@ func testLogger(t testing.TB) *slog.Logger {
 func qualified(st *pgstore.Store, table string) string {
 	return pgx.Identifier{st.Schema(), table}.Sanitize()
 }
+
+// newStoreAt returns a store on a schema of its own migrated up to
+// version only (a schema as an earlier release left it), and its pool.
+func newStoreAt(t testing.TB, version int) (*pgstore.Store, *pgxpool.Pool) {
+	t.Helper()
+	pool := testPool(t)
+	schema := newSchemaName()
+	dropSchemaAtCleanup(t, pool, schema)
+	st, err := pgstore.New(pool, pgstore.WithSchema(schema), pgstore.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pgstore.MigrateTo(context.Background(), st, version); err != nil {
+		t.Fatal(err)
+	}
+	return st, pool
+}

@@ -1,29 +1,27 @@
 package pgstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/storekit"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"go.opentelemetry.io/otel/attribute"
 )
 
-// LoadSnapshotAndEvents implements [eventsource.Store]: the
-// snapshot of schemaVersion's row and the first page of events from it
-// go in one pgx.Batch, one round trip (each a primary-key lookup of the
-// snapshot); later pages (streams longer than a page past the snapshot)
-// are read like ReadEvents. The first page is read before returning, so no
-// connection is held while the caller decodes. When a snapshot write
-// between the two statements makes the page start elsewhere than the
-// snapshot returned says, the events are read again from the right
-// version.
+// LoadSnapshotAndEvents implements [eventsource.Store]: the snapshot of
+// schemaVersion's row (a primary-key lookup) and the first page of events
+// from its version are read by one statement, in one round trip, and seen
+// at one moment, so the events always start where the snapshot says; later
+// pages (streams longer than a page past the snapshot) are read like
+// ReadEvents. The first page is read before returning, so no connection is
+// held while the caller decodes.
 //
 // The first page's slice is recycled (see pagePool) once an iteration of
 // the events has finished with it; iterating them again reads them
@@ -37,64 +35,50 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	}
 	ctx, span := s.span(ctx, "pgstore.LoadSnapshotAndEvents", typ, id)
 	defer func() { endSpan(span, err) }()
-	batch := &pgx.Batch{}
-	batch.Queue(s.q.getSnapshot, pgID(id), typ, int32(schemaVersion))
-	batch.Queue(s.q.loadEvents, typ, pgID(id), int32(schemaVersion))
-	br := s.pool.SendBatch(ctx, batch)
-	defer br.Close()
-
-	snap := &eventsource.Snapshot{AggregateID: id, AggregateType: typ}
-	var (
-		schema  int32
-		eventID [16]byte // see pgID
-	)
-	switch err := br.QueryRow().Scan(&snap.Version, &schema, &snap.State, &snap.CreatedAt, &eventID); {
-	case errors.Is(err, pgx.ErrNoRows):
-		snap = nil
-	case err != nil:
-		return nil, nil, s.wrap(fmt.Sprintf("load snapshot of %s %s", typ, id), err)
-	default:
-		snap.SchemaVersion, snap.EventID = int(schema), eventID
-		snap.CreatedAt = snap.CreatedAt.UTC()
-	}
-	rows, err := br.Query()
+	rows, err := s.pool.Query(ctx, s.q.loadSnapshotAndEvents, typ, pgID(id), int32(schemaVersion))
 	if err != nil {
-		return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
+		return nil, nil, s.wrap(fmt.Sprintf("load snapshot and events of %s %s", typ, id), err)
 	}
 	pp := pagePool.Get().(*[]eventsource.RecordedEvent)
 	page := (*pp)[:0]
+	var snap *eventsource.Snapshot
 	sc := newEventScanner(typ, id)
 	for rows.Next() {
-		rec, err := sc.scan(rows)
+		var (
+			rec eventsource.RecordedEvent
+			sn  *eventsource.Snapshot
+		)
+		rec, sn, err = sc.scanLoad(rows)
 		if err != nil {
-			rows.Close()
-			putPage(pp, page)
-			var de *eventsource.DecodeError
-			if errors.As(err, &de) {
-				return nil, nil, err
-			}
-			return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
+			break
+		}
+		if sn != nil {
+			snap = sn
+			continue
 		}
 		page = append(page, rec)
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil {
-		putPage(pp, page)
-		return nil, nil, s.wrap(fmt.Sprintf("load events of %s %s", typ, id), err)
+	if err == nil {
+		err = rows.Err()
 	}
-	// The two statements each see the database at their own moment, so a
-	// snapshot written or deleted between them makes the events start at
-	// another version than the snapshot returned asks for. Then the page
-	// is dropped and the events read again from where they should start
-	// (one more round trip, only after such a race).
+	if err != nil {
+		putPage(pp, page)
+		var de *eventsource.DecodeError
+		if errors.As(err, &de) {
+			return nil, nil, err
+		}
+		return nil, nil, s.wrap(fmt.Sprintf("load snapshot and events of %s %s", typ, id), err)
+	}
+	// The events' subquery is ordered and PostgreSQL appends the union's
+	// branches in turn, so this holds; the check costs one pass, and an
+	// executor that interleaved them would cost a sort, not a wrong load.
+	if !slices.IsSortedFunc(page, byVersion) {
+		slices.SortFunc(page, byVersion)
+	}
 	start := int64(1)
 	if snap != nil {
 		start = snap.Version
-	}
-	if len(page) > 0 && page[0].Version != start {
-		putPage(pp, page)
-		span.SetAttributes(attribute.Bool("evsnap.load.reread", true))
-		return snap, s.ReadEvents(ctx, typ, id, start-1), nil
 	}
 	full := len(page) == s.cfg.readPageSize
 	var taken atomic.Bool // the first iteration takes the page
@@ -115,6 +99,8 @@ func (s *Store) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.U
 	}
 	return snap, events, nil
 }
+
+func byVersion(a, b eventsource.RecordedEvent) int { return cmp.Compare(a.Version, b.Version) }
 
 // pagePool recycles the first pages of LoadSnapshotAndEvents. A page is
 // most of what a load allocates (about 37 KB for 100 events, grown by

@@ -3,9 +3,9 @@ package pgstore_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 )
 
 // TestMain checks that no test leaves a goroutine behind: every pool,
 // connection and iterator the store opens must be closed.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

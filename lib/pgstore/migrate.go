@@ -48,6 +48,7 @@ const noTxAnnotation = "-- +goose NO TRANSACTION"
 type migrationData struct {
 	Schema                     string
 	Events, Streams, Snapshots table
+	SweepMarks                 table
 }
 
 // renderMigrations parses the embedded migrations, checks they are
@@ -58,7 +59,7 @@ func renderMigrations(s *Store) ([]migration, error) {
 		return nil, err
 	}
 	slices.Sort(names)
-	data := migrationData{Schema: s.schemaQ, Events: s.events, Streams: s.streams, Snapshots: s.snapshots}
+	data := migrationData{Schema: s.schemaQ, Events: s.events, Streams: s.streams, Snapshots: s.snapshots, SweepMarks: s.marks}
 	out := make([]migration, 0, len(names))
 	for i, file := range names {
 		base := strings.TrimSuffix(path.Base(file), ".sql")

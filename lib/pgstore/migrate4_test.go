@@ -56,16 +56,7 @@ ORDER BY version LIMIT 1000`
 func TestMigrationFourKeepsEverySnapshot(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := testPool(t)
-	schema := newSchemaName()
-	dropSchemaAtCleanup(t, pool, schema)
-	st, err := pgstore.New(pool, pgstore.WithSchema(schema), pgstore.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pgstore.MigrateTo(ctx, st, 3); err != nil {
-		t.Fatal(err)
-	}
+	st, pool := newStoreAt(t, 3)
 	snapshots, events := qualified(st, "snapshots"), qualified(st, "events")
 	oldSave := fmt.Sprintf(previousSaveSnapshot, snapshots)
 	type stored struct {
@@ -133,7 +124,7 @@ func TestMigrationFourKeepsEverySnapshot(t *testing.T) {
 			rounds.Add(1)
 		}
 	})
-	err = st.Migrate(ctx)
+	err := st.Migrate(ctx)
 	close(stop)
 	wg.Wait()
 	if err != nil {

@@ -41,6 +41,7 @@ func TestDocumentedGrantsSuffice(t *testing.T) {
 		"GRANT SELECT, INSERT ON " + qualified(st, "events") + " TO " + role,
 		"GRANT SELECT, INSERT, UPDATE ON " + qualified(st, "streams") + " TO " + role,
 		"GRANT SELECT, INSERT, UPDATE, DELETE ON " + qualified(st, "snapshots") + " TO " + role,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON " + qualified(st, "streams_sweep_marks") + " TO " + role,
 		"GRANT SELECT ON " + qualified(st, "evsnap_migrations") + " TO " + role,
 	} {
 		if _, err := admin.Exec(ctx, grant); err != nil {

@@ -14,7 +14,7 @@ type queries struct {
 	streamVersion                          string
 	storedEventID                          string
 	readEvents                             string
-	loadEvents                             string
+	loadSnapshotAndEvents                  string
 
 	getSnapshots string
 
@@ -78,15 +78,26 @@ WHERE aggregate_type = $1 AND aggregate_id = $2 AND version > $3
 ORDER BY version
 LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
 
-	// The first page of a load: the events from the version of the
-	// snapshot of schema version $3 (or from the start), found by an
-	// InitPlan on the snapshots primary key, so a pgx.Batch of this and
-	// getSnapshot reads a whole load in one round trip.
-	q.loadEvents = `SELECT event_id, version, event_type, payload, metadata, occurred_at FROM ` + ev + `
-WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= coalesce(
-	(SELECT version FROM ` + sn + ` WHERE aggregate_id = $2 AND aggregate_type = $1 AND schema_version = $3), 1)
+	// A load in one statement: the snapshot of schema version $3 (read
+	// once, by primary key, into a CTE) and the first page of events from
+	// its version (or from the start), as one result. Its rows have the
+	// events' columns and a seventh, the schema version, set only on the
+	// snapshot's row (whose event_type and metadata are NULL; its payload
+	// column holds the state, its occurred_at the created_at). One
+	// statement sees one snapshot of the database, so the events always
+	// start where the snapshot returned says; and it costs the client one
+	// query's protocol messages where a pgx.Batch of two cost twice as
+	// many, plus the pipeline's own allocations.
+	q.loadSnapshotAndEvents = `WITH snap AS MATERIALIZED (
+	SELECT event_id, version, state, created_at, schema_version FROM ` + sn + `
+	WHERE aggregate_id = $2 AND aggregate_type = $1 AND schema_version = $3
+)
+SELECT event_id, version, NULL::text, state, NULL::jsonb, created_at, schema_version FROM snap
+UNION ALL
+(SELECT event_id, version, event_type, payload, metadata, occurred_at, NULL::int FROM ` + ev + `
+WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= coalesce((SELECT version FROM snap), 1)
 ORDER BY version
-LIMIT ` + strconv.Itoa(s.cfg.readPageSize)
+LIMIT ` + strconv.Itoa(s.cfg.readPageSize) + `)`
 
 	// A batch of saves, as one statement over arrays (the caller has
 	// resolved the batch with storekit.ResolveSnapshotBatch, so no row of
@@ -148,13 +159,29 @@ RETURNING aggregate_id, aggregate_type, schema_version`
 WHERE aggregate_type = $1 AND schema_version = $3 AND aggregate_id = ANY($2::uuid[])`
 	q.getSnapshot = `SELECT version, schema_version, state, created_at, event_id FROM ` + sn + `
 WHERE aggregate_id = $1 AND aggregate_type = $2 AND schema_version = $3`
-	q.deleteSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`
+	// A removal of snapshots moves the aggregate's stream to the end of
+	// the change order in the same statement (the sweep must see an
+	// aggregate that fell behind without an append; see
+	// eventsource.SweepStore): the stream's row is updated only when a
+	// snapshot was removed.
+	moved := func(del string) string {
+		return `WITH d AS (` + del + ` RETURNING 1),
+m AS (UPDATE ` + st + ` SET change_xid = pg_current_xact_id()
+	WHERE aggregate_type = $2 AND aggregate_id = $1 AND EXISTS (SELECT 1 FROM d))
+SELECT count(*) FROM d`
+	}
+	q.deleteSnapshot = moved(`DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2`)
 	// DeleteStaleSnapshot's compare-and-delete: one statement, by primary
 	// key, so the comparison and the delete are atomic.
-	q.deleteStaleSnapshot = `DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2 AND schema_version = $4
-	AND version = $3 AND event_id = $5`
-	q.deleteSnapshotsByType = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1`
-	q.deleteSnapshotsBelow = `DELETE FROM ` + sn + ` WHERE aggregate_type = $1 AND schema_version < $2`
+	q.deleteStaleSnapshot = moved(`DELETE FROM ` + sn + ` WHERE aggregate_id = $1 AND aggregate_type = $2 AND schema_version = $4
+	AND version = $3 AND event_id = $5`)
+	// A bulk delete removes the sweep marks of the schema versions whose
+	// snapshots it removes, in the same statement (see
+	// eventsource.SweepStore): their sweeps start over with a full pass.
+	q.deleteSnapshotsByType = `WITH m AS (DELETE FROM ` + s.marks.String() + ` WHERE aggregate_type = $1)
+DELETE FROM ` + sn + ` WHERE aggregate_type = $1`
+	q.deleteSnapshotsBelow = `WITH m AS (DELETE FROM ` + s.marks.String() + ` WHERE aggregate_type = $1 AND schema_version < $2)
+DELETE FROM ` + sn + ` WHERE aggregate_type = $1 AND schema_version < $2`
 
 	// The lister reads the streams table (one row per aggregate) and, for
 	// each aggregate, the snapshot of schema version $2 or (0) of the

@@ -142,23 +142,26 @@ func (s *Store) GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schem
 }
 
 // DeleteSnapshot implements [eventsource.SnapshotStore]: it removes the
-// rows of every schema version.
+// rows of every schema version and, when it removed one, moves the
+// aggregate's stream to the end of the change order, in one statement.
 func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
 	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
-	tag, err := s.pool.Exec(ctx, s.q.deleteSnapshot, pgID(id), typ)
-	if err != nil {
+	var n int64
+	if err := s.pool.QueryRow(ctx, s.q.deleteSnapshot, pgID(id), typ).Scan(&n); err != nil {
 		return false, s.wrap(fmt.Sprintf("delete snapshot of %s %s", typ, id), err)
 	}
-	return tag.RowsAffected() > 0, nil
+	return n > 0, nil
 }
 
 // DeleteStaleSnapshot implements [eventsource.SnapshotStore] with one
 // DELETE by primary key (snap's row) whose WHERE clause is the
-// comparison, so the compare and the delete are atomic.
+// comparison, so the compare and the delete are atomic; when it removed
+// the snapshot, the same statement moves the aggregate's stream to the
+// end of the change order.
 func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
 	if err := storekit.ValidateStream(snap.AggregateType, snap.AggregateID); err != nil {
 		return false, err
@@ -168,18 +171,20 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 	}
 	ctx, span := s.span(ctx, "pgstore.DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID, telemetrykeys.AttrVersion.Int64(snap.Version))
 	defer func() { endSpan(span, err) }()
-	tag, err := s.pool.Exec(ctx, s.q.deleteStaleSnapshot, pgID(snap.AggregateID), snap.AggregateType, snap.Version,
-		int32(snap.SchemaVersion), pgID(snap.EventID))
-	if err != nil {
+	var n int64
+	if err := s.pool.QueryRow(ctx, s.q.deleteStaleSnapshot, pgID(snap.AggregateID), snap.AggregateType, snap.Version,
+		int32(snap.SchemaVersion), pgID(snap.EventID)).Scan(&n); err != nil {
 		return false, s.wrap(fmt.Sprintf("delete stale snapshot v%d of %s %s", snap.Version, snap.AggregateType, snap.AggregateID), err)
 	}
-	return tag.RowsAffected() > 0, nil
+	return n > 0, nil
 }
 
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore] and returns
 // the number of rows deleted. It scans the snapshots table (a row per
 // aggregate and kept schema version): an administrative bulk delete, for
-// which the table keeps no index of its own (see migration 2).
+// which the table keeps no index of its own (see migration 2). The same
+// statement removes the sweep marks of the schema versions it deletes
+// the snapshots of.
 func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (n int64, err error) {
 	if err := storekit.ValidateDeleteByType(typ, schemaVersionBelow); err != nil {
 		return 0, err

@@ -54,15 +54,22 @@ type Store struct {
 	streams   table
 	snapshots table
 	migrTable table
+	// marks is the table of the sweep's marks, named after the streams
+	// table's (streams_sweep_marks).
+	marks table
 
 	// tablesKey names this store's tables in the migrations table.
 	tablesKey  string
 	lockKey    int64
 	migrations []migration
 	q          queries
+	aq         adminQueries
+	// scanStmts holds the ScanAggregates statements rendered so far, by
+	// scanKey.
+	scanStmts sync.Map
 }
 
-var _ eventsource.Store = (*Store)(nil)
+var _ eventsource.SweepStore = (*Store)(nil)
 
 // table is a validated table name; String gives it schema-qualified and
 // quoted, ready to splice into SQL.
@@ -109,6 +116,7 @@ func newStore(pool *pgxpool.Pool, cfg config) (*Store, error) {
 		streams:   table{cfg.schema, cfg.streams},
 		snapshots: table{cfg.schema, cfg.snapshots},
 		migrTable: table{cfg.schema, cfg.migrations},
+		marks:     table{cfg.schema, cfg.streams + "_sweep_marks"},
 		tablesKey: cfg.events + "," + cfg.streams + "," + cfg.snapshots,
 		lockKey:   migrationLockKey(cfg.schema),
 	}
@@ -117,6 +125,7 @@ func newStore(pool *pgxpool.Pool, cfg config) (*Store, error) {
 		return nil, err
 	}
 	s.q = buildQueries(s)
+	s.aq = buildAdminQueries(s)
 	return s, nil
 }
 
@@ -168,8 +177,15 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Schema returns the PostgreSQL schema that holds the store's tables.
 func (s *Store) Schema() string { return s.cfg.schema }
 
-// span starts the span of one operation on aggregate typ/id.
+// span starts the span of one operation on aggregate typ/id. Its
+// attributes are set only when the span records: building them (the id's
+// string, the slice) cost every load and append an allocation or two for
+// nothing while tracing is off.
 func (s *Store) span(ctx context.Context, name, typ string, id uuid.UUID, extra ...attribute.KeyValue) (context.Context, trace.Span) {
+	ctx, span := s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
+	if !span.IsRecording() {
+		return ctx, span
+	}
 	attrs := make([]attribute.KeyValue, 0, 4+len(extra))
 	attrs = append(attrs, attribute.String("db.system.name", "postgresql"), attribute.String("db.namespace", s.cfg.schema))
 	if typ != "" {
@@ -178,8 +194,8 @@ func (s *Store) span(ctx context.Context, name, typ string, id uuid.UUID, extra 
 	if id != uuid.Nil {
 		attrs = append(attrs, telemetrykeys.AttrAggregateID.String(id.String()))
 	}
-	attrs = append(attrs, extra...)
-	return s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	span.SetAttributes(append(attrs, extra...)...)
+	return ctx, span
 }
 
 // endSpan records err (if any) on span and ends it.

@@ -293,11 +293,13 @@ func TestTwoStoresOneSchema(t *testing.T) {
 	want := []string{
 		"b_events:b_events_event_id_key", "b_events:b_events_pkey", "b_events:b_events_stream_version_key",
 		"b_snapshots:b_snapshots_pkey",
-		"b_streams:b_streams_pkey",
+		"b_streams:b_streams_change_idx", "b_streams:b_streams_pkey",
+		"b_streams_sweep_marks:b_streams_sweep_marks_pkey",
 		"events:events_event_id_key", "events:events_pkey", "events:events_stream_version_key",
 		"evsnap_migrations:evsnap_migrations_pkey",
 		"snapshots:snapshots_pkey",
-		"streams:streams_pkey",
+		"streams:streams_change_idx", "streams:streams_pkey",
+		"streams_sweep_marks:streams_sweep_marks_pkey",
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("indexes:\n got %v\nwant %v", got, want)

@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/evsnap/evsnap/internal/logattr"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/time/rate"
 )
 
@@ -58,7 +56,7 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 			}
 			continue
 		}
-		n, err := w.sweep(ctx, lim)
+		n, err := w.sweep(ctx, lim, func() bool { return w.lease == nil || w.lease.sweeps() })
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -89,20 +87,50 @@ func (w *Worker) logLease(held bool, err error) {
 
 // Sweep runs one reconciliation pass now: for every type with a threshold
 // it finds aggregates whose snapshot of the type's schema version (the
-// one the worker writes) is at least the threshold behind the head, most
-// behind first (at most SweepBatch per type), and snapshots them
-// at no more than SweepRate per second. It returns how many it snapshotted.
-// On a store that cannot list, the error matches [ErrCannotList].
+// one the worker writes) is at least the threshold behind the head and
+// snapshots them at no more than SweepRate per second, at most SweepBatch
+// per type. It returns how many it snapshotted. On a store that cannot
+// list, the error matches [ErrCannotList].
+//
+// On a store that keeps its streams in change order
+// ([eventsource.SweepStore]: the backends), a pass examines only the
+// aggregates whose streams changed since the last pass (in the order
+// they changed), from the mark the store keeps for the worker's consumer,
+// type and schema version; the first pass, and the first after a prune
+// removed the mark or the threshold was lowered, is a full pass over
+// every aggregate in id order, paged, which may take several passes.
+// An aggregate whose rebuild fails is retried at the next passes; the
+// mark never moves past it until a retry succeeds (see
+// docs/decisions/0037-sweep-costs-what-changed.md). On another store it
+// lists the aggregates most behind first.
 func (w *Worker) Sweep(ctx context.Context) (int, error) {
-	return w.sweep(ctx, rate.NewLimiter(rate.Limit(w.cfg.SweepRate), 1))
+	return w.sweep(ctx, rate.NewLimiter(rate.Limit(w.cfg.SweepRate), 1), nil)
 }
 
-func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
+// sweep runs one pass; holding, when not nil, says whether this replica
+// may go on sweeping (it holds the lease) between pages.
+func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter, holding func() bool) (int, error) {
+	w.sweepMu.Lock()
+	defer w.sweepMu.Unlock()
+	ss, marked := w.cfg.Store.(eventsource.SweepStore)
 	total := 0
 	var errs []error
 	for _, t := range w.targets {
 		if t.spec.Threshold < 1 {
 			continue // milestone-only types are not "behind" by a count
+		}
+		if marked {
+			n, err := w.sweepMarked(ctx, ss, t, lim, holding)
+			total += n
+			if ctx.Err() != nil {
+				return total, ctx.Err()
+			}
+			if !errors.Is(err, errors.ErrUnsupported) { // else the store cannot: list
+				if err != nil {
+					errs = append(errs, fmt.Errorf("sweep %s: %w", t.name, err))
+				}
+				continue
+			}
 		}
 		var behind []eventsource.AggregateInfo
 		listed := true
@@ -124,23 +152,14 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 			t.behind.Store(int64(len(behind))) // the evsnap.worker.aggregate.behind gauge
 		}
 		for _, info := range behind {
-			if err := lim.Wait(ctx); err != nil {
-				return total, err
-			}
 			// Another replica (or a notice) may have caught it up since the
 			// listing: process re-reads the snapshot and asks the policy.
-			written, err := w.process(ctx, t, info.AggregateID, hints{}, SourceSweep)
-			if err != nil {
-				if ctx.Err() != nil {
-					return total, ctx.Err()
-				}
-				w.log.Warn("sweep could not snapshot an aggregate", "aggregate_type", t.name, "aggregate_id", info.AggregateID, "error", err)
-				continue
+			written, _ := w.sweepOne(ctx, t, info.AggregateID, lim)
+			if ctx.Err() != nil {
+				return total, ctx.Err()
 			}
 			if written {
 				total++
-				w.m.swept.Add(ctx, 1, metric.WithAttributeSet(t.attrs.typ))
-				w.sum.swept.Add(1)
 			}
 		}
 	}
@@ -151,12 +170,29 @@ func (w *Worker) sweep(ctx context.Context, lim *rate.Limiter) (int, error) {
 type RebuildOptions struct {
 	// ID limits the rebuild to one aggregate.
 	ID uuid.UUID
+	// After resumes a rebuild of a whole type: only the aggregates with
+	// ids above it are rebuilt (a rebuild goes in id order, so a stopped
+	// one resumes after its RebuildResult.Last). It cannot go with ID.
+	After uuid.UUID
 	// Rate caps rebuilds per second (default 100) so a rebuild can never
 	// cause a load storm.
 	Rate float64
-	// Progress, when set, is called after each aggregate with the counts
-	// so far and the total to do (-1 when unknown).
-	Progress func(done, failed, total int)
+	// Progress, when set, is called after each aggregate.
+	Progress func(RebuildProgress)
+}
+
+// RebuildProgress is a rebuild's progress so far.
+type RebuildProgress struct {
+	// Rebuilt and Failed count this run's aggregates.
+	Rebuilt, Failed int
+	// Total is the number of aggregates of the whole type, a resumed
+	// run's too (-1 when unknown); an estimate from the store's
+	// statistics when TotalEstimated is set.
+	Total          int
+	TotalEstimated bool
+	// Last is the id of the last aggregate handled, rebuilt or failed:
+	// RebuildOptions.After to resume from.
+	Last uuid.UUID
 }
 
 // RebuildResult counts what a rebuild did.
@@ -164,12 +200,28 @@ type RebuildResult struct {
 	Rebuilt int
 	Failed  int
 	Errors  []error // at most 20, the first ones
+	// Last is the highest id of an aggregate handled (rebuilt or failed);
+	// every aggregate of the type up to it was handled, so a rebuild of
+	// the type resumes with RebuildOptions.After set to it. uuid.Nil when
+	// none was.
+	Last uuid.UUID
 }
+
+// rebuildPage is how many aggregates one listing of a rebuild reads.
+const rebuildPage = 500
 
 // Rebuild regenerates snapshots of every aggregate of typ (or only
 // opts.ID), at their heads, rate-limited. Failures of single aggregates are
-// counted and collected; the rebuild goes on. Rebuilding a whole type
-// lists its aggregates: on a store that cannot list, the error matches
+// counted and collected; the rebuild goes on. A rebuild of a whole type
+// walks the type in id order, listing 500 aggregates at a time (one
+// bounded query each, keyset-paginated on the id) and writing each
+// aggregate's snapshot with a statement of its own, so no statement or
+// lock outlasts one page or one aggregate. When ctx ends it returns the
+// result so far, whose Last resumes it (opts.After); running it again
+// from the start is also safe, as rebuilding an aggregate twice writes the
+// same snapshot. The total it reports comes from the store's count (an
+// estimate where the store has one). Rebuilding a whole type lists its
+// aggregates: on a store that cannot list, the error matches
 // [ErrCannotList] (one aggregate, opts.ID, needs no listing).
 func (w *Worker) Rebuild(ctx context.Context, typ string, opts RebuildOptions) (RebuildResult, error) {
 	var res RebuildResult
@@ -177,11 +229,15 @@ func (w *Worker) Rebuild(ctx context.Context, typ string, opts RebuildOptions) (
 	if err != nil {
 		return res, err
 	}
+	if opts.ID != uuid.Nil && opts.After != uuid.Nil {
+		return res, fmt.Errorf("%w: rebuild of %s: an aggregate id (%s) and a point to resume after (%s) do not go together", ErrInvalidConfig, typ, opts.ID, opts.After)
+	}
 	if opts.Rate <= 0 {
 		opts.Rate = 100
 	}
 	lim := rate.NewLimiter(rate.Limit(opts.Rate), 1)
-	do := func(id uuid.UUID, total int) error {
+	prog := RebuildProgress{Total: -1}
+	do := func(id uuid.UUID) error {
 		if err := lim.Wait(ctx); err != nil {
 			return err
 		}
@@ -196,147 +252,136 @@ func (w *Worker) Rebuild(ctx context.Context, typ string, opts RebuildOptions) (
 		} else {
 			res.Rebuilt++
 		}
+		res.Last = id
 		if opts.Progress != nil {
-			opts.Progress(res.Rebuilt, res.Failed, total)
+			prog.Rebuilt, prog.Failed, prog.Last = res.Rebuilt, res.Failed, id
+			opts.Progress(prog)
 		}
 		return nil
 	}
 	if opts.ID != uuid.Nil {
-		return res, do(opts.ID, 1)
+		prog.Total = 1
+		return res, do(opts.ID)
 	}
-	total := -1
-	if st, err := w.Stats(ctx, typ, 0); err == nil {
-		total = st.Aggregates
+	if c, err := w.countAggregates(ctx, typ); err == nil {
+		prog.Total, prog.TotalEstimated = int(c.N), c.Estimated
+	} else if errors.Is(err, errors.ErrUnsupported) {
+		return res, listErr("rebuild", typ, err)
 	}
-	after := uuid.Nil
+	after := opts.After
 	for {
 		var page []uuid.UUID
-		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{AfterID: after, Limit: 500}) {
+		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{AfterID: after, Limit: rebuildPage}) {
 			if err != nil {
 				return res, listErr("rebuild", typ, err)
 			}
 			page = append(page, info.AggregateID)
 		}
-		if len(page) == 0 {
-			return res, nil
-		}
 		for _, id := range page {
-			if err := do(id, total); err != nil {
+			if err := do(id); err != nil {
 				return res, err
 			}
+		}
+		if len(page) < rebuildPage {
+			return res, nil
 		}
 		after = page[len(page)-1]
 	}
 }
 
-// Stats describes the snapshot coverage of one aggregate type.
-type Stats struct {
-	AggregateType string
-	// SchemaVersion is the schema version of the type this worker was
-	// built with: Snapshots, EventsBehind and Stalest are about the
-	// snapshots of it.
-	SchemaVersion int
-	Aggregates    int
-	// Snapshots counts the aggregates with a snapshot of SchemaVersion.
-	Snapshots int
-	// NewestSchema counts the aggregates by the schema version of their
-	// newest snapshot (aggregates without one are not counted): during a
-	// rolling deploy, how far the newer version's snapshots have spread.
-	NewestSchema map[int]int
-	// EventsBehind summarises how many events each aggregate's snapshot is
-	// behind its head (no snapshot: the whole stream).
-	EventsBehind Distribution
-	// Stalest lists the aggregates furthest behind, most behind first.
-	Stalest []eventsource.AggregateInfo
+// DefaultPruneBatch is how many aggregates one statement of a prune
+// covers when PruneOptions.Batch is 0.
+const DefaultPruneBatch = 1000
+
+// PruneOptions controls [Worker.Prune].
+type PruneOptions struct {
+	// Batch is the most aggregates one batch covers (default
+	// DefaultPruneBatch): one statement that locks the rows of at most
+	// that many.
+	Batch int
+	// After resumes a prune: only the aggregates with ids above it are
+	// covered (a prune goes in id order, so a stopped one resumes after
+	// its PruneResult.Last).
+	After uuid.UUID
+	// Progress, when set, is called after each batch with the result so
+	// far.
+	Progress func(PruneResult)
 }
 
-// Distribution is a summary of a set of counts.
-type Distribution struct {
-	Min, P50, P90, P99, Max int64
-	Mean                    float64
-	// Buckets counts values in [0], [1,10), [10,100), [100,1000), [1000,∞).
-	Buckets [5]int
-}
-
-// BucketLabels name Distribution.Buckets.
-var BucketLabels = [5]string{"0", "1-9", "10-99", "100-999", "1000+"}
-
-// Stats summarises snapshot coverage of typ at the schema version the
-// worker was built with, listing the `stalest` most behind aggregates,
-// and counts the aggregates by the schema version of their newest
-// snapshot. It lists the type's aggregates twice (once per question). On
-// a store that cannot list, the error matches [ErrCannotList].
-func (w *Worker) Stats(ctx context.Context, typ string, stalest int) (Stats, error) {
-	st := Stats{AggregateType: typ, NewestSchema: map[int]int{}}
-	t, err := w.target(typ)
-	if err != nil {
-		return st, err
-	}
-	st.SchemaVersion = t.schemaVersion
-	var behind []int64
-	var sum float64
-	for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{SchemaVersion: t.schemaVersion}) {
-		if err != nil {
-			return st, listErr("stats", typ, err)
-		}
-		st.Aggregates++
-		b := info.Behind()
-		if info.SnapshotVersion > 0 {
-			st.Snapshots++
-		}
-		behind = append(behind, b)
-		sum += float64(b)
-		switch {
-		case b == 0:
-			st.EventsBehind.Buckets[0]++
-		case b < 10:
-			st.EventsBehind.Buckets[1]++
-		case b < 100:
-			st.EventsBehind.Buckets[2]++
-		case b < 1000:
-			st.EventsBehind.Buckets[3]++
-		default:
-			st.EventsBehind.Buckets[4]++
-		}
-	}
-	if len(behind) > 0 {
-		slices.Sort(behind)
-		q := func(p float64) int64 { return behind[int(p*float64(len(behind)-1))] }
-		st.EventsBehind.Min, st.EventsBehind.Max = behind[0], behind[len(behind)-1]
-		st.EventsBehind.P50, st.EventsBehind.P90, st.EventsBehind.P99 = q(0.5), q(0.9), q(0.99)
-		st.EventsBehind.Mean = sum / float64(len(behind))
-	}
-	for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
-		if err != nil {
-			return st, listErr("stats", typ, err)
-		}
-		if info.SnapshotSchemaVersion > 0 {
-			st.NewestSchema[info.SnapshotSchemaVersion]++
-		}
-	}
-	if stalest > 0 {
-		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{SchemaVersion: t.schemaVersion, MostBehindFirst: true, Limit: stalest, MinBehind: 1}) {
-			if err != nil {
-				return st, listErr("stats", typ, err)
-			}
-			st.Stalest = append(st.Stalest, info)
-		}
-	}
-	return st, nil
+// PruneResult is what a prune did.
+type PruneResult struct {
+	// Deleted counts the snapshot rows removed (an aggregate has one per
+	// kept schema version).
+	Deleted int64
+	// Batches counts the store calls, one statement each.
+	Batches int
+	// Last is the highest aggregate id covered so far: PruneOptions.After
+	// to resume from. uuid.Nil when none was.
+	Last uuid.UUID
+	// Done reports that the prune covered every aggregate.
+	Done bool
+	// Batched reports that the store pruned in batches (it is an
+	// [eventsource.SnapshotPruner]); otherwise one
+	// DeleteSnapshotsByType did the whole prune.
+	Batched bool
 }
 
 // Prune deletes the snapshots of typ with a schema version below
-// schemaBelow (all of them for 0) and returns how many it deleted (rows:
-// an aggregate has one per kept schema version).
-func (w *Worker) Prune(ctx context.Context, typ string, schemaBelow int) (int64, error) {
+// schemaBelow (all of them for 0). On a store that is an
+// [eventsource.SnapshotPruner] it goes in batches of opts.Batch
+// aggregates in id order, each one short statement, and stops when ctx
+// ends with the result so far: its Last resumes it (opts.After), and
+// running it again from the start only re-reads what is already clean.
+// On any other store it is one DeleteSnapshotsByType (opts.After must
+// then be unset).
+func (w *Worker) Prune(ctx context.Context, typ string, schemaBelow int, opts PruneOptions) (PruneResult, error) {
+	var res PruneResult
 	if typ == "" {
-		return 0, fmt.Errorf("%w: prune needs an aggregate type", ErrInvalidConfig)
+		return res, fmt.Errorf("%w: prune needs an aggregate type", ErrInvalidConfig)
 	}
-	return w.cfg.Store.DeleteSnapshotsByType(ctx, typ, schemaBelow)
+	if opts.Batch < 0 {
+		return res, fmt.Errorf("%w: prune of %s in batches of %d aggregates; a batch takes at least 1 (0: %d)", ErrInvalidConfig, typ, opts.Batch, DefaultPruneBatch)
+	}
+	if opts.Batch == 0 {
+		opts.Batch = DefaultPruneBatch
+	}
+	p, ok := w.cfg.Store.(eventsource.SnapshotPruner)
+	if !ok {
+		if opts.After != uuid.Nil {
+			return res, fmt.Errorf("%w: prune of %s: this store deletes in one statement and cannot resume after %s", ErrInvalidConfig, typ, opts.After)
+		}
+		n, err := w.cfg.Store.DeleteSnapshotsByType(ctx, typ, schemaBelow)
+		if err != nil {
+			return res, err
+		}
+		res.Deleted, res.Batches, res.Done = n, 1, true
+		return res, nil
+	}
+	res.Batched, res.Last = true, opts.After
+	for !res.Done {
+		b, err := p.PruneSnapshots(ctx, typ, schemaBelow, res.Last, opts.Batch)
+		if err != nil {
+			return res, err
+		}
+		res.Batches++
+		res.Deleted += b.Deleted
+		res.Done = b.Done
+		if b.Last != uuid.Nil {
+			res.Last = b.Last
+		}
+		if opts.Progress != nil {
+			opts.Progress(res)
+		}
+	}
+	return res, nil
 }
 
 // Verify checks the snapshots of up to sample aggregates of typ, chosen at
-// random (every aggregate when sample is 0), against a full replay of their
+// random without reading every aggregate (see sampleAggregates: the
+// store's count, then one index probe at a random id per pick; a type of
+// at most 2×sample aggregates is listed whole and sampled exactly
+// uniformly), or of every aggregate when sample is 0,
+// against a full replay of their
 // events up to the snapshot's version: a snapshot not tied to its stream's
 // history (the stream's event at its version is missing or is another
 // than its EventID) is [VerifyStale], one whose state differs from the
@@ -353,21 +398,25 @@ func (w *Worker) Verify(ctx context.Context, typ string, sample int) (VerifyRepo
 	if sample < 0 {
 		return rep, fmt.Errorf("%w: sample %d is negative", ErrInvalidConfig, sample)
 	}
-	// Reservoir-sample the ids while streaming the listing.
 	var ids []uuid.UUID
-	seen := 0
-	for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+	if sample == 0 {
+		for info, err := range w.store.ListAggregates(ctx, typ, eventsource.ListOptions{}) {
+			if err != nil {
+				return rep, listErr("verify", typ, err)
+			}
+			ids = append(ids, info.AggregateID)
+		}
+	} else {
+		s, err := sampleAggregates(ctx, w.cfg.Store, typ, eventsource.ListOptions{}, sample, 1, nil)
 		if err != nil {
 			return rep, listErr("verify", typ, err)
 		}
-		seen++
-		switch {
-		case sample == 0 || len(ids) < sample:
-			ids = append(ids, info.AggregateID)
-		default:
-			if j := rand.IntN(seen); j < sample {
-				ids[j] = info.AggregateID
-			}
+		if s.all && len(s.infos) > sample { // a census of up to twice the sample: pick from it
+			rand.Shuffle(len(s.infos), func(i, j int) { s.infos[i], s.infos[j] = s.infos[j], s.infos[i] })
+			s.infos = s.infos[:sample]
+		}
+		for _, in := range s.infos {
+			ids = append(ids, in.AggregateID)
 		}
 	}
 	for _, id := range ids {

@@ -40,7 +40,10 @@ type Config struct {
 	// the admin methods (SnapshotAggregate, Rebuild, Stats, Prune) never
 	// need it.
 	JetStream jetstream.JetStream
-	// Stream, Consumer and SubjectPrefix locate the notices.
+	// Stream, Consumer and SubjectPrefix locate the notices. Consumer
+	// also names the reconciliation sweep's marks in the store (one per
+	// aggregate type and schema version; decision 37): fleets of
+	// different consumers sweep on their own.
 	Stream        string
 	Consumer      string
 	SubjectPrefix string
@@ -78,12 +81,16 @@ type Config struct {
 
 	// SweepInterval is the period of the reconciliation sweep that finds
 	// aggregates whose snapshot is at least the threshold behind (lost
-	// notices) and snapshots them. 0 disables it.
+	// notices) and snapshots them. On a store that keeps its streams in
+	// change order (eventsource.SweepStore) a pass examines the
+	// aggregates changed since the last (see [Worker.Sweep]). 0 disables
+	// it.
 	SweepInterval time.Duration
 	// SweepRate caps the sweep's rebuilds per second, so it can never cause
 	// a load storm.
 	SweepRate float64
-	// SweepBatch caps how many aggregates one sweep handles per type.
+	// SweepBatch caps how many aggregates one sweep pass rebuilds per type
+	// (retries of earlier failures included).
 	SweepBatch int
 	// SweepLeaseTTL is how long the sweep lease outlives its holder. With
 	// JetStream configured, the replicas sharing a durable consumer hold a

@@ -69,9 +69,18 @@
 // Notices are hints, not the source of truth: an application can crash
 // between commit and publish, and JetStream can lose acknowledged messages.
 // The reconciliation sweep (Config.SweepInterval, rate-limited by
-// Config.SweepRate) lists aggregates whose snapshot is at least the
-// threshold behind, most behind first, and snapshots them without notices.
-// One replica of a fleet sweeps at a time: the replicas sharing a durable
+// Config.SweepRate, at most Config.SweepBatch aggregates per type and
+// pass) finds aggregates whose snapshot is at least the threshold behind
+// and snapshots them without notices. On a store that keeps its streams
+// in change order ([eventsource.SweepStore]: memstore, sqlitestore,
+// pgstore) a pass costs what changed: it examines the aggregates whose
+// streams changed since the last pass, from a mark the store keeps per
+// consumer, type and schema version, after one full pass over every
+// aggregate (paged, in id order) when there is no mark yet, after a prune
+// removed it, or after the threshold was lowered; an aggregate whose
+// rebuild fails is retried and the mark never moves past it
+// (decision 0037). On another store a pass lists the aggregates most
+// behind first. One replica of a fleet sweeps at a time: the replicas sharing a durable
 // consumer hold a lease in a JetStream key-value bucket
 // (Config.SweepLeaseTTL, Config.LeaseBucket; decision 0032), and another
 // takes over within about 4/3 of the TTL when the holder dies.
@@ -102,9 +111,15 @@
 // # Administration
 //
 // [Worker.Rebuild] regenerates the snapshots of a type (rate-limited, with
-// progress), [Worker.Stats] summarises how far the snapshots of the
-// worker's schema version are behind and how many aggregates have their
-// newest snapshot at each schema version,
-// [Worker.Prune] deletes snapshots of old schema versions, and
-// [Worker.Sweep] runs one reconciliation pass. They need no JetStream.
+// progress, in id order, resumable after the last id it handled),
+// [Worker.Stats] summarises how far the snapshots of the worker's schema
+// version are behind and how many aggregates have their newest snapshot
+// at each schema version (estimated from random samples and the store's
+// count unless StatsOptions.Exact), [Worker.Verify] compares randomly
+// picked snapshots with a full replay, [Worker.Prune] deletes snapshots
+// of old schema versions (in bounded, resumable batches on a store that
+// is an [eventsource.SnapshotPruner]), and [Worker.Sweep] runs one
+// reconciliation pass. They need no JetStream, and none reads every
+// aggregate unless asked to (Exact, a Verify sample of 0, a Rebuild of a
+// whole type).
 package snapshotter

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/tooling/pgtest"
@@ -23,11 +24,15 @@ import (
 // workerGrants are the least privileges the snapshotter worker needs on
 // PostgreSQL (documented in docs/security.md): read events and stream
 // heads, read and write snapshots (DELETE too: a save removes the rows of
-// schema versions no longer kept, decision 28).
+// schema versions no longer kept, decision 28), move a stream in change
+// order when a load removes a stale snapshot (the change_xid column
+// only), and read and write the sweep's marks (decision 37; DELETE for
+// prune).
 var workerGrants = []string{
 	"GRANT USAGE ON SCHEMA %[1]s TO %[2]s",
 	"GRANT SELECT ON %[1]s.events, %[1]s.streams TO %[2]s",
-	"GRANT SELECT, INSERT, UPDATE, DELETE ON %[1]s.snapshots TO %[2]s",
+	"GRANT UPDATE (change_xid) ON %[1]s.streams TO %[2]s",
+	"GRANT SELECT, INSERT, UPDATE, DELETE ON %[1]s.snapshots, %[1]s.streams_sweep_marks TO %[2]s",
 }
 
 // The worker runs with only the documented grants, and those grants do not
@@ -94,6 +99,30 @@ func TestWorkerLeastPrivilegeRole(t *testing.T) {
 	}
 	if rep, err := w.Verify(ctx, exampledomain.AccountType, 0); err != nil || rep.ByStatus[snapshotter.VerifyOK] != 1 {
 		t.Fatalf("verify as the worker role: %+v, %v", rep, err)
+	}
+	// A load that finds the snapshot stale removes it and moves the stream
+	// in change order; the sweep, in change order now, writes it again.
+	s, err := ws.GetSnapshot(ctx, exampledomain.AccountType, a.ID(), 1)
+	if err != nil || s == nil {
+		t.Fatalf("snapshot: %+v, %v", s, err)
+	}
+	if ok, err := ws.DeleteStaleSnapshot(ctx, *s); !ok || err != nil {
+		t.Fatalf("DeleteStaleSnapshot as the worker role = %v, %v", ok, err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n, err := w.Sweep(ctx)
+		if err != nil {
+			t.Fatalf("sweep as the worker role: %v", err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep did not write the removed snapshot again within 30s")
+		}
+	}
+	if n, err := w.Prune(ctx, exampledomain.AccountType, 0, snapshotter.PruneOptions{}); err != nil || n.Deleted != 1 {
+		t.Fatalf("prune as the worker role = %+v, %v", n, err)
 	}
 	_, err = ws.Append(ctx, exampledomain.AccountType, a.ID(), eventsource.AnyVersion, []eventsource.NewEvent{{
 		ID: uuid.New(), Type: exampledomain.TypeMoneyDeposited, Payload: []byte(`{"amount":1}`)}})

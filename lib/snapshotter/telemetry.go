@@ -66,7 +66,7 @@ func (w *Worker) initGauges(m metric.Meter) error {
 		return err
 	}
 	behind, err := m.Int64ObservableGauge(metricBehind, metric.WithUnit("{aggregate}"),
-		metric.WithDescription("Aggregates whose snapshot was at least the threshold behind the head when the last reconciliation sweep listed them (at most the sweep batch), by type."))
+		metric.WithDescription("Aggregates the last reconciliation sweep pass found at least the threshold behind, among those it examined (at most the sweep batch), by type."))
 	if err != nil {
 		return err
 	}

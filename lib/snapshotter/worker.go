@@ -132,9 +132,13 @@ type target struct {
 	spec          eventsource.Policy
 	policy        policy.Policy
 	rb            rebuilder
-	// behind is how many aggregates the last sweep listed as at least the
-	// threshold behind (-1: no sweep has listed this type yet).
+	// behind is how many aggregates the last sweep found at least the
+	// threshold behind (-1: no sweep has looked at this type yet).
 	behind atomic.Int64
+	// sweep is where this replica's marked sweep of the type stands (on a
+	// store that is an eventsource.SweepStore); guarded by
+	// Worker.sweepMu.
+	sweep sweepState
 	// attrs are the type's metric attribute sets, built once rather than
 	// on every notice.
 	attrs targetAttrs
@@ -187,7 +191,9 @@ type Worker struct {
 	ready atomic.Bool
 	loop  atomic.Pointer[consumer.Loop]
 	// lease lets one replica sweep at a time (nil: every replica sweeps).
-	lease   *sweepLease
+	lease *sweepLease
+	// sweepMu serializes sweep passes (the loop's and Sweep's).
+	sweepMu sync.Mutex
 	backlog backlog
 	gauges  metric.Registration
 	sum     summary
@@ -254,6 +260,7 @@ func New(cfg Config, types ...Type) (*Worker, error) {
 		}
 		tg := &target{name: t.name, schemaVersion: t.schemaVersion, spec: t.policy, policy: policy.Of(int64(t.policy.Threshold), t.policy.Milestones), rb: rb, attrs: newTargetAttrs(t.name)}
 		tg.behind.Store(-1)
+		tg.sweep.gen = -1
 		w.targets[t.name] = tg
 		policies[t.name] = t.policy
 	}

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/evsnap/evsnap/internal/tooling/pgtest"
 	"github.com/evsnap/evsnap/lib/eventsource"
@@ -27,11 +29,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // recordingStore wraps a real snapshot store and checks, write by write,
@@ -52,6 +53,55 @@ type recordingStore struct {
 	failing                   atomic.Bool
 	block                     chan struct{}
 	onStored                  func(id uuid.UUID, version int64)
+	// unreadable, when set, fails the snapshot reads of the aggregates it
+	// names (a rebuild that fails for one aggregate).
+	unreadable atomic.Pointer[map[uuid.UUID]bool]
+	// examined counts the aggregates the sweep's scans examined.
+	examined atomic.Int64
+}
+
+// The backends keep their streams in change order; so does the wrapper
+// of one, so the worker sweeps it as it sweeps them. The wrapper of
+// another store (eventsource.Split) says it cannot, as a wrapper may.
+var _ eventsource.SweepStore = (*recordingStore)(nil)
+
+func (r *recordingStore) sweepStore() (eventsource.SweepStore, error) {
+	if ss, ok := r.Store.(eventsource.SweepStore); ok {
+		return ss, nil
+	}
+	return nil, fmt.Errorf("recordingStore: the store it wraps keeps no change order: %w", errors.ErrUnsupported)
+}
+
+func (r *recordingStore) ScanAggregates(ctx context.Context, typ string, opts eventsource.ScanOptions) (eventsource.ScanPage, error) {
+	ss, err := r.sweepStore()
+	if err != nil {
+		return eventsource.ScanPage{}, err
+	}
+	page, err := ss.ScanAggregates(ctx, typ, opts)
+	r.examined.Add(int64(page.Examined))
+	return page, err
+}
+
+func (r *recordingStore) GetSweepMark(ctx context.Context, key eventsource.SweepMarkKey) (eventsource.SweepMark, error) {
+	ss, err := r.sweepStore()
+	if err != nil {
+		return eventsource.SweepMark{}, err
+	}
+	return ss.GetSweepMark(ctx, key)
+}
+
+func (r *recordingStore) PutSweepMark(ctx context.Context, key eventsource.SweepMarkKey, m eventsource.SweepMark) (int64, error) {
+	ss, err := r.sweepStore()
+	if err != nil {
+		return 0, err
+	}
+	return ss.PutSweepMark(ctx, key, m)
+}
+
+// unreadableID reports whether reads of id's snapshot are made to fail.
+func (r *recordingStore) unreadableID(id uuid.UUID) bool {
+	m := r.unreadable.Load()
+	return m != nil && (*m)[id]
 }
 
 func newRecordingStore(b eventsource.Store) *recordingStore {
@@ -120,7 +170,7 @@ func (r *recordingStore) SaveSnapshots(ctx context.Context, snaps []eventsource.
 }
 
 func (r *recordingStore) GetSnapshot(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, error) {
-	if r.failing.Load() {
+	if r.failing.Load() || r.unreadableID(id) {
 		return nil, errDown
 	}
 	return r.Store.GetSnapshot(ctx, typ, id, schemaVersion)
@@ -129,7 +179,7 @@ func (r *recordingStore) GetSnapshot(ctx context.Context, typ string, id uuid.UU
 // GetSnapshots makes the worker read through its read batcher, as it does
 // on every real store.
 func (r *recordingStore) GetSnapshots(ctx context.Context, typ string, schemaVersion int, ids []uuid.UUID) ([]*eventsource.Snapshot, error) {
-	if r.failing.Load() {
+	if r.failing.Load() || slices.ContainsFunc(ids, r.unreadableID) {
 		return nil, errDown
 	}
 	r.snapReadBatches.Add(1)
@@ -143,7 +193,7 @@ func (r *recordingStore) ReadEvents(ctx context.Context, typ string, id uuid.UUI
 }
 
 func (r *recordingStore) LoadSnapshotAndEvents(ctx context.Context, typ string, id uuid.UUID, schemaVersion int) (*eventsource.Snapshot, iter.Seq2[eventsource.RecordedEvent, error], error) {
-	if r.failing.Load() {
+	if r.failing.Load() || r.unreadableID(id) {
 		return nil, nil, errDown
 	}
 	r.combinedReads.Add(1)
@@ -805,7 +855,7 @@ func TestRebuildStatsPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close(context.Background())
-	st, err := w.Stats(context.Background(), exampledomain.AccountType, 2)
+	st, err := w.Stats(context.Background(), exampledomain.AccountType, snapshotter.StatsOptions{Stalest: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -813,16 +863,16 @@ func TestRebuildStatsPrune(t *testing.T) {
 		t.Fatalf("stats before rebuild: %+v", st)
 	}
 	var progress int
-	res, err := w.Rebuild(context.Background(), exampledomain.AccountType, snapshotter.RebuildOptions{Rate: 1000, Progress: func(done, failed, total int) {
+	res, err := w.Rebuild(context.Background(), exampledomain.AccountType, snapshotter.RebuildOptions{Rate: 1000, Progress: func(p snapshotter.RebuildProgress) {
 		progress++
-		if total != 5 {
-			t.Errorf("progress total = %d", total)
+		if p.Total != 5 || p.TotalEstimated {
+			t.Errorf("progress total = %d (estimated %v)", p.Total, p.TotalEstimated)
 		}
 	}})
 	if err != nil || res.Rebuilt != 5 || res.Failed != 0 || progress != 5 {
 		t.Fatalf("Rebuild = %+v, %v (progress calls %d)", res, err, progress)
 	}
-	st, _ = w.Stats(context.Background(), exampledomain.AccountType, 2)
+	st, _ = w.Stats(context.Background(), exampledomain.AccountType, snapshotter.StatsOptions{Stalest: 2})
 	if st.Snapshots != 5 || st.EventsBehind.Max != 0 || st.EventsBehind.Buckets[0] != 5 || len(st.Stalest) != 0 {
 		t.Fatalf("stats after rebuild: %+v", st)
 	}
@@ -844,9 +894,9 @@ func TestRebuildStatsPrune(t *testing.T) {
 	if _, err := w.SnapshotAggregate(context.Background(), "Invoice", ids[4]); !errors.Is(err, snapshotter.ErrUnknownAggregateType) {
 		t.Fatalf("SnapshotAggregate of an unknown type: %v", err)
 	}
-	n, err := w.Prune(context.Background(), exampledomain.AccountType, 2)
-	if err != nil || n != 5 {
-		t.Fatalf("Prune = %d, %v", n, err)
+	n, err := w.Prune(context.Background(), exampledomain.AccountType, 2, snapshotter.PruneOptions{})
+	if err != nil || n.Deleted != 5 || !n.Done || !n.Batched {
+		t.Fatalf("Prune = %+v, %v", n, err)
 	}
 }
 
@@ -1139,7 +1189,7 @@ func TestWorkerOnSplitStore(t *testing.T) {
 			t.Errorf("%s on a split store: %v; want ErrCannotList saying what %s needs", op, err, op)
 		}
 	}
-	_, err := w.Stats(ctx, exampledomain.AccountType, 5)
+	_, err := w.Stats(ctx, exampledomain.AccountType, snapshotter.StatsOptions{Stalest: 5})
 	check("stats", err)
 	_, err = w.Sweep(ctx)
 	check("the reconciliation sweep", err)
@@ -1147,7 +1197,10 @@ func TestWorkerOnSplitStore(t *testing.T) {
 	check("rebuild", err)
 	_, err = w.Verify(ctx, exampledomain.AccountType, 0)
 	check("verify", err)
-	if n, err := w.Prune(ctx, exampledomain.AccountType, 0); err != nil || n != 1 {
-		t.Fatalf("Prune on a split store = %d, %v; want 1", n, err)
+	if n, err := w.Prune(ctx, exampledomain.AccountType, 0, snapshotter.PruneOptions{}); err != nil || n.Deleted != 1 || n.Batched || !n.Done {
+		t.Fatalf("Prune on a split store = %+v, %v; want 1 deleted by one DeleteSnapshotsByType", n, err)
+	}
+	if _, err := w.Prune(ctx, exampledomain.AccountType, 0, snapshotter.PruneOptions{After: id}); !errors.Is(err, snapshotter.ErrInvalidConfig) || !strings.Contains(err.Error(), "cannot resume") {
+		t.Fatalf("Prune resumed on a store that prunes in one statement: %v; want ErrInvalidConfig saying it cannot resume", err)
 	}
 }

@@ -78,7 +78,19 @@
 //   - streams: (aggregate_type, aggregate_id) primary key and the head
 //     version, maintained in the append transaction. It makes
 //     StreamVersion one lookup and lets ListAggregates list a type's
-//     aggregates without reading events.
+//     aggregates without reading events. Since migration 4 (decision 37)
+//     it also keeps change_seq, the stream's place in its type's change
+//     order (one past the type's highest, taken in the append's write
+//     transaction: SQLite commits one at a time, so this is commit
+//     order; triggers set it for the appends of older binaries), with a
+//     partial (aggregate_type, change_seq, aggregate_id) index: the Store
+//     is an [eventsource.SweepStore], whose scans walk that index (or the
+//     primary key, in id order) one page per statement. DeleteSnapshot
+//     and DeleteStaleSnapshot move the stream when they remove a
+//     snapshot.
+//   - streams_sweep_marks: the reconciliation sweep's marks, one per
+//     sweeper, aggregate type and schema version; DeleteSnapshotsByType
+//     removes those of the schema versions it prunes.
 //   - snapshots: the tutorial's table, primary key (aggregate_id,
 //     aggregate_type, schema_version): a row per aggregate and kept schema
 //     version ([WithKeptSchemaVersions], 2 by default; decision 28), with
@@ -96,6 +108,12 @@
 //     gone), which the next due save or the snapshotter's sweep rebuilds.
 //     Migration 3 rebuilt the table with the schema version in its key,
 //     each snapshot as the row of its schema version.
+//
+// [Store.CountAggregates] ([eventsource.AggregateCounter]) always counts
+// exactly, a walk of the streams key (0.1 to 0.3 s per million aggregates
+// of the type); [Store.PruneSnapshots] ([eventsource.SnapshotPruner])
+// deletes a type's old snapshots one short write transaction per batch of
+// aggregate ids, walking the snapshots' primary key.
 //
 // Table names are configurable ([WithEventsTable], [WithSnapshotsTable],
 // [WithStreamsTable], [WithMigrationsTable]).

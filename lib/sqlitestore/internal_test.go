@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,10 @@ func newEvents(n int) []eventsource.NewEvent {
 	}
 	return out
 }
+
+// pageScans are the scans of a sweep page's own rows (its materialized
+// page of at most Examine streams, and the one-row tail).
+const pageScans = "SCAN p|SCAN page|SCAN one|SCAN l|SCAN CONSTANT ROW"
 
 // TestQueryPlans checks that the hot queries walk an index in the order
 // they return rows: no temporary b-tree (sort), no table scan.
@@ -69,7 +74,7 @@ func TestQueryPlans(t *testing.T) {
 		want        []string
 		// walks is the plan line of a scan the query is meant to do:
 		// of the list of ids it is given (or of its one row of
-		// parameters), never of a table.
+		// parameters), never of a table; "|" separates several.
 		walks string
 	}{
 		{"readEvents", s.q.readEvents, []any{"P", uuid.NewString(), 0, 512}, []string{"USING INDEX events_stream_version_key"}, ""},
@@ -90,6 +95,20 @@ func TestQueryPlans(t *testing.T) {
 			"SEARCH p USING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=? AND schema_version=?)",
 			"SEARCH q USING COVERING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=?)"}, ""},
 		{"deleteByTypeLt", s.q.deleteByTypeLt, []any{"P", 2}, []string{"USING INDEX snapshots_type_schema_idx"}, ""},
+		// The sweep's (decision 37): an append's next change position is
+		// one step back on the change index; a page walks the change
+		// index (or the primary key) from its start and looks each
+		// snapshot up. The page's own CTE is scanned, never a table.
+		{"bumpStream", s.q.bumpStream, []any{"P", uuid.NewString(), 1},
+			[]string{"SEARCH streams USING COVERING INDEX streams_change_idx (aggregate_type=? AND change_seq>?)"}, "SCAN CONSTANT ROW"},
+		{"moveStream", s.q.moveStream, []any{"P", uuid.NewString()},
+			[]string{"SEARCH streams USING PRIMARY KEY", "SEARCH streams USING COVERING INDEX streams_change_idx (aggregate_type=? AND change_seq>?)"}, ""},
+		{"scanChanges", s.q.scanChanges, []any{"P", 1, 0, 0, uuid.Nil.String(), 100},
+			[]string{"SEARCH streams USING INDEX streams_change_idx (aggregate_type=? AND (change_seq,aggregate_id)>(?,?))",
+				"SEARCH n USING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=? AND schema_version=?)"}, pageScans},
+		{"scanByID", s.q.scanByID, []any{"P", 1, 0, 0, uuid.Nil.String(), 100},
+			[]string{"SEARCH streams USING PRIMARY KEY (aggregate_type=? AND aggregate_id>?)",
+				"SEARCH n USING INDEX sqlite_autoindex_snapshots_1 (aggregate_id=? AND aggregate_type=? AND schema_version=?)"}, pageScans},
 	} {
 		rows, err := s.reader.Query("EXPLAIN QUERY PLAN "+c.query, c.args...)
 		if err != nil {
@@ -103,7 +122,7 @@ func TestQueryPlans(t *testing.T) {
 				t.Fatal(err)
 			}
 			plan = append(plan, detail)
-			if c.walks == "" || !strings.HasPrefix(detail, c.walks) {
+			if c.walks == "" || !slices.ContainsFunc(strings.Split(c.walks, "|"), func(w string) bool { return strings.HasPrefix(detail, w) }) {
 				checked = append(checked, detail)
 			}
 		}
@@ -247,6 +266,23 @@ func TestMigrationAppliedMeanwhileChangesNothing(t *testing.T) {
 	}
 }
 
+// previousAppend appends a new stream as the releases before migration 4
+// did (the current append sets the stream's change position, a column
+// those releases' schema lacks).
+func previousAppend(t *testing.T, s *Store, typ string, id uuid.UUID, evs []eventsource.NewEvent) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.writer.ExecContext(ctx, `INSERT INTO "streams" (aggregate_type, aggregate_id, version) VALUES (?1, ?2, ?3)`, typ, id.String(), len(evs)); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range evs {
+		if _, err := s.writer.ExecContext(ctx, `INSERT INTO "events" (event_id, aggregate_type, aggregate_id, version, event_type, payload, occurred_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`, e.ID.String(), typ, id.String(), i+1, e.Type, string(e.Payload), e.OccurredAt.UnixMicro()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // previousSaveSnapshot is the upsert the release before migration 3 runs:
 // one row per aggregate, keyed by (aggregate_id, aggregate_type).
 const previousSaveSnapshot = `INSERT INTO "snapshots" (aggregate_id, aggregate_type, version, schema_version, state, created_at, event_id)
@@ -284,9 +320,7 @@ func TestMigrationThreeKeepsEverySnapshot(t *testing.T) {
 	for i, schema := range []int{1, 1, 2, 3} {
 		id := uuid.New()
 		evs := newEvents(6)
-		if _, err := s.Append(ctx, "M3", id, eventsource.NoStream, evs); err != nil {
-			t.Fatal(err)
-		}
+		previousAppend(t, s, "M3", id, evs)
 		v := int64(3 + i%2)
 		snaps = append(snaps, stored{id, v, schema, evs[v-1].ID})
 		if _, err := s.writer.ExecContext(ctx, previousSaveSnapshot, id.String(), "M3", v, schema,
@@ -331,5 +365,42 @@ func TestMigrationThreeKeepsEverySnapshot(t *testing.T) {
 	_, err = s.writer.ExecContext(ctx, previousSaveSnapshot, snaps[1].id.String(), "M3", 6, 1, `{}`, 0, uuid.NewString())
 	if err == nil || !strings.Contains(err.Error(), "ON CONFLICT") {
 		t.Fatalf("the previous release's upsert after the upgrade: %v, want an error about its ON CONFLICT target", err)
+	}
+}
+
+// TestOlderAppendsMoveStreams: appends of a release before migration 4
+// (a binary rolled back over a migrated file), which do not set the
+// stream's change position, still move the stream to the end of its
+// type's change order: the migration's triggers set it.
+func TestOlderAppendsMoveStreams(t *testing.T) {
+	ctx := context.Background()
+	s := openInternal(t, filepath.Join(t.TempDir(), "older.db"))
+	id := uuid.New()
+	scan := func(after eventsource.ChangePosition) eventsource.ScanPage {
+		t.Helper()
+		page, err := s.ScanAggregates(ctx, "Older", eventsource.ScanOptions{SchemaVersion: 1, Examine: 10, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return page
+	}
+	previousAppend(t, s, "Older", id, newEvents(2))
+	first := scan(eventsource.ChangePosition{})
+	if len(first.Behind) != 1 || first.Behind[0].AggregateID != id || first.Behind[0].Changed.Seq == 0 {
+		t.Fatalf("after an older release's first append, the change order holds %+v, want the stream at a position", first.Behind)
+	}
+	if _, err := s.writer.ExecContext(ctx, `UPDATE "streams" SET version = version + 1 WHERE aggregate_type = 'Older' AND aggregate_id = ?1`, id.String()); err != nil {
+		t.Fatal(err)
+	}
+	if next := scan(first.Next); len(next.Behind) != 1 || next.Behind[0].HeadVersion != 3 {
+		t.Fatalf("after an older release's next append, the scan after the stream's last position found %+v, want the stream at v3", next.Behind)
+	}
+	// This release's appends set the position themselves, once.
+	if _, err := s.Append(ctx, "Older", id, 3, newEvents(1)); err != nil {
+		t.Fatal(err)
+	}
+	page := scan(eventsource.ChangePosition{})
+	if len(page.Behind) != 1 || page.Behind[0].Changed.Seq != 3 {
+		t.Fatalf("after three appends the stream is at %+v, want position 3", page.Behind)
 	}
 }

@@ -26,6 +26,40 @@ type queries struct {
 
 	listByID       string
 	listMostBehind string
+
+	// The sweep's (see sweep.go): a stream moved to the end of its
+	// type's change order, a page in change or id order, the marks.
+	moveStream    string
+	scanChanges   string
+	scanByID      string
+	getSweepMark  string
+	insertMark    string
+	updateMark    string
+	deleteMarks   string
+	deleteMarksLt string
+}
+
+// scan is a ScanAggregates page (one statement, one read transaction):
+// ?1 type, ?2 schema version, ?3 min behind, ?4 and ?5 the position to
+// start after (change seq, id; in id order the id), ?6 the page size.
+// Rows: the aggregates of the page at least ?3 behind (id, head,
+// snapshot version, change seq, 0), then a tail row (the last id
+// examined, how many were examined, the type's highest change seq, the
+// last change seq, 1). A stream whose head is below ?3 cannot be that
+// far behind: its snapshot is not looked up.
+func scan(where, last string) string {
+	return `WITH page AS MATERIALIZED (
+	SELECT aggregate_id, version, change_seq FROM {streams} WHERE ` + where + ` LIMIT ?6
+)
+SELECT p.aggregate_id, p.version, COALESCE(n.version, 0), COALESCE(p.change_seq, 0), 0
+FROM page AS p
+LEFT JOIN {snapshots} AS n ON p.version >= ?3 AND n.aggregate_id = p.aggregate_id AND n.aggregate_type = ?1 AND n.schema_version = ?2
+WHERE MAX(p.version - COALESCE(n.version, 0), 0) >= ?3
+UNION ALL
+SELECT l.aggregate_id, (SELECT COUNT(*) FROM page),
+	(SELECT COALESCE(MAX(change_seq), 0) FROM {streams} WHERE aggregate_type = ?1 AND change_seq IS NOT NULL),
+	COALESCE(l.change_seq, 0), 1
+FROM (SELECT 1) AS one LEFT JOIN (SELECT aggregate_id, change_seq FROM page ORDER BY ` + last + ` LIMIT 1) AS l ON 1`
 }
 
 func buildQueries(c *config) queries {
@@ -33,6 +67,7 @@ func buildQueries(c *config) queries {
 		"{events}", `"`+c.events+`"`,
 		"{snapshots}", `"`+c.snapshots+`"`,
 		"{streams}", `"`+c.streams+`"`,
+		"{marks}", `"`+c.streams+`_sweep_marks"`,
 		"{kept}", strconv.Itoa(c.kept),
 	)
 	const behind = `MAX(s.version - COALESCE(p.version, 0), 0)`
@@ -46,6 +81,9 @@ LEFT JOIN {snapshots} AS p ON p.aggregate_id = s.aggregate_id AND p.aggregate_ty
 		SELECT MAX(q.schema_version) FROM {snapshots} AS q WHERE q.aggregate_id = s.aggregate_id AND q.aggregate_type = s.aggregate_type) END
 WHERE s.aggregate_type = ?1 AND s.aggregate_id > ?2 AND ` + behind + ` >= ?3
 ORDER BY `
+	// The next change position of type ?1: one past its highest, a
+	// backward step on the change index.
+	const nextChange = `(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM {streams} WHERE aggregate_type = ?1 AND change_seq IS NOT NULL)`
 	// The aggregate's newest stored schema version (NULL: none).
 	const newest = `(SELECT MAX(schema_version) FROM {snapshots} WHERE aggregate_id = ?1 AND aggregate_type = ?2)`
 	return queries{
@@ -53,8 +91,9 @@ ORDER BY `
 		// deferred transaction takes the write lock before it reads the
 		// head: the check and the bump are atomic. RETURNING gives the new
 		// head; the old head is new - n.
-		bumpStream: r.Replace(`INSERT INTO {streams} (aggregate_type, aggregate_id, version) VALUES (?1, ?2, ?3)
-ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = version + excluded.version
+		// It also moves the stream to the end of its type's change order.
+		bumpStream: r.Replace(`INSERT INTO {streams} (aggregate_type, aggregate_id, version, change_seq) VALUES (?1, ?2, ?3, ` + nextChange + `)
+ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = version + excluded.version, change_seq = excluded.change_seq
 RETURNING version`),
 		insertEvent: r.Replace(`INSERT INTO {events}
 (event_id, aggregate_type, aggregate_id, version, event_type, payload, metadata, occurred_at)
@@ -107,5 +146,17 @@ WHERE aggregate_id = ?1 AND aggregate_type = ?2 AND version = ?3 AND schema_vers
 
 		listByID:       r.Replace(list + `s.aggregate_id LIMIT ?4`),
 		listMostBehind: r.Replace(list + behind + ` DESC, s.aggregate_id LIMIT ?4`),
+
+		moveStream:  r.Replace(`UPDATE {streams} SET change_seq = ` + nextChange + ` WHERE aggregate_type = ?1 AND aggregate_id = ?2`),
+		scanChanges: r.Replace(scan(`aggregate_type = ?1 AND change_seq IS NOT NULL AND (change_seq, aggregate_id) > (?4, ?5) ORDER BY change_seq, aggregate_id`, `change_seq DESC, aggregate_id DESC`)),
+		scanByID:    r.Replace(scan(`aggregate_type = ?1 AND aggregate_id > ?5 ORDER BY aggregate_id`, `aggregate_id DESC`)),
+		getSweepMark: r.Replace(`SELECT generation, threshold, changes, full_after, after_seq, after_id FROM {marks}
+WHERE aggregate_type = ?1 AND schema_version = ?2 AND name = ?3`),
+		insertMark: r.Replace(`INSERT INTO {marks} (aggregate_type, schema_version, name, generation, threshold, changes, full_after, after_seq, after_id, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING`),
+		updateMark: r.Replace(`UPDATE {marks} SET generation = ?4, threshold = ?5, changes = ?6, full_after = ?7, after_seq = ?8, after_id = ?9, updated_at = ?10
+WHERE aggregate_type = ?1 AND schema_version = ?2 AND name = ?3 AND generation = ?11`),
+		deleteMarks:   r.Replace(`DELETE FROM {marks} WHERE aggregate_type = ?1`),
+		deleteMarksLt: r.Replace(`DELETE FROM {marks} WHERE aggregate_type = ?1 AND schema_version < ?2`),
 	}
 }

@@ -220,14 +220,16 @@ func (s *Store) getSnapshots(ctx context.Context, typ string, schemaVersion int,
 }
 
 // DeleteSnapshot implements [eventsource.SnapshotStore]: it removes the
-// rows of every schema version.
+// rows of every schema version and, when it removed one, moves the
+// aggregate's stream to the end of its type's change order, in one write
+// transaction.
 func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_ bool, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteSnapshot", typ, id)
 	defer func() { endSpan(span, err) }()
 	if err := storekit.ValidateStream(typ, id); err != nil {
 		return false, err
 	}
-	n, err := s.exec(ctx, s.q.deleteSnapshot, id.String(), typ)
+	n, err := s.execThen(ctx, s.q.deleteSnapshot, []any{id.String(), typ}, s.q.moveStream, []any{typ, id.String()}, false)
 	if err != nil {
 		return false, fmt.Errorf("sqlitestore: delete snapshot of %s %s: %w", typ, id, err)
 	}
@@ -236,7 +238,9 @@ func (s *Store) DeleteSnapshot(ctx context.Context, typ string, id uuid.UUID) (_
 
 // DeleteStaleSnapshot implements [eventsource.SnapshotStore] with one
 // DELETE of the row of snap's schema version whose WHERE clause is the
-// comparison, so the compare and the delete are atomic.
+// comparison, so the compare and the delete are atomic; when it removed
+// the snapshot, the same write transaction moves the aggregate's stream
+// to the end of its type's change order.
 func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapshot) (_ bool, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteStaleSnapshot", snap.AggregateType, snap.AggregateID)
 	defer func() { endSpan(span, err) }()
@@ -246,7 +250,8 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 	if err := storekit.ValidateSchemaVersion(snap.SchemaVersion); err != nil {
 		return false, err
 	}
-	n, err := s.exec(ctx, s.q.deleteStale, snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion, snap.EventID.String())
+	n, err := s.execThen(ctx, s.q.deleteStale, []any{snap.AggregateID.String(), snap.AggregateType, snap.Version, snap.SchemaVersion, snap.EventID.String()},
+		s.q.moveStream, []any{snap.AggregateType, snap.AggregateID.String()}, false)
 	if err != nil {
 		return false, fmt.Errorf("sqlitestore: delete stale snapshot v%d of %s %s: %w", snap.Version, snap.AggregateType, snap.AggregateID, err)
 	}
@@ -254,7 +259,9 @@ func (s *Store) DeleteStaleSnapshot(ctx context.Context, snap eventsource.Snapsh
 }
 
 // DeleteSnapshotsByType implements [eventsource.SnapshotStore]. It uses the
-// (aggregate_type, schema_version) index.
+// (aggregate_type, schema_version) index, and removes the sweep marks of
+// the schema versions it removes the snapshots of in the same write
+// transaction.
 func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVersionBelow int) (n int64, err error) {
 	ctx, span := s.startSpan(ctx, "DeleteSnapshotsByType", typ, uuid.Nil)
 	defer func() {
@@ -267,9 +274,9 @@ func (s *Store) DeleteSnapshotsByType(ctx context.Context, typ string, schemaVer
 		return 0, err
 	}
 	if schemaVersionBelow == 0 {
-		n, err = s.exec(ctx, s.q.deleteByType, typ)
+		n, err = s.execThen(ctx, s.q.deleteByType, []any{typ}, s.q.deleteMarks, []any{typ}, true)
 	} else {
-		n, err = s.exec(ctx, s.q.deleteByTypeLt, typ, schemaVersionBelow)
+		n, err = s.execThen(ctx, s.q.deleteByTypeLt, []any{typ, schemaVersionBelow}, s.q.deleteMarksLt, []any{typ, schemaVersionBelow}, true)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("sqlitestore: delete snapshots of %s (schema below %d): %w", typ, schemaVersionBelow, err)

@@ -66,6 +66,7 @@ type Store struct {
 	writer, reader *sql.DB
 
 	q      queries
+	aq     adminQueries
 	window int // events fetched per ReadEvents query
 
 	stmtMu sync.Mutex
@@ -153,6 +154,7 @@ func newStore(cfg *config) *Store {
 	return &Store{
 		cfg:    cfg,
 		q:      buildQueries(cfg),
+		aq:     buildAdminQueries(cfg),
 		window: defaultWindow,
 		wstmts: map[string]*sql.Stmt{},
 		rstmts: map[string]*sql.Stmt{},

@@ -32,6 +32,16 @@
 //     from its version (or from 1 when there is none) with one where it can;
 //     ListAggregates lists heads and snapshot versions without reading
 //     events, or yields one error matching [errors.ErrUnsupported].
+//   - Optional: [eventsource.AggregateCounter] (a count of a type's
+//     aggregates, an estimate where the store has a cheap one;
+//     [ValidateCount]) and [eventsource.SnapshotPruner] (old snapshots
+//     deleted in bounded batches of aggregate ids; [ValidatePrune]).
+//   - A store that is an [eventsource.SweepStore] keeps its streams in
+//     change order: every append moves its stream after every position a
+//     scan handed out before it committed; a scan examines one bounded
+//     page; sweep marks are compare-and-set on a generation; removing a
+//     snapshot moves its stream, and DeleteSnapshotsByType removes the
+//     marks of the schema versions it prunes.
 //   - Bad arguments are errors matching [eventsource.ErrInvalidArgument]
 //     that name what was wrong; aggregate types are at most
 //     [MaxAggregateTypeLen] bytes and schema versions run from 1 to
@@ -41,9 +51,13 @@
 //
 // Call the Validate function of each method first ([ValidateAppend],
 // [ValidateStream], [ValidateGetSnapshots], [ValidateDeleteByType],
-// [ValidateSchemaVersion], [ValidateList]; [eventsource.Snapshot.Validate]
-// for a snapshot, [ValidateKeptSchemaVersions] for the store's option),
-// and [ResolveSnapshotBatch] before writing a batch.
+// [ValidateSchemaVersion], [ValidateList], [ValidateScan],
+// [ValidateSweepMarkKey], [ValidateSweepMark];
+// [eventsource.Snapshot.Validate] for a snapshot,
+// [ValidateKeptSchemaVersions] for the store's option), and
+// [ResolveSnapshotBatch] before writing a batch. [FinishScanPage]
+// completes a scan's page, [NextPosition] is the horizon of a store whose
+// changes commit in order, and [NewSweepGeneration] a mark's generation.
 // [DistinctIDs] and [SnapshotsInOrder] shape a batch read, [FilterAndSort]
 // is the reference semantics of [eventsource.ListOptions] for a store that
 // lists in memory, and [ErrorSeq] reports an error from a method that

@@ -1,10 +1,10 @@
 package storekit
 
 import (
-	"encoding/json"
 	"fmt"
 	"iter"
 
+	"github.com/evsnap/evsnap/internal/jsonvalid"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 )
@@ -53,7 +53,7 @@ func ValidateAppend(typ string, id uuid.UUID, expected eventsource.ExpectedVersi
 		if len(e.Payload) == 0 {
 			return fmt.Errorf("%w: event %d (%s) of append to %s %s has an empty payload", eventsource.ErrInvalidArgument, i, e.Type, typ, id)
 		}
-		if !json.Valid(e.Payload) {
+		if !jsonvalid.Valid(e.Payload) {
 			return fmt.Errorf("%w: event %d (%s, id %s) of append to %s %s: payload is not valid JSON", eventsource.ErrInvalidArgument, i, e.Type, e.ID, typ, id)
 		}
 	}

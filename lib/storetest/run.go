@@ -25,7 +25,9 @@ import (
 // each as a subtest: the event store methods, the snapshot store methods
 // (single and batched reads and writes, a row per schema version within
 // the kept window, stale deletes, the schema version range),
-// LoadSnapshotAndEvents, ListAggregates, and repositories loading and
+// LoadSnapshotAndEvents, ListAggregates, the optional
+// eventsource.AggregateCounter and eventsource.SnapshotPruner of a store
+// that has them, and repositories loading and
 // saving through the store (stale snapshots, event types the loading
 // registry does not know, two schema versions of an aggregate side by
 // side and a rollback, snapshots a load trigger takes, and concurrent
@@ -34,6 +36,9 @@ import (
 // storekit.DefaultKeptSchemaVersions schema versions per aggregate (the
 // default); [RunKeptSchemaVersions] checks a store's option to keep
 // another number.
+//
+// A store that is an [eventsource.SweepStore] is checked for its change
+// order, its scans and its sweep marks too.
 //
 // A store whose ListAggregates yields an error matching
 // [errors.ErrUnsupported] (one made by [eventsource.Split]) is checked to
@@ -56,6 +61,10 @@ func Run(t *testing.T, newStore func(t *testing.T) eventsource.Store) {
 		}
 		runLister(t, newStore)
 	})
+	t.Run("Admin", func(t *testing.T) { runAdmin(t, newStore) })
+	if _, ok := newStore(t).(eventsource.SweepStore); ok {
+		t.Run("SweepStore", func(t *testing.T) { runSweepStore(t, newStore) })
+	}
 	t.Run("Repository", func(t *testing.T) {
 		t.Run("UnknownEventTypeOnLoad", func(t *testing.T) { testUnknownEventTypeOnLoad(t, newStore(t)) })
 		t.Run("StaleSnapshots", func(t *testing.T) { runStale(t, newStore) })
