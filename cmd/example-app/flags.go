@@ -51,6 +51,7 @@ func (c *common) register(fs *flag.FlagSet, defaultDB string) {
 		natsHelp = "NATS URL; empty uses the server at " + natsconnect.DefaultURL + ", where snapshotter run looks by default, starting an embedded one there if none answers"
 	}
 	fs.StringVar(&c.c.NATS.URL, "nats-url", "", natsHelp+" (env EVSNAP_NATS_URL)")
+	fs.DurationVar(&c.c.NATS.PingInterval, "nats-ping-interval", natsconnect.DefaultPingInterval, "how often to ping NATS; a connection that leaves 2 pings unanswered (dead in silence: a partition) is given up and the client reconnects, to another node of a cluster (env EVSNAP_NATS_PING_INTERVAL)")
 	fs.StringVar(&c.c.DataDir, "data-dir", storeopen.DefaultDataDir, "directory for the embedded default's files (env EVSNAP_DATA_DIR)")
 	fs.StringVar(&c.logLevel, "log-level", "error", "log level for library logs on stderr: debug, info, warn, error (env EVSNAP_LOG_LEVEL)")
 }

@@ -10,14 +10,14 @@ import (
 	"testing"
 
 	"github.com/evsnap/evsnap/internal/envflag"
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/evsnap/evsnap/lib/natsnotice"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	envflag.UnsetProgramVars() // the caller's EVSNAP_* settings must not change what the tests see
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // The demo end to end on the embedded default (embedded NATS, SQLite), at

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/tooling/syncbuf"
+
 	"github.com/evsnap/evsnap/internal/exampledomain"
 	"github.com/evsnap/evsnap/internal/tooling/deploytest"
 	"github.com/evsnap/evsnap/internal/tooling/natstest"
@@ -309,7 +311,7 @@ func runWorkerAndApp(t *testing.T) (workerURL, appURL string) {
 	addr := freeAddr(t)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
-	var runErr lockedBuffer
+	var runErr syncbuf.Buffer
 	go func() {
 		done <- Main(rctx, append(append([]string{"run", "--metrics-addr", addr, "--sweep-interval", "1s"}, common...), natsArgs...), io.Discard, &runErr)
 	}()

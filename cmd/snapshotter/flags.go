@@ -38,10 +38,14 @@ type options struct {
 	typ         string
 	id          string
 	parsedID    uuid.UUID
+	resumeAfter string
+	parsedAfter uuid.UUID
 	rate        float64
 	schemaBelow int
+	batch       int
 	top         int
 	sample      int
+	exact       bool
 	url         string
 	timeout     time.Duration
 }
@@ -99,6 +103,7 @@ func natsFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&n.CAFile, "nats-ca", "", "CA certificate file to verify the NATS server (env EVSNAP_NATS_CA)")
 	fs.StringVar(&n.CertFile, "nats-cert", "", "client certificate file (mutual TLS) (env EVSNAP_NATS_CERT)")
 	fs.StringVar(&n.KeyFile, "nats-key", "", "client key file (mutual TLS) (env EVSNAP_NATS_KEY)")
+	fs.DurationVar(&n.PingInterval, "nats-ping-interval", natsconnect.DefaultPingInterval, "how often to ping NATS; a connection that leaves 2 pings unanswered (dead in silence: a partition) is given up and the client reconnects, to another node of a cluster (env EVSNAP_NATS_PING_INTERVAL)")
 	fs.StringVar(&o.stream, "stream", natsnotice.DefaultStream, "JetStream stream of notices (env EVSNAP_STREAM)")
 	fs.StringVar(&o.prefix, "subject-prefix", natsnotice.DefaultSubjectPrefix, "notice subject prefix (env EVSNAP_SUBJECT_PREFIX)")
 }
@@ -156,13 +161,22 @@ func rebuildFlags(o *options) *flag.FlagSet {
 	typeFlags(fs, o)
 	fs.StringVar(&o.id, "id", "", "rebuild only this aggregate id")
 	fs.Float64Var(&o.rate, "rate", 100, "rebuilds per second at most (env EVSNAP_REBUILD_RATE)")
+	resumeFlag(fs, o, "rebuild", "rebuilt")
 	return fs
+}
+
+// resumeFlag registers --resume-after for rebuild and prune, which go
+// through a type in aggregate id order and print where they stopped.
+func resumeFlag(fs *flag.FlagSet, o *options, name, done string) {
+	fs.StringVar(&o.resumeAfter, "resume-after", "", "resume a "+name+" that stopped: start after this aggregate id, the one it printed (every aggregate up to it was "+done+"); running from the start again is also safe")
 }
 
 func pruneFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "prune")
 	typeFlags(fs, o)
 	fs.IntVar(&o.schemaBelow, "schema-below", 0, "delete snapshots with a schema version below N (required, 1 to "+strconv.Itoa(eventsource.MaxSchemaVersion)+")")
+	fs.IntVar(&o.batch, "batch", snapshotter.DefaultPruneBatch, "aggregates one delete statement covers at most, in aggregate id order: each statement is short and locks only its batch's rows (env EVSNAP_PRUNE_BATCH)")
+	resumeFlag(fs, o, "prune", "pruned")
 	return fs
 }
 
@@ -177,14 +191,16 @@ func healthcheckFlags(o *options) *flag.FlagSet {
 func verifyFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "verify")
 	typeFlags(fs, o)
-	fs.IntVar(&o.sample, "sample", 100, "how many aggregates to check, chosen at random; 0 checks all")
+	fs.IntVar(&o.sample, "sample", 100, "how many aggregates to check, chosen at random by index probes at random ids (not a read of every aggregate); 0 checks all")
 	return fs
 }
 
 func statsFlags(o *options) *flag.FlagSet {
 	fs := commonFlags(o, "stats")
 	typeFlags(fs, o)
-	fs.IntVar(&o.top, "top", 10, "how many of the stalest aggregates to list")
+	fs.IntVar(&o.top, "top", 10, "how many of the stalest aggregates to list (of the sample, without --exact)")
+	fs.BoolVar(&o.exact, "exact", false, "read every aggregate of the type for exact counts and the stalest of all (seconds per million aggregates); without it the figures are estimated from a random sample, bounded in time whatever the number of aggregates, and labelled as estimates")
+	fs.IntVar(&o.sample, "sample", snapshotter.DefaultStatsSample, "aggregates the estimates rest on; a type of at most twice as many is read whole")
 	return fs
 }
 
@@ -262,6 +278,19 @@ func (o *options) finish() error {
 	return nil
 }
 
+// parseResume parses --resume-after.
+func (o *options) parseResume() error {
+	if o.resumeAfter == "" {
+		return nil
+	}
+	id, err := uuid.Parse(o.resumeAfter)
+	if err != nil {
+		return fmt.Errorf("--resume-after %q is not an aggregate id (a UUID)", o.resumeAfter)
+	}
+	o.parsedAfter = id
+	return nil
+}
+
 // check checks the arguments of command name that no flag set can.
 func (o *options) check(name string) error {
 	switch name {
@@ -273,6 +302,12 @@ func (o *options) check(name string) error {
 			}
 			o.parsedID = id
 		}
+		if err := o.parseResume(); err != nil {
+			return err
+		}
+		if o.id != "" && o.resumeAfter != "" {
+			return errors.New("--id and --resume-after do not go together: --resume-after continues a rebuild of a whole type")
+		}
 	case "prune":
 		if o.schemaBelow < 1 {
 			return errors.New("--schema-below N is required and must be at least 1")
@@ -280,9 +315,18 @@ func (o *options) check(name string) error {
 		if o.schemaBelow > eventsource.MaxSchemaVersion {
 			return fmt.Errorf("--schema-below %d is out of range: schema versions run from 1 to %d", o.schemaBelow, eventsource.MaxSchemaVersion)
 		}
+		if o.batch < 1 {
+			return fmt.Errorf("--batch %d: a batch covers at least 1 aggregate", o.batch)
+		}
+		if err := o.parseResume(); err != nil {
+			return err
+		}
 	case "stats":
 		if o.top < 0 {
 			return errors.New("--top must not be negative")
+		}
+		if o.sample < 1 {
+			return fmt.Errorf("--sample %d: the estimates need a sample of at least 1 aggregate (--exact reads them all)", o.sample)
 		}
 	case "verify":
 		if o.sample < 0 {

@@ -4,9 +4,9 @@
 //
 //	snapshotter run       consume notices (scale it out: replicas share one consumer)
 //	snapshotter migrate   create or upgrade the tables and the JetStream stream
-//	snapshotter rebuild   regenerate snapshots (--type T [--id ID]), rate-limited
-//	snapshotter prune     delete snapshots of old schema versions (--type T --schema-below N)
-//	snapshotter stats     snapshot coverage of a type (--type T)
+//	snapshotter rebuild   regenerate snapshots (--type T [--id ID | --resume-after ID]), rate-limited
+//	snapshotter prune     delete snapshots of old schema versions in batches (--type T --schema-below N [--resume-after ID])
+//	snapshotter stats     snapshot coverage of a type, estimated from a sample (--type T [--exact])
 //	snapshotter verify    compare sampled snapshots with a full replay (--type T [--sample N])
 //	snapshotter healthcheck  exit 0 if a running worker's /readyz answers 200 (--url)
 //
@@ -26,6 +26,7 @@ import (
 	"syscall"
 
 	"github.com/evsnap/evsnap/internal/snapshottercli"
+	"github.com/evsnap/evsnap/lib/snapshotter"
 )
 
 func main() {
@@ -44,12 +45,18 @@ const usage = `snapshotter keeps evsnap snapshots current and administers them.
 Usage:
   snapshotter run       [flags]   consume notices and write snapshots
   snapshotter migrate   [flags]   create or upgrade the tables and the JetStream stream
-  snapshotter rebuild   --type T [--id ID] [flags]   regenerate snapshots, rate-limited
-  snapshotter prune     --type T --schema-below N    delete snapshots of old schema versions
-  snapshotter stats     --type T [--top N]           snapshot coverage of a type
-  snapshotter verify    --type T [--sample N]        compare snapshots with a full replay
+  snapshotter rebuild   --type T [--id ID | --resume-after ID] [flags]
+                                                     regenerate snapshots, rate-limited, in id order
+  snapshotter prune     --type T --schema-below N [--batch N] [--resume-after ID]
+                                                     delete snapshots of old schema versions, in short batches
+  snapshotter stats     --type T [--top N] [--exact] snapshot coverage of a type: estimated from a random
+                                                     sample (bounded time), exact with --exact
+  snapshotter verify    --type T [--sample N]        compare randomly picked snapshots with a full replay
   snapshotter healthcheck [--url URL]                exit 0 if a running worker is ready: connected to NATS,
                                                      bound, pulling (for images without curl)
+
+rebuild and prune go through a type in aggregate id order; stopped (Ctrl-C,
+SIGTERM, an error), they print the id to pass to --resume-after.
 
 Run 'snapshotter <command> -h' for a command's flags. Every flag can also be
 set by the EVSNAP_* environment variable shown in its help; flags win.
@@ -108,14 +115,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "migrate":
 		return snapshottercli.Migrate(ctx, c)
 	case "rebuild":
-		return snapshottercli.Rebuild(ctx, c, o.typ, o.parsedID, o.rate)
+		return snapshottercli.Rebuild(ctx, c, o.typ, snapshotter.RebuildOptions{ID: o.parsedID, After: o.parsedAfter, Rate: o.rate})
 	case "prune":
-		return snapshottercli.Prune(ctx, c, o.typ, o.schemaBelow)
+		return snapshottercli.Prune(ctx, c, o.typ, o.schemaBelow, snapshotter.PruneOptions{Batch: o.batch, After: o.parsedAfter})
 	case "verify":
 		return snapshottercli.Verify(ctx, c, o.typ, o.sample)
 	case "healthcheck":
 		return snapshottercli.Healthcheck(ctx, c.Stdout, o.url, o.timeout)
 	default:
-		return snapshottercli.Stats(ctx, c, o.typ, o.top)
+		return snapshottercli.Stats(ctx, c, o.typ, snapshotter.StatsOptions{Stalest: o.top, Exact: o.exact, Sample: o.sample})
 	}
 }

@@ -13,14 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/tooling/syncbuf"
+
 	"github.com/evsnap/evsnap/internal/envflag"
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 	"github.com/evsnap/evsnap/internal/tooling/natstest"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	envflag.UnsetProgramVars() // the caller's EVSNAP_* settings must not change what the tests see
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 func freeAddr(t *testing.T) string {
@@ -134,8 +136,13 @@ func TestUsageErrors(t *testing.T) {
 		"rebuild no type":   {[]string{"rebuild", "--sqlite-path", ":memory:"}, 2, "--type is required"},
 		"rebuild bad id":    {[]string{"rebuild", "--type", "Account", "--id", "nope", "--sqlite-path", ":memory:"}, 2, `--id "nope"`},
 		"prune no schema":   {[]string{"prune", "--type", "Account", "--sqlite-path", ":memory:"}, 2, "--schema-below"},
-		"bad log level":     {[]string{"stats", "--log-level", "loud"}, 2, "--log-level"},
-		"unknown type":      {[]string{"stats", "--type", "Invoice"}, 2, `--type "Invoice"`},
+		"prune batch 0":     {[]string{"prune", "--type", "Account", "--schema-below", "2", "--batch", "0", "--sqlite-path", ":memory:"}, 2, "--batch 0"},
+		"prune bad resume":  {[]string{"prune", "--type", "Account", "--schema-below", "2", "--resume-after", "nope", "--sqlite-path", ":memory:"}, 2, `--resume-after "nope" is not an aggregate id`},
+		"rebuild id and resume": {[]string{"rebuild", "--type", "Account", "--id", "6f1c1a3e-5f36-4d0c-9d0e-2f4b8a1f0a11", "--resume-after", "6f1c1a3e-5f36-4d0c-9d0e-2f4b8a1f0a12", "--sqlite-path", ":memory:"}, 2,
+			"--id and --resume-after do not go together"},
+		"stats sample 0": {[]string{"stats", "--type", "Account", "--sample", "0", "--sqlite-path", ":memory:"}, 2, "--sample 0"},
+		"bad log level":  {[]string{"stats", "--log-level", "loud"}, 2, "--log-level"},
+		"unknown type":   {[]string{"stats", "--type", "Invoice"}, 2, `--type "Invoice"`},
 		"bad account schema": {[]string{"stats", "--type", "Account", "--account-schema", "3"}, 2,
 			"--account-schema: account schema version 3: the example Account has schema versions [1 2]"},
 		"extra args": {[]string{"stats", "--type", "Account", "extra"}, 2, "unexpected arguments"},
@@ -204,7 +211,7 @@ func TestRunStartsWhilePostgresIsDown(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan int, 1)
-	var runOut, runErr lockedBuffer
+	var runOut, runErr syncbuf.Buffer
 	go func() {
 		done <- Main(rctx, append([]string{"run", "--postgres-url", down, "--metrics-addr", addr, "--sweep-interval", "1s", "--log-format", "text"}, nats...), &runOut, &runErr)
 	}()
@@ -279,24 +286,6 @@ func TestCommandsParseIndependently(t *testing.T) {
 	wg.Wait()
 }
 
-// lockedBuffer is a bytes.Buffer a command writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // migrate started beside a cluster that cannot place a replicated stream
 // yet (two of three nodes still down) waits for it and then succeeds, as
 // a compose file or a Kubernetes Job started with the cluster needs.
@@ -307,7 +296,7 @@ func TestMigrateWaitsForTheClusterToPlaceTheStream(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "evsnap.db")
 	stream := natstest.UniqueName(t, "EVSNAP_R3")
 	var out bytes.Buffer
-	errOut := &lockedBuffer{}
+	errOut := &syncbuf.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(context.Background(), []string{"migrate", "--sqlite-path", db, "--log-format", "text",

@@ -240,7 +240,7 @@ dc stop load 2>&1 | tail -1
 # stats: "Account: N aggregates, M snapshots (...)"; full when M = N.
 covered() {
   local out
-  out=$(dc run --rm --no-deps snapshotter stats --type Account 2>/dev/null) || return 1
+  out=$(dc run --rm --no-deps snapshotter stats --type Account --exact 2>/dev/null) || return 1
   printf '%s\n' "$out" >"$RUN/stats.txt"
   printf '%s\n' "$out" | head -1 | awk '{ exit !($2 > 0 && $2 == $4) }'
 }
