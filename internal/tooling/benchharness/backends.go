@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/tooling/pgurl"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/evsnap/evsnap/lib/memstore"
 	"github.com/evsnap/evsnap/lib/natsnotice"
@@ -89,7 +90,8 @@ func (s *site) dropSchema() error {
 
 // replica returns another handle on the site's data with its own
 // connections, as another process would have, and the function that closes
-// it (memstore has no other handle: it returns the store itself).
+// it (memstore has no other handle: it returns the store itself). A
+// PostgreSQL replica's connections are named workerApp.
 func (s *site) replica(ctx context.Context) (eventsource.Store, func(), error) {
 	switch s.kind {
 	case SQLite:
@@ -99,13 +101,27 @@ func (s *site) replica(ctx context.Context) (eventsource.Store, func(), error) {
 		}
 		return st, func() { _ = st.Close() }, nil
 	case Postgres:
-		st, err := pgstore.Open(ctx, s.h.cfg.PostgresURL, pgstore.WithSchema(s.schema), pgstore.WithLogger(s.h.log))
+		st, err := pgstore.Open(ctx, pgurl.WithAppName(s.h.cfg.PostgresURL, workerApp), pgstore.WithSchema(s.schema), pgstore.WithLogger(s.h.log))
 		if err != nil {
 			return nil, nil, err
 		}
 		return st, st.Close, nil
 	}
 	return s.store, func() {}, nil
+}
+
+// serverPIDs returns what lists the PostgreSQL processes whose CPU is
+// counted for the connections named app on the site's database (see
+// pgServerPIDs); nil when the site is not PostgreSQL's.
+func (s *site) serverPIDs(ctx context.Context, app string) (func() []int, error) {
+	if s.pg == nil {
+		return nil, nil
+	}
+	var db string
+	if err := s.pg.Pool().QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
+		return nil, err
+	}
+	return func() []int { return pgServerPIDs(ctx, s.pg.Pool(), db, app) }, nil
 }
 
 // poolSize returns how many PostgreSQL connections one worker replica's

@@ -11,15 +11,18 @@
 //     a snapshot, with one at the head (threshold 100) and with one 50
 //     events behind; the speed-up and the replay cost per event. On
 //     PostgreSQL also the floor of a load (the same SQL through raw pgx,
-//     in one pgx.Batch and as two queries), the fetch + scan + decode floor
-//     of a full replay, and the plan of a 100,000-event read.
+//     in one pgx.Batch and as two queries), with the client's CPU per load,
+//     the fetch + scan + decode floor of a full replay, and the plan of a
+//     100,000-event read.
 //  2. Save latency p50 and p99 per snapshot mode (none, sync, background,
 //     external) with one aggregate per goroutine.
 //  3. The snapshotter worker: notices/s and snapshots/s with one and two
-//     replicas draining a backlog, and commit-to-snapshot lag under a
-//     steady load.
+//     replicas draining a backlog, with the CPU per snapshot of the
+//     harness process (where the workers run), PostgreSQL and NATS, and
+//     commit-to-snapshot lag under a steady load.
 //  4. The worker's floor: pgbench running the worker's own SQL at the
-//     worker's concurrency.
+//     worker's concurrency, with PostgreSQL's and pgbench's CPU per
+//     transaction beside the worker's per snapshot.
 //  5. Peak heap growth while loading the largest aggregate without a
 //     snapshot, beside what holding its decoded events would cost.
 //  6. Scale-out (PostgreSQL, Linux, root): 1, 2, 4 and 8 `snapshotter run`
@@ -32,6 +35,11 @@
 //     the ideal line
 //     (docs/decisions/0022-scale-out-benchmark.md). Without root or a
 //     CPU controller it is skipped, and the page says why.
+//  7. Append cost as a stream grows (SQLite and PostgreSQL): one stream
+//     of 100,000 events in saves of 100 through the store's Append and
+//     through the raw driver into the store's tables, with random (v4) and
+//     time-ordered (v7) event ids: the cost per event at 1,000, 10,000 and
+//     100,000 events (internal/tooling/appendgrowth).
 //
 // Every figure is the median of [Config.Runs] repeated runs (the
 // scale-out step: its median run of at most three). Nothing is
@@ -40,7 +48,7 @@
 //
 // # Use
 //
-//	go run ./internal/tooling/benchharness/cmd/evsnap-bench            # full, about 10 minutes on 2 cores (scale-out: 3.5)
+//	go run ./internal/tooling/benchharness/cmd/evsnap-bench            # full, about 12 minutes on 2 cores (scale-out: 3.5, append: 2)
 //	go run ./internal/tooling/benchharness/cmd/evsnap-bench --quick    # about a minute
 //	go run ./internal/tooling/benchharness/cmd/evsnap-bench --steps scale --scale-cpu 0.05
 //

@@ -68,7 +68,7 @@ type Config struct {
 	// stderr).
 	Logger *slog.Logger
 	// Steps limits the run to these steps (StepLoad, StepSave,
-	// StepWorker); empty runs every step. A partial run says so on its
+	// StepWorker, StepScale, StepAppend); empty runs every step. A partial run says so on its
 	// page.
 	Steps []string
 	// Backends limits the run to these backends (Memstore, SQLite,
@@ -87,9 +87,13 @@ const (
 	// StepScale is the scale-out step: 1, 2, 4 and 8 `snapshotter run`
 	// processes, each in its own cgroup with a CPU quota, on PostgreSQL.
 	StepScale = "scale"
+	// StepAppend is the append step: what an event costs as one stream
+	// grows to 100,000 events, on SQLite and PostgreSQL, against the raw
+	// driver doing the same inserts.
+	StepAppend = "append"
 )
 
-var stepNames = []string{StepLoad, StepSave, StepWorker, StepScale}
+var stepNames = []string{StepLoad, StepSave, StepWorker, StepScale, StepAppend}
 
 // Validate reports a step or backend name the harness does not know.
 func (c *Config) Validate() error {
@@ -138,6 +142,9 @@ type Harness struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	natsProc *natsserver.Server // the pinned nats-server, when no NATS URL was given
+	// natsPIDs are the NATS server's processes, whose CPU the worker step
+	// counts (none: not on this machine).
+	natsPIDs []int
 
 	pmu    sync.Mutex
 	report *Report
@@ -169,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		log:    cfg.Logger,
 		start:  time.Now(),
 		reg:    exampledomain.NewRegistry(),
-		report: &Report{Quick: cfg.Quick, Runs: cfg.Runs, Command: cfg.Command, Sizes: cfg.sizes(), Started: time.Now()},
+		report: &Report{Quick: cfg.Quick, Runs: cfg.Runs, Command: cfg.Command, Sizes: cfg.sizes(), AppendSizes: cfg.appendSizes(), Started: time.Now()},
 	}
 	var err error
 	if h.tmp, err = os.MkdirTemp("", "evsnap-bench-"); err != nil {
@@ -200,6 +207,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{StepLoad, "load and memory", h.runLoad},
 		{StepSave, "save latency", h.runSave},
 		{StepWorker, "worker", h.runWorker},
+		{StepAppend, "append", h.runAppend},
 	}
 	for _, st := range steps {
 		if !cfg.selected(cfg.Steps, st.step) {
@@ -298,7 +306,8 @@ func (h *Harness) setup(ctx context.Context) error {
 		return err
 	}
 	r.NATSVersion = nc.ConnectedServerVersion()
-	h.progress("NATS: %s, server %s", r.NATSWhere, r.NATSVersion)
+	h.natsPIDs = h.natsServerPIDs()
+	h.progress("NATS: %s, server %s, process(es) %v", r.NATSWhere, r.NATSVersion, h.natsPIDs)
 	if h.cfg.PostgresURL != "" {
 		r.PGWhere = pgstore.RedactDSN(h.cfg.PostgresURL)
 		conn, err := pgx.Connect(cctx, h.cfg.PostgresURL)

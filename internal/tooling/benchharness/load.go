@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/tooling/cputime"
 	"github.com/evsnap/evsnap/lib/eventsource"
 	"github.com/google/uuid"
 )
@@ -28,6 +29,10 @@ type LoadRow struct {
 	FloorHeadBatch, FloorHeadTwo     time.Duration
 	FloorBehindBatch, FloorBehindTwo time.Duration
 	FloorReplay                      time.Duration
+	// PostgreSQL only: the client's CPU per load at the head (the harness
+	// process's user + system time over the run's loads, median of the
+	// runs), the library's and the batch floor's.
+	HeadCPU, FloorHeadBatchCPU time.Duration
 }
 
 // loadTarget is one aggregate the load step measures.
@@ -154,7 +159,7 @@ func (h *Harness) runLoad(ctx context.Context, b string) error {
 		h.report.Plan = &plan
 	}
 
-	type cell struct{ none, head, back, fhb, fh2, fbb, fb2, frp []time.Duration }
+	type cell struct{ none, head, back, fhb, fh2, fbb, fb2, frp, headCPU, fhbCPU []time.Duration }
 	cells := make([]cell, len(targets))
 	counts := make([][3]int, len(targets))
 	budget := h.loadBudget()
@@ -163,11 +168,14 @@ func (h *Harness) runLoad(ctx context.Context, b string) error {
 		for i, lt := range targets {
 			runtime.GC()
 			c := &cells[i]
+			var cpuPer time.Duration // the last measure's client CPU per load
 			measure := func(dst *[]time.Duration, k int, fn func() error) error {
+				cpu := cputime.Process()
 				d, n, err := timeLoads(budget, fn)
 				if err != nil {
 					return err
 				}
+				cpuPer = (cputime.Process() - cpu) / time.Duration(n)
 				*dst = append(*dst, d)
 				if k >= 0 {
 					counts[i][k] = n
@@ -183,6 +191,7 @@ func (h *Harness) runLoad(ctx context.Context, b string) error {
 			if err := measure(&c.head, 1, load(manual, lt.head)); err != nil {
 				return err
 			}
+			c.headCPU = append(c.headCPU, cpuPer)
 			if err := measure(&c.back, 2, load(manual, lt.back)); err != nil {
 				return err
 			}
@@ -202,6 +211,9 @@ func (h *Harness) runLoad(ctx context.Context, b string) error {
 				if err := measure(f.dst, -1, f.fn); err != nil {
 					return fmt.Errorf("postgres floor: %w", err)
 				}
+				if f.dst == &c.fhb {
+					c.fhbCPU = append(c.fhbCPU, cpuPer)
+				}
 			}
 		}
 		h.progress("load / %s: run %d/%d in %s", b, run+1, h.cfg.Runs, time.Since(t).Round(time.Millisecond))
@@ -216,6 +228,14 @@ func (h *Harness) runLoad(ctx context.Context, b string) error {
 			FloorBehindBatch: Median(c.fbb), FloorBehindTwo: Median(c.fb2),
 			FloorReplay: Median(c.frp),
 		})
+		if floor != nil {
+			row := &h.report.Load[len(h.report.Load)-1]
+			row.HeadCPU, row.FloorHeadBatchCPU = Median(c.headCPU), Median(c.fhbCPU)
+		}
+	}
+
+	if err := h.countLoadAllocs(ctx, b, manual, targets[0].head, targets[0].back); err != nil {
+		return err
 	}
 
 	// Step 5: memory of the largest full replay.

@@ -1,6 +1,7 @@
 package benchharness
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/url"
@@ -11,8 +12,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/tooling/pgurl"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/google/uuid"
 )
@@ -32,6 +35,9 @@ type FloorRow struct {
 	// figure).
 	Replicas    int
 	WorkerRatio float64
+	// CPU is the CPU time per transaction over pgbench's runs (the median
+	// of each part): PostgreSQL's server processes and pgbench's own.
+	CPU CPUSplit
 }
 
 // Pgbench describes how the floor was measured.
@@ -97,6 +103,7 @@ func floorScript(sql pgstore.Statements, aggregates int, state []byte) string {
 var (
 	tpsRE    = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
 	failedRE = regexp.MustCompile(`(?m)^number of failed transactions: ([0-9]+)`)
+	txnsRE   = regexp.MustCompile(`(?m)^number of transactions actually processed: ([0-9]+)`)
 )
 
 // floorBench is step 4's pgbench, prepared once per worker step and run
@@ -108,6 +115,11 @@ type floorBench struct {
 	script string
 	dsn    string
 	info   *Pgbench
+	// pgPIDs lists the PostgreSQL processes whose CPU a run counts: the
+	// backends of pgbench's connections (named floorApp) and the
+	// background processes. The floor runs on PostgreSQL only, so it is
+	// never nil.
+	pgPIDs func() []int
 }
 
 // newFloorBench writes the pgbench script for the worker step's schema.
@@ -133,7 +145,11 @@ func (h *Harness) newFloorBench(ctx context.Context, s *site, aggregates int, sa
 	if err := os.WriteFile(script, []byte(info.Script), 0o644); err != nil {
 		return nil, err
 	}
-	return &floorBench{h: h, s: s, bin: bin, script: script, dsn: libpqURL(h.cfg.PostgresURL), info: info}, nil
+	pgPIDs, err := s.serverPIDs(ctx, floorApp)
+	if err != nil {
+		return nil, err
+	}
+	return &floorBench{h: h, s: s, bin: bin, script: script, dsn: pgurl.WithAppName(libpqURL(h.cfg.PostgresURL), floorApp), info: info, pgPIDs: pgPIDs}, nil
 }
 
 // args returns pgbench's arguments for c clients, given the script's
@@ -149,23 +165,77 @@ func (f *floorBench) command(c int) string {
 	return "pgbench " + strings.Join(f.args(c, "worker-floor.sql", "'"+pgstore.RedactDSN(f.dsn)+"'"), " ")
 }
 
+// floorResult is one pgbench run.
+type floorResult struct {
+	tps          float64
+	transactions int64
+	// cpu is what the run used in all: PostgreSQL's processes and
+	// pgbench's own, from starting pgbench to its exit.
+	cpu CPUSplit
+}
+
+// pgbenchPoll is how often a run reads the CPU of the PostgreSQL
+// processes, and pgbenchFind how often it looks for new ones: a backend
+// exits with pgbench, so what it used after its last reading is missed.
+const (
+	pgbenchPoll = 10 * time.Millisecond
+	pgbenchFind = 100 * time.Millisecond
+)
+
 // run deletes the snapshots and runs pgbench once with c clients,
-// returning its tps.
-func (f *floorBench) run(ctx context.Context, c int) (float64, error) {
+// returning its tps, transactions and CPU.
+func (f *floorBench) run(ctx context.Context, c int) (floorResult, error) {
+	var res floorResult
 	if _, err := f.s.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 0); err != nil {
-		return 0, err
+		return res, err
 	}
-	out, err := exec.CommandContext(ctx, f.bin, f.args(c, f.script, f.dsn)...).CombinedOutput()
+	var buf bytes.Buffer
+	cmd := exec.CommandContext(ctx, f.bin, f.args(c, f.script, f.dsn)...)
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	meter := startCPUMeter(false, f.pgPIDs, nil)
+	if err := cmd.Start(); err != nil {
+		return res, fmt.Errorf("%s: %w", f.command(c), err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(pgbenchPoll)
+	defer tick.Stop()
+	var pids []int
+	var found time.Time
+	var err error
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case <-tick.C:
+			if time.Since(found) >= pgbenchFind {
+				pids, found = f.pgPIDs(), time.Now()
+			}
+			meter.track(pids)
+		}
+	}
+	res.cpu = meter.stop()
+	out := buf.Bytes()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w\n%s", f.command(c), err, out)
+		return res, fmt.Errorf("%s: %w\n%s", f.command(c), err, out)
 	}
+	res.cpu.Client, res.cpu.ClientMeasured = cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime(), true
+	return res, parsePgbench(out, &res)
+}
+
+// parsePgbench reads pgbench's tps and transactions from its output into
+// res, failing if it reports a failed transaction.
+func parsePgbench(out []byte, res *floorResult) error {
 	m := tpsRE.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("pgbench printed no tps line:\n%s", out)
+	n := txnsRE.FindSubmatch(out)
+	if m == nil || n == nil {
+		return fmt.Errorf("pgbench printed no tps or transactions line:\n%s", out)
 	}
 	if fl := failedRE.FindSubmatch(out); fl != nil && string(fl[1]) != "0" {
-		return 0, fmt.Errorf("%w: pgbench had %s failed transactions:\n%s", errSanity, fl[1], out)
+		return fmt.Errorf("%w: pgbench had %s failed transactions:\n%s", errSanity, fl[1], out)
 	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v, nil
+	res.tps, _ = strconv.ParseFloat(string(m[1]), 64)
+	res.transactions, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	return nil
 }

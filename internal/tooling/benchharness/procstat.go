@@ -124,3 +124,63 @@ func readMachineCPU() (machineCPU, error) {
 	}
 	return parseMachineCPU(string(b))
 }
+
+// parseListenInodes returns the socket inodes of /proc/net/tcp (or tcp6)
+// text that listen on one of ports.
+func parseListenInodes(text string, ports map[int]bool) []uint64 {
+	var out []uint64
+	for _, line := range strings.Split(text, "\n") {
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "0A" { // 0A: TCP_LISTEN
+			continue
+		}
+		_, portHex, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		port, err := strconv.ParseUint(portHex, 16, 16)
+		if err != nil || !ports[int(port)] {
+			continue
+		}
+		if inode, err := strconv.ParseUint(f[9], 10, 64); err == nil && inode != 0 {
+			out = append(out, inode)
+		}
+	}
+	return out
+}
+
+// listenerPIDs returns the processes on this machine that hold a socket
+// listening on one of ports (TCP, IPv4 or IPv6). Processes whose file
+// descriptors cannot be read (another user's, without root) are missed.
+func listenerPIDs(ports map[int]bool) []int {
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, ino := range parseListenInodes(string(b), ports) {
+			inodes["socket:["+strconv.FormatUint(ino, 10)+"]"] = true
+		}
+	}
+	if len(inodes) == 0 {
+		return nil
+	}
+	procs, _ := os.ReadDir("/proc")
+	var out []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		fds, _ := os.ReadDir("/proc/" + p.Name() + "/fd")
+		for _, fd := range fds {
+			if l, err := os.Readlink("/proc/" + p.Name() + "/fd/" + fd.Name()); err == nil && inodes[l] {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}

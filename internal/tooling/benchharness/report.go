@@ -37,8 +37,21 @@ type Report struct {
 	Lag     []LagRow
 	Floor   []FloorRow
 	Pgbench *Pgbench
+	// Append is the append step's table, measured at AppendSizes;
+	// RepositoryIDs the UUID version of the event ids a repository gives
+	// (4 or 7).
+	Append        []AppendRow
+	AppendSizes   []int
+	RepositoryIDs int
 	// Scale is the scale-out step (nil when it did not run).
 	Scale *ScaleReport
+	// Allocs are the allocations per load and save (steps 1 and 2);
+	// Telemetry the memstore load and save with each OpenTelemetry setup
+	// (step 2, memstore).
+	Allocs    []AllocRow
+	Telemetry []TelemetryRow
+	// TelemetryBench is BenchmarkTelemetry's medians (step 2, memstore).
+	TelemetryBench []TelemetryBenchRow
 
 	// Notes say what was skipped and why; Errors what failed.
 	Notes  []string
@@ -361,7 +374,10 @@ func (r *Report) Markdown(chart, scaleChart string) string {
 	r.writeWorker(&b)
 	r.writeMemory(&b)
 	r.writeScale(&b, scaleChart)
+	r.writeAllocs(&b)
+	r.writeAppend(&b)
 	r.writeTargets(&b)
+	r.writeHotPathTargets(&b)
 	return b.String()
 }
 
@@ -397,10 +413,12 @@ func (r *Report) writeLoad(b *strings.Builder, chart string) {
 	if rows := r.loadRows(Postgres); len(rows) > 0 {
 		p("\nPostgreSQL against its floor: the store's own SQL through raw pgx, decoding with the registry's codec (`%s`) straight into the domain types ", r.Codec)
 		p("(*batch*: snapshot and events in one `pgx.Batch`, one round trip, with the snapshot's version known in advance; ")
-		p("*two queries*: snapshot, then events, two round trips; *replay*: every page of the full stream). The library's loads are the *head*, *50 behind* and *replay* columns.\n\n")
-		t = NewTable("events:", "head ms:", "floor batch (0) ms:", "floor 2 queries (0) ms:", "head / batch:", "50 behind ms:", "floor batch (50) ms:", "floor 2 queries (50) ms:", "50 behind / batch:", "replay µs/event:", "floor µs/event:", "replay / floor:")
+		p("*two queries*: snapshot, then events, two round trips; *replay*: every page of the full stream). The library's loads are the *head*, *50 behind* and *replay* columns. ")
+		p("*Client CPU* is the harness process's CPU time (user + system, getrusage) over a run's loads at the head, per load: the library's load and the batch floor's.\n\n")
+		t = NewTable("events:", "head ms:", "floor batch (0) ms:", "floor 2 queries (0) ms:", "head / batch:", "head client CPU µs:", "floor batch client CPU µs:", "50 behind ms:", "floor batch (50) ms:", "floor 2 queries (50) ms:", "50 behind / batch:", "replay µs/event:", "floor µs/event:", "replay / floor:")
 		for _, l := range rows {
 			t.Add(thousands(int64(l.Events)), ms(l.Head), ms(l.FloorHeadBatch), ms(l.FloorHeadTwo), times(ratio(l.Head, l.FloorHeadBatch)),
+				us(l.HeadCPU), us(l.FloorHeadBatchCPU),
 				ms(l.Behind), ms(l.FloorBehindBatch), ms(l.FloorBehindTwo), times(ratio(l.Behind, l.FloorBehindBatch)),
 				us(perEvent(l.None, l.Events)), us(perEvent(l.FloorReplay, l.Events)), times(ratio(l.None, l.FloorReplay)))
 		}
@@ -469,13 +487,18 @@ func (r *Report) writeWorker(b *strings.Builder) {
 		p("share the durable consumer; the time runs from starting them to the consumer having nothing pending or unacknowledged. ")
 		p("It includes their start-up: binding the consumer, the first fetch, and opening their PostgreSQL connections, which pgxpool does on first use; *first snapshot* is when the first snapshot was stored. ")
 		p("Every aggregate is checked to end with its snapshot at the head. NATS: %s.\n\n", r.NATSWhere)
-		t := NewTable("backend", "replicas:", "notices/s:", "snapshots/s:", "drain s:", "first snapshot ms:", "vs 1 replica:")
+		p("*CPU µs/snapshot* is the CPU time (user + system) used from just before the workers start to the consumer drained, over the snapshots stored (the median of the runs): ")
+		p("*Go* the harness process's, where the workers run (the store too, on memstore and SQLite), with their clients, the Go runtime and the harness's polling; ")
+		p("*PostgreSQL* its server processes' (see section 4); *NATS* the nats-server's. *Machine busy* is the share of every core's time that was not idle over the same time, other work on the machine included.\n\n")
+		t := NewTable("backend", "replicas:", "notices/s:", "snapshots/s:", "drain s:", "first snapshot ms:", "vs 1 replica:", "Go CPU µs/snapshot:", "PostgreSQL CPU µs/snapshot:", "NATS CPU µs/snapshot:", "machine busy:")
 		for _, w := range r.Worker {
 			vs := ""
 			if w1, ok := r.workerRow(w.Backend, 1); ok && w.Replicas != 1 {
 				vs = times(w.SnapshotsPerSec / w1.SnapshotsPerSec)
 			}
-			t.Add(w.Backend, fmt.Sprint(w.Replicas), rate(w.NoticesPerSec), rate(w.SnapshotsPerSec), sig(w.Elapsed.Seconds()), ms(w.FirstSnapshot), vs)
+			c := w.CPU
+			t.Add(w.Backend, fmt.Sprint(w.Replicas), rate(w.NoticesPerSec), rate(w.SnapshotsPerSec), sig(w.Elapsed.Seconds()), ms(w.FirstSnapshot), vs,
+				cpuCell(c.GoMeasured, c.Go), cpuCell(c.PGMeasured, c.PG), cpuCell(c.NATSMeasured, c.NATS), busyCell(c))
 		}
 		b.WriteString(t.String())
 	}
@@ -502,7 +525,7 @@ func (r *Report) writeWorker(b *strings.Builder) {
 	p("Snapshots are deleted before each run. One pgbench transaction is one aggregate's snapshot. ")
 	p("It runs with as many connections as the worker replicas have (each replica's pgstore pool), right after each worker run of step 3, so that each run's worker / floor ratio compares figures taken moments apart; the table shows the medians, and the median of the ratios. ")
 	p("The floor only moves rows: the worker also fetches and acks the notices (10 per aggregate), decodes the events, applies them, encodes the state and writes it, in a Go process on the same cores. ")
-	p("It also issues fewer round trips than the script: a backlog aggregate's notices announce a threshold of events, so the worker reads its snapshot and its events in one round trip (a `pgx.Batch` of the snapshot query and the events query), and it writes the snapshots of the aggregates it rebuilds at the same time with one statement and one commit (`WriteBatch`), where pgbench commits each upsert on its own; so it can pass this floor.\n\n")
+	p("It also issues fewer round trips than the script: a backlog aggregate's notices announce a threshold of events, so the worker reads its snapshot and its events in one round trip (one statement, `LoadSnapshotAndEvents`), and it writes the snapshots of the aggregates it rebuilds at the same time with one statement and one commit (`WriteBatch`), where pgbench commits each upsert on its own; so it can pass this floor.\n\n")
 	t := NewTable("connections:", "pgbench tps:", "worker replicas:", "worker snapshots/s:", "worker / floor:")
 	for _, f := range r.Floor {
 		ws := ""
@@ -512,10 +535,57 @@ func (r *Report) writeWorker(b *strings.Builder) {
 		t.Add(fmt.Sprint(f.Clients), rate(f.TPS), fmt.Sprint(f.Replicas), ws, sig(f.WorkerRatio))
 	}
 	b.WriteString(t.String())
+	r.writeFloorCPU(b)
 	if pb := r.Pgbench; pb != nil {
 		p("\n```sh\n%s\n```\n\n`worker-floor.sql` (the `\\set` picks a random backlog aggregate; ids are `md5('evsnap-bench-' || n)::uuid`):\n\n```sql\n%s```\n", strings.Join(pb.Commands, "\n"), pb.Script)
 	}
 	p("\n")
+}
+
+// cpuCell is a CPU time in µs, or "—" when it was not measured.
+func cpuCell(measured bool, d time.Duration) string {
+	if !measured {
+		return "—"
+	}
+	return us(d)
+}
+
+// busyCell is the machine's busy share over a measurement, or "—".
+func busyCell(c CPUSplit) string {
+	if !c.Measured() {
+		return "—"
+	}
+	return percent(c.Busy)
+}
+
+// writeFloorCPU renders section 4's CPU per operation: each worker run
+// per snapshot beside its pgbench run per transaction.
+func (r *Report) writeFloorCPU(b *strings.Builder) {
+	t := NewTable("run", "connections:", "per", "Go worker process µs:", "PostgreSQL µs:", "NATS µs:", "pgbench client µs:", "total µs:", "vs pgbench:", "machine busy:")
+	row := func(run string, clients int, per string, c CPUSplit, vs string) {
+		t.Add(run, fmt.Sprint(clients), per, cpuCell(c.GoMeasured, c.Go), cpuCell(c.PGMeasured, c.PG), cpuCell(c.NATSMeasured, c.NATS),
+			cpuCell(c.ClientMeasured, c.Client), us(c.Total()), vs, percent(c.Busy))
+	}
+	for _, f := range r.Floor {
+		if w, ok := r.workerRow(Postgres, f.Replicas); ok && w.CPU.Measured() {
+			vs := ""
+			if f.CPU.Measured() {
+				vs = times(ratio(w.CPU.Total(), f.CPU.Total()))
+			}
+			row(fmt.Sprintf("worker, %d replica(s)", f.Replicas), f.Clients, "snapshot", w.CPU, vs)
+		}
+		if f.CPU.Measured() {
+			row("pgbench", f.Clients, "transaction", f.CPU, "")
+		}
+	}
+	if len(t.Rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nCPU per operation: each worker run of step 3 per snapshot stored, and the pgbench run right after it per transaction processed (the median of each part over the runs; *total* is the sum of the medians). ")
+	fmt.Fprintf(b, "*Go worker process* is the harness process (getrusage), where the workers run; *PostgreSQL* the server's processes: the backends of the workers' (or pgbench's) connections, found by their application_name, and the background processes (WAL writer, checkpointer, ...), which serve every database on the server; ")
+	fmt.Fprintf(b, "a pgbench backend's CPU is read every %s until it exits with pgbench. *NATS* the nats-server's processes (the worker's run only); *pgbench client* pgbench's own user + system time, every thread. ", pgbenchPoll)
+	fmt.Fprintf(b, "The worker's window runs from just before the workers start to the consumer drained, pgbench's from its start to its exit (both with their connections' start-up). *Machine busy* is the share of every core's time that was not idle over the window (/proc/stat), other work on the machine included; processes on another machine are not measured (—).\n\n")
+	b.WriteString(t.String())
 }
 
 func (r *Report) writeMemory(b *strings.Builder) {
@@ -536,12 +606,142 @@ func (r *Report) writeMemory(b *strings.Builder) {
 }
 
 func (r *Report) writeTargets(b *strings.Builder) {
-	ts := r.Targets()
+	writeTargetSection(b, "## Targets (issue 6)\n\n", r.Targets())
+	writeTargetSection(b, "\n## Targets (issue 20: stores and the worker)\n\n", r.Issue20Targets())
+}
+
+// writeTargetSection renders heading and the targets' table, if there is
+// a target.
+func writeTargetSection(b *strings.Builder, heading string, ts []Target) {
 	if len(ts) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "## Targets (issue 6)\n\n")
+	b.WriteString(heading)
 	writeTargetTable(b, ts)
+}
+
+// Issue 20's targets for loads and the worker.
+const (
+	targetPGHeadLoadFloor = 1.1 // PostgreSQL snapshot load at the head / its pgx.Batch floor
+	targetWorkerFloor20   = 1.0 // one worker's snapshots/s / pgbench tps
+	// IssueHeadLoadCPU is the client CPU of a PostgreSQL load at the head
+	// that issue 20 measured (of a 189 µs load); the target is half of it.
+	IssueHeadLoadCPU = 81 * time.Microsecond
+)
+
+// Issue20Targets evaluates issue 20's targets: append cost as a stream
+// grows, against the raw driver, the PostgreSQL load at the head against
+// its floor and its client CPU, and one worker against pgbench.
+func (r *Report) Issue20Targets() []Target {
+	ts := r.appendTargets()
+	if rows := r.loadRows(Postgres); len(rows) > 0 {
+		worst, worstCPU := 0.0, time.Duration(0)
+		var w, wc LoadRow
+		for _, l := range rows {
+			if x := ratio(l.Head, l.FloorHeadBatch); x > worst {
+				worst, w = x, l
+			}
+			if l.HeadCPU > worstCPU {
+				worstCPU, wc = l.HeadCPU, l
+			}
+		}
+		head := Target{
+			What:     "postgres: snapshot load (0 tail events) within 1.1× of the pgx.Batch floor, worst size",
+			Measured: fmt.Sprintf("%s ms / %s ms at %s events", ms(w.Head), ms(w.FloorHeadBatch), thousands(int64(w.Events))),
+			Ratio:    worst, Goal: "≤ 1.1×", Met: worst <= targetPGHeadLoadFloor,
+		}
+		if !head.Met {
+			head.Note = headLoadReason(w)
+		}
+		ts = append(ts, head, Target{
+			What:     fmt.Sprintf("postgres: client CPU per snapshot load at the head halved (issue 20: %s µs), worst size", us(IssueHeadLoadCPU)),
+			Measured: fmt.Sprintf("%s µs at %s events (the batch floor: %s µs)", us(wc.HeadCPU), thousands(int64(wc.Events)), us(wc.FloorHeadBatchCPU)),
+			Ratio:    ratio(wc.HeadCPU, IssueHeadLoadCPU), Goal: "≤ 0.5×", Met: ratio(wc.HeadCPU, IssueHeadLoadCPU) <= 0.5,
+			Note: headCPUReason(wc),
+		})
+	}
+	if w1, ok := r.workerRow(Postgres, 1); ok && len(r.Floor) > 0 {
+		f := r.Floor[0]
+		t := Target{
+			What:     fmt.Sprintf("postgres: one worker ≥ 1.0× the pgbench floor (%d connections)", f.Clients),
+			Measured: fmt.Sprintf("%s snapshots/s vs %s tps (medians; the ratio is the median of each run's worker / the pgbench run right after it)", rate(w1.SnapshotsPerSec), rate(f.TPS)),
+			Ratio:    f.WorkerRatio, Goal: "≥ 1.0", Met: f.WorkerRatio >= targetWorkerFloor20,
+		}
+		if !t.Met {
+			t.Note = floorCPUReason(w1.CPU, f.CPU)
+		}
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+// headCPUReason says why the client CPU of a load at the head is not
+// half the issue's figure: what the batch floor, raw pgx doing the same
+// work, spends itself.
+func headCPUReason(l LoadRow) string {
+	const common = "the issue's figure is not measured in this run; most of a load's client CPU is the Go runtime parking and waking the goroutine around the round trip, which the floor pays too"
+	goal := IssueHeadLoadCPU / 2
+	if l.FloorHeadBatchCPU > goal {
+		return fmt.Sprintf("below what raw pgx spends: the batch floor's own client CPU, %s µs, is %s the goal of %s µs; %s",
+			us(l.FloorHeadBatchCPU), times(ratio(l.FloorHeadBatchCPU, goal)), us(goal), common)
+	}
+	return common
+}
+
+// headLoadReason splits a load at the head and its floor into the
+// client's CPU and the rest of their time (the round trip and
+// PostgreSQL's execution), to say where the load's extra time goes ("" if
+// the client CPU was not measured).
+func headLoadReason(l LoadRow) string {
+	if l.HeadCPU <= 0 || l.FloorHeadBatchCPU <= 0 {
+		return ""
+	}
+	rest, floorRest := l.Head-l.HeadCPU, l.FloorHeadBatch-l.FloorHeadBatchCPU
+	return fmt.Sprintf("of the %s µs between them, the client's CPU is %s µs (%s µs against %s µs) and the rest, the round trip and PostgreSQL's execution of the load's one statement against the floor's two, %s µs (%s µs against %s µs)",
+		signedUS(l.Head-l.FloorHeadBatch), signedUS(l.HeadCPU-l.FloorHeadBatchCPU), us(l.HeadCPU), us(l.FloorHeadBatchCPU),
+		signedUS(rest-floorRest), us(rest), us(floorRest))
+}
+
+// busyMargin is how far below pgbench's busy share the machine may be
+// during the worker's run for the two to count as equally CPU-bound.
+const busyMargin = 0.05
+
+// floorCPUReason says, from the CPU per operation, why the worker stays
+// below its pgbench floor: what a snapshot costs against a pgbench
+// transaction, process by process, and whether the worker kept the
+// machine as busy as pgbench did, in which case that CPU is what caps
+// its rate ("" if either was not measured).
+func floorCPUReason(w, f CPUSplit) string {
+	if !w.Measured() || !f.Measured() || w.Total() <= 0 || f.Total() <= 0 {
+		return ""
+	}
+	figures := fmt.Sprintf("the worker run spends %s µs of CPU per snapshot (%s) against pgbench's %s µs per transaction (%s), %s as much, with the machine %s busy (during pgbench: %s)",
+		us(w.Total()), strings.Join(w.parts(), ", "), us(f.Total()), strings.Join(f.parts(), ", "), times(ratio(w.Total(), f.Total())), percent(w.Busy), percent(f.Busy))
+	switch {
+	case w.Total() <= f.Total():
+		return "not explained by CPU, a snapshot costs no more than a pgbench transaction: " + figures
+	case w.Busy < f.Busy-busyMargin:
+		return "not only CPU, the worker left the machine idler than pgbench did: " + figures
+	}
+	// Each rate is the busy cores' time over the CPU per operation.
+	allows := ratio(f.Total(), w.Total()) * w.Busy / f.Busy
+	return fmt.Sprintf("CPU-bound like pgbench: %s; at those busy shares that CPU allows %s× pgbench's rate%s", figures, sig(allows), withoutNotices(w, f))
+}
+
+// withoutNotices says what the worker's CPU per snapshot is without the
+// NATS server's, whose work (storing, delivering and settling the
+// notices) the floor does not do ("" when NATS was not measured).
+func withoutNotices(w, f CPUSplit) string {
+	if !w.NATSMeasured || w.NATS <= 0 {
+		return ""
+	}
+	rest := w.Total() - w.NATS
+	if rest <= f.Total() {
+		return fmt.Sprintf("; without the NATS server's %s µs (the notices, which pgbench does not read), the worker's %s µs is %s pgbench's: the notices are what stands between the two",
+			us(w.NATS), us(rest), times(ratio(rest, f.Total())))
+	}
+	return fmt.Sprintf("; even without the NATS server's %s µs (the notices, which pgbench does not read), the worker's %s µs is %s pgbench's",
+		us(w.NATS), us(rest), times(ratio(rest, f.Total())))
 }
 
 // writeTargetTable renders targets as a table with met / not met / n/a.

@@ -216,6 +216,22 @@ func (h *Harness) runSave(ctx context.Context, b string) error {
 			h.report.Save = append(h.report.Save, row)
 		}
 	}
+	for _, m := range []string{"none", string(eventsource.ModeSync)} {
+		if err := h.countSaveAllocs(ctx, b, m, repos[m]); err != nil {
+			return fmt.Errorf("allocations, %s: %w", m, err)
+		}
+	}
+	if b != Memstore {
+		return nil
+	}
+	t := time.Now()
+	if err := h.runTelemetry(ctx); err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	if err := h.runTelemetryBench(ctx); err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	h.progress("save / %s: telemetry on and off in %s", b, time.Since(t).Round(time.Millisecond))
 	return nil
 }
 

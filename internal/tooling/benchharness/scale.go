@@ -23,6 +23,7 @@ import (
 	"github.com/evsnap/evsnap/internal/progress"
 	"github.com/evsnap/evsnap/internal/tooling/natsbin"
 	"github.com/evsnap/evsnap/internal/tooling/natsserver"
+	"github.com/evsnap/evsnap/internal/tooling/pgurl"
 	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/evsnap/evsnap/lib/snapshotter"
 	"github.com/google/uuid"
@@ -455,10 +456,7 @@ func (h *Harness) createScaleDatabase(ctx context.Context) (*scaleDB, error) {
 func (d *scaleDB) appURL(app string) string {
 	u := *d.base
 	u.Path = "/" + d.name
-	q := u.Query()
-	q.Set("application_name", app)
-	u.RawQuery = q.Encode()
-	return u.String()
+	return pgurl.WithAppName(u.String(), app)
 }
 
 func (d *scaleDB) drop() error {
@@ -479,27 +477,10 @@ func (d *scaleDB) drop() error {
 }
 
 // serverPIDs are the PostgreSQL processes whose CPU the step counts: the
-// replicas' backends in the step's database (not the harness's), and the
-// server's background processes (WAL writer, checkpointer, ...), which
-// work for every database. Other databases' backends (other work on a
-// shared server) are left out. Only pids that are postgres processes on
-// this machine are returned.
+// replicas' backends in the step's database (not the harness's) and the
+// server's background processes (see pgServerPIDs).
 func (d *scaleDB) serverPIDs(ctx context.Context) []int {
-	rows, err := d.pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE (datname = $1 AND application_name LIKE $2) OR backend_type <> 'client backend'", d.name, scaleAppPrefix+"%")
-	if err != nil {
-		return nil
-	}
-	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, p := range pids {
-		if t, err := readProcTimes(int(p)); err == nil && t.Comm == "postgres" {
-			out = append(out, int(p))
-		}
-	}
-	return out
+	return pgServerPIDs(ctx, d.pool, d.name, scaleAppPrefix+"%")
 }
 
 // sampleStates adds what each of the replicas' backends is doing to
@@ -629,9 +610,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string, ids []uuid.UUID
 		}
 		r.periods, r.throttled, _ = r.cg.throttling()
 	}
-	pgBefore := sampleCPU(e.db.serverPIDs(ctx), "postgres")
-	natsBefore := sampleCPU(e.nats.pids, "")
-	mBefore, _ := readMachineCPU()
+	meter := startCPUMeter(false, func() []int { return e.db.serverPIDs(ctx) }, e.nats.pids)
 	// The server lets pulls through again when a pause runs out (a timer
 	// that wakes the waiting pulls), not when a pause is lifted by the
 	// resume call, which waits for the next pull or message (nats-server
@@ -647,8 +626,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string, ids []uuid.UUID
 	time.Sleep(time.Until(at))
 	start := time.Now()
 	line := progress.New(h.cfg.Progress)
-	var pgAfter, natsAfter cpuSample
-	var mAfter machineCPU
+	var used CPUSplit
 	var lastStates, lastInfo time.Time
 	var progressAt []progressSample
 	var steadyFrom []replicaWork
@@ -689,9 +667,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string, ids []uuid.UUID
 						r.drainCPU, r.accounted = u, true
 					}
 				}
-				pgAfter = sampleCPU(e.db.serverPIDs(ctx), "postgres")
-				natsAfter = sampleCPU(e.nats.pids, "")
-				mAfter, _ = readMachineCPU()
+				used = meter.stop()
 				break
 			}
 			done := total - int(info.NumPending) - info.NumAckPending
@@ -723,11 +699,7 @@ func (e *scaleRun) run(ctx context.Context, n int, label string, ids []uuid.UUID
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	row.PGCPU = cpuDelta(pgBefore, pgAfter)
-	row.NATSCPU = cpuDelta(natsBefore, natsAfter)
-	if d := mAfter.Total - mBefore.Total; d > 0 {
-		row.MachineBusy = float64(mAfter.Busy-mBefore.Busy) / float64(d)
-	}
+	row.PGCPU, row.NATSCPU, row.MachineBusy = used.PG, used.NATS, used.Busy
 
 	for _, r := range reps {
 		text, err := scrape(ctx, r.metrics)

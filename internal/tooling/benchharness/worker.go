@@ -34,6 +34,10 @@ type WorkerRow struct {
 	// first fetch, opening PostgreSQL connections, which pgxpool does on
 	// first use), inside Elapsed.
 	FirstSnapshot time.Duration
+	// CPU is the CPU time per stored snapshot over the same time (the
+	// median of each part over the runs): the harness process, where the
+	// workers run, PostgreSQL's server processes and NATS's.
+	CPU CPUSplit
 }
 
 // LagRow is the commit-to-snapshot lag of one worker under steady load.
@@ -132,8 +136,9 @@ type replicaSet struct {
 
 // startReplicas starts n workers on st's notices and waits until they are
 // ready. onStored, if set, sees every stored snapshot. started is when the
-// workers' Run was called, after their stores and connections were opened.
-func (h *Harness) startReplicas(ctx context.Context, s *site, st *stream, n int, onStored func(uuid.UUID, int64, time.Time)) (rs *replicaSet, started time.Time, err error) {
+// workers' Run was called, after their stores and connections were
+// opened; launching, if set, is called just before.
+func (h *Harness) startReplicas(ctx context.Context, s *site, st *stream, n int, onStored func(uuid.UUID, int64, time.Time), launching func()) (rs *replicaSet, started time.Time, err error) {
 	rs = &replicaSet{}
 	var runs []func()
 	var workers []*snapshotter.Worker
@@ -191,6 +196,9 @@ func (h *Harness) startReplicas(ctx context.Context, s *site, st *stream, n int,
 			return err
 		})
 		workers = append(workers, w)
+	}
+	if launching != nil {
+		launching()
 	}
 	started = time.Now()
 	for _, run := range runs {
@@ -276,21 +284,25 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 		notices, snaps []float64
 		elapsed, first []time.Duration
 		tps, ratios    []float64
+		cpu, floorCPU  []CPUSplit // per snapshot, per pgbench transaction
 	}
 	res := map[int]*agg{1: {}, 2: {}}
 	for run := range h.cfg.Runs {
 		for _, replicas := range []int{1, 2} {
-			el, first, snaps, err := h.backlogRun(ctx, s, ids, replicas)
+			br, err := h.backlogRun(ctx, s, ids, replicas)
 			if err != nil {
 				return fmt.Errorf("backlog with %d replicas: %w", replicas, err)
 			}
+			el, snaps := br.elapsed, br.stored
 			notices := n * backlogEvents / backlogPerNotice
 			r := res[replicas]
 			r.elapsed = append(r.elapsed, el)
-			r.first = append(r.first, first)
+			r.first = append(r.first, br.first)
 			r.notices = append(r.notices, float64(notices)/el.Seconds())
 			r.snaps = append(r.snaps, float64(snaps)/el.Seconds())
-			h.progress("worker / %s: run %d/%d, %d replica(s): %d notices, %d snapshots in %s (first after %s)", b, run+1, h.cfg.Runs, replicas, notices, snaps, el.Round(time.Millisecond), first.Round(100*time.Microsecond))
+			per := br.cpu.per(snaps)
+			r.cpu = append(r.cpu, per)
+			h.progress("worker / %s: run %d/%d, %d replica(s): %d notices, %d snapshots in %s (first after %s); CPU µs per snapshot: %s", b, run+1, h.cfg.Runs, replicas, notices, snaps, el.Round(time.Millisecond), br.first.Round(100*time.Microsecond), per.brief())
 			if noFloor {
 				continue
 			}
@@ -305,13 +317,15 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 			}
 			c := replicas * conns
 			t := time.Now()
-			tps, err := floor.run(ctx, c)
+			fr, err := floor.run(ctx, c)
 			if err != nil {
 				return fmt.Errorf("pgbench floor: %w", err)
 			}
-			r.tps = append(r.tps, tps)
-			r.ratios = append(r.ratios, r.snaps[len(r.snaps)-1]/tps)
-			h.progress("worker floor / postgres: pgbench -c %d run %d/%d: %s tps (%s); worker / floor %s", c, run+1, h.cfg.Runs, rate(tps), time.Since(t).Round(time.Millisecond), sig(r.ratios[len(r.ratios)-1]))
+			r.tps = append(r.tps, fr.tps)
+			r.ratios = append(r.ratios, r.snaps[len(r.snaps)-1]/fr.tps)
+			fper := fr.cpu.per(fr.transactions)
+			r.floorCPU = append(r.floorCPU, fper)
+			h.progress("worker floor / postgres: pgbench -c %d run %d/%d: %s tps (%s); worker / floor %s; CPU µs per transaction: %s", c, run+1, h.cfg.Runs, rate(fr.tps), time.Since(t).Round(time.Millisecond), sig(r.ratios[len(r.ratios)-1]), fper.brief())
 		}
 	}
 	if floor != nil {
@@ -319,7 +333,7 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 		h.report.Pgbench = floor.info
 		for _, replicas := range []int{1, 2} {
 			r := res[replicas]
-			h.report.Floor = append(h.report.Floor, FloorRow{Clients: replicas * conns, TPS: Median(r.tps), Replicas: replicas, WorkerRatio: Median(r.ratios)})
+			h.report.Floor = append(h.report.Floor, FloorRow{Clients: replicas * conns, TPS: Median(r.tps), Replicas: replicas, WorkerRatio: Median(r.ratios), CPU: medianCPU(r.floorCPU)})
 		}
 	}
 	for _, replicas := range []int{1, 2} {
@@ -327,6 +341,7 @@ func (h *Harness) runWorker(ctx context.Context, b string) error {
 		h.report.Worker = append(h.report.Worker, WorkerRow{
 			Backend: b, Replicas: replicas, Aggregates: n, Notices: n * backlogEvents / backlogPerNotice,
 			NoticesPerSec: Median(r.notices), SnapshotsPerSec: Median(r.snaps), Elapsed: Median(r.elapsed), FirstSnapshot: Median(r.first),
+			CPU: medianCPU(r.cpu),
 		})
 	}
 	return h.runLag(ctx, s, b, plain)
@@ -347,18 +362,35 @@ func (h *Harness) writeBacklog(ctx context.Context, plain *accountRepo, n int, w
 	return ids, nil
 }
 
+// backlogResult is one drain of the backlog.
+type backlogResult struct {
+	// elapsed runs from starting the workers to the consumer drained,
+	// first to the first snapshot stored.
+	elapsed, first time.Duration
+	stored         int64
+	// cpu is what the drain used in all (not per snapshot), from just
+	// before the workers start to the consumer drained.
+	cpu CPUSplit
+}
+
 // backlogRun announces every aggregate of ids with 10 notices of 10 events
 // on a fresh stream (after deleting the snapshots), starts replicas
 // workers, and times them until the consumer is drained, and until the
-// first snapshot was stored. It checks that every aggregate ends with its
-// snapshot at the head.
-func (h *Harness) backlogRun(ctx context.Context, s *site, ids []uuid.UUID, replicas int) (elapsed, first time.Duration, stored int64, err error) {
+// first snapshot was stored, measuring the CPU the harness process,
+// PostgreSQL's processes serving the workers and the NATS server use
+// meanwhile. It checks that every aggregate ends with its snapshot at the
+// head.
+func (h *Harness) backlogRun(ctx context.Context, s *site, ids []uuid.UUID, replicas int) (res backlogResult, err error) {
 	if _, err = s.store.DeleteSnapshotsByType(ctx, exampledomain.AccountType, 0); err != nil {
-		return 0, 0, 0, err
+		return res, err
+	}
+	pgPIDs, err := s.serverPIDs(ctx, workerApp)
+	if err != nil {
+		return res, err
 	}
 	st, err := h.newStream(ctx)
 	if err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	defer func() {
 		if err := st.drop(); err != nil {
@@ -366,29 +398,33 @@ func (h *Harness) backlogRun(ctx context.Context, s *site, ids []uuid.UUID, repl
 		}
 	}()
 	if err := publishBacklog(ctx, st, ids); err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 
 	var firstAt atomic.Int64 // UnixNano of the first snapshot stored
+	var meter *cpuMeter
 	rs, start, err := h.startReplicas(ctx, s, st, replicas, func(_ uuid.UUID, _ int64, at time.Time) {
 		firstAt.CompareAndSwap(0, at.UnixNano())
-	})
+	}, func() { meter = startCPUMeter(true, pgPIDs, h.natsPIDs) })
 	if err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	err = st.waitDrained(ctx, &rs.stored, int64(len(ids)), 5*time.Minute)
-	elapsed = time.Since(start)
-	first = time.Unix(0, firstAt.Load()).Sub(start)
+	res.elapsed = time.Since(start)
+	// The workers' connections are still open: measure before stopping.
+	res.cpu = meter.stop()
+	res.first = time.Unix(0, firstAt.Load()).Sub(start)
 	if serr := rs.stop(); err == nil {
 		err = serr
 	}
 	if err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	if err := checkBacklogDone(ctx, s.store, ids); err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
-	return elapsed, first, rs.stored.Load(), nil
+	res.stored = rs.stored.Load()
+	return res, nil
 }
 
 // publishBacklog announces every aggregate of ids on st with
@@ -556,7 +592,7 @@ func (h *Harness) lagRun(ctx context.Context, s *site, plain *accountRepo, accou
 		if _, ok := first[id]; !ok {
 			first[id] = stored{v, at}
 		}
-	})
+	}, nil)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -49,9 +49,9 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	s.mu.Lock()
 	windows := slices.Clone(s.pgOutages)
 	s.mu.Unlock()
-	unexplained := UnexplainedFailures(failed, windows, pgFailureGrace)
+	unexplained := UnexplainedByDiskFull(UnexplainedFailures(failed, windows, pgFailureGrace), s.diskFullWindows(), diskFullGrace)
 	f.FailedSaves, f.UnexplainedFailures = int64(len(failed)), len(unexplained)
-	f.FailuresByError, f.LatestFailureAfterReturn = failureSummary(failed, windows)
+	f.FailuresByError, f.LatestFailureAfterReturn = failureSummary(failed, append(windows, s.diskFullWindows()...))
 	// The load exits 1 when saves failed; that is all it may say.
 	exitOK := f.LoadExitCode == 0 || (f.LoadExitCode == 1 && sum.Errors > 0)
 	const noFailure = "no save failed outside a PostgreSQL outage"
@@ -259,8 +259,9 @@ func (s *suite) check(ctx context.Context, sum LoadSummary, sumErr error, conv c
 	if f.PGSkipped != "" {
 		pgFaults = "PG restarts and crashes skipped"
 	}
-	add("every kind of fault was injected", len(missing) == 0, "kills %d, %s, PG terminations %d rounds (%d connections), drains %d, %s, notice purges %d (%d notices lost), NATS partitions %d, worker links %d%s",
-		f.Kills, natsFaults, f.PGRounds, f.PGConns, f.Drains, pgFaults, f.Purges, f.NoticesLost, f.Partitions, f.Links, listIf(" — too few: ", missing))
+	add("every kind of fault was injected", len(missing) == 0, "kills %d, %s, PG terminations %d rounds (%d connections), drains %d, %s, notice purges %d (%d notices lost), %s, worker links %d, disk full NATS %d PG %d%s",
+		f.Kills, natsFaults, f.PGRounds, f.PGConns, f.Drains, pgFaults, f.Purges, f.NoticesLost, partitionSummary(*f), f.Links,
+		executed[NATSDiskFull], executed[PGDiskFull], listIf(" — too few: ", missing))
 	add("faults went as expected (drains exit 0 in time, no crashes)", len(failures) == 0, "%d problems", len(failures))
 	for _, fl := range failures {
 		evidence("fault: %s", fl)

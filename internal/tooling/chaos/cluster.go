@@ -9,12 +9,19 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // stallPoll is how often the suite asks for the notice stream's state
 // while it measures a stall after a kill; it is the measurement's
 // resolution, together with the time one stream info request takes.
 const stallPoll = 50 * time.Millisecond
+
+// leaderWait bounds how long a NATS kill waits for the notice stream to
+// have a leader before it picks its target; a cluster that elects none
+// in that time fails the run.
+const leaderWait = 30 * time.Second
 
 // killNATSNode carries out KillNATSLeader and KillNATSFollower: it asks
 // the cluster which node leads the notice stream, sends SIGKILL to that
@@ -24,12 +31,21 @@ const stallPoll = 50 * time.Millisecond
 func (s *suite) killNATSNode(ctx context.Context, f Fault) {
 	s.natsMu.Lock()
 	defer s.natsMu.Unlock()
-	info, err := streamInfo(ctx, s.natsURL(), noticeStream, 3*time.Second)
-	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+	// An earlier fault (a partition, a full disk, a kill) may have left
+	// the stream electing a leader; that is the cluster at work, not a
+	// failure, so the fault waits for one before it picks its target.
+	asked := time.Now()
+	info, err := s.pollStream(ctx, asked.Add(leaderWait), func(i *jetstream.StreamInfo) bool {
+		return i.Cluster != nil && i.Cluster.Leader != ""
+	})
+	if info == nil {
 		if ctx.Err() == nil {
-			s.fail("%s: the notice stream has no leader to ask (%v)", f.Kind, err)
+			s.fail("%s: the notice stream had no leader to ask for %v (last error: %v)", f.Kind, leaderWait, err)
 		}
 		return
+	}
+	if waited := time.Since(asked); waited > time.Second {
+		s.logf("%s: waited %v for the notice stream to have a leader", f.Kind, waited.Round(time.Millisecond))
 	}
 	leader, before := info.Cluster.Leader, info.State.LastSeq
 	target := leader
@@ -57,23 +73,15 @@ func (s *suite) killNATSNode(ctx context.Context, f Fault) {
 
 	// The stall: until a live leader stores a notice past the last one
 	// stored before the kill.
-	var stall time.Duration
-	newLeader := ""
-	for deadline := killed.Add(60 * time.Second); ; {
-		info, err := streamInfo(ctx, s.natsURL(), noticeStream, 500*time.Millisecond)
-		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && info.Cluster.Leader != target && info.State.LastSeq > before {
-			stall, newLeader = time.Since(killed), info.Cluster.Leader
-			break
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.fail("%s: no notice stored within 60s of SIGKILL to %s (last error: %v)", f.Kind, target, err)
-			stall = time.Since(killed)
-			break
-		}
-		sleepCtx(ctx, stallPoll)
+	info, err = s.pollStream(ctx, killed.Add(60*time.Second), storedUnderAnother(target, before))
+	if ctx.Err() != nil {
+		return
+	}
+	stall, newLeader := time.Since(killed), ""
+	if info != nil {
+		newLeader = info.Cluster.Leader
+	} else {
+		s.fail("%s: no notice stored within 60s of SIGKILL to %s (last error: %v)", f.Kind, target, err)
 	}
 	s.count(func(fg *Figures) {
 		if f.Kind == KillNATSLeader {
@@ -93,6 +101,14 @@ func (s *suite) killNATSNode(ctx context.Context, f Fault) {
 	}
 	if err := n.start(ctx, 30*time.Second); err != nil && ctx.Err() == nil {
 		s.fail("%s did not come back: %v", target, err)
+	}
+}
+
+// storedUnderAnother accepts stream info that shows a notice stored past
+// before under a leader other than old.
+func storedUnderAnother(old string, before uint64) func(*jetstream.StreamInfo) bool {
+	return func(i *jetstream.StreamInfo) bool {
+		return i.Cluster != nil && i.Cluster.Leader != "" && i.Cluster.Leader != old && i.State.LastSeq > before
 	}
 }
 

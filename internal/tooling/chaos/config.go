@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -191,6 +190,7 @@ func (c Config) scheduleConfig() ScheduleConfig {
 	}
 	if c.Cluster {
 		sc.Weights = ClusterWeights
+		sc.NATSPartition = [2]time.Duration{4 * time.Second, maxLeaderPartition}
 	}
 	if c.PostgresURL != "" {
 		sc.Weights = withoutPGCrashes(sc.Weights)
@@ -198,24 +198,21 @@ func (c Config) scheduleConfig() ScheduleConfig {
 	if c.PartitionSkipReason() != "" {
 		sc.Weights = withoutPartitions(sc.Weights)
 	}
+	if c.DiskFullSkipReason() != "" {
+		sc.Weights = withoutDiskFull(sc.Weights)
+	}
 	return sc
 }
 
-// PartitionSkipReason says why a run has no NATS partitions ("" when it
-// has them): they need the one-server form (a cluster's nodes talk on
-// loopback), root and the ip command, to run the server in a network
-// namespace.
+// PartitionSkipReason says why a run has no partitions ("" when it has
+// them): they need a network of the run's own (lab.go: root and the ip
+// command), where the processes run in network namespaces and reach
+// PostgreSQL on an address of the lab, so a cluster of the suite's own.
 func (c Config) PartitionSkipReason() string {
-	switch {
-	case c.Cluster:
-		return "the cluster's nodes run on loopback; partitions are in the one-server form"
-	case os.Geteuid() != 0:
-		return "network namespaces need root"
+	if c.PostgresURL != "" {
+		return "--postgres-url names a server the suite did not start, which the network namespaces may not reach"
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return "network namespaces need the ip command (iproute2)"
-	}
-	return ""
+	return labSkipReason()
 }
 
 // PGSkipReason says why a run has no PostgreSQL restarts and crashes (""

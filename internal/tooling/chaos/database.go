@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/exampledomain"
+	"github.com/evsnap/evsnap/internal/tooling/pgurl"
+	"github.com/evsnap/evsnap/lib/pgstore"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -35,10 +37,7 @@ type database struct {
 func (d *database) dbURL(app string) string {
 	u := *d.base
 	u.Path = "/" + d.name
-	q := u.Query()
-	q.Set("application_name", app)
-	u.RawQuery = q.Encode()
-	return u.String()
+	return pgurl.WithAppName(u.String(), app)
 }
 
 func (d *database) ident() string { return pgx.Identifier{d.name}.Sanitize() }
@@ -47,16 +46,16 @@ func (d *database) ident() string { return pgx.Identifier{d.name}.Sanitize() }
 func createDatabase(ctx context.Context, baseURL string) (*database, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
-		return nil, fmt.Errorf("PostgreSQL URL %q: want a URL such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable", redactURL(baseURL))
+		return nil, fmt.Errorf("PostgreSQL URL %q: want a URL such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable", pgstore.RedactDSN(baseURL))
 	}
 	var b [5]byte
 	_, _ = rand.Read(b[:])
 	d := &database{base: u, name: "evsnap_chaos_" + hex.EncodeToString(b[:])}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(cctx, withApp(baseURL, appAdmin))
+	conn, err := pgx.Connect(cctx, pgurl.WithAppName(baseURL, appAdmin))
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", redactURL(baseURL), err)
+		return nil, fmt.Errorf("connect to %s: %w", pgstore.RedactDSN(baseURL), err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(cctx, "CREATE DATABASE "+d.ident()); err != nil {
@@ -74,7 +73,7 @@ func (d *database) drop() error {
 		d.ctl.Close()
 		d.ctl = nil
 	}
-	conn, err := pgx.Connect(ctx, withApp(d.base.String(), appAdmin))
+	conn, err := pgx.Connect(ctx, pgurl.WithAppName(d.base.String(), appAdmin))
 	if err != nil {
 		return fmt.Errorf("drop database %s: connect: %w", d.name, err)
 	}
@@ -383,26 +382,4 @@ RETURNING aggregate_id::text, version`, id).Scan(&id, &v)
 	}
 	done = append(done, fmt.Sprintf("deleted event v%d of Account %s", v, id))
 	return done, nil
-}
-
-func withApp(rawURL, app string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return rawURL
-	}
-	q := u.Query()
-	q.Set("application_name", app)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
 }

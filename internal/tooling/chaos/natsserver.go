@@ -5,6 +5,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,7 +28,7 @@ type natsServer struct {
 // newNATSServer describes a server named name on host:port, in the
 // network namespace ns (nil: the host's); extra are more arguments (the
 // cluster's).
-func newNATSServer(binary, name, host, storeDir, logPath string, port int, ns *netns, extra ...string) *natsServer {
+func newNATSServer(binary, name, host, storeDir, logPath string, port int, ns *labNode, extra ...string) *natsServer {
 	path, args := binary, append([]string{"-a", host, "-p", strconv.Itoa(port), "-js", "-sd", storeDir, "--server_name", name}, extra...)
 	if ns != nil {
 		path, args = ns.wrap(path, args)
@@ -41,15 +42,18 @@ func newNATSServer(binary, name, host, storeDir, logPath string, port int, ns *n
 }
 
 // clusterArgs are the arguments of node i of a cluster whose nodes listen
-// for routes on routePorts.
-func clusterArgs(cluster string, i int, routePorts []int) []string {
+// for routes on hosts[j]:routePorts[j]. The nodes do not advertise their
+// client URLs, so clients keep to the URLs they were given (the workers'
+// go through Toxiproxy).
+func clusterArgs(cluster string, i int, hosts []string, routePorts []int) []string {
 	var routes []string
 	for j, p := range routePorts {
 		if j != i {
-			routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
+			routes = append(routes, "nats://"+net.JoinHostPort(hosts[j], strconv.Itoa(p)))
 		}
 	}
-	return []string{"--cluster_name", cluster, "--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")}
+	return []string{"--cluster_name", cluster, "--cluster", "nats://" + net.JoinHostPort(hosts[i], strconv.Itoa(routePorts[i])),
+		"--routes", strings.Join(routes, ","), "--no_advertise"}
 }
 
 func (n *natsServer) url() string { return "nats://" + n.host + ":" + strconv.Itoa(n.port) }

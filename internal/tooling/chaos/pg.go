@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/evsnap/evsnap/internal/tooling/pgcluster"
+	"github.com/evsnap/evsnap/lib/pgstore"
 )
 
 // PGFault is what one PostgreSQL restart or crash did, as the report
@@ -82,7 +83,7 @@ func backText(d time.Duration) string {
 func (s *suite) setupPostgres(ctx context.Context) (string, error) {
 	cfg := &s.cfg
 	if cfg.PostgresURL != "" {
-		s.fig.PGServer = "external server " + redactURL(cfg.PostgresURL)
+		s.fig.PGServer = "external server " + pgstore.RedactDSN(cfg.PostgresURL)
 		s.fig.PGSkipped = cfg.PGSkipReason()
 		s.logf("PostgreSQL: %s; restarts and crashes skipped: %s", s.fig.PGServer, cfg.PGSkipReason())
 		return cfg.PostgresURL, nil
@@ -92,14 +93,23 @@ func (s *suite) setupPostgres(ctx context.Context) (string, error) {
 		return "", err
 	}
 	began := time.Now()
+	dataDir, volSettings, err := s.pgDataVolume() // a disk of its own, for the disk-full faults
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
 	c, err := pgcluster.Init(ctx, pgcluster.Options{
-		BinDir: cfg.PGBinDir, Dir: dir,
+		BinDir: cfg.PGBinDir, Dir: dir, DataDir: dataDir,
 		// A worker killed by a fault holds connections until the server
 		// notices; room for them and for the faults' restarts.
-		Settings: []string{"max_connections=200"},
+		Settings: append(append([]string{"max_connections=200"}, volSettings...), s.labPGSettings()...),
 	})
 	if err != nil {
 		os.RemoveAll(dir)
+		return "", err
+	}
+	if err := s.allowLab(c); err != nil {
+		c.Remove()
 		return "", err
 	}
 	s.pg = c
@@ -185,8 +195,7 @@ func (s *suite) measureReconnect(ctx context.Context, back time.Time) (load, wor
 	seen := map[string]time.Duration{}
 	for ctx.Err() == nil {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		var pos int64
-		if err := s.db.ctl.QueryRow(cctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&pos); err == nil {
+		if pos, err := s.db.newestLoadEvent(cctx); err == nil {
 			switch {
 			case after < 0:
 				after = pos

@@ -35,11 +35,9 @@ type Figures struct {
 	// notices they removed before any worker acknowledged them.
 	Purges      int
 	NoticesLost int64
-	// Partitions and PartitionTime count the NATS partitions and how long
-	// they cut the network in all; PartitionSkipped says why there were
-	// none.
-	Partitions       int
-	PartitionTime    time.Duration
+	// Cuts are the partitions, in order (partition.go); PartitionSkipped
+	// says why there were none.
+	Cuts             []Cut
 	PartitionSkipped string
 	// Links counts the worker-link faults (Toxiproxy).
 	Links    int
@@ -56,6 +54,10 @@ type Figures struct {
 	PGSkipped string
 	// PGFaults are the PostgreSQL restarts and crashes, in order.
 	PGFaults []PGFault
+	// DiskFaults are the disk-full faults, in order; DiskSkipped says why
+	// there were none.
+	DiskFaults  []DiskFault
+	DiskSkipped string
 
 	LoadExitCode     int
 	Saves            int64 // from the load's summary
@@ -159,12 +161,10 @@ func (r *Result) Print(w io.Writer) {
 		row("NATS restarts", f.NATSRestarts, fmt.Sprintf("%d of them by SIGKILL", f.NATSKills))
 	}
 	row("PG connection terminations", f.PGConns, fmt.Sprintf("in %d pg_terminate_backend rounds", f.PGRounds))
-	if f.PartitionSkipped != "" {
-		row("NATS partitions", "-", "skipped: "+f.PartitionSkipped)
-	} else {
-		row("NATS partitions", f.Partitions, fmt.Sprintf("%v in all: the nats-server's network namespace cut off, packets dropped in silence", f.PartitionTime.Round(time.Millisecond)))
+	for _, r := range partitionRows(f) {
+		row(r.name, r.value, r.note)
 	}
-	row("worker links (Toxiproxy)", f.Links, "each 1-50 ms of latency, a stall, then resets of every connection that sends, on the workers' links to PostgreSQL"+ifStr(!f.Cluster, " and NATS"))
+	row("worker links (Toxiproxy)", f.Links, "each 1-50 ms of latency, a stall, then resets of every connection that sends, on the workers' links to PostgreSQL and NATS")
 	row("notices lost (stream purged)", f.NoticesLost, fmt.Sprintf("in %d purges, not yet acknowledged by a worker: only the sweep brings their aggregates back", f.Purges))
 	if f.PGSkipped != "" {
 		row("PG restarts and crashes", "-", "skipped: "+f.PGSkipped)
@@ -174,6 +174,7 @@ func (r *Result) Print(w io.Writer) {
 			row(name, countPG(f.PGFaults, k), summarizePG(f.PGFaults, k))
 		}
 	}
+	diskRows(row, f)
 	row("graceful drains (SIGTERM)", f.Drains, fmt.Sprintf("slowest exit %v (every worker also drained at the end)", f.DrainMax.Round(time.Millisecond)))
 	row("worker starts refused, NATS down", f.Refused, "exit 1 at start-up; restarted like a supervisor would")
 	if f.PGSkipped == "" {
@@ -208,6 +209,13 @@ func (r *Result) Print(w io.Writer) {
 			fmt.Fprintln(w, "  "+p.String())
 		}
 	}
+	if len(f.Cuts) > 0 {
+		fmt.Fprintln(w, "\npartitions (seconds after the load started; packets dropped in silence until the heal):")
+		for _, c := range f.Cuts {
+			fmt.Fprintln(w, "  "+c.String())
+		}
+	}
+	printDiskFaults(w, f)
 	if len(f.InDoubtExamples) > 0 {
 		fmt.Fprintln(w, "\nfailed saves that committed anyway (in doubt; their events are stored once, and later saves build on them):")
 		for _, e := range f.InDoubtExamples {

@@ -51,15 +51,38 @@ const (
 	// 2.12.1 analysis). Only the reconciliation sweep can bring those
 	// aggregates back within their threshold.
 	LoseNotices
-	// PartitionNATS (one server) cuts the network between the nats-server,
-	// which runs in a network namespace of the run's own, and everything
-	// else for Down, silently (packets dropped, no reset), then heals it.
+	// PartitionNATS cuts a nats-server (in a cluster, the notice stream's
+	// leader) off from everything for Down, its cluster peers included:
+	// packets to and from it are dropped in silence (lab.go), then the
+	// cut heals.
 	PartitionNATS
 	// SlowLink puts Toxiproxy toxics on the workers' links to PostgreSQL
 	// and (one server) NATS, a third of Down each, in turn: 1-50 ms
 	// (LatencyMS) each way, then a stall (every byte held for the third),
 	// then resets of every connection that sends (mid-query, mid-fetch).
 	SlowLink
+	// NATSDiskFull fills the file system of a nats-server's store (a
+	// tmpfs of the run's own; in a cluster, node Node's) for Down, then
+	// frees it, and restarts the server if it does not store notices
+	// again by itself (see diskfull.go).
+	NATSDiskFull
+	// PGDiskFull fills the file system of PostgreSQL's data directory
+	// (pg_wal included) for Down, then frees it; with Hard (every other
+	// one, the first included) it also switches WAL segments halfway
+	// through, so that the server cannot create the next one and PANICs.
+	// A server that shut down is started again once there is space, as a
+	// supervisor would.
+	PGDiskFull
+	// PartitionWorkerNATS cuts one worker (Worker) off from NATS for Down;
+	// its link to PostgreSQL and every other worker's stay up.
+	PartitionWorkerNATS
+	// PartitionWorkerPG cuts one worker (Worker) off from PostgreSQL for
+	// Down; its link to NATS stays up.
+	PartitionWorkerPG
+	// PartitionAppNATS cuts the load generator off from NATS for Down;
+	// its link to PostgreSQL stays up, so it saves on while its notices
+	// wait.
+	PartitionAppNATS
 
 	numFaultKinds = iota
 )
@@ -68,13 +91,24 @@ const (
 // before the purge.
 const maxNoticePause = 2 * time.Second
 
-// maxPartition bounds how long a PartitionNATS fault cuts the network.
-const maxPartition = 5 * time.Second
+// maxPartition bounds how long a partition cuts the network, and
+// maxLeaderPartition how long a cluster's NATS partition cuts the stream
+// leader off (longer than the followers' election timeout, 4-9 s).
+const (
+	maxPartition       = 5 * time.Second
+	maxLeaderPartition = 10 * time.Second
+)
 
 // maxLinkFault bounds how long a SlowLink lasts.
 const maxLinkFault = 4500 * time.Millisecond
 
-var faultNames = [...]string{"kill", "nats-restart", "pg-terminate", "drain", "nats-leader-kill", "nats-follower-kill", "pg-restart", "pg-crash", "pg-kill", "lose-notices", "nats-partition", "worker-link"}
+// maxDiskFull bounds how long a disk-full fault keeps the disk full.
+const maxDiskFull = 3 * time.Second
+
+var faultNames = [...]string{KillWorker: "kill", RestartNATS: "nats-restart", TerminatePG: "pg-terminate", DrainWorker: "drain",
+	KillNATSLeader: "nats-leader-kill", KillNATSFollower: "nats-follower-kill", RestartPG: "pg-restart", CrashPG: "pg-crash", KillPG: "pg-kill",
+	LoseNotices: "lose-notices", PartitionNATS: "nats-partition", SlowLink: "worker-link", NATSDiskFull: "nats-disk-full", PGDiskFull: "pg-disk-full",
+	PartitionWorkerNATS: "worker-nats-partition", PartitionWorkerPG: "worker-pg-partition", PartitionAppNATS: "app-nats-partition"}
 
 // String returns the kind's name as the schedule prints it.
 func (k FaultKind) String() string {
@@ -89,14 +123,19 @@ type Fault struct {
 	// At is the offset from the start of the load.
 	At   time.Duration
 	Kind FaultKind
-	// Worker is the target of KillWorker and DrainWorker (0-based).
+	// Worker is the target of KillWorker, DrainWorker and the worker
+	// partitions (0-based).
 	Worker int
 	// Down is how long the target stays down before it is restarted
 	// (KillWorker, DrainWorker, RestartNATS, the NATS node kills, CrashPG,
-	// KillPG).
+	// KillPG), or how long a partition lasts.
 	Down time.Duration
-	// Hard makes RestartNATS stop the server with SIGKILL.
+	// Hard makes RestartNATS stop the server with SIGKILL, and
+	// PGDiskFull switch WAL segments while the disk is full.
 	Hard bool
+	// Node is the node of a NATS cluster whose disk NATSDiskFull fills
+	// (0-based; the one server in the one-server form).
+	Node int
 	// LatencyMS is a SlowLink's latency.
 	LatencyMS int
 }
@@ -122,12 +161,18 @@ func (f Fault) String() string {
 		fmt.Fprintf(&b, " (immediate shutdown), down %v", f.Down.Round(time.Millisecond))
 	case LoseNotices:
 		fmt.Fprintf(&b, ", consumer paused %v first", f.Down.Round(time.Millisecond))
-	case PartitionNATS:
+	case PartitionNATS, PartitionAppNATS:
 		fmt.Fprintf(&b, ", cut for %v", f.Down.Round(time.Millisecond))
+	case PartitionWorkerNATS, PartitionWorkerPG:
+		fmt.Fprintf(&b, " worker-%d, cut for %v", f.Worker+1, f.Down.Round(time.Millisecond))
 	case SlowLink:
 		fmt.Fprintf(&b, " latency %d ms, stall, reset: %v each", f.LatencyMS, (f.Down / 3).Round(time.Millisecond))
 	case KillPG:
 		fmt.Fprintf(&b, " (SIGKILL to the postmaster), down %v", f.Down.Round(time.Millisecond))
+	case NATSDiskFull:
+		fmt.Fprintf(&b, " (nats-%d in a cluster), full for %v", f.Node+1, f.Down.Round(time.Millisecond))
+	case PGDiskFull:
+		fmt.Fprintf(&b, "%s, full for %v", ifStr(f.Hard, " (WAL segment switches)"), f.Down.Round(time.Millisecond))
 	}
 	return b.String()
 }
@@ -153,39 +198,61 @@ type ScheduleConfig struct {
 	MaxWorkerDown, MaxNATSDown, MaxPGDown time.Duration
 	// HardNATSShare is the share of NATS restarts that use SIGKILL.
 	HardNATSShare float64
+	// NATSPartition bounds a PartitionNATS's Down; zero means 1s to
+	// maxPartition. A cluster's are longer (4s to maxLeaderPartition), so
+	// the majority elects a new leader during most of them.
+	NATSPartition [2]time.Duration
 }
 
 // DefaultWeights favour worker kills, then NATS restarts and connection
 // terminations, then graceful drains and PostgreSQL restarts and crashes.
 // They are for one nats-server: the cluster kinds are off.
 var DefaultWeights = []int{KillWorker: 4, RestartNATS: 2, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 0, KillNATSFollower: 0,
-	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 1, SlowLink: 2}
+	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 1, SlowLink: 2, NATSDiskFull: 1, PGDiskFull: 1,
+	PartitionWorkerNATS: 1, PartitionWorkerPG: 1, PartitionAppNATS: 1}
 
 // ClusterWeights are [DefaultWeights] for a NATS cluster: instead of
 // restarting the one server, the suite kills the stream's leader or a
-// follower.
+// follower (and the NATS partition cuts the leader off).
 var ClusterWeights = []int{KillWorker: 4, RestartNATS: 0, TerminatePG: 2, DrainWorker: 2, KillNATSLeader: 2, KillNATSFollower: 1,
-	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 0, SlowLink: 2}
+	RestartPG: 1, CrashPG: 1, KillPG: 1, LoseNotices: 1, PartitionNATS: 1, SlowLink: 2, NATSDiskFull: 1, PGDiskFull: 1,
+	PartitionWorkerNATS: 1, PartitionWorkerPG: 1, PartitionAppNATS: 1}
 
-// withoutPartitions returns weights with the NATS partitions off.
+// partitionKinds are the partitions: they need a lab (lab.go).
+var partitionKinds = []FaultKind{PartitionNATS, PartitionWorkerNATS, PartitionWorkerPG, PartitionAppNATS}
+
+// withoutPartitions returns weights (nil: [DefaultWeights]) with the
+// partitions off.
 func withoutPartitions(weights []int) []int {
 	if weights == nil {
 		weights = DefaultWeights
 	}
 	w := slices.Clone(weights)
-	w[PartitionNATS] = 0
+	for _, k := range partitionKinds {
+		w[k] = 0
+	}
 	return w
 }
 
 // withoutPGCrashes returns weights (nil: [DefaultWeights]) with the
-// PostgreSQL restarts and crashes off, for a server the suite did not
-// start.
+// PostgreSQL restarts, crashes and full disks off, for a server the suite
+// did not start.
 func withoutPGCrashes(weights []int) []int {
 	if weights == nil {
 		weights = DefaultWeights
 	}
 	w := slices.Clone(weights)
-	w[RestartPG], w[CrashPG], w[KillPG] = 0, 0, 0
+	w[RestartPG], w[CrashPG], w[KillPG], w[PGDiskFull] = 0, 0, 0, 0
+	return w
+}
+
+// withoutDiskFull returns weights with the disk-full faults off.
+func withoutDiskFull(weights []int) []int {
+	if weights == nil {
+		weights = DefaultWeights
+	}
+	w := slices.Clone(weights)
+	w[NATSDiskFull], w[PGDiskFull] = 0, 0
 	return w
 }
 
@@ -221,6 +288,8 @@ func (c ScheduleConfig) Validate() error {
 		return fmt.Errorf("down times must be positive (PostgreSQL's may be 0)")
 	case c.HardNATSShare < 0 || c.HardNATSShare > 1:
 		return fmt.Errorf("hard NATS share %v is outside 0-1", c.HardNATSShare)
+	case c.NATSPartition[0] < 0 || c.NATSPartition[1] < c.NATSPartition[0]:
+		return fmt.Errorf("NATS partition bounds %v are not a range", c.NATSPartition)
 	}
 	if c.Weights != nil {
 		sum := 0
@@ -289,6 +358,9 @@ func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
 		case KillWorker, DrainWorker:
 			f.Worker = r.IntN(c.Workers)
 			f.Down = randDuration(r, 200*time.Millisecond, c.MaxWorkerDown)
+		case PartitionWorkerNATS, PartitionWorkerPG:
+			f.Worker = r.IntN(c.Workers)
+			f.Down = randDuration(r, time.Second, maxPartition)
 		case RestartNATS:
 			f.Down = randDuration(r, time.Second, c.MaxNATSDown)
 			f.Hard = r.Float64() < c.HardNATSShare
@@ -299,12 +371,32 @@ func NewSchedule(seed uint64, c ScheduleConfig) ([]Fault, error) {
 		case LoseNotices:
 			f.Down = randDuration(r, 500*time.Millisecond, maxNoticePause)
 		case PartitionNATS:
+			lo, hi := time.Second, maxPartition
+			if c.NATSPartition != [2]time.Duration{} {
+				lo, hi = c.NATSPartition[0], c.NATSPartition[1]
+			}
+			f.Down = randDuration(r, lo, hi)
+		case PartitionAppNATS:
 			f.Down = randDuration(r, time.Second, maxPartition)
 		case SlowLink:
 			f.Down = randDuration(r, 1500*time.Millisecond, maxLinkFault)
 			f.LatencyMS = 1 + r.IntN(50)
+		case NATSDiskFull:
+			f.Down = randDuration(r, time.Second, maxDiskFull)
+			f.Node = r.IntN(ClusterNodes)
+		case PGDiskFull:
+			f.Down = randDuration(r, time.Second, maxDiskFull)
 		}
 		out[i] = f
+	}
+	// Every other PostgreSQL disk-full fault, the first included, also
+	// switches WAL segments: one kind alone (the short form) still
+	// meets both behaviours of a full disk.
+	hard := true
+	for i := range out {
+		if out[i].Kind == PGDiskFull {
+			out[i].Hard, hard = hard, !hard
+		}
 	}
 	return out, nil
 }

@@ -54,6 +54,15 @@ func TestNewScheduleShape(t *testing.T) {
 				t.Fatalf("seed %d: %d faults, want %d", seed, len(s), want)
 			}
 			counts := CountKinds(s)
+			hard := true
+			for _, f := range s {
+				if f.Kind == PGDiskFull {
+					if f.Hard != hard {
+						t.Fatalf("seed %d: PostgreSQL disk-full faults do not alternate WAL switches, the first with: %v", seed, s)
+					}
+					hard = !hard
+				}
+			}
 			for k := range FaultKind(numFaultKinds) {
 				if slices.Contains(active, k) && counts[k] < c.MinEach {
 					t.Fatalf("seed %d: %d faults of kind %s, want at least %d: %v", seed, counts[k], k, c.MinEach, s)
@@ -87,12 +96,28 @@ func TestNewScheduleShape(t *testing.T) {
 						t.Fatalf("seed %d: bad link fault %+v", seed, f)
 					}
 				case PartitionNATS:
+					lo, hi := time.Second, maxPartition
+					if c.NATSPartition[1] > 0 {
+						lo, hi = c.NATSPartition[0], c.NATSPartition[1]
+					}
+					if f.Down < lo || f.Down > hi || hi > maxLeaderPartition {
+						t.Fatalf("seed %d: bad NATS partition %+v", seed, f)
+					}
+				case PartitionAppNATS:
 					if f.Down < time.Second || f.Down > maxPartition {
 						t.Fatalf("seed %d: bad partition %+v", seed, f)
+					}
+				case PartitionWorkerNATS, PartitionWorkerPG:
+					if f.Worker < 0 || f.Worker >= c.Workers || f.Down < time.Second || f.Down > maxPartition {
+						t.Fatalf("seed %d: bad worker partition %+v", seed, f)
 					}
 				case LoseNotices:
 					if f.Down < 500*time.Millisecond || f.Down > maxNoticePause {
 						t.Fatalf("seed %d: bad notice pause %+v", seed, f)
+					}
+				case NATSDiskFull, PGDiskFull:
+					if f.Down < time.Second || f.Down > maxDiskFull || f.Node < 0 || f.Node >= ClusterNodes || (f.Hard && f.Kind != PGDiskFull) {
+						t.Fatalf("seed %d: bad disk-full fault %+v", seed, f)
 					}
 				case TerminatePG, RestartPG:
 					if f.Down != 0 {
@@ -152,6 +177,7 @@ func TestScheduleConfigValidate(t *testing.T) {
 		"hard share":   func(c *ScheduleConfig) { c.HardNATSShare = 2 },
 		"down":         func(c *ScheduleConfig) { c.MaxNATSDown = 0 },
 		"pg down":      func(c *ScheduleConfig) { c.MaxPGDown = -time.Second },
+		"partition":    func(c *ScheduleConfig) { c.NATSPartition = [2]time.Duration{2 * time.Second, time.Second} },
 	} {
 		c := testSchedule()
 		mut(&c)
@@ -163,16 +189,53 @@ func TestScheduleConfigValidate(t *testing.T) {
 
 func TestFaultString(t *testing.T) {
 	for f, want := range map[Fault]string{
-		{At: 1500 * time.Millisecond, Kind: KillWorker, Worker: 1, Down: time.Second}: "   1.5s kill worker-2, down 1s",
-		{At: 2 * time.Second, Kind: RestartNATS, Hard: true, Down: 2 * time.Second}:   "   2.0s nats-restart (SIGKILL), down 2s",
-		{At: 4 * time.Second, Kind: KillNATSLeader, Down: 1500 * time.Millisecond}:    "   4.0s nats-leader-kill (SIGKILL), down 1.5s",
-		{At: 3 * time.Second, Kind: TerminatePG}:                                      "   3.0s pg-terminate",
-		{At: 5 * time.Second, Kind: RestartPG}:                                        "   5.0s pg-restart (fast shutdown, start at once)",
-		{At: 6 * time.Second, Kind: CrashPG, Down: 1200 * time.Millisecond}:           "   6.0s pg-crash (immediate shutdown), down 1.2s",
-		{At: 7 * time.Second, Kind: KillPG, Down: 0}:                                  "   7.0s pg-kill (SIGKILL to the postmaster), down 0s",
+		{At: 1500 * time.Millisecond, Kind: KillWorker, Worker: 1, Down: time.Second}:    "   1.5s kill worker-2, down 1s",
+		{At: 2 * time.Second, Kind: RestartNATS, Hard: true, Down: 2 * time.Second}:      "   2.0s nats-restart (SIGKILL), down 2s",
+		{At: 4 * time.Second, Kind: KillNATSLeader, Down: 1500 * time.Millisecond}:       "   4.0s nats-leader-kill (SIGKILL), down 1.5s",
+		{At: 3 * time.Second, Kind: TerminatePG}:                                         "   3.0s pg-terminate",
+		{At: 5 * time.Second, Kind: RestartPG}:                                           "   5.0s pg-restart (fast shutdown, start at once)",
+		{At: 6 * time.Second, Kind: CrashPG, Down: 1200 * time.Millisecond}:              "   6.0s pg-crash (immediate shutdown), down 1.2s",
+		{At: 7 * time.Second, Kind: KillPG, Down: 0}:                                     "   7.0s pg-kill (SIGKILL to the postmaster), down 0s",
+		{At: 8 * time.Second, Kind: NATSDiskFull, Node: 1, Down: 2 * time.Second}:        "   8.0s nats-disk-full (nats-2 in a cluster), full for 2s",
+		{At: 9 * time.Second, Kind: PGDiskFull, Hard: true, Down: time.Second}:           "   9.0s pg-disk-full (WAL segment switches), full for 1s",
+		{At: 9 * time.Second, Kind: PGDiskFull, Down: time.Second}:                       "   9.0s pg-disk-full, full for 1s",
+		{At: 8 * time.Second, Kind: PartitionWorkerPG, Worker: 2, Down: 3 * time.Second}: "   8.0s worker-pg-partition worker-3, cut for 3s",
+		{At: 9 * time.Second, Kind: PartitionAppNATS, Down: 1500 * time.Millisecond}:     "   9.0s app-nats-partition, cut for 1.5s",
 	} {
 		if got := f.String(); got != want {
 			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+}
+
+// Every kind has a name, and the partitions are on in both forms (in a
+// cluster the NATS partition cuts the stream's leader off) unless the
+// configuration turns them off.
+func TestPartitionKinds(t *testing.T) {
+	for k := range FaultKind(numFaultKinds) {
+		if strings.HasPrefix(k.String(), "FaultKind(") || k.String() == "" {
+			t.Errorf("kind %d has no name", k)
+		}
+	}
+	for _, weights := range [][]int{DefaultWeights, ClusterWeights} {
+		off := withoutPartitions(weights)
+		for _, k := range partitionKinds {
+			if weights[k] == 0 || off[k] != 0 {
+				t.Errorf("%s: weight %d, %d without partitions", k, weights[k], off[k])
+			}
+		}
+		if off[KillWorker] != weights[KillWorker] {
+			t.Error("withoutPartitions changed other kinds")
+		}
+	}
+	ext := DefaultConfig(true)
+	ext.PostgresURL = "postgres://postgres@127.0.0.1:5432/test"
+	if ext.PartitionSkipReason() == "" {
+		t.Error("an external server: the namespaces may not reach it, yet the partitions are on")
+	}
+	for _, k := range partitionKinds {
+		if slices.Contains(ActiveKinds(ext.scheduleConfig().Weights), k) {
+			t.Errorf("%s scheduled with an external server", k)
 		}
 	}
 }
@@ -199,7 +262,11 @@ func TestExternalPostgresSkipsPGCrashes(t *testing.T) {
 				t.Fatal(err)
 			}
 			co, ce := CountKinds(so), CountKinds(se)
-			for _, k := range []FaultKind{RestartPG, CrashPG, KillPG} {
+			kinds := []FaultKind{RestartPG, CrashPG, KillPG}
+			if own.DiskFullSkipReason() == "" {
+				kinds = append(kinds, PGDiskFull)
+			}
+			for _, k := range kinds {
 				if co[k] < own.MinEach || ce[k] != 0 {
 					t.Fatalf("cluster %v seed %d: %s %d times with the own cluster, %d with an external server", cluster, seed, k, co[k], ce[k])
 				}

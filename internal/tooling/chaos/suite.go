@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -35,12 +36,27 @@ type worker struct {
 	label       string // its name when not worker-<idx+1> (the rollback phase's v2 worker)
 	mu          sync.Mutex
 	p           *process
+	node        *labNode // its network namespace (nil: the host's)
 	metricsPort int
+}
+
+// metricsHost is where the worker serves /healthz, /readyz and /metrics.
+func (w *worker) metricsHost() string {
+	if w.node != nil {
+		return w.node.ip
+	}
+	return "127.0.0.1"
 }
 
 // chaosLeaseTTL is the sweep lease's TTL in a run: short, so that the
 // sweep moves soon after its holder is killed.
 const chaosLeaseTTL = 3 * time.Second
+
+// chaosPingInterval is the workers' and the loads' --nats-ping-interval:
+// short, so that a client on a connection that a partition silenced
+// gives it up (after 2 to 3 intervals) and reconnects within the
+// partition, to another node of a cluster.
+const chaosPingInterval = time.Second
 
 func (w *worker) name() string {
 	if w.label != "" {
@@ -58,12 +74,13 @@ type suite struct {
 	t0    time.Time // of the load
 	// hist records the history clients' loads and appends (linearizability).
 	hist *history
-	// netns holds the nats-server in the one-server form (nil without
-	// partitions).
-	netns *netns
-	// toxi proxies the workers' links; pgProxy and natsProxy (one server)
-	// are the addresses the workers connect to, linkProxies the proxies'
-	// names.
+	// lab is the run's network for the partitions (nil without them):
+	// a namespace for each nats-server, each worker, the load and
+	// Toxiproxy.
+	lab *lab
+	// toxi proxies the workers' links; pgProxy and natsProxy (one
+	// address per nats-server, comma-separated) are the addresses the
+	// workers connect to, linkProxies the proxies' names.
 	toxi               *toxiproxy.Server
 	pgProxy, natsProxy string
 	linkProxies        []string
@@ -76,6 +93,7 @@ type suite struct {
 	db      *database
 	pg      *pgcluster.Cluster // the suite's own cluster; nil with an external server
 	pgMu    sync.Mutex         // faults on PostgreSQL take turns
+	linkMu  sync.Mutex         // so do faults on the worker links
 	nats    []*natsServer      // one, or ClusterNodes in cluster mode
 	natsMu  sync.Mutex
 	workers []*worker
@@ -103,6 +121,7 @@ type suite struct {
 	workerLog map[string]WorkerLogStats
 	outages   []outage // of NATS
 	pgOutages []Window // of PostgreSQL: from the fault to its return
+	disk      diskState
 }
 
 // natsURL is every nats-server's client URL, comma-separated: what the
@@ -306,6 +325,9 @@ func (s *suite) setup(ctx context.Context) error {
 		return fmt.Errorf("go build: exit %d: %v\n%s%s", code, err, out, errOut)
 	}
 
+	if err := s.setupLab(ctx); err != nil {
+		return err
+	}
 	serverURL, err := s.setupPostgres(ctx)
 	if err != nil {
 		return err
@@ -358,29 +380,26 @@ func (s *suite) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	host := "127.0.0.1"
-	if cfg.PartitionSkipReason() == "" {
-		ns, err := newNetns(ctx)
-		if err != nil {
-			return fmt.Errorf("network namespace for the nats-server: %w", err)
+	names, hosts := natsNames(nodes), make([]string, nodes)
+	for i, name := range names {
+		hosts[i] = "127.0.0.1"
+		if n := s.lab.node(name); n != nil {
+			hosts[i] = n.ip
 		}
-		s.netns, host = ns, ns.nsIP
-		s.defer_(ns.remove)
-		s.logf("network namespace %s: the nats-server listens on %s, the host end is %s", ns.name, ns.nsIP, ns.hostIP)
-	} else {
-		s.fig.PartitionSkipped = cfg.PartitionSkipReason()
 	}
-	for i := range nodes {
-		name, storeDir, logPath, extra := "nats-server", filepath.Join(tmp, "nats"), filepath.Join(tmp, "nats-server.log"), []string(nil)
+	for i, name := range names {
+		storeDir, logPath, extra := filepath.Join(tmp, "nats"), filepath.Join(tmp, "nats-server.log"), []string(nil)
 		if cfg.Cluster {
-			name = "nats-" + strconv.Itoa(i+1)
 			storeDir, logPath = filepath.Join(tmp, name), filepath.Join(tmp, name+".log")
-			extra = clusterArgs("evsnap-chaos", i, routePorts)
+			extra = clusterArgs("evsnap-chaos", i, hosts, routePorts)
 		}
 		if err := os.MkdirAll(storeDir, 0o755); err != nil {
 			return err
 		}
-		n := newNATSServer(cfg.NATSServer, name, host, storeDir, logPath, ports[i], s.netns, extra...)
+		if err := s.mountNATSStore(storeDir); err != nil {
+			return err
+		}
+		n := newNATSServer(cfg.NATSServer, name, hosts[i], storeDir, logPath, ports[i], s.lab.node(name), extra...)
 		s.nats = append(s.nats, n)
 		s.defer_(func() { n.stop(syscall.SIGTERM) })
 		if err := n.proc.start(); err != nil {
@@ -422,8 +441,9 @@ func (s *suite) setup(ctx context.Context) error {
 	return s.startLinks(ctx)
 }
 
-// startLinks runs Toxiproxy between the workers and PostgreSQL, and (one
-// server) NATS, for the worker-link faults.
+// startLinks runs Toxiproxy between the workers and PostgreSQL and NATS
+// (a proxy per nats-server), for the worker-link faults; with a lab, in
+// its links namespace, where the workers' partitions cut the links.
 func (s *suite) startLinks(ctx context.Context) error {
 	path, built, err := toxiproxy.Ensure(ctx, "")
 	if err != nil {
@@ -432,23 +452,33 @@ func (s *suite) startLinks(ctx context.Context) error {
 	if built {
 		s.logf("built toxiproxy-server %s into %s", toxiproxy.Version, path)
 	}
-	srv, err := toxiproxy.Start(ctx, path, filepath.Join(s.tmp, "toxiproxy.log"))
+	host, natsHost, pgUpstream := "127.0.0.1", "127.0.0.1", s.db.base.Host
+	var wrap func(string, []string) (string, []string)
+	if links := s.lab.node(linksRole); links != nil {
+		host, natsHost, wrap = links.ip, links.extra[0], links.wrap
+		pgUpstream = net.JoinHostPort(s.lab.hostAddr(), s.db.base.Port())
+	}
+	srv, err := toxiproxy.StartAt(ctx, path, filepath.Join(s.tmp, "toxiproxy.log"), host, wrap)
 	if err != nil {
 		return err
 	}
 	s.toxi = srv
 	s.defer_(srv.Stop)
-	if s.pgProxy, err = srv.Proxy(ctx, "pg", s.db.base.Host); err != nil {
+	if s.pgProxy, err = srv.Proxy(ctx, "pg", pgUpstream); err != nil {
 		return err
 	}
 	s.linkProxies = []string{"pg"}
-	if len(s.nats) == 1 {
-		if s.natsProxy, err = srv.Proxy(ctx, "nats", strings.TrimPrefix(s.nats[0].url(), "nats://")); err != nil {
+	var natsProxies []string
+	for _, n := range s.nats {
+		addr, err := srv.ProxyAt(ctx, n.name, natsHost, strings.TrimPrefix(n.url(), "nats://"))
+		if err != nil {
 			return err
 		}
-		s.linkProxies = append(s.linkProxies, "nats")
+		natsProxies = append(natsProxies, "nats://"+addr)
+		s.linkProxies = append(s.linkProxies, n.name)
 	}
-	s.logf("toxiproxy %s: the workers reach PostgreSQL through %s%s", toxiproxy.Version, s.pgProxy, ifStr(s.natsProxy != "", " and NATS through "+s.natsProxy))
+	s.natsProxy = strings.Join(natsProxies, ",")
+	s.logf("toxiproxy %s: the workers reach PostgreSQL through %s and NATS through %s", toxiproxy.Version, s.pgProxy, s.natsProxy)
 	return nil
 }
 
@@ -464,22 +494,36 @@ func (s *suite) slowLink(ctx context.Context, f Fault) error {
 		{{Name: "stall", Type: "latency", Stream: "downstream", Attributes: map[string]int{"latency": int(third.Milliseconds())}}},
 		{{Name: "reset", Type: "reset_peer", Stream: "upstream", Attributes: map[string]int{"timeout": 0}}},
 	}
+	// remove takes toxics off every link (restarting Toxiproxy if it will
+	// not: see toxiproxy.Server.RemoveToxics).
+	remove := func(toxics []toxiproxy.Toxic) error {
+		names := make([]string, len(toxics))
+		for i, t := range toxics {
+			names[i] = t.Name
+		}
+		restartedAfter, err := s.toxi.RemoveToxics(context.WithoutCancel(ctx), s.linkProxies, names)
+		if restartedAfter != nil && err == nil {
+			s.logf("worker links: toxiproxy did not take the toxics off (%v); restarted it, cutting the links through it", restartedAfter)
+		}
+		if err != nil {
+			return fmt.Errorf("%w; restarting toxiproxy: %v", restartedAfter, err)
+		}
+		return nil
+	}
 	for _, toxics := range phases {
 		for _, p := range s.linkProxies {
 			for _, t := range toxics {
 				if err := s.toxi.AddToxic(ctx, p, t); err != nil {
+					// Take off what this phase put on (a toxic whose add
+					// timed out may have landed anyway), so that the next
+					// fault does not meet it.
+					_ = remove(toxics)
 					return err
 				}
 			}
 		}
 		sleepCtx(ctx, third)
-		var errs []error
-		for _, p := range s.linkProxies {
-			for _, t := range toxics {
-				errs = append(errs, s.toxi.RemoveToxic(context.WithoutCancel(ctx), p, t.Name))
-			}
-		}
-		if err := errors.Join(errs...); err != nil {
+		if err := remove(toxics); err != nil {
 			return err
 		}
 	}
@@ -549,10 +593,15 @@ func (s *suite) startWorker(w *worker, suffix string, extra ...string) (*worker,
 		return nil, err
 	}
 	w.metricsPort = port
+	w.node = s.lab.node(w.name())
+	path, args := s.snapBin, append(s.workerArgs(suffix, net.JoinHostPort(w.metricsHost(), strconv.Itoa(port))), extra...)
+	if w.node != nil {
+		path, args = w.node.wrap(path, args)
+	}
 	w.p = &process{
 		name:    w.name(),
-		path:    s.snapBin,
-		args:    append(s.workerArgs(suffix, port), extra...),
+		path:    path,
+		args:    args,
 		env:     s.env,
 		dir:     s.tmp,
 		logPath: filepath.Join(s.tmp, w.name()+".log"),
@@ -563,18 +612,19 @@ func (s *suite) startWorker(w *worker, suffix string, extra ...string) (*worker,
 
 // workerArgs are the arguments of a snapshotter run whose PostgreSQL
 // connections are named appWorkerPrefix+suffix (so pg-terminate faults
-// find them) and which serves its metrics on port.
-func (s *suite) workerArgs(suffix string, port int) []string {
+// find them) and which serves its metrics on metricsAddr.
+func (s *suite) workerArgs(suffix, metricsAddr string) []string {
 	cfg := &s.cfg
 	return []string{"run",
 		"--postgres-url", s.workerPGURL(appWorkerPrefix + suffix),
 		"--nats-url", s.workerNATSURL(),
+		"--nats-ping-interval", chaosPingInterval.String(),
 		"--policy", cfg.policy(),
 		"--sweep-interval", cfg.SweepInterval.String(),
 		"--sweep-lease-ttl", chaosLeaseTTL.String(),
 		"--ack-wait", cfg.AckWait.String(),
 		"--drain-timeout", cfg.DrainTimeout.String(),
-		"--metrics-addr", "127.0.0.1:" + strconv.Itoa(port),
+		"--metrics-addr", metricsAddr,
 		"--log-format", "json",
 		"--log-level", "info",
 	}
@@ -590,11 +640,11 @@ func (s *suite) workerPGURL(app string) string {
 	return u.String()
 }
 
-// workerNATSURL is NATS through the worker-link proxy (one server), or the
-// servers themselves.
+// workerNATSURL is NATS through the worker-link proxies, or the servers
+// themselves.
 func (s *suite) workerNATSURL() string {
 	if s.natsProxy != "" {
-		return "nats://" + s.natsProxy
+		return s.natsProxy
 	}
 	return s.natsURL()
 }
@@ -602,7 +652,7 @@ func (s *suite) workerNATSURL() string {
 // waitReady polls the worker's /readyz until it answers 200.
 func waitReady(ctx context.Context, w *worker, timeout time.Duration) error {
 	client := &http.Client{Timeout: time.Second}
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", w.metricsPort)
+	url := fmt.Sprintf("http://%s/readyz", net.JoinHostPort(w.metricsHost(), strconv.Itoa(w.metricsPort)))
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if !w.p.running() {
@@ -629,10 +679,14 @@ func (s *suite) startLoad() error {
 	s.record = filepath.Join(s.tmp, "saves.record")
 	s.loadOut = filepath.Join(s.tmp, "load.out")
 	s.loadTee = &lastLine{}
+	path, args := s.appBin, s.loadArgs(cfg.Rate, cfg.Duration, s.record)
+	if n := s.lab.node(loadRole); n != nil {
+		path, args = n.wrap(path, args)
+	}
 	s.load = &process{
 		name:       "load",
-		path:       s.appBin,
-		args:       s.loadArgs(cfg.Rate, cfg.Duration, s.record),
+		path:       path,
+		args:       args,
 		env:        s.env,
 		dir:        s.tmp,
 		logPath:    filepath.Join(s.tmp, "load.log"),
@@ -660,8 +714,9 @@ func (s *suite) idSeed() uint64 { return max(s.cfg.Seed, 1) }
 func (s *suite) loadArgs(rate float64, d time.Duration, record string) []string {
 	cfg := &s.cfg
 	return []string{"load",
-		"--postgres-url", s.db.dbURL(appLoad),
+		"--postgres-url", s.loadPGURL(),
 		"--nats-url", s.natsURL(),
+		"--nats-ping-interval", chaosPingInterval.String(),
 		"--aggregates", strconv.Itoa(cfg.Aggregates),
 		"--id-seed", strconv.FormatUint(s.idSeed(), 10),
 		"--rate", strconv.FormatFloat(rate, 'f', -1, 64),
@@ -792,6 +847,10 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 		s.killNATSNode(ctx, f)
 	case RestartPG, CrashPG, KillPG:
 		s.pgFault(ctx, f)
+	case NATSDiskFull:
+		s.natsDiskFull(ctx, f)
+	case PGDiskFull:
+		s.pgDiskFull(ctx, f)
 	case TerminatePG:
 		s.pgMu.Lock()
 		defer s.pgMu.Unlock()
@@ -803,7 +862,10 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 			return
 		}
 		s.count(func(f *Figures) { f.PGRounds++; f.PGConns += n }, TerminatePG)
+		s.logf("pg_terminate_backend: terminated %d worker connections", n)
 	case SlowLink:
+		s.linkMu.Lock()
+		defer s.linkMu.Unlock()
 		if err := s.slowLink(ctx, f); err != nil {
 			if ctx.Err() == nil {
 				s.fail("worker links: %v", err)
@@ -812,21 +874,8 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 		}
 		s.count(func(fg *Figures) { fg.Links++ }, SlowLink)
 		s.logf("worker links: latency %d ms, a stall and resets for %v each, then restored", f.LatencyMS, (f.Down / 3).Round(time.Millisecond))
-	case PartitionNATS:
-		s.natsMu.Lock()
-		defer s.natsMu.Unlock()
-		if err := s.netns.partition(ctx); err != nil {
-			s.fail("partition: %v", err)
-			return
-		}
-		s.count(func(fg *Figures) { fg.Partitions++; fg.PartitionTime += f.Down }, PartitionNATS)
-		s.logf("cut the network between NATS and everything else for %v", f.Down.Round(time.Millisecond))
-		sleepCtx(ctx, f.Down)
-		if err := s.netns.heal(context.WithoutCancel(ctx)); err != nil {
-			s.fail("heal the partition: %v", err)
-			return
-		}
-		s.logf("healed the partition")
+	case PartitionNATS, PartitionWorkerNATS, PartitionWorkerPG, PartitionAppNATS:
+		s.partition(ctx, f)
 	case LoseNotices:
 		s.natsMu.Lock()
 		defer s.natsMu.Unlock()
@@ -839,7 +888,6 @@ func (s *suite) inject(ctx context.Context, f Fault) {
 		}
 		s.count(func(f *Figures) { f.Purges++; f.NoticesLost += n }, LoseNotices)
 		s.logf("purged the notice stream after pausing the consumer %s: %d notices no worker had acknowledged are lost", paused, n)
-		s.logf("pg_terminate_backend: terminated %d worker connections", n)
 	}
 }
 
@@ -956,7 +1004,7 @@ func (s *suite) restartIfExited(ctx context.Context, w *worker) bool {
 // draining. The caller holds w.mu.
 func (s *suite) awaitStarted(ctx context.Context, w *worker, timeout time.Duration) bool {
 	client := &http.Client{Timeout: 500 * time.Millisecond}
-	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", w.metricsPort)
+	url := fmt.Sprintf("http://%s/healthz", net.JoinHostPort(w.metricsHost(), strconv.Itoa(w.metricsPort)))
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if !w.p.running() {

@@ -6,14 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 	"github.com/evsnap/evsnap/internal/tooling/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 func TestRunServerJetStream(t *testing.T) {

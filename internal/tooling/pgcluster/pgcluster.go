@@ -91,6 +91,14 @@ type Options struct {
 	// deletes it. It must not exist or be empty. "" makes a new one under
 	// the system's temporary directory.
 	Dir string
+	// DataDir is the data directory (initdb -D, pg_wal included); ""
+	// means <Dir>/data. Give one on a file system of its own (a mount
+	// point, which must be empty) to make the server's disk a thing of
+	// its own: the chaos suite fills a small tmpfs there. Init gives it
+	// to the server's OS user and mode 0700; [Cluster.Remove] deletes
+	// what it holds but not the directory itself, which belongs to the
+	// caller. The log and the socket stay in Dir.
+	DataDir string
 	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
 	Port int
 	// OSUser runs initdb and the server when the caller is root (both
@@ -171,6 +179,7 @@ type Cluster struct {
 	binDir   string
 	dir      string
 	dataDir  string
+	ownData  bool // the caller gave the data directory (Options.DataDir)
 	sockDir  string
 	logPath  string
 	port     int
@@ -223,8 +232,16 @@ func Init(ctx context.Context, o Options) (*Cluster, error) {
 			return nil, fmt.Errorf("pgcluster: free port: %w", err)
 		}
 	}
+	dataDir, ownData := filepath.Join(dir, "data"), false
+	if o.DataDir != "" {
+		if dataDir, err = ownDataDir(o.DataDir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		ownData = true
+	}
 	c := &Cluster{
-		binDir: binDir, dir: dir, dataDir: filepath.Join(dir, "data"), sockDir: filepath.Join(dir, "sock"),
+		binDir: binDir, dir: dir, dataDir: dataDir, ownData: ownData, sockDir: filepath.Join(dir, "sock"),
 		logPath: filepath.Join(dir, "postgres.log"), port: port, cred: cred,
 		settings: mergeSettings(DefaultSettings, o.Settings), ready: o.ReadyTimeout, leftWait: o.LeftoverWait, env: serverEnv(),
 	}
@@ -236,9 +253,44 @@ func Init(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	if err := c.initdb(ctx); err != nil {
 		os.RemoveAll(dir)
+		if ownData {
+			removeContents(dataDir)
+		}
 		return nil, err
 	}
 	return c, nil
+}
+
+// ownDataDir checks a caller's data directory (it must exist and be
+// empty) and returns its absolute path, symbolic links resolved.
+func ownDataDir(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("pgcluster: data directory: %w", err)
+	}
+	if len(entries) > 0 {
+		return "", fmt.Errorf("pgcluster: data directory %s is not empty", dir)
+	}
+	if dir, err = filepath.Abs(dir); err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("pgcluster: data directory: %w", err)
+	}
+	return dir, nil
+}
+
+// removeContents deletes everything in dir, not dir itself.
+func removeContents(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+	}
+	return errors.Join(errs...)
 }
 
 // mergeSettings returns the defaults with each setting of more replacing
@@ -278,8 +330,13 @@ func (c *Cluster) initdb(ctx context.Context) error {
 	if err := os.Mkdir(c.sockDir, 0o700); err != nil {
 		return fmt.Errorf("pgcluster: %w", err)
 	}
+	dirs := []string{c.dir, c.sockDir}
+	if c.ownData {
+		// initdb sets the mode of a directory that exists, if it owns it.
+		dirs = append(dirs, c.dataDir)
+	}
 	if c.cred != nil {
-		for _, d := range []string{c.dir, c.sockDir} {
+		for _, d := range dirs {
 			if err := os.Chown(d, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
 				return fmt.Errorf("pgcluster: give %s to uid %d: %w", d, c.cred.Uid, err)
 			}
@@ -382,7 +439,8 @@ func (c *Cluster) URL(database string) string {
 // Port is the server's TCP port on 127.0.0.1.
 func (c *Cluster) Port() int { return c.port }
 
-// Dir is the cluster's directory; DataDir, SocketDir and LogPath are in it.
+// Dir is the cluster's directory; SocketDir and LogPath are in it, and
+// DataDir unless Options.DataDir put it elsewhere.
 func (c *Cluster) Dir() string { return c.dir }
 
 // DataDir is the data directory (postgres -D).
@@ -669,11 +727,17 @@ func (c *Cluster) describeExitLocked() string {
 }
 
 // Remove stops the server (fast, escalating if it hangs) and deletes the
-// cluster's directory. It may be called more than once.
+// cluster's directory (and what a data directory of the caller's holds).
+// It may be called more than once.
 func (c *Cluster) Remove() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	_, err := c.Stop(ctx, Fast)
+	if c.ownData {
+		if rerr := removeContents(c.dataDir); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("pgcluster: empty %s: %w", c.dataDir, rerr))
+		}
+	}
 	if rerr := os.RemoveAll(c.dir); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("pgcluster: remove %s: %w", c.dir, rerr))
 	}

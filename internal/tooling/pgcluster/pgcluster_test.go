@@ -16,12 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evsnap/evsnap/internal/tooling/leakcheck"
 	"github.com/evsnap/evsnap/internal/tooling/pgcluster"
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 // cluster initialises and starts a cluster that is removed when the test
 // ends. Without PostgreSQL's server binaries it skips, unless
@@ -294,6 +294,45 @@ func TestInitErrors(t *testing.T) {
 		if _, err := pgcluster.Init(ctx, pgcluster.Options{OSUser: "no-such-user-evsnap"}); err == nil || !strings.Contains(err.Error(), "no-such-user-evsnap") {
 			t.Errorf("unknown OS user: %v", err)
 		}
+	}
+}
+
+// A data directory of the caller's holds the cluster's data (pg_wal
+// included), and Remove empties it but leaves it to the caller; a
+// non-empty one is refused.
+func TestOwnDataDir(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	data := t.TempDir()
+	if err := os.Chmod(filepath.Dir(data), 0o755); err != nil { // the server's OS user must reach it
+		t.Fatal(err)
+	}
+	full := t.TempDir()
+	if err := os.WriteFile(filepath.Join(full, "x"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgcluster.Init(ctx, pgcluster.Options{DataDir: full}); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("non-empty DataDir: %v", err)
+	}
+	c := cluster(t, pgcluster.Options{DataDir: data})
+	if real, _ := filepath.EvalSymlinks(data); c.DataDir() != real {
+		t.Errorf("DataDir %s, want %s", c.DataDir(), real)
+	}
+	for _, p := range []string{"PG_VERSION", "pg_wal", "postmaster.pid"} {
+		if _, err := os.Stat(filepath.Join(data, p)); err != nil {
+			t.Errorf("the data directory has no %s: %v", p, err)
+		}
+	}
+	var one int
+	if err := connect(t, ctx, c).QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(data)
+	if err != nil || len(entries) > 0 {
+		t.Errorf("after Remove the data directory holds %d entries (%v); want it there and empty", len(entries), err)
 	}
 }
 

@@ -6,7 +6,7 @@
 // the tables, and writes them to a markdown page with an SVG chart.
 //
 //	go run ./internal/tooling/benchharness/cmd/evsnap-bench [--quick] [--runs N] [--out docs/benchmarks.md]
-//	    [--postgres-url URL] [--nats-url URL] [--steps load,save,worker,scale] [--scale-cpu 0.1]
+//	    [--postgres-url URL] [--nats-url URL] [--steps load,save,worker,scale,append] [--scale-cpu 0.1]
 package main
 
 import (
@@ -87,7 +87,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.NATSURL, "nats-url", firstEnv("EVSNAP_NATS_URL", "EVSNAP_TEST_NATS_URL"),
 		"NATS with JetStream (default $EVSNAP_NATS_URL or $EVSNAP_TEST_NATS_URL; empty runs the nats-server go.mod pins as its own process)")
 	var steps, backends string
-	fs.StringVar(&steps, "steps", "", "comma-separated steps to run: load, save, worker, scale (default all; a partial run says so on its page)")
+	fs.StringVar(&steps, "steps", "", "comma-separated steps to run: load, save, worker, scale, append (default all; a partial run says so on its page)")
 	fs.Float64Var(&c.ScaleCPU, "scale-cpu", benchharness.DefaultScaleCPU, "CPU quota of each worker replica in the scale-out step, in CPUs (like a Kubernetes limits.cpu)")
 	fs.StringVar(&backends, "backends", "", "comma-separated backends to run: memstore, sqlite, postgres (default all)")
 	fs.StringVar(&m.CPUProfile, "cpuprofile", "", "write a CPU profile of the harness process (the library and the in-process workers) to this file")

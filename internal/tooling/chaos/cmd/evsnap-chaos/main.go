@@ -4,8 +4,10 @@
 // more snapshotter workers and the example-app load generator against a
 // PostgreSQL cluster and a nats-server of its own, with workers killed,
 // NATS restarted, PostgreSQL connections terminated, PostgreSQL restarted
-// and crashed, and workers drained while the load runs; then it checks that nothing was lost and no
-// snapshot went wrong, and prints the counts.
+// and crashed, the network between a worker and NATS or PostgreSQL and
+// between the load and NATS cut (as root), and workers drained while the
+// load runs; then it checks that nothing was lost and no snapshot went
+// wrong, and prints the counts.
 //
 //	go run ./internal/tooling/chaos/cmd/evsnap-chaos [--short] [--cluster] [--duration D] [--workers N] [--seed S]
 //

@@ -6,6 +6,7 @@
 //
 //	go run ./internal/tooling/scaleharness/cmd/evsnap-scale [--sizes 100000,1000000,10000000]
 //	    [--postgres-url URL] [--out docs/benchmarks-store-scale.md] [--keep]
+//	    [--sqlite-size 1000000] [--sqlite-dir DIR]
 package main
 
 import (
@@ -43,6 +44,8 @@ func run(ctx context.Context, args []string) error {
 	out := fs.String("out", "docs/benchmarks-store-scale.md", "page to write (the chart goes next to it as benchmarks-store-scale.svg); empty writes none")
 	keep := fs.Bool("keep", false, "keep the schema at the end")
 	maxOp := fs.Duration("max-op-time", 3*time.Minute, "skip an operation at a size where its time projected linearly from the previous size is above this (reported as projected)")
+	sqliteSize := fs.Int64("sqlite-size", 1_000_000, "also measure the sweep, stats and verify on a SQLite file of this many aggregates (0: not)")
+	sqliteDir := fs.String("sqlite-dir", "", "directory for the SQLite file (the system's temporary directory when empty)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,6 +58,7 @@ func run(ctx context.Context, args []string) error {
 		cfg.Sizes = append(cfg.Sizes, n)
 	}
 	cfg.PostgresURL, cfg.Keep, cfg.Progress, cfg.MaxOpTime = *url, *keep, os.Stderr, *maxOp
+	cfg.SQLiteSize, cfg.SQLiteDir = *sqliteSize, *sqliteDir
 	rep, err := scaleharness.Run(ctx, cfg)
 	if err != nil {
 		return err
@@ -76,10 +80,19 @@ func run(ctx context.Context, args []string) error {
 	page := "# Store scale\n\nThis page is written by `make scale` (not run in CI). The main benchmarks page is [benchmarks.md](benchmarks.md).\n\n" + rep.Markdown(chart)
 	fmt.Print(page)
 	if *out != "" {
+		if old, err := os.ReadFile(*out); err == nil {
+			if i := strings.Index(string(old), keptMarker); i >= 0 {
+				page += "\n" + string(old[i:])
+			}
+		}
 		return os.WriteFile(*out, []byte(page), 0o644)
 	}
 	return nil
 }
+
+// keptMarker starts the part of the page written by hand (comparisons
+// with earlier runs, say), which a new run keeps below its own.
+const keptMarker = "<!-- kept by make scale: written by hand from here on -->"
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
