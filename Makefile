@@ -25,7 +25,7 @@ demo:
 bench:
 	$(GO) run ./internal/tooling/benchharness/cmd/evsnap-bench --out docs/benchmarks.md
 
-## scale: the store-scale harness (not in CI; about an hour and 20 GB at its largest size): builds 100k, 1M and 10M aggregates in a PostgreSQL schema of its own with bulk SQL and measures the sweep, stats, verify --sample, prune, a load and a save at each (docs/benchmarks-store-scale.md); SCALEFLAGS passes flags (--sizes, --keep, --max-op-time)
+## scale: the store-scale harness (not in CI; about 25 minutes and 20 GB at its largest size): builds 100k, 1M and 10M aggregates in a PostgreSQL schema of its own with bulk SQL and measures the sweep (a pass, a pass after 1,000 changes, a full pass, the listing before decision 37), stats (estimated and --exact), verify --sample, a batched prune, a load and a save (of random aggregates, and of the same 20 over and over, with what a load reads and the indexes' depth) at each, with each statement's longest call, then the sweep, stats and verify on a SQLite file of 1M aggregates (docs/benchmarks-store-scale.md); SCALEFLAGS passes flags (--sizes, --keep, --max-op-time, --sqlite-size)
 .PHONY: scale
 scale:
 	$(GO) run ./internal/tooling/scaleharness/cmd/evsnap-scale $(SCALEFLAGS)
