@@ -274,10 +274,16 @@ func TestWorkerFloorNoteSaysWhereTheCPUGoes(t *testing.T) {
 	r := workerFloorCPUReport()
 	x := workerFloorTarget(t, r)
 	// 500/700 × 0.97/0.95 = 0.729.
-	want := "CPU-bound like pgbench: the worker run spends 700 µs of CPU per snapshot (Go 300, PostgreSQL 250, NATS 150) against pgbench's 500 µs per transaction (PostgreSQL 420, pgbench client 80.0), 1.40× as much, with the machine 97% busy (during pgbench: 95%); at those busy shares that CPU allows 0.729× pgbench's rate; even without the NATS server's 150 µs (the notices, which pgbench does not read), the worker's 550 µs is 1.10× pgbench's"
+	want := "CPU-bound like pgbench: the worker run spends 700 µs of CPU per snapshot (Go 300, PostgreSQL 250, NATS 150) against pgbench's 500 µs per transaction (PostgreSQL 420, pgbench client 80.0), 1.40× as much, with the machine 97% busy (during pgbench: 95%); at those busy shares that CPU allows 0.729× pgbench's rate; even without the NATS server's 150 µs (the notices, which pgbench does not read), the worker's 550 µs is 1.10× pgbench's; to match it with PostgreSQL and NATS as they are, the Go process (which pulls, decodes and acks 10 notices, decodes and applies the events and encodes the state) would have 100 µs per snapshot, against its 300 µs and the 80.0 µs pgbench's client spends only to send the statements"
 	if x.Met || x.Note != want {
 		t.Errorf("met %v, note\n%q\nwant\n%q", x.Met, x.Note, want)
 	}
+
+	r.Worker[1].CPU.PG = 400 * time.Microsecond
+	if x := workerFloorTarget(t, r); !strings.HasSuffix(x.Note, "; PostgreSQL's and NATS's 550 µs per snapshot alone pass pgbench's 500 µs, so no Go process could match it") {
+		t.Errorf("PostgreSQL 400 µs: note %q", x.Note)
+	}
+	r.Worker[1].CPU.PG = 250 * time.Microsecond
 
 	r.Worker[1].CPU.Go = 200 * time.Microsecond
 	if x := workerFloorTarget(t, r); !strings.HasSuffix(x.Note, "without the NATS server's 150 µs (the notices, which pgbench does not read), the worker's 450 µs is 0.900× pgbench's: the notices are what stands between the two") {

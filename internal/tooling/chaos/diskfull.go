@@ -219,8 +219,11 @@ func (s *suite) natsDiskFull(ctx context.Context, f Fault) {
 	n, v := s.nats[i], s.disk.nats[i]
 	rec := DiskFault{Kind: f.Kind, At: time.Since(s.t0), Target: n.name, StoredAgain: -1}
 	logFrom := fileSize(n.proc.logPath)
-	before, err := streamInfo(ctx, s.natsURL(), noticeStream, 3*time.Second)
-	if err == nil && before.Cluster != nil && s.cfg.Cluster {
+	if s.cfg.Cluster {
+		before := s.awaitWhole(ctx, f.Kind)
+		if before == nil {
+			return
+		}
 		rec.LedStream = before.Cluster.Leader == n.name
 	}
 	full, freed, filler, err := s.fillFor(ctx, v, f.Down, nil)

@@ -180,12 +180,9 @@ func (s *suite) partition(ctx context.Context, f Fault) {
 		release = s.natsMu.Unlock
 		n := s.nats[0]
 		if s.cfg.Cluster {
-			info, err := streamInfo(ctx, s.natsURL(), noticeStream, 3*time.Second)
-			if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+			info := s.awaitWhole(ctx, f.Kind)
+			if info == nil {
 				s.natsMu.Unlock()
-				if ctx.Err() == nil {
-					s.fail("%s: the notice stream has no leader to cut off (%v)", f.Kind, err)
-				}
 				return
 			}
 			leader, seqBefore = info.Cluster.Leader, info.State.LastSeq

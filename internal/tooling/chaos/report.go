@@ -27,7 +27,8 @@ type Figures struct {
 	NATSKills    int // NATS restarts that used SIGKILL
 	// LeaderStalls and FollowerStalls (cluster mode) hold, per SIGKILL
 	// of the stream's leader or of a follower, how long notices stalled:
-	// from the kill to the first notice stored after it by a live leader.
+	// from the kill to the first notice stored after it by a live leader
+	// (the node itself, back after its restart, if none was elected first).
 	LeaderStalls   []time.Duration
 	FollowerStalls []time.Duration
 	PGRounds       int // pg_terminate_backend rounds
@@ -155,7 +156,7 @@ func (r *Result) Print(w io.Writer) {
 	row("duration (load)", f.Duration.Round(time.Second), fmt.Sprintf("whole run %v", f.Total.Round(time.Second)))
 	row("worker kills (SIGKILL)", f.Kills, "")
 	if f.Cluster {
-		row("NATS leader kills (SIGKILL)", len(f.LeaderStalls), "notices stalled "+formatStalls(f.LeaderStalls)+": from the kill to the next notice a new leader stored")
+		row("NATS leader kills (SIGKILL)", len(f.LeaderStalls), "notices stalled "+formatStalls(f.LeaderStalls)+": from the kill to the next notice stored (by a new leader, or once the node was back if none was elected before its restart)")
 		row("NATS follower kills (SIGKILL)", len(f.FollowerStalls), "notices stalled "+formatStalls(f.FollowerStalls))
 	} else {
 		row("NATS restarts", f.NATSRestarts, fmt.Sprintf("%d of them by SIGKILL", f.NATSKills))
