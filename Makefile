@@ -21,9 +21,9 @@ test: fmt-check vet
 demo:
 	$(GO) run ./cmd/example-app
 
-## bench: the benchmark harness: measures every backend and writes docs/benchmarks.md and its chart (about 6 minutes on 2 cores)
+## bench: the benchmark harness: measures every backend and writes docs/benchmarks.md and its charts (10-15 minutes on 2 cores); BENCHFLAGS passes flags (--peer-hallgren DIR: the peer step, beside a checkout of hallgren/eventsourcing)
 bench:
-	$(GO) run ./internal/tooling/benchharness/cmd/evsnap-bench --out docs/benchmarks.md
+	$(GO) run ./internal/tooling/benchharness/cmd/evsnap-bench --out docs/benchmarks.md $(BENCHFLAGS)
 
 ## scale: the store-scale harness (not in CI; about 25 minutes and 20 GB at its largest size): builds 100k, 1M and 10M aggregates in a PostgreSQL schema of its own with bulk SQL and measures the sweep (a pass, a pass after 1,000 changes, a full pass, the listing before decision 37), stats (estimated and --exact), verify --sample, a batched prune, a load and a save (of random aggregates, and of the same 20 over and over, with what a load reads and the indexes' depth) at each, with each statement's longest call, then the sweep, stats and verify on a SQLite file of 1M aggregates (docs/benchmarks-store-scale.md); SCALEFLAGS passes flags (--sizes, --keep, --max-op-time, --sqlite-size)
 .PHONY: scale

@@ -273,6 +273,10 @@ const (
 	targetMemLoadAllocs = 12                     // allocations of that load
 	targetMemSave       = 1200 * time.Nanosecond // memstore one-event save p50, sync
 	targetTelemetrySDK  = 300 * time.Nanosecond  // an SDK that samples nothing, over off
+
+	// The peer figures those goals came from (PERF-ANCHORS.md).
+	anchorPeerLoadHead = 1600 * time.Nanosecond
+	anchorPeerSave     = 1300 * time.Nanosecond
 )
 
 // hotPathTargets evaluates issue 20's targets for memstore and telemetry.
@@ -282,6 +286,7 @@ func (r *Report) hotPathTargets() []Target {
 		ts = append(ts, Target{
 			What:     "memstore: snapshot load at 100 events ≤ 1.5 µs (hallgren/eventsourcing 1.6 µs, anchor)",
 			Measured: us(rows[0].Head) + " µs", Ratio: ratio(rows[0].Head, targetMemLoadHead), Goal: "≤ 1×", Met: rows[0].Head <= targetMemLoadHead,
+			Note: r.peerScale(func(p PeerRow) time.Duration { return p.LoadHead }, anchorPeerLoadHead),
 		})
 	}
 	for _, a := range r.Allocs {
@@ -296,6 +301,7 @@ func (r *Report) hotPathTargets() []Target {
 		ts = append(ts, Target{
 			What:     "memstore: one-event save p50, sync snapshots at threshold 100, ≤ 1.2 µs (hallgren/eventsourcing 1.3 µs, anchor)",
 			Measured: us(s.P50) + " µs", Ratio: ratio(s.P50, targetMemSave), Goal: "≤ 1×", Met: s.P50 <= targetMemSave,
+			Note: r.peerScale(func(p PeerRow) time.Duration { return p.SaveP50 }, anchorPeerSave),
 		})
 	}
 	for _, op := range []string{"load", "save"} {
@@ -311,6 +317,7 @@ func (r *Report) hotPathTargets() []Target {
 			Note: "no allocation: TestTelemetryOffAllocatesNothing",
 		})
 	}
+	ts = append(ts, r.peerTargets()...)
 	if len(r.Telemetry) > 1 {
 		off, sdk := r.Telemetry[0], r.Telemetry[1]
 		worst := max(sdk.LoadP50-off.LoadP50, sdk.SaveP50-off.SaveP50)

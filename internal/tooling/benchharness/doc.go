@@ -40,6 +40,13 @@
 //     through the raw driver into the store's tables, with random (v4) and
 //     time-ordered (v7) event ids: the cost per event at 1,000, 10,000 and
 //     100,000 events (internal/tooling/appendgrowth).
+//  8. Beside a peer, with Config.PeerHallgren (--peer-hallgren DIR, a
+//     checkout of github.com/hallgren/eventsourcing, which the module
+//     proxy does not serve): its in-memory stores and evsnap's memstore
+//     on the same load at the head and one-event save, taking turns in
+//     each run. The harness builds the peer program (peers/hallgren.go.txt)
+//     in a module of its own with replace directives, so evsnap's module
+//     never requires the peer; without the flag the step is skipped.
 //
 // Every figure is the median of [Config.Runs] repeated runs (the
 // scale-out step: its median run of at most three). Nothing is
@@ -51,6 +58,7 @@
 //	go run ./internal/tooling/benchharness/cmd/evsnap-bench            # full, about 12 minutes on 2 cores (scale-out: 3.5, append: 2)
 //	go run ./internal/tooling/benchharness/cmd/evsnap-bench --quick    # about a minute
 //	go run ./internal/tooling/benchharness/cmd/evsnap-bench --steps scale --scale-cpu 0.05
+//	go run ./internal/tooling/benchharness/cmd/evsnap-bench --steps peer --backends memstore --peer-hallgren ../eventsourcing --out ''
 //
 // [Run] does the work and returns a [Report]; [Report.Markdown],
 // [Report.LoadChartSVG] and [Report.ScaleChartSVG] render it. The pure

@@ -68,7 +68,7 @@ type Config struct {
 	// stderr).
 	Logger *slog.Logger
 	// Steps limits the run to these steps (StepLoad, StepSave,
-	// StepWorker, StepScale, StepAppend); empty runs every step. A partial run says so on its
+	// StepWorker, StepScale, StepAppend, StepPeer); empty runs every step. A partial run says so on its
 	// page.
 	Steps []string
 	// Backends limits the run to these backends (Memstore, SQLite,
@@ -77,6 +77,9 @@ type Config struct {
 	// ScaleCPU is each replica's CPU quota in the scale-out step, in CPUs
 	// (0 means DefaultScaleCPU).
 	ScaleCPU float64
+	// PeerHallgren is a checkout of github.com/hallgren/eventsourcing for
+	// the peer step (StepPeer); "" skips that step.
+	PeerHallgren string
 }
 
 // Step names, for Config.Steps.
@@ -93,7 +96,7 @@ const (
 	StepAppend = "append"
 )
 
-var stepNames = []string{StepLoad, StepSave, StepWorker, StepScale, StepAppend}
+var stepNames = []string{StepLoad, StepSave, StepWorker, StepScale, StepAppend, StepPeer}
 
 // Validate reports a step or backend name the harness does not know.
 func (c *Config) Validate() error {
@@ -215,6 +218,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		for _, b := range backends {
 			h.step(ctx, st.name, b, st.fn)
+		}
+	}
+	if cfg.selected(cfg.Steps, StepPeer) && cfg.selected(cfg.Backends, Memstore) {
+		if cfg.PeerHallgren == "" {
+			h.report.note("The peer step was skipped: no --peer-hallgren (a checkout of github.com/hallgren/eventsourcing).")
+		} else {
+			h.step(ctx, "peer", Memstore, h.runPeer)
 		}
 	}
 	// The scale-out step runs real worker processes, which need

@@ -13,6 +13,8 @@ import (
 
 // Report is everything one harness run measured, and how.
 type Report struct {
+	// Peers are the peer step's rows: evsnap's first, then the peer's.
+	Peers   []PeerRow
 	Quick   bool
 	Runs    int
 	Command string
@@ -376,6 +378,7 @@ func (r *Report) Markdown(chart, scaleChart string) string {
 	r.writeScale(&b, scaleChart)
 	r.writeAllocs(&b)
 	r.writeAppend(&b)
+	r.writePeers(&b)
 	r.writeTargets(&b)
 	r.writeHotPathTargets(&b)
 	return b.String()

@@ -87,7 +87,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.NATSURL, "nats-url", firstEnv("EVSNAP_NATS_URL", "EVSNAP_TEST_NATS_URL"),
 		"NATS with JetStream (default $EVSNAP_NATS_URL or $EVSNAP_TEST_NATS_URL; empty runs the nats-server go.mod pins as its own process)")
 	var steps, backends string
-	fs.StringVar(&steps, "steps", "", "comma-separated steps to run: load, save, worker, scale, append (default all; a partial run says so on its page)")
+	fs.StringVar(&steps, "steps", "", "comma-separated steps to run: load, save, worker, scale, append, peer (default all; a partial run says so on its page)")
+	fs.StringVar(&c.PeerHallgren, "peer-hallgren", os.Getenv("EVSNAP_BENCH_PEER_HALLGREN"), "a checkout of github.com/hallgren/eventsourcing for the peer step, built by the harness in a module of its own (default $EVSNAP_BENCH_PEER_HALLGREN; \"\" skips the step)")
 	fs.Float64Var(&c.ScaleCPU, "scale-cpu", benchharness.DefaultScaleCPU, "CPU quota of each worker replica in the scale-out step, in CPUs (like a Kubernetes limits.cpu)")
 	fs.StringVar(&backends, "backends", "", "comma-separated backends to run: memstore, sqlite, postgres (default all)")
 	fs.StringVar(&m.CPUProfile, "cpuprofile", "", "write a CPU profile of the harness process (the library and the in-process workers) to this file")
