@@ -249,12 +249,16 @@ func (r *Report) peerTargets() []Target {
 	}
 }
 
-// peerScale says how this run's machine ran the peer against the anchor
-// figure an absolute goal came from ("" without the peer step).
+// peerScale says what the peer step measured for the operation an
+// absolute goal is about, evsnap's and the peer's, against the anchor
+// figure of the peer the goal came from: the machine's speed moves
+// between days and within a run, and the peer step's figures are taken
+// minutes after steps 1 and 2 ("" without the peer step).
 func (r *Report) peerScale(measured func(PeerRow) time.Duration, anchor time.Duration) string {
 	if len(r.Peers) < 2 {
 		return ""
 	}
-	m := measured(r.Peers[1])
-	return fmt.Sprintf("%s's same operation took %s µs in this run against the anchor's %s µs (%s): see the peer targets", hallgrenName, us(m), us(anchor), times(ratio(m, anchor)))
+	ours, peer := measured(r.Peers[0]), measured(r.Peers[1])
+	return fmt.Sprintf("in the peer step of this run evsnap took %s µs and %s %s µs (%s evsnap's), against the peer's anchor of %s µs: see the peer targets",
+		us(ours), hallgrenName, us(peer), times(ratio(peer, ours)), us(anchor))
 }
