@@ -90,6 +90,12 @@ func TestPeerTableAndTargets(t *testing.T) {
 	if got := r.peerScale(func(p PeerRow) time.Duration { return p.LoadHead }, anchorPeerLoadHead); got != "in the peer step of this run evsnap took 1.71 µs and hallgren/eventsourcing 3.86 µs (2.26× evsnap's), against the peer's anchor of 1.60 µs: see the peer targets" {
 		t.Errorf("scale note %q", got)
 	}
+	if md := r.Markdown("", ""); !strings.Contains(md, "make bench BENCHFLAGS='--peer-hallgren DIR'  # this page") {
+		t.Errorf("the page's commands do not say how the peer step ran:\n%s", md[:min(len(md), 1500)])
+	}
+	if md := (&Report{}).Markdown("", ""); strings.Contains(md, "BENCHFLAGS") || !strings.Contains(md, "make bench        # this page") {
+		t.Errorf("a page without the peer step names BENCHFLAGS, or not make bench:\n%s", md[:min(len(md), 1500)])
+	}
 	if (&Report{}).peerScale(func(p PeerRow) time.Duration { return p.LoadHead }, anchorPeerLoadHead) != "" || len((&Report{}).peerTargets()) != 0 {
 		t.Error("a run without the peer step has peer notes or targets")
 	}

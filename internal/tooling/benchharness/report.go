@@ -354,7 +354,11 @@ func (r *Report) Markdown(chart, scaleChart string) string {
 	t.Header = []string{"what", "value"}
 	b.WriteString(t.String())
 
-	p("\n## Commands\n\n```sh\nmake bench        # this page; make bench-quick for the quick form\n%s\n```\n\n", r.Command)
+	makeBench := "make bench        # this page; make bench-quick for the quick form"
+	if len(r.Peers) > 0 {
+		makeBench = "make bench BENCHFLAGS='--peer-hallgren DIR'  # this page (DIR: a checkout of hallgren/eventsourcing); make bench-quick for the quick form"
+	}
+	p("\n## Commands\n\n```sh\n%s\n%s\n```\n\n", makeBench, r.Command)
 	p("`make bench` passes `EVSNAP_POSTGRES_URL` or `EVSNAP_TEST_POSTGRES_URL` and `EVSNAP_NATS_URL` or `EVSNAP_TEST_NATS_URL` through; ")
 	p("without a PostgreSQL URL PostgreSQL is skipped, without a NATS URL the nats-server go.mod pins runs as a process of its own. ")
 	p("The Go benchmarks are `make bench-go`.\n\n")
