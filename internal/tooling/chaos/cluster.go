@@ -3,7 +3,9 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"os/exec"
 	"slices"
 	"strings"
@@ -129,21 +131,45 @@ func (s *suite) killNATSNode(ctx context.Context, f Fault) {
 // fails the run, as a node that cannot rejoin is a finding. It returns
 // nil after a failure or when ctx ends.
 func (s *suite) awaitWhole(ctx context.Context, kind FaultKind) *jetstream.StreamInfo {
+	// Twice, a second apart, under the same leader: a leader cut off a
+	// moment ago may still answer for the stream, with its own stale
+	// view of the replicas.
 	asked := time.Now()
-	info, err := s.pollStream(ctx, asked.Add(leaderWait), func(i *jetstream.StreamInfo) bool {
-		return whole(i, len(s.nats))
-	})
+	deadline := asked.Add(leaderWait)
+	var info *jetstream.StreamInfo
+	var err error
+	for {
+		first, ferr := s.pollStream(ctx, deadline, func(i *jetstream.StreamInfo) bool { return whole(i, len(s.nats)) })
+		if first == nil {
+			info, err = nil, ferr
+			break
+		}
+		if sleepCtx(ctx, time.Second); ctx.Err() != nil {
+			return nil
+		}
+		info, err = streamInfo(ctx, s.natsURL(), noticeStream, 3*time.Second)
+		if err == nil && whole(info, len(s.nats)) && info.Cluster.Leader == first.Cluster.Leader {
+			break
+		}
+		if info, err = nil, cmp.Or(err, errNotWholeTwice); time.Now().After(deadline) {
+			break
+		}
+	}
 	if info == nil {
 		if ctx.Err() == nil {
 			s.fail("%s: the NATS cluster was not whole again (a leader and %d current replicas) within %v (last error: %v)", kind, len(s.nats)-1, leaderWait, err)
 		}
 		return nil
 	}
-	if waited := time.Since(asked); waited > time.Second {
+	if waited := time.Since(asked); waited > 2*time.Second { // the second look takes one
 		s.logf("%s: waited %v for the NATS cluster to be whole (a leader and every replica current)", kind, waited.Round(time.Millisecond))
 	}
 	return info
 }
+
+// errNotWholeTwice is awaitWhole's last error when the cluster looked
+// whole once but not a second later.
+var errNotWholeTwice = errors.New("whole once, not a second later under the same leader")
 
 // whole reports whether stream info shows a leader and servers-1
 // replicas, each current and online.
