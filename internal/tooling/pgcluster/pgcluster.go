@@ -171,6 +171,10 @@ type StartResult struct {
 	// StaleLockRemoved reports that the server refused to start because
 	// of a postmaster.pid left behind, which Start then removed.
 	StaleLockRemoved bool
+	// SharedMemoryWaits counts the starts the server refused because the
+	// shared memory segment of a killed postmaster was still attached,
+	// after which Start waited and tried again (see Cluster.Start).
+	SharedMemoryWaits int
 }
 
 // Cluster is one PostgreSQL cluster created by [Init]. Its methods are
@@ -488,6 +492,21 @@ func (c *Cluster) serverArgs() []string {
 // Options.ReadyTimeout. It fails if a postmaster of this Cluster is running.
 func (c *Cluster) Start(ctx context.Context) (StartResult, error) {
 	res, err := c.start(ctx)
+	// After a SIGKILL of the postmaster its old shared memory segment can
+	// stay attached for a moment after the last process of the cluster is
+	// gone from /proc (the kernel tears an exiting process's memory down
+	// only once nothing holds it), and the server refuses to start while
+	// it is: wait for it, as an operator would, at most leftWait.
+	waits := 0
+	var shmErr *sharedMemoryBusyError
+	for deadline := time.Now().Add(c.leftWait); errors.As(err, &shmErr) && len(c.Processes()) == 0 && time.Now().Before(deadline); {
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			break
+		}
+		waits++
+		res, err = c.start(ctx)
+	}
+	res.SharedMemoryWaits = waits
 	var lockErr *staleLockError
 	if errors.As(err, &lockErr) {
 		// The server found a postmaster.pid naming a live process that is
@@ -510,6 +529,27 @@ type staleLockError struct{ log string }
 
 func (e *staleLockError) Error() string {
 	return "pgcluster: the server refused to start because of a lock file: " + e.log
+}
+
+// sharedMemoryBusyError: the server refused to start because the shared
+// memory segment of an earlier postmaster was still in use.
+type sharedMemoryBusyError struct{ log string }
+
+func (e *sharedMemoryBusyError) Error() string {
+	return "pgcluster: the server refused to start because an earlier postmaster's shared memory is still in use: " + e.log
+}
+
+// sleepCtx sleeps for d or until ctx ends, and reports whether it slept
+// the whole time.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (c *Cluster) start(ctx context.Context) (StartResult, error) {
@@ -564,6 +604,9 @@ func (c *Cluster) start(ctx context.Context) (StartResult, error) {
 			log := c.logSince(logStart)
 			if strings.Contains(log, `lock file "postmaster.pid" already exists`) {
 				return res, &staleLockError{log: lastLines(log, 3)}
+			}
+			if strings.Contains(log, "pre-existing shared memory block") && strings.Contains(log, "is still in use") {
+				return res, &sharedMemoryBusyError{log: lastLines(log, 2)}
 			}
 			return res, fmt.Errorf("pgcluster: the server exited while starting (%s); its log:\n%s", c.describeExit(), lastLines(log, 10))
 		default:
