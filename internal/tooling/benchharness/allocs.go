@@ -139,6 +139,27 @@ var telemetrySetups = []struct {
 	}},
 }
 
+// memHeadAccount returns a memstore repository with sync snapshots at
+// threshold 100 (and opts) holding a 100-event Account with its snapshot
+// at the head, checked: the subject of the telemetry table and of the
+// peer step. The caller closes the repository.
+func (h *Harness) memHeadAccount(ctx context.Context, opts ...eventsource.Option) (*accountRepo, uuid.UUID, error) {
+	store := memstore.New()
+	r, err := h.newRepo(store, append([]eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100})}, opts...)...)
+	if err != nil {
+		return nil, uuid.Nil, err
+	}
+	head := uuid.New()
+	if err := writeAccount(ctx, r, r.New(head), 100, 0, nil); err == nil {
+		err = checkSnapshot(ctx, store, head, 100)
+	}
+	if err != nil {
+		_ = r.Close(context.WithoutCancel(ctx))
+		return nil, uuid.Nil, err
+	}
+	return r, head, nil
+}
+
 // runTelemetry measures a memstore load and save with each setup of
 // OpenTelemetry, the setups taking turns within each run.
 func (h *Harness) runTelemetry(ctx context.Context) error {
@@ -148,19 +169,11 @@ func (h *Harness) runTelemetry(ctx context.Context) error {
 	}
 	subjects := make([]subject, len(telemetrySetups))
 	for i, s := range telemetrySetups {
-		store := memstore.New()
-		r, err := h.newRepo(store, append([]eventsource.Option{eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100})}, s.opts()...)...)
+		r, head, err := h.memHeadAccount(ctx, s.opts()...)
 		if err != nil {
 			return err
 		}
 		defer r.Close(context.WithoutCancel(ctx))
-		head := uuid.New()
-		if err := writeAccount(ctx, r, r.New(head), 100, 0, nil); err != nil {
-			return err
-		}
-		if err := checkSnapshot(ctx, store, head, 100); err != nil {
-			return err
-		}
 		subjects[i] = subject{r: r, head: head}
 	}
 	loads := make([][]time.Duration, len(subjects))

@@ -12,10 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/evsnap/evsnap/lib/eventsource"
-	"github.com/evsnap/evsnap/lib/memstore"
-	"github.com/google/uuid"
 )
 
 // StepPeer is the peer step: evsnap's memstore beside
@@ -135,19 +131,11 @@ func (h *Harness) runPeer(ctx context.Context, _ string) error {
 	if err != nil {
 		return err
 	}
-	store := memstore.New()
-	r, err := h.newRepo(store, eventsource.WithSnapshotMode(eventsource.ModeSync), eventsource.WithSnapshotPolicy(eventsource.Policy{Threshold: 100}))
+	r, head, err := h.memHeadAccount(ctx)
 	if err != nil {
 		return err
 	}
 	defer r.Close(context.WithoutCancel(ctx))
-	head := uuid.New()
-	if err := writeAccount(ctx, r, r.New(head), 100, 0, nil); err != nil {
-		return err
-	}
-	if err := checkSnapshot(ctx, store, head, 100); err != nil {
-		return err
-	}
 	load := func() error { _, err := r.Load(ctx, head); return err }
 	saveFor := h.saveDuration() / 3
 
