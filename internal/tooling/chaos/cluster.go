@@ -138,33 +138,36 @@ func (s *suite) awaitWhole(ctx context.Context, kind FaultKind) *jetstream.Strea
 	deadline := asked.Add(leaderWait)
 	var info *jetstream.StreamInfo
 	var err error
-	for {
+	for info == nil && ctx.Err() == nil {
 		first, ferr := s.pollStream(ctx, deadline, func(i *jetstream.StreamInfo) bool { return whole(i, len(s.nats)) })
 		if first == nil {
-			info, err = nil, ferr
+			err = ferr
 			break
 		}
-		if sleepCtx(ctx, time.Second); ctx.Err() != nil {
-			return nil
-		}
-		info, err = streamInfo(ctx, s.natsURL(), noticeStream, 3*time.Second)
-		if err == nil && whole(info, len(s.nats)) && info.Cluster.Leader == first.Cluster.Leader {
-			break
-		}
-		if info, err = nil, cmp.Or(err, errNotWholeTwice); time.Now().After(deadline) {
-			break
+		sleepCtx(ctx, time.Second)
+		second, serr := streamInfo(ctx, s.natsURL(), noticeStream, 3*time.Second)
+		switch {
+		case serr == nil && whole(second, len(s.nats)) && second.Cluster.Leader == first.Cluster.Leader:
+			info = second
+		case time.Now().After(deadline):
+			return s.notWhole(ctx, kind, cmp.Or(serr, errNotWholeTwice))
 		}
 	}
 	if info == nil {
-		if ctx.Err() == nil {
-			s.fail("%s: the NATS cluster was not whole again (a leader and %d current replicas) within %v (last error: %v)", kind, len(s.nats)-1, leaderWait, err)
-		}
-		return nil
+		return s.notWhole(ctx, kind, err)
 	}
 	if waited := time.Since(asked); waited > 2*time.Second { // the second look takes one
 		s.logf("%s: waited %v for the NATS cluster to be whole (a leader and every replica current)", kind, waited.Round(time.Millisecond))
 	}
 	return info
+}
+
+// notWhole fails the run for awaitWhole (unless ctx ended) and returns nil.
+func (s *suite) notWhole(ctx context.Context, kind FaultKind, err error) *jetstream.StreamInfo {
+	if ctx.Err() == nil {
+		s.fail("%s: the NATS cluster was not whole again (a leader and %d current replicas) within %v (last error: %v)", kind, len(s.nats)-1, leaderWait, err)
+	}
+	return nil
 }
 
 // errNotWholeTwice is awaitWhole's last error when the cluster looked
