@@ -150,7 +150,8 @@ func (h *Harness) memHeadAccount(ctx context.Context, opts ...eventsource.Option
 		return nil, uuid.Nil, err
 	}
 	head := uuid.New()
-	if err := writeAccount(ctx, r, r.New(head), 100, 0, nil); err == nil {
+	err = writeAccount(ctx, r, r.New(head), 100, 0, nil)
+	if err == nil {
 		err = checkSnapshot(ctx, store, head, 100)
 	}
 	if err != nil {
