@@ -510,16 +510,32 @@ func (s *suite) slowLink(ctx context.Context, f Fault) error {
 		}
 		return nil
 	}
-	for _, toxics := range phases {
+	addAll := func(toxics []toxiproxy.Toxic) error {
 		for _, p := range s.linkProxies {
 			for _, t := range toxics {
 				if err := s.toxi.AddToxic(ctx, p, t); err != nil {
-					// Take off what this phase put on (a toxic whose add
-					// timed out may have landed anyway), so that the next
-					// fault does not meet it.
-					_ = remove(toxics)
 					return err
 				}
+			}
+		}
+		return nil
+	}
+	for _, toxics := range phases {
+		if err := addAll(toxics); err != nil {
+			// Toxiproxy's deadlock (toxiproxy#558) can hold a proxy's lock
+			// from an earlier toxic, so that adding one times out too: a
+			// restart clears every proxy of its toxics, and the phase is
+			// tried once more.
+			if rerr := s.toxi.Restart(context.WithoutCancel(ctx)); rerr != nil {
+				return fmt.Errorf("%w; restarting toxiproxy: %v", err, rerr)
+			}
+			s.logf("worker links: toxiproxy did not take a toxic (%v); restarted it, cutting the links through it", err)
+			if err := addAll(toxics); err != nil {
+				// Take off what this phase put on (a toxic whose add
+				// timed out may have landed anyway), so that the next
+				// fault does not meet it.
+				_ = remove(toxics)
+				return err
 			}
 		}
 		sleepCtx(ctx, third)
